@@ -1,0 +1,1 @@
+"""auth: the mesh certificate authority (SPIFFE identities, CSR signing, rotation)."""

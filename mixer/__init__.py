@@ -1,0 +1,1 @@
+"""mixer: telemetry (Istio metrics, access logs, traces, dependency graph) and policy."""

@@ -1,0 +1,1 @@
+"""The ``pymesh`` command line."""

@@ -1,0 +1,50 @@
+"""``pymesh`` entry point.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int``. Only the module of the chosen subcommand is imported, so
+``pymesh proxy`` starts without loading the control plane (and vice versa).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "proxy": ("proxy.cli", "run the sidecar proxy from an Envoy v3 bootstrap"),
+}
+
+
+def _build_parser(selected: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pymesh", description="pymesh service mesh")
+    parser.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    parser.add_argument("--log-format", default="console", choices=["console", "json"])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == selected:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    selected = next((a for a in args_list if not a.startswith("-")), None)
+    parser = _build_parser(selected if selected in COMMANDS else None)
+    args = parser.parse_args(args_list)
+    from pymesh import log
+
+    log.configure(args.log_level, args.log_format)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    rc: int = module.run(args)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
