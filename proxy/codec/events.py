@@ -1,0 +1,108 @@
+"""Events of the HTTP/1.1 codec: what a connection hands back from ``next_event()``.
+
+Events are values: frozen, slotted, compared by field. Header names are lower-case bytes and
+values are bytes as received with surrounding whitespace removed; nothing is decoded to ``str``.
+A header list is not copied into the event, so whoever receives the event owns the list.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Final, TypeAlias
+
+__all__ = [
+    "NEED_DATA",
+    "ClientEvent",
+    "ConnectionClosed",
+    "Data",
+    "EndOfMessage",
+    "Headers",
+    "InformationalResponse",
+    "NeedData",
+    "Request",
+    "Response",
+    "ServerEvent",
+]
+
+Headers: TypeAlias = list[tuple[bytes, bytes]]
+
+
+class NeedData(enum.Enum):
+    """Type of the :data:`NEED_DATA` sentinel (an enum, so ``event is NEED_DATA`` narrows)."""
+
+    NEED_DATA = "NEED_DATA"
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = NeedData.NEED_DATA
+"""Returned by ``next_event()`` when no event can be produced until more bytes arrive (or,
+between two exchanges on one connection, until ``start_next_cycle()`` is called)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A request head. The body follows as :class:`Data` events and one :class:`EndOfMessage`.
+
+    ``content_length`` is the declared body length, or None when the body is chunked or the
+    request has none. ``keep_alive`` follows the version and the Connection header.
+    ``upgrade`` is set for CONNECT and for an Upgrade request (``Upgrade`` plus
+    ``Connection: upgrade``); the codec goes on parsing such a request as plain HTTP/1.1.
+    """
+
+    method: bytes
+    target: bytes
+    headers: Headers
+    http_version: bytes
+    keep_alive: bool
+    content_length: int | None
+    chunked: bool
+    expect_continue: bool
+    upgrade: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InformationalResponse:
+    """An interim 1xx response from an upstream (100 Continue, 103 Early Hints, ...)."""
+
+    status: int
+    headers: Headers
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A final response head. ``content_length`` is None when the body is chunked, delimited by
+    the end of the connection, or absent (HEAD, 204, 304)."""
+
+    status: int
+    reason: bytes
+    headers: Headers
+    http_version: bytes
+    keep_alive: bool
+    content_length: int | None
+    chunked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    """A piece of a message body, with any chunked framing already removed."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfMessage:
+    """The current message is complete; ``trailers`` holds the chunked trailer fields."""
+
+    trailers: Headers = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The peer closed its side of the connection between two messages."""
+
+
+ServerEvent: TypeAlias = Request | Data | EndOfMessage | ConnectionClosed
+ClientEvent: TypeAlias = InformationalResponse | Response | Data | EndOfMessage | ConnectionClosed

@@ -1,0 +1,89 @@
+"""Header helpers shared by the codec and the proxy: hop-by-hop fields and validation.
+
+The codec reports every field it receives, hop-by-hop ones included; the proxy calls
+:func:`strip_hop_by_hop` before forwarding. The ``validate_*`` helpers are for headers the mesh
+builds itself (route config, filters): received headers have already been checked by the parser.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Final
+
+from pymesh.errors import LocalProtocolError
+
+from .events import Headers
+
+__all__ = [
+    "HOP_BY_HOP",
+    "connection_tokens",
+    "has_token",
+    "strip_hop_by_hop",
+    "validate_header_name",
+    "validate_header_value",
+    "validate_headers",
+]
+
+# RFC 9110 section 7.6.1, plus the ones Envoy also drops on the way through.
+HOP_BY_HOP: Final[frozenset[bytes]] = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"te",
+        b"upgrade",
+        b"trailer",
+    }
+)
+
+# tchar (RFC 9110 section 5.6.2), lower-case only: the Headers contract is lower-case names.
+_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
+# field-value: visible ASCII, SP, HT and obs-text, no whitespace at either end.
+_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?")
+
+
+def has_token(value: bytes, token: bytes) -> bool:
+    """Whether the comma-separated list ``value`` holds ``token`` (lower-case), ignoring case."""
+    return any(part.strip(b" \t").lower() == token for part in value.split(b","))
+
+
+def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """The lower-case options named by every Connection field of ``headers``."""
+    tokens = [
+        part.strip(b" \t").lower()
+        for name, value in headers
+        if name == b"connection"
+        for part in value.split(b",")
+    ]
+    return frozenset(token for token in tokens if token)
+
+
+def strip_hop_by_hop(headers: Headers) -> Headers:
+    """A new list without the hop-by-hop fields and without any field Connection names."""
+    drop = HOP_BY_HOP
+    for name, _ in headers:
+        if name == b"connection":
+            drop = HOP_BY_HOP | connection_tokens(headers)
+            break
+    return [header for header in headers if header[0] not in drop]
+
+
+def validate_header_name(name: bytes) -> None:
+    """Raise LocalProtocolError unless ``name`` is a lower-case field-name token."""
+    if _NAME.fullmatch(name) is None:
+        raise LocalProtocolError(f"invalid header name {name!r}")
+
+
+def validate_header_value(value: bytes) -> None:
+    """Raise LocalProtocolError if ``value`` holds control bytes or surrounding whitespace."""
+    if _VALUE.fullmatch(value) is None:
+        raise LocalProtocolError(f"invalid header value {value!r}")
+
+
+def validate_headers(headers: Iterable[tuple[bytes, bytes]]) -> None:
+    """Validate every name and value, for headers that did not come through the parser."""
+    for name, value in headers:
+        validate_header_name(name)
+        validate_header_value(value)

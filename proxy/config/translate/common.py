@@ -1,0 +1,465 @@
+"""Conversions shared by every translator: paths, durations, percentages, matchers, headers,
+regexes (RE2 → Python), data sources, metadata, addresses."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from proxy.config.model import (
+    CidrRange,
+    ConfigSource,
+    HeaderAppendAction,
+    HeaderMatcher,
+    HeaderValueOption,
+    Int64Range,
+    Locality,
+    PipeAddress,
+    QueryParameterMatcher,
+    SocketAddress,
+    StringMatcher,
+    StringMatchKind,
+)
+from pymesh.errors import UnsupportedError, ValidationError
+
+__all__ = [
+    "at",
+    "cidr_range",
+    "compile_regex",
+    "config_source",
+    "data_source",
+    "duration",
+    "fractional_percent",
+    "frozen_mapping",
+    "header_matcher",
+    "header_name",
+    "header_value_options",
+    "headers_to_remove",
+    "join",
+    "locality",
+    "metadata",
+    "opt_duration",
+    "percent",
+    "query_parameter_matcher",
+    "re2_substitution",
+    "regex_matcher",
+    "socket_address",
+    "listener_address",
+    "string_matcher",
+    "struct_to_dict",
+    "wrapped",
+]
+
+_DENOMINATORS = {0: 100, 1: 10_000, 2: 1_000_000}
+
+
+def join(path: str, name: str) -> str:
+    """``a.b`` + ``c`` → ``a.b.c`` (an empty base gives just ``c``)."""
+    return f"{path}.{name}" if path else name
+
+
+def at(path: str, index: int | str) -> str:
+    return f"{path}[{index}]"
+
+
+def frozen_mapping(items: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(items))
+
+
+# --- scalars -------------------------------------------------------------------------------
+
+
+def duration(value: Any) -> float:
+    """A ``google.protobuf.Duration`` in float seconds."""
+    return float(value.seconds) + float(value.nanos) / 1e9
+
+
+def opt_duration(message: Message, field: str) -> float | None:
+    return duration(getattr(message, field)) if message.HasField(field) else None
+
+
+def wrapped(message: Message, field: str, default: Any) -> Any:
+    """The value of a ``google.protobuf.*Value`` wrapper field, or ``default`` when unset."""
+    return getattr(message, field).value if message.HasField(field) else default
+
+
+def fractional_percent(value: Any) -> float:
+    """``type.v3.FractionalPercent`` → fraction 0..1 (Envoy caps at 100 %)."""
+    return min(1.0, value.numerator / _DENOMINATORS[value.denominator])
+
+
+def percent(message: Message, field: str, default: float) -> float:
+    """A ``type.v3.Percent`` (0..100) field → fraction 0..1."""
+    return getattr(message, field).value / 100.0 if message.HasField(field) else default
+
+
+def struct_to_dict(value: Message) -> dict[str, Any]:
+    result = json_format.MessageToDict(value, preserving_proto_field_name=True)
+    assert isinstance(result, dict)
+    return result
+
+
+def metadata(message: Message, field: str = "metadata") -> Mapping[str, Any]:
+    """``config.core.v3.Metadata.filter_metadata`` as a read-only dict of plain JSON values."""
+    if not message.HasField(field):
+        return MappingProxyType({})
+    meta = getattr(message, field)
+    return MappingProxyType(
+        {key: struct_to_dict(meta.filter_metadata[key]) for key in meta.filter_metadata}
+    )
+
+
+# --- regexes -------------------------------------------------------------------------------
+
+_POSIX_CLASSES = {
+    "alnum": "0-9A-Za-z",
+    "alpha": "A-Za-z",
+    "ascii": "\\x00-\\x7f",
+    "blank": "\\t ",
+    "cntrl": "\\x00-\\x1f\\x7f",
+    "digit": "0-9",
+    "graph": "!-~",
+    "lower": "a-z",
+    "print": " -~",
+    "punct": "!-/:-@\\[-`{-~",
+    "space": "\\t\\n\\v\\f\\r ",
+    "upper": "A-Z",
+    "word": "0-9A-Za-z_",
+    "xdigit": "0-9A-Fa-f",
+}
+
+
+def _re2_to_python(pattern: str, path: str) -> str:
+    """Translate the RE2 syntax Envoy accepts into Python ``re`` syntax, and refuse what RE2
+    itself refuses (look-around, back-references) so pymesh and Envoy give the same verdict."""
+    out: list[str] = []
+    i = 0
+    in_class = False
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            nxt = pattern[i + 1]
+            if nxt == "z":
+                out.append("\\Z")
+            elif nxt == "Z":
+                raise ValidationError("invalid regex: RE2 does not support \\Z", path=path)
+            elif nxt.isdigit() and nxt != "0" and not in_class:
+                raise ValidationError(
+                    "invalid regex: RE2 does not support back-references", path=path
+                )
+            elif nxt in "pPC":
+                raise UnsupportedError(
+                    f"regex escape \\{nxt} (Unicode classes) is not supported by pymesh",
+                    path=path,
+                )
+            else:
+                out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            if char == "[" and pattern.startswith("[:", i):
+                end = pattern.find(":]", i + 2)
+                name = pattern[i + 2 : end] if end != -1 else ""
+                negated = name.startswith("^")
+                if name.lstrip("^") not in _POSIX_CLASSES or negated:
+                    raise ValidationError(f"invalid regex: bad POSIX class [:{name}:]", path=path)
+                out.append(_POSIX_CLASSES[name])
+                i = end + 2
+                continue
+            if char == "[":
+                out.append("\\[")
+                i += 1
+                continue
+            if char == "]":
+                in_class = False
+        elif char == "[":
+            in_class = True
+            out.append(char)
+            i += 1
+            # a leading ']' (or '^]') is a literal in both syntaxes
+            if pattern.startswith("^", i):
+                out.append("^")
+                i += 1
+            if pattern.startswith("]", i):
+                out.append("\\]")
+                i += 1
+            continue
+        elif char == "(" and pattern.startswith("(?", i):
+            rest = pattern[i + 2 : i + 4]
+            if rest[:1] in ("=", "!") or rest in ("<=", "<!"):
+                raise ValidationError("invalid regex: RE2 does not support look-around", path=path)
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
+def compile_regex(pattern: str, path: str) -> re.Pattern[bytes]:
+    """Compile an Envoy (RE2) regex for matching ``bytes``."""
+    try:
+        return re.compile(_re2_to_python(pattern, path).encode())
+    except re.error as exc:
+        raise ValidationError(f"invalid regex {pattern!r}: {exc}", path=path) from None
+
+
+def regex_matcher(message: Any, path: str) -> re.Pattern[bytes]:
+    """A ``type.matcher.v3.RegexMatcher`` (``google_re2`` is Envoy's only engine: accepted)."""
+    return compile_regex(message.regex, join(path, "regex"))
+
+
+def re2_substitution(substitution: str) -> bytes:
+    r"""RE2 rewrite strings know ``\0``-``\9`` and ``\\`` only; turn them into Python's
+    ``\g<n>`` form so ``re.sub`` reads nothing else as an escape."""
+    out: list[str] = []
+    i = 0
+    while i < len(substitution):
+        char = substitution[i]
+        if char == "\\" and i + 1 < len(substitution):
+            nxt = substitution[i + 1]
+            if nxt.isdigit():
+                out.append(f"\\g<{nxt}>")
+            elif nxt == "\\":
+                out.append("\\\\")
+            else:
+                out.append("\\\\" + nxt)
+            i += 2
+            continue
+        out.append("\\\\" if char == "\\" else char)
+        i += 1
+    return "".join(out).encode()
+
+
+# --- matchers ------------------------------------------------------------------------------
+
+
+def string_matcher(message: Any, path: str) -> StringMatcher:
+    kind = message.WhichOneof("match_pattern")
+    if kind is None:
+        raise ValidationError(
+            "one of [exact, prefix, suffix, safe_regex, contains] is required", path=path
+        )
+    if kind == "custom":
+        raise UnsupportedError(
+            f"custom string matcher '{message.custom.name}' is not supported by pymesh",
+            path=join(path, "custom"),
+        )
+    if kind == "safe_regex":
+        regex = regex_matcher(message.safe_regex, join(path, "safe_regex"))
+        return StringMatcher(StringMatchKind.REGEX, regex.pattern, regex=regex)
+    value: str = getattr(message, kind)
+    if kind != "exact" and not value:
+        # PGV: prefix/suffix/contains have min_len 1
+        raise ValidationError("value length must be at least 1 runes", path=join(path, kind))
+    encoded = value.lower().encode() if message.ignore_case else value.encode()
+    return StringMatcher(StringMatchKind(kind), encoded, ignore_case=message.ignore_case)
+
+
+def header_name(name: str, path: str) -> bytes:
+    return name.lower().encode()
+
+
+_DEPRECATED_HEADER_MATCHES = {
+    "exact_match": StringMatchKind.EXACT,
+    "prefix_match": StringMatchKind.PREFIX,
+    "suffix_match": StringMatchKind.SUFFIX,
+    "contains_match": StringMatchKind.CONTAINS,
+}
+
+
+def header_matcher(message: Any, path: str) -> HeaderMatcher:
+    name = header_name(message.name, join(path, "name"))
+    kind = message.WhichOneof("header_match_specifier")
+    common = {
+        "invert_match": message.invert_match,
+        "treat_missing_header_as_empty": message.treat_missing_header_as_empty,
+    }
+    if kind is None:
+        return HeaderMatcher(name, present_match=True, **common)
+    if kind == "present_match":
+        return HeaderMatcher(name, present_match=message.present_match, **common)
+    if kind == "range_match":
+        return HeaderMatcher(
+            name,
+            range_match=Int64Range(message.range_match.start, message.range_match.end),
+            **common,
+        )
+    if kind == "string_match":
+        matcher = string_matcher(message.string_match, join(path, "string_match"))
+    elif kind == "safe_regex_match":
+        regex = regex_matcher(message.safe_regex_match, join(path, kind))
+        matcher = StringMatcher(StringMatchKind.REGEX, regex.pattern, regex=regex)
+    else:
+        value: str = getattr(message, kind)
+        matcher = StringMatcher(_DEPRECATED_HEADER_MATCHES[kind], value.encode())
+    return HeaderMatcher(name, string_match=matcher, **common)
+
+
+def query_parameter_matcher(message: Any, path: str) -> QueryParameterMatcher:
+    matcher = (
+        string_matcher(message.string_match, join(path, "string_match"))
+        if message.HasField("string_match")
+        else None
+    )
+    return QueryParameterMatcher(message.name.encode(), matcher)
+
+
+# --- header mutations ----------------------------------------------------------------------
+
+
+def _check_mutable(name: bytes, path: str) -> None:
+    # Envoy: ":-prefixed or host headers may not be modified" (HeaderParser).
+    if name.startswith(b":") or name == b"host":
+        raise ValidationError(
+            f"invalid header mutation: {name.decode()!r}: ':-prefixed' or host headers may not "
+            "be modified",
+            path=path,
+        )
+
+
+def _is_dynamic(value: str) -> bool:
+    return "%" in value.replace("%%", "")
+
+
+def header_value_options(items: Iterable[Any], path: str) -> tuple[HeaderValueOption, ...]:
+    """``config.core.v3.HeaderValueOption`` list (the deprecated ``append`` is mapped)."""
+    result = []
+    for index, item in enumerate(items):
+        item_path = at(path, index)
+        header = item.header
+        key = header.key.lower().encode()
+        _check_mutable(key, join(item_path, "header.key"))
+        raw = header.raw_value.decode("latin-1") if header.raw_value else header.value
+        if item.HasField("append"):
+            if item.append_action != 0:
+                raise ValidationError(
+                    "Both append and append_action are set and it's not allowed", path=item_path
+                )
+            action = (
+                HeaderAppendAction.APPEND_IF_EXISTS_OR_ADD
+                if item.append.value
+                else HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
+            )
+        else:
+            action = HeaderAppendAction(type(item).HeaderAppendAction.Name(item.append_action))
+        result.append(
+            HeaderValueOption(
+                key=key,
+                value=raw.encode("latin-1", errors="strict") if header.raw_value else raw.encode(),
+                append_action=action,
+                keep_empty_value=item.keep_empty_value,
+                dynamic=_is_dynamic(raw),
+            )
+        )
+    return tuple(result)
+
+
+def headers_to_remove(names: Iterable[str], path: str) -> tuple[bytes, ...]:
+    result = []
+    for index, name in enumerate(names):
+        encoded = name.lower().encode()
+        _check_mutable(encoded, at(path, index))
+        result.append(encoded)
+    return tuple(result)
+
+
+# --- data sources, addresses ---------------------------------------------------------------
+
+
+def data_source(message: Any, path: str) -> tuple[bytes, str | None]:
+    """``config.core.v3.DataSource`` → (contents, file name if any); files are read now, as
+    Envoy reads them at load."""
+    kind = message.WhichOneof("specifier")
+    if kind == "inline_string":
+        return message.inline_string.encode(), None
+    if kind == "inline_bytes":
+        return bytes(message.inline_bytes), None
+    if kind == "filename":
+        try:
+            return Path(message.filename).read_bytes(), message.filename
+        except OSError as exc:
+            raise ValidationError(
+                f"Invalid path: {message.filename} ({exc.strerror})", path=join(path, "filename")
+            ) from None
+    if kind is None:
+        return b"", None
+    raise UnsupportedError(
+        f"data source '{kind}' is not supported by pymesh", path=join(path, kind)
+    )
+
+
+def socket_address(message: Any, path: str, *, resolve: bool = False) -> SocketAddress:
+    """``config.core.v3.SocketAddress`` (TCP, numeric port). ``resolve`` allows a DNS name."""
+    if message.protocol != 0:
+        raise UnsupportedError(
+            "UDP socket addresses are not supported by pymesh", path=join(path, "protocol")
+        )
+    if message.WhichOneof("port_specifier") != "port_value" and message.named_port:
+        raise UnsupportedError(
+            "named_port is not supported by pymesh", path=join(path, "named_port")
+        )
+    if not resolve:
+        try:
+            ipaddress.ip_address(message.address)
+        except ValueError:
+            raise ValidationError(
+                f"malformed IP address: {message.address}", path=join(path, "address")
+            ) from None
+    return SocketAddress(message.address, message.port_value, message.ipv4_compat)
+
+
+def listener_address(message: Any, path: str) -> SocketAddress | PipeAddress:
+    """``config.core.v3.Address`` of a listener: a socket address or a pipe."""
+    kind = message.WhichOneof("address")
+    if kind == "socket_address":
+        return socket_address(message.socket_address, join(path, "socket_address"))
+    if kind == "pipe":
+        return PipeAddress(message.pipe.path, message.pipe.mode)
+    if kind is None:
+        raise ValidationError("address is required", path=path)
+    raise UnsupportedError(
+        f"address kind '{kind}' is not supported by pymesh", path=join(path, kind)
+    )
+
+
+def cidr_range(message: Any, path: str) -> CidrRange:
+    try:
+        network = ipaddress.ip_network(
+            f"{message.address_prefix}/{message.prefix_len.value if message.HasField('prefix_len') else _full_len(message.address_prefix)}",
+            strict=False,
+        )
+    except ValueError as exc:
+        raise ValidationError(f"malformed IP address range: {exc}", path=path) from None
+    return CidrRange(message.address_prefix, network.prefixlen, network)
+
+
+def _full_len(address: str) -> int:
+    return 128 if ":" in address else 32
+
+
+def locality(message: Any) -> Locality:
+    return Locality(message.region, message.zone, message.sub_zone)
+
+
+def config_source(message: Any, path: str) -> ConfigSource:
+    """Only ADS (``ads: {}``) is supported; paths and API config sources are not."""
+    kind = message.WhichOneof("config_source_specifier")
+    if kind != "ads":
+        raise UnsupportedError(
+            f"config source '{kind}' is not supported by pymesh (use 'ads: {{}}')",
+            path=join(path, kind or "config_source_specifier"),
+        )
+    timeout = opt_duration(message, "initial_fetch_timeout")
+    return ConfigSource(
+        ads=True,
+        resource_api_version=type(message)
+        .DESCRIPTOR.fields_by_name["resource_api_version"]
+        .enum_type.values_by_number[message.resource_api_version]
+        .name,
+        initial_fetch_timeout=15.0 if timeout is None else timeout,
+    )

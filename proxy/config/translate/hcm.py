@@ -1,0 +1,269 @@
+"""``envoy.filters.network.http_connection_manager`` → ``model.HttpConnectionManager``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.trace.v3 import zipkin_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+
+from proxy.config.model import (
+    CodecType,
+    ForwardClientCertDetails,
+    HeadersWithUnderscoresAction,
+    Http1ProtocolOptions,
+    HttpConnectionManager,
+    HttpFilter,
+    HttpProtocolOptions,
+    InternalAddressConfig,
+    PathWithEscapedSlashesAction,
+    Rds,
+    ServerHeaderTransformation,
+    SetCurrentClientCertDetails,
+    Tracing,
+    UpgradeConfig,
+    ZipkinConfig,
+)
+from proxy.config.translate.access_log import access_logs
+from proxy.config.translate.common import (
+    at,
+    cidr_range,
+    config_source,
+    join,
+    opt_duration,
+    percent,
+    wrapped,
+)
+from proxy.config.translate.filters import FilterRegistry
+from proxy.config.translate.routes import route_configuration
+from proxy.config.translate.support import unpack
+from pymesh.errors import UnsupportedError, ValidationError
+
+__all__ = [
+    "HCM_TYPE_URL",
+    "http1_protocol_options",
+    "http_connection_manager",
+    "http_protocol_options",
+]
+
+HCM_TYPE_URL = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
+_ZIPKIN_URL = "type.googleapis.com/" + zipkin_pb2.ZipkinConfig.DESCRIPTOR.full_name
+_HCM = hcm_pb2.HttpConnectionManager
+_ROUTER = "envoy.filters.http.router"
+
+
+def http_connection_manager(any_config: Any, registry: FilterRegistry, path: str) -> HttpConnectionManager:
+    """Unpack, check and translate an HCM ``typed_config``."""
+    proto = unpack(any_config, _HCM, path)
+    codec = _HCM.CodecType.Name(proto.codec_type)
+    if codec not in ("AUTO", "HTTP1"):
+        raise UnsupportedError(
+            f"codec_type {codec} is not supported by pymesh (HTTP/1.1 only)",
+            path=join(path, "codec_type"),
+        )
+    route_config = None
+    rds = None
+    kind = proto.WhichOneof("route_specifier")
+    if kind == "route_config":
+        route_config = route_configuration(proto.route_config, registry, join(path, kind))
+    elif kind == "rds":
+        rds = Rds(
+            route_config_name=proto.rds.route_config_name,
+            config_source=config_source(proto.rds.config_source, join(path, "rds.config_source")),
+        )
+    else:
+        raise ValidationError(
+            "one of [rds, route_config, scoped_routes] is required",
+            path=join(path, "route_specifier"),
+        )
+    escaped = _HCM.PathWithEscapedSlashesAction.Name(proto.path_with_escaped_slashes_action)
+    return HttpConnectionManager(
+        stat_prefix=proto.stat_prefix,
+        codec_type=CodecType(codec),
+        route_config=route_config,
+        rds=rds,
+        http_filters=_http_filters(proto, registry, join(path, "http_filters")),
+        access_log=access_logs(proto.access_log, join(path, "access_log")),
+        server_name=(proto.server_name or "envoy").encode(),
+        server_header_transformation=ServerHeaderTransformation(
+            _HCM.ServerHeaderTransformation.Name(proto.server_header_transformation)
+        ),
+        use_remote_address=wrapped(proto, "use_remote_address", False),
+        xff_num_trusted_hops=proto.xff_num_trusted_hops,
+        skip_xff_append=proto.skip_xff_append,
+        via=proto.via.encode() or None,
+        generate_request_id=wrapped(proto, "generate_request_id", True),
+        preserve_external_request_id=proto.preserve_external_request_id,
+        always_set_request_id_in_response=proto.always_set_request_id_in_response,
+        request_timeout=opt_duration(proto, "request_timeout") or 0.0,
+        request_headers_timeout=opt_duration(proto, "request_headers_timeout") or 0.0,
+        stream_idle_timeout=_or(opt_duration(proto, "stream_idle_timeout"), 300.0),
+        drain_timeout=_or(opt_duration(proto, "drain_timeout"), 5.0),
+        delayed_close_timeout=_or(opt_duration(proto, "delayed_close_timeout"), 1.0),
+        common_http_protocol_options=(
+            http_protocol_options(proto.common_http_protocol_options)
+            if proto.HasField("common_http_protocol_options")
+            else HttpProtocolOptions()
+        ),
+        http_protocol_options=(
+            http1_protocol_options(proto.http_protocol_options)
+            if proto.HasField("http_protocol_options")
+            else Http1ProtocolOptions()
+        ),
+        max_request_headers_kb=wrapped(proto, "max_request_headers_kb", 60),
+        normalize_path=wrapped(proto, "normalize_path", False),
+        merge_slashes=proto.merge_slashes,
+        path_with_escaped_slashes_action=(
+            PathWithEscapedSlashesAction.KEEP_UNCHANGED
+            if escaped == "IMPLEMENTATION_SPECIFIC_DEFAULT"
+            else PathWithEscapedSlashesAction(escaped)
+        ),
+        strip_any_host_port=proto.strip_any_host_port,
+        strip_trailing_host_dot=proto.strip_trailing_host_dot,
+        internal_address_config=(
+            InternalAddressConfig(
+                unix_sockets=proto.internal_address_config.unix_sockets,
+                cidr_ranges=tuple(
+                    cidr_range(item, at(join(path, "internal_address_config.cidr_ranges"), index))
+                    for index, item in enumerate(proto.internal_address_config.cidr_ranges)
+                ),
+            )
+            if proto.HasField("internal_address_config")
+            else None
+        ),
+        add_user_agent=wrapped(proto, "add_user_agent", False),
+        forward_client_cert_details=ForwardClientCertDetails(
+            _HCM.ForwardClientCertDetails.Name(proto.forward_client_cert_details)
+        ),
+        set_current_client_cert_details=(
+            SetCurrentClientCertDetails(
+                subject=wrapped(proto.set_current_client_cert_details, "subject", False),
+                cert=proto.set_current_client_cert_details.cert,
+                chain=proto.set_current_client_cert_details.chain,
+                dns=proto.set_current_client_cert_details.dns,
+                uri=proto.set_current_client_cert_details.uri,
+            )
+            if proto.HasField("set_current_client_cert_details")
+            else None
+        ),
+        proxy_100_continue=proto.proxy_100_continue,
+        tracing=_tracing(proto.tracing, join(path, "tracing")) if proto.HasField("tracing") else None,
+        upgrade_configs=tuple(
+            UpgradeConfig(item.upgrade_type.lower(), wrapped(item, "enabled", True))
+            for item in proto.upgrade_configs
+        ),
+    )
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def _http_filters(proto: Any, registry: FilterRegistry, path: str) -> tuple[HttpFilter, ...]:
+    filters: list[HttpFilter] = []
+    terminal_names: list[tuple[int, str, str]] = []
+    for index, item in enumerate(proto.http_filters):
+        item_path = at(path, index)
+        try:
+            entry, config = registry.translate(
+                item.name, item.typed_config if item.HasField("typed_config") else None, item_path
+            )
+        except UnsupportedError:
+            # is_optional: Envoy itself skips a filter it does not have.
+            if item.is_optional:
+                continue
+            raise
+        if entry.terminal:
+            terminal_names.append((index, item.name, entry.name))
+        filters.append(
+            HttpFilter(
+                name=item.name,
+                config=config,
+                disabled=item.disabled,
+                is_optional=item.is_optional,
+                type_url=item.typed_config.type_url if item.HasField("typed_config") else "",
+            )
+        )
+    count = len(proto.http_filters)
+    for index, name, canonical in terminal_names:
+        if index != count - 1:
+            raise ValidationError(
+                f"Error: terminal filter named {name} of type {canonical} must be the last "
+                "filter in a http filter chain.",
+                path=at(path, index),
+            )
+    if count and (not terminal_names or terminal_names[-1][0] != count - 1):
+        last = proto.http_filters[count - 1]
+        raise ValidationError(
+            f"Error: non-terminal filter named {last.name} of type "
+            f"{last.typed_config.type_url.removeprefix('type.googleapis.com/')} is the last "
+            "filter in a http filter chain.",
+            path=at(path, count - 1),
+        )
+    if not count:
+        # Envoy adds the router when the list is empty.
+        entry, config = registry.translate(_ROUTER, None, path)
+        filters.append(HttpFilter(name=_ROUTER, config=config, type_url=entry.type_url))
+    return tuple(filters)
+
+
+def http_protocol_options(proto: Any) -> HttpProtocolOptions:
+    """``config.core.v3.HttpProtocolOptions`` (HCM and cluster ``common_http_protocol_options``)."""
+    idle = opt_duration(proto, "idle_timeout")
+    return HttpProtocolOptions(
+        idle_timeout=3600.0 if idle is None else (idle or None),
+        max_connection_duration=opt_duration(proto, "max_connection_duration") or None,
+        max_headers_count=wrapped(proto, "max_headers_count", 100),
+        max_stream_duration=opt_duration(proto, "max_stream_duration") or None,
+        headers_with_underscores_action=HeadersWithUnderscoresAction(
+            type(proto).HeadersWithUnderscoresAction.Name(proto.headers_with_underscores_action)
+        ),
+        max_requests_per_connection=wrapped(proto, "max_requests_per_connection", None) or None,
+    )
+
+
+def http1_protocol_options(proto: Any) -> Http1ProtocolOptions:
+    return Http1ProtocolOptions(
+        allow_absolute_url=wrapped(proto, "allow_absolute_url", True),
+        accept_http_10=proto.accept_http_10,
+        default_host_for_http_10=proto.default_host_for_http_10.encode() or None,
+        proper_case_header_keys=proto.header_key_format.HasField("proper_case_words"),
+        enable_trailers=proto.enable_trailers,
+        allow_chunked_length=proto.allow_chunked_length,
+    )
+
+
+def _tracing(proto: Any, path: str) -> Tracing:
+    provider = None
+    if proto.HasField("provider"):
+        provider_path = join(path, "provider")
+        url = proto.provider.typed_config.type_url
+        if url != _ZIPKIN_URL:
+            raise UnsupportedError(
+                f"tracer '{proto.provider.name}' ({url}) is not supported by pymesh",
+                path=provider_path,
+            )
+        zipkin = unpack(proto.provider.typed_config, zipkin_pb2.ZipkinConfig, join(provider_path, "typed_config"))
+        if zipkin.collector_endpoint_version not in (0, 1):
+            raise UnsupportedError(
+                "only the HTTP_JSON Zipkin collector endpoint is supported by pymesh",
+                path=join(provider_path, "typed_config.collector_endpoint_version"),
+            )
+        provider = ZipkinConfig(
+            collector_cluster=zipkin.collector_cluster,
+            collector_endpoint=zipkin.collector_endpoint,
+            trace_id_128bit=zipkin.trace_id_128bit,
+            shared_span_context=wrapped(zipkin, "shared_span_context", True),
+            collector_hostname=zipkin.collector_hostname or None,
+        )
+    return Tracing(
+        client_sampling=percent(proto, "client_sampling", 1.0),
+        random_sampling=percent(proto, "random_sampling", 1.0),
+        overall_sampling=percent(proto, "overall_sampling", 1.0),
+        verbose=proto.verbose,
+        max_path_tag_length=wrapped(proto, "max_path_tag_length", 256),
+        spawn_upstream_span=wrapped(proto, "spawn_upstream_span", None),
+        provider=provider,
+    )

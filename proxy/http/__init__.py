@@ -1,0 +1,1 @@
+"""The HTTP connection manager: downstream connections, streams, filters and the router."""

@@ -1,0 +1,405 @@
+"""The HTTP connection manager: one :class:`DownstreamConnection` per accepted connection.
+
+:class:`HcmRuntime` is the connection manager's configuration compiled once per snapshot
+(filter factories, route table source, stats, access loggers). A connection takes the
+current runtime at each new request, so a new route table applies to the next request on a
+kept-alive connection, never to one in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import structlog
+
+from proxy.codec import NEED_DATA, ConnectionClosed, Data, EndOfMessage, Request, ServerConnection
+from proxy.http.stream import ActiveStream
+from proxy.http.util import DateCache, RequestIdGenerator
+from pymesh.errors import RemoteProtocolError
+
+if TYPE_CHECKING:
+    from proxy.access_log import AccessLogger
+    from proxy.config.model_http import HttpConnectionManager, RouterConfig
+    from proxy.routing.matcher import RouteTable
+    from proxy.stats import HttpStats
+    from proxy.upstream.manager import ClusterManager
+
+__all__ = ["DownstreamConnection", "HcmRuntime"]
+
+log = structlog.get_logger(__name__)
+
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+class HcmRuntime:
+    """Everything a request on this connection manager needs, resolved once per snapshot."""
+
+    __slots__ = (
+        "access_loggers",
+        "accept_http_10",
+        "allow_absolute_url",
+        "buffer_limit",
+        "cluster_manager",
+        "date",
+        "filter_factories",
+        "generate_request_id",
+        "idle_timeout",
+        "max_header_bytes",
+        "max_headers",
+        "model",
+        "request_headers_timeout",
+        "request_id",
+        "rng",
+        "route_table",
+        "router_config",
+        "server_name",
+        "server_transformation",
+        "skip_xff_append",
+        "stats",
+        "use_remote_address",
+    )
+
+    def __init__(
+        self,
+        model: HttpConnectionManager,
+        *,
+        stats: HttpStats,
+        route_table: Callable[[], RouteTable | None],
+        filter_factories: tuple[Callable[[], object], ...],
+        router_config: RouterConfig,
+        cluster_manager: ClusterManager,
+        access_loggers: tuple[AccessLogger, ...],
+        rng: random.Random,
+        date: DateCache,
+        buffer_limit: int,
+    ) -> None:
+        self.model = model
+        self.stats = stats
+        self.route_table = route_table
+        self.filter_factories = filter_factories
+        self.router_config = router_config
+        self.cluster_manager = cluster_manager
+        self.access_loggers = access_loggers
+        self.rng = rng
+        self.date = date
+        self.request_id = RequestIdGenerator(rng)
+        self.buffer_limit = buffer_limit
+        self.server_name = model.server_name
+        self.server_transformation = model.server_header_transformation.value
+        self.generate_request_id = model.generate_request_id
+        self.use_remote_address = model.use_remote_address
+        self.skip_xff_append = model.skip_xff_append
+        self.accept_http_10 = model.http_protocol_options.accept_http_10
+        self.allow_absolute_url = model.http_protocol_options.allow_absolute_url
+        self.max_header_bytes = model.max_request_headers_kb * 1024
+        self.max_headers = model.common_http_protocol_options.max_headers_count
+        self.request_headers_timeout = model.request_headers_timeout
+        self.idle_timeout = model.common_http_protocol_options.idle_timeout
+
+    @staticmethod
+    def has_envoy_headers(headers: list[tuple[bytes, bytes]]) -> bool:
+        for k, _ in headers:
+            if k[:8] == b"x-envoy-":
+                return True
+        return False
+
+
+class DownstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "_header_timer",
+        "_idle_since",
+        "_idle_timer",
+        "_processing",
+        "_read_paused",
+        "_wbuf",
+        "close_after_response",
+        "closed",
+        "codec",
+        "draining",
+        "hcm",
+        "hcm_source",
+        "local_address",
+        "loop",
+        "on_close",
+        "peer_host",
+        "scheme",
+        "stream",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(
+        self,
+        hcm_source: Callable[[], HcmRuntime],
+        loop: asyncio.AbstractEventLoop,
+        *,
+        scheme: bytes = b"http",
+        on_close: Callable[[DownstreamConnection], None] | None = None,
+    ) -> None:
+        self.hcm_source = hcm_source
+        self.hcm = hcm_source()
+        self.loop = loop
+        self.scheme = scheme
+        self.on_close = on_close
+        self.codec = ServerConnection(
+            max_header_bytes=self.hcm.max_header_bytes, max_headers=self.hcm.max_headers
+        )
+        self.transport: asyncio.Transport | None = None
+        self.stream: ActiveStream | None = None
+        self.peer_host = ""
+        self.local_address: tuple[str, int] | None = None
+        self.close_after_response = False
+        self.draining = False
+        self.closed = False
+        self.write_paused = False
+        self._read_paused = False
+        self._wbuf: list[bytes] = []
+        self._processing = False
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.peer_host = peer[0]
+        local = transport.get_extra_info("sockname")
+        if isinstance(local, tuple):
+            self.local_address = (local[0], local[1])
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        stats = self.hcm.stats
+        stats.downstream_cx_total.value += 1
+        stats.downstream_cx_http1_total.value += 1
+        stats.downstream_cx_active.value += 1
+        self._idle_since = self.loop.time()
+        if self.hcm.idle_timeout:
+            self._idle_timer = self.loop.call_later(self.hcm.idle_timeout, self._on_idle_timer)
+
+    def data_received(self, data: bytes) -> None:
+        if self.stream is None and self.hcm.request_headers_timeout and self._header_timer is None:
+            self._header_timer = self.loop.call_later(
+                self.hcm.request_headers_timeout, self._on_header_timeout
+            )
+        try:
+            self.codec.receive_data(data)
+        except RemoteProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        self._process()
+        self.flush()
+
+    def eof_received(self) -> bool | None:
+        try:
+            self.codec.receive_data(b"")
+        except RemoteProtocolError:
+            pass
+        stream = self.stream
+        if stream is not None and stream.request_complete and not stream.done:
+            # Half-closed after a complete request: answer it, then close.
+            self.close_after_response = True
+            return True
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        for timer in (self._header_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
+        stream = self.stream
+        if stream is not None:
+            self.stream = None
+            stream.on_downstream_disconnect()
+        stats = self.hcm.stats
+        stats.downstream_cx_active.value -= 1
+        stats.downstream_cx_destroy.value += 1
+        if self.on_close is not None:
+            self.on_close(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        conn = self._upstream_conn()
+        if conn is not None:
+            conn.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        conn = self._upstream_conn()
+        if conn is not None:
+            conn.resume_reading()
+
+    # -- request processing -----------------------------------------------------------------------
+    def _process(self) -> None:
+        if self._processing:
+            return  # re-entered from a stream completing inside the loop below
+        self._processing = True
+        codec = self.codec
+        try:
+            while not self.closed:
+                stream = self.stream
+                if stream is not None and stream.request_complete:
+                    return  # a pipelined request waits until this response is done
+                event = codec.next_event()
+                if event is NEED_DATA:
+                    return
+                kind = type(event)
+                if kind is Request:
+                    self._start_stream(event)  # type: ignore[arg-type]
+                elif stream is None:
+                    continue
+                elif kind is Data:
+                    stream.on_request_data(event.data)  # type: ignore[union-attr]
+                elif kind is EndOfMessage:
+                    stream.on_request_end()
+                elif kind is ConnectionClosed:
+                    return
+        except RemoteProtocolError as exc:
+            self._protocol_error(exc)
+        finally:
+            self._processing = False
+
+    def _start_stream(self, request: Request) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        hcm = self.hcm = self.hcm_source()
+        stats = hcm.stats
+        stats.downstream_rq_total.value += 1
+        stats.downstream_rq_http1_total.value += 1
+        stats.downstream_rq_active.value += 1
+        if self.draining:
+            self.close_after_response = True
+        stream = self.stream = ActiveStream(self, request)
+        stream.on_request_headers()
+
+    def on_stream_done(self, stream: ActiveStream) -> None:
+        if self.stream is not stream:
+            return
+        self.stream = None
+        self._idle_since = self.loop.time()
+        if (
+            self.close_after_response
+            or not stream.request_complete
+            or not self.codec.keep_alive
+            or self.closed
+        ):
+            self.flush()
+            self._close()
+            return
+        self.codec.start_next_cycle()
+        self.resume_reading()
+        if not self._processing:
+            self._process()
+            self.flush()
+
+    # -- output ---------------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        # Writes are gathered and sent once per event batch (see flush): one syscall for a
+        # response head and body instead of two.
+        self._wbuf.append(data)
+
+    def flush(self) -> None:
+        wbuf = self._wbuf
+        if wbuf and self.transport is not None:
+            if not self.closed:
+                self.transport.write(wbuf[0] if len(wbuf) == 1 else b"".join(wbuf))
+            wbuf.clear()
+
+    def pause_reading(self) -> None:
+        if not self._read_paused and self.transport is not None and not self.closed:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._read_paused and self.transport is not None and not self.closed:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def abort(self) -> None:
+        """Reset: drop the connection without finishing the response."""
+        self._wbuf.clear()
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+        self.closed = True
+
+    def drain(self) -> None:
+        """Stop reusing this connection: close it now if idle, else after the response."""
+        self.draining = True
+        self.close_after_response = True
+        if self.stream is None:
+            self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def _upstream_conn(self) -> object | None:
+        stream = self.stream
+        if stream is None or stream.router is None or stream.router.attempt is None:
+            return None
+        return stream.router.attempt.conn
+
+    # -- errors and timers ----------------------------------------------------------------------------
+    def _protocol_error(self, exc: RemoteProtocolError) -> None:
+        self.hcm.stats.downstream_cx_protocol_error.value += 1
+        stream = self.stream
+        if stream is not None and stream.response_started:
+            stream.reset()
+            return
+        if stream is not None:
+            stream.add_response_flag("DPE")
+        log.debug("downstream protocol error", error=str(exc), peer=self.peer_host)
+        self._send_simple(exc.status)
+
+    def _send_simple(self, status: int) -> None:
+        """A response for a request that never became a stream (bad bytes, slow headers)."""
+        reason = _REASONS.get(status, b"Bad Request")
+        hcm = self.hcm
+        head = b"".join(
+            (
+                b"HTTP/1.1 %d %s\r\n" % (status, reason),
+                b"content-length: %d\r\ncontent-type: text/plain\r\n" % len(reason),
+                b"date: " + hcm.date() + b"\r\n",
+                b"server: " + hcm.server_name + b"\r\n",
+                b"connection: close\r\n\r\n",
+                reason,
+            )
+        )
+        stream, self.stream = self.stream, None
+        if stream is not None and not stream.done:
+            stream.response_code = status
+            stream.done = True
+            hcm.stats.downstream_rq_active.value -= 1
+            hcm.stats.response(status)
+        self._wbuf.clear()
+        if self.transport is not None and not self.closed:
+            self.transport.write(head)
+            self._close()
+        self.closed = True
+
+    def _on_header_timeout(self) -> None:
+        self._header_timer = None
+        if self.stream is None and not self.closed:
+            self.hcm.stats.downstream_rq_header_timeout.value += 1
+            self._send_simple(408)
+
+    def _on_idle_timer(self) -> None:
+        timeout = self.hcm.idle_timeout
+        if self.closed or not timeout:
+            return
+        remaining = timeout
+        if self.stream is None:
+            remaining = self._idle_since + timeout - self.loop.time()
+            if remaining <= 0:
+                self.hcm.stats.downstream_cx_idle_timeout.value += 1
+                self._close()
+                return
+        self._idle_timer = self.loop.call_later(remaining, self._on_idle_timer)

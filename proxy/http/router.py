@@ -1,0 +1,561 @@
+"""The router: the terminal step of a stream, which forwards it upstream.
+
+Per request it picks the cluster (weighted or by header), applies the route's rewrites and
+header mutations, enforces the timeout, and runs *attempts* — one per try — each of which
+borrows a connection from the chosen host's pool. Whether a failed try is retried is decided
+by :class:`proxy.routing.retry.RetryState` (pure); this module only does the plumbing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import structlog
+
+from proxy.codec import Response
+from proxy.config.model_route import RouteAction, RouteActionType
+from proxy.http.headers import apply_header_options, get_header, remove_headers, set_header
+from proxy.http.local_reply import ResponseFlag
+from proxy.http.mirror import ShadowRequest
+from proxy.http.stream import strip_hop_by_hop
+from proxy.routing.matcher import pick_weighted_cluster
+from proxy.routing.retry import (
+    ENVOY_REQUEST_CONTROL_HEADERS,
+    ResetKind,
+    RetryState,
+    RetryStatus,
+    final_timeouts,
+    parse_envoy_request_controls,
+)
+from proxy.routing.rewrite import rewrite_path
+
+if TYPE_CHECKING:
+    from proxy.config.model_route import Route
+    from proxy.http.stream import ActiveStream
+    from proxy.upstream.cluster import RuntimeCluster
+    from proxy.upstream.connection import UpstreamConnection
+    from proxy.upstream.host import Host
+
+__all__ = ["Router", "UpstreamAttempt"]
+
+log = structlog.get_logger(__name__)
+
+_RESET_PREFIX = "upstream connect error or disconnect/reset before headers. "
+
+
+class Router:
+    __slots__ = (
+        "_body",
+        "_body_size",
+        "_body_replayable",
+        "_holds_request",
+        "_per_try_timeout",
+        "_timeout",
+        "_timeout_handle",
+        "_retry_timer",
+        "action",
+        "attempt",
+        "attempts",
+        "cluster",
+        "finished",
+        "hash_key",
+        "headers",
+        "method",
+        "path",
+        "request_ended",
+        "response_started",
+        "retry",
+        "route",
+        "stream",
+    )
+
+    def __init__(self, stream: ActiveStream, route: Route, action: RouteAction) -> None:
+        self.stream = stream
+        self.route = route
+        self.action = action
+        self.cluster: RuntimeCluster | None = None
+        self.attempt: UpstreamAttempt | None = None
+        self.attempts = 0
+        self.retry: RetryState | None = None
+        self.hash_key: int | None = None
+        self.headers = stream.request_headers
+        self.method = stream.method
+        self.path = stream.path
+        self.request_ended = False
+        self.response_started = False
+        self.finished = False
+        # Body received while filters held the chain (a fault delay) is where we start.
+        self._body: list[bytes] | None = stream.early_body
+        self._body_size = sum(map(len, stream.early_body)) if stream.early_body else 0
+        self._body_replayable = True
+        self._holds_request = False
+        self._timeout: float | None = action.timeout or None
+        self._per_try_timeout: float | None = None
+        self._timeout_handle: asyncio.TimerHandle | None = None
+        self._retry_timer: asyncio.TimerHandle | None = None
+
+    # -- setup ----------------------------------------------------------------------------
+    def start(self) -> None:
+        stream = self.stream
+        hcm = stream.hcm
+        action = self.action
+        headers = self.headers
+        weighted = None
+        if action.kind is RouteActionType.CLUSTER:
+            name = action.cluster
+        elif action.kind is RouteActionType.WEIGHTED_CLUSTERS:
+            assert action.weighted_clusters is not None
+            weighted = pick_weighted_cluster(action.weighted_clusters, hcm.rng)
+            name = weighted.name
+        else:
+            assert action.cluster_header is not None
+            value = get_header(headers, action.cluster_header)
+            name = value.decode("latin-1") if value else None
+        cluster = hcm.cluster_manager.get(name) if name else None
+        if cluster is None:
+            hcm.stats.no_cluster.value += 1
+            self.finished = True
+            stream.send_local_reply(
+                action.cluster_not_found_response_code,
+                flag=ResponseFlag.NO_CLUSTER_FOUND,
+                details="cluster_not_found",
+            )
+            return
+        self.cluster = cluster
+        stream.cluster_name = cluster.name
+        controls = None
+        if hcm.has_envoy_headers(headers):
+            controls = parse_envoy_request_controls(headers)
+            remove_headers(headers, ENVOY_REQUEST_CONTROL_HEADERS)
+        strip_hop_by_hop(headers)
+        self._mutate_request(weighted)
+        policy = action.retry_policy
+        if policy is None and stream.vhost is not None:
+            policy = stream.vhost.retry_policy
+        timeouts = final_timeouts(
+            action.timeout,
+            policy.per_try_timeout if policy is not None else None,
+            controls,
+            respect_expected_rq_timeout=hcm.router_config.respect_expected_rq_timeout,
+        )
+        self._timeout = timeouts.global_timeout
+        self._per_try_timeout = timeouts.per_try_timeout
+        self.retry = RetryState.create(
+            policy, controls, hcm.rng, request_headers=headers, limits=cluster.limits
+        )
+        if not hcm.router_config.suppress_envoy_headers:
+            expected = timeouts.expected_rq_timeout_ms
+            if expected is not None:
+                set_header(headers, b"x-envoy-expected-rq-timeout-ms", b"%d" % expected)
+        if action.hash_policy and cluster.needs_hash:
+            self.hash_key = cluster.hash_key(action.hash_policy, headers, stream)
+        stats = cluster.stats
+        if not cluster.limits.try_acquire_request():
+            stats.upstream_rq_pending_overflow.value += 1
+            self.finished = True
+            self._overflow()
+            return
+        self._holds_request = True
+        stats.upstream_rq_total.value += 1
+        stats.upstream_rq_active.value += 1
+        self._new_attempt()
+
+    def _mutate_request(self, weighted: object) -> None:
+        """Route, virtual host and route-config header mutations plus path/host rewrites."""
+        stream = self.stream
+        route = self.route
+        action = self.action
+        headers = self.headers
+        vhost = stream.vhost
+        config = stream.route_config
+        if action.prefix_rewrite is not None or action.regex_rewrite is not None:
+            new_path = rewrite_path(action, route.match, self.path)
+            if new_path != self.path:
+                if not stream.hcm.router_config.suppress_envoy_headers:
+                    set_header(headers, b"x-envoy-original-path", self.path)
+                self.path = new_path
+        if action.host_rewrite_literal is not None:
+            set_header(headers, b"host", action.host_rewrite_literal)
+        elif action.host_rewrite_header is not None:
+            value = get_header(headers, action.host_rewrite_header)
+            if value:
+                set_header(headers, b"host", value)
+        for owner in (weighted, route, vhost, config):
+            if owner is None:
+                continue
+            remove = owner.request_headers_to_remove  # type: ignore[attr-defined]
+            if remove:
+                remove_headers(headers, remove)
+            add = owner.request_headers_to_add  # type: ignore[attr-defined]
+            if add:
+                apply_header_options(headers, add)
+        if vhost is not None and vhost.include_request_attempt_count:
+            set_header(headers, b"x-envoy-attempt-count", b"1")
+
+    # -- attempts ---------------------------------------------------------------------------
+    def _new_attempt(self) -> None:
+        cluster = self.cluster
+        assert cluster is not None
+        stream = self.stream
+        retry = self.retry
+        exclude = retry.exclude if retry is not None else None
+        host = cluster.choose_host(self.hash_key, exclude, stream)  # type: ignore[arg-type]
+        if host is None:
+            cluster.stats.upstream_cx_none_healthy.value += 1
+            self._fail(503, b"no healthy upstream", ResponseFlag.NO_HEALTHY_UPSTREAM, "no_healthy_upstream")
+            return
+        self.attempts += 1
+        if self.attempts > 1:
+            vhost = stream.vhost
+            if vhost is not None and vhost.include_request_attempt_count:
+                set_header(self.headers, b"x-envoy-attempt-count", b"%d" % self.attempts)
+        if retry is not None:
+            retry.on_host_attempted(host)
+        attempt = self.attempt = UpstreamAttempt(self, host)
+        stream.upstream_host = host.address_str
+        pool = cluster.pool_for(host)
+        result = pool.acquire(attempt)
+        if result is None:
+            return  # queued: on_pool_ready / on_pool_failure follows
+        if type(result) is str:
+            self.attempt = None
+            self._overflow()
+            return
+        attempt.on_pool_ready(result)  # type: ignore[arg-type]
+
+    def _overflow(self) -> None:
+        self.stream.send_local_reply(
+            503,
+            (_RESET_PREFIX + "reset reason: overflow").encode(),
+            flag=ResponseFlag.UPSTREAM_OVERFLOW,
+            headers=((b"x-envoy-overloaded", b"true"),),
+            details="upstream_reset_before_response_started{overflow}",
+        )
+
+    def write_request(self, conn: UpstreamConnection) -> None:
+        """Send the request head, and the body received so far, on a fresh attempt."""
+        request = self.stream.request
+        chunked = request.chunked
+        if self.request_ended and self._body is not None and chunked:
+            # The whole body is here: send it with a length instead of chunk framing.
+            body = b"".join(self._body)
+            set_header(self.headers, b"content-length", b"%d" % len(body))
+            conn.write_request_head(self.method, self.path, self.headers, False)
+            remove_headers(self.headers, (b"content-length",))
+            if body:
+                conn.write(body)
+            return
+        conn.write_request_head(self.method, self.path, self.headers, chunked)
+        if self._body:
+            for chunk in self._body:
+                conn.write_data(chunk)
+        if self.request_ended:
+            conn.write_end()
+
+    def on_request_data(self, data: bytes) -> None:
+        attempt = self.attempt
+        limit = self.stream.hcm.buffer_limit
+        if self._body_replayable:
+            if self._body is None:
+                self._body = [data]
+            else:
+                self._body.append(data)
+            self._body_size += len(data)
+            if self._body_size > limit and attempt is not None and attempt.conn is not None:
+                # Too large to keep for a retry or a mirror: stream it and give up replays.
+                self._body_replayable = False
+                self._body = None
+        if attempt is not None and attempt.conn is not None:
+            attempt.conn.write_data(data)
+        elif not self._body_replayable:
+            pass
+        elif self._body_size > limit:
+            self.stream.conn.pause_reading()  # wait for the upstream connection
+
+    def on_request_end(self) -> None:
+        if self.request_ended or self.finished:
+            return
+        self.request_ended = True
+        attempt = self.attempt
+        if attempt is not None and attempt.conn is not None:
+            attempt.conn.write_end()
+        if self._timeout:
+            self._timeout_handle = self.stream.loop.call_later(self._timeout, self._on_timeout)
+        if self.action.request_mirror_policies:
+            self._mirror()
+
+    def _mirror(self) -> None:
+        stream = self.stream
+        hcm = stream.hcm
+        if not self._body_replayable:
+            return
+        body = b"".join(self._body) if self._body else b""
+        for policy in self.action.request_mirror_policies:
+            if policy.runtime_fraction < 1.0 and hcm.rng.random() >= policy.runtime_fraction:
+                continue
+            cluster = hcm.cluster_manager.get(policy.cluster)
+            if cluster is None:
+                continue
+            ShadowRequest.send(
+                cluster,
+                self.method,
+                self.path,
+                self.headers,
+                body,
+                timeout=self._timeout,
+                suffix_host=not policy.disable_shadow_host_suffix_append,
+                loop=stream.loop,
+            )
+
+    # -- attempt outcomes -------------------------------------------------------------------
+    def on_attempt_ready(self, attempt: UpstreamAttempt) -> None:
+        if self._per_try_timeout:
+            attempt.per_try_handle = self.stream.loop.call_later(
+                self._per_try_timeout, self._on_per_try_timeout, attempt
+            )
+        # Reading may have been paused while the body waited for this connection.
+        self.stream.conn.resume_reading()
+
+    def on_attempt_response(self, attempt: UpstreamAttempt, response: Response) -> None:
+        cluster = self.cluster
+        assert cluster is not None
+        status = response.status
+        headers = response.headers
+        cluster.report_response(attempt.host, status)
+        retry = self.retry
+        if retry is not None and not self.response_started:
+            if self._retry_decided(retry.decide_response(status, headers), attempt):
+                return
+        attempt.cancel_timer()
+        self.response_started = True
+        stats = cluster.stats
+        stats.response(status)
+        elapsed_ms = (self.stream.loop.time() - attempt.start_time) * 1000.0
+        stats.upstream_rq_time.record(elapsed_ms)
+        if retry is not None and retry.retry_succeeded:
+            stats.upstream_rq_retry_success.value += 1
+        strip_hop_by_hop(headers)
+        if not self.stream.hcm.router_config.suppress_envoy_headers:
+            headers.append((b"x-envoy-upstream-service-time", b"%d" % elapsed_ms))
+        vhost = self.stream.vhost
+        if vhost is not None and vhost.include_attempt_count_in_response:
+            headers.append((b"x-envoy-attempt-count", b"%d" % self.attempts))
+        has_body = not (self.stream.is_head or status in (204, 304) or 100 <= status < 200)
+        chunked = has_body and response.content_length is None
+        self.stream.encode_headers(status, headers, chunked=chunked)
+
+    def on_attempt_end(self, attempt: UpstreamAttempt) -> None:
+        attempt.cancel_timer()
+        self.attempt = None
+        self.stream.encode_end()
+
+    def on_attempt_failure(self, attempt: UpstreamAttempt, kind: str, reason: str) -> None:
+        """A try failed before a usable response: ``kind`` is connect_failure / reset /
+        timeout (per try)."""
+        cluster = self.cluster
+        assert cluster is not None
+        attempt.cancel_timer()
+        if self.response_started:
+            self.stream.add_response_flag(ResponseFlag.UPSTREAM_CONNECTION_TERMINATION)
+            cluster.stats.upstream_rq_rx_reset.value += 1
+            self.attempt = None
+            self.stream.reset()
+            return
+        cluster.report_local_failure(attempt.host, kind)
+        retry = self.retry
+        if retry is not None and self._retry_decided(retry.decide_reset(ResetKind(kind)), attempt):
+            return
+        if kind == "timeout":
+            self.attempt = None
+            self._on_timeout(per_try=True)
+            return
+        flag = (
+            ResponseFlag.UPSTREAM_CONNECTION_FAILURE
+            if kind == "connect_failure"
+            else ResponseFlag.UPSTREAM_CONNECTION_TERMINATION
+        )
+        prefix = "retried and the latest " if self.attempts > 1 else ""
+        body = f"{_RESET_PREFIX}{prefix}reset reason: {reason}".encode()
+        self.attempt = None
+        self._fail(503, body, flag, f"upstream_reset_before_response_started{{{reason}}}")
+
+    def _retry_decided(self, decision: RetryStatus, attempt: UpstreamAttempt) -> bool:
+        """Act on a retry decision; True when a retry was scheduled."""
+        cluster = self.cluster
+        retry = self.retry
+        assert cluster is not None and retry is not None
+        if decision is RetryStatus.NO:
+            return False
+        if decision is RetryStatus.LIMIT_EXCEEDED:
+            cluster.stats.upstream_rq_retry_limit_exceeded.value += 1
+            self.stream.add_response_flag(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED)
+            return False
+        if decision is RetryStatus.OVERFLOW:
+            cluster.stats.upstream_rq_retry_overflow.value += 1
+            self.stream.add_response_flag(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED)
+            return False
+        if not self._body_replayable:
+            return False
+        cluster.stats.upstream_rq_retry.value += 1
+        attempt.abandon()
+        self.attempt = None
+        self._retry_timer = self.stream.loop.call_later(retry.next_backoff(), self._do_retry)
+        return True
+
+    def _do_retry(self) -> None:
+        self._retry_timer = None
+        if self.finished or self.stream.done:
+            return
+        self._new_attempt()
+        self.stream.conn.flush()
+
+    def _on_timeout(self, per_try: bool = False) -> None:
+        self._timeout_handle = None
+        if self.finished:
+            return
+        cluster = self.cluster
+        assert cluster is not None
+        if not per_try:
+            cluster.stats.upstream_rq_timeout.value += 1
+        attempt = self.attempt
+        if attempt is not None:
+            attempt.abandon()
+            self.attempt = None
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
+        self.stream.add_response_flag(ResponseFlag.UPSTREAM_REQUEST_TIMEOUT)
+        if self.response_started:
+            self.stream.reset()
+            return
+        self._fail(504, b"upstream request timeout", None, "upstream_response_timeout")
+
+    def _on_per_try_timeout(self, attempt: UpstreamAttempt) -> None:
+        attempt.per_try_handle = None
+        if attempt is not self.attempt or self.response_started:
+            return
+        assert self.cluster is not None
+        self.cluster.stats.upstream_rq_per_try_timeout.value += 1
+        self.on_attempt_failure(attempt, "timeout", "per try timeout")
+        self.stream.conn.flush()
+
+    def _fail(self, status: int, body: bytes, flag: str | None, details: str) -> None:
+        self.finished = True
+        self.stream.send_local_reply(status, body, flag=flag, details=details)
+
+    # -- stream callbacks -----------------------------------------------------------------------
+    def on_local_reply(self, status: int) -> None:
+        cluster = self.cluster
+        if cluster is not None and status >= 500 and not self.response_started:
+            cluster.stats.response(status)
+
+    def on_downstream_reset(self) -> None:
+        attempt = self.attempt
+        if attempt is not None:
+            attempt.abandon()
+            self.attempt = None
+
+    def on_stream_done(self) -> None:
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+            self._timeout_handle = None
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
+        if self.retry is not None:
+            self.retry.release()
+        attempt = self.attempt
+        if attempt is not None:
+            attempt.abandon()
+            self.attempt = None
+        self.finished = True
+        if self._holds_request:
+            self._holds_request = False
+            cluster = self.cluster
+            assert cluster is not None
+            cluster.limits.release_request()
+            cluster.stats.upstream_rq_active.value -= 1
+
+
+class UpstreamAttempt:
+    """One try: a :class:`~proxy.upstream.pool.PoolWaiter` and an
+    :class:`~proxy.upstream.connection.UpstreamSink` in one object."""
+
+    __slots__ = ("conn", "done", "host", "per_try_handle", "router", "start_time")
+
+    def __init__(self, router: Router, host: Host) -> None:
+        self.router = router
+        self.host = host
+        self.conn: UpstreamConnection | None = None
+        self.per_try_handle: asyncio.TimerHandle | None = None
+        self.start_time = router.stream.loop.time()
+        self.done = False
+        host.active_requests += 1
+
+    def on_pool_ready(self, conn: UpstreamConnection) -> None:
+        router = self.router
+        if self.done or router.attempt is not self:
+            router.cluster.pool_for(self.host).release(conn)  # type: ignore[union-attr]
+            return
+        self.conn = conn
+        conn.attach(self)
+        router.write_request(conn)
+        router.on_attempt_ready(self)
+
+    def on_pool_failure(self, reason: str, local_failure: str) -> None:
+        if self.done:
+            return
+        self._finish()
+        self.router.on_attempt_failure(self, "connect_failure", reason)
+        self.router.stream.conn.flush()
+
+    def on_upstream_response(self, response: Response) -> None:
+        self.router.on_attempt_response(self, response)
+
+    def on_upstream_data(self, data: bytes) -> None:
+        self.router.stream.encode_data(data)
+
+    def on_upstream_end(self) -> None:
+        self._finish()
+        self.router.on_attempt_end(self)
+
+    def on_upstream_reset(self, reason: str) -> None:
+        if self.done:
+            return
+        self._finish()
+        self.router.on_attempt_failure(self, "reset", reason)
+        self.router.stream.conn.flush()
+
+    def on_upstream_write_paused(self, paused: bool) -> None:
+        conn = self.router.stream.conn
+        if paused:
+            conn.pause_reading()
+        else:
+            conn.resume_reading()
+
+    def on_upstream_flush(self) -> None:
+        self.router.stream.conn.flush()
+
+    def cancel_timer(self) -> None:
+        handle = self.per_try_handle
+        if handle is not None:
+            handle.cancel()
+            self.per_try_handle = None
+
+    def abandon(self) -> None:
+        """Give the try up: its connection is closed (the response may still be in flight)."""
+        if self.done:
+            return
+        self._finish()
+        self.cancel_timer()
+        conn = self.conn
+        if conn is not None:
+            conn.detach_and_close()
+        else:
+            self.router.cluster.pool_for(self.host).cancel(self)  # type: ignore[union-attr]
+
+    def _finish(self) -> None:
+        if not self.done:
+            self.done = True
+            self.host.active_requests -= 1

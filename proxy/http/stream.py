@@ -1,0 +1,436 @@
+"""One HTTP request/response exchange on a downstream connection (Envoy's ``ActiveStream``).
+
+The stream runs the decode side of the filter chain, hands the request to the router, and
+encodes whatever comes back (an upstream response or a local reply) onto the connection.
+Everything is driven by callbacks from the two connections; the stream never awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import structlog
+
+from proxy.codec import Request
+from proxy.codec.headers import HOP_BY_HOP
+from proxy.config.model_route import DirectResponseAction, RedirectAction, Route
+from proxy.http.filter import FilterStatus, HttpFilter
+from proxy.http.headers import apply_header_options, get_header, remove_headers, set_header
+from proxy.http.local_reply import LocalReply, ResponseFlag
+from proxy.routing.rewrite import build_redirect_location
+
+if TYPE_CHECKING:
+    from proxy.config.model_route import RouteConfiguration, VirtualHost
+    from proxy.http.connection_manager import DownstreamConnection, HcmRuntime
+    from proxy.http.router import Router
+    from proxy.stats import Counter
+
+__all__ = ["ActiveStream"]
+
+log = structlog.get_logger(__name__)
+
+_STATUS_TEXT_LOCAL = {
+    400: b"Bad Request",
+    403: b"Forbidden",
+    408: b"Request Timeout",
+    426: b"Upgrade Required",
+    431: b"Request Header Fields Too Large",
+}
+
+
+class ActiveStream:
+    __slots__ = (
+        "_complete_callbacks",
+        "_filter_index",
+        "_filters",
+        "authority",
+        "bytes_received",
+        "bytes_sent",
+        "cluster_name",
+        "conn",
+        "done",
+        "downstream_address",
+        "early_body",
+        "hcm",
+        "is_head",
+        "loop",
+        "method",
+        "original_path",
+        "path",
+        "request",
+        "request_complete",
+        "request_headers",
+        "response_chunked",
+        "response_code",
+        "response_details",
+        "response_flags",
+        "response_headers",
+        "response_started",
+        "route",
+        "route_config",
+        "router",
+        "start_time",
+        "upstream_host",
+        "vhost",
+    )
+
+    def __init__(self, conn: DownstreamConnection, request: Request) -> None:
+        self.conn = conn
+        self.hcm: HcmRuntime = conn.hcm
+        self.loop: asyncio.AbstractEventLoop = conn.loop
+        self.request = request
+        self.request_headers = request.headers
+        self.method = request.method
+        self.path = request.target
+        self.original_path = request.target
+        self.authority = b""
+        self.downstream_address = conn.peer_host
+        self.is_head = request.method == b"HEAD"
+        self.start_time = self.loop.time()
+        self.route: Route | None = None
+        self.route_config: RouteConfiguration | None = None
+        self.vhost: VirtualHost | None = None
+        self.cluster_name: str | None = None
+        self.router: Router | None = None
+        self.request_complete = False
+        self.response_started = False
+        self.response_chunked = False
+        self.done = False
+        self.response_code = 0
+        self.response_flags: list[str] | None = None
+        self.response_details = ""
+        self.response_headers: list[tuple[bytes, bytes]] | None = None
+        self.upstream_host: str | None = None
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.early_body: list[bytes] | None = None
+        self._filters: list[HttpFilter] | None = None
+        self._filter_index = 0
+        self._complete_callbacks: list[Callable[[], None]] | None = None
+
+    # -- decode path ----------------------------------------------------------------------
+    def on_request_headers(self) -> None:
+        hcm = self.hcm
+        request = self.request
+        headers = self.request_headers
+        if request.http_version != b"1.1" and not hcm.accept_http_10:
+            self.conn.close_after_response = True
+            self.send_local_reply(426, b"Upgrade Required", details="low_version")
+            return
+        if request.upgrade:
+            # Envoy refuses upgrades (and CONNECT) that no upgrade_config enables.
+            self.conn.close_after_response = True
+            self.send_local_reply(403, b"", details="upgrade_failed")
+            return
+        target = request.target
+        if target[:1] != b"/":
+            if not self._absolute_target(target):
+                return
+        authority = get_header(headers, b"host")
+        if authority is None:
+            if self.authority:
+                headers.append((b"host", self.authority))
+            else:
+                self.conn.close_after_response = True
+                self.send_local_reply(400, b"", details="missing_host_header")
+                return
+        else:
+            self.authority = authority
+        if request.expect_continue:
+            # Envoy answers 100-continue itself unless proxy_100_continue is set.
+            self.conn.write(self.conn.codec.send_continue())
+            remove_headers(headers, (b"expect",))
+        if hcm.generate_request_id and get_header(headers, b"x-request-id") is None:
+            headers.append((b"x-request-id", hcm.request_id()))
+        if get_header(headers, b"x-forwarded-proto") is None:
+            headers.append((b"x-forwarded-proto", self.conn.scheme))
+        if hcm.use_remote_address and not hcm.skip_xff_append:
+            self._append_xff()
+        table = hcm.route_table()
+        if table is not None:
+            self.route_config = table.config
+            vhost = self.vhost = table.find_virtual_host(self.authority)
+            if vhost is not None:
+                self.route = table.match(vhost, self.method, self.path, headers)
+        factories = hcm.filter_factories
+        if factories:
+            self._filters = [make() for make in factories]
+        self._continue_decoding()
+
+    def _absolute_target(self, target: bytes) -> bool:
+        """absolute-form (``http://host:port/path``), as sent to a forward proxy."""
+        scheme, sep, rest = target.partition(b"://")
+        if not sep or scheme.lower() not in (b"http", b"https") or not self.hcm.allow_absolute_url:
+            self.conn.close_after_response = True
+            self.send_local_reply(400, b"Bad Request", details="invalid_url")
+            return False
+        authority, slash, path = rest.partition(b"/")
+        self.authority = authority
+        self.path = self.original_path = slash + path if slash else b"/"
+        set_header(self.request_headers, b"host", authority)
+        return True
+
+    def _append_xff(self) -> None:
+        headers = self.request_headers
+        peer = self.downstream_address.encode()
+        xff = get_header(headers, b"x-forwarded-for")
+        set_header(headers, b"x-forwarded-for", xff + b"," + peer if xff else peer)
+
+    def _continue_decoding(self) -> None:
+        filters = self._filters
+        if filters is not None:
+            while self._filter_index < len(filters):
+                f = filters[self._filter_index]
+                self._filter_index += 1
+                if f.on_request_headers(self) is FilterStatus.STOP or self.response_started:
+                    return
+        self._dispatch_route()
+
+    def resume(self) -> None:
+        """Continue the decode chain after a filter returned STOP."""
+        if not self.done and not self.response_started:
+            self._continue_decoding()
+            self.conn.flush()
+
+    def _dispatch_route(self) -> None:
+        route = self.route
+        hcm = self.hcm
+        if route is None:
+            hcm.stats.no_route.value += 1
+            self.send_local_reply(404, b"", flag=ResponseFlag.NO_ROUTE_FOUND, details="route_not_found")
+            return
+        action = route.action
+        if type(action) is DirectResponseAction:
+            hcm.stats.rq_direct_response.value += 1
+            self.send_local_reply(action.status, action.body or b"", details="direct_response")
+            return
+        if type(action) is RedirectAction:
+            hcm.stats.rq_redirect.value += 1
+            location = build_redirect_location(
+                action, scheme=self.conn.scheme, authority=self.authority, path=self.path
+            )
+            self.send_local_reply(
+                action.response_code, b"", headers=((b"location", location),), details="redirect"
+            )
+            return
+        from proxy.http.router import Router  # local: router imports this module
+
+        self.router = Router(self, route, action)  # type: ignore[arg-type]
+        self.router.start()
+        if self.request_complete and self.router is not None:
+            self.router.on_request_end()
+
+    def on_request_data(self, data: bytes) -> None:
+        self.bytes_received += len(data)
+        router = self.router
+        if router is not None:
+            router.on_request_data(data)
+        elif not self.response_started:
+            # Filters paused the chain (a fault delay): keep the body for the router.
+            self._stash_body(data)
+
+    def on_request_end(self) -> None:
+        self.request_complete = True
+        if self.router is not None:
+            self.router.on_request_end()
+
+    def _stash_body(self, data: bytes) -> None:
+        # Pausing the connection bounds what a paused chain can buffer.
+        self.conn.pause_reading()
+        if self.early_body is None:
+            self.early_body = [data]
+        else:
+            self.early_body.append(data)
+
+    # -- encode path ----------------------------------------------------------------------
+    def encode_headers(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        *,
+        chunked: bool,
+        extra_route_headers: Callable[[list[tuple[bytes, bytes]]], None] | None = None,
+    ) -> None:
+        """Send a response head. ``chunked`` means the body length is not known."""
+        hcm = self.hcm
+        if self._filters:
+            for f in reversed(self._filters):
+                status = f.on_response_headers(self, status, headers)
+        route = self.route
+        if route is not None:
+            self._mutate_response_headers(headers, route)
+        if extra_route_headers is not None:
+            extra_route_headers(headers)
+        transformation = hcm.server_transformation
+        if transformation == "OVERWRITE":
+            set_header(headers, b"server", hcm.server_name)
+        elif transformation == "APPEND_IF_ABSENT" and get_header(headers, b"server") is None:
+            headers.append((b"server", hcm.server_name))
+        headers.append((b"date", hcm.date()))
+        if self.conn.close_after_response:
+            headers.append((b"connection", b"close"))
+        self.response_code = status
+        self.response_headers = headers
+        self.response_started = True
+        self.response_chunked = chunked
+        data = self.conn.codec.send_response(
+            status, headers, chunked=chunked, head_request=self.is_head
+        )
+        self.bytes_sent += len(data)
+        self.conn.write(data)
+
+    def _mutate_response_headers(self, headers: list[tuple[bytes, bytes]], route: Route) -> None:
+        vhost = self.vhost
+        config = self.route_config
+        if route.response_headers_to_remove:
+            remove_headers(headers, route.response_headers_to_remove)
+        if route.response_headers_to_add:
+            apply_header_options(headers, route.response_headers_to_add)
+        if vhost is not None:
+            if vhost.response_headers_to_remove:
+                remove_headers(headers, vhost.response_headers_to_remove)
+            if vhost.response_headers_to_add:
+                apply_header_options(headers, vhost.response_headers_to_add)
+        if config is not None:
+            if config.response_headers_to_remove:
+                remove_headers(headers, config.response_headers_to_remove)
+            if config.response_headers_to_add:
+                apply_header_options(headers, config.response_headers_to_add)
+
+    def encode_data(self, data: bytes) -> None:
+        if self.is_head:
+            return
+        out = self.conn.codec.send_data(data)
+        self.bytes_sent += len(data)
+        self.conn.write(out)
+
+    def encode_end(self) -> None:
+        if not self.is_head:
+            end = self.conn.codec.send_end()
+            if end:
+                self.conn.write(end)
+        self._finish()
+
+    def send_local_reply(
+        self,
+        status: int,
+        body: bytes = b"",
+        *,
+        flag: str | None = None,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+        details: str = "",
+    ) -> None:
+        """Answer from the proxy itself. After the response head went out, the only honest
+        thing left is to reset the stream (close the connection)."""
+        if flag is not None:
+            self.add_response_flag(flag)
+        self.response_details = details
+        if self.done:
+            return
+        if self.response_started:
+            self.reset()
+            return
+        self.encode_local_reply(LocalReply(status, body, flag, headers, details))
+
+    def encode_local_reply(self, reply: LocalReply) -> None:
+        body = reply.body
+        if body:
+            hdrs = [
+                (b"content-length", str(len(body)).encode()),
+                (b"content-type", b"text/plain"),
+                *reply.headers,
+            ]
+        else:
+            hdrs = [*reply.headers, (b"content-length", b"0")]
+        if self.router is not None:
+            self.router.on_local_reply(reply.status)
+        self.encode_headers(reply.status, hdrs, chunked=False)
+        if body and not self.is_head:
+            self.bytes_sent += len(body)
+            self.conn.write(body)
+        self._finish()
+        self.conn.flush()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def add_response_flag(self, flag: str) -> None:
+        flags = self.response_flags
+        if flags is None:
+            self.response_flags = [flag]
+        elif flag not in flags:
+            flags.append(flag)
+
+    def on_complete(self, callback: Callable[[], None]) -> None:
+        if self._complete_callbacks is None:
+            self._complete_callbacks = []
+        self._complete_callbacks.append(callback)
+
+    def per_route_config(self, filter_name: str) -> object | None:
+        route = self.route
+        if route is not None:
+            cfg = route.typed_per_filter_config.get(filter_name)
+            if cfg is not None:
+                return cfg
+        vhost = self.vhost
+        if vhost is not None:
+            return vhost.typed_per_filter_config.get(filter_name)
+        return None
+
+    def counter(self, name: str) -> Counter:
+        return self.hcm.stats.counter(name)
+
+    def _finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        hcm = self.hcm
+        stats = hcm.stats
+        stats.downstream_rq_active.value -= 1
+        stats.response(self.response_code)
+        stats.downstream_rq_time.record((self.loop.time() - self.start_time) * 1000.0)
+        router = self.router
+        if router is not None:
+            router.on_stream_done()
+        callbacks = self._complete_callbacks
+        if callbacks is not None:
+            for cb in callbacks:
+                cb()
+        if hcm.access_loggers:
+            for logger in hcm.access_loggers:
+                logger.log(self)
+        self.conn.on_stream_done(self)
+
+    def reset(self) -> None:
+        """Abort the exchange: the downstream connection is closed without a clean end."""
+        if self.done:
+            return
+        if self.router is not None:
+            self.router.on_downstream_reset()
+        self.hcm.stats.downstream_rq_tx_reset.value += 1
+        self.conn.close_after_response = True
+        self._finish()
+        self.conn.abort()
+
+    def on_downstream_disconnect(self) -> None:
+        """The client went away before the response completed."""
+        if self.done:
+            return
+        self.add_response_flag(ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION)
+        self.hcm.stats.downstream_rq_rx_reset.value += 1
+        if self.router is not None:
+            self.router.on_downstream_reset()
+        if not self.response_started:
+            self.response_code = 0
+        self._finish()
+
+
+def strip_hop_by_hop(headers: list[tuple[bytes, bytes]]) -> None:
+    """Remove hop-by-hop headers (and any a Connection header names) in place."""
+    extra: set[bytes] = set()
+    for k, v in headers:
+        if k == b"connection":
+            extra.update(t.strip().lower() for t in v.split(b","))
+    if extra or any(k in HOP_BY_HOP for k, _ in headers):
+        drop = HOP_BY_HOP | extra
+        headers[:] = [(k, v) for k, v in headers if k not in drop]

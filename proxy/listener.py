@@ -1,0 +1,221 @@
+"""Listeners: bound sockets, filter-chain selection and the connections they own.
+
+A listener with ``use_original_dst`` (Istio's ``virtualOutbound`` / ``virtualInbound``) hands
+each connection to the listener whose address matches the connection's original destination
+(exact ``ip:port`` first, then ``0.0.0.0:port``), exactly as Envoy does; when none matches, its
+own filter chains apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+
+from proxy.config.model import FilterChain, Listener, SocketAddress
+from proxy.http.connection_manager import DownstreamConnection, HcmRuntime
+from proxy.stats import ListenerStats, StatsStore
+from proxy.transport.original_dst import original_destination
+
+if TYPE_CHECKING:
+    import ssl
+
+__all__ = ["ChainRuntime", "ListenerManager", "ListenerRuntime"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainRuntime:
+    """A filter chain compiled for the data path."""
+
+    model: FilterChain
+    hcm: HcmRuntime | None
+    ssl_context: ssl.SSLContext | None = None
+
+
+class ListenerRuntime:
+    def __init__(self, model: Listener, chains: tuple[ChainRuntime, ...], stats: StatsStore) -> None:
+        self.model = model
+        self.chains = chains
+        self.default_chain: ChainRuntime | None = None
+        self.server: asyncio.Server | None = None
+        self.connections: set[DownstreamConnection] = set()
+        address = model.address
+        stat_name = (
+            f"{address.host}_{address.port}" if isinstance(address, SocketAddress) else model.name
+        )
+        self.stats = ListenerStats(stats, model.stat_prefix or stat_name)
+
+    def select_chain(self, destination: tuple[str, int] | None) -> ChainRuntime | None:
+        """Envoy's filter chain match, on destination port and destination IP ranges."""
+        best: ChainRuntime | None = None
+        best_score = -1
+        ip = None
+        if destination is not None:
+            try:
+                ip = ipaddress.ip_address(destination[0])
+            except ValueError:
+                ip = None
+        for chain in self.chains:
+            match = chain.model.match
+            score = 0
+            if match.destination_port is not None:
+                if destination is None or match.destination_port != destination[1]:
+                    continue
+                score += 2
+            if match.prefix_ranges:
+                if ip is None or not any(r.contains(ip) for r in match.prefix_ranges):
+                    continue
+                score += 1
+            if match.transport_protocol not in ("", "raw_buffer"):
+                continue
+            if score > best_score:
+                best, best_score = chain, score
+        return best if best is not None else self.default_chain
+
+
+class ListenerManager:
+    """Binds, updates and drains listeners as snapshots change."""
+
+    def __init__(self, *, loop: asyncio.AbstractEventLoop, stats: StatsStore) -> None:
+        self._loop = loop
+        self._stats = stats
+        self.listeners: dict[str, ListenerRuntime] = {}
+        self._by_address: dict[tuple[str, int], ListenerRuntime] = {}
+
+    async def apply(
+        self, wanted: dict[str, Listener], build: Callable[[Listener], ListenerRuntime]
+    ) -> list[str]:
+        """Reconcile with ``wanted``; returns errors (a listener that failed to bind)."""
+        errors: list[str] = []
+        for name in [n for n in self.listeners if n not in wanted]:
+            self._remove(name)
+        for name, model in wanted.items():
+            current = self.listeners.get(name)
+            runtime = build(model)
+            if current is not None and current.model.address == model.address:
+                # Same socket: new connections get the new chains; open ones keep theirs.
+                runtime.server = current.server
+                runtime.connections = current.connections
+                self.listeners[name] = runtime
+                self._index(runtime)
+                continue
+            if current is not None:
+                self._remove(name)
+            try:
+                await self._bind(runtime)
+            except OSError as exc:
+                errors.append(f"listener {name}: cannot bind {model.address}: {exc}")
+                continue
+            self.listeners[name] = runtime
+            self._index(runtime)
+        return errors
+
+    def _index(self, runtime: ListenerRuntime) -> None:
+        address = runtime.model.address
+        if isinstance(address, SocketAddress):
+            self._by_address[(address.host, address.port)] = runtime
+
+    async def _bind(self, runtime: ListenerRuntime) -> None:
+        model = runtime.model
+        if not model.bind_to_port:
+            return
+        address = model.address
+        assert isinstance(address, SocketAddress)
+
+        def factory() -> asyncio.Protocol:
+            return _Acceptor(self, runtime)
+
+        runtime.server = await self._loop.create_server(
+            factory, host=address.host, port=address.port, reuse_address=True, backlog=1024
+        )
+        log.info("listener bound", listener=model.name, address=f"{address.host}:{address.port}")
+
+    def _remove(self, name: str) -> None:
+        runtime = self.listeners.pop(name)
+        address = runtime.model.address
+        if isinstance(address, SocketAddress):
+            self._by_address.pop((address.host, address.port), None)
+        if runtime.server is not None:
+            runtime.server.close()
+        for conn in list(runtime.connections):
+            conn.drain()
+
+    def route_connection(
+        self, runtime: ListenerRuntime, sock: socket.socket | None, local: tuple[str, int] | None
+    ) -> tuple[ListenerRuntime, ChainRuntime | None, tuple[str, int] | None]:
+        destination = local
+        if runtime.model.use_original_dst:
+            if sock is not None:
+                destination = original_destination(sock) or local
+            if destination is not None:
+                target = self._by_address.get(destination) or self._by_address.get(
+                    ("0.0.0.0", destination[1])
+                )
+                if target is not None and target is not runtime:
+                    runtime = target
+        return runtime, runtime.select_chain(destination), destination
+
+    def stop_accepting(self) -> None:
+        for runtime in self.listeners.values():
+            if runtime.server is not None:
+                runtime.server.close()
+
+    def drain_connections(self) -> None:
+        for runtime in self.listeners.values():
+            for conn in list(runtime.connections):
+                conn.drain()
+
+    def connection_count(self) -> int:
+        return sum(len(r.connections) for r in self.listeners.values())
+
+    def close_all(self) -> None:
+        self.stop_accepting()
+        for runtime in self.listeners.values():
+            for conn in list(runtime.connections):
+                conn.abort()
+
+
+class _Acceptor(asyncio.Protocol):
+    """Decides the listener and chain for a new connection, then becomes that chain's
+    connection manager (the transport is handed over on ``connection_made``)."""
+
+    def __init__(self, manager: ListenerManager, runtime: ListenerRuntime) -> None:
+        self._manager = manager
+        self._runtime = runtime
+        self._conn: DownstreamConnection | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        local = transport.get_extra_info("sockname")
+        local_addr = (local[0], local[1]) if isinstance(local, tuple) else None
+        runtime, chain, destination = self._manager.route_connection(self._runtime, sock, local_addr)
+        runtime.stats.downstream_cx_total.value += 1
+        if chain is None or chain.hcm is None:
+            runtime.stats.no_filter_chain_match.value += 1
+            transport.close()
+            return
+        hcm = chain.hcm
+        conn = DownstreamConnection(
+            lambda: hcm, self._manager._loop, on_close=runtime.connections.discard
+        )
+        conn.original_destination = destination
+        runtime.connections.add(conn)
+        self._conn = conn
+        assert isinstance(transport, asyncio.Transport)
+        transport.set_protocol(conn)
+        conn.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:  # pragma: no cover - handed over
+        if self._conn is not None:
+            self._conn.data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._conn is not None:
+            self._conn.connection_lost(exc)

@@ -1,0 +1,210 @@
+"""The proxy process: snapshot → runtime (clusters, route tables, listeners), admin, drain.
+
+:class:`ProxyServer` owns every long-lived object of one proxy and is the only place where
+they are wired together. Applying a snapshot builds the new runtime beside the old one and
+swaps it in; requests already running keep the objects they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+import structlog
+
+from proxy.access_log import AccessLogger, LogWriter
+from proxy.config.model import (
+    Bootstrap,
+    FilterChain,
+    HttpConnectionManager,
+    Listener,
+    RouterConfig,
+)
+from proxy.config.snapshot import ProxySnapshot, SnapshotHolder
+from proxy.filters import default_filter_factories
+from proxy.http.connection_manager import HcmRuntime
+from proxy.http.filter import FilterContext, HttpFilterFactories
+from proxy.http.util import DateCache
+from proxy.listener import ChainRuntime, ListenerManager, ListenerRuntime
+from proxy.routing.matcher import RouteTable
+from proxy.stats import HttpStats, StatsStore
+from proxy.upstream.manager import ClusterManager
+from pymesh.errors import ConfigError, UnsupportedError
+
+__all__ = ["ProxyServer"]
+
+log = structlog.get_logger(__name__)
+
+_ROUTER = "envoy.filters.http.router"
+
+
+class ProxyServer:
+    def __init__(
+        self,
+        bootstrap: Bootstrap,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        factories: HttpFilterFactories | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.loop = loop
+        self.rng = rng or random.Random()
+        self.clock: Callable[[], float] = loop.time
+        self.stats = StatsStore()
+        self.factories = factories or default_filter_factories()
+        self.holder = SnapshotHolder(ProxySnapshot.from_bootstrap(bootstrap))
+        self.cluster_manager = ClusterManager(
+            loop=loop, stats=self.stats, rng=self.rng, clock=self.clock
+        )
+        self.listener_manager = ListenerManager(loop=loop, stats=self.stats)
+        self.route_tables: Mapping[str, RouteTable] = MappingProxyType({})
+        self.date = DateCache()
+        self._writers: dict[str, LogWriter] = {}
+        self.ready = False
+        self.health_check_failed = False
+        self.draining = False
+        self.drain_timeout = 5.0
+        self.stopped = asyncio.Event()
+        self._started_at = loop.time()
+        self.stats.gauge("server.live").value = 1
+
+    @property
+    def uptime(self) -> float:
+        return self.loop.time() - self._started_at
+
+    # -- configuration -------------------------------------------------------------------------
+    async def apply(self, snapshot: ProxySnapshot) -> list[str]:
+        """Make ``snapshot`` the running configuration. Returns non-fatal errors (a listener
+        that could not bind); raises ConfigError when the snapshot cannot run at all."""
+        self._validate(snapshot)
+        self.cluster_manager.apply(snapshot)
+        self.route_tables = MappingProxyType(
+            {
+                name: RouteTable.build(rc, rng=self.rng)
+                for name, rc in snapshot.route_configurations.items()
+            }
+        )
+        errors = await self.listener_manager.apply(dict(snapshot.listeners), self._build_listener)
+        for error in errors:
+            log.error("listener failed", error=error)
+        self.holder.swap(snapshot)
+        return errors
+
+    def _validate(self, snapshot: ProxySnapshot) -> None:
+        """Envoy refuses inline route configs that name clusters it does not have."""
+        for listener in snapshot.listeners.values():
+            for chain in _chains(listener):
+                for nf in chain.filters:
+                    hcm = nf.config
+                    if not isinstance(hcm, HttpConnectionManager) or hcm.route_config is None:
+                        continue
+                    rc = hcm.route_config
+                    if rc.validate_clusters is False:
+                        continue
+                    missing = sorted(n for n in rc.cluster_names if n not in snapshot.clusters)
+                    if missing:
+                        raise ConfigError(f"route: unknown cluster '{missing[0]}'")
+
+    def _build_listener(self, model: Listener) -> ListenerRuntime:
+        chains = tuple(self._build_chain(model, c) for c in model.filter_chains)
+        runtime = ListenerRuntime(model, chains, self.stats)
+        if model.default_filter_chain is not None:
+            runtime.default_chain = self._build_chain(model, model.default_filter_chain)
+        return runtime
+
+    def _build_chain(self, listener: Listener, chain: FilterChain) -> ChainRuntime:
+        hcm_model = next(
+            (nf.config for nf in chain.filters if isinstance(nf.config, HttpConnectionManager)),
+            None,
+        )
+        if hcm_model is None:
+            raise UnsupportedError(
+                f"listener {listener.name}: only http_connection_manager filter chains run here"
+            )
+        return ChainRuntime(chain, self._build_hcm(listener, hcm_model))
+
+    def _build_hcm(self, listener: Listener, model: HttpConnectionManager) -> HcmRuntime:
+        context = FilterContext(
+            loop=self.loop,
+            rng=self.rng,
+            clock=self.clock,
+            stats=self.stats,
+            stat_prefix=model.stat_prefix,
+        )
+        factories = []
+        router_config = RouterConfig()
+        for spec in model.http_filters:
+            if spec.name == _ROUTER or isinstance(spec.config, RouterConfig):
+                assert isinstance(spec.config, RouterConfig)
+                router_config = spec.config
+                continue
+            if spec.disabled:
+                continue
+            factories.append(self.factories.build(spec, context))
+        route_table: Callable[[], RouteTable | None]
+        if model.route_config is not None:
+            table = RouteTable.build(model.route_config, rng=self.rng)
+            route_table = lambda: table  # noqa: E731
+        else:
+            assert model.rds is not None
+            name = model.rds.route_config_name
+            route_table = lambda: self.route_tables.get(name)  # noqa: E731
+        loggers = tuple(
+            AccessLogger(cfg, self._writer(cfg.sink.value, cfg.path)) for cfg in model.access_log
+        )
+        return HcmRuntime(
+            model,
+            stats=HttpStats(self.stats, model.stat_prefix),
+            route_table=route_table,
+            filter_factories=tuple(factories),
+            router_config=router_config,
+            cluster_manager=self.cluster_manager,
+            access_loggers=loggers,
+            rng=self.rng,
+            date=self.date,
+            buffer_limit=listener.per_connection_buffer_limit_bytes,
+        )
+
+    def _writer(self, sink: str, path: str | None) -> LogWriter:
+        key = path or sink
+        writer = self._writers.get(key)
+        if writer is None:
+            from proxy.config.model_http import AccessLogSink
+
+            writer = self._writers[key] = LogWriter.open(AccessLogSink(sink), path)
+        return writer
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        errors = await self.apply(self.holder.current)
+        if errors:
+            raise ConfigError("; ".join(errors))
+        if self.bootstrap.dynamic_resources is None:
+            self.ready = True
+
+    async def drain(self, timeout: float) -> None:
+        """Envoy's graceful drain: stop accepting, let in-flight requests finish, close idle
+        keep-alive connections, and answer what is left with ``connection: close``."""
+        self.draining = True
+        self.listener_manager.stop_accepting()
+        self.listener_manager.drain_connections()
+        deadline = self.loop.time() + timeout
+        while self.listener_manager.connection_count() and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+
+    async def shutdown(self) -> None:
+        self.listener_manager.close_all()
+        self.cluster_manager.close()
+        for writer in self._writers.values():
+            writer.flush()
+        self.stopped.set()
+
+
+def _chains(listener: Listener) -> list[FilterChain]:
+    chains = list(listener.filter_chains)
+    if listener.default_filter_chain is not None:
+        chains.append(listener.default_filter_chain)
+    return chains

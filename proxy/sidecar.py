@@ -1,0 +1,47 @@
+"""The whole sidecar: proxy runtime, admin interface and (with ADS) the xDS client, with
+one start and one graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+
+from proxy.admin import AdminServer
+from proxy.config.model import Bootstrap
+from proxy.server import ProxyServer
+
+__all__ = ["Sidecar"]
+
+log = structlog.get_logger(__name__)
+
+
+class Sidecar:
+    def __init__(
+        self, bootstrap: Bootstrap, *, loop: asyncio.AbstractEventLoop, drain_time: float = 5.0
+    ) -> None:
+        self.server = ProxyServer(bootstrap, loop=loop)
+        self.server.drain_timeout = drain_time
+        self.drain_time = drain_time
+        self.on_quit: Callable[[], None] = lambda: None
+        self.admin: AdminServer | None = None
+        if bootstrap.admin is not None and bootstrap.admin.address is not None:
+            self.admin = AdminServer(self.server, bootstrap.admin.address, on_quit=self._quit)
+
+    def _quit(self) -> None:
+        self.on_quit()
+
+    async def start(self) -> None:
+        await self.server.start()
+        if self.admin is not None:
+            await self.admin.start()
+        log.info("proxy started", node=self.server.bootstrap.node.id or None)
+
+    async def stop(self) -> None:
+        log.info("draining", seconds=self.drain_time)
+        await self.server.drain(self.drain_time)
+        await self.server.shutdown()
+        if self.admin is not None:
+            await self.admin.stop()
+        log.info("proxy stopped")

@@ -1,0 +1,1 @@
+"""The proxy's only I/O layer: asyncio protocols, flow control, TLS."""

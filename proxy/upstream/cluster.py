@@ -1,0 +1,280 @@
+"""A runtime cluster: a :class:`~proxy.config.model.Cluster` plus its live hosts, load
+balancer, circuit-breaker counters, outlier detector and connection pools.
+
+Endpoint updates (EDS pushes, DNS answers) keep the :class:`Host` objects of endpoints that
+stay, so their pools, active request counts and ejection state survive the update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import structlog
+
+from proxy.config.model import (
+    Cluster,
+    ClusterLoadAssignment,
+    DiscoveryType,
+    DnsLookupFamily,
+    HealthStatus,
+    LbPolicy,
+)
+from proxy.routing.circuit_breaker import ResourceLimits
+from proxy.routing.lb import LoadBalancer, build_load_balancer
+from proxy.routing.lb_hash import compute_hash
+from proxy.routing.outlier import LocalFailure, OutlierAction, OutlierDetector, OutlierEvent
+from proxy.stats import ClusterStats, StatsStore
+from proxy.upstream.host import Host
+from proxy.upstream.pool import ConnectionPool
+
+if TYPE_CHECKING:
+    from proxy.config.model_route import HashPolicy
+    from proxy.http.stream import ActiveStream
+
+__all__ = ["RuntimeCluster"]
+
+log = structlog.get_logger(__name__)
+
+_UNHEALTHY = frozenset({HealthStatus.UNHEALTHY, HealthStatus.DRAINING, HealthStatus.TIMEOUT})
+
+
+class RuntimeCluster:
+    def __init__(
+        self,
+        model: Cluster,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        stats: StatsStore,
+        rng: random.Random,
+        clock: Callable[[], float],
+    ) -> None:
+        self.model = model
+        self.name = model.name
+        self._loop = loop
+        self._rng = rng
+        self._clock = clock
+        self.stats = ClusterStats(stats, model.name)
+        self.limits = ResourceLimits(model.circuit_breakers.default)
+        self.hosts: list[Host] = []
+        self._by_key: dict[tuple[str, int], Host] = {}
+        self.lb: LoadBalancer[Host] = build_load_balancer(
+            model.lb_policy, (), rng=rng, cluster_config=model
+        )
+        self.needs_hash = model.lb_policy in (LbPolicy.RING_HASH, LbPolicy.MAGLEV)
+        self._lb_attempts = 2
+        self.outlier: OutlierDetector[Host] | None = None
+        self._outlier_timer: asyncio.TimerHandle | None = None
+        if model.outlier_detection is not None:
+            self.outlier = OutlierDetector(model.outlier_detection, clock=clock, rng=rng)
+            self._outlier_timer = loop.call_later(
+                model.outlier_detection.interval, self._outlier_tick
+            )
+        self._dns_task: asyncio.Task[None] | None = None
+        self.original_dst = model.type is DiscoveryType.ORIGINAL_DST
+        self.load_assignment: ClusterLoadAssignment | None = None
+        if model.type in (DiscoveryType.STRICT_DNS, DiscoveryType.LOGICAL_DNS):
+            self._dns_task = loop.create_task(self._dns_loop())
+        elif model.load_assignment is not None and model.type is DiscoveryType.STATIC:
+            self.update_endpoints(model.load_assignment)
+
+    # -- data path --------------------------------------------------------------------------
+    def choose_host(
+        self,
+        hash_key: int | None,
+        exclude: frozenset[Host] | None,
+        stream: ActiveStream | None,
+    ) -> Host | None:
+        if self.original_dst:
+            return self._original_dst_host(stream)
+        return self.lb.choose(hash_key, exclude, self._lb_attempts)
+
+    def pool_for(self, host: Host) -> ConnectionPool:
+        pool = host.pool
+        if pool is None:
+            model = self.model
+            pool = host.pool = ConnectionPool(
+                host,
+                loop=self._loop,
+                stats=self.stats,
+                limits=self.limits,
+                connect_timeout=model.connect_timeout,
+                max_requests_per_connection=(
+                    model.http_protocol_options.common.max_requests_per_connection
+                ),
+                on_local_failure=self.report_local_failure,
+            )
+        return pool
+
+    def hash_key(
+        self, policies: Sequence[HashPolicy], headers: list[tuple[bytes, bytes]], stream: ActiveStream
+    ) -> int | None:
+        _, _, query = stream.path.partition(b"?")
+        return compute_hash(policies, headers, stream.downstream_address, query or None)
+
+    def report_response(self, host: Host, status: int) -> None:
+        outlier = self.outlier
+        if outlier is not None:
+            event = outlier.record(host, status)
+            if event is not None:
+                self._apply_outlier_events((event,))
+
+    def report_local_failure(self, host: Host, kind: str) -> None:
+        outlier = self.outlier
+        if outlier is not None:
+            event = outlier.record_local_failure(host, LocalFailure(kind))
+            if event is not None:
+                self._apply_outlier_events((event,))
+
+    def _apply_outlier_events(self, events: Sequence[OutlierEvent[Host]]) -> None:
+        for event in events:
+            ejected = event.action is OutlierAction.EJECT
+            event.host.set_ejected(ejected)
+            log.info(
+                "outlier ejection" if ejected else "outlier unejection",
+                cluster=self.name,
+                host=event.host.address_str,
+                type=event.type.value if event.type else None,
+                num_ejections=event.num_ejections,
+            )
+        self._publish_outlier_stats()
+        self.lb.refresh()
+        self._update_membership_stats()
+
+    def _publish_outlier_stats(self) -> None:
+        outlier = self.outlier
+        assert outlier is not None
+        for name, value in outlier.stats.as_dict().items():
+            if name == "ejections_active":
+                continue  # a gauge, kept by _update_membership_stats
+            self.stats.counter(f"outlier_detection.{name}").value = value
+
+    # -- membership ----------------------------------------------------------------------------
+    def update_endpoints(self, assignment: ClusterLoadAssignment) -> None:
+        self.load_assignment = assignment
+        hosts: list[Host] = []
+        by_key: dict[tuple[str, int], Host] = {}
+        for ep in assignment.endpoints:
+            key = (ep.address, ep.port)
+            if key in by_key:
+                continue
+            host = self._by_key.get(key)
+            if host is None:
+                host = Host(ep.address, ep.port, hostname=ep.hostname, priority=ep.priority)
+            host.weight = ep.weight
+            host.set_eds_healthy(ep.health_status not in _UNHEALTHY)
+            hosts.append(host)
+            by_key[key] = host
+        self._set_hosts(hosts, by_key)
+
+    def _set_hosts(self, hosts: list[Host], by_key: dict[tuple[str, int], Host]) -> None:
+        removed = [h for k, h in self._by_key.items() if k not in by_key]
+        self.hosts = hosts
+        self._by_key = by_key
+        for host in removed:
+            if host.pool is not None:
+                host.pool.close()
+        if self.outlier is not None:
+            self.outlier.set_hosts(hosts)
+        self.lb = build_load_balancer(
+            self.model.lb_policy, hosts, rng=self._rng, cluster_config=self.model
+        )
+        self._update_membership_stats()
+
+    def _update_membership_stats(self) -> None:
+        self.stats.membership_total.value = len(self.hosts)
+        self.stats.membership_healthy.value = sum(1 for h in self.hosts if h.healthy)
+        self.stats.ejections_active.value = sum(1 for h in self.hosts if h.ejected)
+
+    def _original_dst_host(self, stream: ActiveStream | None) -> Host | None:
+        if stream is None:
+            return None
+        cfg = self.model.original_dst_lb_config
+        target: tuple[str, int] | None = None
+        if cfg.use_http_header:
+            from proxy.http.headers import get_header
+
+            value = get_header(stream.request_headers, cfg.http_header_name)
+            if value:
+                host, _, port = value.decode("latin-1").rpartition(":")
+                if port.isdigit():
+                    target = (host.strip("[]"), int(port))
+        else:
+            target = stream.conn.original_destination
+        if target is None:
+            return None
+        if cfg.upstream_port_override:
+            target = (target[0], cfg.upstream_port_override)
+        host = self._by_key.get(target)
+        if host is None:
+            host = Host(target[0], target[1])
+            self._by_key[target] = host
+            self.hosts.append(host)
+            if self.outlier is not None:
+                self.outlier.add_host(host)
+            self.stats.membership_total.value = len(self.hosts)
+        return host
+
+    # -- timers and tasks ----------------------------------------------------------------------
+    def _outlier_tick(self) -> None:
+        outlier = self.outlier
+        assert outlier is not None and self.model.outlier_detection is not None
+        events = outlier.tick(self._clock())
+        if events:
+            self._apply_outlier_events(events)
+        self._outlier_timer = self._loop.call_later(
+            self.model.outlier_detection.interval, self._outlier_tick
+        )
+
+    async def _dns_loop(self) -> None:
+        model = self.model
+        assignment = model.load_assignment
+        if assignment is None:
+            return
+        family = {
+            DnsLookupFamily.V4_ONLY: socket.AF_INET,
+            DnsLookupFamily.V6_ONLY: socket.AF_INET6,
+        }.get(model.dns_lookup_family, socket.AF_UNSPEC)
+        logical = model.type is DiscoveryType.LOGICAL_DNS
+        while True:
+            hosts: list[Host] = []
+            by_key: dict[tuple[str, int], Host] = {}
+            ok = True
+            for ep in assignment.endpoints:
+                try:
+                    infos = await self._loop.getaddrinfo(
+                        ep.address, ep.port, family=family, type=socket.SOCK_STREAM
+                    )
+                except OSError as exc:
+                    ok = False
+                    log.warning("dns resolution failed", cluster=self.name, host=ep.address, error=str(exc))
+                    continue
+                addresses = [str(info[4][0]) for info in infos]
+                if logical:
+                    addresses = addresses[:1]
+                for address in dict.fromkeys(addresses):
+                    key = (address, ep.port)
+                    if key in by_key:
+                        continue
+                    host = self._by_key.get(key) or Host(address, ep.port, hostname=ep.address)
+                    host.weight = ep.weight
+                    hosts.append(host)
+                    by_key[key] = host
+            if ok or hosts:
+                self._set_hosts(hosts, by_key)
+            refresh = model.dns_refresh_rate
+            if not ok and model.dns_failure_refresh_rate:
+                refresh = model.dns_failure_refresh_rate
+            await asyncio.sleep(refresh)
+
+    def close(self) -> None:
+        if self._outlier_timer is not None:
+            self._outlier_timer.cancel()
+        if self._dns_task is not None:
+            self._dns_task.cancel()
+        for host in self.hosts:
+            if host.pool is not None:
+                host.pool.close()

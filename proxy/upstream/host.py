@@ -1,0 +1,73 @@
+"""A runtime upstream host: an endpoint plus the mutable state the data path keeps on it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from proxy.upstream.pool import ConnectionPool
+
+__all__ = ["Host"]
+
+
+class Host:
+    """Satisfies the load balancers' host protocol (``address``, ``port``, ``weight``,
+    ``healthy``, ``active_requests``). ``healthy`` is kept as a plain attribute, recomputed
+    when one of its inputs changes, because the load balancer reads it on every pick."""
+
+    __slots__ = (
+        "active_requests",
+        "address",
+        "address_str",
+        "eds_healthy",
+        "ejected",
+        "healthy",
+        "hostname",
+        "locality",
+        "pool",
+        "port",
+        "priority",
+        "weight",
+    )
+
+    def __init__(
+        self,
+        address: str,
+        port: int,
+        *,
+        weight: int = 1,
+        eds_healthy: bool = True,
+        hostname: str = "",
+        priority: int = 0,
+        locality: str = "",
+    ) -> None:
+        self.address = address
+        self.port = port
+        self.address_str = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        self.weight = weight
+        self.hostname = hostname
+        self.priority = priority
+        self.locality = locality
+        self.eds_healthy = eds_healthy
+        self.ejected = False
+        self.healthy = eds_healthy
+        self.active_requests = 0
+        self.pool: ConnectionPool | None = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.address, self.port)
+
+    def __repr__(self) -> str:
+        return f"Host({self.address}:{self.port})"
+
+    def set_ejected(self, ejected: bool) -> None:
+        self.ejected = ejected
+        self._update()
+
+    def set_eds_healthy(self, healthy: bool) -> None:
+        self.eds_healthy = healthy
+        self._update()
+
+    def _update(self) -> None:
+        self.healthy = self.eds_healthy and not self.ejected

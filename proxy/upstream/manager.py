@@ -1,0 +1,73 @@
+"""The cluster manager: the proxy's set of runtime clusters, kept in step with snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Iterator
+
+import structlog
+
+from proxy.config.model import DiscoveryType
+from proxy.config.snapshot import ProxySnapshot
+from proxy.stats import StatsStore
+from proxy.upstream.cluster import RuntimeCluster
+
+__all__ = ["ClusterManager"]
+
+log = structlog.get_logger(__name__)
+
+
+class ClusterManager:
+    def __init__(
+        self,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        stats: StatsStore,
+        rng: random.Random,
+        clock: Callable[[], float],
+    ) -> None:
+        self._loop = loop
+        self._stats = stats
+        self._rng = rng
+        self._clock = clock
+        self._clusters: dict[str, RuntimeCluster] = {}
+        self._added = stats.counter("cluster_manager.cluster_added")
+        self._modified = stats.counter("cluster_manager.cluster_modified")
+        self._removed = stats.counter("cluster_manager.cluster_removed")
+        self._active = stats.gauge("cluster_manager.active_clusters")
+
+    def get(self, name: str) -> RuntimeCluster | None:
+        return self._clusters.get(name)
+
+    def __iter__(self) -> Iterator[RuntimeCluster]:
+        return iter(self._clusters.values())
+
+    def apply(self, snapshot: ProxySnapshot) -> None:
+        """Add, replace and remove clusters; a cluster whose config is unchanged is kept
+        (with its pools and host state) and only sees its endpoints updated."""
+        wanted = snapshot.clusters
+        for name in [n for n in self._clusters if n not in wanted]:
+            self._clusters.pop(name).close()
+            self._removed.value += 1
+        for name, model in wanted.items():
+            current = self._clusters.get(name)
+            if current is None or current.model != model:
+                if current is not None:
+                    current.close()
+                    self._modified.value += 1
+                else:
+                    self._added.value += 1
+                current = self._clusters[name] = RuntimeCluster(
+                    model, loop=self._loop, stats=self._stats, rng=self._rng, clock=self._clock
+                )
+            if model.type is DiscoveryType.EDS:
+                assignment = snapshot.load_assignments.get(model.eds_service_name or name)
+                if assignment is not None and assignment is not current.load_assignment:
+                    current.update_endpoints(assignment)
+        self._active.value = len(self._clusters)
+
+    def close(self) -> None:
+        for cluster in self._clusters.values():
+            cluster.close()
+        self._clusters.clear()

@@ -1,0 +1,131 @@
+"""The kinds pymesh reads, the API versions accepted for each, and the kinds it knowingly skips."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from pymesh.config.model import kube
+from pymesh.config.model.networking import (
+    DestinationRule,
+    Gateway,
+    ServiceEntry,
+    Sidecar,
+    VirtualService,
+    WorkloadEntry,
+)
+from pymesh.config.model.security import AuthorizationPolicy, PeerAuthentication
+
+__all__ = [
+    "KINDS",
+    "KindInfo",
+    "Skip",
+    "kind_info",
+    "skip_reason",
+    "split_api_version",
+]
+
+_NETWORKING_VERSIONS = frozenset({"v1", "v1beta1", "v1alpha3"})
+_SECURITY_VERSIONS = frozenset({"v1", "v1beta1"})
+
+
+@dataclass(frozen=True, slots=True)
+class KindInfo:
+    group: str
+    kind: str
+    versions: frozenset[str]
+    spec_type: type[Any]
+    namespaced: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A kind that is recognised but not loaded; ``warn`` when skipping changes behaviour."""
+
+    reason: str
+    warn: bool
+
+
+def _info(group: str, spec_type: type[Any], versions: frozenset[str], **kw: Any) -> KindInfo:
+    return KindInfo(group, spec_type.KIND, versions, spec_type, **kw)
+
+
+KINDS: MappingProxyType[tuple[str, str], KindInfo] = MappingProxyType(
+    {
+        (i.group, i.kind): i
+        for i in (
+            _info("networking.istio.io", VirtualService, _NETWORKING_VERSIONS),
+            _info("networking.istio.io", DestinationRule, _NETWORKING_VERSIONS),
+            _info("networking.istio.io", Gateway, _NETWORKING_VERSIONS),
+            _info("networking.istio.io", ServiceEntry, _NETWORKING_VERSIONS),
+            _info("networking.istio.io", Sidecar, _NETWORKING_VERSIONS),
+            _info("networking.istio.io", WorkloadEntry, _NETWORKING_VERSIONS),
+            _info("security.istio.io", PeerAuthentication, _SECURITY_VERSIONS),
+            _info("security.istio.io", AuthorizationPolicy, _SECURITY_VERSIONS),
+            _info("", kube.Service, frozenset({"v1"})),
+            _info("", kube.ServiceAccount, frozenset({"v1"})),
+            _info("", kube.Pod, frozenset({"v1"})),
+            _info("", kube.Namespace, frozenset({"v1"}), namespaced=False),
+            _info("apps", kube.Deployment, frozenset({"v1", "v1beta1", "v1beta2"})),
+        )
+    }
+)
+
+_NOT_MESH_CONFIG = "not mesh configuration"
+_UNSUPPORTED = "not supported by pymesh; skipped"
+
+_SKIPPED: MappingProxyType[tuple[str, str], Skip] = MappingProxyType(
+    {
+        **{
+            (group, kind): Skip(_NOT_MESH_CONFIG, warn=False)
+            for group, kinds in {
+                "": (
+                    "ConfigMap Secret Endpoints PersistentVolumeClaim PersistentVolume "
+                    "ResourceQuota LimitRange ReplicationController Event"
+                ),
+                "apps": "StatefulSet DaemonSet ReplicaSet",
+                "batch": "Job CronJob",
+                "networking.k8s.io": "Ingress IngressClass NetworkPolicy",
+                "discovery.k8s.io": "EndpointSlice",
+                "rbac.authorization.k8s.io": "Role RoleBinding ClusterRole ClusterRoleBinding",
+                "policy": "PodDisruptionBudget",
+                "autoscaling": "HorizontalPodAutoscaler",
+                "admissionregistration.k8s.io": (
+                    "MutatingWebhookConfiguration ValidatingWebhookConfiguration"
+                ),
+                "apiextensions.k8s.io": "CustomResourceDefinition",
+                "install.istio.io": "IstioOperator",
+            }.items()
+            for kind in kinds.split()
+        },
+        **{
+            (group, kind): Skip(_UNSUPPORTED, warn=True)
+            for group, kinds in {
+                "networking.istio.io": "EnvoyFilter WorkloadGroup ProxyConfig",
+                "security.istio.io": "RequestAuthentication",
+                "telemetry.istio.io": "Telemetry",
+                "extensions.istio.io": "WasmPlugin",
+                "gateway.networking.k8s.io": (
+                    "Gateway GatewayClass HTTPRoute GRPCRoute TCPRoute TLSRoute UDPRoute "
+                    "ReferenceGrant BackendTLSPolicy"
+                ),
+            }.items()
+            for kind in kinds.split()
+        },
+    }
+)
+
+
+def split_api_version(api_version: str) -> tuple[str, str]:
+    """``networking.istio.io/v1`` -> ``("networking.istio.io", "v1")``; ``v1`` -> ``("", "v1")``."""
+    group, _, version = api_version.rpartition("/")
+    return group, version
+
+
+def kind_info(api_version: str, kind: str) -> KindInfo | None:
+    return KINDS.get((split_api_version(api_version)[0], kind))
+
+
+def skip_reason(api_version: str, kind: str) -> Skip | None:
+    return _SKIPPED.get((split_api_version(api_version)[0], kind))

@@ -1,0 +1,60 @@
+"""Machinery every proxy test and the benchmark run on.
+
+* :mod:`tests.support.procs` — child processes with a log file, port/HTTP readiness waits,
+  SIGTERM-then-SIGKILL stop, :func:`~tests.support.procs.free_port`.
+* :mod:`tests.support.envoy` — :class:`~tests.support.envoy.EnvoyProcess` (the real Envoy) and
+  :class:`~tests.support.envoy.PymeshProxyProcess` (``pymesh proxy -c``), bootstrap builders,
+  and :func:`~tests.support.envoy.differential` to compare the two on the same requests.
+* :mod:`tests.support.upstream` — a scriptable HTTP/1.1 origin (behaviours in
+  :mod:`tests.support.behaviours`), in-process or as a subprocess.
+* :mod:`tests.support.httpclient` — a raw-socket HTTP/1.1 client parsed with h11.
+* ``tests/conftest.py`` — the fixtures over all of this.
+
+Loopback address plan
+=====================
+
+Linux routes all of 127.0.0.0/8 to ``lo``, so every test area binds its own addresses and
+parallel pytest-xdist workers never fight over a port that another area hard-coded.
+
+=====================  ==========================================================
+range                  owner
+=====================  ==========================================================
+127.0.0.1              reserved: tools, benchmarks, anything outside the suite
+127.0.0.100-119        sample-app tests (Bookinfo stand-ins)
+127.0.1.0/24           proxy core tests (``tests/proxy``)
+127.0.2.0/24           Envoy differential tests (same bootstrap through both)
+127.0.3.0/24           pilot / xDS tests (``tests/pilot``)
+127.0.4.0/24           demo tests (``pymesh demo``)
+127.0.5.0/24           support self-tests (``tests/support``)
+=====================  ==========================================================
+
+Inside a /24, by convention: ``.1-.9`` proxies under test, ``.10-.99`` upstreams,
+``.100-.254`` anything else (clients bound to a source address, control planes).
+
+Ports: pick them at run time with ``free_port(host)``; never hard-code one, except a
+well-known service port (9080, 15000, 15001, …) on an address that no other test uses.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEMO_NET",
+    "ENVOY_DIFF_NET",
+    "PILOT_NET",
+    "PROXY_NET",
+    "SUPPORT_NET",
+    "address",
+]
+
+PROXY_NET = "127.0.1"
+ENVOY_DIFF_NET = "127.0.2"
+PILOT_NET = "127.0.3"
+DEMO_NET = "127.0.4"
+SUPPORT_NET = "127.0.5"
+
+
+def address(net: str, host: int) -> str:
+    """``address(PROXY_NET, 10)`` → ``"127.0.1.10"``."""
+    if not 1 <= host <= 254:
+        raise ValueError(f"host part {host} outside 1..254")
+    return f"{net}.{host}"

