@@ -37,9 +37,7 @@ class NginxPaths:
 
 
 def render_config(workdir: Path, host: str, port: int, *, as_root: bool) -> str:
-    temp = {
-        name: workdir / "temp" / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")
-    }
+    temp = {name: workdir / "temp" / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
     # Workers of a root master drop to "nobody", which cannot read a 0700 tmp dir.
     user = "user root;\n" if as_root else ""
     return f"""\
@@ -73,9 +71,7 @@ http {{
 class Nginx:
     """One nginx master + one worker on ``host:port``, pinned with ``cpus``."""
 
-    def __init__(
-        self, workdir: Path, *, host: str = "127.0.0.1", cpus: str | None = "0"
-    ) -> None:
+    def __init__(self, workdir: Path, *, host: str = "127.0.0.1", cpus: str | None = "0") -> None:
         self.workdir = workdir
         self.host = host
         self.port = free_port(host)
@@ -102,7 +98,9 @@ class Nginx:
         for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (self.workdir / "temp" / d).mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "nginx.conf"
-        conf.write_text(render_config(self.workdir, self.host, self.port, as_root=os.geteuid() == 0))
+        conf.write_text(
+            render_config(self.workdir, self.host, self.port, as_root=os.geteuid() == 0)
+        )
         argv = [nginx, "-p", str(self.workdir), "-e", str(self.workdir / "error.log")]
         argv += ["-c", str(conf), "-g", "daemon off;"]
         self.proc = ManagedProcess(

@@ -1,4 +1,4 @@
-"""Runs → medians with min–max → a Markdown table with ratios, and a JSON record."""
+"""Runs → medians with min and max → a Markdown table with ratios, and a JSON record."""
 
 from __future__ import annotations
 
@@ -101,6 +101,7 @@ ROWS = (
     Row("peak RSS MB (VmHWM)", "saturation", "peak_rss", _mb, False, False),
     Row("1 MiB bodies, MB/s", "throughput", "mb_per_s", _f1),
     Row("CPU µs/req, 1 MiB bodies", "throughput", "cpu_us_per_req", _f1, False, False),
+    Row("peak RSS MB, 1 MiB bodies", "throughput", "peak_rss", _mb, False, False),
 )
 
 
@@ -109,13 +110,13 @@ def _cell(stat: Stat | None, fmt: Callable[[float], str]) -> str:
         return "—"
     if stat.n == 1:
         return fmt(stat.median)
-    return f"{fmt(stat.median)} ({fmt(stat.min)}–{fmt(stat.max)})"
+    return f"{fmt(stat.median)} ({fmt(stat.min)}–{fmt(stat.max)})"  # noqa: RUF001
 
 
 def _ratio(a: Stat | None, b: Stat | None) -> str:
     if a is None or b is None or b.median == 0:
         return "—"
-    return f"{a.median / b.median:.2f}×"
+    return f"{a.median / b.median:.2f}×"  # noqa: RUF001
 
 
 def markdown(summary: Summary, failures: dict[str, str], targets: Sequence[str]) -> str:
@@ -162,4 +163,4 @@ def write_json(
         "failures": failures,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")

@@ -189,7 +189,7 @@ class LogWriter:
             return cls(sys.stderr)
         assert path is not None
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        return cls(open(path, "a", encoding="utf-8"))  # noqa: SIM115 - lives as long as the proxy
+        return cls(open(path, "a", encoding="utf-8"))
 
     def write(self, line: str) -> None:
         self._lines.append(line)
@@ -222,7 +222,9 @@ class AccessLogger:
                 fmt = str(value)
                 parts = compile_format(fmt)
                 single_numeric = (
-                    len(parts) == 1 and not isinstance(parts[0], str) and fmt.strip("%").split("(")[0] in _NUMERIC
+                    len(parts) == 1
+                    and not isinstance(parts[0], str)
+                    and fmt.strip("%").split("(")[0] in _NUMERIC
                 )
                 self._json.append((key, parts, single_numeric))
         else:

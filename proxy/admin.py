@@ -38,7 +38,9 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("latin-1")
     if isinstance(value, re.Pattern):
-        return value.pattern.decode("latin-1") if isinstance(value.pattern, bytes) else value.pattern
+        return (
+            value.pattern.decode("latin-1") if isinstance(value.pattern, bytes) else value.pattern
+        )
     if isinstance(value, dict) or hasattr(value, "items"):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -73,9 +75,7 @@ class AdminServer:
     async def start(self) -> None:
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, self._address.host, self._address.port, reuse_address=True
-        )
+        site = web.TCPSite(self._runner, self._address.host, self._address.port, reuse_address=True)
         await site.start()
         log.info("admin listening", address=f"{self._address.host}:{self._address.port}")
 
@@ -139,8 +139,10 @@ class AdminServer:
             hosts = []
             for host in cluster.hosts:
                 prefix = f"{name}::{host.address_str}"
-                health = "healthy" if host.healthy else (
-                    "/failed_outlier_check" if host.ejected else "/failed_eds_health"
+                health = (
+                    "healthy"
+                    if host.healthy
+                    else ("/failed_outlier_check" if host.ejected else "/failed_eds_health")
                 )
                 lines.append(f"{prefix}::cx_active::{_active(host)}")
                 lines.append(f"{prefix}::rq_active::{host.active_requests}")
@@ -148,7 +150,9 @@ class AdminServer:
                 lines.append(f"{prefix}::health_flags::{health}")
                 hosts.append(
                     {
-                        "address": {"socket_address": {"address": host.address, "port_value": host.port}},
+                        "address": {
+                            "socket_address": {"address": host.address, "port_value": host.port}
+                        },
                         "weight": host.weight,
                         "health_status": {
                             "eds_health_status": "HEALTHY" if host.eds_healthy else "UNHEALTHY",
@@ -240,4 +244,3 @@ class AdminServer:
 def _active(host: Any) -> int:
     pool = host.pool
     return len(pool.active) if pool is not None else 0
-

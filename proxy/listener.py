@@ -40,7 +40,9 @@ class ChainRuntime:
 
 
 class ListenerRuntime:
-    def __init__(self, model: Listener, chains: tuple[ChainRuntime, ...], stats: StatsStore) -> None:
+    def __init__(
+        self, model: Listener, chains: tuple[ChainRuntime, ...], stats: StatsStore
+    ) -> None:
         self.model = model
         self.chains = chains
         self.default_chain: ChainRuntime | None = None
@@ -195,7 +197,9 @@ class _Acceptor(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         local = transport.get_extra_info("sockname")
         local_addr = (local[0], local[1]) if isinstance(local, tuple) else None
-        runtime, chain, destination = self._manager.route_connection(self._runtime, sock, local_addr)
+        runtime, chain, destination = self._manager.route_connection(
+            self._runtime, sock, local_addr
+        )
         runtime.stats.downstream_cx_total.value += 1
         if chain is None or chain.hcm is None:
             runtime.stats.no_filter_chain_match.value += 1
@@ -208,7 +212,6 @@ class _Acceptor(asyncio.Protocol):
         conn.original_destination = destination
         runtime.connections.add(conn)
         self._conn = conn
-        assert isinstance(transport, asyncio.Transport)
         transport.set_protocol(conn)
         conn.connection_made(transport)
 

@@ -14,12 +14,10 @@ from typing import Any
 import pytest
 
 from tests.support.behaviours import Behaviour
+from tests.support.differential import DiffReport, Exchange, differential
 from tests.support.envoy import (
     Bootstrap,
-    DiffReport,
-    Exchange,
     ProxyProcess,
-    differential,
     find_envoy,
     make_proxy,
     pymesh_proxy_missing,
@@ -169,7 +167,7 @@ DifferentialRunner = Callable[..., Awaitable[DiffReport]]
 def differ(tmp_path: Path) -> DifferentialRunner:
     """``await differ(bootstrap, exchanges, **kwargs)`` → :class:`DiffReport`.
 
-    Runs :func:`tests.support.envoy.differential` through Envoy then pymesh; skips when
+    Runs :func:`tests.support.differential.differential` through Envoy then pymesh; skips when
     either proxy cannot run. Call ``.assert_same()`` on the report.
     """
     if find_envoy() is None:

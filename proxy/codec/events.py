@@ -36,6 +36,8 @@ class NeedData(enum.Enum):
     def __repr__(self) -> str:
         return "NEED_DATA"
 
+    __str__ = __repr__
+
 
 NEED_DATA: Final = NeedData.NEED_DATA
 """Returned by ``next_event()`` when no event can be produced until more bytes arrive (or,

@@ -1,14 +1,15 @@
-"""Header helpers shared by the codec and the proxy: hop-by-hop fields and validation.
+"""Header helpers shared by the codec and the proxy: hop-by-hop fields, validation, output.
 
 The codec reports every field it receives, hop-by-hop ones included; the proxy calls
 :func:`strip_hop_by_hop` before forwarding. The ``validate_*`` helpers are for headers the mesh
-builds itself (route config, filters): received headers have already been checked by the parser.
+builds itself (route config, filters): received headers have already been checked by the parser,
+and on the way out the codec only guards against CR/LF injection, which costs one scan.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from pymesh.errors import LocalProtocolError
@@ -19,6 +20,7 @@ __all__ = [
     "HOP_BY_HOP",
     "connection_tokens",
     "has_token",
+    "serialise_fields",
     "strip_hop_by_hop",
     "validate_header_name",
     "validate_header_value",
@@ -87,3 +89,40 @@ def validate_headers(headers: Iterable[tuple[bytes, bytes]]) -> None:
     for name, value in headers:
         validate_header_name(name)
         validate_header_value(value)
+
+
+_CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION = 1, 2, 3
+_OUTGOING_SPECIAL: Final[Mapping[bytes, int]] = {
+    b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"connection": _CONNECTION,
+}
+
+
+def serialise_fields(
+    parts: list[bytes], headers: Iterable[tuple[bytes, bytes]]
+) -> tuple[bytes | None, bool | None]:
+    """Append ``name: value CRLF`` to ``parts`` for each field, always as four parts (the
+    codec's injection check counts lines from the number of parts).
+
+    Transfer-Encoding is left out: the codec owns body framing and adds it itself. Returns the
+    content-length value (None without one) and, without a Connection field None, else whether
+    it asks to close.
+    """
+    length: bytes | None = None
+    close: bool | None = None
+    for name, value in headers:
+        kind = _OUTGOING_SPECIAL.get(name)
+        if kind is not None:
+            if kind == _TRANSFER_ENCODING:
+                continue
+            if kind == _CONTENT_LENGTH:
+                if length is not None:
+                    if length != value:
+                        raise LocalProtocolError("conflicting content-length fields")
+                    continue  # one copy is enough, and strict peers reject two
+                length = value
+            else:
+                close = bool(close) or has_token(value, b"close")
+        parts += (name, b": ", value, b"\r\n")
+    return length, close

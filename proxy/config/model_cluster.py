@@ -9,7 +9,6 @@ from enum import StrEnum
 
 from proxy.config.model_common import (
     ConfigSource,
-    HeaderMatcher,
     HeaderValueOption,
     Int64Range,
     Locality,
@@ -185,7 +184,6 @@ class HealthCheck:
     initial_jitter: float = 0.0
     reuse_connection: bool = True
     always_log_health_check_failures: bool = False
-    headers: tuple[HeaderMatcher, ...] = ()
 
 
 class DiscoveryType(StrEnum):
@@ -270,13 +268,16 @@ class TcpKeepalive:
 @dataclass(frozen=True, slots=True)
 class UpstreamHttpProtocolOptions:
     """The cluster's HTTP options (``envoy.extensions.upstreams.http.v3.HttpProtocolOptions``
-    or the deprecated cluster fields). ``auto_sni`` sets SNI from the request's Host."""
+    or the deprecated cluster fields). ``auto_sni`` sets SNI from the request's Host.
+    ``http2`` is only ever True for the xDS cluster, which the gRPC client uses; the data path
+    never routes to such a cluster."""
 
     common: HttpProtocolOptions = field(default_factory=HttpProtocolOptions)
     http1: Http1ProtocolOptions = field(default_factory=Http1ProtocolOptions)
     auto_sni: bool = False
     auto_san_validation: bool = False
     override_auto_sni_header: bytes | None = None
+    http2: bool = False
 
 
 @dataclass(frozen=True, slots=True)

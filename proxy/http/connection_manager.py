@@ -9,10 +9,11 @@ kept-alive connection, never to one in flight.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import structlog
 
@@ -39,8 +40,8 @@ class HcmRuntime:
     """Everything a request on this connection manager needs, resolved once per snapshot."""
 
     __slots__ = (
-        "access_loggers",
         "accept_http_10",
+        "access_loggers",
         "allow_absolute_url",
         "buffer_limit",
         "cluster_manager",
@@ -102,7 +103,8 @@ class HcmRuntime:
 
     @staticmethod
     def has_envoy_headers(headers: list[tuple[bytes, bytes]]) -> bool:
-        for k, _ in headers:
+        # A plain loop: any() over a generator costs twice as much on this per-request path.
+        for k, _ in headers:  # noqa: SIM110
             if k[:8] == b"x-envoy-":
                 return True
         return False
@@ -125,6 +127,7 @@ class DownstreamConnection(asyncio.Protocol):
         "local_address",
         "loop",
         "on_close",
+        "original_destination",
         "peer_host",
         "scheme",
         "stream",
@@ -152,6 +155,8 @@ class DownstreamConnection(asyncio.Protocol):
         self.stream: ActiveStream | None = None
         self.peer_host = ""
         self.local_address: tuple[str, int] | None = None
+        # Set by the listener: where the client meant to go (SO_ORIGINAL_DST or local address).
+        self.original_destination: tuple[str, int] | None = None
         self.close_after_response = False
         self.draining = False
         self.closed = False
@@ -165,8 +170,8 @@ class DownstreamConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, only duck-typed ones.
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer_host = peer[0]
@@ -198,10 +203,8 @@ class DownstreamConnection(asyncio.Protocol):
         self.flush()
 
     def eof_received(self) -> bool | None:
-        try:
+        with contextlib.suppress(RemoteProtocolError):
             self.codec.receive_data(b"")
-        except RemoteProtocolError:
-            pass
         stream = self.stream
         if stream is not None and stream.request_complete and not stream.done:
             # Half-closed after a complete request: answer it, then close.
@@ -347,7 +350,7 @@ class DownstreamConnection(asyncio.Protocol):
             return None
         return stream.router.attempt.conn
 
-    # -- errors and timers ----------------------------------------------------------------------------
+    # -- errors and timers ---------------------------------------------------------------
     def _protocol_error(self, exc: RemoteProtocolError) -> None:
         self.hcm.stats.downstream_cx_protocol_error.value += 1
         stream = self.stream

@@ -24,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import random
-from dataclasses import dataclass
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from proxy.config.model_http import HttpFilter as HttpFilterModel
@@ -38,10 +38,10 @@ if TYPE_CHECKING:
 __all__ = [
     "FilterContext",
     "FilterFactory",
-    "HttpFilterFactories",
     "FilterStatus",
     "FilterStream",
     "HttpFilter",
+    "HttpFilterFactories",
 ]
 
 

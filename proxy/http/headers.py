@@ -70,7 +70,5 @@ def apply_header_options(
         if action is HeaderAppendAction.ADD_IF_ABSENT:
             if not present:
                 headers.append((opt.key, value))
-        elif action is HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD:
-            set_header(headers, opt.key, value)
-        elif present:  # OVERWRITE_IF_EXISTS
+        elif action is HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD or present:
             set_header(headers, opt.key, value)

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 import structlog
 
 from proxy.codec import Response
+from proxy.codec.headers import strip_hop_by_hop
 from proxy.config.model_route import RouteAction, RouteActionType
 from proxy.http.headers import apply_header_options, get_header, remove_headers, set_header
 from proxy.http.local_reply import ResponseFlag
 from proxy.http.mirror import ShadowRequest
-from proxy.http.stream import strip_hop_by_hop
 from proxy.routing.matcher import pick_weighted_cluster
 from proxy.routing.retry import (
     ENVOY_REQUEST_CONTROL_HEADERS,
@@ -28,10 +28,10 @@ from proxy.routing.retry import (
     final_timeouts,
     parse_envoy_request_controls,
 )
-from proxy.routing.rewrite import rewrite_path
+from proxy.routing.rewrite import rewrite_host, rewrite_path
 
 if TYPE_CHECKING:
-    from proxy.config.model_route import Route
+    from proxy.config.model_route import Route, WeightedCluster
     from proxy.http.stream import ActiveStream
     from proxy.upstream.cluster import RuntimeCluster
     from proxy.upstream.connection import UpstreamConnection
@@ -47,13 +47,13 @@ _RESET_PREFIX = "upstream connect error or disconnect/reset before headers. "
 class Router:
     __slots__ = (
         "_body",
-        "_body_size",
         "_body_replayable",
+        "_body_size",
         "_holds_request",
         "_per_try_timeout",
+        "_retry_timer",
         "_timeout",
         "_timeout_handle",
-        "_retry_timer",
         "action",
         "attempt",
         "attempts",
@@ -128,7 +128,7 @@ class Router:
         if hcm.has_envoy_headers(headers):
             controls = parse_envoy_request_controls(headers)
             remove_headers(headers, ENVOY_REQUEST_CONTROL_HEADERS)
-        strip_hop_by_hop(headers)
+        headers = self.headers = stream.request_headers = strip_hop_by_hop(headers)
         self._mutate_request(weighted)
         policy = action.retry_policy
         if policy is None and stream.vhost is not None:
@@ -161,7 +161,7 @@ class Router:
         stats.upstream_rq_active.value += 1
         self._new_attempt()
 
-    def _mutate_request(self, weighted: object) -> None:
+    def _mutate_request(self, weighted: WeightedCluster | None) -> None:
         """Route, virtual host and route-config header mutations plus path/host rewrites."""
         stream = self.stream
         route = self.route
@@ -169,18 +169,14 @@ class Router:
         headers = self.headers
         vhost = stream.vhost
         config = stream.route_config
-        if action.prefix_rewrite is not None or action.regex_rewrite is not None:
-            new_path = rewrite_path(action, route.match, self.path)
-            if new_path != self.path:
-                if not stream.hcm.router_config.suppress_envoy_headers:
-                    set_header(headers, b"x-envoy-original-path", self.path)
-                self.path = new_path
-        if action.host_rewrite_literal is not None:
-            set_header(headers, b"host", action.host_rewrite_literal)
-        elif action.host_rewrite_header is not None:
-            value = get_header(headers, action.host_rewrite_header)
-            if value:
-                set_header(headers, b"host", value)
+        new_path = rewrite_path(route, self.path)
+        if new_path is not None and new_path != self.path:
+            if not stream.hcm.router_config.suppress_envoy_headers:
+                set_header(headers, b"x-envoy-original-path", self.path)
+            self.path = new_path
+        new_host = rewrite_host(action, headers, weighted_cluster=weighted)
+        if new_host is not None:
+            set_header(headers, b"host", new_host)
         for owner in (weighted, route, vhost, config):
             if owner is None:
                 continue
@@ -203,7 +199,9 @@ class Router:
         host = cluster.choose_host(self.hash_key, exclude, stream)  # type: ignore[arg-type]
         if host is None:
             cluster.stats.upstream_cx_none_healthy.value += 1
-            self._fail(503, b"no healthy upstream", ResponseFlag.NO_HEALTHY_UPSTREAM, "no_healthy_upstream")
+            self._fail(
+                503, b"no healthy upstream", ResponseFlag.NO_HEALTHY_UPSTREAM, "no_healthy_upstream"
+            )
             return
         self.attempts += 1
         if self.attempts > 1:
@@ -324,9 +322,12 @@ class Router:
         headers = response.headers
         cluster.report_response(attempt.host, status)
         retry = self.retry
-        if retry is not None and not self.response_started:
-            if self._retry_decided(retry.decide_response(status, headers), attempt):
-                return
+        if (
+            retry is not None
+            and not self.response_started
+            and self._retry_decided(retry.decide_response(status, headers), attempt)
+        ):
+            return
         attempt.cancel_timer()
         self.response_started = True
         stats = cluster.stats
@@ -335,7 +336,7 @@ class Router:
         stats.upstream_rq_time.record(elapsed_ms)
         if retry is not None and retry.retry_succeeded:
             stats.upstream_rq_retry_success.value += 1
-        strip_hop_by_hop(headers)
+        headers = strip_hop_by_hop(headers)
         if not self.stream.hcm.router_config.suppress_envoy_headers:
             headers.append((b"x-envoy-upstream-service-time", b"%d" % elapsed_ms))
         vhost = self.stream.vhost

@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING
 import structlog
 
 from proxy.codec import Request
-from proxy.codec.headers import HOP_BY_HOP
 from proxy.config.model_route import DirectResponseAction, RedirectAction, Route
 from proxy.http.filter import FilterStatus, HttpFilter
 from proxy.http.headers import apply_header_options, get_header, remove_headers, set_header
 from proxy.http.local_reply import LocalReply, ResponseFlag
-from proxy.routing.rewrite import build_redirect_location
+from proxy.routing.rewrite import redirect_location
 
 if TYPE_CHECKING:
     from proxy.config.model_route import RouteConfiguration, VirtualHost
@@ -125,9 +124,8 @@ class ActiveStream:
             self.send_local_reply(403, b"", details="upgrade_failed")
             return
         target = request.target
-        if target[:1] != b"/":
-            if not self._absolute_target(target):
-                return
+        if target[:1] != b"/" and not self._absolute_target(target):
+            return
         authority = get_header(headers, b"host")
         if authority is None:
             if self.authority:
@@ -199,7 +197,9 @@ class ActiveStream:
         hcm = self.hcm
         if route is None:
             hcm.stats.no_route.value += 1
-            self.send_local_reply(404, b"", flag=ResponseFlag.NO_ROUTE_FOUND, details="route_not_found")
+            self.send_local_reply(
+                404, b"", flag=ResponseFlag.NO_ROUTE_FOUND, details="route_not_found"
+            )
             return
         action = route.action
         if type(action) is DirectResponseAction:
@@ -208,8 +208,8 @@ class ActiveStream:
             return
         if type(action) is RedirectAction:
             hcm.stats.rq_redirect.value += 1
-            location = build_redirect_location(
-                action, scheme=self.conn.scheme, authority=self.authority, path=self.path
+            location = redirect_location(
+                route, scheme=self.conn.scheme, host=self.authority, path=self.path
             )
             self.send_local_reply(
                 action.response_code, b"", headers=((b"location", location),), details="redirect"
@@ -307,10 +307,9 @@ class ActiveStream:
         self.conn.write(out)
 
     def encode_end(self) -> None:
-        if not self.is_head:
-            end = self.conn.codec.send_end()
-            if end:
-                self.conn.write(end)
+        end = self.conn.codec.send_end()
+        if end:
+            self.conn.write(end)
         self._finish()
 
     def send_local_reply(
@@ -347,10 +346,9 @@ class ActiveStream:
         if self.router is not None:
             self.router.on_local_reply(reply.status)
         self.encode_headers(reply.status, hdrs, chunked=False)
-        if body and not self.is_head:
-            self.bytes_sent += len(body)
-            self.conn.write(body)
-        self._finish()
+        if body:
+            self.encode_data(body)
+        self.encode_end()
         self.conn.flush()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -423,14 +421,3 @@ class ActiveStream:
         if not self.response_started:
             self.response_code = 0
         self._finish()
-
-
-def strip_hop_by_hop(headers: list[tuple[bytes, bytes]]) -> None:
-    """Remove hop-by-hop headers (and any a Connection header names) in place."""
-    extra: set[bytes] = set()
-    for k, v in headers:
-        if k == b"connection":
-            extra.update(t.strip().lower() for t in v.split(b","))
-    if extra or any(k in HOP_BY_HOP for k, _ in headers):
-        drop = HOP_BY_HOP | extra
-        headers[:] = [(k, v) for k, v in headers if k not in drop]

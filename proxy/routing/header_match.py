@@ -60,9 +60,10 @@ def header_matches(m: HeaderMatcher, value: bytes | None) -> bool:
         if not m.treat_missing_header_as_empty:
             # An absent header matches only ``present_match: false``, or ``present_match:
             # true`` inverted; invert_match never turns an absent header into a match otherwise.
-            if m.present_match is None:
+            if m.string_match is not None or m.range_match is not None:
                 return False
-            return m.present_match if m.invert_match else not m.present_match
+            present = m.present_match is not False
+            return present if m.invert_match else not present
         value = b""
     if m.string_match is not None:
         matched = m.string_match.matches(value)
@@ -70,7 +71,8 @@ def header_matches(m: HeaderMatcher, value: bytes | None) -> bool:
         n = parse_int(value)
         matched = n is not None and m.range_match.start <= n < m.range_match.end
     else:
-        matched = bool(m.present_match)
+        # No specifier at all is a presence match, as in Envoy.
+        matched = m.present_match is not False
     return matched != m.invert_match
 
 

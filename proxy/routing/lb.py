@@ -80,6 +80,11 @@ class LoadBalancer(Generic[H]):
         """The hosts currently balanced over."""
         return self._active
 
+    def update_hosts(self, hosts: Sequence[H]) -> None:
+        """Replace the host list (EDS update), keeping rotation state and cached tables."""
+        self.hosts = tuple(hosts)
+        self.refresh()
+
     def refresh(self) -> None:
         """Re-read every host's ``healthy`` flag and ``weight``; rebuild only on change."""
         hosts = self.hosts

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from proxy.config.model import HashPolicy, HashPolicyKind, MaglevConfig, RingHashConfig
 from proxy.routing.header_match import Headers, parse_query
 from proxy.routing.lb import H, LbHost, LoadBalancer
+from pymesh.errors import UnsupportedError
 
 __all__ = [
     "AddCookie",
@@ -71,6 +72,11 @@ class RingHashLoadBalancer(LoadBalancer[H]):
         panic_threshold: float,
         config: RingHashConfig,
     ) -> None:
+        if config.hash_balance_factor:
+            raise UnsupportedError(
+                "consistent hashing with bounded load (hash_balance_factor) is not implemented",
+                path="common_lb_config.consistent_hashing_lb_config.hash_balance_factor",
+            )
         self._config = config
         self._ring_hashes: list[int] = []
         self._ring_hosts: list[H] = []

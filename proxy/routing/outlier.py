@@ -244,7 +244,7 @@ class OutlierDetector(Generic[K]):
     def record_local_failure(self, host: K, kind: LocalFailure) -> OutlierEvent[K] | None:
         """A local-origin failure talking to ``host``."""
         if not self.config.split_external_local_origin_errors:
-            return self.record(host, 504 if kind is LocalFailure.TIMEOUT else 503)
+            return self.record(host, 504 if kind == LocalFailure.TIMEOUT else 503)
         m = self._monitors.get(host)
         if m is None:
             return None

@@ -210,6 +210,7 @@ class RetryState:
     followed a retry was not retried itself (Envoy's ``upstream_rq_retry_success``)."""
 
     __slots__ = (
+        "_armed",
         "_attempted",
         "_backoff_max_ms",
         "_holding",
@@ -239,17 +240,21 @@ class RetryState:
         self.remaining = policy.num_retries
         if self.flags and controls is not None and controls.max_retries is not None:
             self.remaining = controls.max_retries
-        codes = set(policy.retriable_status_codes)
+        codes = policy.retriable_status_codes
         headers: tuple[HeaderMatcher, ...] = policy.retriable_headers
         if controls is not None:
-            codes.update(controls.retriable_status_codes)
-            headers += tuple(HeaderMatcher(name=n) for n in controls.retriable_header_names)
-        self.retriable_status_codes = frozenset(codes)
+            if controls.retriable_status_codes:
+                codes = codes.union(controls.retriable_status_codes)
+            headers += tuple(
+                HeaderMatcher(name=n, present_match=True) for n in controls.retriable_header_names
+            )
+        self.retriable_status_codes = codes
         self._retriable_headers = headers
         base_ms = max(1, int(policy.retry_back_off.base_interval * 1000))
         self._next_ms = base_ms
         self._backoff_max_ms = max(base_ms, int(policy.retry_back_off.max_interval * 1000))
         self._holding = False
+        self._armed = False
         self.retry_succeeded = False
         self._attempted: frozenset[object] | None = (
             frozenset() if policy.retry_host_predicate_previous_hosts else None
@@ -316,9 +321,9 @@ class RetryState:
 
     def would_retry_reset(self, kind: ResetKind, *, request_sent: bool = True) -> bool:
         flags = self.flags
-        if kind is ResetKind.OVERFLOW:
+        if kind == ResetKind.OVERFLOW:
             return False
-        if kind is ResetKind.CONNECT_FAILURE:
+        if kind == ResetKind.CONNECT_FAILURE:
             if flags & _CONNECT_FAILURE:
                 return True
             request_sent = False
@@ -327,7 +332,7 @@ class RetryState:
             return True
         if flags & _RESET_BEFORE_REQUEST and not request_sent:
             return True
-        return bool(flags & _REFUSED_STREAM and kind is ResetKind.REFUSED_STREAM)
+        return bool(flags & _REFUSED_STREAM and kind == ResetKind.REFUSED_STREAM)
 
     def decide_response(self, status: int, headers: Headers) -> RetryStatus:
         return self._decide(self.would_retry_response(status, headers))
@@ -342,8 +347,10 @@ class RetryState:
         return self.decide_reset(kind, request_sent=request_sent) is RetryStatus.YES
 
     def _decide(self, would_retry: bool) -> RetryStatus:
-        if self._holding and not would_retry:
+        # An armed retry whose attempt is not retried in turn is a successful retry.
+        if self._armed and not would_retry:
             self.retry_succeeded = True
+        self._armed = False
         self.release()
         if not would_retry:
             return RetryStatus.NO
@@ -356,6 +363,7 @@ class RetryState:
                 return RetryStatus.OVERFLOW
             # Held until the retried attempt is decided on or the request ends, like Envoy.
             self._holding = True
+        self._armed = True
         return RetryStatus.YES
 
     def release(self) -> None:

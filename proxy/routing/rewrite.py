@@ -121,9 +121,7 @@ def _redirect_host(host: bytes, new_scheme: bytes, new_port: bytes, request_sche
     return host[:start] if remove else host
 
 
-def redirect_location(
-    route: Route, *, scheme: bytes, host: bytes, path: bytes
-) -> bytes:
+def redirect_location(route: Route, *, scheme: bytes, host: bytes, path: bytes) -> bytes:
     """The ``Location`` for a redirect route.
 
     ``scheme`` is the request's scheme as Envoy sees it (``x-forwarded-proto``), ``host`` its
@@ -134,10 +132,7 @@ def redirect_location(
         raise TypeError("route is not a redirect")
     final_scheme = redirect.scheme_redirect or scheme
     port = b":%d" % redirect.port_redirect if redirect.port_redirect else b""
-    if redirect.host_redirect:
-        final_host = redirect.host_redirect
-    else:
-        final_host = _redirect_host(host, final_scheme, port, scheme)
+    final_host = redirect.host_redirect or _redirect_host(host, final_scheme, port, scheme)
 
     if redirect.path_redirect:
         target = redirect.path_redirect

@@ -110,7 +110,10 @@ class RuntimeCluster:
         return pool
 
     def hash_key(
-        self, policies: Sequence[HashPolicy], headers: list[tuple[bytes, bytes]], stream: ActiveStream
+        self,
+        policies: Sequence[HashPolicy],
+        headers: list[tuple[bytes, bytes]],
+        stream: ActiveStream,
     ) -> int | None:
         _, _, query = stream.path.partition(b"?")
         return compute_hash(policies, headers, stream.downstream_address, query or None)
@@ -250,7 +253,9 @@ class RuntimeCluster:
                     )
                 except OSError as exc:
                     ok = False
-                    log.warning("dns resolution failed", cluster=self.name, host=ep.address, error=str(exc))
+                    log.warning(
+                        "dns resolution failed", cluster=self.name, host=ep.address, error=str(exc)
+                    )
                     continue
                 addresses = [str(info[4][0]) for info in infos]
                 if logical:

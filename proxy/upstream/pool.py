@@ -10,7 +10,7 @@ the circuit-breaking semantics of Envoy's HTTP/1 pool.
 from __future__ import annotations
 
 import asyncio
-import errno
+import contextlib
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
@@ -118,10 +118,8 @@ class ConnectionPool:
             self.active.discard(conn)
             self.limits.release_connection()
             self.stats.upstream_cx_active.value -= 1
-        try:
+        with contextlib.suppress(ValueError):
             self._idle.remove(conn)
-        except ValueError:
-            pass
         # A queued request may now open the connection this one freed.
         self._maybe_connect()
 
@@ -182,7 +180,7 @@ class ConnectionPool:
                 self._loop.create_connection(lambda: conn, host.address, host.port),
                 self.connect_timeout,
             )
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             self._connecting -= 1
             self.limits.release_connection()
             self._on_connect_failure(exc)
@@ -200,19 +198,17 @@ class ConnectionPool:
             self._idle.append(conn)
 
     def _on_connect_failure(self, exc: BaseException) -> None:
-        if isinstance(exc, asyncio.TimeoutError):
+        # Envoy's reset reasons, as its local replies and access logs spell them.
+        if isinstance(exc, TimeoutError):
             self.stats.upstream_cx_connect_timeout.value += 1
             reason = "connection timeout"
         else:
-            code = exc.errno if isinstance(exc, OSError) else None
-            reason = (
-                "delayed connect error: "
-                f"{code if code is not None else errno.ECONNREFUSED}"
-            )
+            reason = "remote connection failure"
         self.stats.upstream_cx_connect_fail.value += 1
-        log.debug("upstream connect failed", host=f"{self.host.address}:{self.host.port}", reason=reason)
+        log.debug(
+            "upstream connect failed", host=f"{self.host.address}:{self.host.port}", reason=reason
+        )
         self.on_local_failure(self.host, "connect_failure")
         if self._pending:
-            self._fail_one(f"connection failure, transport failure reason: {reason}", "UF")
+            self._fail_one(reason, "UF")
             self._maybe_connect()
-

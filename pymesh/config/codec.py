@@ -15,9 +15,9 @@ import difflib
 import functools
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pymesh.config.durations import format_duration, parse_duration_ns
 from pymesh.config.issues import Reporter, join_path
@@ -93,7 +93,8 @@ def decode(cls: type[T], raw: object, path: str, rep: Reporter) -> T:
     """Build ``cls`` from plain data, failing through ``rep`` with the field path on error."""
     if not isinstance(raw, dict):
         rep.fail(path, f"expected a mapping, got {type_name(raw)}")
-    plan = _plan(cls)
+    # mypy does not consider classes Hashable, which functools.cache requires.
+    plan = _plan(cast(Hashable, cls))
     values: dict[str, Any] = {}
     seen: dict[str, str] = {}
     for key, value in raw.items():
@@ -107,7 +108,8 @@ def decode(cls: type[T], raw: object, path: str, rep: Reporter) -> T:
         if fld.attr in seen:
             rep.fail(join_path(path, key), f"{key!r} and {seen[fld.attr]!r} set the same field")
         seen[fld.attr] = key
-        fpath = join_path(path, fld.json)
+        # Paths name the key as written (an alias such as ``mirror_percent`` included).
+        fpath = join_path(path, key)
         if fld.info.deprecated is not None:
             rep.warn(fpath, f"{fld.json} is deprecated: {fld.info.deprecated}")
         if value is None:
@@ -265,7 +267,7 @@ def encode(obj: Any) -> Any:
         return out
     if isinstance(obj, Enum):
         return obj.value
-    if isinstance(obj, tuple):
+    if isinstance(obj, (tuple, list)):
         return [encode(v) for v in obj]
     if isinstance(obj, Mapping):
         return {k: encode(v) for k, v in obj.items()}

@@ -122,9 +122,12 @@ def most_specific_match(host: str, candidates: Iterable[str]) -> str | None:
     for candidate in candidates:
         if candidate == host:
             return candidate
-        if is_wildcard(candidate) and host_subset_of(host, candidate):
-            if best is None or more_specific(candidate, best):
-                best = candidate
+        if (
+            is_wildcard(candidate)
+            and host_subset_of(host, candidate)
+            and (best is None or more_specific(candidate, best))
+        ):
+            best = candidate
     return best
 
 
@@ -166,7 +169,9 @@ def _check_length(name: str) -> None:
 def _check_labels(domain: str, full: str) -> None:
     parts = domain.split(".")
     if parts[-1].isdigit():
-        raise ValueError(f"domain name {full!r} invalid (top level domain {parts[-1]!r} is numeric)")
+        raise ValueError(
+            f"domain name {full!r} invalid (top level domain {parts[-1]!r} is numeric)"
+        )
     for i, label in enumerate(parts):
         # A trailing dot (``istio.io.``) is an unambiguous absolute name.
         if i == len(parts) - 1 and label == "":

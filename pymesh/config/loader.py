@@ -68,7 +68,7 @@ class LoadResult:
 
 @dataclass(frozen=True, slots=True)
 class _ObjectMeta:
-    """``metadata``; the server-populated fields are accepted (``kubectl get -o yaml``) but unused."""
+    """``metadata``. Server-populated fields (``kubectl get -o yaml``) are accepted, unused."""
 
     name: str = spec_field(required=True)
     namespace: str = ""
@@ -119,7 +119,8 @@ class _Builder:
                     raise self._fail(path, f"unsupported mapping key (line {line})")
                 if key in out:
                     raise self._fail(
-                        f"{path}.{key}" if path else str(key), f"duplicate key {key!r} (line {line})"
+                        f"{path}.{key}" if path else str(key),
+                        f"duplicate key {key!r} (line {line})",
                     )
                 # Struct fields are written a.b, map entries a[b]; the builder cannot tell which.
                 child = f"{path}.{key}" if path else str(key)
@@ -128,18 +129,24 @@ class _Builder:
                 out[key] = self.build(value_node, child, depth + 1)
             return out
         if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(node.value)]
+            return [
+                self.build(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(node.value)
+            ]
         return self.constructor.construct_object(node, deep=True)
 
 
 def _documents(text: str, source: str) -> Iterator[tuple[int, Any, dict[str, int]]]:
+    # Counted by hand: a syntax error surfaces while fetching the next document, and its index
+    # is the one after the last document that parsed.
     index = 0
     try:
-        for index, node in enumerate(yaml.compose_all(text, Loader=_LOADER)):  # noqa: B007
-            if node is None:
-                continue
+        for node in yaml.compose_all(text, Loader=_LOADER):
             builder = _Builder(source, index)
-            yield index, builder.build(node), builder.lines
+            data = None if node is None else builder.build(node)
+            # Empty documents (a trailing ``---``, only comments) are not objects.
+            if data is not None:
+                yield index, data, builder.lines
+            index += 1
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -181,6 +188,11 @@ class _Accumulator:
             message=warning.message,
         )
 
+    def flush(self, rep: Reporter) -> None:
+        for warning in rep.warnings:
+            self.warn(warning)
+        rep.warnings.clear()
+
     def add_text(self, text: str, source: str) -> None:
         for index, data, lines in _documents(text, source):
             if not isinstance(data, dict):
@@ -210,13 +222,17 @@ class _Accumulator:
         group, version = split_api_version(api_version)
         if version not in info.versions:
             supported = ", ".join(sorted(f"{group}/{v}" if group else v for v in info.versions))
-            rep.fail("apiVersion", f"unsupported apiVersion {api_version!r} for {kind} "
-                     f"(supported: {supported})")
+            rep.fail(
+                "apiVersion",
+                f"unsupported apiVersion {api_version!r} for {kind} (supported: {supported})",
+            )
         if group.endswith(".istio.io"):
             for key in data:
                 if key not in _ISTIO_TOP_LEVEL:
-                    rep.fail(str(key), f"unknown field {key!r} (expected apiVersion, kind, "
-                             "metadata, spec)")
+                    rep.fail(
+                        str(key),
+                        f"unknown field {key!r} (expected apiVersion, kind, metadata, spec)",
+                    )
         if meta is None:
             rep.fail("metadata", "required field is missing")
         metadata = decode(_ObjectMeta, meta, "metadata", rep)
@@ -237,9 +253,7 @@ class _Accumulator:
             document=rep.document,
         )
         validate_resource(res, rep)
-        for warning in rep.warnings:
-            self.warn(warning)
-        rep.warnings.clear()
+        self.flush(rep)
         previous = self.resources.get(res.key)
         if previous is not None:
             self.warn(
@@ -259,15 +273,19 @@ class _Accumulator:
         self.skipped.append(
             SkippedDocument(rep.source or "", rep.document or 0, api_version, kind, label, reason)
         )
-        message = f"{kind} {label!r} ({api_version}): {reason}" if label else (
-            f"{kind} ({api_version}): {reason}"
-        )
         if skip is None or skip.warn:
-            rep.warn("kind", message)
-            self.warn(rep.warnings.pop())
+            what = f"{kind} {label!r}" if label else kind
+            rep.warn("kind", f"{what} ({api_version}): {reason}")
+            self.flush(rep)
         else:
-            log.debug("config_skipped", source=rep.source, document=rep.document, kind=kind,
-                      name=label, reason=reason)
+            log.debug(
+                "config_skipped",
+                source=rep.source,
+                document=rep.document,
+                kind=kind,
+                name=label,
+                reason=reason,
+            )
 
 
 def load_documents(

@@ -3,10 +3,11 @@
 * :mod:`tests.support.procs` — child processes with a log file, port/HTTP readiness waits,
   SIGTERM-then-SIGKILL stop, :func:`~tests.support.procs.free_port`.
 * :mod:`tests.support.envoy` — :class:`~tests.support.envoy.EnvoyProcess` (the real Envoy) and
-  :class:`~tests.support.envoy.PymeshProxyProcess` (``pymesh proxy -c``), bootstrap builders,
-  and :func:`~tests.support.envoy.differential` to compare the two on the same requests.
+  :class:`~tests.support.envoy.PymeshProxyProcess` (``pymesh proxy -c``), bootstrap builders.
+* :mod:`tests.support.differential` — the same requests through both proxies, compared.
 * :mod:`tests.support.upstream` — a scriptable HTTP/1.1 origin (behaviours in
-  :mod:`tests.support.behaviours`), in-process or as a subprocess.
+  :mod:`tests.support.behaviours`), in-process or as a subprocess
+  (:mod:`tests.support.upstream_process`).
 * :mod:`tests.support.httpclient` — a raw-socket HTTP/1.1 client parsed with h11.
 * ``tests/conftest.py`` — the fixtures over all of this.
 

@@ -4,8 +4,7 @@ Both take the bootstrap as a dict (written to YAML in the work dir) or a file, w
 admin ``GET /ready`` to answer 200 and stop with SIGTERM (SIGKILL after a grace period). A
 bootstrap without ``admin`` gets one on the first listener's address and a free port.
 
-:func:`differential` runs the same requests through both proxies, one after the other on the
-same addresses, and reports where status, headers or body differ.
+Differential testing on top of these lives in :mod:`tests.support.differential`.
 """
 
 from __future__ import annotations
@@ -13,52 +12,35 @@ from __future__ import annotations
 import asyncio
 import copy
 import importlib.util
-import json
 import os
 import shutil
 import sys
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
 
-from tests.support.httpclient import (
-    AsyncConnection,
-    BadResponse,
-    IncompleteResponse,
-    Response,
-    ResponseTimeout,
-)
 from tests.support.procs import ManagedProcess, async_wait_for_http, free_port, wait_for_http
 
 __all__ = [
     "PROXY_KINDS",
-    "VOLATILE_HEADERS",
     "Bootstrap",
-    "DiffReport",
     "EnvoyProcess",
-    "Exchange",
-    "Observed",
     "ProxyProcess",
     "PymeshProxyProcess",
     "admin_address",
-    "differential",
     "direct_response_bootstrap",
     "find_envoy",
     "find_pymesh",
     "listener_address",
     "make_proxy",
-    "normalize_echo",
     "pymesh_proxy_missing",
     "router_bootstrap",
 ]
 
 PROXY_KINDS = ("envoy", "pymesh")
-# Compared for presence only: their values legitimately differ between runs.
-VOLATILE_HEADERS = frozenset({"date", "x-envoy-upstream-service-time", "x-request-id"})
 _REPO = Path(__file__).resolve().parents[2]
 Bootstrap = Mapping[str, Any]
 
@@ -351,140 +333,3 @@ def make_proxy(
     if kind not in classes:
         raise ValueError(f"unknown proxy kind {kind!r}, expected one of {PROXY_KINDS}")
     return classes[kind](bootstrap, **kwargs)
-
-
-# -- differential testing ---------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Exchange:
-    """Exact request bytes to send; ``method`` tells the parser whether a body follows."""
-
-    request: bytes
-    method: str = "GET"
-    name: str = ""
-    timeout: float = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Observed:
-    """What the client saw, normalised: a response, or how the connection ended."""
-
-    status: int | None
-    headers: tuple[tuple[str, str], ...] = ()
-    body: bytes = b""
-    outcome: str = "response"  # response | closed | reset | timeout | bad-response
-
-
-@dataclass(slots=True)
-class DiffReport:
-    exchanges: list[Exchange]
-    observed: dict[str, list[Observed]] = field(default_factory=dict)
-
-    @property
-    def differences(self) -> list[str]:
-        kinds = list(self.observed)
-        out: list[str] = []
-        for i, ex in enumerate(self.exchanges):
-            seen = {k: self.observed[k][i] for k in kinds}
-            first = seen[kinds[0]]
-            for k in kinds[1:]:
-                if seen[k] != first:
-                    label = ex.name or ex.request.split(b"\r\n", 1)[0].decode("latin-1")
-                    out.append(f"[{i}] {label}:\n  {kinds[0]}: {first}\n  {k}: {seen[k]}")
-        return out
-
-    def assert_same(self) -> None:
-        diffs = self.differences
-        assert not diffs, "proxies differ:\n" + "\n".join(diffs)
-
-
-def normalize_echo(body: bytes, drop_headers: Iterable[str] = VOLATILE_HEADERS) -> bytes:
-    """An :class:`~tests.support.upstream.Echo` body without what varies between runs."""
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return body
-    for key in ("connection", "index_on_connection", "raw_headers"):
-        doc.pop(key, None)
-    for h in drop_headers:
-        if h in doc.get("headers", {}):
-            doc["headers"][h] = "*"
-    return json.dumps(doc, sort_keys=True).encode()
-
-
-def _observe(
-    resp: Response, volatile: frozenset[str], body_fn: Callable[[bytes], bytes]
-) -> Observed:
-    hs = sorted((k, "*" if k in volatile else v) for k, v in resp.headers)
-    return Observed(resp.status, tuple(hs), body_fn(resp.body))
-
-
-async def _run_exchanges(
-    proxy: ProxyProcess,
-    exchanges: Sequence[Exchange],
-    listener: str | None,
-    keep_alive: bool,
-    volatile: frozenset[str],
-    body_fn: Callable[[bytes], bytes],
-) -> list[Observed]:
-    host, port = proxy.listener(listener)
-    out: list[Observed] = []
-    conn: AsyncConnection | None = None
-    for ex in exchanges:
-        try:
-            if conn is None:
-                conn = await AsyncConnection.open(host, port)
-            await conn.send(ex.request)
-            resp = await conn.read_response(ex.method, ex.timeout)
-            out.append(_observe(resp, volatile, body_fn))
-            if not keep_alive or resp.will_close:
-                await conn.close()
-                conn = None
-            continue
-        except IncompleteResponse as exc:
-            out.append(Observed(exc.status, outcome="reset" if exc.reset else "closed"))
-        except ResponseTimeout as exc:
-            out.append(Observed(exc.status, outcome="timeout"))
-        except BadResponse:
-            out.append(Observed(None, outcome="bad-response"))
-        if conn is not None:
-            await conn.close()
-            conn = None
-    if conn is not None:
-        await conn.close()
-    return out
-
-
-async def differential(
-    bootstrap: Bootstrap,
-    exchanges: Sequence[Exchange],
-    *,
-    workdir: str | os.PathLike[str],
-    kinds: Sequence[str] = PROXY_KINDS,
-    listener: str | None = None,
-    keep_alive: bool = False,
-    volatile_headers: Iterable[str] = VOLATILE_HEADERS,
-    body: Callable[[bytes], bytes] = lambda b: b,
-    before_each: Callable[[str], Awaitable[None] | None] | None = None,
-) -> DiffReport:
-    """Send ``exchanges`` through each proxy kind in turn (same bootstrap, same addresses).
-
-    Each kind gets a fresh process; ``before_each(kind)`` runs before it starts (reset the
-    upstreams there). One connection per exchange unless ``keep_alive``. ``body`` normalises
-    response bodies (:func:`normalize_echo` for echo upstreams).
-    """
-    report = DiffReport(list(exchanges))
-    volatile = frozenset(h.lower() for h in volatile_headers)
-    for kind in kinds:
-        if before_each is not None:
-            maybe = before_each(kind)
-            if maybe is not None:
-                await maybe
-        proxy = make_proxy(kind, bootstrap, workdir=Path(workdir) / kind)
-        await proxy.astart()
-        try:
-            report.observed[kind] = await _run_exchanges(
-                proxy, exchanges, listener, keep_alive, volatile, body
-            )
-        finally:
-            await proxy.astop()
-    return report

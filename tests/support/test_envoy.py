@@ -7,15 +7,17 @@ import pytest
 import yaml
 
 from tests.support import SUPPORT_NET, address
-from tests.support.envoy import (
+from tests.support.differential import (
     DiffReport,
-    EnvoyProcess,
     Exchange,
     Observed,
-    PymeshProxyProcess,
     differential,
-    direct_response_bootstrap,
     normalize_echo,
+)
+from tests.support.envoy import (
+    EnvoyProcess,
+    PymeshProxyProcess,
+    direct_response_bootstrap,
     router_bootstrap,
 )
 from tests.support.httpclient import build_request, request, request_sync

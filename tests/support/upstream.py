@@ -12,28 +12,24 @@ they end in ``*``. The server counts connections and requests and records every 
 it received, so tests can assert keep-alive reuse, retries and what the proxy forwarded.
 
 In-process: ``async with Upstream("127.0.5.1", name="a") as up: ...`` in the test's loop.
-Subprocess: :class:`UpstreamProcess` runs ``python -m tests.support.upstream`` and talks to
-the same server through its control paths under ``/__upstream/``.
+Subprocess: :class:`~tests.support.upstream_process.UpstreamProcess` (re-exported here) runs
+``python -m tests.support.upstream`` and talks to it through control paths under
+``/__upstream/``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import hashlib
-import http.client
 import json
-import os
 import signal
 import socket
 import struct
-import sys
 from collections import Counter
 from collections.abc import Mapping
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any
 
 from tests.support.behaviours import (
@@ -56,11 +52,10 @@ from tests.support.behaviours import (
     UpstreamStats,
     behaviour_from_json,
     behaviour_to_json,
-    decode_value,
     stream_body,
     stream_sha256,
 )
-from tests.support.procs import ManagedProcess, async_wait_for_http, free_port, wait_for_http
+from tests.support.upstream_process import UpstreamProcess
 
 __all__ = [
     "STREAM_BLOCK",
@@ -250,11 +245,13 @@ class Upstream:
                     return
         except (_Closing, ConnectionError, asyncio.IncompleteReadError):
             pass
-        except _BadRequest as exc:
-            body = f"bad request: {exc}\n".encode()
+        except (_BadRequest, TypeError) as exc:
+            # 400 for what the client sent, 500 for a script this server cannot play.
+            status = 400 if isinstance(exc, _BadRequest) else 500
+            body = f"{_reason(status).lower()}: {exc}\n".encode()
             hdrs = [("content-length", str(len(body))), ("connection", "close")]
             with contextlib.suppress(ConnectionError):
-                writer.write(_head(400, hdrs) + body)
+                writer.write(_head(status, hdrs) + body)
                 await _lingering_close(reader, writer)
         finally:
             if counted:
@@ -501,89 +498,6 @@ class Upstream:
         w.write(_head(200, hs if keep_alive else [*hs, ("connection", "close")]) + data)
         await w.drain()
         return keep_alive
-
-
-# -- subprocess ---------------------------------------------------------------------------
-class UpstreamProcess:
-    """The same server in a child process (``python -m tests.support.upstream``).
-
-    For benchmarks, and for tests whose event loop must not serve the upstream (a sync
-    test, or one that blocks its loop). Counters and records come over the control paths.
-    """
-
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        name: str | None = None,
-        routes: Mapping[str, Behaviour] | None = None,
-        log_dir: str | os.PathLike[str],
-        cpus: str | None = None,
-    ) -> None:
-        self.host = host
-        self.port = port or free_port(host)
-        self.name = name or f"{host}:{self.port}"
-        spec = json.dumps({p: behaviour_to_json(b) for p, b in (routes or {}).items()})
-        argv = [sys.executable, "-m", "tests.support.upstream", "--host", host]
-        argv += ["--port", str(self.port), "--name", self.name, "--routes", spec]
-        self.proc = ManagedProcess(
-            argv,
-            log_path=Path(log_dir) / f"upstream-{self.name.replace(':', '_')}.log",
-            name=f"upstream {self.name}",
-            cwd=Path(__file__).resolve().parents[2],
-            cpus=cpus,
-        )
-
-    def start(self, timeout: float = 10.0) -> UpstreamProcess:
-        self.proc.start()
-        # Polling the control path, not a bare TCP connect: that would count as traffic.
-        wait_for_http(self.host, self.port, "/__upstream/stats", timeout, proc=self.proc)
-        return self
-
-    async def astart(self, timeout: float = 10.0) -> UpstreamProcess:
-        self.proc.start()
-        await async_wait_for_http(self.host, self.port, "/__upstream/stats", timeout, self.proc)
-        return self
-
-    def stop(self) -> None:
-        self.proc.stop()
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return (self.host, self.port)
-
-    def url(self, path: str = "/") -> str:
-        return f"http://{self.host}:{self.port}{path}"
-
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=5.0)
-        try:
-            data = None if body is None else json.dumps(body).encode()
-            conn.request(method, f"/__upstream/{path}", body=data)
-            return json.loads(conn.getresponse().read())
-        finally:
-            conn.close()
-
-    def stats(self) -> UpstreamStats:
-        d = self._call("GET", "stats")
-        return UpstreamStats(
-            d["connections"], d["open_connections"], d["requests"], Counter(d["by_path"])
-        )
-
-    def received(self) -> list[ReceivedRequest]:
-        out = []
-        for d in self._call("GET", "received"):
-            body = None if d["body"] is None else base64.b64decode(d["body"])
-            fields = {k: decode_value(v) for k, v in d.items() if k != "body"}
-            out.append(ReceivedRequest(**fields, body=body))
-        return out
-
-    def reset(self) -> None:
-        self._call("POST", "reset", {})
-
-    def route(self, path: str, behaviour: Behaviour) -> None:
-        self._call("POST", "routes", {path: behaviour_to_json(behaviour)})
 
 
 def main(argv: list[str] | None = None) -> None:

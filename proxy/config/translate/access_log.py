@@ -85,7 +85,9 @@ def _access_log(proto: Any, path: str) -> AccessLog:
             body, _ = data_source(log_format.text_format_source, join(format_path, kind))
             text_format = body.decode()
         else:
-            raise ValidationError("one of [text_format_source, json_format] is required", path=format_path)
+            raise ValidationError(
+                "one of [text_format_source, json_format] is required", path=format_path
+            )
     return AccessLog(
         name=proto.name,
         sink=sink,

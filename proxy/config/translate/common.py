@@ -4,14 +4,13 @@ regexes (RE2 → Python), data sources, metadata, addresses."""
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from google.protobuf import json_format
-from google.protobuf.message import Message
+from google.protobuf import json_format  # type: ignore[import-untyped]
+from google.protobuf.message import Message  # type: ignore[import-untyped]
 
 from proxy.config.model import (
     CidrRange,
@@ -27,12 +26,12 @@ from proxy.config.model import (
     StringMatcher,
     StringMatchKind,
 )
+from proxy.config.translate.regex import regex_matcher
 from pymesh.errors import UnsupportedError, ValidationError
 
 __all__ = [
     "at",
     "cidr_range",
-    "compile_regex",
     "config_source",
     "data_source",
     "duration",
@@ -43,15 +42,13 @@ __all__ = [
     "header_value_options",
     "headers_to_remove",
     "join",
+    "listener_address",
     "locality",
     "metadata",
     "opt_duration",
     "percent",
     "query_parameter_matcher",
-    "re2_substitution",
-    "regex_matcher",
     "socket_address",
-    "listener_address",
     "string_matcher",
     "struct_to_dict",
     "wrapped",
@@ -92,7 +89,7 @@ def wrapped(message: Message, field: str, default: Any) -> Any:
 
 def fractional_percent(value: Any) -> float:
     """``type.v3.FractionalPercent`` → fraction 0..1 (Envoy caps at 100 %)."""
-    return min(1.0, value.numerator / _DENOMINATORS[value.denominator])
+    return min(1.0, float(value.numerator) / _DENOMINATORS[value.denominator])
 
 
 def percent(message: Message, field: str, default: float) -> float:
@@ -117,123 +114,6 @@ def metadata(message: Message, field: str = "metadata") -> Mapping[str, Any]:
 
 
 # --- regexes -------------------------------------------------------------------------------
-
-_POSIX_CLASSES = {
-    "alnum": "0-9A-Za-z",
-    "alpha": "A-Za-z",
-    "ascii": "\\x00-\\x7f",
-    "blank": "\\t ",
-    "cntrl": "\\x00-\\x1f\\x7f",
-    "digit": "0-9",
-    "graph": "!-~",
-    "lower": "a-z",
-    "print": " -~",
-    "punct": "!-/:-@\\[-`{-~",
-    "space": "\\t\\n\\v\\f\\r ",
-    "upper": "A-Z",
-    "word": "0-9A-Za-z_",
-    "xdigit": "0-9A-Fa-f",
-}
-
-
-def _re2_to_python(pattern: str, path: str) -> str:
-    """Translate the RE2 syntax Envoy accepts into Python ``re`` syntax, and refuse what RE2
-    itself refuses (look-around, back-references) so pymesh and Envoy give the same verdict."""
-    out: list[str] = []
-    i = 0
-    in_class = False
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "\\" and i + 1 < len(pattern):
-            nxt = pattern[i + 1]
-            if nxt == "z":
-                out.append("\\Z")
-            elif nxt == "Z":
-                raise ValidationError("invalid regex: RE2 does not support \\Z", path=path)
-            elif nxt.isdigit() and nxt != "0" and not in_class:
-                raise ValidationError(
-                    "invalid regex: RE2 does not support back-references", path=path
-                )
-            elif nxt in "pPC":
-                raise UnsupportedError(
-                    f"regex escape \\{nxt} (Unicode classes) is not supported by pymesh",
-                    path=path,
-                )
-            else:
-                out.append(pattern[i : i + 2])
-            i += 2
-            continue
-        if in_class:
-            if char == "[" and pattern.startswith("[:", i):
-                end = pattern.find(":]", i + 2)
-                name = pattern[i + 2 : end] if end != -1 else ""
-                negated = name.startswith("^")
-                if name.lstrip("^") not in _POSIX_CLASSES or negated:
-                    raise ValidationError(f"invalid regex: bad POSIX class [:{name}:]", path=path)
-                out.append(_POSIX_CLASSES[name])
-                i = end + 2
-                continue
-            if char == "[":
-                out.append("\\[")
-                i += 1
-                continue
-            if char == "]":
-                in_class = False
-        elif char == "[":
-            in_class = True
-            out.append(char)
-            i += 1
-            # a leading ']' (or '^]') is a literal in both syntaxes
-            if pattern.startswith("^", i):
-                out.append("^")
-                i += 1
-            if pattern.startswith("]", i):
-                out.append("\\]")
-                i += 1
-            continue
-        elif char == "(" and pattern.startswith("(?", i):
-            rest = pattern[i + 2 : i + 4]
-            if rest[:1] in ("=", "!") or rest in ("<=", "<!"):
-                raise ValidationError("invalid regex: RE2 does not support look-around", path=path)
-        out.append(char)
-        i += 1
-    return "".join(out)
-
-
-def compile_regex(pattern: str, path: str) -> re.Pattern[bytes]:
-    """Compile an Envoy (RE2) regex for matching ``bytes``."""
-    try:
-        return re.compile(_re2_to_python(pattern, path).encode())
-    except re.error as exc:
-        raise ValidationError(f"invalid regex {pattern!r}: {exc}", path=path) from None
-
-
-def regex_matcher(message: Any, path: str) -> re.Pattern[bytes]:
-    """A ``type.matcher.v3.RegexMatcher`` (``google_re2`` is Envoy's only engine: accepted)."""
-    return compile_regex(message.regex, join(path, "regex"))
-
-
-def re2_substitution(substitution: str) -> bytes:
-    r"""RE2 rewrite strings know ``\0``-``\9`` and ``\\`` only; turn them into Python's
-    ``\g<n>`` form so ``re.sub`` reads nothing else as an escape."""
-    out: list[str] = []
-    i = 0
-    while i < len(substitution):
-        char = substitution[i]
-        if char == "\\" and i + 1 < len(substitution):
-            nxt = substitution[i + 1]
-            if nxt.isdigit():
-                out.append(f"\\g<{nxt}>")
-            elif nxt == "\\":
-                out.append("\\\\")
-            else:
-                out.append("\\\\" + nxt)
-            i += 2
-            continue
-        out.append("\\\\" if char == "\\" else char)
-        i += 1
-    return "".join(out).encode()
-
 
 # --- matchers ------------------------------------------------------------------------------
 
@@ -428,11 +308,13 @@ def listener_address(message: Any, path: str) -> SocketAddress | PipeAddress:
 
 
 def cidr_range(message: Any, path: str) -> CidrRange:
+    prefix_len = (
+        message.prefix_len.value
+        if message.HasField("prefix_len")
+        else _full_len(message.address_prefix)
+    )
     try:
-        network = ipaddress.ip_network(
-            f"{message.address_prefix}/{message.prefix_len.value if message.HasField('prefix_len') else _full_len(message.address_prefix)}",
-            strict=False,
-        )
+        network = ipaddress.ip_network(f"{message.address_prefix}/{prefix_len}", strict=False)
     except ValueError as exc:
         raise ValidationError(f"malformed IP address range: {exc}", path=path) from None
     return CidrRange(message.address_prefix, network.prefixlen, network)

@@ -8,15 +8,16 @@ registers its own proto message and translator on the registry it passes in.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
-from google.protobuf.message import Message
+from google.protobuf.message import Message  # type: ignore[import-untyped]
 
 from proxy.config.model import (
     CorsFilterConfig,
@@ -24,13 +25,16 @@ from proxy.config.model import (
     FaultAbort,
     FaultConfig,
     FaultDelay,
+    FilterDisabled,
     LocalRateLimitConfig,
     RouterConfig,
     TokenBucket,
 )
 from proxy.config.translate.common import (
+    at,
     duration,
     fractional_percent,
+    frozen_mapping,
     header_matcher,
     header_name,
     header_value_options,
@@ -47,19 +51,23 @@ __all__ = [
     "FilterTranslator",
     "cors_policy",
     "default_registry",
+    "typed_per_filter_config",
 ]
 
 FilterTranslator = Callable[[Any, str], object]
 """``translator(message, path) -> config``: raise ``ValidationError`` with ``path`` on error."""
 
 _TYPE_PREFIX = "type.googleapis.com/"
+_FILTER_CONFIG_URL = _TYPE_PREFIX + "envoy.config.route.v3.FilterConfig"
 
 
 @dataclass(frozen=True, slots=True)
 class FilterEntry:
     """How to read one filter's config. ``per_route_message`` / ``per_route`` translate the
     ``typed_per_filter_config`` entries (when None the filter takes no per-route config).
-    ``terminal`` filters end the chain (the router)."""
+    ``terminal`` filters end the chain (the router). ``supported`` lists, per message type,
+    the fields a user filter implements (pymesh's own are in ``support.SUPPORTED``); any
+    other set field is refused, as for built-in filters."""
 
     name: str
     message: type[Message]
@@ -67,10 +75,11 @@ class FilterEntry:
     per_route_message: type[Message] | None = None
     per_route: FilterTranslator | None = None
     terminal: bool = False
+    supported: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def type_url(self) -> str:
-        return _TYPE_PREFIX + self.message.DESCRIPTOR.full_name
+        return f"{_TYPE_PREFIX}{self.message.DESCRIPTOR.full_name}"
 
 
 @dataclass(slots=True)
@@ -103,7 +112,7 @@ class FilterRegistry:
         entry = self.lookup(name, type_url, path)
         config_path = join(path, "typed_config")
         message = (
-            unpack(any_config, entry.message, config_path)
+            unpack(any_config, entry.message, config_path, entry.supported)
             if any_config is not None
             else entry.message()
         )
@@ -117,7 +126,7 @@ class FilterRegistry:
                 "supported by pymesh",
                 path=path,
             )
-        message = unpack(any_config, entry.per_route_message, path)
+        message = unpack(any_config, entry.per_route_message, path, entry.supported)
         return entry.per_route(message, path)
 
 
@@ -158,6 +167,34 @@ def default_registry() -> FilterRegistry:
         aliases=("envoy.cors",),
     )
     return registry
+
+
+def typed_per_filter_config(
+    entries: Mapping[str, Any], registry: FilterRegistry, path: str
+) -> Mapping[str, object]:
+    """Per-filter configs by filter name, translated by the filter's own translator."""
+    result: dict[str, object] = {}
+    for name in sorted(entries):
+        entry_path = at(path, name)
+        config = entries[name]
+        is_optional = False
+        if config.type_url == _FILTER_CONFIG_URL:
+            wrapper = unpack(config, route_components_pb2.FilterConfig, entry_path)
+            is_optional = wrapper.is_optional
+            if wrapper.disabled:
+                result[name] = FilterDisabled(is_optional=is_optional)
+                continue
+            if not wrapper.HasField("config"):
+                raise ValidationError("config is required unless disabled", path=entry_path)
+            config = wrapper.config
+            entry_path = join(entry_path, "config")
+        try:
+            result[name] = registry.translate_per_route(name, config, entry_path)
+        except UnsupportedError:
+            # Envoy skips an optional filter's config when it lacks the filter; so do we.
+            if not is_optional:
+                raise
+    return frozen_mapping(result)
 
 
 # --- built-in translators ------------------------------------------------------------------

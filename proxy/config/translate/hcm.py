@@ -54,7 +54,9 @@ _HCM = hcm_pb2.HttpConnectionManager
 _ROUTER = "envoy.filters.http.router"
 
 
-def http_connection_manager(any_config: Any, registry: FilterRegistry, path: str) -> HttpConnectionManager:
+def http_connection_manager(
+    any_config: Any, registry: FilterRegistry, path: str
+) -> HttpConnectionManager:
     """Unpack, check and translate an HCM ``typed_config``."""
     proto = unpack(any_config, _HCM, path)
     codec = _HCM.CodecType.Name(proto.codec_type)
@@ -149,7 +151,9 @@ def http_connection_manager(any_config: Any, registry: FilterRegistry, path: str
             else None
         ),
         proxy_100_continue=proto.proxy_100_continue,
-        tracing=_tracing(proto.tracing, join(path, "tracing")) if proto.HasField("tracing") else None,
+        tracing=_tracing(proto.tracing, join(path, "tracing"))
+        if proto.HasField("tracing")
+        else None,
         upgrade_configs=tuple(
             UpgradeConfig(item.upgrade_type.lower(), wrapped(item, "enabled", True))
             for item in proto.upgrade_configs
@@ -245,7 +249,11 @@ def _tracing(proto: Any, path: str) -> Tracing:
                 f"tracer '{proto.provider.name}' ({url}) is not supported by pymesh",
                 path=provider_path,
             )
-        zipkin = unpack(proto.provider.typed_config, zipkin_pb2.ZipkinConfig, join(provider_path, "typed_config"))
+        zipkin = unpack(
+            proto.provider.typed_config,
+            zipkin_pb2.ZipkinConfig,
+            join(provider_path, "typed_config"),
+        )
         if zipkin.collector_endpoint_version not in (0, 1):
             raise UnsupportedError(
                 "only the HTTP_JSON Zipkin collector endpoint is supported by pymesh",

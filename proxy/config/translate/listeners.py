@@ -211,7 +211,7 @@ def _network_filter(proto: Any, registry: FilterRegistry, path: str) -> NetworkF
 
 def _tcp_proxy(proto: Any, path: str) -> TcpProxy:
     kind = proto.WhichOneof("cluster_specifier")
-    weighted = ()
+    weighted: tuple[TcpProxyWeightedCluster, ...] = ()
     if kind == "weighted_clusters":
         weighted = tuple(
             TcpProxyWeightedCluster(item.name, item.weight)
@@ -239,7 +239,7 @@ def _filter_chain_match(proto: Any, path: str) -> FilterChainMatch:
     for index, name in enumerate(proto.server_names):
         if "*" in name and not name.startswith("*."):
             raise ValidationError(
-                f"partial wildcards are not supported in \"server_names\": {name}",
+                f'partial wildcards are not supported in "server_names": {name}',
                 path=at(join(path, "server_names"), index),
             )
 

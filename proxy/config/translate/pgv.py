@@ -14,8 +14,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
-from google.protobuf.message import Message
+from google.protobuf.descriptor import Descriptor, FieldDescriptor  # type: ignore[import-untyped]
+from google.protobuf.message import Message  # type: ignore[import-untyped]
 from validate import validate_pb2
 
 from pymesh.errors import ValidationError
@@ -73,10 +73,13 @@ def check_message_rules(message: Message, path: str) -> None:
         field_options = field.GetOptions()
         if not field_options.HasExtension(validate_pb2.rules):
             continue
+        oneof = field.containing_oneof
+        if oneof is not None and message.WhichOneof(oneof.name) != field.name:
+            continue  # PGV checks a oneof member only when it is the one set
         rules = field_options.Extensions[validate_pb2.rules]
         field_path = _join(path, field.name)
         value = getattr(message, field.name)
-        if field.label == FieldDescriptor.LABEL_REPEATED:
+        if field.is_repeated:
             if field.message_type is not None and field.message_type.GetOptions().map_entry:
                 _check_map(rules, value, field, field_path, descriptor)
             else:
@@ -129,9 +132,8 @@ def _check_value(
     rules: Any, value: Any, has: bool, field: FieldDescriptor, path: str, owner: Descriptor
 ) -> None:
     kind = rules.WhichOneof("type")
-    if rules.HasField("message"):
-        if rules.message.required and not has:
-            raise _fail(path, "value is required", owner)
+    if rules.HasField("message") and rules.message.required and not has:
+        raise _fail(path, "value is required", owner)
     if kind is None:
         return
     specific = getattr(rules, kind)
@@ -147,8 +149,9 @@ def _check_value(
             if specific.required:
                 raise _fail(path, "value is required", owner)
             return
-        if specific.in_ and value.type_url not in specific.in_:
-            raise _fail(path, f"type URL must be in list {list(specific.in_)}", owner)
+        allowed = list(getattr(specific, "in"))
+        if allowed and value.type_url not in allowed:
+            raise _fail(path, f"type URL must be in list {allowed}", owner)
         if value.type_url in specific.not_in:
             raise _fail(path, f"type URL must not be in list {list(specific.not_in)}", owner)
         return
@@ -215,21 +218,50 @@ def _check_string(specific: Any, value: str, path: str, owner: Descriptor) -> No
         return
     runes = len(value)
     size = len(value.encode())
+    has = specific.HasField
+    values_in = list(getattr(specific, "in"))
     checks: list[tuple[bool, str]] = [
-        (specific.HasField("const") and value != specific.const, f"value must equal {specific.const!r}"),
-        (specific.HasField("len") and runes != specific.len, f"value length must be {specific.len} runes"),
-        (specific.HasField("min_len") and runes < specific.min_len, f"value length must be at least {specific.min_len} runes"),
-        (specific.HasField("max_len") and runes > specific.max_len, f"value length must be at most {specific.max_len} runes"),
-        (specific.HasField("min_bytes") and size < specific.min_bytes, f"value length must be at least {specific.min_bytes} bytes"),
-        (specific.HasField("max_bytes") and size > specific.max_bytes, f"value length must be at most {specific.max_bytes} bytes"),
-        (specific.HasField("prefix") and not value.startswith(specific.prefix), f"value does not have prefix {specific.prefix!r}"),
-        (specific.HasField("suffix") and not value.endswith(specific.suffix), f"value does not have suffix {specific.suffix!r}"),
-        (specific.HasField("contains") and specific.contains not in value, f"value does not contain {specific.contains!r}"),
-        (specific.HasField("not_contains") and specific.not_contains in value, f"value contains {specific.not_contains!r}"),
-        (bool(getattr(specific, "in")) and value not in getattr(specific, "in"), f"value must be in list {list(getattr(specific, 'in'))}"),
+        (has("const") and value != specific.const, f"value must equal {specific.const!r}"),
+        (has("len") and runes != specific.len, f"value length must be {specific.len} runes"),
+        (
+            has("min_len") and runes < specific.min_len,
+            f"value length must be at least {specific.min_len} runes",
+        ),
+        (
+            has("max_len") and runes > specific.max_len,
+            f"value length must be at most {specific.max_len} runes",
+        ),
+        (
+            has("min_bytes") and size < specific.min_bytes,
+            f"value length must be at least {specific.min_bytes} bytes",
+        ),
+        (
+            has("max_bytes") and size > specific.max_bytes,
+            f"value length must be at most {specific.max_bytes} bytes",
+        ),
+        (
+            has("prefix") and not value.startswith(specific.prefix),
+            f"value does not have prefix {specific.prefix!r}",
+        ),
+        (
+            has("suffix") and not value.endswith(specific.suffix),
+            f"value does not have suffix {specific.suffix!r}",
+        ),
+        (
+            has("contains") and specific.contains not in value,
+            f"value does not contain {specific.contains!r}",
+        ),
+        (
+            has("not_contains") and specific.not_contains in value,
+            f"value contains {specific.not_contains!r}",
+        ),
+        (bool(values_in) and value not in values_in, f"value must be in list {values_in}"),
         (value in specific.not_in, "value must not be in the forbidden list"),
-        (specific.HasField("pattern") and re.search(specific.pattern, value) is None, f"value does not match regex pattern {specific.pattern!r}"),
-    ]  # fmt: skip
+        (
+            has("pattern") and re.search(specific.pattern, value) is None,
+            f"value does not match regex pattern {specific.pattern!r}",
+        ),
+    ]
     for failed, message in checks:
         if failed:
             raise _fail(path, message, owner)
@@ -244,11 +276,12 @@ def _check_string(specific: Any, value: str, path: str, owner: Descriptor) -> No
             pattern = _HEADER_VALUE_STRICT if strict else _HEADER_LOOSE
             if pattern.match(value) is None:
                 raise _fail(path, "value does not match regex pattern for header values", owner)
-    elif well_known in ("ip", "ipv4", "ipv6", "address", "hostname") and getattr(
-        specific, well_known
+    elif (
+        well_known in ("ip", "ipv4", "ipv6", "address", "hostname")
+        and getattr(specific, well_known)
+        and not _well_known_ok(well_known, value)
     ):
-        if not _well_known_ok(well_known, value):
-            raise _fail(path, f"value must be a valid {well_known}", owner)
+        raise _fail(path, f"value must be a valid {well_known}", owner)
 
 
 def _well_known_ok(kind: str, value: str) -> bool:

@@ -16,10 +16,11 @@ stdout / stderr access loggers, and ADS as the only config source.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf.descriptor import FieldDescriptor
-from google.protobuf.message import Message
+from google.protobuf.descriptor import FieldDescriptor  # type: ignore[import-untyped]
+from google.protobuf.message import Message  # type: ignore[import-untyped]
 
 from proxy.config.translate.pgv import check_message_rules
 from pymesh.errors import UnsupportedError, ValidationError
@@ -191,7 +192,7 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         "cluster_not_found_response_code prefix_rewrite regex_rewrite host_rewrite_literal "
         "auto_host_rewrite host_rewrite_header append_x_forwarded_host timeout idle_timeout "
         "retry_policy request_mirror_policies priority hash_policy cors max_stream_duration",
-        _ROUTE + "WeightedCluster": "clusters total_weight",
+        _ROUTE + "WeightedCluster": "clusters",
         _ROUTE + "WeightedCluster.ClusterWeight": "name weight request_headers_to_add "
         "request_headers_to_remove response_headers_to_add response_headers_to_remove "
         "typed_per_filter_config host_rewrite_literal",
@@ -268,13 +269,12 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         _CLUSTER + "Cluster": "name alt_stat_name type eds_cluster_config connect_timeout "
         "per_connection_buffer_limit_bytes lb_policy load_assignment health_checks "
         "max_requests_per_connection circuit_breakers typed_extension_protocol_options "
-        "dns_refresh_rate dns_failure_refresh_rate respect_dns_ttl dns_lookup_family "
+        "dns_refresh_rate respect_dns_ttl dns_lookup_family "
         "outlier_detection cleanup_interval ring_hash_lb_config maglev_lb_config "
         "original_dst_lb_config least_request_lb_config common_lb_config transport_socket "
         "metadata upstream_connection_options close_connections_on_host_health_failure "
         "ignore_health_on_host_removal",
         _CLUSTER + "Cluster.EdsClusterConfig": "eds_config service_name",
-        _CLUSTER + "Cluster.RefreshRate": "base_interval max_interval",
         _CLUSTER + "Cluster.RingHashLbConfig": "minimum_ring_size hash_function maximum_ring_size",
         _CLUSTER + "Cluster.MaglevLbConfig": "table_size",
         _CLUSTER + "Cluster.OriginalDstLbConfig": "use_http_header http_header_name "
@@ -303,8 +303,10 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": "common_http_protocol_options "
         "upstream_http_protocol_options explicit_http_config",
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig": (
-            "http_protocol_options"
+            "http_protocol_options http2_protocol_options"
         ),
+        # HTTP/2 only for the xDS cluster (the gRPC client's own transport), with defaults.
+        _CORE + "Http2ProtocolOptions": "",
         _ENDPOINT + "ClusterLoadAssignment": "cluster_name endpoints policy",
         _ENDPOINT + "ClusterLoadAssignment.Policy": "overprovisioning_factor "
         "endpoint_stale_after weighted_priority_health",
@@ -349,6 +351,9 @@ IGNORED: dict[str, dict[str, str]] = {
             "abort_grpc_status_runtime",
         )
     },
+    _ROUTE + "WeightedCluster": {
+        "total_weight": "deprecated; Envoy ignores it and uses the sum of the weights",
+    },
     _CORE + "SubstitutionFormatString": {
         "content_type": "only used for local reply bodies, which never use this format here",
     },
@@ -359,14 +364,19 @@ def _path(base: str, name: str) -> str:
     return f"{base}.{name}" if base else name
 
 
-def check_supported(message: Message, path: str) -> None:
+def check_supported(
+    message: Message, path: str, extra: Mapping[str, frozenset[str]] | None = None
+) -> None:
     """Refuse any set field pymesh does not implement, and any PGV violation, in ``message``
-    and every sub-message (``Any`` payloads excepted)."""
+    and every sub-message (``Any`` payloads excepted). ``extra`` adds allowlist entries (a
+    user filter's own message types)."""
     descriptor = message.DESCRIPTOR
     type_name = descriptor.full_name
     if type_name in OPAQUE:
         return
     allowed = SUPPORTED.get(type_name)
+    if extra is not None and type_name in extra:
+        allowed = extra[type_name] | (allowed or frozenset())
     ignored = IGNORED.get(type_name, {})
     check_message_rules(message, path)
     for field, value in message.ListFields():
@@ -380,29 +390,36 @@ def check_supported(message: Message, path: str) -> None:
             )
         if field.name in ignored or field.message_type is None:
             continue
-        _check_children(field, value, field_path)
+        _check_children(field, value, field_path, extra)
 
 
-def _check_children(field: FieldDescriptor, value: Any, path: str) -> None:
+def _check_children(
+    field: FieldDescriptor, value: Any, path: str, extra: Mapping[str, frozenset[str]] | None
+) -> None:
     if field.message_type.GetOptions().map_entry:
         value_field = field.message_type.fields_by_name["value"]
         if value_field.message_type is None:
             return
         for key in value:
-            check_supported(value[key], f"{path}[{key}]")
-    elif field.label == FieldDescriptor.LABEL_REPEATED:
+            check_supported(value[key], f"{path}[{key}]", extra)
+    elif field.is_repeated:
         for index, item in enumerate(value):
-            check_supported(item, f"{path}[{index}]")
+            check_supported(item, f"{path}[{index}]", extra)
     else:
-        check_supported(value, path)
+        check_supported(value, path, extra)
 
 
-def unpack(any_message: Any, message_class: type[Message], path: str) -> Any:
+def unpack(
+    any_message: Any,
+    message_class: type[Message],
+    path: str,
+    extra: Mapping[str, frozenset[str]] | None = None,
+) -> Any:
     """Unpack an ``Any`` into ``message_class`` and check it like any other message."""
     target = message_class()
     if not any_message.Unpack(target):
         raise ValidationError(
             f"expected {target.DESCRIPTOR.full_name}, got {any_message.type_url}", path=path
         )
-    check_supported(target, path)
+    check_supported(target, path, extra)
     return target

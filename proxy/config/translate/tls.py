@@ -201,7 +201,9 @@ def _validation(proto: Any, path: str) -> CertificateValidation:
                 path=join(item_path, "san_type"),
             )
         matchers.append(
-            SanMatcher(_SAN_TYPES[item.san_type], string_matcher(item.matcher, join(item_path, "matcher")))
+            SanMatcher(
+                _SAN_TYPES[item.san_type], string_matcher(item.matcher, join(item_path, "matcher"))
+            )
         )
     for index, item in enumerate(proto.match_subject_alt_names):
         item_path = at(join(path, "match_subject_alt_names"), index)

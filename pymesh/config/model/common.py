@@ -16,10 +16,10 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 __all__ = [
     "EMPTY_MAP",
-    "Oneofs",
     "FieldInfo",
     "FrozenMap",
     "LabelSelector",
+    "Oneofs",
     "PolicyTargetReference",
     "Resource",
     "field_info",
@@ -103,7 +103,8 @@ def spec_field(
 ) -> Any:
     """A dataclass field carrying :class:`FieldInfo`; ``default`` must be immutable.
 
-    Leave ``default`` out for required fields that come first in their class.
+    Leave ``default`` out for required fields that come first in their class. Ruff's RUF009
+    cannot tell this is a field specifier like ``dataclasses.field``, hence its ``noqa``s.
     """
     info = FieldInfo(json, aliases, required, duration, zero_ok, unsigned, deprecated)
     return dataclasses.field(default=default, metadata=MappingProxyType({_META_KEY: info}))

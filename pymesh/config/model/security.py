@@ -1,4 +1,4 @@
-"""``security.istio.io``: PeerAuthentication (mTLS mode) and AuthorizationPolicy (access control)."""
+"""``security.istio.io``: PeerAuthentication (mTLS) and AuthorizationPolicy (access control)."""
 
 from __future__ import annotations
 

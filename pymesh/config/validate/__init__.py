@@ -56,7 +56,7 @@ def validate_metadata(res: Resource[Any], rep: Reporter) -> None:
     elif len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
         rep.fail(
             "metadata.name",
-            f"invalid name {name!r} (lower-case letters, digits, '-' and '.'; a DNS-1123 subdomain)",
+            f"invalid name {name!r} (a DNS-1123 subdomain: lower-case letters, digits, '-', '.')",
         )
     if res.kind not in Resource.CLUSTER_SCOPED and (
         not hosts.is_dns1123_label(res.namespace) or res.namespace != res.namespace.lower()

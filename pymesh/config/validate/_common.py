@@ -42,7 +42,20 @@ _MAX_REGEX = 1024
 PROTOCOLS = {
     p.lower(): p
     for p in (
-        "HTTP HTTP2 HTTPS GRPC GRPC-WEB HTTP_PROXY TCP TLS UDP MONGO REDIS MYSQL".split()
+        [
+            "HTTP",
+            "HTTP2",
+            "HTTPS",
+            "GRPC",
+            "GRPC-WEB",
+            "HTTP_PROXY",
+            "TCP",
+            "TLS",
+            "UDP",
+            "MONGO",
+            "REDIS",
+            "MYSQL",
+        ]
     )
 }
 
@@ -127,7 +140,9 @@ def _label_key_error(key: str) -> str | None:
     return None
 
 
-def check_labels(rep: Reporter, path: str, labels: Mapping[str, str], *, values: bool = True) -> None:
+def check_labels(
+    rep: Reporter, path: str, labels: Mapping[str, str], *, values: bool = True
+) -> None:
     """Kubernetes label rules; ``values=False`` for annotations (any value allowed)."""
     for key, value in labels.items():
         kpath = f"{path}[{key}]"

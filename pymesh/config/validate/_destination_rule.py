@@ -84,9 +84,9 @@ def _traffic_policy(tp: TrafficPolicy, path: str, rep: Reporter) -> None:
         if not hosts.is_ip(tunnel.target_host):
             check(rep, f"{tpath}.targetHost", hosts.check_fqdn, tunnel.target_host)
         check_port(rep, f"{tpath}.targetPort", tunnel.target_port)
-    if (budget := tp.retry_budget) is not None and budget.percent is not None:
-        if not 0 <= budget.percent <= 100:
-            rep.fail(f"{path}.retryBudget.percent", "percent must be in range 0..100")
+    budget = tp.retry_budget.percent if tp.retry_budget is not None else None
+    if budget is not None and not 0 <= budget <= 100:
+        rep.fail(f"{path}.retryBudget.percent", "percent must be in range 0..100")
 
 
 def _port_policy(tp: TrafficPolicy | PortTrafficPolicy, path: str, rep: Reporter) -> None:
@@ -131,7 +131,9 @@ def validate_connection_pool(cp: ConnectionPoolSettings, path: str, rep: Reporte
             if value < 0:
                 rep.fail(f"{path}.http.{name}", f"must not be negative, got {value}")
         if http.h2_upgrade_policy is H2UpgradePolicy.UPGRADE and http.use_client_protocol:
-            rep.fail(f"{path}.http", "useClientProtocol cannot be true with h2UpgradePolicy UPGRADE")
+            rep.fail(
+                f"{path}.http", "useClientProtocol cannot be true with h2UpgradePolicy UPGRADE"
+            )
         if (ka := http.http2_keep_alive) is not None:
             if ka.interval is None:
                 rep.fail(f"{path}.http.http2KeepAlive.interval", "required field is missing")
@@ -195,7 +197,9 @@ def _locality(
         if any(not 1 <= w <= 100 for w in weights):
             rep.fail(f"{path}.distribute[{i}].to", "locality weights must be in range 1..100")
         if sum(weights) != 100:
-            rep.fail(f"{path}.distribute[{i}].to", f"locality weights sum to {sum(weights)}, not 100")
+            rep.fail(
+                f"{path}.distribute[{i}].to", f"locality weights sum to {sum(weights)}, not 100"
+            )
     if (loc.failover or loc.failover_priority) and outlier is None:
         rep.warn(path, "locality failover needs outlierDetection to take effect")
     for i, fo in enumerate(loc.failover):

@@ -113,8 +113,10 @@ def _has_certificates(tls: ServerTLSSettings) -> bool:
 
 def _server_tls(tls: ServerTLSSettings, path: str, rep: Reporter) -> None:
     mode = tls.mode
-    for name, value in (("credentialNames", tls.credential_names), ("tlsCertificates",
-                                                                     tls.tls_certificates)):
+    for name, value in (
+        ("credentialNames", tls.credential_names),
+        ("tlsCertificates", tls.tls_certificates),
+    ):
         if len(value) > 2:
             rep.fail(f"{path}.{name}", "at most 2 entries are allowed")
     if mode is ServerTLSMode.ISTIO_MUTUAL:
@@ -250,7 +252,9 @@ def _resolution(se: ServiceEntry, port_names: set[str], path: str, rep: Reporter
         if not se.endpoints:
             for i, host in enumerate(se.hosts):
                 if hosts.is_wildcard(host):
-                    rep.fail(f"{path}.hosts[{i}]", f"resolution {res} without endpoints needs FQDNs")
+                    rep.fail(
+                        f"{path}.hosts[{i}]", f"resolution {res} without endpoints needs FQDNs"
+                    )
         if res is Resolution.DNS_ROUND_ROBIN and len(se.endpoints) > 1:
             rep.fail(epath, "resolution DNS_ROUND_ROBIN takes at most one endpoint")
         for i, ep in enumerate(se.endpoints):
@@ -263,7 +267,9 @@ def _resolution(se: ServiceEntry, port_names: set[str], path: str, rep: Reporter
             rep.fail(path, "resolution DYNAMIC_DNS takes no addresses or endpoints")
         for i, port in enumerate(se.ports):
             if port.protocol.upper() not in ("HTTP", "TLS", "GRPC", "HTTP2"):
-                rep.fail(f"{path}.ports[{i}].protocol", "DYNAMIC_DNS supports HTTP, TLS, GRPC, HTTP2")
+                rep.fail(
+                    f"{path}.ports[{i}].protocol", "DYNAMIC_DNS supports HTTP, TLS, GRPC, HTTP2"
+                )
 
 
 def validate_sidecar(sc: Sidecar, path: str, rep: Reporter) -> None:
@@ -288,7 +294,9 @@ def validate_sidecar(sc: Sidecar, path: str, rep: Reporter) -> None:
         if ing.connection_pool is not None:
             validate_connection_pool(ing.connection_pool, f"{ipath}.connectionPool", rep)
             if ing.connection_pool.http is not None and not protocol_is_http(ing.port.protocol):
-                rep.warn(f"{ipath}.connectionPool.http", "port is not HTTP: only tcp settings apply")
+                rep.warn(
+                    f"{ipath}.connectionPool.http", "port is not HTTP: only tcp settings apply"
+                )
     if sc.inbound_connection_pool is not None:
         validate_connection_pool(sc.inbound_connection_pool, f"{path}.inboundConnectionPool", rep)
     ports = set()
@@ -346,8 +354,11 @@ def _default_endpoint(rep: Reporter, path: str, endpoint: str) -> None:
     host, colon, port = endpoint.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     if not colon or (host and host not in _LOCAL_BINDS):
-        rep.fail(path, "must be 127.0.0.1:<port>, 0.0.0.0:<port>, [::1]:<port>, [::]:<port>, "
-                 ":<port> or unix://<path>")
+        rep.fail(
+            path,
+            "must be 127.0.0.1:<port>, 0.0.0.0:<port>, [::1]:<port>, [::]:<port>, "
+            ":<port> or unix://<path>",
+        )
     if not port.isdigit():
         rep.fail(path, f"port {port!r} is not a number")
     check_port(rep, path, int(port))

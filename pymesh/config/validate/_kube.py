@@ -26,7 +26,9 @@ def validate_service(svc: Service, path: str, rep: Reporter) -> None:
         ppath = f"{path}.ports[{i}]"
         check_port(rep, f"{ppath}.port", port.port)
         if port.protocol not in _PROTOCOLS:
-            rep.fail(f"{ppath}.protocol", f"protocol must be TCP, UDP or SCTP, not {port.protocol!r}")
+            rep.fail(
+                f"{ppath}.protocol", f"protocol must be TCP, UDP or SCTP, not {port.protocol!r}"
+            )
         if isinstance(port.target_port, int):
             check_port(rep, f"{ppath}.targetPort", port.target_port)
         elif isinstance(port.target_port, str):
@@ -49,7 +51,10 @@ def validate_pod_spec(spec: PodSpec, path: str, rep: Reporter) -> None:
     for field, label in (("containers", "containers"), ("init_containers", "initContainers")):
         for i, container in enumerate(getattr(spec, field)):
             cpath = f"{path}.{label}[{i}]"
-            if not hosts.is_dns1123_label(container.name) or container.name != container.name.lower():
+            if (
+                not hosts.is_dns1123_label(container.name)
+                or container.name != container.name.lower()
+            ):
                 rep.fail(f"{cpath}.name", f"invalid container name {container.name!r}")
             if container.name in names:
                 rep.fail(f"{cpath}.name", f"duplicate container name {container.name!r}")
@@ -60,7 +65,7 @@ def validate_pod_spec(spec: PodSpec, path: str, rep: Reporter) -> None:
                 if port.name:
                     _port_name(rep, f"{ppath}.name", port.name)
                 if port.protocol not in _PROTOCOLS:
-                    rep.fail(f"{ppath}.protocol", f"protocol must be TCP, UDP or SCTP")
+                    rep.fail(f"{ppath}.protocol", "protocol must be TCP, UDP or SCTP")
     if not spec.containers:
         rep.fail(f"{path}.containers", "at least one container is required")
 

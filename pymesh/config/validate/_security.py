@@ -41,8 +41,13 @@ _PLAIN_KEYS = frozenset(
 _IP_KEYS = frozenset({"source.ip", "remote.ip", "destination.ip"})
 _MAP_KEYS = ("request.headers", "request.auth.claims", "experimental.envoy.filters.")
 # Attributes a CUSTOM (external authorizer) policy cannot match on.
-_CUSTOM_FORBIDDEN_KEYS = ("source.namespace", "source.serviceAccount", "source.trustDomain",
-                          "source.principal", "request.auth.")
+_CUSTOM_FORBIDDEN_KEYS = (
+    "source.namespace",
+    "source.serviceAccount",
+    "source.trustDomain",
+    "source.principal",
+    "request.auth.",
+)
 
 
 def validate_peer_authentication(pa: PeerAuthentication, path: str, rep: Reporter) -> None:
@@ -96,16 +101,16 @@ def _values(rep: Reporter, path: str, values: tuple[str, ...]) -> None:
 def _rule(rule: Rule, action: Action, path: str, rep: Reporter) -> None:
     if rule.from_ is not None and not rule.from_:
         rep.fail(f"{path}.from", "from must not be empty (omit it to match any source)")
-    for i, item in enumerate(rule.from_ or ()):
-        if item.source is None:
+    for i, rule_from in enumerate(rule.from_ or ()):
+        if rule_from.source is None:
             rep.fail(f"{path}.from[{i}].source", "source is required")
-        _source(item.source, action, f"{path}.from[{i}].source", rep)
+        _source(rule_from.source, action, f"{path}.from[{i}].source", rep)
     if rule.to is not None and not rule.to:
         rep.fail(f"{path}.to", "to must not be empty (omit it to match any request)")
-    for i, item in enumerate(rule.to or ()):
-        if item.operation is None:
+    for i, rule_to in enumerate(rule.to or ()):
+        if rule_to.operation is None:
             rep.fail(f"{path}.to[{i}].operation", "operation is required")
-        _operation(item.operation, f"{path}.to[{i}].operation", rep)
+        _operation(rule_to.operation, f"{path}.to[{i}].operation", rep)
     for i, cond in enumerate(rule.when):
         _condition(cond, action, f"{path}.when[{i}]", rep)
     if action is Action.DENY and _http_only(rule):
@@ -119,14 +124,24 @@ def _rule(rule: Rule, action: Action, path: str, rep: Reporter) -> None:
 def _http_only(rule: Rule) -> bool:
     tcp_from = any(
         s.source is not None
-        and (s.source.principals or s.source.not_principals or s.source.ip_blocks
-             or s.source.not_ip_blocks or s.source.namespaces or s.source.not_namespaces
-             or s.source.remote_ip_blocks or s.source.not_remote_ip_blocks
-             or s.source.service_accounts or s.source.not_service_accounts)
+        and (
+            s.source.principals
+            or s.source.not_principals
+            or s.source.ip_blocks
+            or s.source.not_ip_blocks
+            or s.source.namespaces
+            or s.source.not_namespaces
+            or s.source.remote_ip_blocks
+            or s.source.not_remote_ip_blocks
+            or s.source.service_accounts
+            or s.source.not_service_accounts
+        )
         for s in rule.from_ or ()
     )
-    tcp_to = any(t.operation is not None and (t.operation.ports or t.operation.not_ports)
-                 for t in rule.to or ())
+    tcp_to = any(
+        t.operation is not None and (t.operation.ports or t.operation.not_ports)
+        for t in rule.to or ()
+    )
     has_from, has_to = bool(rule.from_), bool(rule.to)
     return (has_from and not has_to and not tcp_from) or (has_to and not tcp_to)
 

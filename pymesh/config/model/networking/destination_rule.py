@@ -117,7 +117,7 @@ class LocalityDistribute:
     """Send traffic from locality ``from_`` to localities in ``to`` by percentage."""
 
     from_: str = spec_field("", json="from")
-    to: FrozenMap[str, int] = spec_field(EMPTY_MAP, unsigned=True)
+    to: FrozenMap[str, int] = spec_field(EMPTY_MAP, unsigned=True)  # noqa: RUF009
 
 
 @dataclass(frozen=True, slots=True)

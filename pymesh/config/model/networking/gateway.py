@@ -82,7 +82,7 @@ class ServerTLSSettings:
 class Server:
     """One listener: a port, the hosts it serves (``[namespace/]host``), optional TLS."""
 
-    port: Port = spec_field(required=True)
+    port: Port = spec_field(required=True)  # noqa: RUF009
     hosts: tuple[str, ...] = spec_field(required=True)
     bind: str = ""
     tls: ServerTLSSettings | None = None

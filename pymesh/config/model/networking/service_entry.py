@@ -40,7 +40,7 @@ class WorkloadEntry:
     KIND: ClassVar[str] = "WorkloadEntry"
 
     address: str = ""
-    ports: FrozenMap[str, int] = spec_field(EMPTY_MAP, unsigned=True)
+    ports: FrozenMap[str, int] = spec_field(EMPTY_MAP, unsigned=True)  # noqa: RUF009
     labels: FrozenMap[str, str] = EMPTY_MAP
     network: str = ""
     locality: str = ""

@@ -41,7 +41,7 @@ class SidecarPort:
 class IstioIngressListener:
     """An inbound listener on ``port`` forwarding to ``default_endpoint``."""
 
-    port: SidecarPort = spec_field(required=True)
+    port: SidecarPort = spec_field(required=True)  # noqa: RUF009
     bind: str = ""
     capture_mode: CaptureMode = CaptureMode.DEFAULT
     default_endpoint: str = ""

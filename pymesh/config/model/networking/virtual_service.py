@@ -133,7 +133,7 @@ class HTTPMatchRequest:
 class HTTPRouteDestination:
     """A weighted HTTP destination. Weights are relative proportions (need not sum to 100)."""
 
-    destination: Destination = spec_field(required=True)
+    destination: Destination = spec_field(required=True)  # noqa: RUF009
     weight: int = 0
     headers: Headers | None = None
 
@@ -142,7 +142,7 @@ class HTTPRouteDestination:
 class RouteDestination:
     """A weighted L4 (TCP/TLS) destination."""
 
-    destination: Destination = spec_field(required=True)
+    destination: Destination = spec_field(required=True)  # noqa: RUF009
     weight: int = 0
 
 
@@ -293,7 +293,7 @@ class HTTPFaultInjection:
 class HTTPMirrorPolicy:
     """One mirror destination and the share of traffic copied to it (100% if unset)."""
 
-    destination: Destination = spec_field(required=True)
+    destination: Destination = spec_field(required=True)  # noqa: RUF009
     percentage: Percent | None = None
 
 

@@ -1,0 +1,700 @@
+"""Sans-I/O HTTP/1.1 on llhttp (httptools): bytes in, events out; calls in, bytes out.
+
+``ServerConnection`` is the downstream side (parses requests, writes responses) and
+``ClientConnection`` the upstream side (writes requests, parses responses). Neither touches a
+socket. llhttp does the byte-level work and calls back once per message, URL, header and body
+piece; the callbacks only append events to a queue that ``next_event()`` drains.
+
+llhttp parses everything it is fed, so pipelined requests are parsed as soon as they arrive and
+wait in the queue until ``start_next_cycle()``; a protocol error in any of them surfaces from
+the ``receive_data()`` call that delivered it. Errors carry the status Envoy answers with.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+from http import HTTPStatus
+from types import SimpleNamespace
+from typing import Any, Final, Generic, TypeVar
+
+import httptools
+
+from pymesh.errors import LocalProtocolError, RemoteProtocolError
+
+from .events import (
+    NEED_DATA,
+    ClientEvent,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Headers,
+    InformationalResponse,
+    NeedData,
+    Request,
+    Response,
+    ServerEvent,
+)
+from .headers import serialise_fields
+
+__all__ = ["ClientConnection", "ServerConnection"]
+
+_E = TypeVar("_E", ServerEvent, ClientEvent)
+
+# Sending side of one exchange, and the framing of the body being sent.
+_IDLE, _BODY, _DONE = 0, 1, 2
+_NO_BODY, _LENGTH, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2, 3
+
+# Received fields whose values the codec needs; any other name costs one failed dict lookup.
+_CONTENT_LENGTH, _TRANSFER_ENCODING, _EXPECT = 1, 2, 3
+_FRAMING_FIELDS: Final[Mapping[bytes, int]] = {
+    b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"expect": _EXPECT,
+}
+_VERSIONS: Final[Mapping[str, bytes]] = {"1.1": b"1.1", "1.0": b"1.0"}
+_STATUS_LINES: Final[Mapping[int, bytes]] = {
+    status.value: b"HTTP/1.1 %d %b\r\n" % (status.value, status.phrase.encode())
+    for status in HTTPStatus
+}
+_CHUNKED_FIELD: Final = (b"transfer-encoding", b": ", b"chunked", b"\r\n")
+_CLOSE_FIELD: Final = (b"connection", b": ", b"close", b"\r\n")
+_KEEP_ALIVE_FIELD: Final = (b"connection", b": ", b"keep-alive", b"\r\n")
+
+# llhttp's reason strings that deserve a clearer message or a status other than 400. Envoy
+# answers 426 to a well-formed version other than 1.0/1.1 and 501 to any transfer-coding but a
+# lone "chunked" (an inner coding would be lost anyway: transfer-encoding is hop-by-hop).
+_REQUEST_ERRORS: Final[Mapping[str, tuple[str, int]]] = {
+    "Unexpected whitespace after header value": ("obs-fold: header line starts with SP/HT", 400),
+    "Invalid header token": ("invalid header name (whitespace before the colon?)", 400),
+    "Invalid header value char": ("control character in a header value", 400),
+    "Invalid HTTP version": ("unsupported HTTP version", 426),
+    "Pause on PRI/Upgrade": ("HTTP/2 connection preface on an HTTP/1.1 connection", 426),
+    "Request has invalid `Transfer-Encoding`": ("unsupported transfer-encoding", 501),
+    "Invalid `Transfer-Encoding` header value": ("unsupported transfer-encoding", 501),
+}
+
+
+class _Stop(Exception):
+    """Raised from a callback to make llhttp stop where it is (the input is ignored after)."""
+
+
+class _Connection(Generic[_E]):
+    """What both directions share: feeding llhttp, the event queue, and body framing out."""
+
+    __slots__ = (
+        "__weakref__",
+        "_chunked",
+        "_closed",
+        "_content_length",
+        "_current",
+        "_emit",
+        "_error",
+        "_events",
+        "_expect",
+        "_field_bytes",
+        "_fields",
+        "_ignore",
+        "_in_message",
+        "_max_header_bytes",
+        "_max_headers",
+        "_our_keep_alive",
+        "_out_mode",
+        "_out_remaining",
+        "_out_state",
+        "_parser",
+        "_pending",
+        "_stall",
+        "_stall_limit",
+        "_their_done",
+    )
+    _UPSTREAM: bool
+    _MESSAGE: type[Request] | type[Response]
+    _parser: Any  # httptools has no usable stubs under the project's mypy settings
+
+    def __init__(self, max_header_bytes: int, max_headers: int, line_allowance: int) -> None:
+        self._events: deque[_E] = deque()
+        self._emit: Callable[[Any], None] = self._events.append
+        self._error: RemoteProtocolError | None = None
+        self._pending: RemoteProtocolError | None = None
+        self._max_header_bytes = max_header_bytes
+        self._max_headers = max_headers
+        # Bytes that may arrive without producing an event: a head or trailer section still
+        # being received. It bounds what httptools buffers for one half-received field.
+        self._stall_limit = line_allowance + max_header_bytes + 4 * max_headers + 64
+        self._stall = 0
+        self._closed = self._ignore = self._in_message = self._their_done = False
+        self._fields: Headers = []
+        self._field_bytes = 0
+        self._content_length: int | None = None
+        self._chunked = False
+        self._expect: bytes | None = None
+        self._current: Request | Response | None = None
+        self._out_state = _IDLE
+        self._out_mode = _NO_BODY
+        self._out_remaining = 0
+        self._our_keep_alive = True
+
+    def _make_parser(self, parser_type: Any, **callbacks: Callable[..., None]) -> Any:
+        # httptools reads the callbacks off the protocol object once, at construction.
+        parser = parser_type(
+            SimpleNamespace(
+                on_message_begin=self._on_message_begin,
+                on_header=self._on_header,
+                on_headers_complete=self._on_headers_complete,
+                on_body=self._on_body,
+                on_message_complete=self._on_message_complete,
+                **callbacks,
+            )
+        )
+        # Strict mode rejects bytes after a "Connection: close" message; those are ignored (the
+        # connection closes after the current exchange), as Envoy does.
+        parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        return parser
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes read from the peer; ``b""`` means the peer closed its side."""
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            if data:
+                raise LocalProtocolError("receive_data() called after end of input")
+            return
+        if not data:
+            self._closed = True
+            self._on_eof()
+            return
+        if self._ignore:
+            return
+        before = len(self._events)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._after_upgrade(data[exc.args[0] :])
+        except httptools.HttpParserError as exc:
+            if self._ignore and self._pending is None:
+                return  # a callback raised _Stop
+            raise self._fail(exc) from None
+        if len(self._events) != before:
+            self._stall = 0
+        else:
+            self._stall += len(data)
+            if self._stall > self._stall_limit:
+                self._reject(f"header section larger than {self._stall_limit} bytes", 431)
+                raise self._fail(None)
+
+    def next_event(self) -> _E | NeedData:
+        """The next event, or NEED_DATA. Raises the RemoteProtocolError that killed the
+        connection, if any."""
+        if self._error is not None:
+            raise self._error
+        events = self._events
+        if not events:
+            return NEED_DATA
+        event = events[0]
+        cls = event.__class__
+        if cls is ConnectionClosed:
+            return event  # left queued: every later call reports the close again
+        if self._their_done:
+            return NEED_DATA  # the next message waits for start_next_cycle()
+        events.popleft()
+        if cls is EndOfMessage:
+            self._their_done = True
+        elif cls is self._MESSAGE:
+            self._current = event  # type: ignore[assignment]
+        return event
+
+    @property
+    def paused(self) -> bool:
+        """The peer's message is complete; anything it sent since waits for start_next_cycle()
+        (a transport may stop reading meanwhile)."""
+        return self._their_done
+
+    def _reject(self, message: str, status: int) -> RemoteProtocolError:
+        """An error to raise from inside a llhttp callback (which wraps whatever is raised)."""
+        self._pending = RemoteProtocolError(message, 502 if self._UPSTREAM else status)
+        return self._pending
+
+    def _fail(self, exc: Exception | None) -> RemoteProtocolError:
+        """Record the error that kills the connection: one raised by a callback, else llhttp's."""
+        error = self._pending
+        if error is None:
+            if exc is None or isinstance(exc, httptools.HttpParserCallbackError):
+                raise AssertionError("callback failed without an error") from exc
+            else:
+                reason = str(exc)
+                known = None if self._UPSTREAM else _REQUEST_ERRORS.get(reason)
+                what = "response" if self._UPSTREAM else "request"
+                message, status = known or (f"malformed {what}: {reason}", 400)
+                error = RemoteProtocolError(message, 502 if self._UPSTREAM else status)
+        self._error = error
+        self._ignore = True
+        return error
+
+    def _on_eof(self) -> None:
+        if self._in_message:
+            what = "response" if self._UPSTREAM else "request"
+            self._reject(f"connection closed in the middle of a {what}", 400)
+            raise self._fail(None)
+        self._emit(ConnectionClosed())
+
+    def _after_upgrade(self, rest: bytes) -> None:
+        self._reject("unexpected protocol switch", 400)
+        raise self._fail(None)
+
+    def _on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        value = value.rstrip(b" \t")  # llhttp strips leading OWS only
+        self._fields.append((name, value))
+        self._field_bytes += len(name) + len(value)
+        kind = _FRAMING_FIELDS.get(name)
+        if kind is not None:
+            self._framing_field(kind, value)
+
+    def _framing_field(self, kind: int, value: bytes) -> None:
+        if kind == _CONTENT_LENGTH:
+            # llhttp has checked the digits and refused duplicates (identical ones too, as Envoy
+            # does), and refuses framing fields in trailers before they reach this callback.
+            self._content_length = int(value)
+        elif kind == _TRANSFER_ENCODING:
+            if value.lower() != b"chunked":
+                raise self._reject(f"unsupported transfer-encoding {value!r}", 501)
+            self._chunked = True
+        else:
+            self._expect = value
+
+    def _check_limits(self) -> None:
+        # Envoy's limits (max_request_headers_kb, max_headers_count) count field names and
+        # values and fields; it answers 431 when either is exceeded.
+        fields = self._fields
+        if len(fields) > self._max_headers:
+            raise self._reject(f"more than {self._max_headers} header fields", 431)
+        if self._field_bytes > self._max_header_bytes:
+            raise self._reject(f"header fields exceed {self._max_header_bytes} bytes", 431)
+
+    def _on_body(self, body: bytes) -> None:
+        self._emit(Data(body))
+
+    def _end_message(self) -> None:
+        self._check_limits()  # the trailers'
+        self._in_message = False
+        self._emit(EndOfMessage(self._fields))
+
+    def _on_message_begin(self) -> None:
+        raise NotImplementedError
+
+    def _on_headers_complete(self) -> None:
+        raise NotImplementedError
+
+    def _on_message_complete(self) -> None:
+        raise NotImplementedError
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def _start_body(self, mode: int, length: bytes | None) -> None:
+        self._out_mode = mode
+        self._out_state = _BODY
+        if mode == _LENGTH:
+            assert length is not None
+            if not length.isdigit():
+                raise LocalProtocolError(f"invalid content-length {length!r}")
+            self._out_remaining = int(length)
+            if not self._out_remaining:
+                self._out_state = _DONE
+        elif mode == _NO_BODY:
+            self._out_state = _DONE
+
+    def send_data(self, data: bytes) -> bytes:
+        """Bytes for a piece of the body; chunk-framed when the body is chunked. A body that is
+        complete (none allowed, or content-length reached) takes only empty data."""
+        if self._out_state != _BODY:
+            if self._out_state == _DONE and not data:
+                return b""
+            raise LocalProtocolError("send_data() outside a message body")
+        mode = self._out_mode
+        if mode == _CHUNKED:
+            # An empty chunk would end the body, so empty data sends nothing.
+            return b"%x\r\n%b\r\n" % (len(data), data) if data else b""
+        if mode == _LENGTH:
+            remaining = self._out_remaining - len(data)
+            if remaining <= 0:
+                if remaining:
+                    raise LocalProtocolError("body longer than its content-length")
+                self._out_state = _DONE
+            self._out_remaining = remaining
+        return data
+
+    def send_end(self, trailers: Headers | None = None) -> bytes:
+        """Bytes that end the body (b"" when it is already complete). Trailers need chunked
+        framing; otherwise they are dropped, as Envoy drops them."""
+        state = self._out_state
+        if state != _BODY:
+            if state == _DONE:
+                return b""
+            raise LocalProtocolError("send_end() before the message head")
+        if self._out_mode == _LENGTH:
+            raise LocalProtocolError(f"body {self._out_remaining} bytes short of content-length")
+        self._out_state = _DONE
+        if self._out_mode != _CHUNKED:
+            return b""
+        if not trailers:
+            return b"0\r\n\r\n"
+        parts = [b"0\r\n"]
+        serialise_fields(parts, trailers)
+        parts.append(b"\r\n")
+        return _join(parts)
+
+    def _cycle_complete(self) -> None:
+        if not self._their_done:
+            raise LocalProtocolError("start_next_cycle(): the peer's message is not complete")
+        if self._out_state != _DONE:
+            raise LocalProtocolError("start_next_cycle(): our message is not complete (send_end)")
+        if not self.keep_alive:
+            raise LocalProtocolError("the connection cannot be reused")
+        self._their_done = False
+        self._out_state = _IDLE
+        self._current = None
+
+    @property
+    def keep_alive(self) -> bool:
+        raise NotImplementedError
+
+
+def _join(parts: list[bytes]) -> bytes:
+    """Join a head built by serialise_fields() and refuse header injection: every field line
+    is four parts and one LF, so a CR/LF smuggled into a name, value or reason shows up as an
+    extra LF (a bare CR is not a line end to an HTTP/1.1 recipient)."""
+    head = b"".join(parts)
+    if head.count(b"\n") != (len(parts) - 2) // 4 + 2:
+        raise LocalProtocolError("CR or LF inside a header name, value or start line")
+    return head
+
+
+class ServerConnection(_Connection[ServerEvent]):
+    """The downstream side of a connection: parses requests, serialises responses."""
+
+    __slots__ = ("_deferred", "_max_request_line", "_synthetic", "_target")
+    _UPSTREAM = False
+    _MESSAGE = Request
+    _current: Request | None
+
+    def __init__(
+        self,
+        *,
+        max_request_line: int = 8192,
+        max_header_bytes: int = 60 * 1024,
+        max_headers: int = 100,
+    ) -> None:
+        super().__init__(max_header_bytes, max_headers, max_request_line)
+        self._max_request_line = max_request_line
+        self._target = b""
+        self._deferred: bytes | None = None
+        self._synthetic = False
+        self._parser = self._make_parser(httptools.HttpRequestParser, on_url=self._on_url)
+
+    # -- llhttp callbacks ---------------------------------------------------------------------
+
+    def _on_message_begin(self) -> None:
+        self._in_message = True
+        self._target = b""
+        self._fields = []
+        self._field_bytes = 0
+        self._content_length = None
+        self._chunked = False
+        self._expect = None
+
+    def _on_url(self, part: bytes) -> None:
+        target = self._target + part
+        self._target = target
+        if len(target) + 13 > self._max_request_line:  # 13: " HTTP/1.1" and a 3-letter method
+            line = len(self._parser.get_method()) + len(target) + 10
+            if line > self._max_request_line:
+                # Envoy has no limit of its own on the line: the target counts toward the
+                # header limit, and its answer to that is 431.
+                raise self._reject(f"request line longer than {self._max_request_line}", 431)
+
+    def _on_headers_complete(self) -> None:
+        if self._synthetic:
+            self._synthetic = False
+            self._fields = []
+            return
+        self._check_limits()
+        parser = self._parser
+        version = _VERSIONS.get(parser.get_http_version())
+        if version is None:
+            raise self._bad_version(parser.get_http_version())
+        method: bytes = parser.get_method()
+        keep_alive: bool = parser.should_keep_alive()
+        upgrade: bool = parser.should_upgrade()
+        chunked = self._chunked
+        length = None if chunked else self._content_length
+        expect = self._expect
+        expect_continue = (
+            expect is not None and version == b"1.1" and expect.lower() == b"100-continue"
+        )
+        if upgrade:
+            if method == b"CONNECT":
+                keep_alive = False
+                self._ignore = True  # what follows is tunnel bytes
+            elif chunked or length:
+                framing = (
+                    b"transfer-encoding: chunked"
+                    if chunked
+                    else b"content-length: %d" % (length or 0)
+                )
+                close = b"" if keep_alive else b"connection: close\r\n"
+                self._deferred = b"PUT / HTTP/1.1\r\n%b\r\n%b\r\n" % (framing, close)
+        fields = self._fields
+        self._fields = []
+        self._field_bytes = 0
+        self._emit(
+            Request(
+                method,
+                self._target,
+                fields,
+                version,
+                keep_alive,
+                length,
+                chunked,
+                expect_continue,
+                upgrade,
+            )
+        )
+
+    def _bad_version(self, version: str) -> RemoteProtocolError:
+        if version == "0.9":  # what llhttp makes of a request line without a version
+            return self._reject("HTTP/0.9 request line", 400)
+        return self._reject(f"unsupported HTTP version {version}", 426)
+
+    def _on_message_complete(self) -> None:
+        if self._deferred is None:
+            self._end_message()
+
+    def _after_upgrade(self, rest: bytes) -> None:
+        # llhttp pauses after an upgrade request's head, skipping any body, and then expects a
+        # new message. The proxy refuses upgrades and serves such a request as plain HTTP/1.1
+        # (Envoy does the same with h2c), so the parser is re-armed with a made-up head that
+        # carries the request's framing, and its events are suppressed. CONNECT is the
+        # exception: the rest is tunnel data, ignored, and the connection must close.
+        while not self._ignore:
+            if self._deferred is not None:
+                rest = self._deferred + rest
+                self._deferred = None
+                self._synthetic = True
+            try:
+                self._parser.feed_data(rest)
+                return
+            except httptools.HttpParserUpgrade as exc:
+                rest = rest[exc.args[0] :]
+            except httptools.HttpParserError as exc:
+                raise self._fail(exc) from None
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def send_response(
+        self,
+        status: int,
+        headers: Headers,
+        *,
+        reason: bytes | None = None,
+        chunked: bool | None = None,
+        head_request: bool = False,
+    ) -> bytes:
+        """The response head. A 1xx status gives an interim response. Framing: a content-length
+        field wins; else chunked (added here) unless ``chunked=False`` or the request was
+        HTTP/1.0, which make the body close-delimited. HEAD, 204 and 304 have no body."""
+        if self._out_state != _IDLE:
+            raise LocalProtocolError("a response is already in progress")
+        line = _STATUS_LINES.get(status) if reason is None else None
+        if line is None:
+            if not 100 <= status <= 999:
+                raise LocalProtocolError(f"invalid status code {status}")
+            line = b"HTTP/1.1 %d %b\r\n" % (status, reason or b"")
+        parts = [line]
+        length, close = serialise_fields(parts, headers)
+        if status < 200:
+            if status == 101:
+                raise LocalProtocolError("protocol upgrades are not supported")
+            parts.append(b"\r\n")
+            return _join(parts)
+        request = self._current
+        keep_alive = request is not None and request.keep_alive and not close
+        http10 = request is not None and request.http_version == b"1.0"
+        # The codec knows the request's method too: head_request only adds to it.
+        if head_request or status in (204, 304) or (request and request.method == b"HEAD"):
+            mode = _NO_BODY
+        elif length is not None:
+            if chunked:
+                raise LocalProtocolError("chunked=True with a content-length field")
+            mode = _LENGTH
+        elif chunked is False or http10:
+            mode = _UNTIL_CLOSE  # HTTP/1.0 has no chunked coding
+            keep_alive = False
+        else:
+            mode = _CHUNKED
+            parts += _CHUNKED_FIELD
+        if not keep_alive:
+            if not close:
+                parts += _CLOSE_FIELD
+        elif http10 and close is None:
+            parts += _KEEP_ALIVE_FIELD
+        parts.append(b"\r\n")
+        head = _join(parts)
+        self._start_body(mode, length)
+        self._our_keep_alive = keep_alive
+        return head
+
+    def send_continue(self) -> bytes:
+        """The interim answer to "Expect: 100-continue"."""
+        if self._out_state != _IDLE or self._current is None:
+            raise LocalProtocolError("100 Continue only between a request and its response")
+        return b"HTTP/1.1 100 Continue\r\n\r\n"
+
+    @property
+    def keep_alive(self) -> bool:
+        """Whether the request and the response (as far as sent) allow another exchange."""
+        request = self._current
+        return (
+            request is not None
+            and request.keep_alive
+            and self._our_keep_alive
+            and self._error is None
+            and not self._closed
+        )
+
+    def start_next_cycle(self) -> None:
+        """Begin the next exchange once the request was read and the response sent."""
+        self._cycle_complete()
+        self._our_keep_alive = True
+
+
+class ClientConnection(_Connection[ClientEvent]):
+    """The upstream side of a connection: serialises requests, parses responses.
+
+    A response to HEAD has no body whatever its framing fields say, but llhttp cannot be told
+    so (httptools has no hook for it). Response and EndOfMessage are therefore emitted as soon
+    as the head is parsed and llhttp is stopped there; since nothing tells where the head ended
+    in the bytes fed, anything after it is unaccounted for and the connection is not reused.
+    """
+
+    __slots__ = ("_awaiting", "_head_request", "_interim", "_reason", "_until_eof")
+    _UPSTREAM = True
+    _MESSAGE = Response
+    _current: Response | None
+
+    def __init__(self, *, max_header_bytes: int = 60 * 1024, max_headers: int = 100) -> None:
+        super().__init__(max_header_bytes, max_headers, 8192)
+        self._awaiting = self._head_request = self._interim = self._until_eof = False
+        self._reason = b""
+        self._parser = self._make_parser(httptools.HttpResponseParser, on_status=self._on_status)
+
+    def send_request(
+        self, method: bytes, target: bytes, headers: Headers, *, chunked: bool = False
+    ) -> bytes:
+        """The request head; the body is chunked when asked, else framed by content-length,
+        else absent."""
+        if self._out_state != _IDLE:
+            raise LocalProtocolError("a request is already in progress")
+        if method == b"CONNECT":
+            raise LocalProtocolError("CONNECT is not supported")
+        if not target or b" " in target or not method or b" " in method:
+            raise LocalProtocolError(f"invalid request line {method!r} {target!r}")
+        parts = [b"%b %b HTTP/1.1\r\n" % (method, target)]
+        length, close = serialise_fields(parts, headers)
+        if chunked:
+            if length is not None:
+                raise LocalProtocolError("chunked=True with a content-length field")
+            parts += _CHUNKED_FIELD
+            mode = _CHUNKED
+        else:
+            mode = _NO_BODY if length is None else _LENGTH
+        parts.append(b"\r\n")
+        head = _join(parts)
+        self._start_body(mode, length)
+        self._head_request = method == b"HEAD"
+        self._our_keep_alive = not close
+        self._awaiting = True
+        return head
+
+    # -- llhttp callbacks ---------------------------------------------------------------------
+
+    def _on_message_begin(self) -> None:
+        if not self._awaiting:
+            raise self._reject("response bytes without an outstanding request", 502)
+        self._in_message = True
+        self._until_eof = False
+        self._reason = b""
+        self._fields = []
+        self._field_bytes = 0
+        self._content_length = None
+        self._chunked = False
+
+    def _on_status(self, part: bytes) -> None:
+        self._reason += part
+
+    def _on_headers_complete(self) -> None:
+        self._check_limits()
+        parser = self._parser
+        version = _VERSIONS.get(parser.get_http_version())
+        if version is None:
+            raise self._reject(f"unsupported HTTP version {parser.get_http_version()}", 502)
+        status: int = parser.get_status_code()
+        fields = self._fields
+        self._fields = []
+        self._field_bytes = 0
+        if status < 200:
+            if status < 100:
+                raise self._reject(f"invalid status code {status}", 502)
+            if status == 101:
+                raise self._reject("101 Switching Protocols without an upgrade request", 502)
+            self._interim = True
+            self._emit(InformationalResponse(status, fields))
+            return
+        if self._head_request:
+            self._emit(Response(status, self._reason, fields, version, False, None, False))
+            self._emit(EndOfMessage([]))
+            self._in_message = self._awaiting = False
+            self._ignore = True
+            raise _Stop
+        keep_alive: bool = parser.should_keep_alive()
+        chunked = self._chunked
+        length = None if chunked else self._content_length
+        if status == 204 or status == 304:
+            length = None
+            chunked = False
+        else:
+            self._until_eof = length is None and not chunked
+        self._emit(Response(status, self._reason, fields, version, keep_alive, length, chunked))
+
+    def _on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = self._in_message = False
+            return
+        self._awaiting = False
+        self._end_message()
+
+    def _on_eof(self) -> None:
+        if self._until_eof and self._in_message:
+            self._in_message = self._awaiting = False
+            self._emit(EndOfMessage([]))
+        super()._on_eof()
+
+    @property
+    def keep_alive(self) -> bool:
+        """Whether the response allowed reuse and the exchange is complete on both sides."""
+        response = self._current
+        return (
+            response is not None
+            and response.keep_alive
+            and self._our_keep_alive
+            and self._their_done
+            and self._out_state == _DONE
+            and self._error is None
+            and not self._closed
+        )
+
+    def start_next_cycle(self) -> None:
+        """Make the connection ready for the next request."""
+        self._cycle_complete()

@@ -1,0 +1,179 @@
+"""LDS resources and SDS secrets translated on their own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+from google.protobuf import json_format
+
+from proxy.config.model import HttpConnectionManager, TcpProxy
+from proxy.config.translate import default_registry, translate_listener, translate_secret
+from proxy.config.translate.parse import parse_message
+from pymesh.errors import UnsupportedError, ValidationError
+
+CERTS = Path(__file__).parent.parent / "data" / "certs"
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+TCP = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+
+
+def _tcp_chain(name: str, **match: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "filter_chain_match": match,
+        "filters": [
+            {"name": "tcp", "typed_config": {"@type": TCP, "stat_prefix": "t", "cluster": "c"}}
+        ],
+    }
+
+
+def _listener(data: dict[str, Any]) -> Any:
+    base = {"name": "l", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 1}}}
+    return translate_listener(parse_message(base | data, listener_pb2.Listener), default_registry())
+
+
+def test_tcp_proxy_and_rds_listener() -> None:
+    listener = _listener(
+        {
+            "filter_chains": [
+                _tcp_chain(
+                    "tcp",
+                    destination_port=443,
+                    prefix_ranges=[{"address_prefix": "10.0.0.0", "prefix_len": 8}],
+                ),
+                {
+                    "filters": [
+                        {
+                            "name": "hcm",
+                            "typed_config": {
+                                "@type": HCM,
+                                "stat_prefix": "h",
+                                "rds": {
+                                    "route_config_name": "80",
+                                    "config_source": {"ads": {}, "resource_api_version": "V3"},
+                                },
+                            },
+                        }
+                    ]
+                },
+            ]
+        }
+    )
+    tcp = listener.filter_chains[0]
+    assert isinstance(tcp.filters[0].config, TcpProxy)
+    assert tcp.filters[0].config.idle_timeout == 3600.0
+    assert tcp.match.destination_port == 443
+    assert tcp.match.prefix_ranges[0].network.num_addresses == 1 << 24
+    hcm = listener.filter_chains[1].filters[0].config
+    assert isinstance(hcm, HttpConnectionManager)
+    assert hcm.rds is not None and hcm.rds.route_config_name == "80"
+    assert hcm.route_config is None
+
+
+def test_identical_filter_chain_matches_are_invalid() -> None:
+    with pytest.raises(ValidationError) as caught:
+        _listener(
+            {
+                "filter_chains": [
+                    _tcp_chain("a", destination_port=1),
+                    _tcp_chain("b", destination_port=1),
+                ]
+            }
+        )
+    assert caught.value.path == "filter_chains[1]"
+
+
+def test_unsupported_network_and_listener_filters() -> None:
+    with pytest.raises(UnsupportedError) as caught:
+        _listener(
+            {
+                "filter_chains": [
+                    {
+                        "filters": [
+                            {
+                                "name": "envoy.filters.network.redis_proxy",
+                                "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy",
+                                    "stat_prefix": "r",
+                                },
+                            }
+                        ]
+                    }
+                ]
+            }
+        )
+    assert caught.value.path == "filter_chains[0].filters[0]"
+    with pytest.raises(UnsupportedError) as caught:
+        _listener(
+            {
+                "listener_filters": [{"name": "envoy.filters.listener.proxy_protocol"}],
+                "filter_chains": [_tcp_chain("a")],
+            }
+        )
+    assert caught.value.path == "listener_filters[0]"
+
+
+def test_partial_server_name_wildcards_are_invalid() -> None:
+    with pytest.raises(ValidationError, match="partial wildcards"):
+        _listener({"filter_chains": [_tcp_chain("a", server_names=["a*.example.com"])]})
+
+
+def test_secret_from_files() -> None:
+    proto = json_format.ParseDict(
+        {
+            "name": "default",
+            "tls_certificate": {
+                "certificate_chain": {"filename": str(CERTS / "workload.pem")},
+                "private_key": {"filename": str(CERTS / "workload-key.pem")},
+            },
+        },
+        secret_pb2.Secret(),
+    )
+    secret = translate_secret(proto)
+    assert secret.tls_certificate is not None
+    assert secret.tls_certificate.certificate_chain.startswith(b"-----BEGIN CERTIFICATE-----")
+    assert secret.tls_certificate.private_key_path == str(CERTS / "workload-key.pem")
+
+
+def test_secret_with_garbage_certificate_is_invalid() -> None:
+    proto = json_format.ParseDict(
+        {
+            "name": "bad",
+            "validation_context": {"trusted_ca": {"inline_string": "not a certificate"}},
+        },
+        secret_pb2.Secret(),
+    )
+    with pytest.raises(ValidationError) as caught:
+        translate_secret(proto)
+    assert caught.value.path == "validation_context.trusted_ca"
+
+
+def test_h2_alpn_is_unsupported() -> None:
+    proto = json_format.ParseDict(
+        {"name": "s", "validation_context": {"trusted_ca": {"filename": str(CERTS / "ca.pem")}}},
+        secret_pb2.Secret(),
+    )
+    assert translate_secret(proto).validation_context is not None
+    with pytest.raises(UnsupportedError, match="ALPN protocol 'h2'"):
+        _listener(
+            {
+                "filter_chains": [
+                    _tcp_chain("a")
+                    | {
+                        "transport_socket": {
+                            "name": "tls",
+                            "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                                "common_tls_context": {
+                                    "alpn_protocols": ["h2"],
+                                    "tls_certificate_sds_secret_configs": [{"name": "default"}],
+                                },
+                            },
+                        }
+                    }
+                ]
+            }
+        )
