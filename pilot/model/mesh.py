@@ -71,10 +71,13 @@ class MeshConfig:
             kwargs["outbound_traffic_policy"] = cast(OutboundMode, mode)
         retry = _mapping(data, "defaultHttpRetryPolicy", source)
         if "attempts" in retry:
-            kwargs["default_retries"] = _int(retry["attempts"], "defaultHttpRetryPolicy.attempts",
-                                             source)
-        for key, attr in (("connectTimeout", "connect_timeout"),
-                          ("dnsRefreshRate", "dns_refresh_rate")):
+            kwargs["default_retries"] = _int(
+                retry["attempts"], "defaultHttpRetryPolicy.attempts", source
+            )
+        for key, attr in (
+            ("connectTimeout", "connect_timeout"),
+            ("dnsRefreshRate", "dns_refresh_rate"),
+        ):
             if key in data:
                 kwargs[attr] = _duration(data[key], key, source)
         proxy = _mapping(data, "defaultConfig", source)
@@ -84,8 +87,10 @@ class MeshConfig:
         als = _mapping(proxy, "envoyAccessLogService", source)
         if als.get("address"):
             kwargs["mixer_address"] = str(als["address"])
-        for key, attr in (("pymeshInboundPort", "inbound_port"),
-                          ("pymeshOutboundPort", "outbound_port")):
+        for key, attr in (
+            ("pymeshInboundPort", "inbound_port"),
+            ("pymeshOutboundPort", "outbound_port"),
+        ):
             if key in data:
                 kwargs[attr] = _int(data[key], key, source)
         if "proxyListenPort" in data:
@@ -133,15 +138,17 @@ def _copy_str(
     if key in data:
         value = data[key]
         if not isinstance(value, str) or not value:
-            raise ValidationError(f"must be a non-empty string, got {value!r}", source=source,
-                                  path=key)
+            raise ValidationError(
+                f"must be a non-empty string, got {value!r}", source=source, path=key
+            )
         out[attr] = value
 
 
 def _int(value: object, path: str, source: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError(f"must be a non-negative integer, got {value!r}", source=source,
-                              path=path)
+        raise ValidationError(
+            f"must be a non-negative integer, got {value!r}", source=source, path=path
+        )
     return value
 
 

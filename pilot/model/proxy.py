@@ -136,9 +136,7 @@ class ProxyNode:
         if id_namespace and id_namespace != namespace:
             pod_name = pod_id
         labels = metadata.get("LABELS", EMPTY_MAP)
-        if not isinstance(labels, Mapping) or not all(
-            isinstance(v, str) for v in labels.values()
-        ):
+        if not isinstance(labels, Mapping) or not all(isinstance(v, str) for v in labels.values()):
             raise ValueError(f"node {node_id!r}: metadata LABELS must be a map of strings")
         raw_ips = _string(metadata, "INSTANCE_IPS", node_id)
         instance_ips = tuple(

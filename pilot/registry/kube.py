@@ -151,8 +151,12 @@ def kube_services(
             for sp in ports:
                 target = _target(by_number[sp.port], pod_spec)
                 if target is None:
-                    log.warning("unresolved_target_port", service=service.hostname,
-                                port=sp.port, node=node.id)
+                    log.warning(
+                        "unresolved_target_port",
+                        service=service.hostname,
+                        port=sp.port,
+                        node=node.id,
+                    )
                     continue
                 endpoint = node_endpoint(node, target, account)
                 instances.append(ServiceInstance(service, sp, endpoint))
@@ -170,4 +174,3 @@ def kube_services(
                     )
                 )
     return services, instances
-

@@ -201,7 +201,7 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "missing node id")
             try:
                 self._connect(conn, request.node)
-            except ConfigError as exc:
+            except (ConfigError, ValueError) as exc:
                 log.warning("proxy refused", node_id=request.node.id, error=str(exc))
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid node: {exc}")
         type_url = request.type_url

@@ -41,6 +41,7 @@ from proxy.config.translate import (
 )
 from proxy.config.translate.access_log import access_logs, file_access_log
 from proxy.config.translate.common import (
+    api_version,
     at,
     config_source,
     frozen_mapping,
@@ -197,7 +198,7 @@ def _dynamic_resources(proto: Any, path: str) -> DynamicResources:
         service = config.grpc_services[0]
         ads = AdsConfig(
             cluster_name=service.envoy_grpc.cluster_name,
-            transport_api_version="V3",
+            transport_api_version=api_version(config, "transport_api_version", ads_path),
             timeout=opt_duration(service, "timeout"),
             set_node_on_first_message_only=config.set_node_on_first_message_only,
         )

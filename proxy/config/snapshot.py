@@ -152,8 +152,9 @@ SnapshotCallback = Callable[[ProxySnapshot, ProxySnapshot], None]
 class SnapshotHolder:
     """Holds the current snapshot; ``swap`` replaces it atomically and tells subscribers.
 
-    Reading ``current`` is a single attribute load, safe from any thread. Swaps are
-    serialised by a lock so subscribers see them in order.
+    Reading ``current`` is a single attribute load, safe from any thread. Swaps and their
+    notifications are serialised by one re-entrant lock, so subscribers see swaps in order
+    (and a subscriber may itself swap).
     """
 
     __slots__ = ("_callbacks", "_current", "_lock")
@@ -161,7 +162,7 @@ class SnapshotHolder:
     def __init__(self, initial: ProxySnapshot | None = None) -> None:
         self._current = initial if initial is not None else ProxySnapshot()
         self._callbacks: list[SnapshotCallback] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     @property
     def current(self) -> ProxySnapshot:
@@ -172,8 +173,7 @@ class SnapshotHolder:
         with self._lock:
             old = self._current
             self._current = new
-            callbacks = tuple(self._callbacks)
-        _notify(callbacks, old, new)
+            _notify(tuple(self._callbacks), old, new)
         return old
 
     def update(self, change: Callable[[ProxySnapshot], ProxySnapshot]) -> ProxySnapshot:
@@ -182,8 +182,7 @@ class SnapshotHolder:
             old = self._current
             new = change(old)
             self._current = new
-            callbacks = tuple(self._callbacks)
-        _notify(callbacks, old, new)
+            _notify(tuple(self._callbacks), old, new)
         return new
 
     def subscribe(self, callback: SnapshotCallback) -> Callable[[], None]:

@@ -35,7 +35,7 @@ def _build_parser(selected: str | None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    selected = next((a for a in args_list if not a.startswith("-")), None)
+    selected = next((a for a in args_list if a in COMMANDS), None)
     parser = _build_parser(selected if selected in COMMANDS else None)
     args = parser.parse_args(args_list)
     from pymesh import log

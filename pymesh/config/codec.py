@@ -116,6 +116,8 @@ def decode(cls: type[T], raw: object, path: str, rep: Reporter) -> T:
             # An explicit null means "unset", as in protobuf JSON.
             continue
         values[fld.attr] = _convert(fld.tp, value, fpath, fld.info, rep)
+        if fld.info.non_empty and not values[fld.attr]:
+            rep.fail(fpath, "must not be empty when set")
     for fld in plan.fields:
         if fld.info.required and fld.attr not in values:
             rep.fail(join_path(path, fld.json), "required field is missing")

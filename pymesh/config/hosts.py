@@ -230,7 +230,13 @@ def check_namespaced_host(value: str, *, gateway: bool) -> None:
         ns, host = "*", value
     elif not ns or not host:
         raise ValueError(f"namespace and dnsName in host {value!r} cannot be empty")
-    if ns not in ("*", ".") and not is_dns1123_label(ns.removeprefix("~") if not gateway else ns):
+    # Sidecars may exclude a namespace with "~" ("~prod/*"); a bare "~" matches no namespace.
+    scope = ns if gateway else ns.removeprefix("~")
+    if (
+        scope not in ("*", ".")
+        and not (scope == "" and not gateway)
+        and not is_dns1123_label(scope)
+    ):
         raise ValueError(f"invalid namespace {ns!r} in host {value!r}")
     if host != "*" and "." not in host:
         raise ValueError(f"short names (non FQDN) are not allowed: {host!r}")

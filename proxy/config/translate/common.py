@@ -30,6 +30,7 @@ from proxy.config.translate.regex import regex_matcher
 from pymesh.errors import UnsupportedError, ValidationError
 
 __all__ = [
+    "api_version",
     "at",
     "cidr_range",
     "config_source",
@@ -328,6 +329,18 @@ def locality(message: Any) -> Locality:
     return Locality(message.region, message.zone, message.sub_zone)
 
 
+def api_version(message: Any, field: str, path: str) -> str:
+    """An ``ApiVersion`` field: AUTO means V3 today; V2 is gone from Envoy and pymesh."""
+    name: str = (
+        message.DESCRIPTOR.fields_by_name[field]
+        .enum_type.values_by_number[getattr(message, field)]
+        .name
+    )
+    if name == "V2":
+        raise UnsupportedError("xDS v2 is not supported by pymesh (use V3)", path=join(path, field))
+    return "V3"
+
+
 def config_source(message: Any, path: str) -> ConfigSource:
     """Only ADS (``ads: {}``) is supported; paths and API config sources are not."""
     kind = message.WhichOneof("config_source_specifier")
@@ -339,9 +352,6 @@ def config_source(message: Any, path: str) -> ConfigSource:
     timeout = opt_duration(message, "initial_fetch_timeout")
     return ConfigSource(
         ads=True,
-        resource_api_version=type(message)
-        .DESCRIPTOR.fields_by_name["resource_api_version"]
-        .enum_type.values_by_number[message.resource_api_version]
-        .name,
+        resource_api_version=api_version(message, "resource_api_version", path),
         initial_fetch_timeout=15.0 if timeout is None else timeout,
     )

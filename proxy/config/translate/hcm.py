@@ -36,7 +36,7 @@ from proxy.config.translate.common import (
     percent,
     wrapped,
 )
-from proxy.config.translate.filters import FilterRegistry
+from proxy.config.translate.filters import FilterEntry, FilterRegistry
 from proxy.config.translate.routes import route_configuration
 from proxy.config.translate.support import unpack
 from pymesh.errors import UnsupportedError, ValidationError
@@ -166,51 +166,43 @@ def _or(value: float | None, default: float) -> float:
 
 
 def _http_filters(proto: Any, registry: FilterRegistry, path: str) -> tuple[HttpFilter, ...]:
-    filters: list[HttpFilter] = []
-    terminal_names: list[tuple[int, str, str]] = []
+    if not proto.http_filters:
+        # Envoy adds the router when the list is empty.
+        entry, config = registry.translate(_ROUTER, None, path)
+        return (HttpFilter(name=_ROUTER, config=config, type_url=entry.type_url),)
+    kept: list[tuple[int, FilterEntry, HttpFilter]] = []
     for index, item in enumerate(proto.http_filters):
         item_path = at(path, index)
+        typed = item.typed_config if item.HasField("typed_config") else None
         try:
-            entry, config = registry.translate(
-                item.name, item.typed_config if item.HasField("typed_config") else None, item_path
-            )
+            entry, config = registry.translate(item.name, typed, item_path)
         except UnsupportedError:
             # is_optional: Envoy itself skips a filter it does not have.
             if item.is_optional:
                 continue
             raise
-        if entry.terminal:
-            terminal_names.append((index, item.name, entry.name))
-        filters.append(
-            HttpFilter(
-                name=item.name,
-                config=config,
-                disabled=item.disabled,
-                is_optional=item.is_optional,
-                type_url=item.typed_config.type_url if item.HasField("typed_config") else "",
-            )
+        http_filter = HttpFilter(
+            name=item.name,
+            config=config,
+            disabled=item.disabled,
+            is_optional=item.is_optional,
+            type_url=typed.type_url if typed is not None else entry.type_url,
         )
-    count = len(proto.http_filters)
-    for index, name, canonical in terminal_names:
-        if index != count - 1:
+        kept.append((index, entry, http_filter))
+    for position, (index, entry, http_filter) in enumerate(kept):
+        last = position == len(kept) - 1
+        if entry.terminal != last:
+            # Envoy's wording, so the two can be compared.
+            if entry.terminal:
+                problem = f"terminal filter named {http_filter.name} of type {entry.name} must be"
+            else:
+                type_name = http_filter.type_url.removeprefix("type.googleapis.com/")
+                problem = f"non-terminal filter named {http_filter.name} of type {type_name} is"
             raise ValidationError(
-                f"Error: terminal filter named {name} of type {canonical} must be the last "
-                "filter in a http filter chain.",
+                f"Error: {problem} the last filter in a http filter chain.",
                 path=at(path, index),
             )
-    if count and (not terminal_names or terminal_names[-1][0] != count - 1):
-        last = proto.http_filters[count - 1]
-        raise ValidationError(
-            f"Error: non-terminal filter named {last.name} of type "
-            f"{last.typed_config.type_url.removeprefix('type.googleapis.com/')} is the last "
-            "filter in a http filter chain.",
-            path=at(path, count - 1),
-        )
-    if not count:
-        # Envoy adds the router when the list is empty.
-        entry, config = registry.translate(_ROUTER, None, path)
-        filters.append(HttpFilter(name=_ROUTER, config=config, type_url=entry.type_url))
-    return tuple(filters)
+    return tuple(http_filter for _, _, http_filter in kept)
 
 
 def http_protocol_options(proto: Any) -> HttpProtocolOptions:

@@ -64,18 +64,13 @@ def translate_secret(proto: secret_pb2.Secret, path: str = "") -> Secret:
 
 
 def downstream_tls(proto: Any, path: str) -> DownstreamTls:
-    """A checked ``DownstreamTlsContext``; a server needs a certificate."""
+    """A checked ``DownstreamTlsContext``; a server needs a certificate. With
+    ``require_client_certificate`` and no validation context, any client certificate is
+    accepted unverified (Envoy's behaviour)."""
     common = _common(proto.common_tls_context, join(path, "common_tls_context"))
     if not common.tls_certificates and not common.tls_certificate_sds:
         raise ValidationError(
             "No TLS certificates found for server context", path=join(path, "common_tls_context")
-        )
-    if wrapped(proto, "require_client_certificate", False) and (
-        common.validation_context is None and common.validation_context_sds is None
-    ):
-        raise ValidationError(
-            "require_client_certificate needs a validation context to check the client against",
-            path=join(path, "require_client_certificate"),
         )
     return DownstreamTls(
         common=common,

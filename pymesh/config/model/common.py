@@ -84,6 +84,8 @@ class FieldInfo:
     unsigned: bool = False
     #: set for deprecated fields; the text is the advice given in the warning
     deprecated: str | None = None
+    #: lists and maps that, when present, must not be empty (CRD ``minItems``/``minProperties``)
+    non_empty: bool = False
 
 
 _DEFAULT_INFO = FieldInfo()
@@ -100,13 +102,14 @@ def spec_field(
     zero_ok: bool = False,
     unsigned: bool = False,
     deprecated: str | None = None,
+    non_empty: bool = False,
 ) -> Any:
     """A dataclass field carrying :class:`FieldInfo`; ``default`` must be immutable.
 
     Leave ``default`` out for required fields that come first in their class. Ruff's RUF009
     cannot tell this is a field specifier like ``dataclasses.field``, hence its ``noqa``s.
     """
-    info = FieldInfo(json, aliases, required, duration, zero_ok, unsigned, deprecated)
+    info = FieldInfo(json, aliases, required, duration, zero_ok, unsigned, deprecated, non_empty)
     return dataclasses.field(default=default, metadata=MappingProxyType({_META_KEY: info}))
 
 

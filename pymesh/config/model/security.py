@@ -52,7 +52,7 @@ class PeerAuthentication:
 
     selector: LabelSelector | None = None
     mtls: MutualTLS | None = None
-    port_level_mtls: FrozenMap[int, MutualTLS] = EMPTY_MAP
+    port_level_mtls: FrozenMap[int, MutualTLS] = spec_field(EMPTY_MAP, non_empty=True)  # noqa: RUF009
 
     def mode_for_port(self, port: int) -> MTLSMode:
         """The mode for ``port``: the port-level override, else ``mtls.mode`` (UNSET if none)."""

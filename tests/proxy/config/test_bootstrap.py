@@ -109,6 +109,12 @@ def _routes(data: dict[str, Any]) -> list[dict[str, Any]]:
     return routes
 
 
+_FAULT = {
+    "name": "fault",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
+    },
+}
 _HCM_PATH = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config"
 _AGGREGATE = {
     "name": "aggregate",
@@ -249,16 +255,16 @@ REJECTIONS: dict[str, tuple[Mutation, type[ValidationError], str, bool]] = {
         False,
     ),
     "router not last": (
-        lambda d: _hcm(d)["http_filters"].append(
-            {
-                "name": "fault",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
-                },
-            }
-        ),
+        lambda d: _hcm(d)["http_filters"].append(copy.deepcopy(_FAULT)),
         ValidationError,
         f"{_HCM_PATH}.http_filters[0]: Error: terminal filter named envoy.filters.http.router",
+        False,
+    ),
+    "non-terminal filter last": (
+        lambda d: _hcm(d).update(http_filters=[copy.deepcopy(_FAULT)]),
+        ValidationError,
+        f"{_HCM_PATH}.http_filters[0]: Error: non-terminal filter named fault of type "
+        "envoy.extensions.filters.http.fault.v3.HTTPFault is the last filter",
         False,
     ),
     "regex RE2 refuses": (
@@ -360,7 +366,7 @@ def test_missing_static_secret_is_refused(in_data_dir: None) -> None:
 
 def test_missing_certificate_file_is_refused(in_data_dir: None) -> None:
     text = Path("tls.yaml").read_text().replace("certs/workload.pem", "certs/absent.pem")
-    with pytest.raises(ValidationError, match="Invalid path: certs/absent.pem") as caught:
+    with pytest.raises(ValidationError, match=r"Invalid path: certs/absent\.pem") as caught:
         bootstrap_from_dict(yaml.safe_load(text))
     assert caught.value.path is not None
     assert caught.value.path.endswith("tls_certificates[0].certificate_chain.filename")
@@ -381,3 +387,22 @@ def test_empty_http_filters_get_envoys_default_router() -> None:
     hcm = bootstrap.static_resources.listeners[0].filter_chains[0].filters[0].config
     assert isinstance(hcm, HttpConnectionManager)
     assert [f.name for f in hcm.http_filters] == ["envoy.filters.http.router"]
+
+
+@pytest.mark.envoy
+@needs_envoy
+def test_server_tls_needs_a_certificate_like_envoy(in_data_dir: None, tmp_path: Path) -> None:
+    data = yaml.safe_load(Path("tls.yaml").read_text())
+    chain = data["static_resources"]["listeners"][0]["filter_chains"][0]
+    del chain["transport_socket"]["typed_config"]["common_tls_context"]["tls_certificates"]
+    with pytest.raises(ValidationError, match="No TLS certificates found") as caught:
+        bootstrap_from_dict(data)
+    assert caught.value.path == (
+        "static_resources.listeners[0].filter_chains[0].transport_socket.typed_config"
+        ".common_tls_context"
+    )
+    target = tmp_path / "tls.json"
+    target.write_text(json.dumps(data))
+    accepted, output = envoy_validate(target, cwd=DATA)
+    assert not accepted
+    assert "No TLS certificates found" in output

@@ -1,4 +1,4 @@
-"""Shared fixtures: the upstream Istio samples kept beside the repository."""
+"""Shared fixtures for the config tests."""
 
 from __future__ import annotations
 
@@ -6,18 +6,12 @@ from pathlib import Path
 
 import pytest
 
-# tests/pymesh/config/conftest.py -> parents[3] is the repository root.
-SAMPLES = Path(__file__).resolve().parents[3] / ".." / "shared" / "istio-samples"
-
-
-def sample_files() -> list[Path]:
-    if not SAMPLES.is_dir():
-        return []
-    return sorted(p for p in SAMPLES.rglob("*") if p.suffix in (".yaml", ".yml"))
+from tests.pymesh.config._samples import SAMPLES
 
 
 @pytest.fixture
 def samples() -> Path:
+    """The Istio samples directory; tests using it skip when it is absent."""
     if not SAMPLES.is_dir():
         pytest.skip(
             f"Istio samples not found at {SAMPLES.resolve()} (expected ../shared/istio-samples)"

@@ -97,6 +97,7 @@ def test_namespaced_hosts() -> None:
     hosts.check_namespaced_host("*/*", gateway=False)
     hosts.check_namespaced_host("./reviews.default.svc.cluster.local", gateway=False)
     hosts.check_namespaced_host("~istio-system/*", gateway=False)
+    hosts.check_namespaced_host("~/bar.example.com", gateway=False)
     hosts.check_namespaced_host("*", gateway=True)
     hosts.check_namespaced_host("10.1.2.3", gateway=True)
     with pytest.raises(ValueError, match="namespace/dnsName"):

@@ -29,10 +29,12 @@ from pymesh.config.model import (
     VirtualService,
 )
 from pymesh.errors import ConfigError, ValidationError
-from tests.pymesh.config.conftest import SAMPLES, sample_files
+from tests.pymesh.config._samples import SAMPLES, sample_files
 
 _SAMPLE_PARAMS = [pytest.param(p, id=str(p.relative_to(SAMPLES))) for p in sample_files()] or [
-    pytest.param(None, marks=pytest.mark.skip(reason=f"Istio samples not found at {SAMPLES}"))
+    pytest.param(
+        None, marks=pytest.mark.skip(reason=f"Istio samples not found at {SAMPLES.resolve()}")
+    )
 ]
 
 

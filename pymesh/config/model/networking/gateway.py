@@ -65,9 +65,9 @@ class ServerTLSSettings:
     ca_certificates: str = ""
     ca_crl: str = ""
     credential_name: str = ""
-    credential_names: tuple[str, ...] = ()
+    credential_names: tuple[str, ...] = spec_field((), non_empty=True)
     ca_cert_credential_name: str = ""
-    tls_certificates: tuple[ServerTLSCertificate, ...] = ()
+    tls_certificates: tuple[ServerTLSCertificate, ...] = spec_field((), non_empty=True)
     subject_alt_names: tuple[str, ...] = ()
     verify_certificate_spki: tuple[str, ...] = ()
     verify_certificate_hash: tuple[str, ...] = ()

@@ -75,7 +75,7 @@ class ServiceEntry:
 
     KIND: ClassVar[str] = "ServiceEntry"
 
-    hosts: tuple[str, ...] = spec_field(required=True)
+    hosts: tuple[str, ...] = spec_field(required=True, non_empty=True)
     addresses: tuple[str, ...] = ()
     ports: tuple[ServicePort, ...] = ()
     location: Location = Location.MESH_EXTERNAL

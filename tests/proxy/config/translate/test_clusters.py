@@ -7,11 +7,13 @@ from typing import Any
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
-from google.protobuf import json_format
+from google.protobuf import json_format  # type: ignore[import-untyped]
 
 from proxy.config.model import DiscoveryType, HealthStatus, LbPolicy
 from proxy.config.translate import translate_cluster, translate_cluster_load_assignment
 from pymesh.errors import UnsupportedError, ValidationError
+
+_TYPE = "type.googleapis.com/"
 
 
 def _cluster(data: dict[str, Any]) -> Any:
@@ -91,7 +93,7 @@ def test_max_requests_per_connection_in_two_places_is_invalid() -> None:
                 "max_requests_per_connection": 5,
                 "typed_extension_protocol_options": {
                     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "@type": _TYPE + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                         "common_http_protocol_options": {"max_requests_per_connection": 7},
                         "explicit_http_config": {"http_protocol_options": {}},
                     }

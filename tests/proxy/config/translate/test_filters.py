@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.buffer.v3 import buffer_pb2
-from google.protobuf import any_pb2, json_format
+from google.protobuf import any_pb2, json_format  # type: ignore[import-untyped]
 
 from proxy.config.model import FaultConfig, FilterDisabled, RouterConfig
 from proxy.config.translate import FilterEntry, default_registry, translate_route_configuration

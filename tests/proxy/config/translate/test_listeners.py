@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
-from google.protobuf import json_format
+from google.protobuf import json_format  # type: ignore[import-untyped]
 
 from proxy.config.model import HttpConnectionManager, TcpProxy
 from proxy.config.translate import default_registry, translate_listener, translate_secret
@@ -16,7 +16,8 @@ from proxy.config.translate.parse import parse_message
 from pymesh.errors import UnsupportedError, ValidationError
 
 CERTS = Path(__file__).parent.parent / "data" / "certs"
-HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+_TYPE = "type.googleapis.com/"
+HCM = _TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 TCP = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 
 
@@ -96,7 +97,8 @@ def test_unsupported_network_and_listener_filters() -> None:
                             {
                                 "name": "envoy.filters.network.redis_proxy",
                                 "typed_config": {
-                                    "@type": "type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy",
+                                    "@type": _TYPE
+                                    + "envoy.extensions.filters.network.redis_proxy.v3.RedisProxy",
                                     "stat_prefix": "r",
                                 },
                             }
@@ -166,7 +168,8 @@ def test_h2_alpn_is_unsupported() -> None:
                         "transport_socket": {
                             "name": "tls",
                             "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                                "@type": _TYPE
+                                + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
                                 "common_tls_context": {
                                     "alpn_protocols": ["h2"],
                                     "tls_certificate_sds_secret_configs": [{"name": "default"}],

@@ -6,7 +6,7 @@ import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2
 from envoy.config.route.v3 import route_components_pb2
-from google.protobuf import json_format
+from google.protobuf import json_format  # type: ignore[import-untyped]
 
 from proxy.config.translate.pgv import check_message_rules
 from pymesh.errors import ValidationError
@@ -14,7 +14,7 @@ from pymesh.errors import ValidationError
 
 def _fails(message: object, path: str, text: str) -> None:
     with pytest.raises(ValidationError) as caught:
-        check_message_rules(message, "")  # type: ignore[arg-type]
+        check_message_rules(message, "")
     assert caught.value.path == path
     assert text in caught.value.message
 

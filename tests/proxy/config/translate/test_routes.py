@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from envoy.config.route.v3 import route_pb2
-from google.protobuf import json_format
+from google.protobuf import json_format  # type: ignore[import-untyped]
 
 from proxy.config.model import (
     DirectResponseAction,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_pb2
-from google.protobuf import descriptor_pool, json_format
+from google.protobuf import descriptor_pool, json_format  # type: ignore[import-untyped]
 
 import proxy.config.bootstrap  # noqa: F401  (imports every message type pymesh translates)
 from proxy.config.translate.support import IGNORED, OPAQUE, SUPPORTED, check_supported

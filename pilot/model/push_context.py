@@ -1,0 +1,253 @@
+"""The state of the mesh for one push: configuration indexed the way the generators ask for
+it, plus the registry and mesh settings. Immutable; every config or registry change builds a
+new one, and ``version`` (a content hash) tells whether anything changed at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+from pilot.model.credentials import TlsCredential
+from pilot.model.mesh import MeshConfig
+from pilot.model.proxy import ProxyNode
+from pilot.model.visibility import SidecarScope, exported_to, sidecar_scope
+from pilot.registry.registry import Registry, Service, as_resources
+from pymesh.config.hosts import (
+    MESH_GATEWAY,
+    more_specific,
+    most_specific_match,
+    resolve_gateway_name,
+    to_fqdn,
+)
+from pymesh.config.model.common import FrozenMap, Resource
+from pymesh.config.model.networking import (
+    DestinationRule,
+    Gateway,
+    Sidecar,
+    VirtualService,
+)
+from pymesh.config.model.security import AuthorizationPolicy, MTLSMode, PeerAuthentication
+from pymesh.config.snapshot import ConfigSnapshot
+
+__all__ = ["PushContext"]
+
+VS = Resource[VirtualService]
+DR = Resource[DestinationRule]
+
+
+def _gateway_keys(vs: VS) -> tuple[str, ...]:
+    gateways = vs.spec.gateways or (MESH_GATEWAY,)
+    return tuple(resolve_gateway_name(g, vs.namespace) for g in gateways)
+
+
+class PushContext:
+    """Indexed configuration for one push. Build with :meth:`build`."""
+
+    __slots__ = (
+        "_vs_by_gateway",
+        "_vs_hosts",
+        "authorization_policies",
+        "config",
+        "credentials",
+        "destination_rules",
+        "domain",
+        "gateways",
+        "mesh",
+        "peer_authentications",
+        "registry",
+        "sidecars",
+        "version",
+        "virtual_services",
+    )
+
+    def __init__(
+        self,
+        config: ConfigSnapshot,
+        registry: Registry,
+        mesh: MeshConfig,
+        credentials: Iterable[TlsCredential] = (),
+        domain: str = "cluster.local",
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.mesh = mesh
+        self.domain = domain
+        self.virtual_services: tuple[VS, ...] = config.of_kind(VirtualService)
+        self.destination_rules: tuple[DR, ...] = config.of_kind(DestinationRule)
+        self.gateways: tuple[Resource[Gateway], ...] = config.of_kind(Gateway)
+        self.sidecars: tuple[Resource[Sidecar], ...] = config.of_kind(Sidecar)
+        self.peer_authentications: tuple[Resource[PeerAuthentication], ...] = config.of_kind(
+            PeerAuthentication
+        )
+        self.authorization_policies: tuple[Resource[AuthorizationPolicy], ...] = config.of_kind(
+            AuthorizationPolicy
+        )
+        self.credentials: FrozenMap[tuple[str, str], TlsCredential] = FrozenMap(
+            ((c.namespace, c.name), c) for c in credentials
+        )
+        by_gateway: dict[str, list[VS]] = {}
+        for vs in self.virtual_services:
+            for key in _gateway_keys(vs):
+                by_gateway.setdefault(key, []).append(vs)
+        self._vs_by_gateway = FrozenMap((k, tuple(v)) for k, v in by_gateway.items())
+        self._vs_hosts = FrozenMap(
+            (vs.key, tuple(to_fqdn(h, vs.namespace, domain) for h in vs.spec.hosts))
+            for vs in self.virtual_services
+        )
+        digest = hashlib.sha256()
+        for part in (config.version, registry.version, repr(mesh)):
+            digest.update(part.encode())
+        for key in sorted(self.credentials):
+            digest.update(repr(self.credentials[key]).encode())
+        self.version: str = digest.hexdigest()[:16]
+
+    @classmethod
+    def build(
+        cls,
+        config: Any,
+        registry: Registry,
+        mesh: MeshConfig | None = None,
+        *,
+        credentials: Iterable[TlsCredential] = (),
+        domain: str = "cluster.local",
+    ) -> PushContext:
+        """Index ``config`` (a ConfigSnapshot, a LoadResult or resources) for a push."""
+        snapshot = (
+            config if isinstance(config, ConfigSnapshot) else ConfigSnapshot(as_resources(config))
+        )
+        return cls(snapshot, registry, mesh or MeshConfig(), credentials, domain)
+
+    # -- scope --------------------------------------------------------------------------------
+    def sidecar_scope(self, node: ProxyNode) -> SidecarScope:
+        return sidecar_scope(
+            self.sidecars, node, self.mesh.root_namespace, self.mesh.outbound_traffic_policy
+        )
+
+    def services_for(self, node: ProxyNode) -> tuple[Service, ...]:
+        """Services this proxy can reach: exported to its namespace and in its egress scope."""
+        scope = self.sidecar_scope(node)
+        return tuple(
+            s
+            for s in self.registry.services
+            if exported_to(s.export_to, s.namespace, node.namespace)
+            and scope.allows(s.namespace, s.hostname)
+        )
+
+    # -- virtual services ---------------------------------------------------------------------
+    def vs_hosts(self, vs: VS) -> tuple[str, ...]:
+        """The VirtualService's hosts, short names resolved in its namespace."""
+        return self._vs_hosts.get(vs.key, ())
+
+    def virtual_services_for(self, node: ProxyNode, gateway: str = MESH_GATEWAY) -> tuple[VS, ...]:
+        """VirtualServices bound to ``gateway`` (``ns/name`` or ``mesh``) and visible to the
+        node's namespace; the node's own namespace first, then in configuration order."""
+        found = [
+            vs
+            for vs in self._vs_by_gateway.get(gateway, ())
+            if exported_to(vs.spec.export_to, vs.namespace, node.namespace)
+        ]
+        if gateway == MESH_GATEWAY:
+            scope = self.sidecar_scope(node)
+            found = [
+                vs for vs in found if any(scope.allows(vs.namespace, h) for h in self.vs_hosts(vs))
+            ]
+        return tuple(sorted(found, key=lambda vs: vs.namespace != node.namespace))
+
+    def virtual_service_for_host(
+        self, node: ProxyNode, hostname: str, gateway: str = MESH_GATEWAY
+    ) -> VS | None:
+        """The VirtualService that routes ``hostname`` for this node: an exact host first,
+        then the most specific wildcard; the first such VirtualService wins."""
+        candidates = self.virtual_services_for(node, gateway)
+        best: tuple[str, VS] | None = None
+        for vs in candidates:
+            match = most_specific_match(hostname, self.vs_hosts(vs))
+            if match == hostname:
+                return vs
+            if match is not None and (best is None or more_specific(match, best[0])):
+                best = (match, vs)
+        return best[1] if best else None
+
+    # -- destination rules --------------------------------------------------------------------
+    def destination_rule(self, node: ProxyNode, service: Service) -> DR | None:
+        """Istio's lookup: the proxy's namespace, then the service's, then the root namespace;
+        within one, the most specific host (exact before wildcard)."""
+        hostname = service.hostname
+        order = [node.namespace, service.namespace, self.mesh.root_namespace]
+        for ns in dict.fromkeys(order):
+            best: tuple[str, DR] | None = None
+            for dr in self.destination_rules:
+                if dr.namespace != ns:
+                    continue
+                if ns != node.namespace and not exported_to(
+                    dr.spec.export_to, dr.namespace, node.namespace
+                ):
+                    continue
+                selector = dr.spec.workload_selector
+                if selector is not None and (
+                    ns != node.namespace or not selector.matches(node.labels)
+                ):
+                    continue
+                host = to_fqdn(dr.spec.host, dr.namespace, self.domain)
+                if most_specific_match(hostname, [host]) is None:
+                    continue
+                if best is None or more_specific(host, best[0]):
+                    best = (host, dr)
+            if best is not None:
+                return best[1]
+        return None
+
+    # -- gateways -----------------------------------------------------------------------------
+    def gateways_for(self, node: ProxyNode) -> tuple[Resource[Gateway], ...]:
+        """Gateways whose selector matches a router node's labels (in any namespace)."""
+        if not node.is_router:
+            return ()
+        return tuple(g for g in self.gateways if g.spec.selects(node.labels))
+
+    def credential(self, namespace: str, name: str) -> TlsCredential | None:
+        """A Secret named by ``credentialName``: in ``namespace`` first, then anywhere."""
+        found = self.credentials.get((namespace, name))
+        if found is not None:
+            return found
+        return next((c for (_, n), c in self.credentials.items() if n == name), None)
+
+    # -- security -----------------------------------------------------------------------------
+    def mtls_mode(self, node: ProxyNode, port: int) -> MTLSMode:
+        """The inbound mTLS mode for a port: workload policy (with port override), namespace
+        policy, mesh policy (root namespace), else PERMISSIVE."""
+        layers = []
+        for pa in self.peer_authentications:
+            selector = pa.spec.selector
+            if pa.namespace == node.namespace and selector is not None and selector.match_labels:
+                if selector.matches(node.labels):
+                    layers.append((0, pa.spec.mode_for_port(port)))
+            elif selector is None or not selector.match_labels:
+                if pa.namespace == node.namespace:
+                    layers.append((1, pa.spec.mode_for_port(port)))
+                elif pa.namespace == self.mesh.root_namespace:
+                    layers.append((2, pa.spec.mode_for_port(port)))
+        for _, mode in sorted(layers, key=lambda item: item[0]):
+            if mode is not MTLSMode.UNSET:
+                return mode
+        return MTLSMode.PERMISSIVE
+
+    def authorization_policies_for(
+        self, node: ProxyNode
+    ) -> tuple[Resource[AuthorizationPolicy], ...]:
+        """Policies that apply to the node: mesh-wide (root namespace) and its namespace's,
+        without selector or with one matching its labels."""
+        found = []
+        for ap in self.authorization_policies:
+            if ap.namespace not in (node.namespace, self.mesh.root_namespace):
+                continue
+            if ap.spec.target_ref is not None or ap.spec.target_refs:
+                continue
+            selector = ap.spec.selector
+            if selector is None or selector.matches(node.labels):
+                found.append(ap)
+        return tuple(found)
+
+    def __repr__(self) -> str:
+        return f"PushContext(version={self.version!r}, resources={len(self.config)})"

@@ -1,0 +1,196 @@
+"""Pilot, wired: the watched config directory, the PushContext built from it and the connected
+proxies, the ADS server that pushes it, and the admin API that changes it.
+
+Everything runs on one event loop. The directory watcher's lock serialises every change (a
+poll, an apply, a delete), so the running configuration always comes from one whole read of
+the directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from pilot.model import MeshConfig, ProxyNode, PushContext
+from pilot.registry import Registry
+from pilot.sources import (
+    Action,
+    Change,
+    ConfigDirectory,
+    DirectoryLoad,
+    DirectoryWatcher,
+    commit,
+    plan_apply,
+    plan_delete,
+)
+from pilot.sources.store import overlay
+from pilot.xds import DebounceConfig, DiscoveryServer
+from pymesh.config import ConfigSnapshot
+from pymesh.errors import ConfigError, ValidationError
+
+__all__ = ["Pilot", "PilotSettings", "select_generator"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PilotSettings:
+    config_dir: Path
+    xds_address: str = "127.0.0.1:15010"
+    api_address: str = "127.0.0.1:15080"
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    #: the admin API's bearer token; None: ``PYMESH_TOKEN`` or ``<config_dir>/.pymesh-token``
+    token: str | None = None
+    poll_interval: float = 0.2
+    debounce: DebounceConfig = field(default_factory=DebounceConfig)
+    domain: str = "cluster.local"
+
+
+def select_generator(ctx: Any, proxy: Any, type_url: str) -> Sequence[Any]:
+    """Envoy sidecars get pilot's generators; gRPC's proxyless clients (node metadata
+    ``GENERATOR: grpc``, as Istio marks them) get API listeners named ``host:port``."""
+    metadata = getattr(proxy, "metadata", {}) or {}
+    if metadata.get("GENERATOR") == "grpc":
+        from pilot.generate import proxyless
+
+        return proxyless.generate(ctx, proxy, type_url)
+    from pilot.generate import generate
+
+    return generate(ctx, proxy, type_url)
+
+
+class Pilot:
+    def __init__(
+        self,
+        settings: PilotSettings,
+        *,
+        clock: Callable[[], float] | None = None,
+        generate: Callable[[Any, Any, str], Sequence[Any]] = select_generator,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or time.monotonic
+        self.directory = ConfigDirectory(settings.config_dir)
+        self.watcher = DirectoryWatcher(
+            self.directory, self._on_load, interval=settings.poll_interval
+        )
+        self.load: DirectoryLoad | None = None
+        self.ctx = self._build(ConfigSnapshot(), (), ())
+        self.discovery = DiscoveryServer(
+            self.ctx,
+            generate=generate,
+            parse_node=ProxyNode.from_node,
+            rebuild=self._rebuild,
+            clock=self.clock,
+            debounce=settings.debounce,
+        )
+        self.api: Any = None
+        self.xds_port = 0
+        self.api_port = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        from pilot.api import AdminApi, ensure_token
+
+        if not self.settings.config_dir.is_dir():
+            raise ConfigError(f"{self.settings.config_dir}: config directory does not exist")
+        token = self.settings.token or os.environ.get("PYMESH_TOKEN") or ensure_token(
+            self.settings.config_dir
+        )
+        await self.watcher.start()
+        self.xds_port = await self.discovery.start(self.settings.xds_address)
+        self.api = AdminApi(self, token)
+        self.api_port = await self.api.start(self.settings.api_address)
+        log.info(
+            "pilot ready",
+            config_dir=str(self.settings.config_dir),
+            xds_port=self.xds_port,
+            api_port=self.api_port,
+            resources=len(self.snapshot),
+        )
+
+    async def stop(self) -> None:
+        await self.watcher.stop()
+        if self.api is not None:
+            await self.api.stop()
+        await self.discovery.stop()
+
+    # -- building ----------------------------------------------------------------------------
+    @property
+    def snapshot(self) -> ConfigSnapshot:
+        return self.ctx.config
+
+    def _build(
+        self, config: ConfigSnapshot, proxies: Sequence[ProxyNode], credentials: Sequence[Any]
+    ) -> PushContext:
+        s = self.settings
+        registry = Registry.build(config, proxies, domain=s.domain)
+        return PushContext.build(
+            config, registry, s.mesh, credentials=credentials, domain=s.domain
+        )
+
+    def _credentials(self) -> tuple[Any, ...]:
+        return self.load.credentials if self.load is not None else ()
+
+    def _rebuild(self, proxies: Sequence[Any]) -> PushContext:
+        self.ctx = self._build(self.ctx.config, proxies, self._credentials())
+        return self.ctx
+
+    async def _on_load(self, load: DirectoryLoad) -> None:
+        previous = self.load
+        self.load = load
+        snapshot = load.snapshot
+        if (
+            previous is not None
+            and snapshot.version == self.ctx.config.version
+            and load.credentials == previous.credentials
+        ):
+            return  # the files changed, the configuration did not: no push
+        self.ctx = self._build(snapshot, self.discovery.proxies(), load.credentials)
+        log.info("config loaded", version=snapshot.version, resources=len(snapshot))
+        self.discovery.update(self.ctx)
+
+    # -- changes from the API ----------------------------------------------------------------
+    async def apply(self, body: str, source: str = "<apply>") -> list[Change]:
+        """Validate, store and activate ``body``. Returns once the files are written and the
+        new PushContext is built; the push itself follows (debounced). Raises
+        ``ValidationError`` and changes nothing when anything is wrong."""
+        async with self.watcher.lock:
+            changes = plan_apply(self.directory, body, self.snapshot, source)
+            await self._commit(changes)
+            return changes
+
+    async def delete(
+        self,
+        *,
+        body: str | None = None,
+        keys: Sequence[tuple[str, str, str]] = (),
+        source: str = "<delete>",
+    ) -> list[Change]:
+        async with self.watcher.lock:
+            load = self.load or await self.watcher.check({})
+            changes = plan_delete(self.directory, load, body=body, keys=keys, source=source)
+            if any(c.action is Action.REFUSED for c in changes):
+                return changes  # nothing is removed when any part is refused
+            await self._commit(changes)
+            return changes
+
+    async def _commit(self, changes: list[Change]) -> None:
+        planned = overlay(changes)
+        if not planned:
+            return
+        # The whole tree with the change must load and build before anything is written.
+        candidate = await self.watcher.check(planned)
+        try:
+            self._build(candidate.snapshot, self.discovery.proxies(), candidate.credentials)
+        except (ConfigError, ValueError) as exc:
+            raise ValidationError(f"pilot cannot use this configuration: {exc}") from None
+        await asyncio.to_thread(commit, self.directory, changes)
+        if not await self.watcher.reload():
+            raise ConfigError(f"configuration stored but not loaded: {self.watcher.last_error}")
