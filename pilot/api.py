@@ -154,7 +154,9 @@ class AdminApi:
         if kind is None:
             return _error(400, f"unknown kind {request.match_info['kind']!r}")
         namespace, name = request.match_info["namespace"], request.match_info["name"]
-        changes = await self.pilot.delete(keys=[(kind, "" if namespace == "-" else namespace, name)])
+        changes = await self.pilot.delete(
+            keys=[(kind, "" if namespace == "-" else namespace, name)]
+        )
         return self._delete_result(changes)
 
     def _delete_result(self, changes: list[Any]) -> web.Response:
@@ -196,9 +198,7 @@ class AdminApi:
     async def _proxies(self, request: web.Request) -> web.Response:
         discovery = self.pilot.discovery
         items = proxy_status(list(discovery.connections.values()), discovery.clock())
-        return web.json_response(
-            {"pilot": {"version": self.pilot.ctx.version}, "proxies": items}
-        )
+        return web.json_response({"pilot": {"version": self.pilot.ctx.version}, "proxies": items})
 
     def _find_proxy(self, wanted: str) -> Any:
         """A connection by proxy id, or by ``pod.namespace``, pod name or IP when unambiguous."""

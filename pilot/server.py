@@ -100,8 +100,10 @@ class Pilot:
 
         if not self.settings.config_dir.is_dir():
             raise ConfigError(f"{self.settings.config_dir}: config directory does not exist")
-        token = self.settings.token or os.environ.get("PYMESH_TOKEN") or ensure_token(
-            self.settings.config_dir
+        token = (
+            self.settings.token
+            or os.environ.get("PYMESH_TOKEN")
+            or ensure_token(self.settings.config_dir)
         )
         await self.watcher.start()
         self.xds_port = await self.discovery.start(self.settings.xds_address)
@@ -131,9 +133,7 @@ class Pilot:
     ) -> PushContext:
         s = self.settings
         registry = Registry.build(config, proxies, domain=s.domain)
-        return PushContext.build(
-            config, registry, s.mesh, credentials=credentials, domain=s.domain
-        )
+        return PushContext.build(config, registry, s.mesh, credentials=credentials, domain=s.domain)
 
     def _credentials(self) -> tuple[Any, ...]:
         return self.load.credentials if self.load is not None else ()

@@ -20,7 +20,7 @@ from pymesh.config.model.networking import (
     TrafficPolicy,
 )
 
-__all__ = ["MAX_U32", "Policy", "apply_policy", "hash_policies", "merged_policy"]
+__all__ = ["MAX_U32", "Policy", "apply_policy", "hash_policies", "merged_policy", "tls_mode"]
 
 #: Istio's "unlimited" for circuit breaker thresholds.
 MAX_U32 = 4_294_967_295
@@ -220,5 +220,3 @@ def hash_policies(policy: Policy) -> list[dict[str, Any]]:
 def tls_mode(policy: Policy) -> ClientTLSMode:
     return policy.tls.mode if policy.tls is not None else ClientTLSMode.DISABLE
 
-
-__all__ += ["tls_mode"]

@@ -1,0 +1,80 @@
+"""``pymesh pilot``: serve a config directory to proxies over ADS, with the admin API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import structlog
+
+from pymesh.errors import ConfigError, ControlPlaneError
+
+__all__ = ["add_arguments", "run"]
+
+log = structlog.get_logger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config-dir", required=True, help="directory of Istio/Kubernetes YAML (any layout)"
+    )
+    parser.add_argument(
+        "--xds-address", default="127.0.0.1:15010", help="ADS gRPC address (host:port)"
+    )
+    parser.add_argument(
+        "--api-address", default="127.0.0.1:15080", help="admin API and /metrics (host:port)"
+    )
+    parser.add_argument("--mesh-config", help="Istio MeshConfig YAML (or the istio ConfigMap)")
+    parser.add_argument(
+        "--poll-interval", type=float, default=0.2, help="seconds between config dir scans"
+    )
+    parser.add_argument("--domain", default="cluster.local", help="the cluster DNS domain")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pilot.model import MeshConfig
+    from pilot.server import PilotSettings
+
+    try:
+        mesh = MeshConfig.load(args.mesh_config) if args.mesh_config else MeshConfig()
+    except (ConfigError, OSError) as exc:
+        print(f"error: mesh config: {exc}", file=sys.stderr)
+        return 1
+    settings = PilotSettings(
+        config_dir=Path(args.config_dir),
+        xds_address=args.xds_address,
+        api_address=args.api_address,
+        mesh=mesh,
+        poll_interval=args.poll_interval,
+        domain=args.domain,
+    )
+    import uvloop
+
+    try:
+        return uvloop.run(_serve(settings))
+    except (ConfigError, ControlPlaneError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _serve(settings: object) -> int:
+    from pilot.server import Pilot, PilotSettings
+
+    assert isinstance(settings, PilotSettings)
+    pilot = Pilot(settings)
+    try:
+        await pilot.start()
+    except BaseException:
+        await pilot.stop()
+        raise
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("pilot stopping")
+    await pilot.stop()
+    return 0

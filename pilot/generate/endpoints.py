@@ -1,0 +1,87 @@
+"""EDS: one ClusterLoadAssignment per EDS cluster of the proxy's CDS output.
+
+Endpoints are grouped by locality and filtered by the subset's labels. An endpoint fronted by
+a process-mode sidecar is addressed at that sidecar's inbound listener (``<pod ip>:15006``):
+in process mode the app itself listens on ``<pod ip>:<port>``, so the sidecar cannot
+intercept that port (see ``README.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pilot.generate.common import ENDPOINT_TYPE, socket_address, to_proto
+from pilot.model.push_context import PushContext
+from pilot.registry.registry import Endpoint, ServiceInstance
+from pymesh.config.hosts import is_ip
+from pymesh.config.model.common import labels_match
+
+__all__ = ["endpoint_address", "load_assignment", "load_assignments"]
+
+
+def endpoint_address(ctx: PushContext, endpoint: Endpoint) -> tuple[str, int]:
+    """Where mesh traffic for ``endpoint`` is sent."""
+    if endpoint.sidecar == "process":
+        return endpoint.address, ctx.mesh.inbound_port
+    return endpoint.address, endpoint.port
+
+
+def _locality(text: str) -> dict[str, str]:
+    region, zone, sub_zone = ([*text.split("/"), "", ""])[:3]
+    found = {"region": region, "zone": zone, "sub_zone": sub_zone}
+    return {k: v for k, v in found.items() if v}
+
+
+def load_assignment(
+    ctx: PushContext,
+    name: str,
+    instances: Iterable[ServiceInstance],
+    labels: Mapping[str, str],
+    *,
+    allow_names: bool = False,
+) -> dict[str, Any]:
+    """The ClusterLoadAssignment dict for ``name``; DNS clusters pass ``allow_names``."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    seen: set[tuple[str, int]] = set()
+    for inst in instances:
+        ep = inst.endpoint
+        if not labels_match(labels, ep.labels) or not ep.healthy:
+            continue
+        if not allow_names and not is_ip(ep.address):
+            continue
+        address = endpoint_address(ctx, ep)
+        if address in seen:
+            continue
+        seen.add(address)
+        lb: dict[str, Any] = {
+            "endpoint": {"address": socket_address(*address)},
+            "health_status": "HEALTHY",
+        }
+        if ep.weight > 0:
+            lb["load_balancing_weight"] = ep.weight
+        groups.setdefault(ep.locality, []).append(lb)
+    endpoints = []
+    for locality in sorted(groups):
+        group: dict[str, Any] = {"lb_endpoints": groups[locality]}
+        if locality:
+            group["locality"] = _locality(locality)
+        endpoints.append(group)
+    body: dict[str, Any] = {"cluster_name": name}
+    if endpoints:
+        body["endpoints"] = endpoints
+    return body
+
+
+def load_assignments(ctx: PushContext, plans: Iterable[Any]) -> list[Any]:
+    """ClusterLoadAssignment messages for the EDS ``plans`` (see ``clusters.ClusterPlan``)."""
+    return [
+        to_proto(
+            ENDPOINT_TYPE,
+            load_assignment(
+                ctx, plan.name, ctx.registry.instances(plan.service, plan.port.port), plan.labels
+            ),
+        )
+        for plan in plans
+        if plan.kind == "EDS"
+    ]
