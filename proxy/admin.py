@@ -1,6 +1,6 @@
 """The admin interface on the bootstrap's ``admin.address`` (Envoy's endpoints and formats).
 
-Off the data path, so aiohttp is fine here. Mutating endpoints require POST, as in Envoy.
+Mutating endpoints require POST, as in Envoy.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from aiohttp import web
 
 from proxy.config.model import SocketAddress
 from proxy.config.snapshot import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from proxy.stats import render_prometheus, render_text
+from proxy.transport.mini_http import MiniHttpServer, MiniRequest, MiniResponse
 
 __all__ = ["AdminServer", "to_jsonable"]
 
@@ -55,38 +55,33 @@ class AdminServer:
         self._proxy = proxy
         self._address = address
         self._on_quit = on_quit
-        self._runner: web.AppRunner | None = None
-        app = web.Application()
-        r = app.router
-        r.add_get("/", self._index)
-        r.add_get("/ready", self._ready)
-        r.add_get("/stats", self._stats)
-        r.add_get("/stats/prometheus", self._prometheus)
-        r.add_get("/clusters", self._clusters)
-        r.add_get("/config_dump", self._config_dump)
-        r.add_get("/listeners", self._listeners)
-        r.add_get("/server_info", self._server_info)
-        r.add_post("/healthcheck/fail", self._hc_fail)
-        r.add_post("/healthcheck/ok", self._hc_ok)
-        r.add_post("/drain_listeners", self._drain_listeners)
-        r.add_post("/quitquitquit", self._quit)
-        self._app = app
+        self._routes = {
+            ("GET", "/"): self._index,
+            ("GET", "/ready"): self._ready,
+            ("GET", "/stats"): self._stats,
+            ("GET", "/stats/prometheus"): self._prometheus,
+            ("GET", "/clusters"): self._clusters,
+            ("GET", "/config_dump"): self._config_dump,
+            ("GET", "/listeners"): self._listeners,
+            ("GET", "/server_info"): self._server_info,
+            ("POST", "/healthcheck/fail"): self._hc_fail,
+            ("POST", "/healthcheck/ok"): self._hc_ok,
+            ("POST", "/drain_listeners"): self._drain_listeners,
+            ("POST", "/quitquitquit"): self._quit,
+        }
+        self._server = MiniHttpServer(self._routes)
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._address.host, self._address.port, reuse_address=True)
-        await site.start()
+        await self._server.start(self._address.host, self._address.port)
         log.info("admin listening", address=f"{self._address.host}:{self._address.port}")
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._server.stop()
 
     # -- handlers ----------------------------------------------------------------------------
-    async def _index(self, request: web.Request) -> web.Response:
-        paths = sorted(str(r.resource.canonical) for r in self._app.router.routes() if r.resource)
-        return web.Response(text="\n".join(paths) + "\n")
+    async def _index(self, request: MiniRequest) -> MiniResponse:
+        paths = sorted({path for _, path in self._routes})
+        return MiniResponse(body="\n".join(paths) + "\n")
 
     def _state(self) -> str:
         p = self._proxy
@@ -94,12 +89,12 @@ class AdminServer:
             return "DRAINING"
         return "LIVE" if p.ready else "PRE_INITIALIZING"
 
-    async def _ready(self, request: web.Request) -> web.Response:
+    async def _ready(self, request: MiniRequest) -> MiniResponse:
         state = self._state()
         ok = state == "LIVE" and not self._proxy.health_check_failed
-        return web.Response(text=state + "\n", status=200 if ok else 503)
+        return MiniResponse(200 if ok else 503, state + "\n")
 
-    async def _stats(self, request: web.Request) -> web.Response:
+    async def _stats(self, request: MiniRequest) -> MiniResponse:
         store = self._proxy.stats
         fmt = request.query.get("format")
         flt = request.query.get("filter")
@@ -112,18 +107,19 @@ class AdminServer:
                 for s in (*store.counters(), *store.gauges())
                 if pattern is None or pattern.search(s.name)
             ]
-            return web.json_response({"stats": stats})
+            return _json({"stats": stats})
         text = render_text(store)
         if pattern is not None:
             text = "".join(line + "\n" for line in text.splitlines() if pattern.search(line))
-        return web.Response(text=text)
+        return MiniResponse(body=text)
 
-    async def _prometheus(self, request: web.Request) -> web.Response:
-        return web.Response(
-            text=render_prometheus(self._proxy.stats), content_type="text/plain", charset="utf-8"
+    async def _prometheus(self, request: MiniRequest) -> MiniResponse:
+        return MiniResponse(
+            body=render_prometheus(self._proxy.stats),
+            content_type="text/plain; version=0.0.4; charset=utf-8",
         )
 
-    async def _clusters(self, request: web.Request) -> web.Response:
+    async def _clusters(self, request: MiniRequest) -> MiniResponse:
         lines: list[str] = []
         data: list[dict[str, Any]] = []
         for cluster in self._proxy.cluster_manager:
@@ -163,10 +159,10 @@ class AdminServer:
                 )
             data.append({"name": name, "host_statuses": hosts})
         if request.query.get("format") == "json":
-            return web.json_response({"cluster_statuses": data})
-        return web.Response(text="\n".join(lines) + "\n")
+            return _json({"cluster_statuses": data})
+        return MiniResponse(body="\n".join(lines) + "\n")
 
-    async def _config_dump(self, request: web.Request) -> web.Response:
+    async def _config_dump(self, request: MiniRequest) -> MiniResponse:
         snap = self._proxy.holder.current
         p = self._proxy
         dump = {
@@ -197,19 +193,19 @@ class AdminServer:
                 },
             ]
         }
-        return web.Response(text=json.dumps(dump, indent=2), content_type="application/json")
+        return _json(dump)
 
-    async def _listeners(self, request: web.Request) -> web.Response:
+    async def _listeners(self, request: MiniRequest) -> MiniResponse:
         lines = []
         for name, runtime in self._proxy.listener_manager.listeners.items():
             a = runtime.model.address
             where = f"{a.host}:{a.port}" if isinstance(a, SocketAddress) else str(a)
             lines.append(f"{name}::{where}")
-        return web.Response(text="\n".join(lines) + "\n")
+        return MiniResponse(body="\n".join(lines) + "\n")
 
-    async def _server_info(self, request: web.Request) -> web.Response:
+    async def _server_info(self, request: MiniRequest) -> MiniResponse:
         p = self._proxy
-        return web.json_response(
+        return _json(
             {
                 "version": "pymesh",
                 "state": self._state(),
@@ -218,15 +214,15 @@ class AdminServer:
             }
         )
 
-    async def _hc_fail(self, request: web.Request) -> web.Response:
+    async def _hc_fail(self, request: MiniRequest) -> MiniResponse:
         self._proxy.health_check_failed = True
-        return web.Response(text="OK\n")
+        return MiniResponse(body="OK\n")
 
-    async def _hc_ok(self, request: web.Request) -> web.Response:
+    async def _hc_ok(self, request: MiniRequest) -> MiniResponse:
         self._proxy.health_check_failed = False
-        return web.Response(text="OK\n")
+        return MiniResponse(body="OK\n")
 
-    async def _drain_listeners(self, request: web.Request) -> web.Response:
+    async def _drain_listeners(self, request: MiniRequest) -> MiniResponse:
         p = self._proxy
         graceful = "graceful" in request.query
         if graceful:
@@ -234,13 +230,17 @@ class AdminServer:
         else:
             p.listener_manager.stop_accepting()
             p.listener_manager.drain_connections()
-        return web.Response(text="OK\n")
+        return MiniResponse(body="OK\n")
 
-    async def _quit(self, request: web.Request) -> web.Response:
+    async def _quit(self, request: MiniRequest) -> MiniResponse:
         asyncio.get_running_loop().call_soon(self._on_quit)
-        return web.Response(text="OK\n")
+        return MiniResponse(body="OK\n")
 
 
 def _active(host: Any) -> int:
     pool = host.pool
     return len(pool.active) if pool is not None else 0
+
+
+def _json(data: Any) -> MiniResponse:
+    return MiniResponse(body=json.dumps(data, indent=2), content_type="application/json")

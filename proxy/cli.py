@@ -33,7 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from proxy.config.bootstrap import load_bootstrap
+    if args.validate:
+        from proxy.config.bootstrap import load_bootstrap
+    else:
+        from proxy.config.isolated import load_bootstrap_isolated as load_bootstrap
 
     try:
         bootstrap = load_bootstrap(args.config_path)

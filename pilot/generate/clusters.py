@@ -1,0 +1,232 @@
+"""CDS: Istio's clusters for one proxy.
+
+``outbound|<port>|<subset>|<host>`` for every service port the proxy can reach (and every
+DestinationRule subset), ``inbound|<port>||`` for every port its workload serves, and the
+special ``BlackHoleCluster`` / ``PassthroughCluster`` / ``InboundPassthroughCluster``.
+Kubernetes services and STATIC ServiceEntries are EDS clusters; DNS ServiceEntries are
+STRICT_DNS (LOGICAL_DNS for DNS_ROUND_ROBIN), NONE ones ORIGINAL_DST.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pilot.generate.common import (
+    ADS,
+    BLACKHOLE,
+    CLUSTER_TYPE,
+    INBOUND_PASSTHROUGH,
+    PASSTHROUGH,
+    duration,
+    inbound_cluster,
+    outbound_cluster,
+    socket_address,
+    to_proto,
+)
+from pilot.generate.endpoints import load_assignment
+from pilot.generate.policy import MAX_U32, Policy, apply_policy, merged_policy
+from pilot.generate.scope import inbound_ports
+from pilot.generate.tls import upstream_tls
+from pilot.model.proxy import ProxyNode
+from pilot.model.push_context import PushContext
+from pilot.registry.registry import Service, ServicePort
+from pymesh.config.model.common import EMPTY_MAP, Resource
+from pymesh.config.model.networking import DestinationRule
+
+__all__ = ["ClusterPlan", "build_clusters", "outbound_plans", "rule_path"]
+
+ClusterKind = Literal["EDS", "STRICT_DNS", "LOGICAL_DNS", "ORIGINAL_DST"]
+_KIND: dict[str, ClusterKind] = {
+    "STATIC": "EDS",
+    "DNS": "STRICT_DNS",
+    "DNS_ROUND_ROBIN": "LOGICAL_DNS",
+    "NONE": "ORIGINAL_DST",
+}
+_DEFAULT_THRESHOLDS = {
+    "max_connections": MAX_U32,
+    "max_pending_requests": MAX_U32,
+    "max_requests": MAX_U32,
+    "max_retries": MAX_U32,
+    "track_remaining": True,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterPlan:
+    """One outbound cluster before it is written out (also what EDS and explain read)."""
+
+    name: str
+    service: Service
+    port: ServicePort
+    subset: str
+    labels: Mapping[str, str]
+    kind: ClusterKind
+    policy: Policy
+    rule: Resource[DestinationRule] | None
+
+
+def rule_path(rule: Resource[Any]) -> str:
+    """Istio's config reference in metadata: ``/apis/<group>/<version>/namespaces/...``."""
+    kind = "".join("-" + c.lower() if c.isupper() else c for c in rule.kind).lstrip("-")
+    return f"/apis/{rule.api_version}/namespaces/{rule.namespace}/{kind}/{rule.name}"
+
+
+def outbound_plans(ctx: PushContext, node: ProxyNode) -> tuple[ClusterPlan, ...]:
+    plans = []
+    for service in ctx.services_for(node):
+        rule = ctx.destination_rule(node, service)
+        subsets = rule.spec.subsets if rule is not None else ()
+        for sp in service.ports:
+            if sp.protocol == "UDP":
+                continue
+            for subset, labels in (("", EMPTY_MAP), *((s.name, s.labels) for s in subsets)):
+                policy = merged_policy(rule.spec if rule else None, sp.port, subset)
+                kind = "ORIGINAL_DST" if policy.passthrough else _KIND[service.resolution]
+                plans.append(
+                    ClusterPlan(
+                        outbound_cluster(sp.port, service.hostname, subset),
+                        service, sp, subset, labels, kind, policy, rule,
+                    )
+                )
+    return tuple(plans)
+
+
+def _metadata(service: Service, port: int, plan: ClusterPlan | None = None) -> dict[str, Any]:
+    istio: dict[str, Any] = {
+        "services": [
+            {"host": service.hostname, "name": service.name, "namespace": service.namespace}
+        ],
+        "default_original_port": port,
+    }
+    if plan is not None and plan.subset:
+        istio["subset"] = plan.subset
+    if plan is not None and plan.rule is not None:
+        istio["config"] = rule_path(plan.rule)
+    return {"filter_metadata": {"istio": istio}}
+
+
+def _original_dst(cluster: dict[str, Any], node: ProxyNode) -> None:
+    cluster["type"] = "ORIGINAL_DST"
+    cluster["lb_policy"] = "CLUSTER_PROVIDED"
+    if node.process_mode:
+        # Behind HTTP_PROXY the connection's original destination is the proxy itself; the
+        # only hint of the real one is the Host header (an IP:port for this to work).
+        cluster["original_dst_lb_config"] = {"use_http_header": True, "http_header_name": "host"}
+
+
+def _outbound(ctx: PushContext, node: ProxyNode, plan: ClusterPlan) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "name": plan.name,
+        "connect_timeout": duration(ctx.mesh.connect_timeout),
+    }
+    if plan.kind == "EDS":
+        cluster["type"] = "EDS"
+        cluster["eds_cluster_config"] = {"eds_config": ADS, "service_name": plan.name}
+    elif plan.kind == "ORIGINAL_DST":
+        _original_dst(cluster, node)
+    else:
+        cluster["type"] = plan.kind
+        cluster["dns_lookup_family"] = "V4_ONLY"
+        cluster["dns_refresh_rate"] = duration(ctx.mesh.dns_refresh_rate)
+        cluster["respect_dns_ttl"] = True
+        instances = ctx.registry.instances(plan.service, plan.port.port)
+        assignment = load_assignment(ctx, plan.name, instances, plan.labels, allow_names=True)
+        if plan.kind == "LOGICAL_DNS" and assignment.get("endpoints"):
+            first = assignment["endpoints"][0]
+            assignment["endpoints"] = [{**first, "lb_endpoints": first["lb_endpoints"][:1]}]
+        cluster["load_assignment"] = assignment
+    accounts = {
+        f"spiffe://{ctx.mesh.trust_domain}/ns/{i.endpoint.namespace}/sa/{i.endpoint.service_account}"
+        for i in ctx.registry.instances(plan.service, plan.port.port)
+        if i.endpoint.service_account
+    }
+    tls = upstream_tls(
+        plan.policy.tls,
+        sni=plan.service.hostname,
+        istio_sni=f"outbound_.{plan.port.port}_.{plan.subset}_.{plan.service.hostname}",
+        spiffe_sans=accounts,
+    )
+    http2 = plan.port.protocol in ("HTTP2", "GRPC", "GRPC-WEB")
+    apply_policy(cluster, plan.policy, http=plan.port.is_http, http2=http2, tls=tls)
+    cluster["metadata"] = _metadata(plan.service, plan.port.port, plan)
+    return cluster
+
+
+def _inbound(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:
+    # In process mode the app listens on the pod's own loopback address, not 127.0.0.1.
+    address = node.ip if node.process_mode else "127.0.0.1"
+    clusters = []
+    for inbound in inbound_ports(ctx, node):
+        name = inbound_cluster(inbound.target_port)
+        first = inbound.instances[0]
+        clusters.append(
+            {
+                "name": name,
+                "type": "STATIC",
+                "connect_timeout": duration(ctx.mesh.connect_timeout),
+                "lb_policy": "ROUND_ROBIN",
+                "circuit_breakers": {"thresholds": [dict(_DEFAULT_THRESHOLDS)]},
+                "load_assignment": {
+                    "cluster_name": name,
+                    "endpoints": [
+                        {"lb_endpoints": [
+                            {"endpoint": {"address": socket_address(address, inbound.target_port)}}
+                        ]}
+                    ],
+                },
+                "metadata": _metadata(first.service, first.service_port.port),
+            }
+        )
+    return clusters
+
+
+def _static(name: str, address: str, ctx: PushContext, *, http2: bool) -> dict[str, Any]:
+    host, _, port = address.rpartition(":")
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STRICT_DNS",
+        "connect_timeout": duration(ctx.mesh.connect_timeout),
+        "dns_lookup_family": "V4_ONLY",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(host,
+                                                                                    int(port))}}]}],
+        },
+    }
+    if http2:
+        apply_policy(cluster, Policy(), http=True, http2=True)
+        cluster.pop("lb_policy")
+    return cluster
+
+
+def special_clusters(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:
+    timeout = duration(ctx.mesh.connect_timeout)
+    clusters: list[dict[str, Any]] = [{"name": BLACKHOLE, "type": "STATIC",
+                                       "connect_timeout": timeout}]
+    if not node.is_router:
+        passthrough: dict[str, Any] = {
+            "name": PASSTHROUGH,
+            "connect_timeout": timeout,
+            "circuit_breakers": {"thresholds": [dict(_DEFAULT_THRESHOLDS)]},
+        }
+        _original_dst(passthrough, node)
+        clusters.append(passthrough)
+        if not node.process_mode:
+            inbound: dict[str, Any] = {"name": INBOUND_PASSTHROUGH, "connect_timeout": timeout}
+            _original_dst(inbound, node)
+            clusters.append(inbound)
+    if ctx.mesh.zipkin_address:
+        clusters.append(_static("zipkin", ctx.mesh.zipkin_address, ctx, http2=False))
+    if ctx.mesh.mixer_address:
+        clusters.append(_static("mixer", ctx.mesh.mixer_address, ctx, http2=True))
+    return clusters
+
+
+def build_clusters(ctx: PushContext, node: ProxyNode) -> list[Any]:
+    bodies = [_outbound(ctx, node, plan) for plan in outbound_plans(ctx, node)]
+    if not node.is_router:
+        bodies.extend(_inbound(ctx, node))
+    bodies.extend(special_clusters(ctx, node))
+    return [to_proto(CLUSTER_TYPE, body) for body in bodies]

@@ -1,0 +1,59 @@
+"""``pymesh apply -f FILE|DIR|-``: validate locally, then store through pilot (like
+``kubectl apply``). Pilot answers once the files are written and the new configuration is
+built; proxies get it with the next (debounced) push."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pymesh.cli.pilot_client import add_pilot_arguments, client_from_args, guarded, read_inputs
+from pymesh.errors import ValidationError
+
+__all__ = ["add_arguments", "object_ref", "run", "validate_inputs"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        help="a YAML/JSON file, a directory of them, or - for stdin (repeatable)",
+    )
+    add_pilot_arguments(parser)
+
+
+def object_ref(kind: str, api_version: str, name: str) -> str:
+    """``virtualservice.networking.istio.io/reviews``, ``service/reviews`` (kubectl's form)."""
+    group = api_version.rpartition("/")[0]
+    return f"{kind.lower()}{'.' + group if group else ''}/{name}"
+
+
+def validate_inputs(inputs: list[tuple[str, str]]) -> None:
+    """Load each input with the same loader pilot uses, so that errors name the file."""
+    from pymesh.config import load_documents
+
+    for source, text in inputs:
+        result = load_documents(text, source)
+        if not result.resources and not result.skipped:
+            raise ValidationError("no objects found", source=source)
+
+
+def _run(args: argparse.Namespace) -> int:
+    inputs = read_inputs(args.filename)
+    validate_inputs(inputs)
+    client = client_from_args(args)
+    source = inputs[0][0] if len(inputs) == 1 else "<apply>"
+    body = "\n---\n".join(text for _, text in inputs)
+    _, data = client.call("POST", "/apply", query={"source": source}, body=body.encode())
+    for change in data.get("changes", []):
+        ref = object_ref(change["kind"], change.get("apiVersion", ""), change["name"])
+        note = f" ({change['message']})" if change.get("message") else ""
+        print(f"{ref} {change['action']}{note}")
+    sys.stdout.flush()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return guarded(_run, args)
