@@ -21,7 +21,8 @@ class Run:
     target: str  # direct | envoy | pymesh
     rep: int
     metrics: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
+    error: str | None = None  # the run is left out of the summary
+    warning: str | None = None  # the run counts, but the reader should know this
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +120,12 @@ def _ratio(a: Stat | None, b: Stat | None) -> str:
     return f"{a.median / b.median:.2f}×"  # noqa: RUF001
 
 
-def markdown(summary: Summary, failures: dict[str, str], targets: Sequence[str]) -> str:
+def markdown(
+    summary: Summary,
+    failures: dict[str, str],
+    targets: Sequence[str],
+    notes: Sequence[str] = (),
+) -> str:
     cols = [t for t in TARGETS if t in targets]
     head = ["metric", *(TITLES[t] for t in cols), "pymesh/Envoy", "pymesh/direct"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
@@ -142,6 +148,8 @@ def markdown(summary: Summary, failures: dict[str, str], targets: Sequence[str])
         lines.append("| " + " | ".join([row.label, *cells]) + " |")
     for t, why in failures.items():
         lines.append(f"\n**{TITLES[t]} failed:** {why}")
+    for note in notes:
+        lines.append(f"\n*note:* {note}")
     return "\n".join(lines)
 
 

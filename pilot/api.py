@@ -25,7 +25,7 @@ from aiohttp import web
 from pilot.api_views import kind_alias, proxy_config, resource_json
 from pilot.sources import Action
 from pilot.xds.status import proxy_status
-from pymesh.config import analyze
+from pymesh.config.analyze import analyze
 from pymesh.errors import ConfigError, ValidationError
 
 __all__ = ["TOKEN_FILE", "AdminApi", "ensure_token"]

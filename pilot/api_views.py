@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
-from google.protobuf import json_format  # type: ignore[import-untyped]
-from google.protobuf.message import Message  # type: ignore[import-untyped]
+from google.protobuf import json_format  # type: ignore[import-untyped, unused-ignore]
+from google.protobuf.message import Message  # type: ignore[import-untyped, unused-ignore]
 
 from pilot.xds.connection import Connection
 from pilot.xds.resources import (
@@ -50,10 +50,9 @@ def kind_alias(text: str) -> str | None:
         return _SHORT_NAMES[wanted]
     for info in KINDS.values():
         kind = info.kind.lower()
-        if kind.endswith("y") and kind[-2] not in "aeiou":
-            plural = kind[:-1] + "ies"  # authorizationpolicies, serviceentries
-        else:
-            plural = kind + "s"  # gateways, services
+        # authorizationpolicies, serviceentries; gateways, services
+        consonant_y = kind.endswith("y") and kind[-2] not in "aeiou"
+        plural = kind[:-1] + "ies" if consonant_y else kind + "s"
         if wanted in (kind, plural):
             return info.kind
     return None

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     import uvloop
 
     try:
-        return uvloop.run(_serve(settings))
+        return int(uvloop.run(_serve(settings)))
     except (ConfigError, ControlPlaneError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ import structlog
 from proxy.admin import AdminServer
 from proxy.config.model import Bootstrap
 from proxy.server import ProxyServer
+from proxy.xds_client import XdsClient
 
 __all__ = ["Sidecar"]
 
@@ -26,6 +27,7 @@ class Sidecar:
         self.drain_time = drain_time
         self.on_quit: Callable[[], None] = lambda: None
         self.admin: AdminServer | None = None
+        self.xds: XdsClient | None = None
         if bootstrap.admin is not None and bootstrap.admin.address is not None:
             self.admin = AdminServer(self.server, bootstrap.admin.address, on_quit=self._quit)
 
@@ -34,11 +36,17 @@ class Sidecar:
 
     async def start(self) -> None:
         await self.server.start()
+        dynamic = self.server.bootstrap.dynamic_resources
+        if dynamic is not None and dynamic.ads_config is not None:
+            self.xds = XdsClient(self.server)
+            self.xds.start()
         if self.admin is not None:
             await self.admin.start()
         log.info("proxy started", node=self.server.bootstrap.node.id or None)
 
     async def stop(self) -> None:
+        if self.xds is not None:
+            await self.xds.stop()
         log.info("draining", seconds=self.drain_time)
         await self.server.drain(self.drain_time)
         await self.server.shutdown()

@@ -22,6 +22,7 @@ from pilot.generate.common import (
     duration,
     inbound_cluster,
     outbound_cluster,
+    rule_path,
     socket_address,
     to_proto,
 )
@@ -35,7 +36,7 @@ from pilot.registry.registry import Service, ServicePort
 from pymesh.config.model.common import EMPTY_MAP, Resource
 from pymesh.config.model.networking import DestinationRule
 
-__all__ = ["ClusterPlan", "build_clusters", "outbound_plans", "rule_path"]
+__all__ = ["ClusterPlan", "build_clusters", "outbound_plans", "special_clusters"]
 
 ClusterKind = Literal["EDS", "STRICT_DNS", "LOGICAL_DNS", "ORIGINAL_DST"]
 _KIND: dict[str, ClusterKind] = {
@@ -65,12 +66,6 @@ class ClusterPlan:
     kind: ClusterKind
     policy: Policy
     rule: Resource[DestinationRule] | None
-
-
-def rule_path(rule: Resource[Any]) -> str:
-    """Istio's config reference in metadata: ``/apis/<group>/<version>/namespaces/...``."""
-    kind = "".join("-" + c.lower() if c.isupper() else c for c in rule.kind).lstrip("-")
-    return f"/apis/{rule.api_version}/namespaces/{rule.namespace}/{kind}/{rule.name}"
 
 
 def outbound_plans(ctx: PushContext, node: ProxyNode) -> tuple[ClusterPlan, ...]:

@@ -50,6 +50,7 @@ __all__ = [
     "inbound_cluster",
     "outbound_cluster",
     "parse_cluster_name",
+    "rule_path",
     "socket_address",
     "tcp_proxy",
     "to_proto",
@@ -154,3 +155,9 @@ def parse_cluster_name(name: str) -> ClusterName | None:
     if len(parts) != 4 or parts[0] not in ("outbound", "inbound") or not parts[1].isdigit():
         return None
     return parts[0], int(parts[1]), parts[2], parts[3]
+
+
+def rule_path(rule: Any) -> str:
+    """Istio's config reference in metadata: ``/apis/<group>/<version>/namespaces/...``."""
+    kind = "".join("-" + c.lower() if c.isupper() else c for c in rule.kind).lstrip("-")
+    return f"/apis/{rule.api_version}/namespaces/{rule.namespace}/{kind}/{rule.name}"

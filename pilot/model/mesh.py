@@ -34,7 +34,8 @@ class MeshConfig:
     VirtualService says nothing about retries (``retryOn`` :data:`DEFAULT_RETRY_ON` + 503,
     ``previous_hosts`` predicate, 5 host selection attempts); 0 disables it.
     ``mixer_address`` / ``zipkin_address`` are ``host:port``; when set, every HTTP connection
-    manager streams access logs to mixer (Envoy ALS) and traces to Zipkin.
+    manager streams access logs to mixer (Envoy ALS) and traces to Zipkin, sampling
+    ``trace_sampling`` percent of requests (Istio's ``defaultConfig.tracing.sampling``).
     """
 
     trust_domain: str = "cluster.local"
@@ -45,6 +46,7 @@ class MeshConfig:
     outbound_port: int = 15001
     mixer_address: str | None = None
     zipkin_address: str | None = None
+    trace_sampling: float = 1.0
     connect_timeout: float = 10.0
     dns_refresh_rate: float = 60.0
 
@@ -81,9 +83,18 @@ class MeshConfig:
             if key in data:
                 kwargs[attr] = _duration(data[key], key, source)
         proxy = _mapping(data, "defaultConfig", source)
-        zipkin = _mapping(_mapping(proxy, "tracing", source), "zipkin", source)
+        tracing = _mapping(proxy, "tracing", source)
+        zipkin = _mapping(tracing, "zipkin", source)
         if zipkin.get("address"):
             kwargs["zipkin_address"] = str(zipkin["address"])
+        if "sampling" in tracing:
+            sampling = tracing["sampling"]
+            if isinstance(sampling, bool) or not isinstance(sampling, int | float) or not (
+                0 <= sampling <= 100
+            ):
+                raise ValidationError(f"must be a percentage, got {sampling!r}", source=source,
+                                      path="defaultConfig.tracing.sampling")
+            kwargs["trace_sampling"] = float(sampling)
         als = _mapping(proxy, "envoyAccessLogService", source)
         if als.get("address"):
             kwargs["mixer_address"] = str(als["address"])

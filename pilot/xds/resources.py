@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf import any_pb2  # type: ignore[import-untyped]
-from google.protobuf.message import Message  # type: ignore[import-untyped]
+from google.protobuf import any_pb2  # type: ignore[import-untyped, unused-ignore]
+from google.protobuf.message import Message  # type: ignore[import-untyped, unused-ignore]
 
 __all__ = [
     "CLUSTER_TYPE",

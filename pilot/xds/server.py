@@ -17,7 +17,7 @@ import grpc
 import structlog
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from google.protobuf.message import Message  # type: ignore[import-untyped]
+from google.protobuf.message import Message  # type: ignore[import-untyped, unused-ignore]
 
 from pilot.xds.connection import Connection, PushEvent
 from pilot.xds.debounce import Batch, DebounceConfig, Debouncer

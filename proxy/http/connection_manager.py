@@ -288,6 +288,8 @@ class DownstreamConnection(asyncio.Protocol):
             return
         self.stream = None
         self._idle_since = self.loop.time()
+        if not stream.request_complete and not self.closed:
+            stream.request_complete = self._skip_rest_of_request()
         if (
             self.close_after_response
             or not stream.request_complete
@@ -302,6 +304,22 @@ class DownstreamConnection(asyncio.Protocol):
         if not self._processing:
             self._process()
             self.flush()
+
+    def _skip_rest_of_request(self) -> bool:
+        """A response that went out before its request ended (a direct response, a local reply
+        from a filter): drop the rest of the request if it is already here, so the connection
+        stays reusable, as Envoy's codec does when the whole request came in one read."""
+        codec = self.codec
+        try:
+            while True:
+                event = codec.next_event()
+                kind = type(event)
+                if kind is EndOfMessage:
+                    return True
+                if kind is not Data:
+                    return False  # NEED_DATA or ConnectionClosed: the end is not here
+        except RemoteProtocolError:
+            return False
 
     # -- output ---------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:

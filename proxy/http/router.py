@@ -195,8 +195,10 @@ class Router:
         assert cluster is not None
         stream = self.stream
         retry = self.retry
-        exclude = retry.exclude if retry is not None else None
-        host = cluster.choose_host(self.hash_key, exclude, stream)  # type: ignore[arg-type]
+        exclude = attempts = None
+        if retry is not None:
+            exclude, attempts = retry.exclude, retry.host_selection_attempts
+        host = cluster.choose_host(self.hash_key, exclude, stream, attempts or 1)
         if host is None:
             cluster.stats.upstream_cx_none_healthy.value += 1
             self._fail(

@@ -61,11 +61,14 @@ class RuntimeCluster:
         self.limits = ResourceLimits(model.circuit_breakers.default)
         self.hosts: list[Host] = []
         self._by_key: dict[tuple[str, int], Host] = {}
+        self.original_dst = model.type is DiscoveryType.ORIGINAL_DST
+        # ORIGINAL_DST clusters must say CLUSTER_PROVIDED: the destination picks the host and
+        # the balancer is never asked, but it still keeps the host list for the admin pages.
+        self._lb_policy = LbPolicy.ROUND_ROBIN if self.original_dst else model.lb_policy
         self.lb: LoadBalancer[Host] = build_load_balancer(
-            model.lb_policy, (), rng=rng, cluster_config=model
+            self._lb_policy, (), rng=rng, cluster_config=model
         )
         self.needs_hash = model.lb_policy in (LbPolicy.RING_HASH, LbPolicy.MAGLEV)
-        self._lb_attempts = 2
         self.outlier: OutlierDetector[Host] | None = None
         self._outlier_timer: asyncio.TimerHandle | None = None
         if model.outlier_detection is not None:
@@ -74,7 +77,6 @@ class RuntimeCluster:
                 model.outlier_detection.interval, self._outlier_tick
             )
         self._dns_task: asyncio.Task[None] | None = None
-        self.original_dst = model.type is DiscoveryType.ORIGINAL_DST
         self.load_assignment: ClusterLoadAssignment | None = None
         if model.type in (DiscoveryType.STRICT_DNS, DiscoveryType.LOGICAL_DNS):
             self._dns_task = loop.create_task(self._dns_loop())
@@ -87,10 +89,13 @@ class RuntimeCluster:
         hash_key: int | None,
         exclude: frozenset[Host] | None,
         stream: ActiveStream | None,
+        attempts: int = 1,
     ) -> Host | None:
+        """``attempts``: picks allowed while the pick is in ``exclude`` (the retry policy's
+        ``host_selection_retry_max_attempts`` + 1)."""
         if self.original_dst:
             return self._original_dst_host(stream)
-        return self.lb.choose(hash_key, exclude, self._lb_attempts)
+        return self.lb.choose(hash_key, exclude, attempts)
 
     def pool_for(self, host: Host) -> ConnectionPool:
         pool = host.pool
@@ -183,7 +188,7 @@ class RuntimeCluster:
         if self.outlier is not None:
             self.outlier.set_hosts(hosts)
         self.lb = build_load_balancer(
-            self.model.lb_policy, hosts, rng=self._rng, cluster_config=self.model
+            self._lb_policy, hosts, rng=self._rng, cluster_config=self.model
         )
         self._update_membership_stats()
 

@@ -54,12 +54,18 @@ def _run(args: argparse.Namespace) -> int:
     items = [_clean(i) for i in data.get("items", [])]
     sources = [i.get("_source") or "" for i in data.get("items", [])]
     if args.output == "json":
-        doc = items[0] if args.name and len(items) == 1 else {"apiVersion": "v1", "kind": "List",
-                                                              "items": items}
+        doc = (
+            items[0]
+            if args.name and len(items) == 1
+            else {"apiVersion": "v1", "kind": "List", "items": items}
+        )
         print(json.dumps(doc, indent=2))
     elif args.output == "yaml":
-        doc = items[0] if args.name and len(items) == 1 else {"apiVersion": "v1", "kind": "List",
-                                                              "items": items}
+        doc = (
+            items[0]
+            if args.name and len(items) == 1
+            else {"apiVersion": "v1", "kind": "List", "items": items}
+        )
         print(yaml.safe_dump(doc, sort_keys=False), end="")
     elif not items:
         print("No resources found.")

@@ -17,6 +17,14 @@ __all__ = ["main"]
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "proxy": ("proxy.cli", "run the sidecar proxy from an Envoy v3 bootstrap"),
+    "pilot": ("pilot.cli", "run the control plane: a config directory in, xDS (ADS) out"),
+    "apply": ("pymesh.cli.apply", "apply configuration from files, a directory or stdin"),
+    "delete": ("pymesh.cli.delete", "delete configuration stored by apply"),
+    "get": ("pymesh.cli.get", "show the configuration pilot runs"),
+    "proxy-status": ("pymesh.cli.proxy_status", "sync state of every proxy connected to pilot"),
+    "proxy-config": ("pymesh.cli.proxy_config", "what pilot sent a proxy: listeners, routes, ..."),
+    "analyze": ("pymesh.cli.analyze", "check configuration for problems (offline with -f)"),
+    "explain": ("pymesh.cli.explain", "how a request from a proxy to a URL would be routed"),
 }
 
 

@@ -310,7 +310,11 @@ class EnvoyProcess(ProxyProcess):
 
 
 class PymeshProxyProcess(ProxyProcess):
-    """``pymesh proxy -c FILE [--log-level L]``; admin ``/ready`` is 200 once listeners are up."""
+    """``pymesh [--log-level L] proxy -c FILE``; admin ``/ready`` is 200 once listeners are up.
+
+    ``--log-level`` goes before the subcommand: it is a global option of the ``pymesh``
+    command line (``pymesh/cli/main.py``), not one of ``proxy``.
+    """
 
     kind: ClassVar[str] = "pymesh"
 
@@ -319,10 +323,8 @@ class PymeshProxyProcess(ProxyProcess):
         self.binary = find_pymesh() or "pymesh"
 
     def argv(self) -> list[str]:
-        argv = [self.binary, "proxy", "-c", str(self.config_path)]
-        if self.log_level is not None:
-            argv += ["--log-level", self.log_level]
-        return argv + self.extra_args
+        level = [] if self.log_level is None else ["--log-level", self.log_level]
+        return [self.binary, *level, "proxy", "-c", str(self.config_path), *self.extra_args]
 
 
 def make_proxy(

@@ -63,12 +63,11 @@ def test_envoy_bad_bootstrap_fails_fast(tmp_path: Path) -> None:
 
 def test_pymesh_command_line(tmp_path: Path) -> None:
     boot = direct_response_bootstrap((PROXY, 1))
-    argv = PymeshProxyProcess(boot, workdir=tmp_path, log_level="debug").argv()
-    assert argv[1:4] == ["proxy", "-c", str(tmp_path / f"{argv[3].split('/')[-1]}")]
-    assert argv[-2:] == ["--log-level", "debug"]
-    assert yaml.safe_load(Path(argv[3]).read_text())["admin"]["address"]["socket_address"][
-        "port_value"
-    ]
+    proxy = PymeshProxyProcess(boot, workdir=tmp_path, log_level="debug")
+    argv = proxy.argv()
+    assert argv[1:] == ["--log-level", "debug", "proxy", "-c", str(proxy.config_path)]
+    written = yaml.safe_load(proxy.config_path.read_text())
+    assert written["admin"]["address"]["socket_address"]["port_value"] == proxy.admin[1]
 
 
 async def test_proxy_kind_routes_to_upstream(

@@ -1,0 +1,184 @@
+"""LDS and RDS for gateways (``router`` nodes).
+
+Every port of the Gateway servers selecting the node becomes a listener ``0.0.0.0_<port>``
+(Istio's name) bound on the node IP. Plain HTTP servers share one route configuration
+``http.<port>``; each TLS-terminating server gets a filter chain with its certificates and
+the route configuration ``https.<port>.<portName>.<gateway>.<namespace>``. Virtual hosts come
+from the VirtualServices bound to the gateway, one per host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from pilot.generate.common import LISTENER_TYPE, ROUTE_TYPE, socket_address, to_proto, typed
+from pilot.generate.hcm import http_connection_manager
+from pilot.generate.http_routes import RouteScope, virtual_service_routes
+from pilot.generate.tls import downstream_tls
+from pilot.model.proxy import ProxyNode
+from pilot.model.push_context import PushContext
+from pymesh.config.hosts import host_matches, is_wildcard, more_specific, split_namespaced_host
+from pymesh.config.model.common import Resource
+from pymesh.config.model.networking import Gateway, Server, ServerTLSMode
+
+__all__ = ["GatewayServer", "build_gateway_listeners", "build_gateway_routes", "gateway_servers"]
+
+log = structlog.get_logger(__name__)
+
+_HTTP = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
+_TERMINATED = frozenset({ServerTLSMode.SIMPLE, ServerTLSMode.MUTUAL,
+                         ServerTLSMode.OPTIONAL_MUTUAL})
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayServer:
+    gateway: Resource[Gateway]
+    server: Server
+    route_name: str
+    tls: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.gateway.namespace}/{self.gateway.name}"
+
+
+def gateway_servers(ctx: PushContext, node: ProxyNode) -> dict[int, list[GatewayServer]]:
+    """The HTTP(S) servers of the node's gateways by port; TLS passthrough and TCP servers
+    are not served (logged)."""
+    by_port: dict[int, list[GatewayServer]] = {}
+    for gw in ctx.gateways_for(node):
+        for server in gw.spec.servers:
+            port = server.port
+            protocol = port.protocol.upper()
+            tls = server.tls is not None and server.tls.mode in _TERMINATED
+            if protocol in _HTTP and not tls:
+                route = f"http.{port.number}"
+            elif protocol in ("HTTPS", "TLS") and tls:
+                route = f"https.{port.number}.{port.name}.{gw.name}.{gw.namespace}"
+            else:
+                log.warning("gateway_server_skipped", gateway=gw.ref, port=port.number,
+                            protocol=protocol, reason="only HTTP and terminated TLS are served")
+                continue
+            by_port.setdefault(port.number, []).append(GatewayServer(gw, server, route, tls))
+    for port, servers in by_port.items():
+        if any(s.tls for s in servers) and not all(s.tls for s in servers):
+            log.warning("gateway_plaintext_on_tls_port", port=port)
+            by_port[port] = [s for s in servers if s.tls]
+    return by_port
+
+
+def _server_hosts(gs: GatewayServer, vs_namespace: str) -> list[str]:
+    hosts = []
+    for raw in gs.server.hosts:
+        ns, host = split_namespaced_host(raw)
+        if ns in ("*", vs_namespace) or (ns == "." and vs_namespace == gs.gateway.namespace):
+            hosts.append(host)
+    return hosts
+
+
+def _intersect(vs_host: str, server_host: str) -> str | None:
+    if not host_matches(vs_host, server_host):
+        return None
+    return vs_host if more_specific(vs_host, server_host) or vs_host == server_host else (
+        server_host
+    )
+
+
+def _route_config(ctx: PushContext, node: ProxyNode, name: str, port: int,
+                  servers: list[GatewayServer]) -> dict[str, Any]:
+    hosts: dict[str, dict[str, Any]] = {}
+    for gs in servers:
+        scope = RouteScope(ctx, node, port, gs.key)
+        for vs in ctx.virtual_services_for(node, gs.key):
+            allowed = _server_hosts(gs, vs.namespace)
+            for vs_host in ctx.vs_hosts(vs):
+                for server_host in allowed:
+                    host = _intersect(vs_host, server_host)
+                    if host is None:
+                        continue
+                    routes = virtual_service_routes(scope, vs, f"{host}:{port}/*")
+                    vhost = hosts.setdefault(host, {
+                        "name": f"{host}:{port}",
+                        "domains": [host] if host == "*" else [host, f"{host}:*"],
+                        "routes": [],
+                        "include_request_attempt_count": True,
+                    })
+                    # Several VirtualServices for one host are merged, as on Istio gateways.
+                    if routes and routes[0] not in vhost["routes"]:
+                        vhost["routes"].extend(routes)
+                    if gs.server.tls is not None and gs.server.tls.https_redirect:
+                        vhost["require_tls"] = "ALL"
+                    break
+    vhosts = sorted(hosts.values(), key=lambda v: (is_wildcard(v["name"]), v["name"]))
+    if not vhosts:
+        vhosts = [{
+            "name": f"blackhole:{port}",
+            "domains": ["*"],
+            "routes": [{"name": "default", "match": {"prefix": "/"},
+                        "direct_response": {"status": 404}}],
+            "include_request_attempt_count": True,
+        }]
+    return {"name": name, "virtual_hosts": vhosts, "validate_clusters": False}
+
+
+def gateway_route_configs(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:
+    configs = []
+    for port, servers in sorted(gateway_servers(ctx, node).items()):
+        by_route: dict[str, list[GatewayServer]] = {}
+        for gs in servers:
+            by_route.setdefault(gs.route_name, []).append(gs)
+        for name, group in by_route.items():
+            configs.append(_route_config(ctx, node, name, port, group))
+    return configs
+
+
+def gateway_listeners(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:
+    listeners = []
+    for port, servers in sorted(gateway_servers(ctx, node).items()):
+        stat_prefix = f"outbound_0.0.0.0_{port}"
+        chains: list[dict[str, Any]] = []
+        seen_names: set[tuple[str, ...]] = set()
+        for gs in servers:
+            hcm = http_connection_manager(ctx.mesh, stat_prefix=stat_prefix, rds=gs.route_name,
+                                          use_remote_address=True)
+            if not gs.tls:
+                if not chains:
+                    chains.append({"filters": [hcm]})
+                continue
+            assert gs.server.tls is not None
+            names = tuple(sorted({split_namespaced_host(h)[1] for h in gs.server.hosts} - {"*"}))
+            if names in seen_names:
+                log.warning("gateway_duplicate_tls_server", gateway=gs.gateway.ref, port=port)
+                continue
+            seen_names.add(names)
+            chain: dict[str, Any] = {"filters": [hcm]}
+            if names:
+                chain["filter_chain_match"] = {"server_names": list(names)}
+            socket = downstream_tls(gs.server.tls)
+            if socket is not None:
+                chain["transport_socket"] = socket
+            chains.append(chain)
+        listener: dict[str, Any] = {
+            "name": f"0.0.0.0_{port}",
+            "address": socket_address(node.ip, port),
+            "traffic_direction": "OUTBOUND",
+            "filter_chains": chains,
+        }
+        if any(gs.tls for gs in servers):
+            listener["listener_filters"] = [
+                {"name": "envoy.filters.listener.tls_inspector",
+                 "typed_config": typed("tls_inspector")}
+            ]
+        listeners.append(listener)
+    return listeners
+
+
+def build_gateway_listeners(ctx: PushContext, node: ProxyNode) -> list[Any]:
+    return [to_proto(LISTENER_TYPE, body) for body in gateway_listeners(ctx, node)]
+
+
+def build_gateway_routes(ctx: PushContext, node: ProxyNode) -> list[Any]:
+    return [to_proto(ROUTE_TYPE, body) for body in gateway_route_configs(ctx, node)]

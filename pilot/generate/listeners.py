@@ -1,0 +1,261 @@
+"""LDS for sidecars.
+
+iptables (netns, Kubernetes) mode, Istio's shape: ``virtualOutbound`` on 0.0.0.0:15001 hands
+each redirected connection to the per-port listener ``0.0.0.0_<port>`` (``bind_to_port:
+false``) matching its original destination, else to the passthrough / blackhole chain;
+``virtualInbound`` on 0.0.0.0:15006 has one filter chain per port the workload serves.
+
+Process mode (``PYMESH_MODE=process``): nothing is redirected, so ``virtualOutbound`` is an
+HTTP listener on ``<node ip>:15001`` (the apps' ``HTTP_PROXY``) routing by Host header with
+``pymesh-outbound``, and ``virtualInbound`` an HTTP listener on ``<node ip>:15006`` routing by
+service port (see ``README.md``). The per-port listeners are still listed, unbound.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pilot.generate.common import (
+    BLACKHOLE,
+    INBOUND_PASSTHROUGH,
+    LISTENER_TYPE,
+    PASSTHROUGH,
+    PROCESS_INBOUND_ROUTE,
+    PROCESS_OUTBOUND_ROUTE,
+    SERVICE_PORT_HEADER,
+    inbound_cluster,
+    outbound_cluster,
+    socket_address,
+    tcp_proxy,
+    to_proto,
+    typed,
+)
+from pilot.generate.hcm import http_connection_manager
+from pilot.generate.scope import InboundPort, OutboundPort, inbound_ports, outbound_ports
+from pilot.model.proxy import ProxyNode
+from pilot.model.push_context import PushContext
+
+__all__ = ["build_sidecar_listeners", "inbound_route_config", "sidecar_listeners"]
+
+_ORIGINAL_DST = {
+    "name": "envoy.filters.listener.original_dst",
+    "typed_config": typed("original_dst"),
+}
+_TLS_INSPECTOR = {
+    "name": "envoy.filters.listener.tls_inspector",
+    "typed_config": typed("tls_inspector"),
+}
+
+
+def _catch_all_cluster(ctx: PushContext, node: ProxyNode) -> str:
+    mode = ctx.sidecar_scope(node).outbound_mode
+    return PASSTHROUGH if mode == "ALLOW_ANY" else BLACKHOLE
+
+
+def _virtual_outbound(ctx: PushContext, node: ProxyNode) -> dict[str, Any]:
+    port = ctx.mesh.outbound_port
+    if node.process_mode:
+        hcm = http_connection_manager(
+            ctx.mesh,
+            stat_prefix=f"outbound_{node.ip}_{port}",
+            rds=PROCESS_OUTBOUND_ROUTE,
+            allow_absolute_url=True,
+        )
+        return {
+            "name": "virtualOutbound",
+            "address": socket_address(node.ip, port),
+            "traffic_direction": "OUTBOUND",
+            "filter_chains": [{"name": "virtualOutbound-http", "filters": [hcm]}],
+        }
+    return {
+        "name": "virtualOutbound",
+        "address": socket_address("0.0.0.0", port),
+        "use_original_dst": True,
+        "traffic_direction": "OUTBOUND",
+        "filter_chains": [
+            {
+                # Connections made to 15001 itself would loop back into the proxy.
+                "name": "virtualOutbound-blackhole",
+                "filter_chain_match": {"destination_port": port},
+                "filters": [tcp_proxy(BLACKHOLE)],
+            },
+            {
+                "name": "virtualOutbound-catchall-tcp",
+                "filters": [tcp_proxy(_catch_all_cluster(ctx, node))],
+            },
+        ],
+    }
+
+
+def _inbound_chain_routes(inbound: InboundPort) -> dict[str, Any]:
+    first = inbound.instances[0]
+    name = inbound_cluster(inbound.target_port)
+    return {
+        "name": name,
+        "virtual_hosts": [
+            {
+                "name": f"inbound|http|{inbound.target_port}",
+                "domains": ["*"],
+                "routes": [
+                    {
+                        "name": "default",
+                        "match": {"prefix": "/"},
+                        "route": {"cluster": name, "timeout": "0s"},
+                        "decorator": {
+                            "operation": f"{first.service.hostname}:{first.service_port.port}/*"
+                        },
+                    }
+                ],
+            }
+        ],
+        "validate_clusters": False,
+    }
+
+
+def inbound_route_config(inbound: tuple[InboundPort, ...]) -> dict[str, Any]:
+    """Process mode's one inbound route table: the service port named by the client sidecar's
+    header, else the Host header's port, else the workload's first HTTP port."""
+    http = [p for p in inbound if p.is_http]
+    owners: dict[int, set[int]] = {}
+    for p in http:
+        for sp in p.service_ports:
+            owners.setdefault(sp, set()).add(p.target_port)
+    routes: list[dict[str, Any]] = []
+    for sp in sorted(owners):
+        target = min(owners[sp])
+        cluster = inbound_cluster(target)
+        for header in (
+            {"name": SERVICE_PORT_HEADER, "string_match": {"exact": str(sp)}},
+            {"name": ":authority", "string_match": {"suffix": f":{sp}"}},
+        ):
+            routes.append(
+                {
+                    "name": f"{cluster}:{sp}",
+                    "match": {"prefix": "/", "headers": [header]},
+                    "route": {"cluster": cluster, "timeout": "0s"},
+                    "request_headers_to_remove": [SERVICE_PORT_HEADER],
+                }
+            )
+    if http:
+        cluster = inbound_cluster(http[0].target_port)
+        routes.append(
+            {
+                "name": "default",
+                "match": {"prefix": "/"},
+                "route": {"cluster": cluster, "timeout": "0s"},
+                "request_headers_to_remove": [SERVICE_PORT_HEADER],
+            }
+        )
+    else:
+        routes.append({"name": "default", "match": {"prefix": "/"},
+                       "direct_response": {"status": 404}})
+    return {
+        "name": PROCESS_INBOUND_ROUTE,
+        "virtual_hosts": [{"name": "inbound|http|*", "domains": ["*"], "routes": routes}],
+        "validate_clusters": False,
+    }
+
+
+def _virtual_inbound(ctx: PushContext, node: ProxyNode) -> dict[str, Any]:
+    port = ctx.mesh.inbound_port
+    inbound = inbound_ports(ctx, node)
+    if node.process_mode:
+        hcm = http_connection_manager(
+            ctx.mesh,
+            stat_prefix=f"inbound_{node.ip}_{port}",
+            route_config=inbound_route_config(inbound),
+            inbound=True,
+        )
+        return {
+            "name": "virtualInbound",
+            "address": socket_address(node.ip, port),
+            "traffic_direction": "INBOUND",
+            "filter_chains": [{"name": "virtualInbound-http", "filters": [hcm]}],
+        }
+    chains: list[dict[str, Any]] = [
+        {
+            "name": "virtualInbound-blackhole",
+            "filter_chain_match": {"destination_port": port},
+            "filters": [tcp_proxy(BLACKHOLE)],
+        }
+    ]
+    for p in inbound:
+        if p.is_http:
+            network = http_connection_manager(
+                ctx.mesh,
+                stat_prefix=f"inbound_0.0.0.0_{p.target_port}",
+                route_config=_inbound_chain_routes(p),
+                inbound=True,
+            )
+        else:
+            network = tcp_proxy(inbound_cluster(p.target_port))
+        chains.append(
+            {
+                "name": f"0.0.0.0_{p.target_port}",
+                "filter_chain_match": {"destination_port": p.target_port},
+                "filters": [network],
+            }
+        )
+    chains.append({"name": "virtualInbound-catchall-tcp",
+                   "filters": [tcp_proxy(INBOUND_PASSTHROUGH)]})
+    return {
+        "name": "virtualInbound",
+        "address": socket_address("0.0.0.0", port),
+        "traffic_direction": "INBOUND",
+        "listener_filters": [_ORIGINAL_DST],
+        "filter_chains": chains,
+    }
+
+
+def _port_listeners(ctx: PushContext, node: ProxyNode, op: OutboundPort) -> list[dict[str, Any]]:
+    def listener(address: str, chains: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        return {
+            "name": f"{address}_{op.port}",
+            "address": socket_address(address, op.port),
+            "bind_to_port": False,
+            "traffic_direction": "OUTBOUND",
+            "filter_chains": chains,
+            **extra,
+        }
+
+    found = []
+    if op.http:
+        hcm = http_connection_manager(
+            ctx.mesh, stat_prefix=f"outbound_0.0.0.0_{op.port}", rds=str(op.port)
+        )
+        found.append(listener("0.0.0.0", [{"filters": [hcm]}]))
+    for service in (s for s in op.tcp if s.address):
+        cluster = outbound_cluster(op.port, service.hostname)
+        found.append(listener(service.address, [{"filters": [tcp_proxy(cluster)]}]))
+    shared = [s for s in op.tcp if not s.address]
+    tls = [s for s in shared if s in op.tls]
+    if shared and not op.http:
+        if tls:
+            chains = [
+                {
+                    "filter_chain_match": {"server_names": [s.hostname],
+                                           "transport_protocol": "tls"},
+                    "filters": [tcp_proxy(outbound_cluster(op.port, s.hostname))],
+                }
+                for s in tls
+            ]
+            default = {"filters": [tcp_proxy(_catch_all_cluster(ctx, node))]}
+            found.append(listener("0.0.0.0", chains, listener_filters=[_TLS_INSPECTOR],
+                                  default_filter_chain=default))
+        else:
+            # Without a VIP, plain TCP services on one port cannot be told apart: Istio keeps
+            # the first.
+            cluster = outbound_cluster(op.port, shared[0].hostname)
+            found.append(listener("0.0.0.0", [{"filters": [tcp_proxy(cluster)]}]))
+    return found
+
+
+def sidecar_listeners(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:
+    bodies = [_virtual_outbound(ctx, node), _virtual_inbound(ctx, node)]
+    for op in outbound_ports(ctx, node):
+        bodies.extend(_port_listeners(ctx, node, op))
+    return bodies
+
+
+def build_sidecar_listeners(ctx: PushContext, node: ProxyNode) -> list[Any]:
+    return [to_proto(LISTENER_TYPE, body) for body in sidecar_listeners(ctx, node)]

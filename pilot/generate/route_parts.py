@@ -1,0 +1,262 @@
+"""VirtualService pieces → Envoy route pieces: matches, retries, fault, CORS, headers, redirect.
+
+Each function is a direct translation of one Istio field group, following Istio's
+``pilot/pkg/networking/core/route`` (names and defaults included).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from pilot.generate.common import duration, fractional, typed
+from pilot.model.mesh import DEFAULT_RETRY_ON
+from pymesh.config.model.networking import (
+    CorsPolicy,
+    HeaderOperations,
+    Headers,
+    HTTPDirectResponse,
+    HTTPFaultInjection,
+    HTTPMatchRequest,
+    HTTPRedirect,
+    HTTPRetry,
+    Percent,
+    RedirectPortSelection,
+    StringMatch,
+    UnmatchedPreflights,
+)
+
+__all__ = [
+    "cors_policy",
+    "default_retry_policy",
+    "direct_response",
+    "fault_config",
+    "header_mutations",
+    "redirect",
+    "retry_policy",
+    "route_match",
+]
+
+_REDIRECT_CODES = {
+    301: "MOVED_PERMANENTLY",
+    302: "FOUND",
+    303: "SEE_OTHER",
+    307: "TEMPORARY_REDIRECT",
+    308: "PERMANENT_REDIRECT",
+}
+_GRPC_CODES = {
+    name: code
+    for code, name in enumerate(
+        "OK CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND ALREADY_EXISTS "
+        "PERMISSION_DENIED RESOURCE_EXHAUSTED FAILED_PRECONDITION ABORTED OUT_OF_RANGE "
+        "UNIMPLEMENTED INTERNAL UNAVAILABLE DATA_LOSS UNAUTHENTICATED".split()
+    )
+}
+_PREVIOUS_HOSTS = {
+    "name": "envoy.retry_host_predicates.previous_hosts",
+    "typed_config": typed("previous_hosts"),
+}
+
+
+def _string_match(sm: StringMatch, *, ignore_case: bool = False) -> dict[str, Any]:
+    out: dict[str, Any]
+    if sm.exact is not None:
+        out = {"exact": sm.exact}
+    elif sm.prefix is not None:
+        out = {"prefix": sm.prefix}
+    else:
+        out = {"safe_regex": {"regex": sm.regex or ""}}
+    if ignore_case and "safe_regex" not in out:
+        out["ignore_case"] = True
+    return out
+
+
+def _header(name: str, sm: StringMatch, *, invert: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": name}
+    if sm.is_empty:
+        out["present_match"] = True
+    else:
+        out["string_match"] = _string_match(sm)
+    if invert:
+        out["invert_match"] = True
+    return out
+
+
+def route_match(match: HTTPMatchRequest | None) -> dict[str, Any]:
+    """An Envoy ``RouteMatch``; no match (or no ``uri``) is prefix ``/``."""
+    out: dict[str, Any] = {}
+    uri = match.uri if match is not None else None
+    if uri is None or uri.is_empty:
+        out["prefix"] = "/"
+    elif uri.exact is not None:
+        out["path"] = uri.exact
+    elif uri.prefix is not None:
+        out["prefix"] = uri.prefix
+    else:
+        out["safe_regex"] = {"regex": uri.regex}
+    if match is None:
+        return out
+    if match.ignore_uri_case:
+        out["case_sensitive"] = False
+    headers = [_header(name, sm) for name, sm in match.headers.items()]
+    for pseudo, sm in ((":authority", match.authority), (":method", match.method),
+                       (":scheme", match.scheme)):
+        if sm is not None:
+            headers.append(_header(pseudo, sm))
+    headers.extend(_header(name, sm, invert=True) for name, sm in match.without_headers.items())
+    if headers:
+        out["headers"] = headers
+    params = []
+    for name, sm in match.query_params.items():
+        if sm.is_empty:
+            params.append({"name": name, "present_match": True})
+        else:
+            params.append({"name": name, "string_match": _string_match(sm)})
+    if params:
+        out["query_parameters"] = params
+    return out
+
+
+def default_retry_policy(attempts: int) -> dict[str, Any]:
+    """Istio's retry policy for routes whose VirtualService says nothing about retries."""
+    return {
+        "retry_on": DEFAULT_RETRY_ON,
+        "num_retries": attempts,
+        "retry_host_predicate": [_PREVIOUS_HOSTS],
+        "host_selection_retry_max_attempts": "5",
+        "retriable_status_codes": [503],
+    }
+
+
+def retry_policy(retries: HTTPRetry | None, default_attempts: int) -> dict[str, Any] | None:
+    """``retries`` → ``RetryPolicy``; None when retries are off (``attempts: 0``)."""
+    if retries is None:
+        return default_retry_policy(default_attempts) if default_attempts > 0 else None
+    if retries.attempts <= 0:
+        return None
+    out = default_retry_policy(retries.attempts)
+    if retries.retry_on:
+        conditions, codes = [], []
+        for part in (p.strip() for p in retries.retry_on.split(",")):
+            if part.isdigit():
+                codes.append(int(part))
+            elif part:
+                conditions.append(part)
+        if codes and "retriable-status-codes" not in conditions:
+            conditions.append("retriable-status-codes")
+        out["retry_on"] = ",".join(conditions)
+        out["retriable_status_codes"] = codes
+        if not codes:
+            del out["retriable_status_codes"]
+    if retries.per_try_timeout is not None:
+        out["per_try_timeout"] = duration(retries.per_try_timeout)
+    if retries.retry_ignore_previous_hosts is False:
+        del out["retry_host_predicate"]
+    if retries.backoff is not None:
+        out["retry_back_off"] = {"base_interval": duration(retries.backoff)}
+    return out
+
+
+def _percentage(percentage: Percent | None, legacy: int = 0) -> dict[str, Any]:
+    # Unset means every request: what users of the Istio samples expect of a fault rule.
+    if percentage is not None:
+        return fractional(percentage.value)
+    return fractional(float(legacy) if legacy > 0 else 100.0)
+
+
+def fault_config(fault: HTTPFaultInjection) -> dict[str, Any] | None:
+    """``typed_per_filter_config`` value for ``envoy.filters.http.fault``."""
+    out: dict[str, Any] = {}
+    delay = fault.delay
+    if delay is not None and delay.fixed_delay is not None:
+        out["delay"] = {
+            "fixed_delay": duration(delay.fixed_delay),
+            "percentage": _percentage(delay.percentage, delay.percent),
+        }
+    abort = fault.abort
+    if abort is not None and (abort.http_status is not None or abort.grpc_status is not None):
+        body: dict[str, Any] = {"percentage": _percentage(abort.percentage)}
+        if abort.http_status is not None:
+            body["http_status"] = abort.http_status
+        else:
+            code = abort.grpc_status or ""
+            body["grpc_status"] = int(code) if code.isdigit() else _GRPC_CODES.get(code, 2)
+        out["abort"] = body
+    return typed("fault", out) if out else None
+
+
+def cors_policy(cors: CorsPolicy) -> dict[str, Any]:
+    """``typed_per_filter_config`` value for ``envoy.filters.http.cors``."""
+    origins = [_string_match(o) for o in cors.allow_origins]
+    origins += [{"exact": o} for o in cors.allow_origin]
+    out: dict[str, Any] = {
+        "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}
+    }
+    if origins:
+        out["allow_origin_string_match"] = origins
+    for attr in ("allow_methods", "allow_headers", "expose_headers"):
+        values = getattr(cors, attr)
+        if values:
+            out[attr] = ",".join(values)
+    if cors.max_age is not None:
+        out["max_age"] = str(int(cors.max_age))
+    if cors.allow_credentials is not None:
+        out["allow_credentials"] = cors.allow_credentials
+    if cors.unmatched_preflights is not UnmatchedPreflights.UNSPECIFIED:
+        forward = cors.unmatched_preflights is UnmatchedPreflights.FORWARD
+        out["forward_not_matching_preflights"] = forward
+    return typed("cors_policy", out)
+
+
+def _ops(ops: HeaderOperations | None, side: str, out: dict[str, Any]) -> None:
+    if ops is None:
+        return
+    adds = [
+        {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        for k, v in ops.set.items()
+    ]
+    adds += [
+        {"header": {"key": k, "value": v}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}
+        for k, v in ops.add.items()
+    ]
+    if adds:
+        out.setdefault(f"{side}_headers_to_add", []).extend(adds)
+    if ops.remove:
+        out.setdefault(f"{side}_headers_to_remove", []).extend(ops.remove)
+
+
+def header_mutations(headers: Headers | None) -> dict[str, Any]:
+    """``request_headers_to_add`` / ``..._to_remove`` (and response) for a route or a
+    weighted cluster."""
+    out: dict[str, Any] = {}
+    if headers is not None:
+        _ops(headers.request, "request", out)
+        _ops(headers.response, "response", out)
+    return out
+
+
+def redirect(rd: HTTPRedirect) -> dict[str, Any]:
+    out: dict[str, Any] = {"response_code": _REDIRECT_CODES.get(rd.redirect_code or 301, "FOUND")}
+    if rd.uri:
+        out["path_redirect"] = rd.uri
+    elif rd.prefix_rewrite:
+        out["prefix_rewrite"] = rd.prefix_rewrite
+    if rd.authority:
+        out["host_redirect"] = rd.authority
+    if rd.scheme:
+        out["scheme_redirect"] = rd.scheme
+    if rd.port:
+        out["port_redirect"] = rd.port
+    elif rd.derive_port is RedirectPortSelection.FROM_PROTOCOL_DEFAULT:
+        out["port_redirect"] = 443 if rd.scheme == "https" else 80
+    return out
+
+
+def direct_response(dr: HTTPDirectResponse) -> dict[str, Any]:
+    out: dict[str, Any] = {"status": dr.status}
+    if dr.body is not None:
+        if dr.body.string is not None:
+            out["body"] = {"inline_string": dr.body.string}
+        elif dr.body.body_bytes is not None:
+            out["body"] = {"inline_bytes": base64.b64encode(dr.body.body_bytes).decode()}
+    return out

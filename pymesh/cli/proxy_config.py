@@ -1,0 +1,192 @@
+"""``pymesh proxy-config listeners|routes|clusters|endpoints PROXY [-o json]``.
+
+Shows what pilot last sent the proxy (pilot's side of ``istioctl proxy-config``, which asks
+Envoy's admin instead), in istioctl's table layout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import urllib.parse
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pymesh.cli.pilot_client import add_pilot_arguments, client_from_args, guarded
+from pymesh.cli.tables import render_table
+
+__all__ = ["TABLES", "add_arguments", "run"]
+
+_HCM = "envoy.filters.network.http_connection_manager"
+_TCP = "envoy.filters.network.tcp_proxy"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("type", choices=("listeners", "routes", "clusters", "endpoints", "secrets"))
+    parser.add_argument("proxy", help="proxy id, pod.namespace, pod name or IP")
+    parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    add_pilot_arguments(parser)
+
+
+def _istio_config(meta: dict[str, Any] | None) -> str:
+    """``/apis/networking.istio.io/v1/namespaces/default/virtual-service/reviews`` ->
+    ``reviews.default``."""
+    path = (((meta or {}).get("filter_metadata") or {}).get("istio") or {}).get("config", "")
+    parts = str(path).strip("/").split("/")
+    if len(parts) >= 6 and parts[-4] == "namespaces":
+        return f"{parts[-1]}.{parts[-3]}"
+    return ""
+
+
+def _cluster_rows(items: list[dict[str, Any]]) -> Iterator[tuple[str, ...]]:
+    for c in items:
+        name = c.get("name", "")
+        parts = name.split("|")
+        if len(parts) == 4:
+            direction, port, subset, fqdn = parts
+        else:
+            direction, port, subset, fqdn = "-", "-", "-", name
+        kind = c.get("type") or ("EDS" if "eds_cluster_config" in c else "STATIC")
+        if "cluster_type" in c:
+            kind = c["cluster_type"].get("name", "CUSTOM")
+        rule = _istio_config(c.get("metadata")) or "-"
+        yield fqdn, port or "-", subset or "-", direction or "-", kind, rule
+
+
+def _chain_match(match: dict[str, Any]) -> str:
+    out = []
+    if "prefix_ranges" in match:
+        addrs = [
+            f"{r.get('address_prefix')}/{r.get('prefix_len', 32)}" for r in match["prefix_ranges"]
+        ]
+        out.append(f"Addr: {','.join(addrs)}")
+    if "destination_port" in match:
+        out.append(f"Port: {match['destination_port']}")
+    if "server_names" in match:
+        out.append(f"SNI: {','.join(match['server_names'])}")
+    if "transport_protocol" in match:
+        out.append(f"Trans: {match['transport_protocol']}")
+    if "application_protocols" in match:
+        out.append(f"App: {','.join(match['application_protocols'])}")
+    return "; ".join(out) or "ALL"
+
+
+def _destination(filters: list[dict[str, Any]]) -> str:
+    for f in filters:
+        cfg = f.get("typed_config") or {}
+        if f.get("name") == _HCM or "HttpConnectionManager" in str(cfg.get("@type", "")):
+            if "rds" in cfg:
+                return f"Route: {cfg['rds'].get('route_config_name', '')}"
+            rc = cfg.get("route_config") or {}
+            vhosts = ",".join(v.get("name", "") for v in rc.get("virtual_hosts", []))
+            return f"Inline Route: {rc.get('name') or vhosts}"
+        if f.get("name") == _TCP or "TcpProxy" in str(cfg.get("@type", "")):
+            return f"Cluster: {cfg.get('cluster') or 'weighted'}"
+    return "Non-HTTP/Non-TCP"
+
+
+def _listener_rows(items: list[dict[str, Any]]) -> Iterator[tuple[str, ...]]:
+    for lst in items:
+        sa = (lst.get("address") or {}).get("socket_address") or {}
+        address, port = sa.get("address", "-"), str(sa.get("port_value", 0))
+        if "api_listener" in lst:
+            hcm = lst["api_listener"].get("api_listener") or {}
+            dest = _destination([{"name": _HCM, "typed_config": hcm}])
+            yield lst.get("name", ""), "-", "API listener", dest
+            continue
+        chains = list(lst.get("filter_chains", []))
+        if "default_filter_chain" in lst:
+            chains.append({**lst["default_filter_chain"], "_default": True})
+        for chain in chains:
+            match = (
+                "DEFAULT"
+                if chain.get("_default")
+                else _chain_match(chain.get("filter_chain_match") or {})
+            )
+            yield address, port, match, _destination(chain.get("filters", []))
+
+
+def _route_match(route: dict[str, Any]) -> str:
+    m = route.get("match") or {}
+    if "prefix" in m:
+        path = "/*" if m["prefix"] in ("", "/") else f"{m['prefix']}*"
+    elif "path" in m:
+        path = m["path"]
+    elif "safe_regex" in m:
+        path = f"~{m['safe_regex'].get('regex', '')}"
+    elif "path_separated_prefix" in m:
+        path = f"{m['path_separated_prefix']}/*"
+    else:
+        path = "/*"
+    headers = []
+    for h in m.get("headers", []):
+        sm = h.get("string_match") or {}
+        value = next(iter(sm.values()), "") if sm else h.get("exact_match", "")
+        headers.append(f"{h.get('name')}={value}" if value else str(h.get("name")))
+    return path + (f" ({', '.join(headers)})" if headers else "")
+
+
+def _route_rows(items: list[dict[str, Any]]) -> Iterator[tuple[str, ...]]:
+    for rc in items:
+        hosts = rc.get("virtual_hosts", [])
+        if not hosts:
+            yield rc.get("name", ""), "", "", "", ""
+        for vh in hosts:
+            domains = vh.get("domains", [])
+            shown = ", ".join(domains[:2]) + (
+                f" + {len(domains) - 2} more..." if len(domains) > 2 else ""
+            )
+            for route in vh.get("routes", []) or [{}]:
+                vs = _istio_config(route.get("metadata"))
+                if not vs and "direct_response" in route:
+                    vs = str(route["direct_response"].get("status", ""))
+                yield rc.get("name", ""), vh.get("name", ""), shown, _route_match(route), vs or "-"
+
+
+def _endpoint_rows(items: list[dict[str, Any]]) -> Iterator[tuple[str, ...]]:
+    for cla in items:
+        cluster = cla.get("cluster_name", "")
+        for group in cla.get("endpoints", []):
+            for lb in group.get("lb_endpoints", []):
+                sa = ((lb.get("endpoint") or {}).get("address") or {}).get("socket_address") or {}
+                addr = f"{sa.get('address', '')}:{sa.get('port_value', 0)}"
+                status = lb.get("health_status", "HEALTHY")
+                if status == "UNKNOWN":
+                    status = "HEALTHY"
+                yield addr, status, "OK", cluster
+
+
+def _secret_rows(items: list[dict[str, Any]]) -> Iterator[tuple[str, ...]]:
+    for s in items:
+        kind = (
+            "Cert Chain" if "tls_certificate" in s else "CA" if "validation_context" in s else "-"
+        )
+        yield s.get("name", ""), kind
+
+
+Table = tuple[tuple[str, ...], Callable[[list[dict[str, Any]]], Iterator[tuple[str, ...]]]]
+TABLES: dict[str, Table] = {
+    "clusters": (
+        ("SERVICE FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE", "DESTINATION RULE"),
+        _cluster_rows,
+    ),
+    "listeners": (("ADDRESSES", "PORT", "MATCH", "DESTINATION"), _listener_rows),
+    "routes": (("NAME", "VHOST NAME", "DOMAINS", "MATCH", "VIRTUAL SERVICE"), _route_rows),
+    "endpoints": (("ENDPOINT", "STATUS", "OUTLIER CHECK", "CLUSTER"), _endpoint_rows),
+    "secrets": (("RESOURCE NAME", "TYPE"), _secret_rows),
+}
+
+
+def _run(args: argparse.Namespace) -> int:
+    client = client_from_args(args)
+    proxy = urllib.parse.quote(args.proxy, safe="")
+    _, data = client.call("GET", f"/proxies/{proxy}/config/{args.type}")
+    if args.output == "json":
+        print(json.dumps(data.get("resources", []), indent=2))
+        return 0
+    header, rows = TABLES[args.type]
+    print(render_table(header, list(rows(data.get("resources", [])))))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return guarded(_run, args)
