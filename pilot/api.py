@@ -13,7 +13,6 @@ Errors are ``{"error": "<one line>"}`` with a 4xx/5xx status.
 from __future__ import annotations
 
 import hmac
-import importlib
 import os
 import secrets
 from pathlib import Path
@@ -22,10 +21,12 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from pilot.api_views import kind_alias, proxy_config, resource_json
+from pilot.api_views import kind_alias, proxy_config, resource_json, to_jsonable
+from pilot.generate import explain
 from pilot.sources import Action
 from pilot.xds.status import proxy_status
 from pymesh.config.analyze import analyze
+from pymesh.config.kinds import KINDS
 from pymesh.errors import ConfigError, ValidationError
 
 __all__ = ["TOKEN_FILE", "AdminApi", "ensure_token"]
@@ -154,9 +155,9 @@ class AdminApi:
         if kind is None:
             return _error(400, f"unknown kind {request.match_info['kind']!r}")
         namespace, name = request.match_info["namespace"], request.match_info["name"]
-        changes = await self.pilot.delete(
-            keys=[(kind, "" if namespace == "-" else namespace, name)]
-        )
+        if not any(i.kind == kind and i.namespaced for i in KINDS.values()) or namespace == "-":
+            namespace = ""  # cluster-scoped kinds have no namespace
+        changes = await self.pilot.delete(keys=[(kind, namespace, name)])
         return self._delete_result(changes)
 
     def _delete_result(self, changes: list[Any]) -> web.Response:
@@ -256,19 +257,12 @@ class AdminApi:
         url = request.query.get("url", "")
         if not source or not url:
             return _error(400, "explain needs source and url")
-        headers: list[tuple[str, str]] = []
+        headers: dict[str, str] = {}
         for item in request.query.getall("header", []):
             key, sep, value = item.partition(":")
             if not sep or not key.strip():
                 return _error(400, f"header {item!r} is not 'name: value'")
-            headers.append((key.strip().lower(), value.strip()))
+            headers[key.strip().lower()] = value.strip()
         conn = self._find_proxy(source)
-        explain = importlib.import_module("pilot.generate").explain
         result = explain(self.pilot.ctx, conn.proxy, url, headers)
-        return web.json_response({"proxy": conn.proxy_id, "explanation": _jsonable(result)})
-
-
-def _jsonable(value: Any) -> Any:
-    from pilot.api_views import to_jsonable
-
-    return to_jsonable(value)
+        return web.json_response({"proxy": conn.proxy_id, "explanation": to_jsonable(result)})

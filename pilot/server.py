@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from pilot.generate import generate, proxyless
 from pilot.model import MeshConfig, ProxyNode, PushContext
 from pilot.registry import Registry
 from pilot.sources import (
@@ -53,16 +54,11 @@ class PilotSettings:
     domain: str = "cluster.local"
 
 
-def select_generator(ctx: Any, proxy: Any, type_url: str) -> Sequence[Any]:
+def select_generator(ctx: PushContext, proxy: ProxyNode, type_url: str) -> Sequence[Any]:
     """Envoy sidecars get pilot's generators; gRPC's proxyless clients (node metadata
     ``GENERATOR: grpc``, as Istio marks them) get API listeners named ``host:port``."""
-    metadata = getattr(proxy, "metadata", {}) or {}
-    if metadata.get("GENERATOR") == "grpc":
-        from pilot.generate import proxyless
-
+    if proxyless.is_proxyless(proxy):
         return proxyless.generate(ctx, proxy, type_url)
-    from pilot.generate import generate
-
     return generate(ctx, proxy, type_url)
 
 
@@ -72,7 +68,7 @@ class Pilot:
         settings: PilotSettings,
         *,
         clock: Callable[[], float] | None = None,
-        generate: Callable[[Any, Any, str], Sequence[Any]] = select_generator,
+        generator: Callable[[Any, Any, str], Sequence[Any]] = select_generator,
     ) -> None:
         self.settings = settings
         self.clock = clock or time.monotonic
@@ -84,7 +80,7 @@ class Pilot:
         self.ctx = self._build(ConfigSnapshot(), (), ())
         self.discovery = DiscoveryServer(
             self.ctx,
-            generate=generate,
+            generate=generator,
             parse_node=ProxyNode.from_node,
             rebuild=self._rebuild,
             clock=self.clock,

@@ -85,7 +85,8 @@ class AdminServer:
 
     def _state(self) -> str:
         p = self._proxy
-        if p.draining:
+        # Envoy reports a failed health check (/healthcheck/fail) as DRAINING too.
+        if p.draining or p.health_check_failed:
             return "DRAINING"
         return "LIVE" if p.ready else "PRE_INITIALIZING"
 

@@ -82,7 +82,13 @@ def outbound_plans(ctx: PushContext, node: ProxyNode) -> tuple[ClusterPlan, ...]
                 plans.append(
                     ClusterPlan(
                         outbound_cluster(sp.port, service.hostname, subset),
-                        service, sp, subset, labels, kind, policy, rule,
+                        service,
+                        sp,
+                        subset,
+                        labels,
+                        kind,
+                        policy,
+                        rule,
                     )
                 )
     return tuple(plans)
@@ -166,9 +172,15 @@ def _inbound(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:
                 "load_assignment": {
                     "cluster_name": name,
                     "endpoints": [
-                        {"lb_endpoints": [
-                            {"endpoint": {"address": socket_address(address, inbound.target_port)}}
-                        ]}
+                        {
+                            "lb_endpoints": [
+                                {
+                                    "endpoint": {
+                                        "address": socket_address(address, inbound.target_port)
+                                    }
+                                }
+                            ]
+                        }
                     ],
                 },
                 "metadata": _metadata(first.service, first.service_port.port),
@@ -186,8 +198,9 @@ def _static(name: str, address: str, ctx: PushContext, *, http2: bool) -> dict[s
         "dns_lookup_family": "V4_ONLY",
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(host,
-                                                                                    int(port))}}]}],
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": socket_address(host, int(port))}}]}
+            ],
         },
     }
     if http2:
@@ -198,8 +211,9 @@ def _static(name: str, address: str, ctx: PushContext, *, http2: bool) -> dict[s
 
 def special_clusters(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:
     timeout = duration(ctx.mesh.connect_timeout)
-    clusters: list[dict[str, Any]] = [{"name": BLACKHOLE, "type": "STATIC",
-                                       "connect_timeout": timeout}]
+    clusters: list[dict[str, Any]] = [
+        {"name": BLACKHOLE, "type": "STATIC", "connect_timeout": timeout}
+    ]
     if not node.is_router:
         passthrough: dict[str, Any] = {
             "name": PASSTHROUGH,

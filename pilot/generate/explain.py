@@ -87,30 +87,47 @@ class Explanation:
 
     def render(self) -> str:
         rows: list[tuple[str, object]] = [("url", self.url)]
-        for label in ("listener", "route_config", "virtual_host", "route", "virtual_service",
-                      "rule_index"):
+        for label in (
+            "listener",
+            "route_config",
+            "virtual_host",
+            "route",
+            "virtual_service",
+            "rule_index",
+        ):
             rows.append((label.replace("_", " "), getattr(self, label)))
         for c in self.clusters:
-            rows.append(("cluster", f"{c.name} (weight {c.weight})" if len(self.clusters) > 1
-                         else c.name))
-        rows += [("endpoints", ", ".join(self.endpoints) or "-"), ("timeout", self.timeout),
-                 ("retries", self.retries), ("fault", self.fault),
-                 ("mirrors", ", ".join(f"{c} ({p:g}%)" for c, p in self.mirrors) or None),
-                 ("direct response", self.direct_response), ("redirect", self.redirect),
-                 ("rewrite", dict(self.rewrite) or None), ("error", self.error)]
+            rows.append(
+                ("cluster", f"{c.name} (weight {c.weight})" if len(self.clusters) > 1 else c.name)
+            )
+        rows += [
+            ("endpoints", ", ".join(self.endpoints) or "-"),
+            ("timeout", self.timeout),
+            ("retries", self.retries),
+            ("fault", self.fault),
+            ("mirrors", ", ".join(f"{c} ({p:g}%)" for c, p in self.mirrors) or None),
+            ("direct response", self.direct_response),
+            ("redirect", self.redirect),
+            ("rewrite", dict(self.rewrite) or None),
+            ("error", self.error),
+        ]
         return "\n".join(f"{k:16} {v}" for k, v in rows if v is not None)
 
 
 def _dicts(ctx: PushContext, node: ProxyNode, type_url: str) -> list[dict[str, Any]]:
-    return [json_format.MessageToDict(m, preserving_proto_field_name=True)
-            for m in generate(ctx, node, type_url)]
+    return [
+        json_format.MessageToDict(m, preserving_proto_field_name=True)
+        for m in generate(ctx, node, type_url)
+    ]
 
 
 def _hcm_rds(listener: Mapping[str, Any], server_name: str | None) -> str | None:
     for chain in listener.get("filter_chains", ()):
         names = chain.get("filter_chain_match", {}).get("server_names")
-        if names and server_name not in names and not any(
-            n.startswith("*") and (server_name or "").endswith(n[1:]) for n in names
+        if (
+            names
+            and server_name not in names
+            and not any(n.startswith("*") and (server_name or "").endswith(n[1:]) for n in names)
         ):
             continue
         for f in chain.get("filters", ()):
@@ -135,8 +152,7 @@ def _percent(fraction: Mapping[str, Any] | None) -> float:
     if not fraction:
         return 0.0
     scale = {"HUNDRED": 100, "TEN_THOUSAND": 10_000, "MILLION": 1_000_000}
-    return int(fraction.get("numerator", 0)) * 100 / scale[fraction.get("denominator",
-                                                                      "HUNDRED")]
+    return int(fraction.get("numerator", 0)) * 100 / scale[fraction.get("denominator", "HUNDRED")]
 
 
 def _fault(route: Mapping[str, Any]) -> FaultInfo | None:
@@ -152,11 +168,11 @@ def _fault(route: Mapping[str, Any]) -> FaultInfo | None:
     )
 
 
-def _endpoints(name: str, clusters: Mapping[str, Any], assignments: Mapping[str, Any]
-               ) -> tuple[str, ...]:
+def _endpoints(
+    name: str, clusters: Mapping[str, Any], assignments: Mapping[str, Any]
+) -> tuple[str, ...]:
     cluster = clusters.get(name, {})
-    cla = assignments.get(name) if cluster.get("type") == "EDS" else cluster.get(
-        "load_assignment")
+    cla = assignments.get(name) if cluster.get("type") == "EDS" else cluster.get("load_assignment")
     found = []
     for group in (cla or {}).get("endpoints", ()):
         for lb in group.get("lb_endpoints", ()):
@@ -172,14 +188,20 @@ def _request(url: str, headers: Mapping[str, str]) -> tuple[Request, int]:
     host = lowered.pop("host", None) or lowered.pop(":authority", None) or parts.netloc
     path = parts.path or "/"
     method = lowered.pop(":method", "GET")
-    request = Request(host=host, path=path + (f"?{parts.query}" if parts.query else ""),
-                      method=method, scheme=parts.scheme, headers=lowered,
-                      query=tuple(parse_qsl(parts.query, keep_blank_values=True)))
+    request = Request(
+        host=host,
+        path=path + (f"?{parts.query}" if parts.query else ""),
+        method=method,
+        scheme=parts.scheme,
+        headers=lowered,
+        query=tuple(parse_qsl(parts.query, keep_blank_values=True)),
+    )
     return request, port
 
 
-def _route_config_name(node: ProxyNode, listeners: list[dict[str, Any]], port: int,
-                       request: Request) -> tuple[str | None, str | None]:
+def _route_config_name(
+    node: ProxyNode, listeners: list[dict[str, Any]], port: int, request: Request
+) -> tuple[str | None, str | None]:
     if node.process_mode and not node.is_router:
         return "virtualOutbound", PROCESS_OUTBOUND_ROUTE
     by_name = {item["name"]: item for item in listeners}
@@ -189,8 +211,9 @@ def _route_config_name(node: ProxyNode, listeners: list[dict[str, Any]], port: i
     return listener["name"], _hcm_rds(listener, request.host.split(":")[0])
 
 
-def explain(ctx: PushContext, node: ProxyNode, url: str,
-            headers: Mapping[str, str] | None = None) -> Explanation:
+def explain(
+    ctx: PushContext, node: ProxyNode, url: str, headers: Mapping[str, str] | None = None
+) -> Explanation:
     """Follow ``url`` (with ``headers``) through the node's generated configuration."""
     request, port = _request(url, headers or {})
     listeners = _dicts(ctx, node, LISTENER_TYPE)
@@ -211,30 +234,43 @@ def explain(ctx: PushContext, node: ProxyNode, url: str,
     config_path = meta.get("istio", {}).get("config", "").split("/")
     vs = f"{config_path[-3]}/{config_path[-1]}" if len(config_path) >= 4 else None
     rule = meta.get("pymesh", {}).get("rule")
-    result = replace(base, virtual_host=vhost["name"], route=route.get("name", ""),
-                      route_index=index, virtual_service=vs,
-                      rule_index=int(rule) if rule is not None else None, fault=_fault(route))
+    result = replace(
+        base,
+        virtual_host=vhost["name"],
+        route=route.get("name", ""),
+        route_index=index,
+        virtual_service=vs,
+        rule_index=int(rule) if rule is not None else None,
+        fault=_fault(route),
+    )
     if "direct_response" in route:
         return replace(result, direct_response=int(route["direct_response"]["status"]))
     if "redirect" in route:
         return replace(result, redirect=route["redirect"])
     action = route["route"]
     if "weighted_clusters" in action:
-        pairs = [(c["name"], int(c.get("weight", 0)))
-                 for c in action["weighted_clusters"]["clusters"]]
+        pairs = [
+            (c["name"], int(c.get("weight", 0))) for c in action["weighted_clusters"]["clusters"]
+        ]
     else:
         pairs = [(action["cluster"], 100)]
-    weighted = tuple(WeightedCluster(n, w, (parse_cluster_name(n) or ("", 0, "", ""))[2])
-                     for n, w in pairs)
+    weighted = tuple(
+        WeightedCluster(n, w, (parse_cluster_name(n) or ("", 0, "", ""))[2]) for n, w in pairs
+    )
     clusters = {c["name"]: c for c in _dicts(ctx, node, CLUSTER_TYPE)}
     assignments = {a["cluster_name"]: a for a in _dicts(ctx, node, ENDPOINT_TYPE)}
     best = max(weighted, key=lambda c: c.weight).name
     rewrite = {k: action[k] for k in ("prefix_rewrite", "host_rewrite_literal") if k in action}
-    mirrors = tuple((m["cluster"], _percent(m.get("runtime_fraction", {}).get("default_value")))
-                    for m in action.get("request_mirror_policies", ()))
-    return replace(
-        result, clusters=weighted, endpoints=_endpoints(best, clusters, assignments),
-        timeout=parse_duration(action.get("timeout")), retries=_retries(action.get(
-            "retry_policy")), mirrors=mirrors, rewrite=rewrite,
+    mirrors = tuple(
+        (m["cluster"], _percent(m.get("runtime_fraction", {}).get("default_value")))
+        for m in action.get("request_mirror_policies", ())
     )
-
+    return replace(
+        result,
+        clusters=weighted,
+        endpoints=_endpoints(best, clusters, assignments),
+        timeout=parse_duration(action.get("timeout")),
+        retries=_retries(action.get("retry_policy")),
+        mirrors=mirrors,
+        rewrite=rewrite,
+    )

@@ -29,8 +29,7 @@ __all__ = ["GatewayServer", "build_gateway_listeners", "build_gateway_routes", "
 log = structlog.get_logger(__name__)
 
 _HTTP = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
-_TERMINATED = frozenset({ServerTLSMode.SIMPLE, ServerTLSMode.MUTUAL,
-                         ServerTLSMode.OPTIONAL_MUTUAL})
+_TERMINATED = frozenset({ServerTLSMode.SIMPLE, ServerTLSMode.MUTUAL, ServerTLSMode.OPTIONAL_MUTUAL})
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,14 +58,19 @@ def gateway_servers(ctx: PushContext, node: ProxyNode) -> dict[int, list[Gateway
             elif protocol in ("HTTPS", "TLS") and tls:
                 route = f"https.{port.number}.{port.name}.{gw.name}.{gw.namespace}"
             else:
-                log.warning("gateway_server_skipped", gateway=gw.ref, port=port.number,
-                            protocol=protocol, reason="only HTTP and terminated TLS are served")
+                log.warning(
+                    "gateway_server_skipped",
+                    gateway=gw.ref,
+                    port=port.number,
+                    protocol=protocol,
+                    reason="only HTTP and terminated TLS are served",
+                )
                 continue
             by_port.setdefault(port.number, []).append(GatewayServer(gw, server, route, tls))
-    for port, servers in by_port.items():
+    for number, servers in by_port.items():
         if any(s.tls for s in servers) and not all(s.tls for s in servers):
-            log.warning("gateway_plaintext_on_tls_port", port=port)
-            by_port[port] = [s for s in servers if s.tls]
+            log.warning("gateway_plaintext_on_tls_port", port=number)
+            by_port[number] = [s for s in servers if s.tls]
     return by_port
 
 
@@ -82,13 +86,14 @@ def _server_hosts(gs: GatewayServer, vs_namespace: str) -> list[str]:
 def _intersect(vs_host: str, server_host: str) -> str | None:
     if not host_matches(vs_host, server_host):
         return None
-    return vs_host if more_specific(vs_host, server_host) or vs_host == server_host else (
-        server_host
+    return (
+        vs_host if more_specific(vs_host, server_host) or vs_host == server_host else (server_host)
     )
 
 
-def _route_config(ctx: PushContext, node: ProxyNode, name: str, port: int,
-                  servers: list[GatewayServer]) -> dict[str, Any]:
+def _route_config(
+    ctx: PushContext, node: ProxyNode, name: str, port: int, servers: list[GatewayServer]
+) -> dict[str, Any]:
     hosts: dict[str, dict[str, Any]] = {}
     for gs in servers:
         scope = RouteScope(ctx, node, port, gs.key)
@@ -100,12 +105,15 @@ def _route_config(ctx: PushContext, node: ProxyNode, name: str, port: int,
                     if host is None:
                         continue
                     routes = virtual_service_routes(scope, vs, f"{host}:{port}/*")
-                    vhost = hosts.setdefault(host, {
-                        "name": f"{host}:{port}",
-                        "domains": [host] if host == "*" else [host, f"{host}:*"],
-                        "routes": [],
-                        "include_request_attempt_count": True,
-                    })
+                    vhost = hosts.setdefault(
+                        host,
+                        {
+                            "name": f"{host}:{port}",
+                            "domains": [host] if host == "*" else [host, f"{host}:*"],
+                            "routes": [],
+                            "include_request_attempt_count": True,
+                        },
+                    )
                     # Several VirtualServices for one host are merged, as on Istio gateways.
                     if routes and routes[0] not in vhost["routes"]:
                         vhost["routes"].extend(routes)
@@ -114,13 +122,20 @@ def _route_config(ctx: PushContext, node: ProxyNode, name: str, port: int,
                     break
     vhosts = sorted(hosts.values(), key=lambda v: (is_wildcard(v["name"]), v["name"]))
     if not vhosts:
-        vhosts = [{
-            "name": f"blackhole:{port}",
-            "domains": ["*"],
-            "routes": [{"name": "default", "match": {"prefix": "/"},
-                        "direct_response": {"status": 404}}],
-            "include_request_attempt_count": True,
-        }]
+        vhosts = [
+            {
+                "name": f"blackhole:{port}",
+                "domains": ["*"],
+                "routes": [
+                    {
+                        "name": "default",
+                        "match": {"prefix": "/"},
+                        "direct_response": {"status": 404},
+                    }
+                ],
+                "include_request_attempt_count": True,
+            }
+        ]
     return {"name": name, "virtual_hosts": vhosts, "validate_clusters": False}
 
 
@@ -142,8 +157,9 @@ def gateway_listeners(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]
         chains: list[dict[str, Any]] = []
         seen_names: set[tuple[str, ...]] = set()
         for gs in servers:
-            hcm = http_connection_manager(ctx.mesh, stat_prefix=stat_prefix, rds=gs.route_name,
-                                          use_remote_address=True)
+            hcm = http_connection_manager(
+                ctx.mesh, stat_prefix=stat_prefix, rds=gs.route_name, use_remote_address=True
+            )
             if not gs.tls:
                 if not chains:
                     chains.append({"filters": [hcm]})
@@ -169,8 +185,10 @@ def gateway_listeners(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]
         }
         if any(gs.tls for gs in servers):
             listener["listener_filters"] = [
-                {"name": "envoy.filters.listener.tls_inspector",
-                 "typed_config": typed("tls_inspector")}
+                {
+                    "name": "envoy.filters.listener.tls_inspector",
+                    "typed_config": typed("tls_inspector"),
+                }
             ]
         listeners.append(listener)
     return listeners

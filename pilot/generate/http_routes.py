@@ -109,8 +109,9 @@ def _hash_policy(scope: RouteScope, dests: list[HTTPRouteDestination], ns: str) 
     return policies[0] if policies and all(p == policies[0] for p in policies) else []
 
 
-def _route_action(scope: RouteScope, rule: HTTPRoute, vs: Resource[VirtualService],
-                  route: dict[str, Any]) -> None:
+def _route_action(
+    scope: RouteScope, rule: HTTPRoute, vs: Resource[VirtualService], route: dict[str, Any]
+) -> None:
     ns = vs.namespace
     dests = [d for d in rule.route if d.weight > 0] or list(rule.route[:1])
     action: dict[str, Any] = {}
@@ -132,7 +133,7 @@ def _route_action(scope: RouteScope, rule: HTTPRoute, vs: Resource[VirtualServic
             weighted.append(entry)
         action["weighted_clusters"] = {"clusters": weighted}
     action["timeout"] = duration(rule.timeout) if rule.timeout is not None else "0s"
-    retries = retry_policy(rule.retries, scope.ctx.mesh.default_retries)
+    retries = retry_policy(rule.retries, scope.ctx.mesh)
     if retries is not None:
         action["retry_policy"] = retries
     if rule.rewrite is not None:
@@ -146,12 +147,15 @@ def _route_action(scope: RouteScope, rule: HTTPRoute, vs: Resource[VirtualServic
     mirrors = []
     if rule.mirror is not None:
         mirrors.append((rule.mirror, rule.effective_mirror_percentage))
-    mirrors.extend((m.destination, m.percentage.value if m.percentage else 100.0)
-                   for m in rule.mirrors)
+    mirrors.extend(
+        (m.destination, m.percentage.value if m.percentage else 100.0) for m in rule.mirrors
+    )
     if mirrors:
         action["request_mirror_policies"] = [
-            {"cluster": destination_cluster(scope, dest, ns)[0],
-             "runtime_fraction": {"default_value": fractional(pct)}}
+            {
+                "cluster": destination_cluster(scope, dest, ns)[0],
+                "runtime_fraction": {"default_value": fractional(pct)},
+            }
             for dest, pct in mirrors
         ]
     hashing = _hash_policy(scope, dests, ns)
@@ -164,8 +168,14 @@ def _metadata(vs: Resource[VirtualService], index: int) -> dict[str, Any]:
     return {"filter_metadata": {"istio": {"config": rule_path(vs)}, "pymesh": {"rule": index}}}
 
 
-def _translate(scope: RouteScope, vs: Resource[VirtualService], index: int, rule: HTTPRoute,
-               match: HTTPMatchRequest | None, operation: str) -> dict[str, Any] | None:
+def _translate(
+    scope: RouteScope,
+    vs: Resource[VirtualService],
+    index: int,
+    rule: HTTPRoute,
+    match: HTTPMatchRequest | None,
+    operation: str,
+) -> dict[str, Any] | None:
     route: dict[str, Any] = {"match": route_match(match)}
     name = ".".join(n for n in (rule.name, match.name if match else "") if n)
     if name:
@@ -221,7 +231,7 @@ def default_route(scope: RouteScope, service: Service, port: int) -> dict[str, A
         "cluster": outbound_cluster(port, service.hostname),
         "timeout": "0s",
     }
-    retries = retry_policy(None, scope.ctx.mesh.default_retries)
+    retries = retry_policy(None, scope.ctx.mesh)
     if retries is not None:
         action["retry_policy"] = retries
     rule = scope.ctx.destination_rule(scope.node, service)

@@ -124,13 +124,13 @@ def inbound_route_config(inbound: tuple[InboundPort, ...]) -> dict[str, Any]:
     for sp in sorted(owners):
         target = min(owners[sp])
         cluster = inbound_cluster(target)
-        for header in (
-            {"name": SERVICE_PORT_HEADER, "string_match": {"exact": str(sp)}},
-            {"name": ":authority", "string_match": {"suffix": f":{sp}"}},
+        for label, header in (
+            ("service-port", {"name": SERVICE_PORT_HEADER, "string_match": {"exact": str(sp)}}),
+            ("host-port", {"name": ":authority", "string_match": {"suffix": f":{sp}"}}),
         ):
             routes.append(
                 {
-                    "name": f"{cluster}:{sp}",
+                    "name": f"{label}-{sp}",
                     "match": {"prefix": "/", "headers": [header]},
                     "route": {"cluster": cluster, "timeout": "0s"},
                     "request_headers_to_remove": [SERVICE_PORT_HEADER],
@@ -147,8 +147,9 @@ def inbound_route_config(inbound: tuple[InboundPort, ...]) -> dict[str, Any]:
             }
         )
     else:
-        routes.append({"name": "default", "match": {"prefix": "/"},
-                       "direct_response": {"status": 404}})
+        routes.append(
+            {"name": "default", "match": {"prefix": "/"}, "direct_response": {"status": 404}}
+        )
     return {
         "name": PROCESS_INBOUND_ROUTE,
         "virtual_hosts": [{"name": "inbound|http|*", "domains": ["*"], "routes": routes}],
@@ -196,8 +197,9 @@ def _virtual_inbound(ctx: PushContext, node: ProxyNode) -> dict[str, Any]:
                 "filters": [network],
             }
         )
-    chains.append({"name": "virtualInbound-catchall-tcp",
-                   "filters": [tcp_proxy(INBOUND_PASSTHROUGH)]})
+    chains.append(
+        {"name": "virtualInbound-catchall-tcp", "filters": [tcp_proxy(INBOUND_PASSTHROUGH)]}
+    )
     return {
         "name": "virtualInbound",
         "address": socket_address("0.0.0.0", port),
@@ -233,15 +235,23 @@ def _port_listeners(ctx: PushContext, node: ProxyNode, op: OutboundPort) -> list
         if tls:
             chains = [
                 {
-                    "filter_chain_match": {"server_names": [s.hostname],
-                                           "transport_protocol": "tls"},
+                    "filter_chain_match": {
+                        "server_names": [s.hostname],
+                        "transport_protocol": "tls",
+                    },
                     "filters": [tcp_proxy(outbound_cluster(op.port, s.hostname))],
                 }
                 for s in tls
             ]
             default = {"filters": [tcp_proxy(_catch_all_cluster(ctx, node))]}
-            found.append(listener("0.0.0.0", chains, listener_filters=[_TLS_INSPECTOR],
-                                  default_filter_chain=default))
+            found.append(
+                listener(
+                    "0.0.0.0",
+                    chains,
+                    listener_filters=[_TLS_INSPECTOR],
+                    default_filter_chain=default,
+                )
+            )
         else:
             # Without a VIP, plain TCP services on one port cannot be told apart: Istio keeps
             # the first.

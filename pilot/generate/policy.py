@@ -188,7 +188,9 @@ def apply_policy(
         }
         if common:
             options["common_http_protocol_options"] = common
-        cluster["typed_extension_protocol_options"] = {_HTTP_OPTIONS: typed("http_options", options)}
+        cluster["typed_extension_protocol_options"] = {
+            _HTTP_OPTIONS: typed("http_options", options)
+        }
     if policy.outlier_detection is not None:
         _outlier(cluster, policy.outlier_detection)
     if tls is not None:
@@ -219,4 +221,3 @@ def hash_policies(policy: Policy) -> list[dict[str, Any]]:
 
 def tls_mode(policy: Policy) -> ClientTLSMode:
     return policy.tls.mode if policy.tls is not None else ClientTLSMode.DISABLE
-

@@ -10,7 +10,7 @@ import base64
 from typing import Any
 
 from pilot.generate.common import duration, fractional, typed
-from pilot.model.mesh import DEFAULT_RETRY_ON
+from pilot.model.mesh import MeshConfig
 from pymesh.config.model.networking import (
     CorsPolicy,
     HeaderOperations,
@@ -44,14 +44,12 @@ _REDIRECT_CODES = {
     307: "TEMPORARY_REDIRECT",
     308: "PERMANENT_REDIRECT",
 }
-_GRPC_CODES = {
-    name: code
-    for code, name in enumerate(
-        "OK CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND ALREADY_EXISTS "
-        "PERMISSION_DENIED RESOURCE_EXHAUSTED FAILED_PRECONDITION ABORTED OUT_OF_RANGE "
-        "UNIMPLEMENTED INTERNAL UNAVAILABLE DATA_LOSS UNAUTHENTICATED".split()
-    )
-}
+_GRPC_NAMES = (
+    "OK CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND ALREADY_EXISTS "
+    "PERMISSION_DENIED RESOURCE_EXHAUSTED FAILED_PRECONDITION ABORTED OUT_OF_RANGE "
+    "UNIMPLEMENTED INTERNAL UNAVAILABLE DATA_LOSS UNAUTHENTICATED"
+)
+_GRPC_CODES = {name: code for code, name in enumerate(_GRPC_NAMES.split())}
 _PREVIOUS_HOSTS = {
     "name": "envoy.retry_host_predicates.previous_hosts",
     "typed_config": typed("previous_hosts"),
@@ -99,8 +97,11 @@ def route_match(match: HTTPMatchRequest | None) -> dict[str, Any]:
     if match.ignore_uri_case:
         out["case_sensitive"] = False
     headers = [_header(name, sm) for name, sm in match.headers.items()]
-    for pseudo, sm in ((":authority", match.authority), (":method", match.method),
-                       (":scheme", match.scheme)):
+    for pseudo, sm in (
+        (":authority", match.authority),
+        (":method", match.method),
+        (":scheme", match.scheme),
+    ):
         if sm is not None:
             headers.append(_header(pseudo, sm))
     headers.extend(_header(name, sm, invert=True) for name, sm in match.without_headers.items())
@@ -117,37 +118,46 @@ def route_match(match: HTTPMatchRequest | None) -> dict[str, Any]:
     return out
 
 
-def default_retry_policy(attempts: int) -> dict[str, Any]:
-    """Istio's retry policy for routes whose VirtualService says nothing about retries."""
-    return {
-        "retry_on": DEFAULT_RETRY_ON,
+def _retry_on(text: str) -> tuple[str, list[int]]:
+    """Istio's ``retryOn``: numbers are status codes, which need ``retriable-status-codes``."""
+    conditions, codes = [], []
+    for part in (p.strip() for p in text.split(",")):
+        if part.isdigit():
+            codes.append(int(part))
+        elif part and part not in conditions:
+            conditions.append(part)
+    if codes and "retriable-status-codes" not in conditions:
+        conditions.append("retriable-status-codes")
+    return ",".join(conditions), codes
+
+
+def _policy(attempts: int, retry_on: str) -> dict[str, Any]:
+    conditions, codes = _retry_on(retry_on)
+    out: dict[str, Any] = {
+        "retry_on": conditions,
         "num_retries": attempts,
         "retry_host_predicate": [_PREVIOUS_HOSTS],
         "host_selection_retry_max_attempts": "5",
-        "retriable_status_codes": [503],
     }
+    if codes:
+        out["retriable_status_codes"] = codes
+    return out
 
 
-def retry_policy(retries: HTTPRetry | None, default_attempts: int) -> dict[str, Any] | None:
+def default_retry_policy(mesh: MeshConfig) -> dict[str, Any] | None:
+    """Istio's retry policy for routes whose VirtualService says nothing about retries."""
+    if mesh.default_retries <= 0:
+        return None
+    return _policy(mesh.default_retries, mesh.default_retry_on)
+
+
+def retry_policy(retries: HTTPRetry | None, mesh: MeshConfig) -> dict[str, Any] | None:
     """``retries`` → ``RetryPolicy``; None when retries are off (``attempts: 0``)."""
     if retries is None:
-        return default_retry_policy(default_attempts) if default_attempts > 0 else None
+        return default_retry_policy(mesh)
     if retries.attempts <= 0:
         return None
-    out = default_retry_policy(retries.attempts)
-    if retries.retry_on:
-        conditions, codes = [], []
-        for part in (p.strip() for p in retries.retry_on.split(",")):
-            if part.isdigit():
-                codes.append(int(part))
-            elif part:
-                conditions.append(part)
-        if codes and "retriable-status-codes" not in conditions:
-            conditions.append("retriable-status-codes")
-        out["retry_on"] = ",".join(conditions)
-        out["retriable_status_codes"] = codes
-        if not codes:
-            del out["retriable_status_codes"]
+    out = _policy(retries.attempts, retries.retry_on or mesh.default_retry_on)
     if retries.per_try_timeout is not None:
         out["per_try_timeout"] = duration(retries.per_try_timeout)
     if retries.retry_ignore_previous_hosts is False:

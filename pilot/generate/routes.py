@@ -78,7 +78,12 @@ def _catch_all(mode: str) -> dict[str, Any]:
             "route": {"cluster": PASSTHROUGH, "timeout": "0s"},
         }
         name = ALLOW_ANY
-    return {"name": name, "domains": ["*"], "routes": [route], "include_request_attempt_count": True}
+    return {
+        "name": name,
+        "domains": ["*"],
+        "routes": [route],
+        "include_request_attempt_count": True,
+    }
 
 
 def _port_config(ctx: PushContext, node: ProxyNode, op: OutboundPort, mode: str) -> dict[str, Any]:
@@ -95,8 +100,13 @@ def _port_config(ctx: PushContext, node: ProxyNode, op: OutboundPort, mode: str)
     return {"name": str(op.port), "virtual_hosts": hosts, "validate_clusters": False}
 
 
-def _merged(ctx: PushContext, node: ProxyNode, ports: tuple[OutboundPort, ...],
-            configs: list[dict[str, Any]], mode: str) -> dict[str, Any]:
+def _merged(
+    ctx: PushContext,
+    node: ProxyNode,
+    ports: tuple[OutboundPort, ...],
+    configs: list[dict[str, Any]],
+    mode: str,
+) -> dict[str, Any]:
     by_port = {op.port: op for op in ports}
     seen: set[str] = set()
     hosts = []

@@ -78,4 +78,3 @@ def inbound_ports(ctx: PushContext, node: ProxyNode) -> tuple[InboundPort, ...]:
     for inst in ctx.registry.proxy_instances(node):
         grouped.setdefault(inst.endpoint.port, []).append(inst)
     return tuple(InboundPort(port, tuple(grouped[port])) for port in sorted(grouped))
-

@@ -24,8 +24,13 @@ class Request:
     query: Sequence[tuple[str, str]] = ()
 
     def header(self, name: str) -> str | None:
-        pseudo = {":authority": self.host, ":method": self.method, ":scheme": self.scheme,
-                  ":path": self.path, "host": self.host}
+        pseudo = {
+            ":authority": self.host,
+            ":method": self.method,
+            ":scheme": self.scheme,
+            ":path": self.path,
+            "host": self.host,
+        }
         if name in pseudo:
             return pseudo[name]
         return (self.headers or {}).get(name)
@@ -109,18 +114,17 @@ def _query_ok(matcher: Mapping[str, Any], request: Request) -> bool:
 
 def _path_ok(match: Mapping[str, Any], path: str) -> bool:
     path = path.split("?", 1)[0]
-    sensitive = match.get("case_sensitive", True)
+    sensitive = bool(match.get("case_sensitive", True))
     if "safe_regex" in match:
         return re.fullmatch(match["safe_regex"]["regex"], path) is not None
     if "path" in match:
-        return path == match["path"] if sensitive else path.lower() == match["path"].lower()
-    prefix = match.get("prefix", "")
+        exact = str(match["path"])
+        return path == exact if sensitive else path.lower() == exact.lower()
+    prefix = str(match.get("prefix", ""))
     return path.startswith(prefix) if sensitive else path.lower().startswith(prefix.lower())
 
 
-def match_route(
-    vhost: Mapping[str, Any], request: Request
-) -> tuple[int, Mapping[str, Any]] | None:
+def match_route(vhost: Mapping[str, Any], request: Request) -> tuple[int, Mapping[str, Any]] | None:
     """The index and dict of the first route of ``vhost`` that matches ``request``."""
     for index, route in enumerate(vhost.get("routes", ())):
         match = route.get("match", {})

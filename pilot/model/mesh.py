@@ -22,8 +22,8 @@ __all__ = ["DEFAULT_RETRY_ON", "MeshConfig", "OutboundMode"]
 
 OutboundMode = Literal["ALLOW_ANY", "REGISTRY_ONLY"]
 
-#: Istio's default ``retryOn`` (plus status 503 through ``retriable-status-codes``).
-DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+#: Istio's default ``retryOn``; numbers are status codes (``retriable_status_codes``).
+DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes,503"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +31,9 @@ class MeshConfig:
     """Mesh-wide defaults; every field has Istio's default.
 
     ``default_retries`` is the ``attempts`` of the retry policy a route gets when its
-    VirtualService says nothing about retries (``retryOn`` :data:`DEFAULT_RETRY_ON` + 503,
-    ``previous_hosts`` predicate, 5 host selection attempts); 0 disables it.
+    VirtualService says nothing about retries (``retryOn`` ``default_retry_on``, Istio's
+    :data:`DEFAULT_RETRY_ON`; ``previous_hosts`` predicate, 5 host selection attempts); 0
+    disables it. Both come from ``defaultHttpRetryPolicy`` in ``mesh.yaml``.
     ``mixer_address`` / ``zipkin_address`` are ``host:port``; when set, every HTTP connection
     manager streams access logs to mixer (Envoy ALS) and traces to Zipkin, sampling
     ``trace_sampling`` percent of requests (Istio's ``defaultConfig.tracing.sampling``).
@@ -42,6 +43,7 @@ class MeshConfig:
     root_namespace: str = "istio-system"
     outbound_traffic_policy: OutboundMode = "ALLOW_ANY"
     default_retries: int = 2
+    default_retry_on: str = DEFAULT_RETRY_ON
     inbound_port: int = 15006
     outbound_port: int = 15001
     mixer_address: str | None = None
@@ -76,6 +78,15 @@ class MeshConfig:
             kwargs["default_retries"] = _int(
                 retry["attempts"], "defaultHttpRetryPolicy.attempts", source
             )
+        if "retryOn" in retry:
+            value = retry["retryOn"]
+            if not isinstance(value, str) or not value:
+                raise ValidationError(
+                    f"must be a non-empty string, got {value!r}",
+                    source=source,
+                    path="defaultHttpRetryPolicy.retryOn",
+                )
+            kwargs["default_retry_on"] = value
         for key, attr in (
             ("connectTimeout", "connect_timeout"),
             ("dnsRefreshRate", "dns_refresh_rate"),
@@ -89,11 +100,16 @@ class MeshConfig:
             kwargs["zipkin_address"] = str(zipkin["address"])
         if "sampling" in tracing:
             sampling = tracing["sampling"]
-            if isinstance(sampling, bool) or not isinstance(sampling, int | float) or not (
-                0 <= sampling <= 100
+            if (
+                isinstance(sampling, bool)
+                or not isinstance(sampling, int | float)
+                or not (0 <= sampling <= 100)
             ):
-                raise ValidationError(f"must be a percentage, got {sampling!r}", source=source,
-                                      path="defaultConfig.tracing.sampling")
+                raise ValidationError(
+                    f"must be a percentage, got {sampling!r}",
+                    source=source,
+                    path="defaultConfig.tracing.sampling",
+                )
             kwargs["trace_sampling"] = float(sampling)
         als = _mapping(proxy, "envoyAccessLogService", source)
         if als.get("address"):

@@ -99,8 +99,8 @@ class PushContext:
         digest = hashlib.sha256()
         for part in (config.version, registry.version, repr(mesh)):
             digest.update(part.encode())
-        for key in sorted(self.credentials):
-            digest.update(repr(self.credentials[key]).encode())
+        for cred_key in sorted(self.credentials):
+            digest.update(repr(self.credentials[cred_key]).encode())
         self.version: str = digest.hexdigest()[:16]
 
     @classmethod

@@ -63,7 +63,8 @@ class XdsMetrics:
     """Counters owned by one discovery server (no process-wide registry)."""
 
     def __init__(self) -> None:
-        self.pushes: Counter[str] = Counter()
+        # Present from the start, so dashboards see the series before the first push.
+        self.pushes: Counter[str] = Counter(dict.fromkeys(("cds", "eds", "lds", "rds"), 0))
         self.rejects: Counter[str] = Counter()
         self.connected = 0
         self.convergence = _Histogram(CONVERGENCE_BUCKETS)

@@ -22,7 +22,13 @@ from google.protobuf.message import Message  # type: ignore[import-untyped, unus
 from pilot.xds.connection import Connection, PushEvent
 from pilot.xds.debounce import Batch, DebounceConfig, Debouncer
 from pilot.xds.metrics import XdsMetrics, short_type
-from pilot.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, encode_resources, response
+from pilot.xds.resources import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    PUSH_ORDER,
+    encode_resources,
+    response,
+)
 from pilot.xds.watch import Verdict, Watch, classify, requested_names
 from pymesh.errors import ConfigError, ControlPlaneError
 
@@ -260,8 +266,16 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
     ) -> bool:
         ctx = self.ctx
         type_url = watch.type_url
+        version = str(ctx.version)
+        if not force and watch.generated_version == version:
+            # Generators are pure functions of (context, node) and the version is a hash of
+            # the context's content: the same version cannot give other resources. This makes
+            # pushes after a proxy connects (which rarely changes the registry) nearly free.
+            return False
         try:
-            messages = self.generate(ctx, conn.proxy, type_url)
+            # Types pilot does not generate get an empty answer, so the proxy stops waiting.
+            known = type_url in PUSH_ORDER
+            messages = self.generate(ctx, conn.proxy, type_url) if known else []
         except Exception:
             self.metrics.pushes[f"{short_type(type_url)}_builderr"] += 1
             log.exception("xds generation failed", node_id=conn.proxy_id, type=type_url)
@@ -269,9 +283,9 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
         encoded = encode_resources(
             type_url, messages, names=None if watch.wildcard else watch.names
         )
+        watch.generated_version = version
         if not force and encoded.digest == watch.sent_hash:
             return False
-        version = str(ctx.version)
         nonce = f"{self._nonce_prefix}-{next(self._nonces)}"
         reply = response(
             type_url, encoded, version=version, nonce=nonce, identifier=self.identifier

@@ -68,10 +68,13 @@ class Watch:
     nacks: int = 0
     #: the push this type's last response belonged to (for the convergence metric)
     push_started: float | None = field(default=None, repr=False)
+    #: the PushContext version this type was last generated from (sent or found unchanged)
+    generated_version: str | None = None
 
     def subscribe(self, names: frozenset[str], wildcard: bool) -> None:
         self.names = names
         self.wildcard = wildcard
+        self.generated_version = None
 
     def sent(
         self,

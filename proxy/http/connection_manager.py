@@ -13,6 +13,7 @@ import contextlib
 import random
 import socket
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import TYPE_CHECKING, cast
 
 import structlog
@@ -33,7 +34,6 @@ __all__ = ["DownstreamConnection", "HcmRuntime"]
 
 log = structlog.get_logger(__name__)
 
-_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
 class HcmRuntime:
@@ -49,6 +49,7 @@ class HcmRuntime:
         "filter_factories",
         "generate_request_id",
         "idle_timeout",
+        "internal_ranges",
         "max_header_bytes",
         "max_headers",
         "model",
@@ -62,6 +63,7 @@ class HcmRuntime:
         "skip_xff_append",
         "stats",
         "use_remote_address",
+        "xff_num_trusted_hops",
     )
 
     def __init__(
@@ -94,6 +96,9 @@ class HcmRuntime:
         self.generate_request_id = model.generate_request_id
         self.use_remote_address = model.use_remote_address
         self.skip_xff_append = model.skip_xff_append
+        self.xff_num_trusted_hops = model.xff_num_trusted_hops
+        internal = model.internal_address_config
+        self.internal_ranges = internal.cidr_ranges if internal is not None else ()
         self.accept_http_10 = model.http_protocol_options.accept_http_10
         self.allow_absolute_url = model.http_protocol_options.allow_absolute_url
         self.max_header_bytes = model.max_request_headers_kb * 1024
@@ -112,6 +117,7 @@ class HcmRuntime:
 
 class DownstreamConnection(asyncio.Protocol):
     __slots__ = (
+        "_head_started",
         "_header_timer",
         "_idle_since",
         "_idle_timer",
@@ -165,6 +171,8 @@ class DownstreamConnection(asyncio.Protocol):
         self._wbuf: list[bytes] = []
         self._processing = False
         self._header_timer: asyncio.TimerHandle | None = None
+        # Bytes of a request head arrived but no stream yet: the connection is not idle.
+        self._head_started = False
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
 
@@ -190,10 +198,12 @@ class DownstreamConnection(asyncio.Protocol):
             self._idle_timer = self.loop.call_later(self.hcm.idle_timeout, self._on_idle_timer)
 
     def data_received(self, data: bytes) -> None:
-        if self.stream is None and self.hcm.request_headers_timeout and self._header_timer is None:
-            self._header_timer = self.loop.call_later(
-                self.hcm.request_headers_timeout, self._on_header_timeout
-            )
+        if self.stream is None:
+            self._head_started = True
+            if self.hcm.request_headers_timeout and self._header_timer is None:
+                self._header_timer = self.loop.call_later(
+                    self.hcm.request_headers_timeout, self._on_header_timeout
+                )
         try:
             self.codec.receive_data(data)
         except RemoteProtocolError as exc:
@@ -203,13 +213,10 @@ class DownstreamConnection(asyncio.Protocol):
         self.flush()
 
     def eof_received(self) -> bool | None:
+        # Like Envoy's connection manager, no half-close: a client that shuts its side down
+        # has gone away, and a request still in flight is reset (DC), not answered.
         with contextlib.suppress(RemoteProtocolError):
             self.codec.receive_data(b"")
-        stream = self.stream
-        if stream is not None and stream.request_complete and not stream.done:
-            # Half-closed after a complete request: answer it, then close.
-            self.close_after_response = True
-            return True
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -270,6 +277,7 @@ class DownstreamConnection(asyncio.Protocol):
             self._processing = False
 
     def _start_stream(self, request: Request) -> None:
+        self._head_started = False
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
@@ -352,10 +360,12 @@ class DownstreamConnection(asyncio.Protocol):
         self.closed = True
 
     def drain(self) -> None:
-        """Stop reusing this connection: close it now if idle, else after the response."""
+        """Stop reusing this connection: close it now if idle, else after the response. A
+        request whose head is still arriving is served (with ``connection: close``), as
+        Envoy does: its stream exists from the first byte there."""
         self.draining = True
         self.close_after_response = True
-        if self.stream is None:
+        if self.stream is None and not self._head_started:
             self._close()
 
     def _close(self) -> None:
@@ -382,7 +392,7 @@ class DownstreamConnection(asyncio.Protocol):
 
     def _send_simple(self, status: int) -> None:
         """A response for a request that never became a stream (bad bytes, slow headers)."""
-        reason = _REASONS.get(status, b"Bad Request")
+        reason = HTTPStatus(status).phrase.encode()
         hcm = self.hcm
         head = b"".join(
             (

@@ -73,7 +73,6 @@ class ShadowRequest:
         if not cluster.limits.try_acquire_request():
             cluster.stats.upstream_rq_pending_overflow.value += 1
             return
-        cluster.stats.upstream_rq_total.value += 1
         shadow = cls(cluster, host, (method, path, copy), body)
         if timeout:
             shadow._timer = loop.call_later(timeout, shadow._on_timeout)
@@ -90,6 +89,7 @@ class ShadowRequest:
             return
         self._conn = conn
         conn.attach(self)
+        self._cluster.stats.upstream_rq_total.value += 1
         method, path, headers = self._head
         conn.write_request_head(method, path, headers, False)
         if self._body:

@@ -19,6 +19,7 @@ from proxy.config.model_route import RouteAction, RouteActionType
 from proxy.http.headers import apply_header_options, get_header, remove_headers, set_header
 from proxy.http.local_reply import ResponseFlag
 from proxy.http.mirror import ShadowRequest
+from proxy.routing.lb_hash import hash64
 from proxy.routing.matcher import pick_weighted_cluster
 from proxy.routing.retry import (
     ENVOY_REQUEST_CONTROL_HEADERS,
@@ -33,6 +34,7 @@ from proxy.routing.rewrite import rewrite_host, rewrite_path
 if TYPE_CHECKING:
     from proxy.config.model_route import Route, WeightedCluster
     from proxy.http.stream import ActiveStream
+    from proxy.stats import ClusterStats
     from proxy.upstream.cluster import RuntimeCluster
     from proxy.upstream.connection import UpstreamConnection
     from proxy.upstream.host import Host
@@ -49,9 +51,12 @@ class Router:
         "_body",
         "_body_replayable",
         "_body_size",
+        "_expected_timeout_ms",
         "_holds_request",
         "_per_try_timeout",
+        "_request_end_time",
         "_retry_timer",
+        "_set_cookies",
         "_timeout",
         "_timeout_handle",
         "action",
@@ -94,6 +99,9 @@ class Router:
         self._per_try_timeout: float | None = None
         self._timeout_handle: asyncio.TimerHandle | None = None
         self._retry_timer: asyncio.TimerHandle | None = None
+        self._set_cookies: list[bytes] | None = None
+        self._expected_timeout_ms: int | None = None
+        self._request_end_time: float | None = None
 
     # -- setup ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -147,9 +155,10 @@ class Router:
         if not hcm.router_config.suppress_envoy_headers:
             expected = timeouts.expected_rq_timeout_ms
             if expected is not None:
+                self._expected_timeout_ms = expected
                 set_header(headers, b"x-envoy-expected-rq-timeout-ms", b"%d" % expected)
         if action.hash_policy and cluster.needs_hash:
-            self.hash_key = cluster.hash_key(action.hash_policy, headers, stream)
+            self.hash_key = cluster.hash_key(action.hash_policy, headers, stream, self._add_cookie)
         stats = cluster.stats
         if not cluster.limits.try_acquire_request():
             stats.upstream_rq_pending_overflow.value += 1
@@ -157,9 +166,26 @@ class Router:
             self._overflow()
             return
         self._holds_request = True
-        stats.upstream_rq_total.value += 1
-        stats.upstream_rq_active.value += 1
         self._new_attempt()
+
+    def _add_cookie(self, name: bytes, path: bytes | None, ttl: float) -> bytes:
+        """A cookie hash policy with a TTL found no cookie: make one up, as Envoy does, from
+        the connection's two addresses (the same for every request on the connection), and
+        set it on the response. A TTL of 0 makes a session cookie."""
+        conn = self.stream.conn
+        transport = conn.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        value = b"%x" % hash64(f"{peer}{conn.local_address}".encode())
+        cookie = b'%s="%s"' % (name, value)
+        if ttl:
+            cookie += b"; Max-Age=%d" % int(ttl)
+        if path:
+            cookie += b"; Path=" + path
+        cookie += b"; HttpOnly"
+        if self._set_cookies is None:
+            self._set_cookies = []
+        self._set_cookies.append(cookie)
+        return value
 
     def _mutate_request(self, weighted: WeightedCluster | None) -> None:
         """Route, virtual host and route-config header mutations plus path/host rewrites."""
@@ -176,6 +202,8 @@ class Router:
             self.path = new_path
         new_host = rewrite_host(action, headers, weighted_cluster=weighted)
         if new_host is not None:
+            if not stream.hcm.router_config.suppress_envoy_headers:
+                set_header(headers, b"x-envoy-original-host", stream.authority)
             set_header(headers, b"host", new_host)
         for owner in (weighted, route, vhost, config):
             if owner is None:
@@ -210,9 +238,11 @@ class Router:
             vhost = stream.vhost
             if vhost is not None and vhost.include_request_attempt_count:
                 set_header(self.headers, b"x-envoy-attempt-count", b"%d" % self.attempts)
+            if self._expected_timeout_ms is not None:
+                self._update_expected_timeout()
         if retry is not None:
             retry.on_host_attempted(host)
-        attempt = self.attempt = UpstreamAttempt(self, host)
+        attempt = self.attempt = UpstreamAttempt(self, host, cluster.stats)
         stream.upstream_host = host.address_str
         pool = cluster.pool_for(host)
         result = pool.acquire(attempt)
@@ -224,14 +254,32 @@ class Router:
             return
         attempt.on_pool_ready(result)  # type: ignore[arg-type]
 
+    def _update_expected_timeout(self) -> None:
+        """A retry tells the upstream the time that is left, as Envoy's setTimeoutHeaders."""
+        expected = self._expected_timeout_ms
+        assert expected is not None
+        timeout = self._timeout
+        if timeout and self._request_end_time is not None:
+            elapsed_ms = int((self.stream.loop.time() - self._request_end_time) * 1000)
+            left = int(timeout * 1000) - elapsed_ms
+            expected = 1 if left <= 0 else min(expected, left)
+        set_header(self.headers, b"x-envoy-expected-rq-timeout-ms", b"%d" % expected)
+
     def _overflow(self) -> None:
         self.stream.send_local_reply(
             503,
             (_RESET_PREFIX + "reset reason: overflow").encode(),
             flag=ResponseFlag.UPSTREAM_OVERFLOW,
-            headers=((b"x-envoy-overloaded", b"true"),),
+            headers=((b"x-envoy-overloaded", b"true"), *self._attempt_count_header()),
             details="upstream_reset_before_response_started{overflow}",
         )
+
+    def _attempt_count_header(self) -> tuple[tuple[bytes, bytes], ...]:
+        """What Envoy adds to its own replies with include_attempt_count_in_response."""
+        vhost = self.stream.vhost
+        if vhost is None or not vhost.include_attempt_count_in_response:
+            return ()
+        return ((b"x-envoy-attempt-count", b"%d" % max(self.attempts, 1)),)
 
     def write_request(self, conn: UpstreamConnection) -> None:
         """Send the request head, and the body received so far, on a fresh attempt."""
@@ -277,6 +325,7 @@ class Router:
         if self.request_ended or self.finished:
             return
         self.request_ended = True
+        self._request_end_time = self.stream.loop.time()
         attempt = self.attempt
         if attempt is not None and attempt.conn is not None:
             attempt.conn.write_end()
@@ -327,11 +376,12 @@ class Router:
         if (
             retry is not None
             and not self.response_started
-            and self._retry_decided(retry.decide_response(status, headers), attempt)
+            and self._retry_decided(retry.decide_response(status, headers), attempt, response)
         ):
             return
         attempt.cancel_timer()
         self.response_started = True
+        self.stream.response_details = "via_upstream"
         stats = cluster.stats
         stats.response(status)
         elapsed_ms = (self.stream.loop.time() - attempt.start_time) * 1000.0
@@ -344,6 +394,8 @@ class Router:
         vhost = self.stream.vhost
         if vhost is not None and vhost.include_attempt_count_in_response:
             headers.append((b"x-envoy-attempt-count", b"%d" % self.attempts))
+        if self._set_cookies:
+            headers.extend((b"set-cookie", cookie) for cookie in self._set_cookies)
         has_body = not (self.stream.is_head or status in (204, 304) or 100 <= status < 200)
         chunked = has_body and response.content_length is None
         self.stream.encode_headers(status, headers, chunked=chunked)
@@ -383,7 +435,9 @@ class Router:
         self.attempt = None
         self._fail(503, body, flag, f"upstream_reset_before_response_started{{{reason}}}")
 
-    def _retry_decided(self, decision: RetryStatus, attempt: UpstreamAttempt) -> bool:
+    def _retry_decided(
+        self, decision: RetryStatus, attempt: UpstreamAttempt, response: Response | None = None
+    ) -> bool:
         """Act on a retry decision; True when a retry was scheduled."""
         cluster = self.cluster
         retry = self.retry
@@ -401,10 +455,19 @@ class Router:
         if not self._body_replayable:
             return False
         cluster.stats.upstream_rq_retry.value += 1
-        attempt.abandon()
+        if response is not None and self._complete_without_body(response):
+            attempt.discard_response()
+        else:
+            attempt.abandon()
         self.attempt = None
         self._retry_timer = self.stream.loop.call_later(retry.next_backoff(), self._do_retry)
         return True
+
+    def _complete_without_body(self, response: Response) -> bool:
+        """The exchange ends with this head (both ways): its connection can be reused."""
+        return self.request_ended and (
+            self.method == b"HEAD" or response.status in (204, 304) or response.content_length == 0
+        )
 
     def _do_retry(self) -> None:
         self._retry_timer = None
@@ -445,7 +508,9 @@ class Router:
 
     def _fail(self, status: int, body: bytes, flag: str | None, details: str) -> None:
         self.finished = True
-        self.stream.send_local_reply(status, body, flag=flag, details=details)
+        self.stream.send_local_reply(
+            status, body, flag=flag, headers=self._attempt_count_header(), details=details
+        )
 
     # -- stream callbacks -----------------------------------------------------------------------
     def on_local_reply(self, status: int) -> None:
@@ -478,18 +543,28 @@ class Router:
             cluster = self.cluster
             assert cluster is not None
             cluster.limits.release_request()
-            cluster.stats.upstream_rq_active.value -= 1
 
 
 class UpstreamAttempt:
     """One try: a :class:`~proxy.upstream.pool.PoolWaiter` and an
     :class:`~proxy.upstream.connection.UpstreamSink` in one object."""
 
-    __slots__ = ("conn", "done", "host", "per_try_handle", "router", "start_time")
+    __slots__ = (
+        "attached",
+        "conn",
+        "done",
+        "host",
+        "per_try_handle",
+        "router",
+        "start_time",
+        "stats",
+    )
 
-    def __init__(self, router: Router, host: Host) -> None:
+    def __init__(self, router: Router, host: Host, stats: ClusterStats) -> None:
         self.router = router
         self.host = host
+        self.stats = stats
+        self.attached = False
         self.conn: UpstreamConnection | None = None
         self.per_try_handle: asyncio.TimerHandle | None = None
         self.start_time = router.stream.loop.time()
@@ -503,6 +578,10 @@ class UpstreamAttempt:
             return
         self.conn = conn
         conn.attach(self)
+        # Envoy counts a request to the cluster when it gets a connection, once per try.
+        self.attached = True
+        self.stats.upstream_rq_total.value += 1
+        self.stats.upstream_rq_active.value += 1
         router.write_request(conn)
         router.on_attempt_ready(self)
 
@@ -558,7 +637,45 @@ class UpstreamAttempt:
         else:
             self.router.cluster.pool_for(self.host).cancel(self)  # type: ignore[union-attr]
 
+    def discard_response(self) -> None:
+        """Give the try up on a response that ends with its head: the connection reads that
+        end and goes back to the pool instead of being closed (Envoy reuses it too)."""
+        if self.done:
+            return
+        self._finish()
+        self.cancel_timer()
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            conn.sink = _DiscardSink()
+
     def _finish(self) -> None:
         if not self.done:
             self.done = True
             self.host.active_requests -= 1
+            if self.attached:
+                self.stats.upstream_rq_active.value -= 1
+
+
+class _DiscardSink:
+    """Takes the rest of an exchange nobody waits for any more."""
+
+    __slots__ = ()
+
+    def on_upstream_response(self, response: Response) -> None:
+        pass
+
+    def on_upstream_data(self, data: bytes) -> None:
+        pass
+
+    def on_upstream_end(self) -> None:
+        pass
+
+    def on_upstream_reset(self, reason: str) -> None:
+        pass
+
+    def on_upstream_write_paused(self, paused: bool) -> None:
+        pass
+
+    def on_upstream_flush(self) -> None:
+        pass

@@ -8,6 +8,7 @@ Everything is driven by callbacks from the two connections; the stream never awa
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -16,11 +17,19 @@ import structlog
 from proxy.codec import Request
 from proxy.config.model_route import DirectResponseAction, RedirectAction, Route
 from proxy.http.filter import FilterStatus, HttpFilter
-from proxy.http.headers import apply_header_options, get_header, remove_headers, set_header
+from proxy.http.headers import (
+    apply_header_options,
+    get_all,
+    get_header,
+    remove_headers,
+    set_header,
+)
 from proxy.http.local_reply import LocalReply, ResponseFlag
+from proxy.routing.retry import ENVOY_REQUEST_CONTROL_HEADERS
 from proxy.routing.rewrite import redirect_location
 
 if TYPE_CHECKING:
+    from proxy.config.model_common import CidrRange
     from proxy.config.model_route import RouteConfiguration, VirtualHost
     from proxy.http.connection_manager import DownstreamConnection, HcmRuntime
     from proxy.http.router import Router
@@ -37,6 +46,30 @@ _STATUS_TEXT_LOCAL = {
     426: b"Upgrade Required",
     431: b"Request Header Fields Too Large",
 }
+
+
+# What Envoy removes from external requests (cleanInternalHeaders), and from edge requests.
+_EXTERNAL_STRIPPED = ENVOY_REQUEST_CONTROL_HEADERS | {
+    b"x-envoy-internal",
+    b"x-envoy-expected-rq-timeout-ms",
+    b"x-envoy-force-trace",
+    b"x-envoy-ip-tags",
+    b"x-envoy-original-url",
+    b"x-envoy-upstream-alt-stat-name",
+}
+_EDGE_STRIPPED = _EXTERNAL_STRIPPED | {
+    b"x-envoy-decorator-operation",
+    b"x-envoy-downstream-service-cluster",
+    b"x-envoy-downstream-service-node",
+}
+
+
+def _in_ranges(address: bytes, ranges: tuple[CidrRange, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.decode("latin-1"))
+    except ValueError:
+        return False
+    return any(r.contains(ip) for r in ranges)
 
 
 class ActiveStream:
@@ -118,8 +151,17 @@ class ActiveStream:
             self.conn.close_after_response = True
             self.send_local_reply(426, b"Upgrade Required", details="low_version")
             return
+        if request.method == b"CONNECT":
+            # Envoy routes CONNECT like any request, and only a connect_matcher route (which
+            # pymesh does not implement) matches it.
+            self.conn.close_after_response = True
+            hcm.stats.no_route.value += 1
+            self.send_local_reply(
+                404, b"", flag=ResponseFlag.NO_ROUTE_FOUND, details="route_not_found"
+            )
+            return
         if request.upgrade:
-            # Envoy refuses upgrades (and CONNECT) that no upgrade_config enables.
+            # Envoy refuses upgrades that no upgrade_config enables.
             self.conn.close_after_response = True
             self.send_local_reply(403, b"", details="upgrade_failed")
             return
@@ -142,10 +184,15 @@ class ActiveStream:
             remove_headers(headers, (b"expect",))
         if hcm.generate_request_id and get_header(headers, b"x-request-id") is None:
             headers.append((b"x-request-id", hcm.request_id()))
-        if get_header(headers, b"x-forwarded-proto") is None:
+        self._mark_internal(headers)
+        if hcm.use_remote_address:
+            # An untrusted peer's claim about the scheme is overwritten, as in Envoy.
+            if hcm.xff_num_trusted_hops == 0 or get_header(headers, b"x-forwarded-proto") is None:
+                set_header(headers, b"x-forwarded-proto", self.conn.scheme)
+            if not hcm.skip_xff_append:
+                self._append_xff()
+        elif get_header(headers, b"x-forwarded-proto") is None:
             headers.append((b"x-forwarded-proto", self.conn.scheme))
-        if hcm.use_remote_address and not hcm.skip_xff_append:
-            self._append_xff()
         table = hcm.route_table()
         if table is not None:
             self.route_config = table.config
@@ -169,6 +216,30 @@ class ActiveStream:
         self.path = self.original_path = slash + path if slash else b"/"
         set_header(self.request_headers, b"host", authority)
         return True
+
+    def _mark_internal(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """Envoy's internal-request rule: a request is internal when the address it comes from
+        (the peer with use_remote_address and no XFF yet, else the one XFF entry) is in
+        ``internal_address_config``, which is empty by default. Only internal requests may
+        steer the router with x-envoy-* headers; an external request loses them."""
+        hcm = self.hcm
+        internal = False
+        ranges = hcm.internal_ranges
+        if ranges:
+            xff = get_all(headers, b"x-forwarded-for")
+            address: bytes | None = None
+            if hcm.use_remote_address:
+                address = None if xff else self.downstream_address.encode()
+            else:
+                entries = b",".join(xff).split(b",") if xff else []
+                address = entries[0].strip() if len(entries) == 1 else None
+            internal = address is not None and _in_ranges(address, ranges)
+        if internal:
+            set_header(headers, b"x-envoy-internal", b"true")
+        elif hcm.has_envoy_headers(headers):
+            remove_headers(
+                headers, _EDGE_STRIPPED if hcm.use_remote_address else _EXTERNAL_STRIPPED
+            )
 
     def _append_xff(self) -> None:
         headers = self.request_headers
@@ -269,6 +340,10 @@ class ActiveStream:
         elif transformation == "APPEND_IF_ABSENT" and get_header(headers, b"server") is None:
             headers.append((b"server", hcm.server_name))
         headers.append((b"date", hcm.date()))
+        if not self.request_complete and (self.request.chunked or self.request.content_length):
+            # Answered before its body was read (a local reply, an early upstream answer):
+            # like Envoy, the connection is not reused.
+            self.conn.close_after_response = True
         if self.conn.close_after_response:
             headers.append((b"connection", b"close"))
         self.response_code = status
@@ -341,6 +416,8 @@ class ActiveStream:
                 (b"content-type", b"text/plain"),
                 *reply.headers,
             ]
+        elif reply.status in (204, 304):
+            hdrs = [*reply.headers]  # no body and, as in Envoy, no length either
         else:
             hdrs = [*reply.headers, (b"content-length", b"0")]
         if self.router is not None:
@@ -415,6 +492,7 @@ class ActiveStream:
         if self.done:
             return
         self.add_response_flag(ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION)
+        self.response_details = "downstream_remote_disconnect"
         self.hcm.stats.downstream_rq_rx_reset.value += 1
         if self.router is not None:
             self.router.on_downstream_reset()

@@ -100,7 +100,10 @@ class MiniHttpServer:
                 target = head.target.decode("latin-1")
                 path, _, query = target.partition("?")
                 return MiniRequest(
-                    head.method.decode("latin-1"), path, dict(parse_qsl(query)), bytes(body)
+                    head.method.decode("latin-1"),
+                    path,
+                    dict(parse_qsl(query, keep_blank_values=True)),
+                    bytes(body),
                 )
             else:
                 return None

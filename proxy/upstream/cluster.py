@@ -25,7 +25,7 @@ from proxy.config.model import (
 )
 from proxy.routing.circuit_breaker import ResourceLimits
 from proxy.routing.lb import LoadBalancer, build_load_balancer
-from proxy.routing.lb_hash import compute_hash
+from proxy.routing.lb_hash import AddCookie, compute_hash
 from proxy.routing.outlier import LocalFailure, OutlierAction, OutlierDetector, OutlierEvent
 from proxy.stats import ClusterStats, StatsStore
 from proxy.upstream.host import Host
@@ -119,9 +119,10 @@ class RuntimeCluster:
         policies: Sequence[HashPolicy],
         headers: list[tuple[bytes, bytes]],
         stream: ActiveStream,
+        add_cookie: AddCookie | None = None,
     ) -> int | None:
         _, _, query = stream.path.partition(b"?")
-        return compute_hash(policies, headers, stream.downstream_address, query or None)
+        return compute_hash(policies, headers, stream.downstream_address, query or None, add_cookie)
 
     def report_response(self, host: Host, status: int) -> None:
         outlier = self.outlier

@@ -98,9 +98,12 @@ class UpstreamConnection(asyncio.Protocol):
                     self._reset("connection termination")
                     return
                 if self.sink is not sink:
-                    # The sink detached itself (retry, reset) while handling the event.
+                    # The sink detached itself (retry, reset) while handling the event, or
+                    # handed the rest of the exchange over to be read and dropped.
                     sink.on_upstream_flush()
-                    return
+                    if self.sink is None:
+                        return
+                    sink = self.sink
         except RemoteProtocolError as exc:
             self._reset(f"protocol error: {exc}")
             sink.on_upstream_flush()

@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "proxy-config": ("pymesh.cli.proxy_config", "what pilot sent a proxy: listeners, routes, ..."),
     "analyze": ("pymesh.cli.analyze", "check configuration for problems (offline with -f)"),
     "explain": ("pymesh.cli.explain", "how a request from a proxy to a URL would be routed"),
+    "demo": ("pymesh.cli.demo", "run Bookinfo with pilot and an ingress gateway on this machine"),
+    "exec": ("pymesh.cli.exec", "run a command inside a demo pod (through its sidecar)"),
 }
 
 

@@ -96,9 +96,7 @@ def generate(ctx: Mesh, proxy: Any, type_url: str) -> list[Any]:
         listener = listener_pb2.Listener(
             name="main",
             address=address_pb2.Address(
-                socket_address=address_pb2.SocketAddress(
-                    address=LISTEN, port_value=ctx.listen_port
-                )
+                socket_address=address_pb2.SocketAddress(address=LISTEN, port_value=ctx.listen_port)
             ),
             filter_chains=[
                 listener_components_pb2.FilterChain(
@@ -213,9 +211,7 @@ class Harness:
         self.server = ProxyServer(bootstrap, loop=asyncio.get_running_loop())
         await self.server.start()
         assert not self.server.ready
-        self.client = XdsClient(
-            self.server, backoff=Backoff(random.Random(1), base=0.05, cap=0.2)
-        )
+        self.client = XdsClient(self.server, backoff=Backoff(random.Random(1), base=0.05, cap=0.2))
         self.client.start()
         return self.client
 

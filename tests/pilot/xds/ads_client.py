@@ -53,6 +53,7 @@ class AdsClient:
         self.call: Any = None
         self.sent_node = False
         self._next: asyncio.Future[Any] | None = None
+        self._background: asyncio.Future[Any] | None = None
 
     async def __aenter__(self) -> AdsClient:
         return await self.start()
@@ -67,6 +68,8 @@ class AdsClient:
         return self
 
     async def close(self) -> None:
+        if self._background is not None:
+            self._background.cancel()
         if self._next is not None:
             self._next.cancel()
         if self.call is not None:
@@ -115,9 +118,21 @@ class AdsClient:
             return
         raise AssertionError(f"unexpected response: {reply}")
 
-    async def ack(
-        self, reply: discovery_pb2.DiscoveryResponse, names: Iterable[str] = ()
-    ) -> None:
+    def auto_ack(self) -> None:
+        """Read and ACK every response in the background (a registered pod that only has
+        to stay connected)."""
+
+        async def loop() -> None:
+            while True:
+                try:
+                    reply = await self.recv(3600.0)
+                except (EOFError, TimeoutError, grpc.aio.AioRpcError, asyncio.CancelledError):
+                    return
+                await self.ack(reply)
+
+        self._background = asyncio.ensure_future(loop())
+
+    async def ack(self, reply: discovery_pb2.DiscoveryResponse, names: Iterable[str] = ()) -> None:
         await self.send(reply.type_url, names, version=reply.version_info, nonce=reply.nonce)
 
     async def nack(

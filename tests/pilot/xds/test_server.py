@@ -45,9 +45,7 @@ class FakeCtx:
 
 def fake_generate(ctx: FakeCtx, proxy: Any, type_url: str) -> list[Any]:
     if type_url == CLUSTER_TYPE:
-        return [
-            cluster_pb2.Cluster(name=c, type=cluster_pb2.Cluster.EDS) for c in ctx.clusters
-        ]
+        return [cluster_pb2.Cluster(name=c, type=cluster_pb2.Cluster.EDS) for c in ctx.clusters]
     if type_url == ENDPOINT_TYPE:
         return [endpoint_pb2.ClusterLoadAssignment(cluster_name=c) for c in ctx.clusters]
     if type_url == LISTENER_TYPE:
@@ -157,8 +155,7 @@ async def test_named_types_send_only_what_was_asked_plus_placeholders(ads, conne
     await client.send(ENDPOINT_TYPE, ["a", "missing"])
     reply = await client.recv()
     got = {
-        endpoint_pb2.ClusterLoadAssignment.FromString(r.value).cluster_name
-        for r in reply.resources
+        endpoint_pb2.ClusterLoadAssignment.FromString(r.value).cluster_name for r in reply.resources
     }
     assert got == {"a", "missing"}
 
@@ -225,8 +222,12 @@ async def test_push_sends_only_changed_types_in_envoy_order(ads, connect) -> Non
             reply = await client.recv(0.3)
         except TimeoutError:
             break
-        await client.ack(reply, () if reply.type_url in (CLUSTER_TYPE, LISTENER_TYPE) else
-                         (("a", "b") if reply.type_url == ENDPOINT_TYPE else ("80",)))
+        await client.ack(
+            reply,
+            ()
+            if reply.type_url in (CLUSTER_TYPE, LISTENER_TYPE)
+            else (("a", "b") if reply.type_url == ENDPOINT_TYPE else ("80",)),
+        )
     # Only the route target changes: one RDS response, nothing else.
     ads.update(FakeCtx(version="v9", routes={"80": "b"}))
     reply = await client.recv()

@@ -46,6 +46,7 @@ class InProcessProxy:
     server: ProxyServer
     sidecar: Sidecar | None
     config: dict[str, Any]
+    stopped: bool = False
 
     @property
     def address(self) -> tuple[str, int]:
@@ -62,6 +63,10 @@ class InProcessProxy:
         return 0
 
     async def stop(self) -> None:
+        """Stop (and flush the access logs), as at process exit; a second call does nothing."""
+        if self.stopped:
+            return
+        self.stopped = True
         if self.sidecar is not None:
             await self.sidecar.stop()
         else:

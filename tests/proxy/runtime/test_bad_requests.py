@@ -30,7 +30,8 @@ BAD_REQUESTS = {
         400,
     ),
     "invalid chunk size": (
-        b"POST / HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"zz\r\nhello\r\n0\r\n\r\n",
         400,
     ),
     "obs-fold": (b"GET / HTTP/1.1\r\nHost: svc\r\nX-Folded: a\r\n  b\r\n\r\n", 400),

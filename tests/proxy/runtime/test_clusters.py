@@ -146,7 +146,10 @@ async def test_least_request_prefers_idle_hosts(
 
 HASH_POLICIES = {
     "header": ([{"header": {"header_name": "x-user"}}], lambda k: ([("x-user", k)], "/")),
-    "cookie": ([{"cookie": {"name": "session"}}], lambda k: ([("cookie", f"a=1; session={k}")], "/")),  # noqa: E501
+    "cookie": (
+        [{"cookie": {"name": "session"}}],
+        lambda k: ([("cookie", f"a=1; session={k}")], "/"),
+    ),
     "query": ([{"query_parameter": {"name": "user"}}], lambda k: ([], f"/?user={k}&x=1")),
 }
 
@@ -343,7 +346,11 @@ async def test_no_healthy_upstream(upstream_factory: Any, start_proxy: StartProx
                 {
                     "lb_endpoints": [
                         {
-                            "endpoint": {"address": {"socket_address": {"address": upstream_ip(0), "port_value": 9}}},  # noqa: E501
+                            "endpoint": {
+                                "address": {
+                                    "socket_address": {"address": upstream_ip(0), "port_value": 9}
+                                }
+                            },
                             "health_status": "UNHEALTHY",
                         }
                     ]
@@ -362,3 +369,28 @@ async def test_no_healthy_upstream(upstream_factory: Any, start_proxy: StartProx
             assert not r.will_close
     assert proxy.stat("cluster.empty.upstream_cx_none_healthy") == 1
     assert proxy.stat("cluster.sick.upstream_cx_none_healthy") == 1
+
+
+async def test_cookie_hash_policy_with_ttl_sets_the_cookie(
+    upstream_factory: Any, start_proxy: StartProxy
+) -> None:
+    """Istio's ``consistentHash.httpCookie`` with a TTL: the proxy makes the cookie up."""
+    ups = await upstreams(upstream_factory, 3)
+    proxy = await start_proxy(
+        one_route(
+            listen_address(),
+            [cluster("backend", [u.address for u in ups], lb_policy="RING_HASH")],
+            hash_policy=[{"cookie": {"name": "sticky", "ttl": "60s", "path": "/"}}],
+        )
+    )
+    for _ in range(4):  # four clients, each on its own connection
+        r = await request(*proxy.address, host_header="svc")
+        cookie = r.header("set-cookie")
+        assert cookie is not None and cookie.startswith('sticky="')
+        assert cookie.endswith('"; Max-Age=60; Path=/; HttpOnly')
+        value = cookie.split('"')[1]
+        first = r.header("x-upstream-name")
+        names = await spread(proxy, 5, [("cookie", f"sticky={value}")])
+        assert names == {first: 5}
+    r = await request(*proxy.address, headers=[("cookie", "sticky=mine")], host_header="svc")
+    assert r.header("set-cookie") is None

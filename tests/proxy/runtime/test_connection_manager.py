@@ -206,9 +206,9 @@ async def test_server_name_and_transformations(
     c = await start_proxy(
         one_cluster(listen_address(), up, server_header_transformation="APPEND_IF_ABSENT")
     )
-    assert (await request(*c.address, target="/srv", host_header="svc")).header_list(
-        "server"
-    ) == ["origin/1.0"]
+    assert (await request(*c.address, target="/srv", host_header="svc")).header_list("server") == [
+        "origin/1.0"
+    ]
     assert (await request(*c.address, target="/", host_header="svc")).header("server") == "envoy"
 
 

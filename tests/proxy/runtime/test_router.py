@@ -12,7 +12,7 @@ from tests.proxy.runtime.bootstrap import bootstrap, cluster, hcm, listener, rou
 from tests.proxy.runtime.conftest import StartProxy, listen_address, upstream_ip
 from tests.support.httpclient import AsyncConnection, request
 from tests.support.procs import free_port
-from tests.support.upstream import Close, Delay, Echo, Fixed, Hang, Reset, Steps, Upstream
+from tests.support.upstream import Close, Delay, Echo, Fixed, Hang, Reset, Steps
 
 RESET_503 = b"upstream connect error or disconnect/reset before headers. "
 
@@ -23,12 +23,22 @@ def routed(
     *,
     vhost_extra: dict[str, Any] | None = None,
     cluster_extra: dict[str, Any] | None = None,
+    hcm_extra: dict[str, Any] | None = None,
     **action: Any,
 ) -> dict[str, Any]:
     vh = vhost([route("/", **action)], **(vhost_extra or {}))
     return bootstrap(
-        [listener(listen, hcm([vh]))], [cluster("backend", endpoints, **(cluster_extra or {}))]
+        [listener(listen, hcm([vh], **(hcm_extra or {})))],
+        [cluster("backend", endpoints, **(cluster_extra or {}))],
     )
+
+
+# Envoy obeys x-envoy-* request headers only from internal requests: here, those whose one
+# X-Forwarded-For address is in 10.0.0.0/8 (the default internal_address_config is empty).
+INTERNAL = {
+    "internal_address_config": {"cidr_ranges": [{"address_prefix": "10.0.0.0", "prefix_len": 8}]}
+}
+FROM_INSIDE = [("x-forwarded-for", "10.1.2.3")]
 
 
 def dead_endpoint(n: int) -> tuple[str, int]:
@@ -58,29 +68,66 @@ async def test_route_timeout_gives_504(upstream_factory: Any, start_proxy: Start
 async def test_upstream_rq_timeout_ms_header_overrides_route(
     upstream_factory: Any, start_proxy: StartProxy
 ) -> None:
-    up = await upstream_factory(upstream_ip(0), routes={"/slow": Delay(3)})
-    proxy = await start_proxy(routed(listen_address(), [up.address], timeout="10s"))
-    started = time.monotonic()
-    r = await request(
-        *proxy.address,
-        target="/slow",
-        headers=[("x-envoy-upstream-rq-timeout-ms", "200")],
-        host_header="svc",
+    up = await upstream_factory(upstream_ip(0), routes={"/slow": Delay(0.6)})
+    proxy = await start_proxy(
+        routed(listen_address(), [up.address], timeout="10s", hcm_extra=INTERNAL)
     )
-    assert r.status == 504 and time.monotonic() - started < 1.5
+    started = time.monotonic()
+    override = [("x-envoy-upstream-rq-timeout-ms", "200")]
+    r = await request(
+        *proxy.address, target="/slow", headers=[*override, *FROM_INSIDE], host_header="svc"
+    )
+    assert r.status == 504 and time.monotonic() - started < 0.5
     # The control header is consumed, never forwarded.
-    assert "x-envoy-upstream-rq-timeout-ms" not in up.received[0].headers
-    assert up.received[0].headers["x-envoy-expected-rq-timeout-ms"] == "200"
+    seen = up.received[0].headers
+    assert "x-envoy-upstream-rq-timeout-ms" not in seen
+    assert seen["x-envoy-expected-rq-timeout-ms"] == "200"
+    assert seen["x-envoy-internal"] == "true"
+    # From outside, the header is dropped and the route's 10 s stand.
+    r = await request(*proxy.address, target="/slow", headers=override, host_header="svc")
+    assert r.status == 200
+    seen = up.received[1].headers
+    assert seen["x-envoy-expected-rq-timeout-ms"] == "10000" and "x-envoy-internal" not in seen
 
 
 RETRY_CASES = {
     # name: (retry_policy, upstream steps, expected final status, expected upstream requests)
-    "5xx retried": ({"retry_on": "5xx", "num_retries": 2}, (Fixed(500), Fixed(503), Echo()), 200, 3),  # noqa: E501
-    "5xx exhausted": ({"retry_on": "5xx", "num_retries": 1}, (Fixed(503), Fixed(502), Echo()), 502, 2),  # noqa: E501
-    "gateway-error retried": ({"retry_on": "gateway-error", "num_retries": 1}, (Fixed(504), Echo()), 200, 2),  # noqa: E501
-    "gateway-error ignores 500": ({"retry_on": "gateway-error", "num_retries": 1}, (Fixed(500), Echo()), 500, 1),  # noqa: E501
-    "retriable-4xx": ({"retry_on": "retriable-4xx", "num_retries": 1}, (Fixed(409), Echo()), 200, 2),  # noqa: E501
-    "retriable-4xx ignores 404": ({"retry_on": "retriable-4xx", "num_retries": 1}, (Fixed(404), Echo()), 404, 1),  # noqa: E501
+    "5xx retried": (
+        {"retry_on": "5xx", "num_retries": 2},
+        (Fixed(500), Fixed(503), Echo()),
+        200,
+        3,
+    ),
+    "5xx exhausted": (
+        {"retry_on": "5xx", "num_retries": 1},
+        (Fixed(503), Fixed(502), Echo()),
+        502,
+        2,
+    ),
+    "gateway-error retried": (
+        {"retry_on": "gateway-error", "num_retries": 1},
+        (Fixed(504), Echo()),
+        200,
+        2,
+    ),
+    "gateway-error ignores 500": (
+        {"retry_on": "gateway-error", "num_retries": 1},
+        (Fixed(500), Echo()),
+        500,
+        1,
+    ),
+    "retriable-4xx": (
+        {"retry_on": "retriable-4xx", "num_retries": 1},
+        (Fixed(409), Echo()),
+        200,
+        2,
+    ),
+    "retriable-4xx ignores 404": (
+        {"retry_on": "retriable-4xx", "num_retries": 1},
+        (Fixed(404), Echo()),
+        404,
+        1,
+    ),
     "retriable-status-codes": (
         {"retry_on": "retriable-status-codes", "num_retries": 1, "retriable_status_codes": [418]},
         (Fixed(418), Echo()),
@@ -122,17 +169,19 @@ async def test_retry_with_request_headers_only(
     up = await upstream_factory(
         upstream_ip(0), routes={"/r": Steps((Fixed(503), Fixed(503), Fixed(503), Echo()))}
     )
-    proxy = await start_proxy(routed(listen_address(), [up.address]))
+    proxy = await start_proxy(routed(listen_address(), [up.address], hcm_extra=INTERNAL))
     hs = [("x-envoy-retry-on", "5xx"), ("x-envoy-max-retries", "3")]
-    r = await request(*proxy.address, target="/r", headers=hs, host_header="svc")
+    r = await request(*proxy.address, target="/r", headers=[*hs, *FROM_INSIDE], host_header="svc")
     assert r.status == 200 and up.stats.requests == 4
     for rec in up.received:
         assert "x-envoy-retry-on" not in rec.headers and "x-envoy-max-retries" not in rec.headers
-    # Without the headers (and no policy) nothing is retried.
     up.reset()
     up.route("/r", Fixed(503))
-    r = await request(*proxy.address, target="/r", host_header="svc")
-    assert r.status == 503 and up.stats.requests == 1
+    # From outside the headers are ignored; without them (and no policy) nothing is retried.
+    for headers in (hs, [*hs, ("x-forwarded-for", "10.1.2.3, 10.0.0.1")], FROM_INSIDE):
+        r = await request(*proxy.address, target="/r", headers=headers, host_header="svc")
+        assert r.status == 503
+    assert up.stats.requests == 3
 
 
 async def test_attempt_count_in_response(upstream_factory: Any, start_proxy: StartProxy) -> None:

@@ -1,0 +1,223 @@
+"""``pymesh demo``: Bookinfo, httpbin and sleep in process mode, with pilot and an ingress
+gateway, on this machine.
+
+* ``pymesh demo`` (``make demo``) runs in the foreground; Ctrl-C stops everything.
+* ``pymesh demo up`` starts it in the background and returns once every proxy is SYNCED;
+  ``pymesh demo down`` stops it and checks that no process and no listening port is left.
+* ``pymesh demo status``, ``pymesh demo restart POD [--app-only|--proxy-only]``,
+  ``pymesh demo restart pilot [--mesh-config FILE]``, ``pymesh demo env``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pymesh.demo.layout import DemoLayout
+    from pymesh.demo.supervisor import DemoOptions
+
+__all__ = ["add_arguments", "run"]
+
+_DEFAULT_PODS = "127.0.0.10-127.0.0.99"
+
+
+def _run_dir_argument(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    parser.add_argument(
+        "--run-dir",
+        default=argparse.SUPPRESS if suppress else None,
+        help="where the demo keeps config, logs and state (PYMESH_DEMO_DIR, ~/.pymesh/demo)",
+    )
+
+
+def _start_arguments(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """Options of ``pymesh demo`` and ``pymesh demo up``. Sub-commands repeat them with
+    SUPPRESS defaults, so ``pymesh demo --run-dir X up`` and ``... up --run-dir X`` agree."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    _run_dir_argument(parser, suppress)
+    parser.add_argument(
+        "--control-address",
+        default=default("127.0.0.1"),
+        help="address of pilot (15010 xDS, 15080 API) and of the ingress gateway (127.0.0.1)",
+    )
+    parser.add_argument(
+        "--pod-addresses",
+        default=default(_DEFAULT_PODS),
+        help=f"loopback addresses handed to pods, FIRST[-LAST] ({_DEFAULT_PODS})",
+    )
+    parser.add_argument(
+        "--keep-config",
+        action="store_true",
+        default=default(False),
+        help="start from the configuration of the last run instead of the manifests",
+    )
+    parser.add_argument(
+        "--mesh-config", default=default(None), help="Istio MeshConfig YAML for pilot"
+    )
+    parser.add_argument(
+        "--outbound-traffic-policy",
+        choices=("ALLOW_ANY", "REGISTRY_ONLY"),
+        default=default("ALLOW_ANY"),
+        help="meshConfig.outboundTrafficPolicy.mode (ignored with --mesh-config)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=default(120.0),
+        help="seconds to wait for every proxy to be SYNCED",
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _start_arguments(parser, suppress=False)
+    sub = parser.add_subparsers(dest="demo_command", metavar="{run,up,down,status,restart,env}")
+    run_p = sub.add_parser("run", help="run in the foreground (the default)")
+    _start_arguments(run_p, suppress=True)
+    run_p.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
+    up_p = sub.add_parser("up", help="start in the background, return when every proxy is SYNCED")
+    _start_arguments(up_p, suppress=True)
+    down_p = sub.add_parser("down", help="stop the demo; check no process or port is left")
+    _run_dir_argument(down_p, suppress=True)
+    status_p = sub.add_parser("status", help="pods, addresses, pids and sync state")
+    _run_dir_argument(status_p, suppress=True)
+    restart_p = sub.add_parser("restart", help="restart a pod (or only its app or proxy), or pilot")
+    _run_dir_argument(restart_p, suppress=True)
+    restart_p.add_argument("target", help="a pod name (reviews-v1, sleep, ...) or 'pilot'")
+    which = restart_p.add_mutually_exclusive_group()
+    which.add_argument("--app-only", action="store_true", help="restart the app, not the proxy")
+    which.add_argument("--proxy-only", action="store_true", help="restart the proxy only")
+    restart_p.add_argument(
+        "--mesh-config", help="with 'pilot': the MeshConfig YAML it restarts with"
+    )
+    restart_p.add_argument("--no-wait", action="store_true", help="do not wait for SYNCED")
+    restart_p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait")
+    env_p = sub.add_parser("env", help='shell exports for pymesh apply/get/...: eval "$(...)"')
+    _run_dir_argument(env_p, suppress=True)
+
+
+def _run_dir(args: argparse.Namespace) -> Path:
+    from pymesh.demo.layout import default_run_dir
+
+    given = getattr(args, "run_dir", None)
+    return Path(given).expanduser() if given else default_run_dir()
+
+
+def _layout(args: argparse.Namespace) -> DemoLayout:
+    from pymesh.demo.layout import AddressRange, DemoLayout
+
+    return DemoLayout(
+        _run_dir(args),
+        control_address=args.control_address,
+        pod_addresses=AddressRange.parse(args.pod_addresses),
+    )
+
+
+def _options(args: argparse.Namespace, foreground: bool) -> DemoOptions:
+    from pymesh.demo.supervisor import DemoOptions
+
+    layout = _layout(args)
+    return DemoOptions(
+        layout=layout,
+        keep_config=args.keep_config,
+        mesh_config=Path(args.mesh_config) if args.mesh_config else None,
+        outbound_traffic_policy=args.outbound_traffic_policy,
+        log_level=args.log_level,
+        ready_timeout=args.timeout,
+        foreground=foreground,
+        default_run_dir=getattr(args, "run_dir", None) is None,
+    )
+
+
+def _foreground(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from pymesh.demo.supervisor import Supervisor
+
+    options = _options(args, foreground=not getattr(args, "background", False))
+    supervisor = Supervisor(options, sys.stdout, time.monotonic)
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(supervisor.run())
+    rc: int = uvloop.run(supervisor.run())
+    return rc
+
+
+def _up_argv(args: argparse.Namespace) -> list[str]:
+    argv = ["--log-level", args.log_level, "demo", "run", "--background"]
+    argv += ["--run-dir", str(_run_dir(args))]
+    argv += ["--control-address", args.control_address, "--pod-addresses", args.pod_addresses]
+    argv += ["--outbound-traffic-policy", args.outbound_traffic_policy]
+    argv += ["--timeout", str(args.timeout)]
+    if args.keep_config:
+        argv.append("--keep-config")
+    if args.mesh_config:
+        argv += ["--mesh-config", str(Path(args.mesh_config).resolve())]
+    return argv
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from pymesh.demo import commands
+    from pymesh.demo.layout import DemoLayout
+    from pymesh.demo.render import hints, pod_table
+
+    command = args.demo_command or "run"
+    if command == "run":
+        return _foreground(args)
+    if command == "up":
+        layout = _layout(args)
+        state = commands.up(layout, _up_argv(args), args.timeout, sys.stdout)
+        print(f"\nBookinfo is up: {len(state.pods)} pods, every proxy SYNCED\n")
+        print(pod_table(state))
+        print(hints(state, str(layout.run_dir), getattr(args, "run_dir", None) is None))
+        print("\n`pymesh demo down` stops it.")
+        return 0
+    layout = DemoLayout.of_running(_run_dir(args))
+    if command == "down":
+        report = commands.down(layout, sys.stdout)
+        return 0 if report.clean else 1
+    if command == "status":
+        return commands.status(layout, sys.stdout)
+    if command == "env":
+        print(commands.demo_env(layout))
+        return 0
+    if command == "restart":
+        what = "app" if args.app_only else "proxy" if args.proxy_only else "all"
+        mesh = Path(args.mesh_config).read_text(encoding="utf-8") if args.mesh_config else None
+        if mesh is not None and args.target != "pilot":
+            print("error: --mesh-config goes with 'restart pilot'", file=sys.stderr)
+            return 2
+        restarted = commands.restart(
+            layout,
+            args.target,
+            what,
+            sys.stdout,
+            mesh_config=mesh,
+            wait=None if args.no_wait else args.timeout,
+        )
+        if restarted is not None:
+            print("every proxy SYNCED")
+        return 0
+    print(f"error: unknown demo command {command!r}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    from pymesh.errors import PymeshError
+
+    try:
+        return _dispatch(args)
+    except PymeshError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,72 @@
+"""The demo's "image registry": which local program stands in for a container image.
+
+There are no containers in process mode, so a Deployment's image names the sample app that
+runs in its place. Istio's own images are recognised (``examples-bookinfo-reviews-v2``,
+``go-httpbin``, ``curlimages/curl``, ``proxyv2``), so Istio's unchanged manifests start pods
+too (``bookinfo-details-v2.yaml``, the mirroring task's two httpbin versions). The project's
+manifests use ``pymesh/<name>`` images that the same patterns match.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+__all__ = ["Role", "StandIn", "stand_in"]
+
+
+class Role(Enum):
+    APP = "app"  # an app process and its sidecar
+    CLIENT = "client"  # a sidecar only; ``pymesh exec`` runs commands in the pod
+    GATEWAY = "gateway"  # a proxy in router mode, no app
+
+
+@dataclass(frozen=True, slots=True)
+class StandIn:
+    """What runs for an image: ``module`` (``python -m``) with ``args``, or nothing."""
+
+    role: Role
+    module: str = ""
+    args: tuple[str, ...] = ()
+    #: set when the image is unknown: the pod runs its sidecar only, and says why
+    warning: str = ""
+
+    def argv(self, host: str, port: int) -> list[str]:
+        """The app's command line, listening on ``host:port``."""
+        if not self.module:
+            return []
+        return [sys.executable, "-m", self.module, "--host", host, "--port", str(port), *self.args]
+
+
+_BOOKINFO = re.compile(r"examples-bookinfo-(productpage|details|reviews|ratings)-(v\d+)")
+_HTTPBIN = re.compile(r"(^|/)(go-)?httpbin(:|$)")
+_CLIENTS = re.compile(r"(^|/)(curl|sleep|curl-ssl|fortio|netshoot|busybox)(:|$)")
+_GATEWAY = re.compile(r"(^|/)(proxyv2|proxy|gateway)(:|$)")
+
+
+def _version(labels: Mapping[str, str], default: str = "v1") -> str:
+    return labels.get("version") or default
+
+
+def stand_in(image: str, labels: Mapping[str, str]) -> StandIn:
+    """The stand-in for a container ``image`` of a pod with ``labels``."""
+    name = image.rsplit("@", 1)[0]
+    if m := _BOOKINFO.search(name):
+        service, version = m.groups()
+        module = f"pymesh.samples.bookinfo.{service}"
+        if service == "productpage":
+            return StandIn(Role.APP, module)
+        return StandIn(Role.APP, module, ("--version", version))
+    if _HTTPBIN.search(name):
+        return StandIn(Role.APP, "pymesh.samples.httpbin", ("--version", _version(labels)))
+    if _CLIENTS.search(name):
+        return StandIn(Role.CLIENT)
+    if _GATEWAY.search(name) or labels.get("istio") in ("ingressgateway", "egressgateway"):
+        return StandIn(Role.GATEWAY)
+    return StandIn(
+        Role.CLIENT,
+        warning=f"no stand-in for image {image!r}: the pod runs its sidecar only",
+    )

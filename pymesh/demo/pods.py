@@ -1,0 +1,152 @@
+"""Pods as the demo runs them, derived from the Deployments and Pods pilot holds.
+
+The demo plays kubelet: whatever Deployments and Pods are in pilot's configuration (seeded from
+the manifests, then changed with ``pymesh apply`` / ``pymesh delete``) are the pods that should
+run. :func:`desired_pods` reads them as the admin API returns them (Kubernetes JSON).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymesh.demo.images import Role, StandIn, stand_in
+from pymesh.demo.layout import OUTBOUND_PORT
+
+__all__ = ["MAX_REPLICAS", "PodSpec", "desired_pods", "pod_env"]
+
+#: replicas above this are capped: every pod takes a loopback address and two processes
+MAX_REPLICAS = 5
+# A proxy inherited from the caller's shell would take the pod's traffic past its sidecar.
+_DROPPED = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_proxy"})
+
+
+_NO_APP = StandIn(Role.CLIENT)
+
+
+@dataclass(frozen=True, slots=True)
+class PodSpec:
+    """One pod to run. ``revision`` changes whenever the template does (the pod restarts)."""
+
+    name: str
+    namespace: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    service_account: str = "default"
+    image: str = ""
+    container_port: int | None = None
+    stand_in: StandIn = _NO_APP
+    owner: str = ""
+    revision: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}.{self.namespace}"
+
+    @property
+    def role(self) -> Role:
+        return self.stand_in.role
+
+    @property
+    def app_name(self) -> str:
+        return self.labels.get("app") or self.name
+
+    @property
+    def version(self) -> str:
+        return self.labels.get("version", "")
+
+    @property
+    def runs_app(self) -> bool:
+        return self.role is Role.APP and self.container_port is not None
+
+
+def _revision(kind: str, spec: Mapping[str, Any]) -> str:
+    text = json.dumps({"kind": kind, "spec": spec}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def _pod_from(
+    name: str,
+    namespace: str,
+    labels: Mapping[str, str],
+    pod_spec: Mapping[str, Any],
+    owner: str,
+    revision: str,
+) -> PodSpec:
+    containers = [c for c in pod_spec.get("containers") or () if isinstance(c, Mapping)]
+    main = containers[0] if containers else {}
+    image = str(main.get("image", ""))
+    ports = [p for p in main.get("ports") or () if isinstance(p, Mapping)]
+    port = ports[0].get("containerPort") if ports else None
+    return PodSpec(
+        name=name,
+        namespace=namespace,
+        labels=dict(labels),
+        service_account=str(pod_spec.get("serviceAccountName") or "default"),
+        image=image,
+        container_port=int(port) if isinstance(port, int) else None,
+        stand_in=stand_in(image, labels),
+        owner=owner,
+        revision=revision,
+    )
+
+
+def desired_pods(items: Iterable[Mapping[str, Any]]) -> list[PodSpec]:
+    """The pods for the ``Deployment`` and ``Pod`` objects in ``items`` (admin API JSON),
+    sorted by namespace and name so that addresses are handed out in a stable order."""
+    pods: list[PodSpec] = []
+    for item in items:
+        kind = item.get("kind")
+        meta = item.get("metadata") or {}
+        spec = item.get("spec") or {}
+        name, namespace = str(meta.get("name", "")), str(meta.get("namespace") or "default")
+        if not name:
+            continue
+        if kind == "Deployment":
+            template = spec.get("template") or {}
+            labels = (template.get("metadata") or {}).get("labels") or {}
+            replicas = spec.get("replicas", 1)
+            count = min(int(replicas) if isinstance(replicas, int) else 1, MAX_REPLICAS)
+            revision = _revision(kind, spec)
+            for i in range(count):
+                pod_name = name if count == 1 else f"{name}-{i + 1}"
+                pods.append(
+                    _pod_from(
+                        pod_name,
+                        namespace,
+                        labels,
+                        template.get("spec") or {},
+                        f"Deployment/{name}",
+                        revision,
+                    )
+                )
+        elif kind == "Pod":
+            labels = meta.get("labels") or {}
+            pods.append(_pod_from(name, namespace, labels, spec, "", _revision(kind, spec)))
+    pods.sort(key=lambda p: (p.namespace, p.name))
+    return pods
+
+
+def pod_env(
+    name: str, namespace: str, service_account: str, ip: str, base: Mapping[str, str]
+) -> dict[str, str]:
+    """The environment of every process in a pod: what Kubernetes' downward API and Istio's
+    injection would give it, plus ``HTTP_PROXY`` to the pod's sidecar (in both cases: curl
+    reads only the lower-case one)."""
+    proxy = f"http://{ip}:{OUTBOUND_PORT}"
+    env = {k: v for k, v in base.items() if k.lower() not in _DROPPED}
+    env.update(
+        {
+            "POD_NAME": name,
+            "POD_NAMESPACE": namespace,
+            "INSTANCE_IP": ip,
+            "SERVICE_ACCOUNT": service_account,
+            "HTTP_PROXY": proxy,
+            "http_proxy": proxy,
+            "NO_PROXY": "localhost",
+            "no_proxy": "localhost",
+        }
+    )
+    return env

@@ -1,0 +1,91 @@
+"""What the demo prints: the pod table, the URLs to open, and the commands to try next."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pymesh.demo.state import DemoState, PodState
+
+__all__ = ["hints", "pod_table", "status_text"]
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def _sync(pod: PodState) -> str:
+    if pod.proxy is None or not pod.proxy.running:
+        return "PROXY DOWN"
+    return pod.sync
+
+
+def _app(pod: PodState) -> str:
+    if pod.role != "app" or pod.port is None:
+        return "-"
+    if pod.app is None:
+        return "not started"
+    if not pod.app.running:
+        return pod.app.summary
+    return "ready" if pod.app_ready else "starting"
+
+
+def pod_table(state: DemoState, *, pids: bool = False) -> str:
+    """``POD  NAMESPACE  ADDRESS  VERSION  APP  SYNC`` (+ pids for ``demo status``)."""
+    header = ["POD", "NAMESPACE", "ADDRESS", "VERSION", "APP", "SYNC"]
+    if pids:
+        header += ["APP PID", "PROXY PID"]
+    rows = []
+    for pod in state.pods:
+        address = f"{pod.ip}:{pod.port}" if pod.port is not None else pod.ip
+        row = [pod.name, pod.namespace, address, pod.version or "-", _app(pod), _sync(pod)]
+        if pids:
+            row += [
+                pod.app.summary if pod.app is not None else "-",
+                pod.proxy.summary if pod.proxy is not None else "-",
+            ]
+        rows.append(row)
+    text = _table(header, rows)
+    notes = [f"  {p.name}.{p.namespace}: {p.warning}" for p in state.pods if p.warning]
+    notes += [
+        f"  {p.name}.{p.namespace}: {p.sync_detail}"
+        for p in state.pods
+        if p.sync_detail and p.sync != "SYNCED"
+    ]
+    return text + ("\nnotes:\n" + "\n".join(notes) if notes else "")
+
+
+def hints(state: DemoState, run_dir: str, default_run_dir: bool) -> str:
+    demo_flag = "" if default_run_dir else f" --run-dir {run_dir}"
+    lines = ["", "Open:"]
+    lines += [f"  {url}" for url in state.urls]
+    lines += [
+        "",
+        "Try:",
+        f'  eval "$(pymesh demo env{demo_flag})"     # point pymesh apply/get/... at this pilot',
+        "  pymesh apply -f <istio>/samples/bookinfo/networking/virtual-service-all-v1.yaml",
+        f"  pymesh exec{demo_flag} sleep -- curl -s http://reviews:9080/reviews/0",
+        "  pymesh proxy-status",
+        "  pymesh proxy-config routes productpage-v1",
+        '  pymesh explain productpage-v1 http://reviews:9080/reviews/0 -H "end-user: jason"',
+        "",
+        f"Logs: {run_dir}/logs/ (one file per process)",
+    ]
+    return "\n".join(lines)
+
+
+def status_text(state: DemoState, supervisor_alive: bool) -> str:
+    phase = state.phase if supervisor_alive else f"{state.phase} (supervisor not running)"
+    pilot = state.pilot.summary if state.pilot is not None else "-"
+    head = [
+        f"demo: {phase}   run dir: {state.run_dir}   supervisor pid: {state.supervisor_pid}",
+        f"pilot: xDS {state.pilot_xds}  API {state.pilot_api}  pid {pilot}  "
+        f"{'ready' if state.pilot_ready else 'not ready'}",
+    ]
+    if state.message:
+        head.append(f"message: {state.message}")
+    return "\n".join(head) + "\n\n" + pod_table(state, pids=True)

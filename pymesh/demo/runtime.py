@@ -1,0 +1,200 @@
+"""One running pod: its address, its sidecar process and its app process.
+
+A pod is two children of the supervisor, started and stopped together or one at a time
+(``pymesh demo restart POD --app-only``). The app listens on ``<pod ip>:<containerPort>``;
+the sidecar's listeners and admin are on the same address, configured by pilot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pymesh.demo.bootstrap import node_id, write_bootstrap
+from pymesh.demo.images import Role
+from pymesh.demo.layout import ADMIN_PORT, INBOUND_PORT, OUTBOUND_PORT, DemoLayout
+from pymesh.demo.pilot_api import SyncState
+from pymesh.demo.pods import PodSpec, pod_env
+from pymesh.demo.process import Child, spawn
+from pymesh.demo.state import PodState, ProcessState
+
+__all__ = ["PodRuntime", "clean_env", "pymesh_argv", "unprivileged_port_start"]
+
+_PROXY_VARS = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_proxy", "grpc_proxy"})
+
+
+def clean_env(base: Mapping[str, str]) -> dict[str, str]:
+    """``base`` without proxy settings: grpc and aiohttp would send pilot's and the
+    sidecars' own connections through an HTTP_PROXY meant for someone else."""
+    return {k: v for k, v in base.items() if k.lower() not in _PROXY_VARS}
+
+
+def pymesh_argv(python: str, log_level: str, *args: str) -> list[str]:
+    return [python, "-m", "pymesh.cli.main", "--log-level", log_level, *args]
+
+
+def unprivileged_port_start() -> int:
+    """The lowest port a non-root process may bind (Linux sysctl; 1024 elsewhere)."""
+    if os.geteuid() == 0:
+        return 0
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
+    except (OSError, ValueError):
+        return 1024
+
+
+class PodRuntime:
+    """Mutable bookkeeping of one pod, owned by the supervisor's event loop."""
+
+    def __init__(self, spec: PodSpec, ip: str, layout: DemoLayout, marker: str) -> None:
+        self.spec = spec
+        self.ip = ip
+        self.layout = layout
+        self.marker = marker
+        self.app: Child | None = None
+        self.proxy: Child | None = None
+        self.app_ready = False
+        self.sync = SyncState("NOT CONNECTED")
+        self.warning = spec.stand_in.warning
+        self.app_exit: int | None = None
+        self.proxy_exit: int | None = None
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+    @property
+    def node_id(self) -> str:
+        return node_id(self.spec, self.ip)
+
+    @property
+    def endpoints(self) -> list[tuple[str, int]]:
+        """The address:port pairs this pod binds (the gateway's Gateway ports excluded:
+        they come from configuration)."""
+        ports = [ADMIN_PORT]
+        if self.spec.role is not Role.GATEWAY:
+            ports += [OUTBOUND_PORT, INBOUND_PORT]
+        if self.spec.runs_app and self.spec.container_port is not None:
+            ports.append(self.spec.container_port)
+        return [(self.ip, p) for p in ports]
+
+    def _log(self, what: str) -> Path:
+        return self.layout.log_file(f"{self.spec.name}.{self.spec.namespace}.{what}")
+
+    # -- processes ---------------------------------------------------------------------------
+    def start_proxy(self, python: str, log_level: str, env: Mapping[str, str]) -> None:
+        path = write_bootstrap(
+            self.layout.bootstrap_file(self.spec.name, self.spec.namespace),
+            self.spec,
+            self.ip,
+            self.layout.pilot_xds,
+        )
+        argv = pymesh_argv(python, log_level, "proxy", "-c", str(path), "--drain-time-s", "0.5")
+        self.proxy = spawn(
+            f"{self.key}.proxy",
+            argv,
+            env=clean_env(env),
+            log=self._log("proxy"),
+            marker=self.marker,
+        )
+        self.proxy_exit = None
+        self.sync = SyncState("NOT CONNECTED")
+
+    def start_app(self, env: Mapping[str, str]) -> None:
+        port = self.spec.container_port
+        if not self.spec.runs_app or port is None:
+            return
+        if port < unprivileged_port_start():
+            self.warning = (
+                f"the app listens on port {port}, which needs root here "
+                f"(or: sysctl net.ipv4.ip_unprivileged_port_start={port})"
+            )
+        argv = self.spec.stand_in.argv(self.ip, port)
+        pod_environment = pod_env(
+            self.spec.name, self.spec.namespace, self.spec.service_account, self.ip, env
+        )
+        self.app = spawn(
+            f"{self.key}.app", argv, env=pod_environment, log=self._log("app"), marker=self.marker
+        )
+        self.app_exit = None
+        self.app_ready = False
+
+    async def stop_app(self) -> None:
+        if self.app is not None:
+            child, self.app = self.app, None
+            self.app_exit = await asyncio.to_thread(child.stop, 3.0)
+        self.app_ready = False
+
+    async def stop_proxy(self) -> None:
+        if self.proxy is not None:
+            child, self.proxy = self.proxy, None
+            self.proxy_exit = await asyncio.to_thread(child.stop, 3.0)
+        self.sync = SyncState("NOT CONNECTED")
+
+    async def stop(self) -> None:
+        await asyncio.gather(self.stop_app(), self.stop_proxy())
+
+    def children(self) -> list[Child]:
+        return [c for c in (self.app, self.proxy) if c is not None]
+
+    # -- health ------------------------------------------------------------------------------
+    def reap(self) -> list[str]:
+        """Notice exited processes; returns one line per process that just ended."""
+        events = []
+        if self.app is not None and (code := self.app.poll()) is not None:
+            self.app_exit, self.app, self.app_ready = code, None, False
+            events.append(f"{self.key}: app exited with status {code}")
+        if self.proxy is not None and (code := self.proxy.poll()) is not None:
+            self.proxy_exit, self.proxy = code, None
+            self.sync = SyncState("NOT CONNECTED")
+            events.append(f"{self.key}: proxy exited with status {code}")
+        return events
+
+    async def probe_app(self) -> bool:
+        """Whether the app accepts connections (the readiness probe)."""
+        port = self.spec.container_port
+        if self.app is None or port is None:
+            self.app_ready = False
+            return False
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(self.ip, port), 0.5)
+        except (OSError, TimeoutError):
+            self.app_ready = False
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        self.app_ready = True
+        return True
+
+    # -- state -------------------------------------------------------------------------------
+    def state(self) -> PodState:
+        def process(child: Child | None, exit_code: int | None, what: str) -> ProcessState | None:
+            if child is not None:
+                return ProcessState(child.pid, str(child.log_path), True)
+            if exit_code is not None:
+                return ProcessState(0, str(self._log(what)), False, exit_code)
+            return None
+
+        spec = self.spec
+        return PodState(
+            name=spec.name,
+            namespace=spec.namespace,
+            ip=self.ip,
+            role=spec.role.value,
+            node_id=self.node_id,
+            version=spec.version,
+            labels=dict(spec.labels),
+            service_account=spec.service_account,
+            image=spec.image,
+            port=spec.container_port if spec.runs_app else None,
+            app=process(self.app, self.app_exit, "app"),
+            proxy=process(self.proxy, self.proxy_exit, "proxy"),
+            app_ready=self.app_ready,
+            sync=self.sync.status,
+            sync_detail=self.sync.detail,
+            warning=self.warning,
+        )

@@ -1,0 +1,449 @@
+"""The demo's supervisor: pilot, then one pod per Deployment in pilot's configuration.
+
+It plays the kubelet of a one-node cluster. Every half second it asks pilot which Deployments
+and Pods exist, starts the pods that are missing (an address, a sidecar, the stand-in app),
+stops the ones that were deleted, restarts the ones whose template changed, notices processes
+that exit, probes the apps and reads every proxy's sync state. An app that dies is not
+restarted: its endpoint goes unhealthy as in a cluster whose pod failed, until
+``pymesh demo restart POD --app-only``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from pymesh.demo.control import ControlError, ControlServer
+from pymesh.demo.images import Role
+from pymesh.demo.layout import DemoLayout
+from pymesh.demo.manifests import seed_files, write_mesh_config
+from pymesh.demo.pilot_api import PilotApi, SyncState
+from pymesh.demo.pods import PodSpec, desired_pods
+from pymesh.demo.ports import busy
+from pymesh.demo.process import Child, is_supervisor, marked_processes, spawn, stop_pids
+from pymesh.demo.render import hints, pod_table
+from pymesh.demo.runtime import PodRuntime, clean_env, pymesh_argv
+from pymesh.demo.state import DemoState, ProcessState, read_state, write_state
+from pymesh.errors import ConfigError, ControlPlaneError, PymeshError
+
+__all__ = ["DemoOptions", "Supervisor"]
+
+_TICK = 0.5
+_NOT_CONNECTED = SyncState("NOT CONNECTED")
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    layout: DemoLayout
+    keep_config: bool = False
+    mesh_config: Path | None = None
+    outbound_traffic_policy: str = "ALLOW_ANY"
+    log_level: str = "info"
+    pilot_timeout: float = 30.0
+    #: after this many seconds without every pod ready, say which ones are missing
+    ready_timeout: float = 60.0
+    #: False under ``pymesh demo up``: the same output, into ``logs/demo.log``
+    foreground: bool = True
+    default_run_dir: bool = True
+    python: str = sys.executable
+
+
+class Supervisor:
+    def __init__(self, options: DemoOptions, out: TextIO, clock: Callable[[], float]) -> None:
+        self.options = options
+        self.layout = options.layout
+        self.out = out
+        self.clock = clock
+        self.marker = str(self.layout.run_dir.resolve())
+        self.env = clean_env(os.environ)
+        self.api = PilotApi(self.layout.pilot_url, self.layout.token_file)
+        self.pilot: Child | None = None
+        self.pilot_exit: int | None = None
+        self.pilot_ready = False
+        self.pods: dict[str, PodRuntime] = {}
+        self._assigned: dict[str, str] = {}
+        self._lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._phase = "starting"
+        self._message = ""
+        self._announced = False
+        self._late = False
+        self._ready_once: set[str] = set()
+        self._api_error = ""
+        self._last_state: dict[str, Any] | None = None
+        self._started = clock()
+        self.control = ControlServer(self.layout.control_socket, self._control)
+
+    # -- output ------------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        layout = self.layout
+        previous = read_state(layout.state_file)
+        if (
+            previous is not None
+            and previous.phase != "stopped"
+            and previous.supervisor_pid != os.getpid()
+            and is_supervisor(previous.supervisor_pid)
+        ):
+            raise ConfigError(
+                f"a demo is already running in {layout.run_dir} (pid "
+                f"{previous.supervisor_pid}); stop it with `pymesh demo down`"
+            )
+        layout.run_dir.mkdir(parents=True, exist_ok=True)
+        layout.logs_dir.mkdir(exist_ok=True)
+        # Children of a supervisor that was killed outright (PDEATHSIG covers Linux only).
+        stop_pids(list(marked_processes(self.marker)))
+        if not self.options.keep_config:
+            shutil.rmtree(layout.config_dir, ignore_errors=True)
+            shutil.rmtree(layout.bootstrap_dir, ignore_errors=True)
+        layout.config_dir.mkdir(exist_ok=True)
+        if self.options.mesh_config is not None:
+            shutil.copyfile(self.options.mesh_config, layout.mesh_file)
+        elif not (self.options.keep_config and layout.mesh_file.exists()):
+            write_mesh_config(layout.mesh_file, self.options.outbound_traffic_policy)
+        taken = busy(
+            [
+                (layout.control_address, layout.pilot_xds_port),
+                (layout.control_address, layout.pilot_api_port),
+            ]
+        )
+        if taken:
+            shown = ", ".join(f"{ip}:{port}" for ip, port in taken)
+            raise ConfigError(
+                f"{shown} already in use: is another demo or pilot running? "
+                "(`pymesh demo down`, or choose --control-address)"
+            )
+        layout.pid_file.write_text(f"{os.getpid()}\n", encoding="utf-8")
+
+    async def run(self) -> int:
+        """Start everything, serve until a signal or ``POST /stop``, stop everything."""
+        self._prepare()
+        atexit.register(self._kill_all)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._on_signal)
+        try:
+            await self.control.start()
+            self._write_state()
+            self.say(f"pymesh demo: run directory {self.layout.run_dir}")
+            await self._start_pilot()
+            self._write_state()
+            await self._seed()
+            while not self._stop.is_set():
+                await self._tick()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), _TICK)
+            return 0
+        except PymeshError as exc:
+            self._phase, self._message = "failed", str(exc)
+            self.say(f"error: {exc}")
+            return 1
+        finally:
+            await self._shutdown()
+
+    def _on_signal(self) -> None:
+        if self._stop.is_set():
+            # A second Ctrl-C: no more waiting for anything to drain.
+            self._kill_all()
+            os._exit(130)
+        self._stop.set()
+
+    async def _shutdown(self) -> None:
+        if self._phase != "failed":
+            self._phase = "stopping"
+        self.say("stopping ...")
+        self._write_state()
+        async with self._lock:
+            await asyncio.gather(*(pod.stop() for pod in self.pods.values()))
+            await self._stop_pilot()
+        await self.api.close()
+        await self.control.stop()
+        self._phase = "stopped" if self._phase != "failed" else "failed"
+        self._write_state()
+        self.layout.pid_file.unlink(missing_ok=True)
+        atexit.unregister(self._kill_all)
+        self.say("stopped: no process of this demo is left")
+
+    def _kill_all(self) -> None:
+        """Last resort (atexit, second signal): SIGKILL every child's group."""
+        children = [c for pod in self.pods.values() for c in pod.children()]
+        if self.pilot is not None:
+            children.append(self.pilot)
+        for child in children:
+            child.kill()
+
+    # -- pilot -------------------------------------------------------------------------------
+    async def _start_pilot(self) -> None:
+        layout = self.layout
+        self.say(f"starting pilot: xDS {layout.pilot_xds}, API {layout.pilot_url} ...")
+        started = self.clock()
+        argv = pymesh_argv(
+            self.options.python,
+            self.options.log_level,
+            "pilot",
+            "--config-dir",
+            str(layout.config_dir),
+            "--xds-address",
+            layout.pilot_xds,
+            "--api-address",
+            layout.pilot_api,
+            "--mesh-config",
+            str(layout.mesh_file),
+        )
+        self.pilot = spawn(
+            "pilot", argv, env=self.env, log=layout.log_file("pilot"), marker=self.marker
+        )
+        self.pilot_exit = None
+        deadline = started + self.options.pilot_timeout
+        while not await self.api.ready():
+            code = self.pilot.poll()
+            if code is not None:
+                self.pilot_exit, self.pilot = code, None
+                raise ControlPlaneError(
+                    f"pilot exited with status {code}; see {layout.log_file('pilot')}"
+                )
+            if self.clock() > deadline:
+                raise ControlPlaneError(
+                    f"pilot not ready after {self.options.pilot_timeout:.0f} s; "
+                    f"see {layout.log_file('pilot')}"
+                )
+            await asyncio.sleep(0.1)
+        self.pilot_ready = True
+        self.say(f"  pilot ready ({self.clock() - started:.1f} s)")
+
+    async def _stop_pilot(self) -> None:
+        self.pilot_ready = False
+        if self.pilot is not None:
+            child, self.pilot = self.pilot, None
+            self.pilot_exit = await asyncio.to_thread(child.stop, 5.0)
+
+    async def _seed(self) -> None:
+        existing = await self.api.workloads()
+        if self.options.keep_config and existing:
+            self.say(f"  keeping the configuration in {self.layout.config_dir}")
+            return
+        total = 0
+        for path in seed_files():
+            changes = await self.api.apply(path.read_text(encoding="utf-8"), str(path))
+            total += len(changes)
+            self.say(f"  applied {path.name} ({len(changes)} objects)")
+        self.say(f"  {total} objects in {self.layout.config_dir}")
+
+    # -- the loop ----------------------------------------------------------------------------
+    async def _tick(self) -> None:
+        if self.pilot is not None and (code := self.pilot.poll()) is not None:
+            self.pilot_exit, self.pilot, self.pilot_ready = code, None, False
+            self.say(f"pilot exited with status {code}; see {self.layout.log_file('pilot')}")
+        async with self._lock:
+            if self.pilot_ready:
+                await self._reconcile()
+            for pod in self.pods.values():
+                for event in pod.reap():
+                    self.say(event)
+            await asyncio.gather(*(p.probe_app() for p in self.pods.values() if p.app is not None))
+            await self._refresh_sync()
+        self._progress()
+        self._write_state()
+
+    async def _reconcile(self) -> None:
+        try:
+            desired = desired_pods(await self.api.workloads())
+        except ControlPlaneError as exc:
+            if str(exc) != self._api_error:
+                self._api_error = str(exc)
+                self.say(f"pilot API: {exc} (pods are left as they are)")
+            return
+        self._api_error = ""
+        wanted = {spec.key: spec for spec in desired}
+        for key in [k for k in self.pods if k not in wanted]:
+            pod = self.pods.pop(key)
+            self.say(f"  deleting pod {key}")
+            await pod.stop()
+        for key, spec in wanted.items():
+            current = self.pods.get(key)
+            if current is not None and current.spec.revision == spec.revision:
+                continue
+            if current is not None:
+                self.say(f"  replacing pod {key} (its template changed)")
+                await current.stop()
+                del self.pods[key]
+            ip = self._address_for(spec)
+            if ip is None:
+                self.say(f"  no free address for pod {key} in {self.layout.pod_addresses}")
+                continue
+            self._start_pod(PodRuntime(spec, ip, self.layout, self.marker))
+
+    def _address_for(self, spec: PodSpec) -> str | None:
+        """The ingress gateway gets the control address; any other pod keeps the address it
+        had before (a deleted and re-applied Deployment comes back where it was), else the
+        lowest one nobody had."""
+        used = {pod.ip for pod in self.pods.values()}
+        gateway = self.layout.gateway_address
+        is_ingress = spec.role is Role.GATEWAY and spec.labels.get("istio") == "ingressgateway"
+        if is_ingress and gateway not in used:
+            return gateway
+        previous = self._assigned.get(spec.key)
+        if previous is not None and previous not in used:
+            return previous
+        candidates = [ip for ip in self.layout.pod_addresses.addresses() if ip not in used]
+        remembered = set(self._assigned.values())
+        fresh = [ip for ip in candidates if ip not in remembered]
+        pool = fresh or candidates
+        return pool[0] if pool else None
+
+    def _start_pod(self, pod: PodRuntime) -> None:
+        self._assigned[pod.key] = pod.ip
+        self.pods[pod.key] = pod
+        taken = busy(pod.endpoints)
+        if taken:
+            shown = ", ".join(f"{ip}:{port}" for ip, port in taken)
+            pod.warning = f"not started: {shown} already in use by another process"
+            self.say(f"  pod {pod.key}: {pod.warning}")
+            return
+        pod.start_proxy(self.options.python, self.options.log_level, self.env)
+        pod.start_app(self.env)
+        what = pod.spec.stand_in.module or pod.spec.role.value
+        self.say(f"  starting pod {pod.key} at {pod.ip} ({what})")
+        if pod.warning:
+            self.say(f"    warning: {pod.warning}")
+
+    async def _refresh_sync(self) -> None:
+        if not self.pilot_ready or not self.pods:
+            return
+        try:
+            states = await self.api.sync()
+        except ControlPlaneError:
+            return
+        for pod in self.pods.values():
+            if pod.proxy is not None:
+                pod.sync = states.get(pod.node_id, _NOT_CONNECTED)
+
+    def _progress(self) -> None:
+        state = self.state()
+        elapsed = self.clock() - self._started
+        for pod in state.pods:
+            if pod.ready and pod.key not in self._ready_once:
+                self._ready_once.add(pod.key)
+                self.say(f"  pod {pod.key} ready ({elapsed:.1f} s)")
+        if self._announced:
+            return
+        if not state.ready:
+            if elapsed > self.options.ready_timeout and not self._late:
+                self._late = True
+                waiting = [p for p in state.pods if not p.ready]
+                self.say(
+                    f"still waiting after {elapsed:.0f} s for: " + ", ".join(p.key for p in waiting)
+                )
+                self.say(pod_table(state))
+            return
+        self._announced = True
+        self._phase = "running"
+        self.say(
+            f"\nBookinfo is up: {len(state.pods)} pods, every proxy SYNCED ({elapsed:.1f} s)\n"
+        )
+        self.say(pod_table(state))
+        self.say(hints(state, str(self.layout.run_dir), self.options.default_run_dir))
+        if self.options.foreground:
+            self.say("\nCtrl-C stops everything.")
+
+    # -- state -------------------------------------------------------------------------------
+    def _urls(self) -> tuple[str, ...]:
+        return (f"http://{self.layout.gateway_address}:8080/productpage",)
+
+    def state(self) -> DemoState:
+        pilot = None
+        if self.pilot is not None:
+            pilot = ProcessState(self.pilot.pid, str(self.pilot.log_path), True)
+        elif self.pilot_exit is not None:
+            pilot = ProcessState(0, str(self.layout.log_file("pilot")), False, self.pilot_exit)
+        return DemoState(
+            run_dir=str(self.layout.run_dir),
+            supervisor_pid=os.getpid(),
+            phase=self._phase,
+            control_address=self.layout.control_address,
+            pilot_xds=self.layout.pilot_xds,
+            pilot_api=self.layout.pilot_url,
+            pod_addresses=str(self.layout.pod_addresses),
+            pilot=pilot,
+            pilot_ready=self.pilot_ready,
+            pods=tuple(self.pods[k].state() for k in sorted(self.pods, key=self._order)),
+            urls=self._urls(),
+            message=self._message,
+            updated_at=time.time(),
+        )
+
+    def _order(self, key: str) -> tuple[int, str]:
+        pod = self.pods[key]
+        return (0 if pod.spec.role is Role.GATEWAY else 1, key)
+
+    def _write_state(self) -> None:
+        state = self.state()
+        comparable = {**state.to_json(), "updated_at": 0}
+        if comparable != self._last_state:
+            self._last_state = comparable
+            write_state(self.layout.state_file, state)
+
+    # -- control socket ----------------------------------------------------------------------
+    async def _control(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
+        if op == "state":
+            return self.state().to_json()
+        if op == "stop":
+            self._stop.set()
+            return {"ok": True}
+        target = str(body.get("target", ""))
+        what = str(body.get("what", "all"))
+        if what not in ("all", "app", "proxy"):
+            raise ControlError(f"what={what!r}: use all, app or proxy")
+        async with self._lock:
+            if target == "pilot":
+                return await self._restart_pilot(body.get("mesh_config"))
+            return await self._restart_pod(target, what)
+
+    async def _restart_pilot(self, mesh_config: object) -> dict[str, Any]:
+        if isinstance(mesh_config, str):
+            self.layout.mesh_file.write_text(mesh_config, encoding="utf-8")
+        await self._stop_pilot()
+        for pod in self.pods.values():
+            # Until they reconnect, what the old pilot said about them is not news.
+            pod.sync = _NOT_CONNECTED
+        self._write_state()
+        try:
+            await self._start_pilot()
+        except ControlPlaneError as exc:
+            raise ControlError(str(exc), 500) from None
+        return {"ok": True, "restarted": ["pilot"]}
+
+    async def _restart_pod(self, target: str, what: str) -> dict[str, Any]:
+        matches = [p for p in self.pods.values() if target in (p.key, p.spec.name)]
+        if len(matches) != 1:
+            known = ", ".join(sorted(p.spec.name for p in self.pods.values()))
+            problem = "is ambiguous" if matches else "does not exist"
+            raise ControlError(f"pod {target!r} {problem}; pods: {known}", 404)
+        pod = matches[0]
+        if what == "app" and not pod.spec.runs_app:
+            raise ControlError(f"pod {pod.key} has no app, only its proxy")
+        restarted = []
+        if what in ("all", "app") and pod.spec.runs_app:
+            await pod.stop_app()
+            pod.start_app(self.env)
+            restarted.append("app")
+        if what in ("all", "proxy"):
+            await pod.stop_proxy()
+            pod.start_proxy(self.options.python, self.options.log_level, self.env)
+            restarted.append("proxy")
+        self.say(f"  restarted {pod.key}: {', '.join(restarted)}")
+        self._write_state()
+        return {"ok": True, "pod": pod.key, "restarted": restarted}

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from typing import Any
+
+from pilot.generate import CLUSTER_TYPE, ENDPOINT_TYPE
+from tests.pilot.generate._mesh import BOOKINFO, build_mesh
+
+SVC = ".default.svc.cluster.local"
+
+
+def addresses(cla: dict[str, Any]) -> list[str]:
+    return [
+        f"{sa['address']}:{sa['port_value']}"
+        for group in cla.get("endpoints", ())
+        for lb in group["lb_endpoints"]
+        for sa in [lb["endpoint"]["address"]["socket_address"]]
+    ]
+
+
+def test_one_assignment_per_eds_cluster_filtered_by_subset() -> None:
+    mesh = build_mesh(BOOKINFO, "bookinfo/networking/destination-rule-all.yaml")
+    eds = {
+        n for n, c in mesh.by_name("productpage-v1", CLUSTER_TYPE).items() if c.get("type") == "EDS"
+    }
+    assignments = mesh.by_name("productpage-v1", ENDPOINT_TYPE)
+    assert set(assignments) == eds
+    ips = {name: mesh.nodes[name].ip for name in ("reviews-v1", "reviews-v2", "reviews-v3")}
+    assert addresses(assignments[f"outbound|9080||reviews{SVC}"]) == [
+        f"{ip}:9080" for ip in ips.values()
+    ]
+    assert addresses(assignments[f"outbound|9080|v2|reviews{SVC}"]) == [f"{ips['reviews-v2']}:9080"]
+    # A subset no workload carries is an empty assignment, not a missing one.
+    assert assignments[f"outbound|9080|v2-mysql|ratings{SVC}"] == {
+        "cluster_name": f"outbound|9080|v2-mysql|ratings{SVC}"
+    }
+    lb = assignments[f"outbound|9080|v2|reviews{SVC}"]["endpoints"][0]["lb_endpoints"][0]
+    assert lb["health_status"] == "HEALTHY"
+
+
+def test_process_mode_endpoints_are_the_sidecars_inbound_listeners() -> None:
+    mesh = build_mesh("features.yaml", mode="process")
+    cla = mesh.by_name("web-v1", ENDPOINT_TYPE)["outbound|8080||api.shop.svc.cluster.local"]
+    assert addresses(cla) == [
+        f"{mesh.nodes['api-v1'].ip}:15006",
+        f"{mesh.nodes['api-v2'].ip}:15006",
+    ]
+
+
+def test_service_entry_endpoints_locality_and_weight() -> None:
+    mesh = build_mesh("egress.yaml", "features.yaml")
+    cla = mesh.by_name("web-v1", ENDPOINT_TYPE)["outbound|8080||legacy.internal"]
+    assert cla["endpoints"] == [
+        {
+            "lb_endpoints": [
+                {
+                    "endpoint": {
+                        "address": {"socket_address": {"address": "10.10.1.2", "port_value": 28080}}
+                    },
+                    "health_status": "HEALTHY",
+                    "load_balancing_weight": 3,
+                }
+            ]
+        },
+        {
+            "locality": {"region": "us-east", "zone": "zone-a"},
+            "lb_endpoints": [
+                {
+                    "endpoint": {
+                        "address": {"socket_address": {"address": "10.10.1.1", "port_value": 18080}}
+                    },
+                    "health_status": "HEALTHY",
+                }
+            ],
+        },
+    ]
+    # DNS clusters carry their endpoints inline, not over EDS.
+    assert "outbound|80||httpbin.org" not in mesh.by_name("web-v1", ENDPOINT_TYPE)

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from pilot.generate import explain
+from tests.pilot.generate._mesh import BOOKINFO, build_mesh
+
+NET = "bookinfo/networking/"
+
+
+def test_render_names_every_step() -> None:
+    mesh = build_mesh(
+        BOOKINFO, NET + "destination-rule-all.yaml", NET + "virtual-service-reviews-80-20.yaml"
+    )
+    result = explain(mesh.ctx, mesh.nodes["productpage-v1"], "reviews:9080/reviews/1")
+    text = result.render()
+    for expected in (
+        "listener         0.0.0.0_9080",
+        "route config     9080",
+        "virtual service  default/reviews",
+        "(weight 80)",
+        "(weight 20)",
+        "timeout          0.0",
+        "retries",
+    ):
+        assert expected in text
+    assert result.cluster == "outbound|9080|v1|reviews.default.svc.cluster.local"
+    assert result.subset == "v1"
+    assert result.retries is not None and result.retries.status_codes == (503,)
+
+
+def test_features_explained() -> None:
+    mesh = build_mesh("features.yaml")
+    web = mesh.nodes["web-v1"]
+    api = "http://api.shop:8080"
+    redirect = explain(mesh.ctx, web, api + "/old")
+    assert redirect.redirect == {
+        "path_redirect": "/new",
+        "host_redirect": "api.shop.svc.cluster.local",
+        "response_code": "PERMANENT_REDIRECT",
+    }
+    assert explain(mesh.ctx, web, api + "/gone").direct_response == 410
+    legacy = explain(mesh.ctx, web, api + "/legacy/x")
+    assert legacy.rewrite == {"prefix_rewrite": "/", "host_rewrite_literal": "legacy-api"}
+    canary = explain(mesh.ctx, web, api + "/v2/items", {":method": "POST"})
+    assert (canary.subset, canary.timeout, canary.route) == ("v2", 10.0, "canary")
+    # ignoreUriCase covers exact and prefix matches only (Istio's API; Envoy ignores
+    # case_sensitive for regexes).
+    assert explain(mesh.ctx, web, api + "/V2/items", {":method": "POST"}).rule_index == 7
+    assert canary.retries is not None and canary.retries.per_try_timeout == 2.0
+    by_query = explain(mesh.ctx, web, api + "/x?debug=1", {"x-user": "tester"})
+    assert by_query.route == "canary.by-user"
+    slow = explain(mesh.ctx, web, api + "/slow")
+    assert slow.fault is not None and slow.fault.delay == 1.5
+    assert slow.fault.delay_percent == 12.5 and slow.fault.abort_percent == 0.1
+    skipped = explain(mesh.ctx, web, api + "/slow", {"x-skip-fault": ""})
+    assert skipped.rule_index == 7 and skipped.fault is None
+    assert skipped.mirrors == (
+        ("outbound|80||web.shop.svc.cluster.local", 100.0),
+        ("outbound|8080|v2|api.shop.svc.cluster.local", 50.0),
+    )
+    grpc = explain(mesh.ctx, web, "http://api.shop:9090/pkg.Svc/Call")
+    assert grpc.cluster == "outbound|9090||api.shop.svc.cluster.local"
+    assert grpc.retries is None
+    assert len(grpc.endpoints) == 2
+
+
+def test_where_matching_stops() -> None:
+    mesh = build_mesh(BOOKINFO)
+    node = mesh.nodes["productpage-v1"]
+    assert explain(mesh.ctx, node, "http://reviews:7777/").error == (
+        "no HTTP listener for port 7777"
+    )
+    gateway = explain(mesh.ctx, mesh.nodes["gateway"], "http://x:8080/")
+    assert gateway.error == "no HTTP listener for port 8080"

@@ -1,0 +1,58 @@
+import sys
+
+import pytest
+
+from pymesh.demo.images import Role, stand_in
+
+
+@pytest.mark.parametrize(
+    ("image", "module", "args"),
+    [
+        (
+            "registry.istio.io/release/examples-bookinfo-reviews-v2:1.20.3",
+            "pymesh.samples.bookinfo.reviews",
+            ("--version", "v2"),
+        ),
+        (
+            "pymesh/examples-bookinfo-details-v1:0.1",
+            "pymesh.samples.bookinfo.details",
+            ("--version", "v1"),
+        ),
+        (
+            "docker.io/istio/examples-bookinfo-details-v2:1.20.3",
+            "pymesh.samples.bookinfo.details",
+            ("--version", "v2"),
+        ),
+        ("pymesh/examples-bookinfo-productpage-v1:0.1", "pymesh.samples.bookinfo.productpage", ()),
+        ("docker.io/mccutchen/go-httpbin:v2.15.0", "pymesh.samples.httpbin", ("--version", "v3")),
+        ("docker.io/kennethreitz/httpbin", "pymesh.samples.httpbin", ("--version", "v3")),
+    ],
+)
+def test_apps(image, module, args):
+    s = stand_in(image, {"version": "v3"})
+    assert s.role is Role.APP
+    assert (s.module, s.args) == (module, args)
+    assert s.argv("127.0.4.10", 9080) == [
+        sys.executable, "-m", module, "--host", "127.0.4.10", "--port", "9080", *args
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "image", ["docker.io/curlimages/curl:8.16.0", "curlimages/curl", "pymesh/curl:0.1"]
+)
+def test_clients_run_no_app(image):
+    s = stand_in(image, {})
+    assert s.role is Role.CLIENT
+    assert s.argv("127.0.4.10", 80) == []
+    assert not s.warning
+
+
+def test_gateway_by_image_or_label():
+    assert stand_in("docker.io/istio/proxyv2:1.22.0", {}).role is Role.GATEWAY
+    assert stand_in("whatever", {"istio": "ingressgateway"}).role is Role.GATEWAY
+
+
+def test_unknown_image_runs_the_sidecar_only_and_says_so():
+    s = stand_in("docker.io/library/nginx:1.25", {})
+    assert s.role is Role.CLIENT
+    assert "nginx" in s.warning
