@@ -10,7 +10,7 @@ import dataclasses
 import enum
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -19,6 +19,8 @@ from proxy.config.model import SocketAddress
 from proxy.config.snapshot import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from proxy.stats import render_prometheus, render_text
 from proxy.transport.mini_http import MiniHttpServer, MiniRequest, MiniResponse
+
+Handler = Callable[[MiniRequest], Awaitable[MiniResponse]]
 
 __all__ = ["AdminServer", "to_jsonable"]
 
@@ -55,7 +57,7 @@ class AdminServer:
         self._proxy = proxy
         self._address = address
         self._on_quit = on_quit
-        self._routes = {
+        self._routes: dict[tuple[str, str], Handler] = {
             ("GET", "/"): self._index,
             ("GET", "/ready"): self._ready,
             ("GET", "/stats"): self._stats,

@@ -33,13 +33,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.validate:
-        from proxy.config.bootstrap import load_bootstrap
-    else:
-        from proxy.config.isolated import load_bootstrap_isolated as load_bootstrap
-
     try:
-        bootstrap = load_bootstrap(args.config_path)
+        # Validation needs the protos anyway; a running proxy parses in a child process so
+        # that they never load into it.
+        if args.validate:
+            from proxy.config.bootstrap import load_bootstrap
+
+            bootstrap = load_bootstrap(args.config_path)
+        else:
+            from proxy.config.isolated import load_bootstrap_isolated
+
+            bootstrap = load_bootstrap_isolated(args.config_path)
     except (ConfigError, OSError) as exc:
         print(f"error initializing configuration '{args.config_path}': {exc}", file=sys.stderr)
         return 1
@@ -54,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     import uvloop
 
     try:
-        return uvloop.run(_serve(bootstrap, args.drain_time_s))
+        rc: int = uvloop.run(_serve(bootstrap, args.drain_time_s))
+        return rc
     except ConfigError as exc:
         print(f"error initializing configuration '{args.config_path}': {exc}", file=sys.stderr)
         return 1

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import structlog
 
 from proxy.admin import AdminServer
 from proxy.config.model import Bootstrap
 from proxy.server import ProxyServer
-from proxy.xds_client import XdsClient
+
+if TYPE_CHECKING:
+    from proxy.xds_client import XdsClient
 
 __all__ = ["Sidecar"]
 
@@ -38,6 +41,8 @@ class Sidecar:
         await self.server.start()
         dynamic = self.server.bootstrap.dynamic_resources
         if dynamic is not None and dynamic.ads_config is not None:
+            from proxy.xds_client import XdsClient  # gRPC is only loaded for ADS bootstraps
+
             self.xds = XdsClient(self.server)
             self.xds.start()
         if self.admin is not None:

@@ -219,7 +219,8 @@ class ListenerStats:
 
 def render_text(store: StatsStore) -> str:
     """``/stats``: ``name: value`` lines, histograms as Envoy's P-quantile summary."""
-    lines = [f"{s.name}: {s.value}" for s in (*store.counters(), *store.gauges())]
+    lines = [f"{c.name}: {c.value}" for c in store.counters()]
+    lines.extend(f"{g.name}: {g.value}" for g in store.gauges())
     lines.sort()
     for h in store.histograms():
         if not h.count:

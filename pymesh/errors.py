@@ -2,7 +2,7 @@
 
 * PymeshError                       -- base of everything pymesh raises on purpose
   x ConfigError                     -- configuration that cannot be accepted
-    + ValidationError               -- a value is invalid; carries source, document index, field path
+    + ValidationError               -- an invalid value; carries source, document index, path
     + UnsupportedError              -- valid for Envoy/Istio but not implemented by pymesh; names it
   x ProtocolError                   -- a peer or the local side broke a wire protocol
     + LocalProtocolError            -- we were asked to send something the protocol forbids

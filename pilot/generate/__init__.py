@@ -2,11 +2,13 @@
 
 State of the world: :func:`generate` returns every resource of the type for the node; for RDS
 and EDS that is the full set its LDS / CDS output refers to (the ADS server filters by the
-names the proxy asked for). No I/O, no clock, no global state.
+names the proxy asked for). No I/O, no clock, no global state. gRPC's proxyless clients get
+their own resources from :mod:`pilot.generate.proxyless`.
 """
 
 from __future__ import annotations
 
+from pilot.generate import proxyless
 from pilot.generate.common import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
@@ -27,4 +29,5 @@ __all__ = [
     "Explanation",
     "explain",
     "generate",
+    "proxyless",
 ]

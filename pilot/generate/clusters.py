@@ -25,9 +25,10 @@ from pilot.generate.common import (
     rule_path,
     socket_address,
     to_proto,
+    typed,
 )
 from pilot.generate.endpoints import load_assignment
-from pilot.generate.policy import MAX_U32, Policy, apply_policy, merged_policy
+from pilot.generate.policy import HTTP_OPTIONS, MAX_U32, Policy, apply_policy, merged_policy
 from pilot.generate.scope import inbound_ports
 from pilot.generate.tls import upstream_tls
 from pilot.model.proxy import ProxyNode
@@ -189,7 +190,8 @@ def _inbound(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:
     return clusters
 
 
-def _static(name: str, address: str, ctx: PushContext, *, http2: bool) -> dict[str, Any]:
+def _collector(name: str, address: str, ctx: PushContext, *, grpc: bool) -> dict[str, Any]:
+    """The cluster of a telemetry collector named by ``host:port`` in the mesh config."""
     host, _, port = address.rpartition(":")
     cluster: dict[str, Any] = {
         "name": name,
@@ -203,9 +205,12 @@ def _static(name: str, address: str, ctx: PushContext, *, http2: bool) -> dict[s
             ],
         },
     }
-    if http2:
-        apply_policy(cluster, Policy(), http=True, http2=True)
-        cluster.pop("lb_policy")
+    if grpc:
+        cluster["typed_extension_protocol_options"] = {
+            HTTP_OPTIONS: typed(
+                "http_options", {"explicit_http_config": {"http2_protocol_options": {}}}
+            )
+        }
     return cluster
 
 
@@ -227,9 +232,9 @@ def special_clusters(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:
             _original_dst(inbound, node)
             clusters.append(inbound)
     if ctx.mesh.zipkin_address:
-        clusters.append(_static("zipkin", ctx.mesh.zipkin_address, ctx, http2=False))
+        clusters.append(_collector("zipkin", ctx.mesh.zipkin_address, ctx, grpc=False))
     if ctx.mesh.mixer_address:
-        clusters.append(_static("mixer", ctx.mesh.mixer_address, ctx, http2=True))
+        clusters.append(_collector("mixer", ctx.mesh.mixer_address, ctx, grpc=True))
     return clusters
 
 

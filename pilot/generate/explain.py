@@ -63,6 +63,9 @@ class Explanation:
     virtual_service: str | None = None
     rule_index: int | None = None
     clusters: tuple[WeightedCluster, ...] = ()
+    #: the cluster taking most of the traffic (the only one without a split), its subset
+    cluster: str | None = None
+    subset: str | None = None
     endpoints: tuple[str, ...] = ()
     timeout: float | None = None
     retries: RetryInfo | None = None
@@ -72,18 +75,6 @@ class Explanation:
     redirect: Mapping[str, Any] | None = None
     rewrite: Mapping[str, str] = field(default_factory=dict)
     error: str | None = None
-
-    @property
-    def cluster(self) -> str | None:
-        """The cluster taking most of the traffic (the only one without a split)."""
-        if not self.clusters:
-            return None
-        return max(self.clusters, key=lambda c: c.weight).name
-
-    @property
-    def subset(self) -> str | None:
-        best = max(self.clusters, key=lambda c: c.weight) if self.clusters else None
-        return best.subset if best is not None else None
 
     def render(self) -> str:
         rows: list[tuple[str, object]] = [("url", self.url)]
@@ -259,7 +250,7 @@ def explain(
     )
     clusters = {c["name"]: c for c in _dicts(ctx, node, CLUSTER_TYPE)}
     assignments = {a["cluster_name"]: a for a in _dicts(ctx, node, ENDPOINT_TYPE)}
-    best = max(weighted, key=lambda c: c.weight).name
+    best = max(weighted, key=lambda c: c.weight)
     rewrite = {k: action[k] for k in ("prefix_rewrite", "host_rewrite_literal") if k in action}
     mirrors = tuple(
         (m["cluster"], _percent(m.get("runtime_fraction", {}).get("default_value")))
@@ -268,7 +259,9 @@ def explain(
     return replace(
         result,
         clusters=weighted,
-        endpoints=_endpoints(best, clusters, assignments),
+        cluster=best.name,
+        subset=best.subset,
+        endpoints=_endpoints(best.name, clusters, assignments),
         timeout=parse_duration(action.get("timeout")),
         retries=_retries(action.get("retry_policy")),
         mirrors=mirrors,

@@ -20,11 +20,19 @@ from pymesh.config.model.networking import (
     TrafficPolicy,
 )
 
-__all__ = ["MAX_U32", "Policy", "apply_policy", "hash_policies", "merged_policy", "tls_mode"]
+__all__ = [
+    "HTTP_OPTIONS",
+    "MAX_U32",
+    "Policy",
+    "apply_policy",
+    "hash_policies",
+    "merged_policy",
+    "tls_mode",
+]
 
 #: Istio's "unlimited" for circuit breaker thresholds.
 MAX_U32 = 4_294_967_295
-_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _SIMPLE = {
     SimpleLB.ROUND_ROBIN: "ROUND_ROBIN",
     SimpleLB.LEAST_CONN: "LEAST_REQUEST",
@@ -188,9 +196,7 @@ def apply_policy(
         }
         if common:
             options["common_http_protocol_options"] = common
-        cluster["typed_extension_protocol_options"] = {
-            _HTTP_OPTIONS: typed("http_options", options)
-        }
+        cluster["typed_extension_protocol_options"] = {HTTP_OPTIONS: typed("http_options", options)}
     if policy.outlier_detection is not None:
         _outlier(cluster, policy.outlier_detection)
     if tls is not None:

@@ -118,7 +118,7 @@ def _clusters(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:
             "name": plan.name,
             "type": "EDS",
             "eds_cluster_config": {"eds_config": ADS, "service_name": plan.name},
-            "lb_policy": "LEAST_REQUEST",
+            "lb_policy": "ROUND_ROBIN",
         }
         for plan in outbound_plans(ctx, node)
         if plan.kind == "EDS" and plan.port.is_http

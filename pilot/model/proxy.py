@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from google.protobuf import json_format
 
@@ -146,7 +146,7 @@ class ProxyNode:
         locality = "/".join(p for p in (loc.region, loc.zone, loc.sub_zone) if p)
         return cls(
             id=node_id,
-            type=kind,  # type: ignore[arg-type]  # checked above
+            type=cast(NodeType, kind),
             ip=ip,
             pod_name=pod_name,
             namespace=namespace,

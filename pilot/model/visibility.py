@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from pilot.model.mesh import OutboundMode
 from pilot.model.proxy import ProxyNode
@@ -81,7 +80,7 @@ def sidecar_scope(
     if resource is None:
         return SidecarScope(node.namespace, mesh_mode)
     spec: Sidecar = resource.spec
-    mode: Any = mesh_mode
+    mode = mesh_mode
     if spec.outbound_traffic_policy is not None:
         mode = spec.outbound_traffic_policy.mode.value
     hosts = tuple(split_namespaced_host(h) for e in spec.egress for h in e.hosts)

@@ -16,7 +16,7 @@ import structlog
 
 from pilot.model.proxy import ProxyNode
 from pilot.registry.protocol import protocol_of
-from pilot.registry.registry import Endpoint, Service, ServiceInstance, ServicePort
+from pilot.registry.types import Endpoint, Service, ServiceInstance, ServicePort
 from pymesh.config.hosts import service_fqdn
 from pymesh.config.model import kube
 from pymesh.config.model.common import Resource, labels_match

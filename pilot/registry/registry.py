@@ -10,13 +10,14 @@ registry.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Any
 
 from pilot.model.proxy import ProxyNode
-from pilot.registry.protocol import is_http
-from pymesh.config.model.common import EMPTY_MAP, FrozenMap, Resource
+from pilot.registry.kube import kube_services
+from pilot.registry.serviceentry import service_entry_services
+from pilot.registry.types import Endpoint, Resolution, Service, ServiceInstance, ServicePort
+from pymesh.config.model.common import FrozenMap, Resource
 
 __all__ = [
     "Endpoint",
@@ -28,83 +29,11 @@ __all__ = [
     "as_resources",
 ]
 
-Resolution = Literal["STATIC", "DNS", "DNS_ROUND_ROBIN", "NONE"]
-
 
 def as_resources(config: Any) -> tuple[Resource[Any], ...]:
     """The resources of a ``ConfigSnapshot``, a ``LoadResult`` or any iterable of them."""
     resources = getattr(config, "resources", config)
     return tuple(resources)
-
-
-@dataclass(frozen=True, slots=True)
-class ServicePort:
-    """A service port; ``protocol`` is Istio's (HTTP, HTTP2, GRPC, HTTPS, TLS, TCP, ...).
-
-    ``target_port`` is a number, a container port name, or None for "same as port".
-    """
-
-    port: int
-    name: str = ""
-    protocol: str = "HTTP"
-    target_port: int | str | None = None
-
-    @property
-    def is_http(self) -> bool:
-        return is_http(self.protocol)
-
-
-@dataclass(frozen=True, slots=True)
-class Service:
-    """A host in the registry: a Kubernetes Service or one host of a ServiceEntry."""
-
-    hostname: str
-    name: str
-    namespace: str
-    ports: tuple[ServicePort, ...]
-    addresses: tuple[str, ...] = ()
-    resolution: Resolution = "STATIC"
-    mesh_external: bool = False
-    #: namespaces the service is visible from ("*" everywhere, "." its own); empty = all
-    export_to: tuple[str, ...] = ()
-    origin: Literal["Kubernetes", "ServiceEntry"] = "Kubernetes"
-    labels: Mapping[str, str] = EMPTY_MAP
-
-    @property
-    def address(self) -> str:
-        """The first VIP (cluster IP or ServiceEntry address), "" when there is none."""
-        return self.addresses[0] if self.addresses else ""
-
-    def port(self, number: int) -> ServicePort | None:
-        return next((p for p in self.ports if p.port == number), None)
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """Where one instance of a service port listens.
-
-    ``sidecar`` is the mode of the proxy in front of the workload: ``process`` means mesh
-    traffic goes to that proxy's inbound listener (``<address>:15006``), not to ``port``;
-    ``iptables`` that the proxy intercepts ``port``; "" that no proxy is known.
-    """
-
-    address: str
-    port: int
-    labels: Mapping[str, str] = EMPTY_MAP
-    service_account: str = ""
-    namespace: str = ""
-    locality: str = ""
-    healthy: bool = True
-    weight: int = 0
-    workload: str = ""
-    sidecar: Literal["", "process", "iptables"] = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceInstance:
-    service: Service
-    service_port: ServicePort
-    endpoint: Endpoint
 
 
 def _sort_key(s: Service) -> tuple[int, str, str]:
@@ -145,9 +74,6 @@ class Registry:
     ) -> Registry:
         """The registry for ``config`` (snapshot, load result or resources) and the proxies
         connected now."""
-        from pilot.registry.kube import kube_services
-        from pilot.registry.serviceentry import service_entry_services
-
         resources = as_resources(config)
         nodes = tuple(proxies)
         services, instances = kube_services(resources, nodes, domain)

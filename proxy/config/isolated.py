@@ -30,7 +30,7 @@ def _reduce_mapping_proxy(m: MappingProxyType[Any, Any]) -> tuple[Any, tuple[dic
 
 
 def _register() -> None:
-    copyreg.pickle(MappingProxyType, _reduce_mapping_proxy)  # type: ignore[arg-type]
+    copyreg.pickle(MappingProxyType, _reduce_mapping_proxy)
 
 
 def load_bootstrap_isolated(path: str, *, timeout: float = 60.0) -> Bootstrap:

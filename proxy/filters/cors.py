@@ -51,6 +51,8 @@ class CorsFilter(HttpFilter):
                 headers.append((b"access-control-allow-methods", policy.allow_methods))
             if policy.allow_headers:
                 headers.append((b"access-control-allow-headers", policy.allow_headers))
+            if policy.expose_headers:  # Envoy sends it on preflights too
+                headers.append((b"access-control-expose-headers", policy.expose_headers))
             if policy.max_age:
                 headers.append((b"access-control-max-age", policy.max_age))
             stream.send_local_reply(200, b"", headers=tuple(headers), details="cors_preflight")

@@ -26,14 +26,15 @@ from pymesh.errors import RemoteProtocolError
 if TYPE_CHECKING:
     from proxy.access_log import AccessLogger
     from proxy.config.model_http import HttpConnectionManager, RouterConfig
+    from proxy.http.filter import HttpFilter
     from proxy.routing.matcher import RouteTable
     from proxy.stats import HttpStats
+    from proxy.upstream.connection import UpstreamConnection
     from proxy.upstream.manager import ClusterManager
 
 __all__ = ["DownstreamConnection", "HcmRuntime"]
 
 log = structlog.get_logger(__name__)
-
 
 
 class HcmRuntime:
@@ -72,7 +73,7 @@ class HcmRuntime:
         *,
         stats: HttpStats,
         route_table: Callable[[], RouteTable | None],
-        filter_factories: tuple[Callable[[], object], ...],
+        filter_factories: tuple[Callable[[], HttpFilter], ...],
         router_config: RouterConfig,
         cluster_manager: ClusterManager,
         access_loggers: tuple[AccessLogger, ...],
@@ -372,7 +373,7 @@ class DownstreamConnection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
-    def _upstream_conn(self) -> object | None:
+    def _upstream_conn(self) -> UpstreamConnection | None:
         stream = self.stream
         if stream is None or stream.router is None or stream.router.attempt is None:
             return None

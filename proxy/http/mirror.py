@@ -54,7 +54,7 @@ class ShadowRequest:
         headers: list[tuple[bytes, bytes]],
         body: bytes,
         *,
-        timeout: float,
+        timeout: float | None,
         suffix_host: bool,
         loop: asyncio.AbstractEventLoop,
     ) -> None:

@@ -44,6 +44,8 @@ __all__ = ["Router", "UpstreamAttempt"]
 log = structlog.get_logger(__name__)
 
 _RESET_PREFIX = "upstream connect error or disconnect/reset before headers. "
+# Methods whose requests go upstream without a length when they have no body.
+_BODYLESS = frozenset({b"GET", b"HEAD", b"DELETE", b"TRACE", b"CONNECT"})
 
 
 class Router:
@@ -208,10 +210,10 @@ class Router:
         for owner in (weighted, route, vhost, config):
             if owner is None:
                 continue
-            remove = owner.request_headers_to_remove  # type: ignore[attr-defined]
+            remove = owner.request_headers_to_remove
             if remove:
                 remove_headers(headers, remove)
-            add = owner.request_headers_to_add  # type: ignore[attr-defined]
+            add = owner.request_headers_to_add
             if add:
                 apply_header_options(headers, add)
         if vhost is not None and vhost.include_request_attempt_count:
@@ -294,7 +296,11 @@ class Router:
             if body:
                 conn.write(body)
             return
-        conn.write_request_head(self.method, self.path, self.headers, chunked)
+        headers = self.headers
+        if not chunked and request.content_length is None and self.method not in _BODYLESS:
+            # Envoy's codec frames a POST, PUT, OPTIONS... that has no body with a length.
+            headers = [*headers, (b"content-length", b"0")]
+        conn.write_request_head(self.method, self.path, headers, chunked)
         if self._body:
             for chunk in self._body:
                 conn.write_data(chunk)

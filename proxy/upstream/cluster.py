@@ -11,6 +11,7 @@ import asyncio
 import random
 import socket
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING
 
 import structlog
@@ -87,7 +88,7 @@ class RuntimeCluster:
     def choose_host(
         self,
         hash_key: int | None,
-        exclude: frozenset[Host] | None,
+        exclude: AbstractSet[object] | None,
         stream: ActiveStream | None,
         attempts: int = 1,
     ) -> Host | None:
@@ -208,9 +209,9 @@ class RuntimeCluster:
 
             value = get_header(stream.request_headers, cfg.http_header_name)
             if value:
-                host, _, port = value.decode("latin-1").rpartition(":")
+                address, _, port = value.decode("latin-1").rpartition(":")
                 if port.isdigit():
-                    target = (host.strip("[]"), int(port))
+                    target = (address.strip("[]"), int(port))
         else:
             target = stream.conn.original_destination
         if target is None:

@@ -74,6 +74,7 @@ def wait_ready(
     """
     start = clock()
     last = ""
+    nacked: set[str] = set()
     state: DemoState | None = None
     while True:
         state = read_state(layout.state_file)
@@ -87,6 +88,10 @@ def wait_ready(
             if line != last:
                 print(f"{line}  ({clock() - start:.1f} s)", file=out, flush=True)
                 last = line
+            for pod in state.pods:
+                if pod.sync == "NACK" and pod.key not in nacked:
+                    nacked.add(pod.key)
+                    print(f"  {pod.key}: proxy NACK: {pod.sync_detail}", file=out, flush=True)
             if state.ready:
                 return state
         pid = supervisor_pid if supervisor_pid is not None else (state and state.supervisor_pid)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.pilot.xds.ads_client import AdsClient, istio_node
-from tests.support.envoy import find_pymesh
+from tests.support.envoy import ProxyProcess, find_pymesh, make_proxy
 from tests.support.httpclient import Response, request
 from tests.support.procs import ManagedProcess, async_wait_for_http, free_port
 
@@ -31,6 +31,7 @@ __all__ = [
     "PilotProcess",
     "register_pod",
     "sidecar_bootstrap",
+    "start_proxy",
     "via_sidecar",
 ]
 
@@ -76,6 +77,7 @@ class PilotProcess:
             log_path=log_dir / f"pilot-{host}.log",
             name="pilot",
             env={**os.environ, "PYMESH_TOKEN": ""},
+            die_with_parent=False,  # see start_proxy
         )  # fmt: skip
 
     @property
@@ -220,6 +222,25 @@ def sidecar_bootstrap(
             ]
         },
     }
+
+
+async def start_proxy(
+    kind: str, bootstrap: Mapping[str, Any], workdir: Path, name: str, timeout: float = 30.0
+) -> ProxyProcess:
+    """Envoy or ``pymesh proxy``, started like :meth:`ProxyProcess.astart` but without a
+    ``preexec_fn``: these tests run gRPC in the test process, and a fork that runs Python code
+    in the child while gRPC's threads are live sometimes crashes the child (SIGSEGV) before
+    it execs. Without ``preexec_fn`` the child is spawned without running fork handlers."""
+    proxy = make_proxy(kind, bootstrap, workdir=workdir, name=name)
+    proxy.proc = ManagedProcess(
+        proxy.argv(), log_path=proxy.log_path, name=proxy.name, die_with_parent=False
+    ).start()
+    try:
+        await async_wait_for_http(*proxy.admin, "/ready", timeout, proc=proxy.proc)
+    except BaseException:
+        proxy.proc.stop()
+        raise
+    return proxy
 
 
 def node_id(pod: str, ip: str, namespace: str = "default") -> str:

@@ -10,7 +10,9 @@ replay identically.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+import re
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ import pytest
 from tests.proxy.runtime.bootstrap import (
     bootstrap,
     cluster,
+    cors_filter,
     direct,
     fault_filter,
     hcm,
@@ -26,6 +29,7 @@ from tests.proxy.runtime.bootstrap import (
     route,
     vhost,
 )
+from tests.proxy.runtime.netutil import blackhole
 from tests.support import ENVOY_DIFF_NET, address
 from tests.support.differential import (
     VOLATILE_HEADERS,
@@ -66,7 +70,9 @@ def listen() -> tuple[str, int]:
     return (PROXY, free_port(PROXY))
 
 
-def get(path: str, host: str = "svc", headers: Sequence[tuple[str, str]] = (), **kw: Any) -> Exchange:  # noqa: E501
+def get(
+    path: str, host: str = "svc", headers: Sequence[tuple[str, str]] = (), **kw: Any
+) -> Exchange:
     method = kw.pop("method", "GET")
     body = kw.pop("body", b"")
     name = kw.pop("name", f"{method} {host}{path}")
@@ -91,6 +97,22 @@ async def run(
     return await differ(config, exchanges, before_each=reset, **kwargs)
 
 
+@pytest.fixture
+def blackholes() -> Iterator[contextlib.ExitStack]:
+    with contextlib.ExitStack() as stack:
+        yield stack
+
+
+def echo_after_retries(body: bytes) -> bytes:
+    """:func:`normalize_echo`, and the time left that a retry announces (it depends on how long
+    the failed tries took): any value near the 15 s default passes."""
+    return re.sub(
+        rb'"x-envoy-expected-rq-timeout-ms": "(1[45][0-9]{3})"',
+        b'"x-envoy-expected-rq-timeout-ms": "about 15000"',
+        normalize_echo(body),
+    )
+
+
 def tag(name: str, **kw: Any) -> dict[str, Any]:
     return route(
         name=name, request_headers_to_add=[{"header": {"key": "x-route", "value": name}}], **kw
@@ -104,7 +126,9 @@ ROUTING_ROUTES = [
     tag("regex", match={"safe_regex": {"regex": "/re/[0-9]+"}}),
     tag("separated", match={"path_separated_prefix": "/sep"}),
     tag("nocase", match={"prefix": "/case", "case_sensitive": False}),
-    tag("hdr", match={"prefix": "/h", "headers": [{"name": "x-a", "string_match": {"exact": "1"}}]}),  # noqa: E501
+    tag(
+        "hdr", match={"prefix": "/h", "headers": [{"name": "x-a", "string_match": {"exact": "1"}}]}
+    ),
     tag("present", match={"prefix": "/h", "headers": [{"name": "x-b", "present_match": True}]}),
     tag(
         "invert",
@@ -113,12 +137,18 @@ ROUTING_ROUTES = [
             "headers": [{"name": "x-c", "string_match": {"exact": "no"}, "invert_match": True}],
         },
     ),
-    tag("query", match={"prefix": "/q", "query_parameters": [{"name": "v", "string_match": {"exact": "1"}}]}),  # noqa: E501
+    tag(
+        "query",
+        match={"prefix": "/q", "query_parameters": [{"name": "v", "string_match": {"exact": "1"}}]},
+    ),
     tag("prefix-rewrite", match={"prefix": "/api/"}, prefix_rewrite="/v2/"),
     tag(
         "regex-rewrite",
         match={"prefix": "/r/"},
-        regex_rewrite={"pattern": {"regex": "^/r/([0-9]+)/(.*)$"}, "substitution": "/items/\\2/\\1"},  # noqa: E501
+        regex_rewrite={
+            "pattern": {"regex": "^/r/([0-9]+)/(.*)$"},
+            "substitution": "/items/\\2/\\1",
+        },
     ),
     tag("host-rewrite", match={"prefix": "/host/"}, host_rewrite_literal="rewritten.internal"),
     route(match={"prefix": "/old"}, redirect={"path_redirect": "/new", "response_code": "FOUND"}),
@@ -135,8 +165,14 @@ ROUTING_ROUTES = [
         match={"prefix": "/mutate"},
         request_headers_to_add=[
             {"header": {"key": "x-add", "value": "r"}},
-            {"header": {"key": "x-multi", "value": "route"}, "append_action": "APPEND_IF_EXISTS_OR_ADD"},  # noqa: E501
-            {"header": {"key": "x-over", "value": "route"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},  # noqa: E501
+            {
+                "header": {"key": "x-multi", "value": "route"},
+                "append_action": "APPEND_IF_EXISTS_OR_ADD",
+            },
+            {
+                "header": {"key": "x-over", "value": "route"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            },
             {"header": {"key": "x-absent", "value": "route"}, "append_action": "ADD_IF_ABSENT"},
         ],
         request_headers_to_remove=["x-drop-me"],
@@ -170,7 +206,17 @@ async def test_routing_and_route_actions(differ: Differ, upstream_factory: Facto
         vhost([tag("ported")], domains=["ported.test:8080"]),
     ]
     config = bootstrap(
-        [listener(listen(), hcm(vhosts, route_config_extra={"response_headers_to_add": [{"header": {"key": "x-rc", "value": "c"}}]}))],  # noqa: E501
+        [
+            listener(
+                listen(),
+                hcm(
+                    vhosts,
+                    route_config_extra={
+                        "response_headers_to_add": [{"header": {"key": "x-rc", "value": "c"}}]
+                    },
+                ),
+            )
+        ],
         [cluster("backend", [up.address])],
     )
     h = "route.test"
@@ -227,9 +273,29 @@ async def test_routing_and_route_actions(differ: Differ, upstream_factory: Facto
             [("connection", "keep-alive"), ("keep-alive", "timeout=5"), ("x-keep", "yes")],
         ),
         get("/xfp", h, [("x-forwarded-proto", "https"), ("x-request-id", "given")]),
+        get(
+            "/external",
+            h,
+            [
+                ("x-envoy-retry-on", "5xx"),
+                ("x-envoy-upstream-rq-timeout-ms", "5"),
+                ("x-envoy-internal", "true"),
+                ("x-envoy-expected-rq-timeout-ms", "1"),
+                ("x-envoy-other", "kept"),
+                ("x-forwarded-for", "10.1.2.3"),
+            ],
+            name="x-envoy-* request controls from an external client are dropped",
+        ),
     ]
+    # One kept-alive connection for the lot: which answers close it must match too.
     report = await run(
-        differ, config, exchanges, [up], body=normalize_echo, volatile_headers=ECHO_VOLATILE
+        differ,
+        config,
+        exchanges,
+        [up],
+        body=normalize_echo,
+        volatile_headers=ECHO_VOLATILE,
+        keep_alive=True,
     )
     report.assert_same()
     seen = report.observed["pymesh"]
@@ -239,7 +305,7 @@ async def test_routing_and_route_actions(differ: Differ, upstream_factory: Facto
 
 # -- timeouts, retries, connection failures ----------------------------------------------------
 async def test_timeouts_retries_and_upstream_failures(
-    differ: Differ, upstream_factory: Factory
+    differ: Differ, upstream_factory: Factory, blackholes: contextlib.ExitStack
 ) -> None:
     up = await upstream_factory(
         upstream_ip(0),
@@ -258,30 +324,51 @@ async def test_timeouts_retries_and_upstream_failures(
         },
     )
     dead = (upstream_ip(1), free_port(upstream_ip(1)))
+    silent = blackholes.enter_context(blackhole(upstream_ip(2)))
     fast = {"retry_back_off": {"base_interval": "0.001s"}}
     routes = [
         route("/slow", timeout="0.2s"),
-        route("/retried/fail", prefix_rewrite="/fail", retry_policy={"retry_on": "5xx", "num_retries": 2, **fast}),  # noqa: E501
+        route(
+            "/retried/fail",
+            prefix_rewrite="/fail",
+            retry_policy={"retry_on": "5xx", "num_retries": 2, **fast},
+        ),
         route("/fail-then-ok", retry_policy={"retry_on": "5xx", "num_retries": 2, **fast}),
         route("/gateway", retry_policy={"retry_on": "gateway-error", "num_retries": 1, **fast}),
         route("/reset", retry_policy={"retry_on": "reset", "num_retries": 1, **fast}),
         route("/409", retry_policy={"retry_on": "retriable-4xx", "num_retries": 1, **fast}),
         route(
             "/418",
-            retry_policy={"retry_on": "retriable-status-codes", "retriable_status_codes": [418], "num_retries": 1, **fast},  # noqa: E501
+            retry_policy={
+                "retry_on": "retriable-status-codes",
+                "retriable_status_codes": [418],
+                "num_retries": 1,
+                **fast,
+            },
         ),
         route(
             "/hang-once",
             timeout="3s",
             retry_policy={"retry_on": "5xx", "num_retries": 1, "per_try_timeout": "0.2s", **fast},
         ),
-        route("/dead/retried", cluster="dead", retry_policy={"retry_on": "connect-failure", "num_retries": 1, **fast}),  # noqa: E501
+        route(
+            "/dead/retried",
+            cluster="dead",
+            retry_policy={"retry_on": "connect-failure", "num_retries": 1, **fast},
+        ),
         route("/dead", cluster="dead"),
+        route("/empty", cluster="empty"),
+        route("/silent", cluster="silent"),
         route("/"),
     ]
     config = bootstrap(
         [listener(listen(), hcm([vhost(routes, include_attempt_count_in_response=True)]))],
-        [cluster("backend", [up.address]), cluster("dead", [dead])],
+        [
+            cluster("backend", [up.address]),
+            cluster("dead", [dead]),
+            cluster("empty", []),
+            cluster("silent", [silent], connect_timeout="0.25s"),
+        ],
     )
     exchanges = [
         get("/slow"),
@@ -299,19 +386,28 @@ async def test_timeouts_retries_and_upstream_failures(
         get("/dead/retried"),
         get("/fail", headers=[("x-envoy-retry-on", "5xx"), ("x-envoy-max-retries", "1")]),
         get("/mid", name="upstream dies mid-body: downstream reset"),
+        get("/empty", name="no healthy upstream"),
+        get("/silent", name="connect timeout"),
     ]
     report = await run(
-        differ, config, exchanges, [up], body=normalize_echo, volatile_headers=ECHO_VOLATILE
+        differ,
+        config,
+        exchanges,
+        [up],
+        body=echo_after_retries,
+        volatile_headers=ECHO_VOLATILE,
+        keep_alive=True,
     )
     report.assert_same()
     seen = report.observed["pymesh"]
     assert (seen[0].status, seen[0].body) == (504, b"upstream request timeout")
     assert seen[11].body.endswith(b"reset reason: remote connection failure")
     assert seen[14].outcome in ("closed", "reset")
+    assert seen[16].body.endswith(b"reset reason: connection timeout")
 
 
-# -- filters: fault, local rate limit; circuit breaker overflow -----------------------------------
-async def test_fault_ratelimit_and_overflow(differ: Differ, upstream_factory: Factory) -> None:
+# -- filters: fault, local rate limit, CORS; circuit breaker overflow --------------------------
+async def test_filters_and_overflow(differ: Differ, upstream_factory: Factory) -> None:
     up = await upstream_factory(upstream_ip(0))
     percent = {"numerator": 100, "denominator": "HUNDRED"}
     per_route = {
@@ -327,15 +423,28 @@ async def test_fault_ratelimit_and_overflow(differ: Differ, upstream_factory: Fa
             "response_headers_to_add": [{"header": {"key": "x-limited", "value": "yes"}}],
         }
     }
+    cors = {
+        "envoy.filters.http.cors": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+            "allow_origin_string_match": [{"exact": "https://app.test"}],
+            "allow_methods": "GET, PUT",
+            "allow_headers": "x-custom",
+            "expose_headers": "x-exposed",
+            "max_age": "600",
+            "allow_credentials": True,
+        }
+    }
     routes = [
         route("/abort", typed_per_filter_config=per_route),
         route("/limited", typed_per_filter_config=limit),
         route("/full", cluster="full"),
+        route("/cors", typed_per_filter_config=cors),
         route("/"),
     ]
     filters = [
         fault_filter(abort={"header_abort": {}, "percentage": percent}),
         local_ratelimit_filter(1000, "3600s"),
+        cors_filter(),
     ]
     config = bootstrap(
         [listener(listen(), hcm([vhost(routes)], http_filters=filters))],
@@ -353,9 +462,29 @@ async def test_fault_ratelimit_and_overflow(differ: Differ, upstream_factory: Fa
         get("/limited"),
         get("/full"),
         get("/full", headers=[("x-envoy-retry-on", "5xx"), ("x-envoy-max-retries", "2")]),
+        get(
+            "/cors",
+            headers=[("origin", "https://app.test"), ("access-control-request-method", "PUT")],
+            method="OPTIONS",
+            name="CORS preflight",
+        ),
+        get("/cors", headers=[("origin", "https://app.test")], name="CORS simple request"),
+        get("/cors", headers=[("origin", "https://evil.test")], name="CORS other origin"),
+        get(
+            "/cors",
+            headers=[("origin", "https://evil.test"), ("access-control-request-method", "PUT")],
+            method="OPTIONS",
+            name="CORS preflight from another origin",
+        ),
     ]
     report = await run(
-        differ, config, exchanges, [up], body=normalize_echo, volatile_headers=ECHO_VOLATILE
+        differ,
+        config,
+        exchanges,
+        [up],
+        body=normalize_echo,
+        volatile_headers=ECHO_VOLATILE,
+        keep_alive=True,
     )
     report.assert_same()
     seen = report.observed["pymesh"]
@@ -384,7 +513,8 @@ BAD_REQUESTS = [
         "POST",
     ),
     raw(
-        b"POST / HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"zz\r\nhello\r\n0\r\n\r\n",
         "invalid chunk size",
         "POST",
     ),
@@ -402,10 +532,15 @@ BAD_REQUESTS = [
         "header block over 60 KiB (431)",
     ),
     raw(
-        b"GET / HTTP/1.1\r\nHost: svc\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(101)) + b"\r\n",  # noqa: E501
+        b"GET / HTTP/1.1\r\nHost: svc\r\n"
+        + b"".join(b"X-%d: v\r\n" % i for i in range(101))
+        + b"\r\n",
         "more than 100 headers (431)",
     ),
-    raw(b"GET / HTTP/1.1\r\nHost: svc\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n", "upgrade without upgrade_configs (403)"),  # noqa: E501
+    raw(
+        b"GET / HTTP/1.1\r\nHost: svc\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+        "upgrade without upgrade_configs (403)",
+    ),
     raw(b"CONNECT svc:443 HTTP/1.1\r\nHost: svc:443\r\n\r\n", "CONNECT"),
     raw(b"GET http://abs.test/path HTTP/1.1\r\nHost: svc\r\n\r\n", "absolute-form target"),
 ]

@@ -1,6 +1,7 @@
 """Bad configuration never reaches the mesh: ``pymesh apply`` refuses it with the loader's
 message, nothing is written, and traffic keeps flowing as before; a broken file dropped into
-the config directory behind pilot's back is logged and ignored (127.0.3.210-219)."""
+the config directory behind pilot's back is logged and ignored (127.0.3.210-225: each test
+and proxy kind its own four addresses, since pytest-xdist may run them at the same time)."""
 
 from __future__ import annotations
 
@@ -19,16 +20,25 @@ from tests.integration.pilot_harness import (
     node_id,
     register_pod,
     sidecar_bootstrap,
+    start_proxy,
     upstream_of,
     via_sidecar,
 )
-from tests.support.envoy import ProxyProcess, make_proxy
+from tests.support.envoy import ProxyProcess
 from tests.support.upstream import Upstream
 
-PILOT = "127.0.3.210"
-REVIEWS_V1 = "127.0.3.211"
-REVIEWS_V2 = "127.0.3.212"
-POD = {"envoy": "127.0.3.213", "pymesh": "127.0.3.214"}
+_TESTS = (
+    "test_apply_refuses_bad_config_and_the_mesh_is_unaffected",
+    "test_a_broken_file_in_the_config_dir_keeps_the_last_good_config",
+)
+
+
+def _addresses(test: str, kind: str) -> tuple[str, str, str, str]:
+    """(pilot, reviews v1, reviews v2, client pod) for one test and proxy kind."""
+    base = 210 + 4 * (2 * _TESTS.index(test) + ("envoy", "pymesh").index(kind))
+    return tuple(f"127.0.3.{base + i}" for i in range(4))  # type: ignore[return-value]
+
+
 NETWORKING = SAMPLES / "bookinfo" / "networking"
 BOOKINFO = SAMPLES / "bookinfo" / "platform" / "kube" / "bookinfo.yaml"
 
@@ -82,7 +92,10 @@ def _files(root: Path) -> list[str]:
 
 
 @pytest.fixture
-async def setup(tmp_path: Path, proxy_kind: str) -> AsyncIterator[Setup]:
+async def setup(
+    tmp_path: Path, proxy_kind: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Setup]:
+    pilot_ip, reviews_v1, reviews_v2, ip = _addresses(request.function.__name__, proxy_kind)
     config_dir = tmp_path / "mesh"
     config_dir.mkdir()
     for f in (
@@ -93,26 +106,24 @@ async def setup(tmp_path: Path, proxy_kind: str) -> AsyncIterator[Setup]:
         shutil.copy(f, config_dir / f.name)
     mesh_yaml = tmp_path / "mesh.yaml"
     mesh_yaml.write_text(NO_DEFAULT_RETRIES)
-    pilot = PilotProcess(PILOT, config_dir, tmp_path / "logs", mesh_config=str(mesh_yaml))
-    ip = POD[proxy_kind]
+    pilot = PilotProcess(pilot_ip, config_dir, tmp_path / "logs", mesh_config=str(mesh_yaml))
     pod = f"productpage-v1-6b746f74dc-{proxy_kind[0]}9"
     clients = []
     proxy = None
     async with (
-        Upstream(REVIEWS_V1, 9080, name="reviews-v1"),
-        Upstream(REVIEWS_V2, 9080, name="reviews-v2"),
+        Upstream(reviews_v1, 9080, name="reviews-v1"),
+        Upstream(reviews_v2, 9080, name="reviews-v2"),
     ):
         try:
             await pilot.start()
             for name, address, version in (
-                ("reviews-v1-5c6f4d9c7-a9", REVIEWS_V1, "v1"),
-                ("reviews-v2-7b5d8f6c4-b9", REVIEWS_V2, "v2"),
+                ("reviews-v1-5c6f4d9c7-a9", reviews_v1, "v1"),
+                ("reviews-v2-7b5d8f6c4-b9", reviews_v2, "v2"),
             ):
                 labels = {"app": "reviews", "version": version}
                 clients.append(await register_pod(pilot.xds, name, address, labels))
             bootstrap = sidecar_bootstrap(pod, ip, pilot.xds, labels={"app": "productpage"})
-            proxy = make_proxy(proxy_kind, bootstrap, workdir=tmp_path / "proxy", name=pod)
-            await proxy.astart(30.0)
+            proxy = await start_proxy(proxy_kind, bootstrap, tmp_path / "proxy", pod)
             await pilot.wait_synced([node_id(pod, ip)])
             yield Setup(pilot, ip, proxy)
         finally:

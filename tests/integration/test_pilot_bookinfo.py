@@ -21,10 +21,11 @@ from tests.integration.pilot_harness import (
     node_id,
     register_pod,
     sidecar_bootstrap,
+    start_proxy,
     upstream_of,
     via_sidecar,
 )
-from tests.support.envoy import make_proxy, pymesh_proxy_missing
+from tests.support.envoy import pymesh_proxy_missing
 from tests.support.upstream import Upstream
 
 PILOT = "127.0.3.180"
@@ -68,9 +69,7 @@ async def _start_proxy(kind: str, pod: str, ip: str, pilot: PilotProcess, workdi
         pod, ip, pilot.xds, labels={"app": "productpage", "version": "v1"},
         service_account="bookinfo-productpage",
     )  # fmt: skip
-    proxy = make_proxy(kind, bootstrap, workdir=workdir / kind, name=f"{kind}-{pod}")
-    await proxy.astart(30.0)
-    return proxy
+    return await start_proxy(kind, bootstrap, workdir / kind, f"{kind}-{pod}")
 
 
 @pytest.fixture

@@ -14,13 +14,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from google.protobuf import (  # type: ignore[import-untyped]
+from google.protobuf import (
     json_format,
     message_factory,
     symbol_database,
 )
-from google.protobuf.descriptor import Descriptor, FieldDescriptor  # type: ignore[import-untyped]
-from google.protobuf.message import Message  # type: ignore[import-untyped]
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
 
 from proxy.config.translate.common import join
 from pymesh.errors import ValidationError

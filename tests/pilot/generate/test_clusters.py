@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pilot.generate import CLUSTER_TYPE
+from pilot.generate import CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from pilot.generate.policy import MAX_U32
 from pilot.model import MeshConfig
-from tests.pilot.generate._mesh import BOOKINFO, build_mesh
+from pymesh.config.loader import load_documents
+from tests.pilot.generate._mesh import BOOKINFO, Mesh, build_mesh, load, workload_nodes
 
 SVC = ".default.svc.cluster.local"
 API = ".shop.svc.cluster.local"
@@ -187,3 +188,27 @@ def test_tracing_and_access_log_clusters() -> None:
     assert clusters["zipkin"]["type"] == "STRICT_DNS"
     mixer = clusters["mixer"]["typed_extension_protocol_options"][HTTP_OPTIONS]
     assert mixer["explicit_http_config"] == {"http2_protocol_options": {}}
+
+
+def test_sidecar_egress_hosts_scope_clusters_routes_and_listeners() -> None:
+    sidecar = load_documents(
+        """
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: web, namespace: shop}
+spec:
+  workloadSelector: {labels: {app: web}}
+  egress: [{hosts: ["./api.shop.svc.cluster.local", "istio-system/*"]}]
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+"""
+    ).resources
+    resources = load("features.yaml") + sidecar
+    mesh = Mesh(resources, workload_nodes(resources))
+    clusters = set(mesh.by_name("web-v1", CLUSTER_TYPE))
+    assert f"outbound|8080||api{API}" in clusters
+    assert not any("db.shop" in c or "web.shop" in c for c in clusters)
+    assert set(mesh.by_name("web-v1", ROUTE_TYPE)) == {"8080", "9090"}
+    assert mesh.by_name("web-v1", ROUTE_TYPE)["8080"]["virtual_hosts"][-1]["name"] == "block_all"
+    assert "10.96.0.30_3306" not in mesh.by_name("web-v1", LISTENER_TYPE)
+    # Other workloads are not scoped by it.
+    assert f"outbound|3306||db{API}" in set(mesh.by_name("api-v1", CLUSTER_TYPE))

@@ -8,9 +8,18 @@ from pathlib import Path
 
 import pytest
 
+from pilot.generate import LISTENER_TYPE
 from pilot.model import MeshConfig
+from pymesh.config.loader import load_documents
 from tests.pilot.generate._envoy import envoy_validate, static_bootstrap
-from tests.pilot.generate._mesh import BOOKINFO, SAMPLES, build_mesh, credentials
+from tests.pilot.generate._mesh import (
+    BOOKINFO,
+    SAMPLES,
+    Mesh,
+    build_mesh,
+    credentials,
+    gateway_node,
+)
 
 pytestmark = pytest.mark.envoy
 
@@ -18,8 +27,8 @@ NET = "bookinfo/networking/"
 _VS = sorted(p.name for p in (SAMPLES / "bookinfo/networking").glob("virtual-service-*.yaml"))
 
 
-def _check(envoy: str, mesh: object, node: str, tmp_path: Path) -> None:
-    ok, output = envoy_validate(envoy, static_bootstrap(mesh, node), tmp_path / node)  # type: ignore[arg-type]
+def _check(envoy: str, mesh: Mesh, node: str, tmp_path: Path) -> None:
+    ok, output = envoy_validate(envoy, static_bootstrap(mesh, node), tmp_path / node)
     assert ok, output
 
 
@@ -61,17 +70,16 @@ def test_features_fixture(envoy_binary: str, tmp_path: Path, node: str, mode: st
     _check(envoy_binary, mesh, node, tmp_path)
 
 
-@pytest.mark.parametrize("policy", ["ALLOW_ANY", "REGISTRY_ONLY"])
-def test_egress_fixture(envoy_binary: str, tmp_path: Path, policy: str) -> None:
-    mesh_config = MeshConfig(
-        outbound_traffic_policy=policy,  # type: ignore[arg-type]
-        zipkin_address="127.0.0.1:9411",
-    )
-    mesh = build_mesh(
-        "egress.yaml",
-        "features.yaml",
-        mesh=mesh_config,
-    )
+@pytest.mark.parametrize(
+    "mesh_config",
+    [
+        MeshConfig(zipkin_address="127.0.0.1:9411"),
+        MeshConfig(outbound_traffic_policy="REGISTRY_ONLY", mixer_address="127.0.0.1:9091"),
+    ],
+    ids=["allow-any-zipkin", "registry-only-als"],
+)
+def test_egress_fixture(envoy_binary: str, tmp_path: Path, mesh_config: MeshConfig) -> None:
+    mesh = build_mesh("egress.yaml", "features.yaml", mesh=mesh_config)
     _check(envoy_binary, mesh, "web-v1", tmp_path)
 
 
@@ -88,3 +96,41 @@ def test_circuit_breaking_and_mirroring_samples(envoy_binary: str, tmp_path: Pat
         NET + "egress-rule-google-apis.yaml",
     )
     _check(envoy_binary, mesh, "sleep", tmp_path)
+
+
+def test_gateway_with_certificate_files_and_mutual_tls(envoy_binary: str, tmp_path: Path) -> None:
+    creds = credentials("gateway-tls.yaml")[0]
+    (tmp_path / "tls.crt").write_bytes(creds.cert_chain)
+    (tmp_path / "tls.key").write_bytes(creds.private_key)
+    text = f"""
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: files, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 9443, name: https-files, protocol: HTTPS}}
+    hosts: ["files.example.com"]
+    tls:
+      mode: MUTUAL
+      serverCertificate: {tmp_path / "tls.crt"}
+      privateKey: {tmp_path / "tls.key"}
+      caCertificates: {tmp_path / "tls.crt"}
+  - port: {{number: 9443, name: https-sds, protocol: HTTPS}}
+    hosts: ["sds.example.com"]
+    tls: {{mode: MUTUAL, credentialName: bookinfo-credential}}
+"""
+    resources = load_documents(text).resources
+    mesh = Mesh(resources, {"gateway": gateway_node()}, creds=credentials("gateway-tls.yaml"))
+    (listener,) = mesh.dicts("gateway", LISTENER_TYPE)
+    files, sds = listener["filter_chains"]
+    context = files["transport_socket"]["typed_config"]
+    assert context["require_client_certificate"] is True
+    assert context["common_tls_context"]["tls_certificates"][0]["certificate_chain"] == {
+        "filename": str(tmp_path / "tls.crt")
+    }
+    common = sds["transport_socket"]["typed_config"]["common_tls_context"]
+    assert common["validation_context_sds_secret_config"]["name"] == (
+        "kubernetes://bookinfo-credential-cacert"
+    )
+    _check(envoy_binary, mesh, "gateway", tmp_path)

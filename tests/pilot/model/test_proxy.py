@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -87,8 +88,7 @@ def test_build_round_trips_through_a_node() -> None:
         service_account="details",
         mode="process",
     )
-    proto = node(
-        built.id, {k: (dict(v) if hasattr(v, "items") else v) for k, v in built.metadata.items()}
-    )
+    metadata = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in built.metadata.items()}
+    proto = node(built.id, metadata)
     parsed = ProxyNode.from_node(proto)
     assert parsed == built

@@ -99,7 +99,8 @@ spec:
     assert legacy is not None and not legacy.mesh_external and legacy.resolution == "STATIC"
     google = registry.service_by_host("maps.google.com")
     assert google is not None and google.ports[0].protocol == "HTTPS"
-    assert registry.service_by_host("www.googleapis.com").resolution == "DNS_ROUND_ROBIN"  # type: ignore[union-attr]
+    googleapis = registry.service_by_host("www.googleapis.com")
+    assert googleapis is not None and googleapis.resolution == "DNS_ROUND_ROBIN"
 
 
 def test_kubernetes_service_shadows_a_service_entry_for_the_same_host() -> None:

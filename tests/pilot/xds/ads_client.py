@@ -4,8 +4,13 @@ wants (first requests, ACKs, NACKs, stale nonces) and read the responses with a 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+# gRPC's fork handlers can crash a child forked (with a preexec_fn) while gRPC threads run;
+# the tests that use this client also start processes. Only effective before gRPC's import.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import grpc
 from envoy.config.core.v3 import base_pb2

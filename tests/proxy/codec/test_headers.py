@@ -17,7 +17,7 @@ from pymesh.errors import LocalProtocolError
 
 
 def test_hop_by_hop_set() -> None:
-    assert HOP_BY_HOP == {
+    assert {
         b"connection",
         b"keep-alive",
         b"proxy-connection",
@@ -25,7 +25,7 @@ def test_hop_by_hop_set() -> None:
         b"te",
         b"upgrade",
         b"trailer",
-    }
+    } == HOP_BY_HOP
 
 
 def test_strip_hop_by_hop() -> None:
@@ -76,7 +76,9 @@ def test_valid_values(value: bytes) -> None:
     validate_header_value(value)
 
 
-@pytest.mark.parametrize("value", [b" v", b"v\t", b"a\r\nb", b"a\nb", b"a\x00b", b"a\x7fb", b"\x01"])
+@pytest.mark.parametrize(
+    "value", [b" v", b"v\t", b"a\r\nb", b"a\nb", b"a\x00b", b"a\x7fb", b"\x01"]
+)
 def test_invalid_values(value: bytes) -> None:
     with pytest.raises(LocalProtocolError):
         validate_header_value(value)

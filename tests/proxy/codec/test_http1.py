@@ -224,7 +224,11 @@ CLIENT_CASES: dict[str, tuple[list[tuple[bytes, bytes]], list[object]]] = {
     ),
     "HTTP/1.0 response": (
         [(b"GET", b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")],
-        [Response(200, b"OK", [(b"content-length", b"2")], b"1.0", False, 2, False), Data(b"ok"), EOM],
+        [
+            Response(200, b"OK", [(b"content-length", b"2")], b"1.0", False, 2, False),
+            Data(b"ok"),
+            EOM,
+        ],
     ),
     "close-delimited body": (
         [(b"GET", b"HTTP/1.1 200 OK\r\nX: y\r\n\r\nuntil the end" + b"")],
@@ -401,7 +405,14 @@ H10_KEEP = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
         (H11, 200, [], {"chunked": True}, b"transfer-encoding: chunked\r\n", True),
         (H11, 200, [], {"chunked": False}, b"connection: close\r\n", False),
         (H10, 200, [], {"chunked": True}, b"connection: close\r\n", False),
-        (H10, 200, [(b"content-length", b"2")], {}, b"content-length: 2\r\nconnection: close\r\n", False),
+        (
+            H10,
+            200,
+            [(b"content-length", b"2")],
+            {},
+            b"content-length: 2\r\nconnection: close\r\n",
+            False,
+        ),
         (
             H10_KEEP,
             200,
@@ -413,7 +424,14 @@ H10_KEEP = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
         (H10_KEEP, 200, [], {"chunked": True}, b"connection: close\r\n", False),
         (H11, 204, [], {"chunked": True}, b"", True),
         (H11, 304, [(b"content-length", b"9")], {}, b"content-length: 9\r\n", True),
-        (H11, 200, [(b"content-length", b"9")], {"head_request": True}, b"content-length: 9\r\n", True),
+        (
+            H11,
+            200,
+            [(b"content-length", b"9")],
+            {"head_request": True},
+            b"content-length: 9\r\n",
+            True,
+        ),
         (b"HEAD / HTTP/1.1\r\n\r\n", 200, [], {}, b"", True),
         (
             H11,

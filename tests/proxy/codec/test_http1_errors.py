@@ -53,9 +53,17 @@ REQUEST_ERRORS: list[tuple[str, bytes, int]] = [
     ("signed CL", POST + b"Content-Length: +3\r\n\r\nabc", 400),
     ("CL overflow", POST + b"Content-Length: 99999999999999999999999\r\n\r\n", 400),
     ("chunk size not hex", POST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
-    ("chunk size overflow", POST + b"Transfer-Encoding: chunked\r\n\r\n" + b"f" * 21 + b"\r\n", 400),
+    (
+        "chunk size overflow",
+        POST + b"Transfer-Encoding: chunked\r\n\r\n" + b"f" * 21 + b"\r\n",
+        400,
+    ),
     ("chunk data overrun", POST + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n", 400),
-    ("TE in trailers", POST + b"Transfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 1\r\n\r\n", 400),
+    (
+        "TE in trailers",
+        POST + b"Transfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 1\r\n\r\n",
+        400,
+    ),
     ("data after a request", b"GET / HTTP/1.1\r\nHost: a\r\n\r\nxyz\r\n\r\n", 400),
     # Envoy answers any transfer-coding but a lone "chunked" with 501 Not Implemented.
     ("TE gzip", POST + b"Transfer-Encoding: gzip\r\n\r\n", 501),
@@ -76,7 +84,9 @@ def parse_error(chunks: list[bytes], conn: ServerConnection | ClientConnection) 
     return info.value.status
 
 
-@pytest.mark.parametrize(("data", "status"), [c[1:] for c in REQUEST_ERRORS], ids=[c[0] for c in REQUEST_ERRORS])
+@pytest.mark.parametrize(
+    ("data", "status"), [c[1:] for c in REQUEST_ERRORS], ids=[c[0] for c in REQUEST_ERRORS]
+)
 def test_request_rules(data: bytes, status: int) -> None:
     assert parse_error([data], ServerConnection()) == status
     assert parse_error(bytewise(data), ServerConnection()) == status
@@ -187,10 +197,16 @@ RESPONSE_ERRORS: list[tuple[str, bytes]] = [
     ("control byte", b"HTTP/1.1 200 OK\r\nX: a\x01b\r\nContent-Length: 0\r\n\r\n"),
     ("obs-fold", b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n"),
     ("status below 100", b"HTTP/1.1 099 Weird\r\nContent-Length: 0\r\n\r\n"),
-    ("101 unasked", b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n"),
+    (
+        "101 unasked",
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n",
+    ),
     ("HTTP/2.0", b"HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"),
     ("bad chunk size", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
-    ("unsolicited second response", b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"),
+    (
+        "unsolicited second response",
+        b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+    ),
     ("too many headers", b"HTTP/1.1 200 OK\r\n" + b"x: y\r\n" * 101 + b"\r\n"),
     ("EOF in the head", b"HTTP/1.1 200 OK\r\nContent-Le" + b""),
     ("EOF in a CL body", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"),
@@ -198,7 +214,9 @@ RESPONSE_ERRORS: list[tuple[str, bytes]] = [
 ]
 
 
-@pytest.mark.parametrize("data", [c[1] for c in RESPONSE_ERRORS], ids=[c[0] for c in RESPONSE_ERRORS])
+@pytest.mark.parametrize(
+    "data", [c[1] for c in RESPONSE_ERRORS], ids=[c[0] for c in RESPONSE_ERRORS]
+)
 def test_response_rules(data: bytes) -> None:
     assert parse_error([data, b""], ClientConnection()) == 502
     assert parse_error([*bytewise(data), b""], ClientConnection()) == 502

@@ -250,7 +250,12 @@ def raw_body(draw: st.DrawFn) -> tuple[bytes, bytes, bytes, list[tuple[bytes, by
         ext = draw(st.sampled_from([b"", b";a=b", b";flag", b";x=1;y"]))
         encoded += b"%X%b\r\n%b\r\n" % (len(piece), ext, piece)
     trailer_lines, trailers = draw(raw_fields())
-    return b"Transfer-Encoding: chunked\r\n", encoded + b"0\r\n" + trailer_lines + b"\r\n", body, trailers
+    return (
+        b"Transfer-Encoding: chunked\r\n",
+        encoded + b"0\r\n" + trailer_lines + b"\r\n",
+        body,
+        trailers,
+    )
 
 
 def h11_view(events: list[Any]) -> list[Any]:
@@ -289,7 +294,13 @@ def h11_reason(status: int) -> bytes:
 def test_requests_agree_with_h11(method, target, head_fields, framing) -> None:
     lines, _ = head_fields
     framing_line, encoded, body, trailers = framing
-    data = b"%b %b HTTP/1.1\r\nHost: h\r\n%b%b\r\n%b" % (method, target, lines, framing_line, encoded)
+    data = b"%b %b HTTP/1.1\r\nHost: h\r\n%b%b\r\n%b" % (
+        method,
+        target,
+        lines,
+        framing_line,
+        encoded,
+    )
 
     reference = h11.Connection(h11.SERVER)
     reference.receive_data(data)

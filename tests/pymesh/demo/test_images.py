@@ -33,8 +33,15 @@ def test_apps(image, module, args):
     assert s.role is Role.APP
     assert (s.module, s.args) == (module, args)
     assert s.argv("127.0.4.10", 9080) == [
-        sys.executable, "-m", module, "--host", "127.0.4.10", "--port", "9080", *args
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        module,
+        "--host",
+        "127.0.4.10",
+        "--port",
+        "9080",
+        *args,
+    ]
 
 
 @pytest.mark.parametrize(

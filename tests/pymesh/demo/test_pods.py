@@ -30,10 +30,17 @@ def test_seeded_manifests_give_the_bookinfo_pods():
     by_name = {p.name: p for p in pods}
     assert sorted(by_name) == sorted(
         [
-            "details-v1", "httpbin", "istio-ingressgateway", "productpage-v1", "ratings-v1",
-            "reviews-v1", "reviews-v2", "reviews-v3", "sleep",
+            "details-v1",
+            "httpbin",
+            "istio-ingressgateway",
+            "productpage-v1",
+            "ratings-v1",
+            "reviews-v1",
+            "reviews-v2",
+            "reviews-v3",
+            "sleep",
         ]
-    )  # fmt: skip
+    )
     reviews = by_name["reviews-v2"]
     assert reviews.role is Role.APP
     assert reviews.stand_in.module == "pymesh.samples.bookinfo.reviews"
@@ -76,8 +83,11 @@ def test_the_same_objects_as_istios_bookinfo():
     for key, pod in mine.items():
         other = istio[key]
         assert (pod.labels, pod.service_account, pod.container_port, pod.stand_in) == (
-            other.labels, other.service_account, other.container_port, other.stand_in
-        )  # fmt: skip
+            other.labels,
+            other.service_account,
+            other.container_port,
+            other.stand_in,
+        )
     for r in ours:
         if r.kind == "Service":
             twin = next(t for t in theirs if t.key == r.key)
@@ -128,9 +138,12 @@ def test_replicas_and_revisions():
 
 def test_pod_env_points_at_the_sidecar_and_drops_inherited_proxies():
     env = pod_env(
-        "sleep", "default", "sleep", "127.0.4.17",
+        "sleep",
+        "default",
+        "sleep",
+        "127.0.4.17",
         {"PATH": "/bin", "HTTPS_PROXY": "http://corp:3128", "no_proxy": "x"},
-    )  # fmt: skip
+    )
     assert env["HTTP_PROXY"] == env["http_proxy"] == "http://127.0.4.17:15001"
     assert env["POD_NAME"] == "sleep" and env["POD_NAMESPACE"] == "default"
     assert env["INSTANCE_IP"] == "127.0.4.17" and env["SERVICE_ACCOUNT"] == "sleep"

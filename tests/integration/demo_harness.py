@@ -1,0 +1,344 @@
+"""A running ``pymesh demo`` for integration tests, and the ways tests talk to it.
+
+Each test module starts one demo (``pymesh demo up``, or ``pymesh demo run`` in the
+foreground as ``make demo`` does) with its run directory under pytest's tmp dir, on its own
+addresses of the demo area ``127.0.4.0/24``:
+
+* slot = 4 * module + xdist worker (so two workers that got tests of the same module never
+  collide; with ``--dist loadgroup`` each module stays on one worker anyway);
+* control address (pilot and the ingress gateway) ``127.0.4.<1 + slot>``;
+* pods ``127.0.4.<10 + 16 * slot>`` and the 15 addresses after it;
+* an "external" server for the egress task on ``127.0.4.<200 + slot>``.
+
+Istio's files are read unchanged from ``../shared/istio-samples`` (tests skip without it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pymesh.cli.pilot_client import PilotClient
+from pymesh.demo.pods import pod_env
+from pymesh.demo.state import DemoState, PodState, read_state
+from pymesh.samples.sleep import CurlResult, curl
+
+__all__ = [
+    "ISTIO",
+    "Demo",
+    "Page",
+    "demo_slot",
+    "istio_file",
+    "listeners_on",
+    "no_demo_processes",
+    "pod_pids",
+    "reviews_version",
+    "start_demo",
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+ISTIO = ROOT.parent / "shared" / "istio-samples"
+PYMESH = Path(sys.executable).parent / "pymesh"
+
+
+def istio_file(relative: str) -> Path:
+    """A file of ``../shared/istio-samples``; skips the test when the tree is absent."""
+    path = ISTIO / relative
+    if not ISTIO.is_dir():
+        pytest.skip("../shared/istio-samples is not present")
+    assert path.is_file(), f"{path} is missing from istio-samples"
+    return path
+
+
+def demo_slot(module_index: int) -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    number = int(worker[2:]) if worker[2:].isdigit() else 0
+    return module_index * 4 + number % 4
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    status: int
+    body: str
+    elapsed: float
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+_SERVED_BY = re.compile(r"Reviews served by: ([\w.-]+)")
+
+
+def reviews_version(page: str) -> str:
+    """Which reviews version rendered a product page: ``v1``/``v2``/``v3`` (checked against
+    the stars: none, black, red), ``error`` when productpage could not get reviews."""
+    if "Error fetching product reviews" in page:
+        return "error"
+    served = _SERVED_BY.search(page)
+    if served is None:
+        return "unknown"
+    version = served.group(1).rpartition("-")[2]
+    colors = set(re.findall(r'<font color="(\w+)">', page))
+    expected = {"v1": set(), "v2": {"black"}, "v3": {"red"}}.get(version)
+    if expected is not None and colors and colors != expected:
+        return f"{version}?{sorted(colors)}"
+    return version
+
+
+class Demo:
+    """A demo started by a test module."""
+
+    def __init__(self, run_dir: Path, control: str, pods: str, external: str) -> None:
+        self.run_dir = run_dir
+        self.control = control
+        self.pods = pods
+        self.external = external
+        self.gateway = f"http://{control}:8080"
+        self.pilot_url = f"http://{control}:15080"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    # -- the command line --------------------------------------------------------------------
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        env.update(
+            PYMESH_PILOT=self.pilot_url,
+            PYMESH_CONFIG_DIR=str(self.run_dir / "config"),
+            PYMESH_DEMO_DIR=str(self.run_dir),
+        )
+        return env
+
+    def pymesh(
+        self, *args: str, check: bool = True, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(PYMESH), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"pymesh {' '.join(args)} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            )
+        return result
+
+    def start_args(self) -> list[str]:
+        return [
+            "--run-dir",
+            str(self.run_dir),
+            "--control-address",
+            self.control,
+            "--pod-addresses",
+            self.pods,
+            "--timeout",
+            "90",
+        ]
+
+    # -- state -------------------------------------------------------------------------------
+    def state(self) -> DemoState:
+        state = read_state(self.run_dir / "state.json")
+        assert state is not None, "the demo wrote no state"
+        return state
+
+    def pod(self, name: str) -> PodState:
+        pod = self.state().pod(name)
+        assert pod is not None, f"no pod {name} in the demo"
+        return pod
+
+    def wait(self, predicate: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            time.sleep(interval)
+
+    def wait_ready(self, timeout: float = 60.0) -> DemoState:
+        return self.wait(
+            lambda: (s := read_state(self.run_dir / "state.json")) is not None and s.ready and s,
+            timeout,
+            "every pod ready and every proxy SYNCED",
+        )
+
+    def settle(self, timeout: float = 20.0) -> None:
+        """Wait until pilot has pushed the last change and every proxy ACKed it.
+
+        Pushes are debounced (100 ms quiet): first give pilot the time to start one, then
+        wait for a moment where no proxy has anything unacknowledged, twice in a row.
+        """
+        time.sleep(0.4)
+        client = PilotClient(self.pilot_url, (self.run_dir / "config/.pymesh-token").read_text())
+        calm = 0
+
+        def synced() -> bool:
+            nonlocal calm
+            _, body = client.call("GET", "/proxies")
+            ok = all(
+                not proxy.get("errors")
+                and all(t.get("status") != "STALE" for t in proxy.get("types", {}).values())
+                for proxy in body.get("proxies", ())
+            )
+            calm = calm + 1 if ok else 0
+            return calm >= 2
+
+        self.wait(synced, timeout, "every proxy to ACK the pushed config", interval=0.15)
+
+    def apply(self, *paths: Path | str) -> None:
+        for path in paths:
+            self.pymesh("apply", "-f", str(path))
+        self.settle()
+
+    def delete(self, *paths: Path | str) -> None:
+        for path in paths:
+            self.pymesh("delete", "-f", str(path), check=False)
+        self.settle()
+
+    # -- traffic -----------------------------------------------------------------------------
+    def get(
+        self,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+        data: bytes | None = None,
+    ) -> Page:
+        """A direct request (no proxy of the caller's environment)."""
+        request = urllib.request.Request(url, headers=dict(headers or {}), data=data)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+        start = time.monotonic()
+        try:
+            with opener.open(request, timeout=timeout) as resp:
+                body, status, hdrs = resp.read(), resp.status, dict(resp.headers.items())
+        except urllib.error.HTTPError as exc:
+            body, status, hdrs = exc.read(), exc.code, dict(exc.headers.items())
+        return Page(status, body.decode("utf-8", "replace"), time.monotonic() - start, hdrs)
+
+    def login(self, user: str) -> str:
+        """Sign in through the gateway as productpage's form does; the ``Cookie`` value."""
+        form = urllib.parse.urlencode({"username": user, "passwd": "password"}).encode()
+        page = self.get(f"{self.gateway}/login", data=form)
+        assert page.status == 302, page
+        cookie = page.headers.get("Set-Cookie", "")
+        assert cookie.startswith("session="), page.headers
+        return cookie.split(";", 1)[0]
+
+    def product_page(self, cookie: str | None = None, timeout: float = 30.0) -> Page:
+        headers = {"Cookie": cookie} if cookie else {}
+        return self.get(f"{self.gateway}/productpage", headers, timeout)
+
+    def versions(self, count: int, cookie: str | None = None) -> list[str]:
+        return [reviews_version(self.product_page(cookie).body) for _ in range(count)]
+
+    def curl_from(self, pod_name: str, *argv: str) -> CurlResult:
+        """The sleep client's curl, run as inside ``pod_name`` (through its sidecar)."""
+        pod = self.pod(pod_name)
+        env = pod_env(pod.name, pod.namespace, pod.service_account, pod.ip, {})
+        return asyncio.run(curl(list(argv), env=env))
+
+    async def acurl_from(self, pod_name: str, *argv: str) -> CurlResult:
+        pod = self.pod(pod_name)
+        env = pod_env(pod.name, pod.namespace, pod.service_account, pod.ip, {})
+        return await curl(list(argv), env=env)
+
+    def admin_stats(self, pod_name: str) -> dict[str, str]:
+        pod = self.pod(pod_name)
+        text = self.get(f"http://{pod.ip}:15000/stats").body
+        return dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+
+    def log_text(self, name: str) -> str:
+        path = self.run_dir / "logs" / f"{name}.log"
+        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def up(self) -> None:
+        result = self.pymesh("demo", "up", *self.start_args(), check=False, timeout=150)
+        if result.returncode != 0:
+            self.down()
+            raise AssertionError(
+                f"pymesh demo up failed:\n{result.stdout}\n{result.stderr}\n"
+                + self.log_text("demo")[-3000:]
+            )
+
+    def run_foreground(self) -> None:
+        """``pymesh demo run`` as ``make demo`` runs it, output to ``foreground.out``."""
+        out = open(self.run_dir.parent / "foreground.out", "wb")  # noqa: SIM115
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [str(PYMESH), "demo", "run", *self.start_args()],
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        out.close()
+        try:
+            self.wait_ready(timeout=120)
+        except AssertionError:
+            self.interrupt()
+            raise
+
+    def interrupt(self, timeout: float = 30.0) -> int:
+        """Ctrl-C to a foreground demo; its exit status."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(timeout)
+
+    def foreground_output(self) -> str:
+        path = self.run_dir.parent / "foreground.out"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def down(self) -> subprocess.CompletedProcess[str]:
+        return self.pymesh("demo", "down", "--run-dir", str(self.run_dir), check=False)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def start_demo(tmp_path_factory: pytest.TempPathFactory, module_index: int, name: str) -> Demo:
+    slot = demo_slot(module_index)
+    base = tmp_path_factory.mktemp(name)
+    first = 10 + 16 * slot
+    demo = Demo(
+        base / "run",
+        control=f"127.0.4.{1 + slot}",
+        pods=f"127.0.4.{first}-{first + 15}",
+        external=f"127.0.4.{200 + slot}",
+    )
+    return demo
+
+
+def pod_pids(state: DemoState) -> dict[str, tuple[int | None, int | None]]:
+    return {
+        p.key: (p.app.pid if p.app else None, p.proxy.pid if p.proxy else None) for p in state.pods
+    }
+
+
+def no_demo_processes(run_dir: Path) -> list[int]:
+    from pymesh.demo.process import marked_processes
+
+    return list(marked_processes(str(run_dir.resolve())))
+
+
+def listeners_on(addresses: Sequence[str]) -> list[tuple[str, int]]:
+    from pymesh.demo.ports import listening
+
+    return listening(addresses)

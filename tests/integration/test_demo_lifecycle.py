@@ -1,0 +1,214 @@
+"""``pymesh demo`` as ``make demo`` runs it (foreground, Ctrl-C to stop), and what a user
+does with a running demo: the page, ``status``, ``exec``, killing and restarting an app,
+restarting pilot with another mesh config (the egress task), and a clean stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from pymesh.demo.process import alive
+from tests.integration.demo_harness import (
+    ISTIO,
+    Demo,
+    istio_file,
+    listeners_on,
+    no_demo_processes,
+    pod_pids,
+    start_demo,
+)
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("pymesh-demo-lifecycle")]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    demo = start_demo(tmp_path_factory, 1, "demo-lifecycle")
+    demo.run_foreground()
+    yield demo
+    if demo.proc is not None and demo.proc.poll() is None:
+        demo.interrupt()
+    demo.down()
+
+
+def test_make_demo_smoke(demo: Demo) -> None:
+    """``make demo``: the page through the ingress gateway, reviews alternating between the
+    three versions (no routing rule yet: round robin over every reviews pod)."""
+    output = demo.foreground_output()
+    assert "every proxy SYNCED" in output and f"{demo.gateway}/productpage" in output
+    versions = demo.versions(24)
+    assert set(versions) == {"v1", "v2", "v3"}, versions
+
+
+def test_status_lists_pods_addresses_pids_and_sync(demo: Demo) -> None:
+    result = demo.pymesh("demo", "status", "--run-dir", str(demo.run_dir))
+    state = demo.state()
+    for pod in state.pods:
+        line = next(line for line in result.stdout.splitlines() if line.startswith(pod.name))
+        assert pod.ip in line and "SYNCED" in line
+        assert pod.proxy is not None and str(pod.proxy.pid) in line
+    assert "demo: running" in result.stdout
+
+
+def test_exec_runs_through_the_pods_sidecar(demo: Demo) -> None:
+    """``pymesh exec sleep -- ...``: the command sees the pod's environment, and its calls
+    by service name leave through the sleep pod's sidecar."""
+    sleep = demo.pod("sleep")
+    counter = f"http.outbound_{sleep.ip}_15001.downstream_rq_total"
+    before = int(demo.admin_stats("sleep").get(counter, "0"))
+    result = demo.pymesh(
+        "exec",
+        "--run-dir",
+        str(demo.run_dir),
+        "sleep",
+        "--",
+        "python",
+        "-m",
+        "pymesh.samples.sleep",
+        "-s",
+        "http://reviews:9080/reviews/0",
+    )
+    assert json.loads(result.stdout)["podname"].startswith("reviews-v")
+    after = int(demo.admin_stats("sleep").get(counter, "0"))
+    assert after == before + 1
+    env = demo.pymesh("exec", "--run-dir", str(demo.run_dir), "sleep", "--", "env").stdout
+    assert f"http_proxy=http://{sleep.ip}:15001" in env.splitlines()
+    assert "POD_NAME=sleep" in env.splitlines()
+    if shutil.which("curl"):
+        out = demo.pymesh(
+            "exec",
+            "--run-dir",
+            str(demo.run_dir),
+            "sleep",
+            "--",
+            "curl",
+            "-s",
+            "http://ratings:9080/ratings/0",
+        ).stdout
+        assert json.loads(out)["ratings"] == {"Reviewer1": 5, "Reviewer2": 4}
+    missing = demo.pymesh("exec", "--run-dir", str(demo.run_dir), "nope", "--", "true", check=False)
+    assert missing.returncode == 1 and "sleep" in missing.stderr
+
+
+def test_killed_app_is_unhealthy_until_restarted(demo: Demo) -> None:
+    """Killing the only ratings app makes its endpoint unhealthy: callers get 503 "no
+    healthy upstream". ``pymesh demo restart ratings-v1 --app-only`` brings it back without
+    touching any other process."""
+    before = pod_pids(demo.state())
+    ratings = demo.pod("ratings-v1")
+    assert ratings.app is not None
+    os.kill(ratings.app.pid, signal.SIGKILL)
+    demo.wait(lambda: not demo.pod("ratings-v1").app_ready, 10, "the supervisor to notice")
+
+    def unhealthy() -> bool:
+        r = demo.curl_from("sleep", "-s", "http://ratings:9080/ratings/0")
+        return r.http_code == 503 and b"no healthy upstream" in r.body
+
+    demo.wait(unhealthy, 15, "503 no healthy upstream", interval=0.3)
+    assert demo.pod("ratings-v1").app is not None
+    assert not demo.pod("ratings-v1").app.running  # type: ignore[union-attr]
+
+    demo.pymesh("demo", "restart", "ratings-v1", "--app-only", "--run-dir", str(demo.run_dir))
+
+    def healthy() -> bool:
+        return demo.curl_from("sleep", "-s", "http://ratings:9080/ratings/0").http_code == 200
+
+    demo.wait(healthy, 30, "ratings to answer again", interval=0.5)
+    after = pod_pids(demo.state())
+    assert after.pop("ratings-v1.default")[1] == before.pop("ratings-v1.default")[1]
+    assert after == before, "restarting one app touched other processes"
+
+
+class _External(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = f"external answered {self.path} for {self.headers.get('Host')}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def external(demo: Demo) -> Iterator[str]:
+    """A server outside the mesh on the module's "external" loopback address."""
+    server = ThreadingHTTPServer((demo.external, 0), _External)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"{demo.external}:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_egress_registry_only(demo: Demo, external: str, tmp_path: Path) -> None:
+    """Egress control: with the default ALLOW_ANY a pod reaches a host outside the mesh; with
+    meshConfig.outboundTrafficPolicy.mode REGISTRY_ONLY (pilot restarted with it, as
+    ``istioctl install --set`` restarts istiod) the sidecar answers 502 for any host not in the
+    registry, httpbin.org included, until a ServiceEntry registers it."""
+    host, port = external.split(":")
+    open_call = demo.curl_from("sleep", "-s", f"http://{external}/open")
+    assert open_call.http_code == 200 and b"external answered /open" in open_call.body
+
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text("outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n")
+    run_dir = str(demo.run_dir)
+    demo.pymesh("demo", "restart", "pilot", "--mesh-config", str(mesh), "--run-dir", run_dir)
+    entry = tmp_path / "serviceentry.yaml"
+    entry.write_text(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: external\n"
+        "spec:\n  hosts:\n  - external.pymesh.test\n  location: MESH_EXTERNAL\n"
+        "  ports:\n  - number: 80\n    name: http\n    protocol: HTTP\n  resolution: STATIC\n"
+        f"  endpoints:\n  - address: {host}\n    ports:\n      http: {port}\n"
+    )
+    try:
+        demo.settle()
+        assert demo.curl_from("sleep", "-s", f"http://{external}/closed").http_code == 502
+        assert demo.curl_from("sleep", "-s", "http://httpbin.org/headers").http_code == 502
+        assert demo.curl_from("sleep", "-s", "http://external.pymesh.test/").http_code == 502
+        # Istio's own ServiceEntry for httpbin.org is accepted as it is.
+        if ISTIO.is_dir():
+            demo.apply(
+                istio_file(
+                    "docs-extracted/traffic-management/egress-control/"
+                    "1-serviceentry-httpbin-ext.yaml"
+                )
+            )
+        demo.apply(entry)
+        opened = demo.curl_from("sleep", "-s", "http://external.pymesh.test/registered")
+        assert opened.http_code == 200 and b"external answered /registered" in opened.body
+    finally:
+        demo.delete(entry)
+        if ISTIO.is_dir():
+            demo.delete(
+                istio_file(
+                    "docs-extracted/traffic-management/egress-control/"
+                    "1-serviceentry-httpbin-ext.yaml"
+                )
+            )
+        mesh.write_text("outboundTrafficPolicy:\n  mode: ALLOW_ANY\n")
+        demo.pymesh("demo", "restart", "pilot", "--mesh-config", str(mesh), "--run-dir", run_dir)
+    assert demo.curl_from("sleep", "-s", f"http://{external}/again").http_code == 200
+
+
+def test_zz_ctrl_c_stops_everything(demo: Demo) -> None:
+    """Ctrl-C on ``pymesh demo``: every process stops and no port is left listening."""
+    state = demo.state()
+    pids = [p for pair in pod_pids(state).values() for p in pair if p]
+    assert demo.interrupt() == 0
+    assert "stopped: no process of this demo is left" in demo.foreground_output()
+    assert no_demo_processes(demo.run_dir) == []
+    assert not any(alive(p) for p in pids)
+    addresses = [p.ip for p in state.pods if p.ip != demo.control]
+    assert listeners_on(addresses) == []
+    ports = (8080, 15000, 15010, 15080)
+    assert [e for e in listeners_on([demo.control]) if e[1] in ports] == []

@@ -1,0 +1,80 @@
+"""Each pod's bootstrap: accepted by the proxy, by Envoy, and recognised by pilot."""
+
+import pytest
+from envoy.config.core.v3 import base_pb2
+from google.protobuf import json_format
+
+from pilot.model.proxy import ProxyNode
+from proxy.config.bootstrap import bootstrap_from_dict, load_bootstrap
+from pymesh.demo.bootstrap import XDS_CLUSTER, bootstrap, node_id, write_bootstrap
+from pymesh.demo.images import Role, StandIn
+from pymesh.demo.pods import PodSpec
+from tests.proxy.config.envoy_validate import envoy_validate, needs_envoy
+
+REVIEWS = PodSpec(
+    name="reviews-v2",
+    namespace="default",
+    labels={"app": "reviews", "version": "v2"},
+    service_account="bookinfo-reviews",
+    container_port=9080,
+    stand_in=StandIn(Role.APP, "pymesh.samples.bookinfo.reviews", ("--version", "v2")),
+    owner="Deployment/reviews-v2",
+)
+GATEWAY = PodSpec(
+    name="istio-ingressgateway",
+    namespace="istio-system",
+    labels={"app": "istio-ingressgateway", "istio": "ingressgateway"},
+    service_account="istio-ingressgateway-service-account",
+    stand_in=StandIn(Role.GATEWAY),
+    owner="Deployment/istio-ingressgateway",
+)
+
+
+def test_node_ids_follow_istio():
+    assert node_id(REVIEWS, "127.0.4.14") == (
+        "sidecar~127.0.4.14~reviews-v2.default~default.svc.cluster.local"
+    )
+    assert node_id(GATEWAY, "127.0.4.1") == (
+        "router~127.0.4.1~istio-ingressgateway.istio-system~istio-system.svc.cluster.local"
+    )
+
+
+@pytest.mark.parametrize("pod", [REVIEWS, GATEWAY], ids=["sidecar", "router"])
+def test_pilot_reads_the_node(pod):
+    data = bootstrap(pod, "127.0.4.14", "127.0.4.1:15010")
+    node = json_format.ParseDict(data["node"], base_pb2.Node())
+    parsed = ProxyNode.from_node(node)
+    assert parsed.pod_name == pod.name and parsed.namespace == pod.namespace
+    assert parsed.ip == "127.0.4.14" and parsed.instance_ips == ("127.0.4.14",)
+    assert dict(parsed.labels) == dict(pod.labels)
+    assert parsed.service_account == pod.service_account
+    assert parsed.workload_name == pod.name
+    assert parsed.process_mode
+    assert parsed.is_router == (pod is GATEWAY)
+
+
+def test_the_proxy_accepts_it():
+    data = bootstrap(REVIEWS, "127.0.4.14", "127.0.4.1:15010")
+    loaded = bootstrap_from_dict(data, "<demo>")
+    assert loaded.admin is not None and loaded.admin.address is not None
+    assert (loaded.admin.address.host, loaded.admin.address.port) == ("127.0.4.14", 15000)
+    assert loaded.dynamic_resources is not None
+    assert loaded.dynamic_resources.ads_config is not None
+    assert loaded.dynamic_resources.ads_config.cluster_name == XDS_CLUSTER
+    (xds,) = loaded.static_resources.clusters
+    assert xds.name == XDS_CLUSTER
+
+
+def test_written_file_loads(tmp_path):
+    path = write_bootstrap(
+        tmp_path / "b" / "reviews.yaml", REVIEWS, "127.0.4.14", "127.0.4.1:15010"
+    )
+    assert load_bootstrap(path).node.id.startswith("sidecar~127.0.4.14~")
+
+
+@needs_envoy
+@pytest.mark.envoy
+def test_envoy_accepts_it(tmp_path):
+    path = write_bootstrap(tmp_path / "gw.yaml", GATEWAY, "127.0.4.1", "127.0.4.1:15010")
+    ok, output = envoy_validate(path)
+    assert ok, output
