@@ -43,9 +43,6 @@ from pymesh.errors import UnsupportedError, ValidationError
 __all__ = ["direct_response_action", "redirect_action", "retry_policy", "route_action"]
 
 _PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
-_GRPC_RETRY_ON = frozenset(
-    {"cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"}
-)
 _REDIRECT_CODES = {0: 301, 1: 302, 2: 303, 3: 307, 4: 308}
 _NOT_FOUND_CODES = {0: 503, 1: 404, 2: 500}
 
@@ -192,13 +189,9 @@ def _weighted_clusters(proto: Any, registry: FilterRegistry, path: str) -> Weigh
 def retry_policy(proto: Any, path: str) -> RetryPolicy:
     """``route.v3.RetryPolicy`` (route or virtual host level)."""
     names = {item.strip() for item in proto.retry_on.split(",") if item.strip()}
-    for name in sorted(names):
-        if name in _GRPC_RETRY_ON or name == "http3-post-connect-failure":
-            raise UnsupportedError(
-                f"retry_on '{name}' is not supported by pymesh (HTTP/1.1 only)",
-                path=join(path, "retry_on"),
-            )
-    # Envoy ignores names it does not know; dropping them here keeps that behaviour.
+    # Envoy ignores names it does not know; dropping them here keeps that behaviour. The gRPC
+    # conditions (Istio's default policy names two) only ever match a grpc-status, which an
+    # HTTP/1.1-only router never sees: in Envoy too they cannot fire on this traffic.
     retry_on = frozenset(names & RETRY_ON_VALUES)
     back_off = RetryBackOff()
     if proto.HasField("retry_back_off"):

@@ -24,7 +24,6 @@ NET = "bookinfo/networking/"
 HTTP1_RETRY_ON = "connect-failure,refused-stream,retriable-status-codes,503"
 
 KNOWN_GAPS = {
-    "retry_on 'cancelled' (Istio's default retryOn)": r"retry_on '(cancelled|unavailable)'",
     "upstream HTTP/2 (grpc/http2 ports, the mixer ALS cluster)": r"upstream HTTP/2",
     "ALPN istio-peer-exchange (ISTIO_MUTUAL)": r"ALPN protocol 'istio-peer-exchange'",
     "gRPC access log service (mesh mixer_address)": r"envoy\.access_loggers\.http_grpc",

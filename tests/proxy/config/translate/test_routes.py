@@ -127,15 +127,19 @@ def test_retry_policy_translation() -> None:
     assert policy.retriable_headers[0].name == b"x-retry"
 
 
-def test_grpc_retry_conditions_are_unsupported() -> None:
-    with pytest.raises(UnsupportedError) as caught:
-        _action(
-            {
-                "match": {"prefix": "/"},
-                "route": {"cluster": "c", "retry_policy": {"retry_on": "unavailable"}},
-            }
-        )
-    assert caught.value.path == "virtual_hosts[0].routes[0].route.retry_policy.retry_on"
+def test_grpc_retry_conditions_never_fire_on_http1() -> None:
+    """Istio's default retryOn names gRPC conditions; they only match a grpc-status, so on
+    HTTP/1.1 traffic they are accepted and can never trigger (as in Envoy)."""
+    action = _action(
+        {
+            "match": {"prefix": "/"},
+            "route": {
+                "cluster": "c",
+                "retry_policy": {"retry_on": "connect-failure,cancelled,unavailable"},
+            },
+        }
+    )
+    assert action.retry_policy.retry_on == frozenset({"connect-failure"})
 
 
 def test_unknown_retry_host_predicate_is_unsupported() -> None:
