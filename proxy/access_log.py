@@ -218,7 +218,8 @@ class AccessLogger:
         self._omit_empty = config.omit_empty_values
         if config.json_format is not None:
             self._json = []
-            for key, value in config.json_format.items():
+            # Envoy writes the keys sorted (the format is a protobuf Struct, a map).
+            for key, value in sorted(config.json_format.items()):
                 fmt = str(value)
                 parts = compile_format(fmt)
                 single_numeric = (

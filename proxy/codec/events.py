@@ -49,9 +49,11 @@ class Request:
     """A request head. The body follows as :class:`Data` events and one :class:`EndOfMessage`.
 
     ``content_length`` is the declared body length, or None when the body is chunked or the
-    request has none. ``keep_alive`` follows the version and the Connection header.
-    ``upgrade`` is set for CONNECT and for an Upgrade request (``Upgrade`` plus
-    ``Connection: upgrade``); the codec goes on parsing such a request as plain HTTP/1.1.
+    request has none. ``keep_alive`` follows the version and the Connection header (False for
+    CONNECT). ``upgrade`` is set for CONNECT and for an upgrade request (``Upgrade`` plus
+    ``Connection: upgrade``) other than h2c, which Envoy serves as plain HTTP/1.1. The codec
+    never switches protocols: an upgrade request's body and what follows it are parsed as
+    HTTP/1.1; after CONNECT the input is ignored.
     """
 
     method: bytes
@@ -76,7 +78,9 @@ class InformationalResponse:
 @dataclass(frozen=True, slots=True)
 class Response:
     """A final response head. ``content_length`` is None when the body is chunked, delimited by
-    the end of the connection, or absent (HEAD, 204, 304)."""
+    the end of the connection, or absent (HEAD, 204, 304). ``keep_alive`` says whether the
+    response lets the connection carry another exchange; it is False after HEAD (see
+    ``ClientConnection``)."""
 
     status: int
     reason: bytes

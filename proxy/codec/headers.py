@@ -27,7 +27,8 @@ __all__ = [
     "validate_headers",
 ]
 
-# RFC 9110 section 7.6.1, plus the ones Envoy also drops on the way through.
+# RFC 2616 section 13.5.1's list (Trailer included) without Proxy-Authenticate/-Authorization,
+# which Envoy forwards, plus Proxy-Connection, which RFC 9110 section 7.6.1 also names.
 HOP_BY_HOP: Final[frozenset[bytes]] = frozenset(
     {
         b"connection",

@@ -83,7 +83,6 @@ class _Connection(Generic[_E]):
     """What both directions share: feeding llhttp, the event queue, and body framing out."""
 
     __slots__ = (
-        "__weakref__",
         "_chunked",
         "_closed",
         "_content_length",
@@ -362,6 +361,13 @@ class _Connection(Generic[_E]):
         raise NotImplementedError
 
 
+def _synthetic_head(chunked: bool, length: int | None, keep_alive: bool) -> bytes:
+    """A request head with the given body framing, to re-arm llhttp after an upgrade request."""
+    framing = b"transfer-encoding: chunked" if chunked else b"content-length: %d" % (length or 0)
+    close = b"" if keep_alive else b"connection: close\r\n"
+    return b"PUT / HTTP/1.1\r\n%b\r\n%b\r\n" % (framing, close)
+
+
 def _join(parts: list[bytes]) -> bytes:
     """Join a head built by serialise_fields() and refuse header injection: every field line
     is four parts and one LF, so a CR/LF smuggled into a name, value or reason shows up as an
@@ -434,19 +440,16 @@ class ServerConnection(_Connection[ServerEvent]):
         expect_continue = (
             expect is not None and version == b"1.1" and expect.lower() == b"100-continue"
         )
+        fields = self._fields
         if upgrade:
             if method == b"CONNECT":
                 keep_alive = False
                 self._ignore = True  # what follows is tunnel bytes
-            elif chunked or length:
-                framing = (
-                    b"transfer-encoding: chunked"
-                    if chunked
-                    else b"content-length: %d" % (length or 0)
-                )
-                close = b"" if keep_alive else b"connection: close\r\n"
-                self._deferred = b"PUT / HTTP/1.1\r\n%b\r\n%b\r\n" % (framing, close)
-        fields = self._fields
+            else:
+                if chunked or length:
+                    self._deferred = _synthetic_head(chunked, length, keep_alive)
+                # Envoy's codec drops an h2c upgrade and serves the request as HTTP/1.1.
+                upgrade = not any(n == b"upgrade" and v.lower() == b"h2c" for n, v in fields)
         self._fields = []
         self._field_bytes = 0
         self._emit(
@@ -502,9 +505,11 @@ class ServerConnection(_Connection[ServerEvent]):
         chunked: bool | None = None,
         head_request: bool = False,
     ) -> bytes:
-        """The response head. A 1xx status gives an interim response. Framing: a content-length
-        field wins; else chunked (added here) unless ``chunked=False`` or the request was
-        HTTP/1.0, which make the body close-delimited. HEAD, 204 and 304 have no body."""
+        """The response head; a 1xx status gives an interim response. Body framing: the
+        content-length field if there is one; else chunked (the field is added here) unless
+        ``chunked=False`` or an HTTP/1.0 request make it close-delimited, which also closes the
+        connection. HEAD, 204 and 304 have no body. A transfer-encoding field passed in is
+        dropped: the codec owns that one."""
         if self._out_state != _IDLE:
             raise LocalProtocolError("a response is already in progress")
         line = _STATUS_LINES.get(status) if reason is None else None

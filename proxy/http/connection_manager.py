@@ -391,18 +391,21 @@ class DownstreamConnection(asyncio.Protocol):
         log.debug("downstream protocol error", error=str(exc), peer=self.peer_host)
         self._send_simple(exc.status)
 
-    def _send_simple(self, status: int) -> None:
-        """A response for a request that never became a stream (bad bytes, slow headers)."""
+    def _send_simple(self, status: int, body: bytes | None = None) -> None:
+        """A response for a request that never became a stream (bad bytes, slow headers); the
+        body is the reason phrase unless given, as in Envoy."""
         reason = HTTPStatus(status).phrase.encode()
+        if body is None:
+            body = reason
         hcm = self.hcm
         head = b"".join(
             (
                 b"HTTP/1.1 %d %s\r\n" % (status, reason),
-                b"content-length: %d\r\ncontent-type: text/plain\r\n" % len(reason),
+                b"content-length: %d\r\ncontent-type: text/plain\r\n" % len(body),
                 b"date: " + hcm.date() + b"\r\n",
                 b"server: " + hcm.server_name + b"\r\n",
                 b"connection: close\r\n\r\n",
-                reason,
+                body,
             )
         )
         stream, self.stream = self.stream, None
@@ -421,7 +424,7 @@ class DownstreamConnection(asyncio.Protocol):
         self._header_timer = None
         if self.stream is None and not self.closed:
             self.hcm.stats.downstream_rq_header_timeout.value += 1
-            self._send_simple(408)
+            self._send_simple(408, b"request header timeout")
 
     def _on_idle_timer(self) -> None:
         timeout = self.hcm.idle_timeout

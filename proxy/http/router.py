@@ -44,6 +44,13 @@ __all__ = ["Router", "UpstreamAttempt"]
 log = structlog.get_logger(__name__)
 
 _RESET_PREFIX = "upstream connect error or disconnect/reset before headers. "
+
+
+def _detail(reason: str) -> str:
+    """A reset reason as Envoy writes it into response code details (no spaces)."""
+    return reason.replace(" ", "_")
+
+
 # Methods whose requests go upstream without a length when they have no body.
 _BODYLESS = frozenset({b"GET", b"HEAD", b"DELETE", b"TRACE", b"CONNECT"})
 
@@ -163,7 +170,7 @@ class Router:
             self.hash_key = cluster.hash_key(action.hash_policy, headers, stream, self._add_cookie)
         stats = cluster.stats
         if not cluster.limits.try_acquire_request():
-            stats.upstream_rq_pending_overflow.value += 1
+            stats.counter("upstream_rq_active_overflow").value += 1  # Envoy's name for it
             self.finished = True
             self._overflow()
             return
@@ -395,6 +402,9 @@ class Router:
         if retry is not None and retry.retry_succeeded:
             stats.upstream_rq_retry_success.value += 1
         headers = strip_hop_by_hop(headers)
+        if status == 204:
+            # No body, and no length either: Envoy drops a content-length a 204 carries.
+            remove_headers(headers, (b"content-length",))
         if not self.stream.hcm.router_config.suppress_envoy_headers:
             headers.append((b"x-envoy-upstream-service-time", b"%d" % elapsed_ms))
         vhost = self.stream.vhost
@@ -417,8 +427,17 @@ class Router:
         cluster = self.cluster
         assert cluster is not None
         attempt.cancel_timer()
+        protocol_error = reason == "protocol error"
         if self.response_started:
-            self.stream.add_response_flag(ResponseFlag.UPSTREAM_CONNECTION_TERMINATION)
+            # Envoy reports a response cut short (close or reset mid-body) as a protocol error.
+            self.stream.add_response_flag(
+                ResponseFlag.UPSTREAM_PROTOCOL_ERROR
+                if protocol_error
+                else ResponseFlag.UPSTREAM_CONNECTION_TERMINATION
+            )
+            self.stream.response_details = (
+                f"upstream_reset_after_response_started{{{_detail(reason)}}}"
+            )
             cluster.stats.upstream_rq_rx_reset.value += 1
             self.attempt = None
             self.stream.reset()
@@ -431,15 +450,23 @@ class Router:
             self.attempt = None
             self._on_timeout(per_try=True)
             return
-        flag = (
-            ResponseFlag.UPSTREAM_CONNECTION_FAILURE
-            if kind == "connect_failure"
-            else ResponseFlag.UPSTREAM_CONNECTION_TERMINATION
-        )
+        if kind == "connect_failure":
+            flag = ResponseFlag.UPSTREAM_CONNECTION_FAILURE
+        elif protocol_error:
+            flag = ResponseFlag.UPSTREAM_PROTOCOL_ERROR
+        else:
+            flag = ResponseFlag.UPSTREAM_CONNECTION_TERMINATION
         prefix = "retried and the latest " if self.attempts > 1 else ""
         body = f"{_RESET_PREFIX}{prefix}reset reason: {reason}".encode()
         self.attempt = None
-        self._fail(503, body, flag, f"upstream_reset_before_response_started{{{reason}}}")
+        # An upstream that does not speak HTTP is a bad gateway; one that went away is not
+        # available (Envoy's codes).
+        self._fail(
+            502 if protocol_error else 503,
+            body,
+            flag,
+            f"upstream_reset_before_response_started{{{_detail(reason)}}}",
+        )
 
     def _retry_decided(
         self, decision: RetryStatus, attempt: UpstreamAttempt, response: Response | None = None
@@ -501,7 +528,8 @@ class Router:
         if self.response_started:
             self.stream.reset()
             return
-        self._fail(504, b"upstream request timeout", None, "upstream_response_timeout")
+        details = "upstream_per_try_timeout" if per_try else "response_timeout"
+        self._fail(504, b"upstream request timeout", None, details)
 
     def _on_per_try_timeout(self, attempt: UpstreamAttempt) -> None:
         attempt.per_try_handle = None

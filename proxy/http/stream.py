@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING
 import structlog
 
 from proxy.codec import Request
-from proxy.config.model_route import DirectResponseAction, RedirectAction, Route
+from proxy.config.model_route import (
+    DirectResponseAction,
+    RedirectAction,
+    Route,
+    RouteAction,
+    RouteActionType,
+)
 from proxy.http.filter import FilterStatus, HttpFilter
 from proxy.http.headers import (
     apply_header_options,
@@ -198,7 +204,13 @@ class ActiveStream:
             self.route_config = table.config
             vhost = self.vhost = table.find_virtual_host(self.authority)
             if vhost is not None:
-                self.route = table.match(vhost, self.method, self.path, headers)
+                route = self.route = table.match(vhost, self.method, self.path, headers)
+                if route is not None:
+                    action = route.action
+                    if type(action) is RouteAction and action.kind is RouteActionType.CLUSTER:
+                        # Known from the route on, as in Envoy: logged even when a filter
+                        # answers before the router runs.
+                        self.cluster_name = action.cluster
         factories = hcm.filter_factories
         if factories:
             self._filters = [make() for make in factories]
@@ -350,11 +362,12 @@ class ActiveStream:
         self.response_headers = headers
         self.response_started = True
         self.response_chunked = chunked
-        data = self.conn.codec.send_response(
-            status, headers, chunked=chunked, head_request=self.is_head
+        # bytes_sent counts body bytes only, as Envoy's %BYTES_SENT%.
+        self.conn.write(
+            self.conn.codec.send_response(
+                status, headers, chunked=chunked, head_request=self.is_head
+            )
         )
-        self.bytes_sent += len(data)
-        self.conn.write(data)
 
     def _mutate_response_headers(self, headers: list[tuple[bytes, bytes]], route: Route) -> None:
         vhost = self.vhost

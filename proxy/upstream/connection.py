@@ -11,6 +11,8 @@ import asyncio
 import socket
 from typing import TYPE_CHECKING, Protocol, cast
 
+import structlog
+
 from proxy.codec import (
     NEED_DATA,
     ClientConnection,
@@ -27,6 +29,12 @@ if TYPE_CHECKING:
 
 __all__ = ["UpstreamConnection", "UpstreamSink"]
 
+log = structlog.get_logger(__name__)
+
+# Envoy's reset reasons, as its local replies spell them.
+_TERMINATION = "connection termination"
+_PROTOCOL_ERROR = "protocol error"
+
 
 class UpstreamSink(Protocol):
     """What an upstream connection reports to (the router's upstream request)."""
@@ -42,6 +50,7 @@ class UpstreamSink(Protocol):
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_codec",
+        "_mid_response",
         "_read_paused",
         "closed",
         "pool",
@@ -59,6 +68,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.write_paused = False
         self._read_paused = False
+        # A response head went to the sink and its body has not ended: a close now cuts a
+        # response short, which Envoy reports as a protocol error, not a termination.
+        self._mid_response = False
         self.requests = 0
 
     # -- asyncio.Protocol -------------------------------------------------------------
@@ -87,6 +99,7 @@ class UpstreamConnection(asyncio.Protocol):
                 if type(event) is Data:
                     sink.on_upstream_data(event.data)
                 elif type(event) is Response:
+                    self._mid_response = True
                     sink.on_upstream_response(event)
                 elif type(event) is EndOfMessage:
                     self._finish_exchange(sink)
@@ -95,7 +108,7 @@ class UpstreamConnection(asyncio.Protocol):
                 elif type(event) is InformationalResponse:
                     continue  # 100 Continue was already answered downstream by the proxy
                 elif type(event) is ConnectionClosed:
-                    self._reset("connection termination")
+                    self._reset(_TERMINATION)
                     return
                 if self.sink is not sink:
                     # The sink detached itself (retry, reset) while handling the event, or
@@ -105,7 +118,8 @@ class UpstreamConnection(asyncio.Protocol):
                         return
                     sink = self.sink
         except RemoteProtocolError as exc:
-            self._reset(f"protocol error: {exc}")
+            log.debug("upstream protocol error", error=str(exc))
+            self._reset(_PROTOCOL_ERROR)
             sink.on_upstream_flush()
 
     def eof_received(self) -> bool | None:
@@ -128,7 +142,7 @@ class UpstreamConnection(asyncio.Protocol):
         sink, self.sink = self.sink, None
         self.pool.on_connection_closed(self)
         if sink is not None:
-            sink.on_upstream_reset("connection termination")
+            sink.on_upstream_reset(_PROTOCOL_ERROR if self._mid_response else _TERMINATION)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -143,6 +157,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- used by the router ----------------------------------------------------------------
     def attach(self, sink: UpstreamSink) -> None:
         self.sink = sink
+        self._mid_response = False
         self.requests += 1
 
     def write_request_head(
@@ -190,6 +205,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- internals ----------------------------------------------------------------------------
     def _finish_exchange(self, sink: UpstreamSink) -> None:
         self.sink = None
+        self._mid_response = False
         if self._codec.keep_alive and not self.closed:
             self._codec.start_next_cycle()
             self.resume_reading()

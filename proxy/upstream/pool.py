@@ -199,10 +199,14 @@ class ConnectionPool:
 
     def _on_connect_failure(self, exc: BaseException) -> None:
         # Envoy's reset reasons, as its local replies and access logs spell them.
+        # A connection that never opened is destroyed all the same, in Envoy's counts: by us
+        # when we gave up waiting, by the peer when it refused.
         if isinstance(exc, TimeoutError):
             self.stats.upstream_cx_connect_timeout.value += 1
+            self.stats.upstream_cx_destroy_local.value += 1
             reason = "connection timeout"
         else:
+            self.stats.upstream_cx_destroy_remote.value += 1
             reason = "remote connection failure"
         self.stats.upstream_cx_connect_fail.value += 1
         log.debug(
@@ -210,5 +214,6 @@ class ConnectionPool:
         )
         self.on_local_failure(self.host, "connect_failure")
         if self._pending:
+            self.stats.upstream_rq_pending_failure_eject.value += 1
             self._fail_one(reason, "UF")
             self._maybe_connect()

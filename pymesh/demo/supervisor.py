@@ -1,11 +1,10 @@
 """The demo's supervisor: pilot, then one pod per Deployment in pilot's configuration.
 
-It plays the kubelet of a one-node cluster. Every half second it asks pilot which Deployments
-and Pods exist, starts the pods that are missing (an address, a sidecar, the stand-in app),
-stops the ones that were deleted, restarts the ones whose template changed, notices processes
-that exit, probes the apps and reads every proxy's sync state. An app that dies is not
-restarted: its endpoint goes unhealthy as in a cluster whose pod failed, until
-``pymesh demo restart POD --app-only``.
+Every half second it asks pilot which Deployments and Pods exist and hands them to the
+:class:`~pymesh.demo.kubelet.Kubelet`, which starts, stops and replaces pods; then it notices
+processes that exit, probes the apps, reads every proxy's sync state and rewrites the state
+file. It owns the run directory, the control socket and the way out: signals, ``atexit``, and
+a check that every child is gone.
 """
 
 from __future__ import annotations
@@ -24,22 +23,21 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pymesh.demo.control import ControlError, ControlServer
-from pymesh.demo.images import Role
+from pymesh.demo.kubelet import Kubelet
 from pymesh.demo.layout import DemoLayout
 from pymesh.demo.manifests import seed_files, write_mesh_config
-from pymesh.demo.pilot_api import PilotApi, SyncState
-from pymesh.demo.pods import PodSpec, desired_pods
+from pymesh.demo.pilot_api import PilotApi
+from pymesh.demo.pods import desired_pods
 from pymesh.demo.ports import busy
 from pymesh.demo.process import Child, is_supervisor, marked_processes, spawn, stop_pids
 from pymesh.demo.render import hints, pod_table
-from pymesh.demo.runtime import PodRuntime, clean_env, pymesh_argv
+from pymesh.demo.runtime import clean_env, pymesh_argv
 from pymesh.demo.state import DemoState, ProcessState, read_state, write_state
 from pymesh.errors import ConfigError, ControlPlaneError, PymeshError
 
 __all__ = ["DemoOptions", "Supervisor"]
 
 _TICK = 0.5
-_NOT_CONNECTED = SyncState("NOT CONNECTED")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +68,14 @@ class Supervisor:
         self.pilot: Child | None = None
         self.pilot_exit: int | None = None
         self.pilot_ready = False
-        self.pods: dict[str, PodRuntime] = {}
-        self._assigned: dict[str, str] = {}
+        self.kubelet = Kubelet(
+            self.layout,
+            marker=self.marker,
+            env=self.env,
+            python=options.python,
+            log_level=options.log_level,
+            say=self.say,
+        )
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._phase = "starting"
@@ -167,7 +171,7 @@ class Supervisor:
         self.say("stopping ...")
         self._write_state()
         async with self._lock:
-            await asyncio.gather(*(pod.stop() for pod in self.pods.values()))
+            await self.kubelet.stop_all()
             await self._stop_pilot()
         await self.api.close()
         await self.control.stop()
@@ -179,7 +183,7 @@ class Supervisor:
 
     def _kill_all(self) -> None:
         """Last resort (atexit, second signal): SIGKILL every child's group."""
-        children = [c for pod in self.pods.values() for c in pod.children()]
+        children = self.kubelet.children()
         if self.pilot is not None:
             children.append(self.pilot)
         for child in children:
@@ -250,10 +254,7 @@ class Supervisor:
         async with self._lock:
             if self.pilot_ready:
                 await self._reconcile()
-            for pod in self.pods.values():
-                for event in pod.reap():
-                    self.say(event)
-            await asyncio.gather(*(p.probe_app() for p in self.pods.values() if p.app is not None))
+            await self.kubelet.check()
             await self._refresh_sync()
         self._progress()
         self._write_state()
@@ -267,69 +268,16 @@ class Supervisor:
                 self.say(f"pilot API: {exc} (pods are left as they are)")
             return
         self._api_error = ""
-        wanted = {spec.key: spec for spec in desired}
-        for key in [k for k in self.pods if k not in wanted]:
-            pod = self.pods.pop(key)
-            self.say(f"  deleting pod {key}")
-            await pod.stop()
-        for key, spec in wanted.items():
-            current = self.pods.get(key)
-            if current is not None and current.spec.revision == spec.revision:
-                continue
-            if current is not None:
-                self.say(f"  replacing pod {key} (its template changed)")
-                await current.stop()
-                del self.pods[key]
-            ip = self._address_for(spec)
-            if ip is None:
-                self.say(f"  no free address for pod {key} in {self.layout.pod_addresses}")
-                continue
-            self._start_pod(PodRuntime(spec, ip, self.layout, self.marker))
-
-    def _address_for(self, spec: PodSpec) -> str | None:
-        """The ingress gateway gets the control address; any other pod keeps the address it
-        had before (a deleted and re-applied Deployment comes back where it was), else the
-        lowest one nobody had."""
-        used = {pod.ip for pod in self.pods.values()}
-        gateway = self.layout.gateway_address
-        is_ingress = spec.role is Role.GATEWAY and spec.labels.get("istio") == "ingressgateway"
-        if is_ingress and gateway not in used:
-            return gateway
-        previous = self._assigned.get(spec.key)
-        if previous is not None and previous not in used:
-            return previous
-        candidates = [ip for ip in self.layout.pod_addresses.addresses() if ip not in used]
-        remembered = set(self._assigned.values())
-        fresh = [ip for ip in candidates if ip not in remembered]
-        pool = fresh or candidates
-        return pool[0] if pool else None
-
-    def _start_pod(self, pod: PodRuntime) -> None:
-        self._assigned[pod.key] = pod.ip
-        self.pods[pod.key] = pod
-        taken = busy(pod.endpoints)
-        if taken:
-            shown = ", ".join(f"{ip}:{port}" for ip, port in taken)
-            pod.warning = f"not started: {shown} already in use by another process"
-            self.say(f"  pod {pod.key}: {pod.warning}")
-            return
-        pod.start_proxy(self.options.python, self.options.log_level, self.env)
-        pod.start_app(self.env)
-        what = pod.spec.stand_in.module or pod.spec.role.value
-        self.say(f"  starting pod {pod.key} at {pod.ip} ({what})")
-        if pod.warning:
-            self.say(f"    warning: {pod.warning}")
+        await self.kubelet.reconcile(desired)
 
     async def _refresh_sync(self) -> None:
-        if not self.pilot_ready or not self.pods:
+        if not self.pilot_ready or not self.kubelet.pods:
             return
         try:
             states = await self.api.sync()
         except ControlPlaneError:
             return
-        for pod in self.pods.values():
-            if pod.proxy is not None:
-                pod.sync = states.get(pod.node_id, _NOT_CONNECTED)
+        self.kubelet.update_sync(states)
 
     def _progress(self) -> None:
         state = self.state()
@@ -379,15 +327,11 @@ class Supervisor:
             pod_addresses=str(self.layout.pod_addresses),
             pilot=pilot,
             pilot_ready=self.pilot_ready,
-            pods=tuple(self.pods[k].state() for k in sorted(self.pods, key=self._order)),
+            pods=tuple(pod.state() for pod in self.kubelet.ordered()),
             urls=self._urls(),
             message=self._message,
             updated_at=time.time(),
         )
-
-    def _order(self, key: str) -> tuple[int, str]:
-        pod = self.pods[key]
-        return (0 if pod.spec.role is Role.GATEWAY else 1, key)
 
     def _write_state(self) -> None:
         state = self.state()
@@ -410,40 +354,18 @@ class Supervisor:
         async with self._lock:
             if target == "pilot":
                 return await self._restart_pilot(body.get("mesh_config"))
-            return await self._restart_pod(target, what)
+            answer = await self.kubelet.restart(target, what)
+            self._write_state()
+            return answer
 
     async def _restart_pilot(self, mesh_config: object) -> dict[str, Any]:
         if isinstance(mesh_config, str):
             self.layout.mesh_file.write_text(mesh_config, encoding="utf-8")
         await self._stop_pilot()
-        for pod in self.pods.values():
-            # Until they reconnect, what the old pilot said about them is not news.
-            pod.sync = _NOT_CONNECTED
+        self.kubelet.forget_sync()
         self._write_state()
         try:
             await self._start_pilot()
         except ControlPlaneError as exc:
             raise ControlError(str(exc), 500) from None
         return {"ok": True, "restarted": ["pilot"]}
-
-    async def _restart_pod(self, target: str, what: str) -> dict[str, Any]:
-        matches = [p for p in self.pods.values() if target in (p.key, p.spec.name)]
-        if len(matches) != 1:
-            known = ", ".join(sorted(p.spec.name for p in self.pods.values()))
-            problem = "is ambiguous" if matches else "does not exist"
-            raise ControlError(f"pod {target!r} {problem}; pods: {known}", 404)
-        pod = matches[0]
-        if what == "app" and not pod.spec.runs_app:
-            raise ControlError(f"pod {pod.key} has no app, only its proxy")
-        restarted = []
-        if what in ("all", "app") and pod.spec.runs_app:
-            await pod.stop_app()
-            pod.start_app(self.env)
-            restarted.append("app")
-        if what in ("all", "proxy"):
-            await pod.stop_proxy()
-            pod.start_proxy(self.options.python, self.options.log_level, self.env)
-            restarted.append("proxy")
-        self.say(f"  restarted {pod.key}: {', '.join(restarted)}")
-        self._write_state()
-        return {"ok": True, "pod": pod.key, "restarted": restarted}

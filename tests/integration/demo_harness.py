@@ -4,8 +4,9 @@ Each test module starts one demo (``pymesh demo up``, or ``pymesh demo run`` in 
 foreground as ``make demo`` does) with its run directory under pytest's tmp dir, on its own
 addresses of the demo area ``127.0.4.0/24``:
 
-* slot = 4 * module + xdist worker (so two workers that got tests of the same module never
-  collide; with ``--dist loadgroup`` each module stays on one worker anyway);
+* slot = 4 * module + xdist worker, or the next one whose ports are free (two workers that
+  got tests of one module, or another pytest session on the machine, never collide; with
+  ``--dist loadgroup`` each module stays on one worker anyway);
 * control address (pilot and the ingress gateway) ``127.0.4.<1 + slot>``;
 * pods ``127.0.4.<10 + 16 * slot>`` and the 15 addresses after it;
 * an "external" server for the egress task on ``127.0.4.<200 + slot>``.
@@ -53,6 +54,8 @@ __all__ = [
 ROOT = Path(__file__).resolve().parents[2]
 ISTIO = ROOT.parent / "shared" / "istio-samples"
 PYMESH = Path(sys.executable).parent / "pymesh"
+# Control addresses 127.0.4.1-.9, pod ranges of 16 from .10: nine demos at most.
+_SLOTS = 9
 
 
 def istio_file(relative: str) -> Path:
@@ -161,14 +164,17 @@ class Demo:
         assert pod is not None, f"no pod {name} in the demo"
         return pod
 
-    def wait(self, predicate: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
+    def wait(self, predicate: Any, timeout: float, what: Any, interval: float = 0.2) -> Any:
+        """Poll ``predicate`` until truthy; ``what`` (text, or a callable giving it at the
+        time of failure) says what was awaited."""
         deadline = time.monotonic() + timeout
         while True:
             value = predicate()
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+                said = what() if callable(what) else what
+                raise AssertionError(f"timed out after {timeout} s waiting for {said}")
             time.sleep(interval)
 
     def wait_ready(self, timeout: float = 60.0) -> DemoState:
@@ -185,7 +191,8 @@ class Demo:
         wait for a moment where no proxy has anything unacknowledged, twice in a row.
         """
         time.sleep(0.4)
-        client = PilotClient(self.pilot_url, (self.run_dir / "config/.pymesh-token").read_text())
+        token = (self.run_dir / "config/.pymesh-token").read_text().strip()
+        client = PilotClient(self.pilot_url, token)
         calm = 0
 
         def synced() -> bool:
@@ -225,9 +232,12 @@ class Demo:
         start = time.monotonic()
         try:
             with opener.open(request, timeout=timeout) as resp:
-                body, status, hdrs = resp.read(), resp.status, dict(resp.headers.items())
+                body, status, hdrs = resp.read(), resp.status, _lower(resp.headers.items())
         except urllib.error.HTTPError as exc:
-            body, status, hdrs = exc.read(), exc.code, dict(exc.headers.items())
+            body, status, hdrs = exc.read(), exc.code, _lower(exc.headers.items())
+        except (urllib.error.URLError, OSError) as exc:
+            # No answer at all (refused, reset, timed out): status 0, like curl's 000.
+            return Page(0, str(exc), time.monotonic() - start)
         return Page(status, body.decode("utf-8", "replace"), time.monotonic() - start, hdrs)
 
     def login(self, user: str) -> str:
@@ -235,7 +245,7 @@ class Demo:
         form = urllib.parse.urlencode({"username": user, "passwd": "password"}).encode()
         page = self.get(f"{self.gateway}/login", data=form)
         assert page.status == 302, page
-        cookie = page.headers.get("Set-Cookie", "")
+        cookie = page.headers.get("set-cookie", "")
         assert cookie.startswith("session="), page.headers
         return cookie.split(";", 1)[0]
 
@@ -314,16 +324,27 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def start_demo(tmp_path_factory: pytest.TempPathFactory, module_index: int, name: str) -> Demo:
-    slot = demo_slot(module_index)
+    """A demo (not started yet) on the first free slot from this module's preferred one:
+    other pytest sessions on the same machine may run the same module at the same time."""
+    from pymesh.demo.ports import busy
+
+    preferred = demo_slot(module_index)
+    slot = next(
+        (
+            s
+            for s in [*range(preferred, _SLOTS), *range(preferred)]
+            if not busy([(f"127.0.4.{1 + s}", p) for p in (8080, 15000, 15010, 15080)])
+        ),
+        preferred,
+    )
     base = tmp_path_factory.mktemp(name)
     first = 10 + 16 * slot
-    demo = Demo(
+    return Demo(
         base / "run",
         control=f"127.0.4.{1 + slot}",
         pods=f"127.0.4.{first}-{first + 15}",
         external=f"127.0.4.{200 + slot}",
     )
-    return demo
 
 
 def pod_pids(state: DemoState) -> dict[str, tuple[int | None, int | None]]:
@@ -342,3 +363,7 @@ def listeners_on(addresses: Sequence[str]) -> list[tuple[str, int]]:
     from pymesh.demo.ports import listening
 
     return listening(addresses)
+
+
+def _lower(items: Any) -> dict[str, str]:
+    return {str(k).lower(): str(v) for k, v in items}

@@ -20,37 +20,39 @@ async def _collect(config: DebounceConfig) -> tuple[Debouncer, list[tuple[float,
 
 
 async def test_fires_once_after_the_quiet_period() -> None:
-    d, fired = await _collect(DebounceConfig(quiet=0.05, max_delay=1.0))
+    # A quiet period far above the gaps between events: no firing in between, even on a
+    # loaded machine.
+    d, fired = await _collect(DebounceConfig(quiet=0.3, max_delay=5.0))
     try:
         loop = asyncio.get_running_loop()
         start = loop.time()
         for reason in ("config", "proxy", "config"):
             d.trigger(reason)
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.005)
         last = loop.time()
-        for _ in range(100):
+        for _ in range(300):
             if fired:
                 break
             await asyncio.sleep(0.01)
         [(at, batch)] = fired
         assert batch.events == 3 and batch.reasons == {"config", "proxy"}
-        assert batch.first >= start and at - last >= 0.04
+        assert batch.first >= start and at - last >= 0.25
         assert not d.pending
     finally:
         await d.close()
 
 
 async def test_a_steady_trickle_still_fires_at_the_max_delay() -> None:
-    d, fired = await _collect(DebounceConfig(quiet=0.05, max_delay=0.15))
+    d, fired = await _collect(DebounceConfig(quiet=0.2, max_delay=0.3))
     try:
         loop = asyncio.get_running_loop()
         start = loop.time()
-        while loop.time() - start < 0.4:
+        while loop.time() - start < 1.0:
             d.trigger("config")
             await asyncio.sleep(0.01)
-        assert fired, "never fired during continuous events"
+        assert len(fired) >= 2, "a quiet period never came, so only max_delay can fire"
         first_at, first = fired[0]
-        assert first_at - first.first < 0.15 + 0.05
+        assert 0.3 <= first_at - first.first < 0.3 + 0.2
         assert first.events > 5
     finally:
         await d.close()

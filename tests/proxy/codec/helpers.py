@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 from typing import Any
 
 from proxy.codec import (
@@ -24,7 +25,7 @@ def bytewise(data: bytes) -> list[bytes]:
 def split_at(data: bytes, cuts: Iterable[int]) -> list[bytes]:
     points = sorted({min(max(cut, 0), len(data)) for cut in cuts})
     bounds = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    return [data[a:b] for a, b in pairwise(bounds) if b > a]
 
 
 def merge(events: Iterable[Any]) -> list[Any]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from proxy.codec import (
@@ -130,7 +134,6 @@ SERVER_CASES: dict[str, tuple[bytes, list[object]]] = {
                     (b"content-length", b"3"),
                 ],
                 content_length=3,
-                upgrade=True,
             ),
             Data(b"abc"),
             EOM,
@@ -369,7 +372,9 @@ def test_client_keep_alive_needs_both_sides_done_and_reusable() -> None:
     conn = ClientConnection()
     conn.send_request(b"GET", b"/", [])
     conn.receive_data(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-    assert conn.next_event().keep_alive is False  # type: ignore[union-attr]
+    response = conn.next_event()
+    assert isinstance(response, Response)
+    assert not response.keep_alive
     conn.next_event()
     assert not conn.keep_alive
 
@@ -603,3 +608,11 @@ def test_misuse_of_receive_data() -> None:
     conn.receive_data(b"")
     with pytest.raises(LocalProtocolError):
         conn.receive_data(b"GET")
+
+
+def test_codec_is_sans_io() -> None:
+    code = (
+        "import sys, proxy.codec; "
+        "bad = {'asyncio', 'socket', 'h11'} & set(sys.modules); assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[3])

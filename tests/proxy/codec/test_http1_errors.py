@@ -159,6 +159,11 @@ def test_a_head_that_never_ends_is_cut_off() -> None:
     assert info.value.status == 431
 
 
+def test_a_large_head_in_small_pieces_is_accepted() -> None:
+    data = headers_of([1000] * 59)  # about 59 KiB, under the 60 KiB default
+    assert serve([data[i : i + 512] for i in range(0, len(data), 512)])
+
+
 def test_trailer_limits() -> None:
     trailers = b"".join(b"t%d: v\r\n" % i for i in range(101))
     data = POST + b"Transfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n" + trailers + b"\r\n"

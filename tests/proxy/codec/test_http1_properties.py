@@ -78,7 +78,7 @@ def requests(draw: st.DrawFn) -> tuple[bytes, Request, bytes, list[tuple[bytes, 
         wire += client.send_data(piece)
     wire += client.send_end(trailers)
     chunked = framing == "chunked"
-    parsed = headers + [(b"transfer-encoding", b"chunked")] if chunked else headers
+    parsed = [*headers, (b"transfer-encoding", b"chunked")] if chunked else headers
     length = len(body) if framing == "length" else None
     expected = Request(method, target, parsed, b"1.1", True, length, chunked, False, False)
     return wire, expected, body, trailers
@@ -169,13 +169,16 @@ INTERESTING = [b"\r", b"\n", b"\r\n", b" ", b"\t", b":", b"\x00", b"0", b";", b"
 SEEDS = [
     b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
     b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;e=1\r\nabc\r\n0\r\nT: v\r\n\r\n",
-    b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
-    b"POST / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\nhiGET / HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    b"GET /b HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+    b"POST / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\n"
+    b"hiGET / HTTP/1.1\r\n\r\n",
     b"CONNECT a:1 HTTP/1.1\r\n\r\nxx",
 ]
 RESPONSE_SEEDS = [
     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
-    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\n"
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
     b"HTTP/1.0 200 OK\r\n\r\nclose-delimited",
     b"HTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\n\r\n",
 ]

@@ -1,4 +1,8 @@
-"""The JSON access log on stdout: Envoy's fields, and every response flag produced for real."""
+"""The JSON access log on stdout: Envoy's fields, and every response flag produced for real.
+
+:func:`flagged_config` and :func:`produce_flags` are shared with the differential test, which
+runs the same scenario through Envoy and compares the two logs.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from tests.proxy.runtime.bootstrap import (
 from tests.proxy.runtime.conftest import StartProxy, listen_address, upstream_ip
 from tests.support.httpclient import AsyncConnection, IncompleteResponse, request
 from tests.support.procs import free_port
-from tests.support.upstream import CloseMidResponse, Delay, Fixed, Hang
+from tests.support.upstream import Close, CloseMidResponse, Delay, Fixed, Hang, Upstream
 
 PERCENT_100 = {"numerator": 100, "denominator": "HUNDRED"}
 ONE_TOKEN = {
@@ -32,10 +36,32 @@ ONE_TOKEN = {
         "stat_prefix": "one",
     }
 }
+UPSTREAM_ROUTES = {
+    "/urx": Fixed(503),
+    "/ut": Delay(2),
+    "/uc": Close(),
+    "/upe": CloseMidResponse(body_bytes=10, content_length=100),
+    "/dc": Hang(),
+}
+# path -> (status, flags, response code details) that Envoy logs.
+EXPECTED = {
+    "/uh": (503, "UH", "no_healthy_upstream"),
+    "/uf": (503, "UF", "upstream_reset_before_response_started{remote_connection_failure}"),
+    "/uo": (503, "UO", "upstream_reset_before_response_started{overflow}"),
+    "/urx": (503, "URX", "via_upstream"),
+    "/ut": (504, "UT", "response_timeout"),
+    "/uc": (503, "UC", "upstream_reset_before_response_started{connection_termination}"),
+    # The head had gone out when the upstream closed mid-body.
+    "/upe": (200, "UPE", "upstream_reset_after_response_started{protocol_error}"),
+    "/di": (200, "DI", "via_upstream"),
+    "/fi": (503, "FI", "fault_filter_abort"),
+    "/rl": (429, "RL", "local_rate_limited"),
+    "/dc": (0, "DC", "downstream_remote_disconnect"),
+    "/ok": (200, "-", "via_upstream"),
+}
 
 
-def flagged_config(listen: tuple[str, int], up: Any) -> dict[str, Any]:
-    dead = upstream_ip(9)
+def flagged_config(listen: tuple[str, int], up: Upstream, dead_host: str) -> dict[str, Any]:
     delay = fault_per_route(delay={"fixed_delay": "0.05s", "percentage": PERCENT_100})
     abort = fault_per_route(abort={"http_status": 503, "percentage": PERCENT_100})
     routes = [
@@ -44,12 +70,10 @@ def flagged_config(listen: tuple[str, int], up: Any) -> dict[str, Any]:
         route("/uo", cluster="full", name="uo"),
         route("/urx", name="urx", retry_policy={"retry_on": "5xx", "num_retries": 1}),
         route("/ut", name="ut", timeout="0.1s"),
-        route("/uc", name="uc"),
         route("/di", name="di", typed_per_filter_config=delay),
         route("/fi", name="fi", typed_per_filter_config=abort),
         route("/rl", name="rl", typed_per_filter_config=ONE_TOKEN),
-        route("/dc", name="dc"),
-        route("/ok", name="ok"),
+        route("/", name="other"),
     ]
     filters = [fault_filter(), local_ratelimit_filter(1_000_000)]
     return bootstrap(
@@ -62,90 +86,78 @@ def flagged_config(listen: tuple[str, int], up: Any) -> dict[str, Any]:
         [
             cluster("backend", [up.address]),
             cluster("empty", []),
-            cluster("dead", [(dead, free_port(dead))]),
-            cluster(
-                "full",
-                [up.address],
-                circuit_breakers={"thresholds": [{"max_requests": 0}]},
-            ),
+            cluster("dead", [(dead_host, free_port(dead_host))]),
+            cluster("full", [up.address], circuit_breakers={"thresholds": [{"max_requests": 0}]}),
         ],
     )
 
 
-def access_lines(out: str) -> list[dict[str, Any]]:
-    lines = []
+async def produce_flags(address: tuple[str, int], up: Upstream) -> None:
+    """One request per entry of :data:`EXPECTED` (and one more /rl, to empty its bucket)."""
+    assert (await request(*address, target="/rl", host_header="svc")).status == 200
+    for path, (status, _, _) in EXPECTED.items():
+        if path in ("/upe", "/dc"):
+            continue
+        r = await request(
+            *address,
+            target=path,
+            headers=[("user-agent", "flag-test"), ("x-request-id", f"id{path}")],
+            host_header="svc",
+        )
+        assert r.status == status, path
+    with pytest.raises(IncompleteResponse):
+        await request(
+            *address,
+            target="/upe",
+            headers=[("user-agent", "flag-test"), ("x-request-id", "id/upe")],
+            host_header="svc",
+        )
+    conn = await AsyncConnection.open(*address)
+    await conn.send(
+        b"GET /dc HTTP/1.1\r\nHost: svc\r\nUser-Agent: flag-test\r\nX-Request-Id: id/dc\r\n\r\n"
+    )
+    for _ in range(200):  # the request reached the upstream: now hang up on it
+        if up.stats.by_path["/dc"]:
+            break
+        await asyncio.sleep(0.01)
+    await conn.close()
+    await asyncio.sleep(0.1)
+
+
+def access_lines(out: str) -> dict[str, dict[str, Any]]:
+    """The JSON access-log lines in ``out`` (other output skipped), by path."""
+    lines = {}
     for line in out.splitlines():
         if line.startswith("{") and '"response_code"' in line:
-            lines.append(json.loads(line))
+            entry = json.loads(line)
+            lines[entry["path"]] = entry
     return lines
 
 
 async def test_response_flags_in_json_access_log(
     upstream_factory: Any, start_proxy: StartProxy, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    up = await upstream_factory(
-        upstream_ip(0),
-        routes={
-            "/urx": Fixed(503),
-            "/ut": Delay(2),
-            "/uc": CloseMidResponse(body_bytes=10, content_length=100),
-            "/dc": Hang(),
-        },
-    )
-    proxy = await start_proxy(flagged_config(listen_address(), up))
-    expected = {
-        "/uh": (503, "UH"),
-        "/uf": (503, "UF"),
-        "/uo": (503, "UO"),
-        "/urx": (503, "URX"),
-        "/ut": (504, "UT"),
-        "/di": (200, "DI"),
-        "/fi": (503, "FI"),
-        "/rl": (429, "RL"),
-        "/ok": (200, "-"),
-    }
-    await request(*proxy.address, target="/rl", host_header="svc")
-    for path, (status, _) in expected.items():
-        r = await request(
-            *proxy.address,
-            target=path,
-            headers=[("user-agent", "flag-test"), ("x-request-id", f"id{path}")],
-            host_header="svc",
-        )
-        assert r.status == status, path
-    # The route's bucket held one token: the first /rl went through, the one above did not.
+    up = await upstream_factory(upstream_ip(0), routes=UPSTREAM_ROUTES)
+    proxy = await start_proxy(flagged_config(listen_address(), up, upstream_ip(9)))
+    await produce_flags(proxy.address, up)
+    # The route's bucket held one token: the first /rl went through, the second did not.
     assert up.stats.by_path["/rl"] == 1
-    with pytest.raises(IncompleteResponse):
-        await request(*proxy.address, target="/uc", host_header="svc")
-    conn = await AsyncConnection.open(*proxy.address)
-    await conn.send(b"GET /dc HTTP/1.1\r\nHost: svc\r\n\r\n")
-    for _ in range(100):  # the request reached the upstream: now hang up on it
-        if up.stats.by_path["/dc"]:
-            break
-        await asyncio.sleep(0.01)
-    await conn.close()
-    await asyncio.sleep(0.1)
     await proxy.stop()  # flushes the access log, as at exit
-    out = capsys.readouterr().out
-    logged = {line["path"]: line for line in access_lines(out)}
-    for path, (status, flag) in expected.items():
-        assert (logged[path]["response_code"], logged[path]["response_flags"]) == (status, flag)
-    assert logged["/uc"]["response_flags"] == "UC"
-    assert logged["/uc"]["response_code"] == 200  # the head had gone out
-    assert logged["/dc"]["response_flags"] == "DC"
-    assert logged["/dc"]["response_code"] == 0
+    logged = access_lines(capsys.readouterr().out)
+    for path, expected in EXPECTED.items():
+        entry = logged[path]
+        got = (entry["response_code"], entry["response_flags"], entry["response_code_details"])
+        assert got == expected, path
     ok = logged["/ok"]
     assert ok["method"] == "GET" and ok["protocol"] == "HTTP/1.1"
     assert ok["authority"] == "svc" and ok["user_agent"] == "flag-test"
     assert ok["request_id"] == "id/ok"
     assert ok["upstream_cluster"] == "backend"
     assert ok["upstream_host"] == f"{up.host}:{up.port}"
-    assert ok["route_name"] == "ok"
-    assert ok["response_code_details"] == "via_upstream"
-    assert isinstance(ok["duration"], int) and isinstance(ok["bytes_sent"], int)
-    assert ok["bytes_sent"] > 0 and ok["upstream_service_time"].isdigit()
-    assert logged["/urx"]["response_code_details"] == "via_upstream"
-    assert logged["/ut"]["response_code_details"] == "upstream_response_timeout"
-    assert logged["/fi"]["response_code_details"] == "fault_filter_abort"
-    assert logged["/uh"]["response_code_details"] == "no_healthy_upstream"
+    assert ok["route_name"] == "other"
+    assert isinstance(ok["duration"], int) and ok["upstream_service_time"].isdigit()
+    assert ok["bytes_sent"] > 100 and ok["bytes_received"] == 0
     assert logged["/uh"]["upstream_cluster"] == "empty"
+    # A filter that answers before the router still logs the route's cluster (as Envoy).
+    assert logged["/fi"]["upstream_cluster"] == "backend"
+    assert logged["/fi"]["bytes_sent"] == len(b"fault filter abort")

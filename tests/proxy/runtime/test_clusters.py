@@ -232,7 +232,7 @@ async def test_max_connections_and_pending_overflow_is_503_not_retried(
 
 
 async def test_max_requests_overflow(upstream_factory: Any, start_proxy: StartProxy) -> None:
-    up = await upstream_factory(upstream_ip(0), default=Delay(0.3))
+    up = await upstream_factory(upstream_ip(0), default=Delay(0.5))
     thresholds = {"max_requests": 2}
     proxy = await start_proxy(
         one_route(
@@ -246,11 +246,16 @@ async def test_max_requests_overflow(upstream_factory: Any, start_proxy: StartPr
     statuses = sorted(r.status for r in results)  # type: ignore[union-attr]
     assert statuses == [200, 200, 503, 503]
     assert up.stats.requests == 2
+    assert proxy.stat("cluster.backend.upstream_rq_active_overflow") == 2
 
 
 async def test_max_retries_overflow(upstream_factory: Any, start_proxy: StartProxy) -> None:
     failing = Delay(0.2, Fixed(503))
-    up = await upstream_factory(upstream_ip(0), routes={"/r": Steps((failing, failing, Echo()))})
+    # The one retry allowed holds the retry slot while its (slow) try runs: the other request's
+    # 503 comes back meanwhile and finds the breaker full.
+    up = await upstream_factory(
+        upstream_ip(0), routes={"/r": Steps((failing, failing, Delay(0.5, Echo())))}
+    )
     thresholds = {"max_retries": 1}
     proxy = await start_proxy(
         one_route(

@@ -212,6 +212,7 @@ async def test_json_access_log_on_stdout(upstream_factory: Any, proxy_factory: A
     assert (entry["response_code"], entry["response_flags"]) == (200, "-")
     assert entry["upstream_host"] == f"{up.host}:{up.port}"
     assert entry["upstream_cluster"] == "backend" and entry["method"] == "GET"
+    assert list(entry) == sorted(entry)  # one line per request, keys sorted as Envoy writes them
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
