@@ -48,6 +48,10 @@ def ensure_token(config_dir: Path) -> str:
         if not token:
             raise ConfigError(f"{path}: token file is empty") from None
         return token
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot create the admin token ({exc.strerror}); set PYMESH_TOKEN"
+        ) from None
     token = secrets.token_urlsafe(32)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(token + "\n")

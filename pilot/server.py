@@ -83,6 +83,7 @@ class Pilot:
             generate=generator,
             parse_node=ProxyNode.from_node,
             rebuild=self._rebuild,
+            registers=self._registers,
             clock=self.clock,
             debounce=settings.debounce,
         )
@@ -133,6 +134,12 @@ class Pilot:
 
     def _credentials(self) -> tuple[Any, ...]:
         return self.load.credentials if self.load is not None else ()
+
+    def _registers(self, proxy: ProxyNode) -> bool:
+        """Whether ``proxy`` is an endpoint of some service: a registry of this proxy alone
+        (cost independent of how many proxies are connected)."""
+        alone = Registry.build(self.ctx.config, (proxy,), domain=self.settings.domain)
+        return bool(alone.proxy_instances(proxy))
 
     def _rebuild(self, proxies: Sequence[Any]) -> PushContext:
         self.ctx = self._build(self.ctx.config, proxies, self._credentials())

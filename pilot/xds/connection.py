@@ -41,6 +41,7 @@ class Connection:
         "peer",
         "proxy",
         "pushed_version",
+        "registered",
         "watches",
     )
 
@@ -53,6 +54,8 @@ class Connection:
         self.proxy: Any = None
         self.watches: dict[str, Watch] = {}
         self.pushed_version = ""
+        #: set while the proxy waits for the registry to include it (see DiscoveryServer)
+        self.registered: asyncio.Event | None = None
         self._requests: deque[discovery_pb2.DiscoveryRequest] = deque()
         self._push: PushEvent | None = None
         self._closed = False

@@ -50,6 +50,12 @@ ParseNode = Callable[[base_pb2.Node], Any]
 """``ProxyNode.from_node``: raises ``ValidationError`` for a node pilot cannot serve."""
 Rebuild = Callable[[Sequence[Any]], Any]
 """A new PushContext for the given connected proxies (called when proxies come and go)."""
+Registers = Callable[[Any], bool]
+"""Whether a proxy's workload is an endpoint of some service (it changes the registry)."""
+
+#: The longest a registering proxy waits for its first answer (the debounce fires within its
+#: max delay; this only matters if a rebuild fails).
+_REGISTRATION_WAIT = 3.0
 
 
 class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
@@ -60,6 +66,7 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
         generate: Generate,
         parse_node: ParseNode,
         rebuild: Rebuild | None = None,
+        registers: Registers | None = None,
         clock: Callable[[], float],
         debounce: DebounceConfig | None = None,
         metrics: XdsMetrics | None = None,
@@ -69,6 +76,7 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
         self.generate = generate
         self.parse_node = parse_node
         self.rebuild = rebuild
+        self.registers = registers
         self.clock = clock
         self.metrics = metrics or XdsMetrics()
         self.identifier = identifier
@@ -141,6 +149,8 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
             self._proxies_dirty = False
             self.ctx = self.rebuild(self.proxies())
         for conn in list(self.connections.values()):
+            if conn.registered is not None:
+                conn.registered.set()  # its first requests are answered from this context
             conn.schedule_push(batch.first)
 
     def _proxies_changed(self, reason: str) -> None:
@@ -184,6 +194,12 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
     def _connect(self, conn: Connection, node: base_pb2.Node) -> None:
         conn.proxy = self.parse_node(node)
         conn.node = node
+        if self.rebuild is not None and self.registers is not None and self.registers(conn.proxy):
+            # Auto-registration: the workload behind this proxy serves a service, and its own
+            # config (inbound listeners) depends on the registry knowing it. Its first answer
+            # waits for the next (debounced) rebuild instead of being generated without it and
+            # corrected a moment later; a burst of connecting proxies still costs one rebuild.
+            conn.registered = asyncio.Event()
         self.connections[conn.id] = conn
         self.metrics.connected = len(self.connections)
         log.info("proxy connected", node_id=node.id, conn=conn.id, peer=conn.peer)
@@ -210,6 +226,11 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
             except (ConfigError, ValueError) as exc:
                 log.warning("proxy refused", node_id=request.node.id, error=str(exc))
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid node: {exc}")
+            if conn.registered is not None:
+                try:
+                    await asyncio.wait_for(conn.registered.wait(), _REGISTRATION_WAIT)
+                except TimeoutError:
+                    log.warning("registration not pushed in time", node_id=conn.proxy_id)
         type_url = request.type_url
         names, wildcard = requested_names(type_url, list(request.resource_names))
         watch = conn.watches.get(type_url)

@@ -1,6 +1,10 @@
 """Events of the HTTP/1.1 codec: what a connection hands back from ``next_event()``.
 
-Events are values: frozen, slotted, compared by field. Header names are lower-case bytes and
+Events are values: immutable, compared by field. They are ``typing.NamedTuple`` classes rather
+than frozen dataclasses: a proxied request makes about six of them, and a frozen dataclass's
+``__init__`` (one ``object.__setattr__`` per field) costs two to four times a tuple's creation.
+Events of two different kinds never compare equal (their field counts or types differ); an
+event does compare equal to a plain tuple of the same values. Header names are lower-case bytes and
 values are bytes as received with surrounding whitespace removed; nothing is decoded to ``str``.
 A header list is not copied into the event, so whoever receives the event owns the list.
 """
@@ -8,8 +12,7 @@ A header list is not copied into the event, so whoever receives the event owns t
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Final, TypeAlias
+from typing import Final, NamedTuple, TypeAlias
 
 __all__ = [
     "NEED_DATA",
@@ -44,8 +47,7 @@ NEED_DATA: Final = NeedData.NEED_DATA
 between two exchanges on one connection, until ``start_next_cycle()`` is called)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     """A request head. The body follows as :class:`Data` events and one :class:`EndOfMessage`.
 
     ``content_length`` is the declared body length, or None when the body is chunked or the
@@ -67,16 +69,14 @@ class Request:
     upgrade: bool
 
 
-@dataclass(frozen=True, slots=True)
-class InformationalResponse:
+class InformationalResponse(NamedTuple):
     """An interim 1xx response from an upstream (100 Continue, 103 Early Hints, ...)."""
 
     status: int
     headers: Headers
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
+class Response(NamedTuple):
     """A final response head. ``content_length`` is None when the body is chunked, delimited by
     the end of the connection, or absent (HEAD, 204, 304). ``keep_alive`` says whether the
     response lets the connection carry another exchange; it is False after HEAD (see
@@ -91,22 +91,27 @@ class Response:
     chunked: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Data:
+class Data(NamedTuple):
     """A piece of a message body, with any chunked framing already removed."""
 
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class EndOfMessage:
+class _EndOfMessage(NamedTuple):
+    trailers: Headers
+
+
+class EndOfMessage(_EndOfMessage):
     """The current message is complete; ``trailers`` holds the chunked trailer fields."""
 
-    trailers: Headers = field(default_factory=list)
+    __slots__ = ()
+
+    # A NamedTuple default is one shared object; a fresh list keeps each event's own.
+    def __new__(cls, trailers: Headers | None = None) -> EndOfMessage:
+        return super().__new__(cls, [] if trailers is None else trailers)
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed:
+class ConnectionClosed(NamedTuple):
     """The peer closed its side of the connection between two messages."""
 
 

@@ -65,12 +65,20 @@ def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes
 
 def strip_hop_by_hop(headers: Headers) -> Headers:
     """A new list without the hop-by-hop fields and without any field Connection names."""
+    # Runs on every request and response: one comprehension in the common case. Only when a
+    # Connection field names something beyond the fixed set ("close", a custom option) are
+    # its tokens parsed; the usual "keep-alive" names a field that is already dropped.
     drop = HOP_BY_HOP
-    for name, _ in headers:
-        if name == b"connection":
-            drop = HOP_BY_HOP | connection_tokens(headers)
+    kept = [header for header in headers if header[0] not in drop]
+    if len(kept) == len(headers):
+        return kept  # no Connection field either
+    for name, value in headers:
+        if name == b"connection" and value not in drop:
+            extra = connection_tokens(headers) - drop
+            if extra:
+                kept = [header for header in kept if header[0] not in extra]
             break
-    return [header for header in headers if header[0] not in drop]
+    return kept
 
 
 def validate_header_name(name: bytes) -> None:

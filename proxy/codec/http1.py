@@ -6,8 +6,9 @@ socket. llhttp does the byte-level work and calls back once per message, URL, he
 piece; the callbacks only append events to a queue that ``next_event()`` drains.
 
 llhttp parses everything it is fed, so pipelined requests are parsed as soon as they arrive and
-wait in the queue until ``start_next_cycle()``; a protocol error in any of them surfaces from
-the ``receive_data()`` call that delivered it. Errors carry the status Envoy answers with.
+wait in the queue until ``start_next_cycle()``. A protocol error is reported in order: by
+``receive_data()`` when nothing comes before it, else by ``next_event()`` once the events and
+the exchange before it are done with. Errors carry the status Envoy answers with.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class _Connection(Generic[_E]):
         "_expect",
         "_field_bytes",
         "_fields",
+        "_held",
         "_ignore",
         "_in_message",
         "_max_header_bytes",
@@ -114,8 +116,9 @@ class _Connection(Generic[_E]):
     def __init__(self, max_header_bytes: int, max_headers: int, line_allowance: int) -> None:
         self._events: deque[_E] = deque()
         self._emit: Callable[[Any], None] = self._events.append
-        self._error: RemoteProtocolError | None = None
-        self._pending: RemoteProtocolError | None = None
+        self._error: RemoteProtocolError | None = None  # reported: the connection is dead
+        self._held: RemoteProtocolError | None = None  # not yet: events are queued ahead of it
+        self._pending: RemoteProtocolError | None = None  # raised by a callback
         self._max_header_bytes = max_header_bytes
         self._max_headers = max_headers
         # Bytes that may arrive without producing an event: a head or trailer section still
@@ -157,6 +160,8 @@ class _Connection(Generic[_E]):
         """Feed bytes read from the peer; ``b""`` means the peer closed its side."""
         if self._error is not None:
             raise self._error
+        if self._held is not None:
+            return
         if self._closed:
             if data:
                 raise LocalProtocolError("receive_data() called after end of input")
@@ -175,14 +180,15 @@ class _Connection(Generic[_E]):
         except httptools.HttpParserError as exc:
             if self._ignore and self._pending is None:
                 return  # a callback raised _Stop
-            raise self._fail(exc) from None
+            self._die(exc)
+            return
         if len(self._events) != before:
             self._stall = 0
         else:
             self._stall += len(data)
             if self._stall > self._stall_limit:
                 self._reject(f"header section larger than {self._stall_limit} bytes", 431)
-                raise self._fail(None)
+                self._die(None)
 
     def next_event(self) -> _E | NeedData:
         """The next event, or NEED_DATA. Raises the RemoteProtocolError that killed the
@@ -191,6 +197,9 @@ class _Connection(Generic[_E]):
             raise self._error
         events = self._events
         if not events:
+            if self._held is not None and not self._their_done:
+                self._error = self._held
+                raise self._error
             return NEED_DATA
         event = events[0]
         cls = event.__class__
@@ -216,8 +225,14 @@ class _Connection(Generic[_E]):
         self._pending = RemoteProtocolError(message, 502 if self._UPSTREAM else status)
         return self._pending
 
-    def _fail(self, exc: Exception | None) -> RemoteProtocolError:
-        """Record the error that kills the connection: one raised by a callback, else llhttp's."""
+    def _die(self, exc: Exception | None) -> None:
+        """Stop parsing for good on the error a callback raised, else on llhttp's ``exc``.
+
+        It is raised here unless events are queued ahead of it or the current exchange is still
+        going on: then next_event() hands those events out first and raises it after them (after
+        start_next_cycle() when it follows a complete message). So a good request pipelined
+        before a bad one is answered, and the bad one gets its error status next, as Envoy does.
+        """
         error = self._pending
         if error is None:
             if exc is None or isinstance(exc, httptools.HttpParserCallbackError):
@@ -228,20 +243,24 @@ class _Connection(Generic[_E]):
                 what = "response" if self._UPSTREAM else "request"
                 message, status = known or (f"malformed {what}: {reason}", 400)
                 error = RemoteProtocolError(message, 502 if self._UPSTREAM else status)
-        self._error = error
         self._ignore = True
-        return error
+        if self._events or self._their_done:
+            self._held = error
+        else:
+            self._error = error
+            raise error
 
     def _on_eof(self) -> None:
         if self._in_message:
             what = "response" if self._UPSTREAM else "request"
             self._reject(f"connection closed in the middle of a {what}", 400)
-            raise self._fail(None)
+            self._die(None)
+            return
         self._emit(ConnectionClosed())
 
     def _after_upgrade(self, rest: bytes) -> None:
         self._reject("unexpected protocol switch", 400)
-        raise self._fail(None)
+        self._die(None)
 
     def _on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
@@ -492,7 +511,8 @@ class ServerConnection(_Connection[ServerEvent]):
             except httptools.HttpParserUpgrade as exc:
                 rest = rest[exc.args[0] :]
             except httptools.HttpParserError as exc:
-                raise self._fail(exc) from None
+                self._die(exc)
+                return
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -559,7 +579,9 @@ class ServerConnection(_Connection[ServerEvent]):
 
     @property
     def keep_alive(self) -> bool:
-        """Whether the request and the response (as far as sent) allow another exchange."""
+        """Whether the request and the response (as far as sent) allow another exchange. A bad
+        request already received behind this one does not change it: the next cycle reports it
+        (and the transport answers it with the error's status)."""
         request = self._current
         return (
             request is not None
@@ -697,6 +719,7 @@ class ClientConnection(_Connection[ClientEvent]):
             and self._their_done
             and self._out_state == _DONE
             and self._error is None
+            and self._held is None  # bytes after the response: never reuse
             and not self._closed
         )
 

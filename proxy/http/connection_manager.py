@@ -118,6 +118,10 @@ class HcmRuntime:
 
 class DownstreamConnection(asyncio.Protocol):
     __slots__ = (
+        "_deadline",
+        "_deadline_callback",
+        "_deadline_timer",
+        "_deadline_timer_at",
         "_head_started",
         "_header_timer",
         "_idle_since",
@@ -176,6 +180,9 @@ class DownstreamConnection(asyncio.Protocol):
         self._head_started = False
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
+        self._deadline = self._deadline_timer_at = 0.0
+        self._deadline_callback: Callable[[], None] | None = None
+        self._deadline_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -222,7 +229,7 @@ class DownstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        for timer in (self._header_timer, self._idle_timer):
+        for timer in (self._header_timer, self._idle_timer, self._deadline_timer):
             if timer is not None:
                 timer.cancel()
         stream = self.stream
@@ -414,7 +421,8 @@ class DownstreamConnection(asyncio.Protocol):
             stream.done = True
             hcm.stats.downstream_rq_active.value -= 1
             hcm.stats.response(status)
-        self._wbuf.clear()
+        # Responses already complete (pipelined requests ahead of the bad one) go out first.
+        self.flush()
         if self.transport is not None and not self.closed:
             self.transport.write(head)
             self._close()
@@ -425,6 +433,39 @@ class DownstreamConnection(asyncio.Protocol):
         if self.stream is None and not self.closed:
             self.hcm.stats.downstream_rq_header_timeout.value += 1
             self._send_simple(408, b"request header timeout")
+
+    def arm_deadline(self, when: float, callback: Callable[[], None]) -> None:
+        """Call ``callback`` at loop time ``when`` unless disarmed first (the route timeout of
+        the one request in flight). A TimerHandle per request costs as much as a header
+        scan; instead one timer per connection is kept scheduled across requests and, like
+        the idle timer, reschedules itself when it fires before the current deadline. It is
+        only moved earlier when a deadline comes before it, so timeouts fire on time."""
+        self._deadline = when
+        self._deadline_callback = callback
+        timer = self._deadline_timer
+        if timer is not None:
+            if self._deadline_timer_at <= when:
+                return
+            timer.cancel()
+        self._deadline_timer_at = when
+        self._deadline_timer = self.loop.call_at(when, self._on_deadline_timer)
+
+    def disarm_deadline(self) -> None:
+        # The timer stays scheduled: the next request's deadline is later and reuses it.
+        self._deadline_callback = None
+
+    def _on_deadline_timer(self) -> None:
+        self._deadline_timer = None
+        callback = self._deadline_callback
+        if callback is None or self.closed:
+            return
+        deadline = self._deadline
+        if self.loop.time() < deadline:
+            self._deadline_timer_at = deadline
+            self._deadline_timer = self.loop.call_at(deadline, self._on_deadline_timer)
+            return
+        self._deadline_callback = None
+        callback()
 
     def _on_idle_timer(self) -> None:
         timeout = self.hcm.idle_timeout

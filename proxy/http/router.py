@@ -67,7 +67,7 @@ class Router:
         "_retry_timer",
         "_set_cookies",
         "_timeout",
-        "_timeout_handle",
+        "_timeout_armed",
         "action",
         "attempt",
         "attempts",
@@ -106,7 +106,7 @@ class Router:
         self._holds_request = False
         self._timeout: float | None = action.timeout or None
         self._per_try_timeout: float | None = None
-        self._timeout_handle: asyncio.TimerHandle | None = None
+        self._timeout_armed = False
         self._retry_timer: asyncio.TimerHandle | None = None
         self._set_cookies: list[bytes] | None = None
         self._expected_timeout_ms: int | None = None
@@ -150,19 +150,26 @@ class Router:
         policy = action.retry_policy
         if policy is None and stream.vhost is not None:
             policy = stream.vhost.retry_policy
-        timeouts = final_timeouts(
-            action.timeout,
-            policy.per_try_timeout if policy is not None else None,
-            controls,
-            respect_expected_rq_timeout=hcm.router_config.respect_expected_rq_timeout,
-        )
-        self._timeout = timeouts.global_timeout
-        self._per_try_timeout = timeouts.per_try_timeout
-        self.retry = RetryState.create(
-            policy, controls, hcm.rng, request_headers=headers, limits=cluster.limits
-        )
-        if not hcm.router_config.suppress_envoy_headers:
+        expected: int | None
+        if policy is None and controls is None:
+            # Nothing to reconcile with the route's timeout, and no retries possible: what
+            # final_timeouts() and RetryState.create() would give, without their allocations.
+            self._timeout = action.timeout or None
+            expected = int(action.timeout * 1000) if action.timeout else None
+        else:
+            timeouts = final_timeouts(
+                action.timeout,
+                policy.per_try_timeout if policy is not None else None,
+                controls,
+                respect_expected_rq_timeout=hcm.router_config.respect_expected_rq_timeout,
+            )
+            self._timeout = timeouts.global_timeout
+            self._per_try_timeout = timeouts.per_try_timeout
             expected = timeouts.expected_rq_timeout_ms
+            self.retry = RetryState.create(
+                policy, controls, hcm.rng, request_headers=headers, limits=cluster.limits
+            )
+        if not hcm.router_config.suppress_envoy_headers:
             if expected is not None:
                 self._expected_timeout_ms = expected
                 set_header(headers, b"x-envoy-expected-rq-timeout-ms", b"%d" % expected)
@@ -301,7 +308,7 @@ class Router:
             conn.write_request_head(self.method, self.path, self.headers, False)
             remove_headers(self.headers, (b"content-length",))
             if body:
-                conn.write(body)
+                conn.write_data(body)
             return
         headers = self.headers
         if not chunked and request.content_length is None and self.method not in _BODYLESS:
@@ -338,12 +345,14 @@ class Router:
         if self.request_ended or self.finished:
             return
         self.request_ended = True
-        self._request_end_time = self.stream.loop.time()
+        now = self._request_end_time = self.stream.loop.time()
         attempt = self.attempt
         if attempt is not None and attempt.conn is not None:
             attempt.conn.write_end()
         if self._timeout:
-            self._timeout_handle = self.stream.loop.call_later(self._timeout, self._on_timeout)
+            # The connection's deadline timer, not a TimerHandle per request (see arm_deadline).
+            self._timeout_armed = True
+            self.stream.conn.arm_deadline(now + self._timeout, self._on_timeout)
         if self.action.request_mirror_policies:
             self._mirror()
 
@@ -510,7 +519,8 @@ class Router:
         self.stream.conn.flush()
 
     def _on_timeout(self, per_try: bool = False) -> None:
-        self._timeout_handle = None
+        if not per_try:
+            self._timeout_armed = False  # the connection disarmed it before calling
         if self.finished:
             return
         cluster = self.cluster
@@ -559,9 +569,9 @@ class Router:
             self.attempt = None
 
     def on_stream_done(self) -> None:
-        if self._timeout_handle is not None:
-            self._timeout_handle.cancel()
-            self._timeout_handle = None
+        if self._timeout_armed:
+            self._timeout_armed = False
+            self.stream.conn.disarm_deadline()
         if self._retry_timer is not None:
             self._retry_timer.cancel()
             self._retry_timer = None

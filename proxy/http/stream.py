@@ -174,7 +174,21 @@ class ActiveStream:
         target = request.target
         if target[:1] != b"/" and not self._absolute_target(target):
             return
-        authority = get_header(headers, b"host")
+        # One pass for every field this method reads (each get_header is a full scan).
+        authority = request_id = forwarded_proto = None
+        envoy_headers = False
+        for name, value in headers:
+            if name == b"host":
+                if authority is None:
+                    authority = value
+            elif name == b"x-request-id":
+                if request_id is None:
+                    request_id = value
+            elif name == b"x-forwarded-proto":
+                if forwarded_proto is None:
+                    forwarded_proto = value
+            elif name[:8] == b"x-envoy-":
+                envoy_headers = True
         if authority is None:
             if self.authority:
                 headers.append((b"host", self.authority))
@@ -188,16 +202,17 @@ class ActiveStream:
             # Envoy answers 100-continue itself unless proxy_100_continue is set.
             self.conn.write(self.conn.codec.send_continue())
             remove_headers(headers, (b"expect",))
-        if hcm.generate_request_id and get_header(headers, b"x-request-id") is None:
+        if hcm.generate_request_id and request_id is None:
             headers.append((b"x-request-id", hcm.request_id()))
-        self._mark_internal(headers)
+        if envoy_headers or hcm.internal_ranges:
+            self._mark_internal(headers)
         if hcm.use_remote_address:
             # An untrusted peer's claim about the scheme is overwritten, as in Envoy.
-            if hcm.xff_num_trusted_hops == 0 or get_header(headers, b"x-forwarded-proto") is None:
+            if hcm.xff_num_trusted_hops == 0 or forwarded_proto is None:
                 set_header(headers, b"x-forwarded-proto", self.conn.scheme)
             if not hcm.skip_xff_append:
                 self._append_xff()
-        elif get_header(headers, b"x-forwarded-proto") is None:
+        elif forwarded_proto is None:
             headers.append((b"x-forwarded-proto", self.conn.scheme))
         table = hcm.route_table()
         if table is not None:

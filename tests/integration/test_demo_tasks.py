@@ -25,6 +25,7 @@ from pymesh.samples.bookinfo.constants import (
 from tests.integration.demo_harness import (
     ISTIO,
     Demo,
+    Page,
     istio_file,
     listeners_on,
     no_demo_processes,
@@ -209,14 +210,17 @@ def _count(demo: Demo, pod_log: str, marker: str) -> list[str]:
 
 
 @pytest.mark.skipif(not _low_ports(), reason="the mirroring task's httpbin listens on port 80")
-def test_mirroring(demo: Demo, rules: Apply) -> None:
+def test_mirroring(demo: Demo) -> None:
     """Mirroring: with all traffic on httpbin v1, v2 receives nothing; with the mirror rule
     v2 gets a copy of each request (Host with "-shadow"), and the caller still gets v1's
     answer, never v2's."""
+    # The task starts from two httpbin Deployments of its own: the demo's httpbin makes way,
+    # and comes back at the end (this test cleans up itself: the task replaces the demo's
+    # httpbin Service, which must survive the cleanup).
     ours = Path(__file__).resolve().parents[2] / "pymesh/samples/bookinfo/manifests/httpbin.yaml"
     demo.pymesh("delete", "deployment", "httpbin")
     try:
-        rules(istio_file(f"{DOCS}/mirroring/0-httpbin-v1-v2-service.yaml"))
+        demo.apply(istio_file(f"{DOCS}/mirroring/0-httpbin-v1-v2-service.yaml"))
         demo.wait(
             lambda: (
                 {p.name for p in demo.state().pods if p.ready} >= {"httpbin-v1", "httpbin-v2"}
@@ -226,7 +230,7 @@ def test_mirroring(demo: Demo, rules: Apply) -> None:
             "pods httpbin-v1 and httpbin-v2",
         )
         demo.settle()
-        rules(istio_file(f"{DOCS}/mirroring/1-httpbin-all-v1.yaml"))
+        demo.apply(istio_file(f"{DOCS}/mirroring/1-httpbin-all-v1.yaml"))
         first = f"before-{uuid.uuid4().hex[:8]}"
         for _ in range(5):
             r = demo.curl_from("sleep", "-s", f"http://httpbin:8000/headers?m={first}")
@@ -234,7 +238,7 @@ def test_mirroring(demo: Demo, rules: Apply) -> None:
         assert len(_count(demo, "httpbin-v1.default.app", first)) == 5
         assert _count(demo, "httpbin-v2.default.app", first) == []
 
-        rules(istio_file(f"{DOCS}/mirroring/2-httpbin-mirror-v2.yaml"))
+        demo.apply(istio_file(f"{DOCS}/mirroring/2-httpbin-mirror-v2.yaml"))
         second = f"mirrored-{uuid.uuid4().hex[:8]}"
         for _ in range(5):
             r = demo.curl_from("sleep", "-s", f"http://httpbin:8000/headers?m={second}")
@@ -265,11 +269,11 @@ def test_ingress_httpbin(demo: Demo, rules: Apply) -> None:
     rules(istio_file(f"{DOCS}/ingress-control/httpbin-gateway-and-virtualservice.yaml"))
     gateway80 = f"http://{demo.control}:80"
     host = {"Host": "httpbin.example.com"}
-    seen: list[int] = []
+    seen: list[Page] = []
     demo.wait(
-        lambda: seen.append(demo.get(f"{gateway80}/status/200", host).status) or seen[-1] == 200,
+        lambda: seen.append(demo.get(f"{gateway80}/status/200", host)) or seen[-1].status == 200,
         10,
-        lambda: f"200 from the gateway on port 80 (got {seen})",
+        lambda: f"200 from the gateway on port 80 (last: {seen[-1] if seen else None})",
     )
     assert demo.get(f"{gateway80}/status/418", host).status == 418
     assert demo.get(f"{gateway80}/headers", host).status == 404

@@ -295,3 +295,35 @@ def test_discovery_request_wildcard_rules() -> None:
     assert requested_names(ROUTE_TYPE, []) == (frozenset(), False)
     assert requested_names(ROUTE_TYPE, ["*", "x"]) == (frozenset({"x"}), True)
     assert discovery_pb2.DiscoveryRequest().response_nonce == ""
+
+
+async def test_a_registering_proxy_is_answered_once_the_registry_knows_it() -> None:
+    loop = asyncio.get_running_loop()
+    holder: dict[str, DiscoveryServer] = {}
+
+    def rebuild(proxies: Any) -> FakeCtx:
+        return dataclasses.replace(holder["s"].ctx, version="with-proxies", proxies=tuple(proxies))
+
+    server = DiscoveryServer(
+        FakeCtx(version="v1"),
+        generate=fake_generate,
+        parse_node=parse_node,
+        rebuild=rebuild,
+        registers=lambda proxy: "reviews" in proxy,
+        clock=loop.time,
+        debounce=DebounceConfig(quiet=0.05, max_delay=0.2),
+    )
+    holder["s"] = server
+    await server.start(f"{HOST}:0")
+    try:
+        async with AdsClient(f"{HOST}:{server.port}", istio_node("reviews-v1-a-1")) as pod:
+            await pod.send(CLUSTER_TYPE)
+            reply = await pod.recv()
+            assert reply.version_info == "with-proxies"
+        async with AdsClient(f"{HOST}:{server.port}", istio_node("sleep-a-1")) as client:
+            started = loop.time()
+            await client.send(CLUSTER_TYPE)
+            reply = await client.recv()
+            assert loop.time() - started < 0.05, "clients that serve nothing are not held"
+    finally:
+        await server.stop()

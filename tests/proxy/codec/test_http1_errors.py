@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.codec import ClientConnection, ServerConnection
+from proxy.codec import (
+    NEED_DATA,
+    ClientConnection,
+    Data,
+    EndOfMessage,
+    Request,
+    Response,
+    ServerConnection,
+)
 from pymesh.errors import RemoteProtocolError
 from tests.proxy.codec.helpers import bytewise, fetch, serve
 
@@ -208,10 +216,6 @@ RESPONSE_ERRORS: list[tuple[str, bytes]] = [
     ),
     ("HTTP/2.0", b"HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"),
     ("bad chunk size", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
-    (
-        "unsolicited second response",
-        b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
-    ),
     ("too many headers", b"HTTP/1.1 200 OK\r\n" + b"x: y\r\n" * 101 + b"\r\n"),
     ("EOF in the head", b"HTTP/1.1 200 OK\r\nContent-Le" + b""),
     ("EOF in a CL body", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"),
@@ -225,6 +229,72 @@ RESPONSE_ERRORS: list[tuple[str, bytes]] = [
 def test_response_rules(data: bytes) -> None:
     assert parse_error([data, b""], ClientConnection()) == 502
     assert parse_error([*bytewise(data), b""], ClientConnection()) == 502
+
+
+def test_unsolicited_response_bytes() -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        ClientConnection().receive_data(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert info.value.status == 502
+
+
+def test_bytes_after_a_response_spoil_the_connection() -> None:
+    """The response is delivered whole, and the connection is not reused."""
+    conn = ClientConnection()
+    conn.send_request(b"GET", b"/", [])
+    conn.receive_data(b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")
+    assert [type(conn.next_event()), type(conn.next_event())] == [Response, EndOfMessage]
+    assert conn.next_event() is NEED_DATA
+    assert not conn.keep_alive
+
+
+# -- an error behind good events waits for them ----------------------------------------------
+
+
+def test_good_request_before_a_bad_one_is_answered_first() -> None:
+    """Envoy answers the good request, then the bad one gets its 400 (and the third, nothing)."""
+    conn = ServerConnection()
+    conn.receive_data(
+        b"GET /one HTTP/1.1\r\n\r\n"
+        b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n"
+        b"GET /never HTTP/1.1\r\n\r\n"
+    )
+    assert isinstance(conn.next_event(), Request)
+    assert conn.next_event() == EndOfMessage()
+    assert conn.next_event() is NEED_DATA
+    conn.receive_data(b"more bytes are ignored")
+    conn.send_response(200, [(b"content-length", b"0")])
+    assert conn.keep_alive
+    conn.start_next_cycle()
+    with pytest.raises(RemoteProtocolError) as info:
+        conn.next_event()
+    assert info.value.status == 400
+    with pytest.raises(RemoteProtocolError):
+        conn.receive_data(b"")
+    head = conn.send_response(400, [(b"content-length", b"0")])
+    assert head.endswith(b"connection: close\r\n\r\n")
+
+
+def test_a_bad_request_in_a_later_read_waits_for_the_current_exchange() -> None:
+    conn = ServerConnection()
+    conn.receive_data(b"GET /one HTTP/1.1\r\n\r\n")
+    assert isinstance(conn.next_event(), Request)
+    assert conn.next_event() == EndOfMessage()
+    conn.receive_data(b"GET / HTTP/1.1\r\nX : y\r\n\r\n")  # while /one is being answered
+    assert conn.next_event() is NEED_DATA
+    conn.send_response(200, [(b"content-length", b"0")])
+    conn.start_next_cycle()
+    with pytest.raises(RemoteProtocolError):
+        conn.next_event()
+
+
+def test_an_error_in_a_body_comes_after_the_data_before_it() -> None:
+    conn = ServerConnection()
+    conn.receive_data(POST + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n")
+    assert isinstance(conn.next_event(), Request)
+    assert conn.next_event() == Data(b"abc")
+    with pytest.raises(RemoteProtocolError):
+        conn.next_event()
+    assert not conn.keep_alive
 
 
 def test_response_header_bytes_limit() -> None:

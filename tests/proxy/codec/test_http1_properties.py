@@ -24,7 +24,7 @@ from proxy.codec import (
 from pymesh.errors import RemoteProtocolError
 from tests.proxy.codec.helpers import fetch, merge, serve, split_at
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
 # Names the parser or the codec give a meaning to; the generic strategies leave them out.
@@ -209,13 +209,13 @@ def survives(run: Any) -> None:
         assert 400 <= exc.status <= 599 and str(exc)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.one_of(st.binary(max_size=300), mutated(SEEDS)), cuts)
 def test_server_survives_arbitrary_bytes(data, points) -> None:
     survives(lambda: serve(split_at(data, points)))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     st.one_of(st.binary(max_size=300), mutated(RESPONSE_SEEDS)),
     cuts,

@@ -83,12 +83,6 @@ async def test_bad_request_is_answered_and_closed_without_upstream(
     assert proxy.stat("http.ingress.downstream_cx_protocol_error") == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy/codec/http1.py: next_event() raises the stored error before handing out the "
-    "events queued ahead of it, so a good request pipelined before a bad one in the same read "
-    "is lost; Envoy answers it (200) and then 400s the bad one",
-)
 async def test_bad_request_in_a_pipeline_stops_the_pipeline(
     proxied: tuple[Any, Upstream],
 ) -> None:
