@@ -131,8 +131,11 @@ class ListenerManager:
         address = model.address
         assert isinstance(address, SocketAddress)
 
+        name = model.name
+
         def factory() -> asyncio.Protocol:
-            return _Acceptor(self, runtime)
+            # Looked up per connection: an update in place swaps the runtime under the socket.
+            return _Acceptor(self, self.listeners.get(name, runtime))
 
         runtime.server = await self._loop.create_server(
             factory, host=address.host, port=address.port, reuse_address=True, backlog=1024

@@ -79,15 +79,21 @@ class ProxyServer:
     async def apply(self, snapshot: ProxySnapshot) -> list[str]:
         """Make ``snapshot`` the running configuration. Returns non-fatal errors (a listener
         that could not bind); raises ConfigError when the snapshot cannot run at all."""
+        # Everything that can fail is built before anything is swapped, so a snapshot that
+        # cannot run leaves the running configuration untouched.
         self._validate(snapshot)
-        self.cluster_manager.apply(snapshot)
-        self.route_tables = MappingProxyType(
+        tables = MappingProxyType(
             {
                 name: RouteTable.build(rc, rng=self.rng)
                 for name, rc in snapshot.route_configurations.items()
             }
         )
-        errors = await self.listener_manager.apply(dict(snapshot.listeners), self._build_listener)
+        runtimes = {name: self._build_listener(m) for name, m in snapshot.listeners.items()}
+        self.cluster_manager.apply(snapshot)
+        self.route_tables = tables
+        errors = await self.listener_manager.apply(
+            dict(snapshot.listeners), lambda model: runtimes[model.name]
+        )
         for error in errors:
             log.error("listener failed", error=error)
         self.holder.swap(snapshot)

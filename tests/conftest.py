@@ -7,6 +7,11 @@ when it failed, the logs of the proxies it ran are printed with the report.
 from __future__ import annotations
 
 import os
+
+# gRPC's fork handlers can crash a child forked (preexec_fn) while gRPC threads run in the
+# test process; the suite never uses gRPC across fork, so switch them off before any import.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any

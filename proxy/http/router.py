@@ -169,10 +169,9 @@ class Router:
             self.retry = RetryState.create(
                 policy, controls, hcm.rng, request_headers=headers, limits=cluster.limits
             )
-        if not hcm.router_config.suppress_envoy_headers:
-            if expected is not None:
-                self._expected_timeout_ms = expected
-                set_header(headers, b"x-envoy-expected-rq-timeout-ms", b"%d" % expected)
+        if expected is not None and not hcm.router_config.suppress_envoy_headers:
+            self._expected_timeout_ms = expected
+            set_header(headers, b"x-envoy-expected-rq-timeout-ms", b"%d" % expected)
         if action.hash_policy and cluster.needs_hash:
             self.hash_key = cluster.hash_key(action.hash_policy, headers, stream, self._add_cookie)
         stats = cluster.stats

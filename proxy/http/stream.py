@@ -31,6 +31,7 @@ from proxy.http.headers import (
     set_header,
 )
 from proxy.http.local_reply import LocalReply, ResponseFlag
+from proxy.http.router import Router
 from proxy.routing.retry import ENVOY_REQUEST_CONTROL_HEADERS
 from proxy.routing.rewrite import redirect_location
 
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     from proxy.config.model_common import CidrRange
     from proxy.config.model_route import RouteConfiguration, VirtualHost
     from proxy.http.connection_manager import DownstreamConnection, HcmRuntime
-    from proxy.http.router import Router
     from proxy.stats import Counter
 
 __all__ = ["ActiveStream"]
@@ -313,8 +313,6 @@ class ActiveStream:
                 action.response_code, b"", headers=((b"location", location),), details="redirect"
             )
             return
-        from proxy.http.router import Router  # local: router imports this module
-
         self.router = Router(self, route, action)  # type: ignore[arg-type]
         self.router.start()
         if self.request_complete and self.router is not None:

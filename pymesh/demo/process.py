@@ -153,9 +153,11 @@ def is_supervisor(pid: int) -> bool:
         return False
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"demo" in f.read().split(b"\0")
+            cmdline = f.read()
     except OSError:
         return True  # no /proc: trust the pid
+    # Empty while the process is between fork and exec: too early to tell, so trust it.
+    return not cmdline or b"demo" in cmdline.split(b"\0")
 
 
 def marked_processes(marker: str) -> Iterator[int]:

@@ -26,7 +26,6 @@ from tests.support.httpclient import Response, request
 from tests.support.procs import ManagedProcess, async_wait_for_http, free_port
 
 __all__ = [
-    "NO_DEFAULT_RETRIES",
     "SAMPLES",
     "PilotProcess",
     "register_pod",
@@ -38,11 +37,6 @@ __all__ = [
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO.parent / "shared" / "istio-samples"
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
-#: Mesh config for the proxy interop tests. Istio's default retry policy (which pilot puts on
-#: every route) includes ``retry_on: cancelled``, a gRPC condition that ``pymesh proxy``
-#: refuses today (it NACKs the route configuration); without default retries both Envoy and
-#: pymesh accept the generated config. Drop this once the proxy accepts the default policy.
-NO_DEFAULT_RETRIES = "defaultHttpRetryPolicy:\n  attempts: 0\n"
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from tests.integration.pilot_harness import (
-    NO_DEFAULT_RETRIES,
     SAMPLES,
     PilotProcess,
     node_id,
@@ -104,9 +103,7 @@ async def setup(
         NETWORKING / "virtual-service-reviews-test-v2.yaml",
     ):
         shutil.copy(f, config_dir / f.name)
-    mesh_yaml = tmp_path / "mesh.yaml"
-    mesh_yaml.write_text(NO_DEFAULT_RETRIES)
-    pilot = PilotProcess(pilot_ip, config_dir, tmp_path / "logs", mesh_config=str(mesh_yaml))
+    pilot = PilotProcess(pilot_ip, config_dir, tmp_path / "logs")
     pod = f"productpage-v1-6b746f74dc-{proxy_kind[0]}9"
     clients = []
     proxy = None

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from tests.integration.pilot_harness import (
-    NO_DEFAULT_RETRIES,
     SAMPLES,
     PilotProcess,
     node_id,
@@ -80,9 +79,7 @@ async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
     config_dir.mkdir()
     shutil.copy(BOOKINFO, config_dir / "bookinfo.yaml")
     shutil.copy(NETWORKING / "destination-rule-all.yaml", config_dir)
-    mesh_yaml = tmp_path / "mesh.yaml"
-    mesh_yaml.write_text(NO_DEFAULT_RETRIES)
-    pilot = PilotProcess(PILOT, config_dir, tmp_path / "logs", mesh_config=str(mesh_yaml))
+    pilot = PilotProcess(PILOT, config_dir, tmp_path / "logs")
     started: list[Any] = []
     clients = []
     async with (

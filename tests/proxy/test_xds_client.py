@@ -302,11 +302,6 @@ async def test_invalid_push_is_nacked_and_the_old_config_keeps_serving(harness: 
     assert (await harness.get()).header("x-config") == "v3"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy/listener.py: a listener updated in place (same address) keeps accepting "
-    "with its first ListenerRuntime (_Acceptor holds it), so inline routes never change",
-)
 async def test_a_listener_updated_in_place_serves_its_new_inline_routes(harness: Harness) -> None:
     harness.mesh = replace(harness.mesh, inline_tag="first")
     await harness.start_pilot()

@@ -67,6 +67,29 @@ async def test_route_timeout_gives_504(upstream_factory: Any, start_proxy: Start
     assert proxy.stat("cluster.backend.upstream_rq_504") == 1
 
 
+async def test_route_timeout_on_a_reused_connection_fires_on_time(
+    upstream_factory: Any, start_proxy: StartProxy
+) -> None:
+    # The connection keeps one deadline timer across requests: a later deadline must not
+    # fire at the earlier timer's time, and an earlier one must not wait for it.
+    up = await upstream_factory(upstream_ip(0), routes={"/slow": Delay(3)})
+    proxy = await start_proxy(
+        routed(listen_address(), [up.address], timeout="0.4s", hcm_extra=INTERNAL)
+    )
+    async with await AsyncConnection.open(*proxy.address) as conn:
+        assert (await conn.request("GET", "/fast", host="svc")).status == 200
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        r = await conn.request("GET", "/slow", host="svc")
+        assert r.status == 504 and 0.35 <= time.monotonic() - started < 1.5
+        assert (await conn.request("GET", "/fast", host="svc")).status == 200
+        override = [("x-envoy-upstream-rq-timeout-ms", "100"), *FROM_INSIDE]
+        started = time.monotonic()
+        r = await conn.request("GET", "/slow", override, host="svc")
+        assert r.status == 504 and time.monotonic() - started < 0.35
+    assert proxy.stat("cluster.backend.upstream_rq_timeout") == 2
+
+
 async def test_upstream_rq_timeout_ms_header_overrides_route(
     upstream_factory: Any, start_proxy: StartProxy
 ) -> None:

@@ -85,3 +85,14 @@ def test_stop_pids_escalates_to_sigkill(tmp_path):
 def test_is_supervisor_checks_the_command_line():
     assert not is_supervisor(os.getpid())  # pytest, not `pymesh demo`
     assert not is_supervisor(0)
+
+
+def test_is_supervisor_trusts_a_process_that_is_still_starting():
+    # Right after exec the kernel may show an empty command line for a moment.
+    for _ in range(10):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(0.3)", "demo"],
+            start_new_session=True,
+        )
+        assert is_supervisor(proc.pid)
+        proc.wait()
