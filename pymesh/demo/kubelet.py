@@ -111,10 +111,17 @@ class Kubelet:
                 self.say(event)
         await asyncio.gather(*(p.probe_app() for p in self.pods.values() if p.app is not None))
 
-    def update_sync(self, states: Mapping[str, SyncState]) -> None:
+    def update_sync(self, states: Mapping[str, SyncState], now: float) -> None:
+        """``now`` is wall-clock time. A stream older than the proxy process is the one of
+        the proxy it replaced, which pilot has not seen close yet: not this proxy's state."""
         for pod in self.pods.values():
-            if pod.proxy is not None:
-                pod.sync = states.get(pod.node_id, NOT_CONNECTED)
+            if pod.proxy is None:
+                continue
+            state = states.get(pod.node_id, NOT_CONNECTED)
+            age = state.connected_seconds
+            if age is not None and age > now - pod.proxy.started_at + 1.0:
+                state = NOT_CONNECTED
+            pod.sync = state
 
     def forget_sync(self) -> None:
         """After a pilot restart: what the old pilot said is not news."""

@@ -22,8 +22,10 @@ _REQUIRED = ("CDS", "LDS")
 
 @dataclass(frozen=True, slots=True)
 class SyncState:
-    status: str  # SYNCED, STALE, NACK
+    status: str  # SYNCED, STALE, NACK, NOT CONNECTED
     detail: str = ""
+    #: how long the proxy's current ADS stream has been open, as pilot says
+    connected_seconds: float | None = None
 
 
 def sync_states(body: Mapping[str, Any]) -> dict[str, SyncState]:
@@ -44,6 +46,9 @@ def sync_states(body: Mapping[str, Any]) -> dict[str, SyncState]:
         else:
             waiting = ", ".join(n for n in _REQUIRED if statuses.get(n) != "SYNCED")
             state = SyncState("STALE", f"{waiting} not sent yet")
+        age = proxy.get("connected_seconds")
+        if isinstance(age, int | float):
+            state = SyncState(state.status, state.detail, float(age))
         out[str(proxy.get("id", ""))] = state
     return out
 

@@ -277,7 +277,7 @@ class Supervisor:
             states = await self.api.sync()
         except ControlPlaneError:
             return
-        self.kubelet.update_sync(states)
+        self.kubelet.update_sync(states, time.time())
 
     def _progress(self) -> None:
         state = self.state()

@@ -63,3 +63,22 @@ async def test_restart_names_the_pods_it_knows(kubelet):
     assert info.value.status == 404
     with pytest.raises(ControlError, match="has no app"):
         await kubelet.restart("sleep", "app")
+
+
+def test_sync_of_a_replaced_proxy_is_not_taken_for_the_new_one(kubelet):
+    from pymesh.demo.pilot_api import SyncState
+
+    class FakeChild:
+        started_at = 1000.0
+
+    place(kubelet, spec("a"))
+    pod = kubelet.pods["a.default"]
+    pod.proxy = FakeChild()
+    old_stream = {pod.node_id: SyncState("SYNCED", connected_seconds=60.0)}
+    kubelet.update_sync(old_stream, now=1002.0)
+    assert pod.sync.status == "NOT CONNECTED"
+    new_stream = {pod.node_id: SyncState("SYNCED", connected_seconds=1.5)}
+    kubelet.update_sync(new_stream, now=1002.0)
+    assert pod.sync.status == "SYNCED"
+    kubelet.update_sync({}, now=1003.0)
+    assert pod.sync.status == "NOT CONNECTED"

@@ -71,6 +71,8 @@ def test_sync_states_from_proxy_status():
     }
     states = sync_states(body)
     assert states["a"] == SyncState("SYNCED")
+    with_age = sync_states({"proxies": [{**body["proxies"][0], "connected_seconds": 3.5}]})
+    assert with_age["a"].connected_seconds == 3.5
     assert states["b"].status == "STALE" and "LDS" in states["b"].detail
     assert states["c"] == SyncState("NACK", "RDS: bad route")
     assert states["d"].status == "STALE"
