@@ -21,6 +21,7 @@ import structlog
 from proxy.codec import NEED_DATA, ConnectionClosed, Data, EndOfMessage, Request, ServerConnection
 from proxy.http.stream import ActiveStream
 from proxy.http.util import DateCache, RequestIdGenerator
+from proxy.transport.flow_control import FlowControl
 from pymesh.errors import RemoteProtocolError
 
 if TYPE_CHECKING:
@@ -122,12 +123,12 @@ class DownstreamConnection(asyncio.Protocol):
         "_deadline_callback",
         "_deadline_timer",
         "_deadline_timer_at",
+        "_flow",
         "_head_started",
         "_header_timer",
         "_idle_since",
         "_idle_timer",
         "_processing",
-        "_read_paused",
         "_wbuf",
         "close_after_response",
         "closed",
@@ -172,7 +173,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.draining = False
         self.closed = False
         self.write_paused = False
-        self._read_paused = False
+        self._flow: FlowControl | None = None
         self._wbuf: list[bytes] = []
         self._processing = False
         self._header_timer: asyncio.TimerHandle | None = None
@@ -188,6 +189,7 @@ class DownstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only duck-typed ones.
         self.transport = cast(asyncio.Transport, transport)
+        self._flow = FlowControl(self.transport)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer_host = peer[0]
@@ -351,14 +353,12 @@ class DownstreamConnection(asyncio.Protocol):
             wbuf.clear()
 
     def pause_reading(self) -> None:
-        if not self._read_paused and self.transport is not None and not self.closed:
-            self._read_paused = True
-            self.transport.pause_reading()
+        if self._flow is not None:
+            self._flow.pause_reading()
 
     def resume_reading(self) -> None:
-        if self._read_paused and self.transport is not None and not self.closed:
-            self._read_paused = False
-            self.transport.resume_reading()
+        if self._flow is not None:
+            self._flow.resume_reading()
 
     def abort(self) -> None:
         """Reset: drop the connection without finishing the response."""

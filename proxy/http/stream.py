@@ -364,7 +364,8 @@ class ActiveStream:
             set_header(headers, b"server", hcm.server_name)
         elif transformation == "APPEND_IF_ABSENT" and get_header(headers, b"server") is None:
             headers.append((b"server", hcm.server_name))
-        headers.append((b"date", hcm.date()))
+        # Like Envoy's date provider: the proxy's clock replaces any upstream Date.
+        set_header(headers, b"date", hcm.date())
         if not self.request_complete and (self.request.chunked or self.request.content_length):
             # Answered before its body was read (a local reply, an early upstream answer):
             # like Envoy, the connection is not reused.

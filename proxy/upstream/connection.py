@@ -22,6 +22,7 @@ from proxy.codec import (
     InformationalResponse,
     Response,
 )
+from proxy.transport.flow_control import FlowControl
 from pymesh.errors import RemoteProtocolError
 
 if TYPE_CHECKING:
@@ -50,8 +51,8 @@ class UpstreamSink(Protocol):
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_codec",
+        "_flow",
         "_mid_response",
-        "_read_paused",
         "closed",
         "pool",
         "requests",
@@ -67,7 +68,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink: UpstreamSink | None = None
         self.closed = False
         self.write_paused = False
-        self._read_paused = False
+        self._flow: FlowControl | None = None
         # A response head went to the sink and its body has not ended: a close now cuts a
         # response short, which Envoy reports as a protocol error, not a termination.
         self._mid_response = False
@@ -77,6 +78,7 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only duck-typed ones.
         self.transport = cast(asyncio.Transport, transport)
+        self._flow = FlowControl(self.transport)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -180,14 +182,12 @@ class UpstreamConnection(asyncio.Protocol):
             transport.write(data)
 
     def pause_reading(self) -> None:
-        if not self._read_paused and self.transport is not None and not self.closed:
-            self._read_paused = True
-            self.transport.pause_reading()
+        if self._flow is not None:
+            self._flow.pause_reading()
 
     def resume_reading(self) -> None:
-        if self._read_paused and self.transport is not None and not self.closed:
-            self._read_paused = False
-            self.transport.resume_reading()
+        if self._flow is not None:
+            self._flow.resume_reading()
 
     def detach_and_close(self) -> None:
         """Abandon the exchange in flight (retry, timeout, downstream reset): the connection

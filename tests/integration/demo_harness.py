@@ -4,9 +4,9 @@ Each test module starts one demo (``pymesh demo up``, or ``pymesh demo run`` in 
 foreground as ``make demo`` does) with its run directory under pytest's tmp dir, on its own
 addresses of the demo area ``127.0.4.0/24``:
 
-* slot = 4 * module + xdist worker, or the next one whose ports are free (two workers that
-  got tests of one module, or another pytest session on the machine, never collide; with
-  ``--dist loadgroup`` each module stays on one worker anyway);
+* slot = 4 * module + xdist worker, or the next one that is free: claimed with a lock file,
+  so two workers that got tests of one module, or another pytest session on the machine,
+  never collide (with ``--dist loadgroup`` each module stays on one worker anyway);
 * control address (pilot and the ingress gateway) ``127.0.4.<1 + slot>``;
 * pods ``127.0.4.<10 + 16 * slot>`` and the 15 addresses after it;
 * an "external" server for the egress task on ``127.0.4.<200 + slot>``.
@@ -17,11 +17,13 @@ Istio's files are read unchanged from ``../shared/istio-samples`` (tests skip wi
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -29,7 +31,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -111,6 +113,13 @@ class Demo:
         self.gateway = f"http://{control}:8080"
         self.pilot_url = f"http://{control}:15080"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.lock: IO[str] | None = None
+
+    def release(self) -> None:
+        """Give the address slot back (see :func:`start_demo`)."""
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
 
     # -- the command line --------------------------------------------------------------------
     @property
@@ -324,27 +333,36 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def start_demo(tmp_path_factory: pytest.TempPathFactory, module_index: int, name: str) -> Demo:
-    """A demo (not started yet) on the first free slot from this module's preferred one:
-    other pytest sessions on the same machine may run the same module at the same time."""
+    """A demo (not started yet) on the first free slot from this module's preferred one.
+
+    Other pytest sessions on the machine may run the same modules at the same time: a slot
+    is claimed with an exclusive lock on ``$TMPDIR/pymesh-demo-slot-<n>.lock``, held until
+    :meth:`Demo.release` (or the end of the process), and its ports must be free.
+    """
     from pymesh.demo.ports import busy
 
     preferred = demo_slot(module_index)
-    slot = next(
-        (
-            s
-            for s in [*range(preferred, _SLOTS), *range(preferred)]
-            if not busy([(f"127.0.4.{1 + s}", p) for p in (8080, 15000, 15010, 15080)])
-        ),
-        preferred,
-    )
-    base = tmp_path_factory.mktemp(name)
-    first = 10 + 16 * slot
-    return Demo(
-        base / "run",
-        control=f"127.0.4.{1 + slot}",
-        pods=f"127.0.4.{first}-{first + 15}",
-        external=f"127.0.4.{200 + slot}",
-    )
+    for slot in [*range(preferred, _SLOTS), *range(preferred)]:
+        lock = open(Path(tempfile.gettempdir()) / f"pymesh-demo-slot-{slot}.lock", "w")  # noqa: SIM115
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            continue
+        if busy([(f"127.0.4.{1 + slot}", p) for p in (80, 8080, 15000, 15010, 15080)]):
+            lock.close()
+            continue
+        base = tmp_path_factory.mktemp(name)
+        first = 10 + 16 * slot
+        demo = Demo(
+            base / "run",
+            control=f"127.0.4.{1 + slot}",
+            pods=f"127.0.4.{first}-{first + 15}",
+            external=f"127.0.4.{200 + slot}",
+        )
+        demo.lock = lock
+        return demo
+    pytest.fail(f"no free demo slot in 127.0.4.0/24 (all {_SLOTS} taken)")
 
 
 def pod_pids(state: DemoState) -> dict[str, tuple[int | None, int | None]]:

@@ -32,11 +32,14 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("pymesh-demo-lif
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     demo = start_demo(tmp_path_factory, 1, "demo-lifecycle")
-    demo.run_foreground()
-    yield demo
-    if demo.proc is not None and demo.proc.poll() is None:
-        demo.interrupt()
-    demo.down()
+    try:
+        demo.run_foreground()
+        yield demo
+        if demo.proc is not None and demo.proc.poll() is None:
+            demo.interrupt()
+        demo.down()
+    finally:
+        demo.release()
 
 
 def test_make_demo_smoke(demo: Demo) -> None:

@@ -50,11 +50,14 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     if not ISTIO.is_dir():
         pytest.skip("../shared/istio-samples is not present")
     demo = start_demo(tmp_path_factory, 0, "demo-tasks")
-    demo.up()
-    yield demo
-    result = demo.down()
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert not no_demo_processes(demo.run_dir)
+    try:
+        demo.up()
+        yield demo
+        result = demo.down()
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert not no_demo_processes(demo.run_dir)
+    finally:
+        demo.release()
 
 
 @pytest.fixture

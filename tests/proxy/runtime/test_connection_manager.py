@@ -212,6 +212,18 @@ async def test_server_name_and_transformations(
     assert (await request(*c.address, target="/", host_header="svc")).header("server") == "envoy"
 
 
+async def test_the_proxy_date_replaces_the_upstream_date(
+    upstream_factory: Any, start_proxy: StartProxy
+) -> None:
+    """Envoy's date provider sets Date on every response: one header, the proxy's clock."""
+    stale = "Mon, 01 Jan 2001 00:00:00 GMT"
+    up = await upstream_factory(upstream_ip(0), routes={"/d": Fixed(200, b"d", (("date", stale),))})
+    proxy = await start_proxy(one_cluster(listen_address(), up))
+    r = await request(*proxy.address, target="/d", host_header="svc")
+    dates = r.header_list("date")
+    assert len(dates) == 1 and dates[0] != stale
+
+
 async def test_head_response_has_length_but_no_body(
     upstream_factory: Any, start_proxy: StartProxy
 ) -> None:
