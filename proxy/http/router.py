@@ -19,6 +19,7 @@ from proxy.config.model_route import RouteAction, RouteActionType
 from proxy.http.headers import apply_header_options, get_header, remove_headers, set_header
 from proxy.http.local_reply import ResponseFlag
 from proxy.http.mirror import ShadowRequest
+from proxy.http.upstream_request import UpstreamAttempt
 from proxy.routing.lb_hash import hash64
 from proxy.routing.matcher import pick_weighted_cluster
 from proxy.routing.retry import (
@@ -34,12 +35,10 @@ from proxy.routing.rewrite import rewrite_host, rewrite_path
 if TYPE_CHECKING:
     from proxy.config.model_route import Route, WeightedCluster
     from proxy.http.stream import ActiveStream
-    from proxy.stats import ClusterStats
     from proxy.upstream.cluster import RuntimeCluster
     from proxy.upstream.connection import UpstreamConnection
-    from proxy.upstream.host import Host
 
-__all__ = ["Router", "UpstreamAttempt"]
+__all__ = ["Router"]
 
 log = structlog.get_logger(__name__)
 
@@ -586,139 +585,3 @@ class Router:
             cluster = self.cluster
             assert cluster is not None
             cluster.limits.release_request()
-
-
-class UpstreamAttempt:
-    """One try: a :class:`~proxy.upstream.pool.PoolWaiter` and an
-    :class:`~proxy.upstream.connection.UpstreamSink` in one object."""
-
-    __slots__ = (
-        "attached",
-        "conn",
-        "done",
-        "host",
-        "per_try_handle",
-        "router",
-        "start_time",
-        "stats",
-    )
-
-    def __init__(self, router: Router, host: Host, stats: ClusterStats) -> None:
-        self.router = router
-        self.host = host
-        self.stats = stats
-        self.attached = False
-        self.conn: UpstreamConnection | None = None
-        self.per_try_handle: asyncio.TimerHandle | None = None
-        self.start_time = router.stream.loop.time()
-        self.done = False
-        host.active_requests += 1
-
-    def on_pool_ready(self, conn: UpstreamConnection) -> None:
-        router = self.router
-        if self.done or router.attempt is not self:
-            router.cluster.pool_for(self.host).release(conn)  # type: ignore[union-attr]
-            return
-        self.conn = conn
-        conn.attach(self)
-        # Envoy counts a request to the cluster when it gets a connection, once per try.
-        self.attached = True
-        self.stats.upstream_rq_total.value += 1
-        self.stats.upstream_rq_active.value += 1
-        router.write_request(conn)
-        router.on_attempt_ready(self)
-
-    def on_pool_failure(self, reason: str, local_failure: str) -> None:
-        if self.done:
-            return
-        self._finish()
-        self.router.on_attempt_failure(self, "connect_failure", reason)
-        self.router.stream.conn.flush()
-
-    def on_upstream_response(self, response: Response) -> None:
-        self.router.on_attempt_response(self, response)
-
-    def on_upstream_data(self, data: bytes) -> None:
-        self.router.stream.encode_data(data)
-
-    def on_upstream_end(self) -> None:
-        self._finish()
-        self.router.on_attempt_end(self)
-
-    def on_upstream_reset(self, reason: str) -> None:
-        if self.done:
-            return
-        self._finish()
-        self.router.on_attempt_failure(self, "reset", reason)
-        self.router.stream.conn.flush()
-
-    def on_upstream_write_paused(self, paused: bool) -> None:
-        conn = self.router.stream.conn
-        if paused:
-            conn.pause_reading()
-        else:
-            conn.resume_reading()
-
-    def on_upstream_flush(self) -> None:
-        self.router.stream.conn.flush()
-
-    def cancel_timer(self) -> None:
-        handle = self.per_try_handle
-        if handle is not None:
-            handle.cancel()
-            self.per_try_handle = None
-
-    def abandon(self) -> None:
-        """Give the try up: its connection is closed (the response may still be in flight)."""
-        if self.done:
-            return
-        self._finish()
-        self.cancel_timer()
-        conn = self.conn
-        if conn is not None:
-            conn.detach_and_close()
-        else:
-            self.router.cluster.pool_for(self.host).cancel(self)  # type: ignore[union-attr]
-
-    def discard_response(self) -> None:
-        """Give the try up on a response that ends with its head: the connection reads that
-        end and goes back to the pool instead of being closed (Envoy reuses it too)."""
-        if self.done:
-            return
-        self._finish()
-        self.cancel_timer()
-        conn = self.conn
-        if conn is not None:
-            self.conn = None
-            conn.sink = _DiscardSink()
-
-    def _finish(self) -> None:
-        if not self.done:
-            self.done = True
-            self.host.active_requests -= 1
-            if self.attached:
-                self.stats.upstream_rq_active.value -= 1
-
-
-class _DiscardSink:
-    """Takes the rest of an exchange nobody waits for any more."""
-
-    __slots__ = ()
-
-    def on_upstream_response(self, response: Response) -> None:
-        pass
-
-    def on_upstream_data(self, data: bytes) -> None:
-        pass
-
-    def on_upstream_end(self) -> None:
-        pass
-
-    def on_upstream_reset(self, reason: str) -> None:
-        pass
-
-    def on_upstream_write_paused(self, paused: bool) -> None:
-        pass
-
-    def on_upstream_flush(self) -> None:
-        pass
