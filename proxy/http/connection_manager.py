@@ -349,7 +349,11 @@ class DownstreamConnection(asyncio.Protocol):
         wbuf = self._wbuf
         if wbuf and self.transport is not None:
             if not self.closed:
-                self.transport.write(wbuf[0] if len(wbuf) == 1 else b"".join(wbuf))
+                if len(wbuf) == 1:
+                    self.transport.write(wbuf[0])
+                else:
+                    # writelines hands every piece to one writev: no copy of large bodies.
+                    self.transport.writelines(wbuf)
             wbuf.clear()
 
     def pause_reading(self) -> None:

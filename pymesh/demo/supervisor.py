@@ -175,11 +175,17 @@ class Supervisor:
             await self._stop_pilot()
         await self.api.close()
         await self.control.stop()
+        # Whatever still carries this demo's marker (a grandchild, say) goes now.
+        stragglers = list(marked_processes(self.marker))
+        left = await asyncio.to_thread(stop_pids, stragglers) if stragglers else []
         self._phase = "stopped" if self._phase != "failed" else "failed"
         self._write_state()
         self.layout.pid_file.unlink(missing_ok=True)
         atexit.unregister(self._kill_all)
-        self.say("stopped: no process of this demo is left")
+        if left:
+            self.say(f"stopped, but these processes would not die: {left}")
+        else:
+            self.say("stopped: no process of this demo is left")
 
     def _kill_all(self) -> None:
         """Last resort (atexit, second signal): SIGKILL every child's group."""
