@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import structlog
 
@@ -21,9 +21,7 @@ from proxy.config.model import FilterChain, Listener, SocketAddress
 from proxy.http.connection_manager import DownstreamConnection, HcmRuntime
 from proxy.stats import ListenerStats, StatsStore
 from proxy.transport.original_dst import original_destination
-
-if TYPE_CHECKING:
-    import ssl
+from pymesh.errors import UnsupportedError
 
 __all__ = ["ChainRuntime", "ListenerManager", "ListenerRuntime"]
 
@@ -54,8 +52,16 @@ class ListenerRuntime:
         )
         self.stats = ListenerStats(stats, model.stat_prefix or stat_name)
 
-    def select_chain(self, destination: tuple[str, int] | None) -> ChainRuntime | None:
-        """Envoy's filter chain match, on destination port and destination IP ranges."""
+    @property
+    def all_chains(self) -> tuple[ChainRuntime, ...]:
+        default = (self.default_chain,) if self.default_chain is not None else ()
+        return self.chains + default
+
+    def select_chain(
+        self, destination: tuple[str, int] | None, server_name: str | None = None
+    ) -> ChainRuntime | None:
+        """Envoy's filter chain match, on destination port, destination IP ranges, transport
+        protocol and SNI."""
         best: ChainRuntime | None = None
         best_score = -1
         ip = None
@@ -75,8 +81,15 @@ class ListenerRuntime:
                 if ip is None or not any(r.contains(ip) for r in match.prefix_ranges):
                     continue
                 score += 1
-            if match.transport_protocol not in ("", "raw_buffer"):
+            tls = chain.ssl_context is not None
+            if match.transport_protocol not in ("", "tls" if tls else "raw_buffer"):
                 continue
+            if match.server_names:
+                if server_name is None or not any(
+                    _sni_matches(pattern, server_name) for pattern in match.server_names
+                ):
+                    continue
+                score += 1
             if score > best_score:
                 best, best_score = chain, score
         return best if best is not None else self.default_chain
@@ -101,7 +114,11 @@ class ListenerManager:
         for name, model in wanted.items():
             current = self.listeners.get(name)
             runtime = build(model)
-            if current is not None and current.model.address == model.address:
+            if (
+                current is not None
+                and current.model.address == model.address
+                and _tls_of(current.model) == _tls_of(model)
+            ):
                 # Same socket: new connections get the new chains; open ones keep theirs.
                 runtime.server = current.server
                 runtime.connections = current.connections
@@ -138,7 +155,12 @@ class ListenerManager:
             return _Acceptor(self, self.listeners.get(name, runtime))
 
         runtime.server = await self._loop.create_server(
-            factory, host=address.host, port=address.port, reuse_address=True, backlog=1024
+            factory,
+            host=address.host,
+            port=address.port,
+            reuse_address=True,
+            backlog=1024,
+            ssl=_listener_ssl(runtime),
         )
         log.info("listener bound", listener=model.name, address=f"{address.host}:{address.port}")
 
@@ -203,6 +225,12 @@ class _Acceptor(asyncio.Protocol):
         runtime, chain, destination = self._manager.route_connection(
             self._runtime, sock, local_addr
         )
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            # SNI already chose the chain during the handshake: its context is the one in use.
+            chain = next(
+                (c for c in runtime.all_chains if c.ssl_context is ssl_object.context), chain
+            )
         runtime.stats.downstream_cx_total.value += 1
         if chain is None or chain.hcm is None:
             runtime.stats.no_filter_chain_match.value += 1
@@ -210,7 +238,10 @@ class _Acceptor(asyncio.Protocol):
             return
         hcm = chain.hcm
         conn = DownstreamConnection(
-            lambda: hcm, self._manager._loop, on_close=runtime.connections.discard
+            lambda: hcm,
+            self._manager._loop,
+            scheme=b"https" if chain.ssl_context is not None else b"http",
+            on_close=runtime.connections.discard,
         )
         conn.original_destination = destination
         runtime.connections.add(conn)
@@ -225,3 +256,45 @@ class _Acceptor(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._conn is not None:
             self._conn.connection_lost(exc)
+
+
+def _tls_of(model: Listener) -> tuple[object, ...]:
+    chains = (*model.filter_chains, model.default_filter_chain)
+    return tuple(c.transport_socket if c is not None else None for c in chains)
+
+
+def _sni_matches(pattern: str, server_name: str) -> bool:
+    if pattern.startswith("*."):
+        return (
+            server_name.lower().endswith(pattern[1:].lower())
+            and len(server_name) > len(pattern) - 1
+        )
+    return pattern.lower() == server_name.lower()
+
+
+def _listener_ssl(runtime: ListenerRuntime) -> ssl.SSLContext | None:
+    """The server context for the socket. TLS chains are told apart by SNI during the
+    handshake (the chosen chain's own context is swapped in); plaintext and TLS chains cannot
+    share a socket without the tls_inspector, which pymesh does not implement."""
+    chains = runtime.all_chains
+    contexts = [c.ssl_context for c in chains]
+    if not any(contexts):
+        return None
+    if not all(contexts):
+        raise UnsupportedError(
+            f"listener {runtime.model.name}: TLS and plaintext filter chains on one socket "
+            "(needs envoy.filters.listener.tls_inspector, not implemented)"
+        )
+    first = contexts[0]
+    assert first is not None
+    if len(chains) > 1:
+
+        def pick(sslobj: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
+            chain = runtime.select_chain(None, server_name)
+            if chain is not None and chain.ssl_context is not None:
+                sslobj.context = chain.ssl_context
+
+        for context in contexts:
+            assert context is not None
+            context.sni_callback = pick
+    return first

@@ -21,6 +21,7 @@ from proxy.config.model import (
     HttpConnectionManager,
     Listener,
     RouterConfig,
+    Secret,
 )
 from proxy.config.snapshot import ProxySnapshot, SnapshotHolder
 from proxy.filters import default_filter_factories
@@ -30,6 +31,7 @@ from proxy.http.util import DateCache
 from proxy.listener import ChainRuntime, ListenerManager, ListenerRuntime
 from proxy.routing.matcher import RouteTable
 from proxy.stats import HttpStats, StatsStore
+from proxy.transport.tls import SecretUnavailable, server_context
 from proxy.upstream.manager import ClusterManager
 from pymesh.errors import ConfigError, UnsupportedError
 
@@ -88,11 +90,18 @@ class ProxyServer:
                 for name, rc in snapshot.route_configurations.items()
             }
         )
-        runtimes = {name: self._build_listener(m) for name, m in snapshot.listeners.items()}
+        runtimes: dict[str, ListenerRuntime] = {}
+        for name, model in snapshot.listeners.items():
+            try:
+                runtimes[name] = self._build_listener(model, snapshot.secrets)
+            except SecretUnavailable as exc:
+                # Envoy's listener warming: it starts once its SDS secrets have arrived.
+                log.info("listener warming", listener=name, reason=str(exc))
         self.cluster_manager.apply(snapshot)
         self.route_tables = tables
         errors = await self.listener_manager.apply(
-            dict(snapshot.listeners), lambda model: runtimes[model.name]
+            {name: snapshot.listeners[name] for name in runtimes},
+            lambda model: runtimes[model.name],
         )
         for error in errors:
             log.error("listener failed", error=error)
@@ -114,14 +123,16 @@ class ProxyServer:
                     if missing:
                         raise ConfigError(f"route: unknown cluster '{missing[0]}'")
 
-    def _build_listener(self, model: Listener) -> ListenerRuntime:
-        chains = tuple(self._build_chain(model, c) for c in model.filter_chains)
+    def _build_listener(self, model: Listener, secrets: Mapping[str, Secret]) -> ListenerRuntime:
+        chains = tuple(self._build_chain(model, c, secrets) for c in model.filter_chains)
         runtime = ListenerRuntime(model, chains, self.stats)
         if model.default_filter_chain is not None:
-            runtime.default_chain = self._build_chain(model, model.default_filter_chain)
+            runtime.default_chain = self._build_chain(model, model.default_filter_chain, secrets)
         return runtime
 
-    def _build_chain(self, listener: Listener, chain: FilterChain) -> ChainRuntime:
+    def _build_chain(
+        self, listener: Listener, chain: FilterChain, secrets: Mapping[str, Secret]
+    ) -> ChainRuntime:
         hcm_model = next(
             (nf.config for nf in chain.filters if isinstance(nf.config, HttpConnectionManager)),
             None,
@@ -130,7 +141,9 @@ class ProxyServer:
             raise UnsupportedError(
                 f"listener {listener.name}: only http_connection_manager filter chains run here"
             )
-        return ChainRuntime(chain, self._build_hcm(listener, hcm_model))
+        tls = chain.transport_socket
+        context = server_context(tls, secrets) if tls is not None else None
+        return ChainRuntime(chain, self._build_hcm(listener, hcm_model), context)
 
     def _build_hcm(self, listener: Listener, model: HttpConnectionManager) -> HcmRuntime:
         context = FilterContext(

@@ -187,11 +187,12 @@ class Demo:
             time.sleep(interval)
 
     def wait_ready(self, timeout: float = 60.0) -> DemoState:
-        return self.wait(
-            lambda: (s := read_state(self.run_dir / "state.json")) is not None and s.ready and s,
-            timeout,
-            "every pod ready and every proxy SYNCED",
-        )
+        def ready() -> DemoState | None:
+            state = read_state(self.run_dir / "state.json")
+            return state if state is not None and state.ready else None
+
+        state: DemoState = self.wait(ready, timeout, "every pod ready and every proxy SYNCED")
+        return state
 
     def settle(self, timeout: float = 20.0) -> None:
         """Wait until pilot has pushed the last change and every proxy ACKed it.

@@ -91,7 +91,7 @@ def test_is_supervisor_trusts_a_process_that_is_still_starting():
     # Right after exec the kernel may show an empty command line for a moment.
     for _ in range(10):
         proc = subprocess.Popen(
-            [sys.executable, "-c", "import time; time.sleep(0.3)", "demo"],
+            [sys.executable, "-c", "import time; time.sleep(0.05)", "demo"],
             start_new_session=True,
         )
         assert is_supervisor(proc.pid)
