@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 
@@ -78,10 +79,9 @@ def _check_runnable(bootstrap: object) -> None:
         snapshot = ProxySnapshot.from_bootstrap(bootstrap)  # type: ignore[arg-type]
         server._validate(snapshot)
         for listener in snapshot.listeners.values():
-            try:
+            # An SDS secret may only arrive at run time, as Envoy's validate mode allows.
+            with contextlib.suppress(SecretUnavailable):
                 server._build_listener(listener, snapshot.secrets)
-            except SecretUnavailable:
-                pass  # an SDS secret that arrives at run time, as Envoy's validate mode allows
         server.cluster_manager.close()
 
     _asyncio.run(check())
