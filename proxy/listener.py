@@ -35,6 +35,8 @@ class ChainRuntime:
     model: FilterChain
     hcm: HcmRuntime | None
     ssl_context: ssl.SSLContext | None = None
+    # For a tcp_proxy chain: builds the connection's protocol from its original destination.
+    tcp: Callable[[tuple[str, int] | None], asyncio.Protocol] | None = None
 
 
 class ListenerRuntime:
@@ -232,6 +234,11 @@ class _Acceptor(asyncio.Protocol):
                 (c for c in runtime.all_chains if c.ssl_context is ssl_object.context), chain
             )
         runtime.stats.downstream_cx_total.value += 1
+        if chain is not None and chain.tcp is not None:
+            tcp = chain.tcp(destination)
+            transport.set_protocol(tcp)
+            tcp.connection_made(transport)
+            return
         if chain is None or chain.hcm is None:
             runtime.stats.no_filter_chain_match.value += 1
             transport.close()

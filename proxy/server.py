@@ -22,6 +22,7 @@ from proxy.config.model import (
     Listener,
     RouterConfig,
     Secret,
+    TcpProxy,
 )
 from proxy.config.snapshot import ProxySnapshot, SnapshotHolder
 from proxy.filters import default_filter_factories
@@ -31,6 +32,7 @@ from proxy.http.util import DateCache
 from proxy.listener import ChainRuntime, ListenerManager, ListenerRuntime
 from proxy.routing.matcher import RouteTable
 from proxy.stats import HttpStats, StatsStore
+from proxy.tcp_proxy import TcpProxyConnection
 from proxy.transport.tls import SecretUnavailable, server_context
 from proxy.upstream.manager import ClusterManager
 from pymesh.errors import ConfigError, UnsupportedError
@@ -133,17 +135,24 @@ class ProxyServer:
     def _build_chain(
         self, listener: Listener, chain: FilterChain, secrets: Mapping[str, Secret]
     ) -> ChainRuntime:
-        hcm_model = next(
-            (nf.config for nf in chain.filters if isinstance(nf.config, HttpConnectionManager)),
-            None,
-        )
-        if hcm_model is None:
-            raise UnsupportedError(
-                f"listener {listener.name}: only http_connection_manager filter chains run here"
-            )
         tls = chain.transport_socket
         context = server_context(tls, secrets) if tls is not None else None
-        return ChainRuntime(chain, self._build_hcm(listener, hcm_model), context)
+        for nf in chain.filters:
+            if isinstance(nf.config, HttpConnectionManager):
+                return ChainRuntime(chain, self._build_hcm(listener, nf.config), context)
+            if isinstance(nf.config, TcpProxy):
+                return ChainRuntime(chain, None, context, tcp=self._tcp_factory(nf.config))
+        raise UnsupportedError(f"listener {listener.name}: a filter chain with no terminal filter")
+
+    def _tcp_factory(
+        self, config: TcpProxy
+    ) -> Callable[[tuple[str, int] | None], TcpProxyConnection]:
+        def make(destination: tuple[str, int] | None) -> TcpProxyConnection:
+            return TcpProxyConnection(
+                config, self.cluster_manager, self.loop, self.rng, destination
+            )
+
+        return make
 
     def _build_hcm(self, listener: Listener, model: HttpConnectionManager) -> HcmRuntime:
         context = FilterContext(

@@ -16,6 +16,7 @@ __all__ = ["SecretUnavailable", "server_context"]
 class SecretUnavailable(ConfigError):
     """An SDS secret the context names has not arrived (yet): the listener must warm."""
 
+
 _VERSIONS = {
     TlsVersion.TLSv1_0: ssl.TLSVersion.TLSv1,
     TlsVersion.TLSv1_1: ssl.TLSVersion.TLSv1_1,

@@ -214,8 +214,13 @@ class RuntimeCluster:
                     target = (address.strip("[]"), int(port))
         else:
             target = stream.conn.original_destination
+        return self.host_for_destination(target)
+
+    def host_for_destination(self, target: tuple[str, int] | None) -> Host | None:
+        """ORIGINAL_DST: the host for the address the client meant (created on first use)."""
         if target is None:
             return None
+        cfg = self.model.original_dst_lb_config
         if cfg.upstream_port_override:
             target = (target[0], cfg.upstream_port_override)
         host = self._by_key.get(target)
