@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -52,7 +54,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     log.configure(args.log_level, args.log_format)
     module = importlib.import_module(COMMANDS[args.command][0])
-    rc: int = module.run(args)
+    try:
+        rc: int = module.run(args)
+    except BrokenPipeError:
+        # The reader went away (`| head`): not our error. Point stdout at /dev/null so the
+        # interpreter's final flush does not fail again, and exit like a shell would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     return rc
 
 
