@@ -64,6 +64,7 @@ class HcmRuntime:
         "server_transformation",
         "skip_xff_append",
         "stats",
+        "stream_idle_timeout",
         "use_remote_address",
         "xff_num_trusted_hops",
     )
@@ -107,6 +108,7 @@ class HcmRuntime:
         self.max_headers = model.common_http_protocol_options.max_headers_count
         self.request_headers_timeout = model.request_headers_timeout
         self.idle_timeout = model.common_http_protocol_options.idle_timeout
+        self.stream_idle_timeout = model.stream_idle_timeout
 
     @staticmethod
     def has_envoy_headers(headers: list[tuple[bytes, bytes]]) -> bool:
@@ -204,8 +206,9 @@ class DownstreamConnection(asyncio.Protocol):
         stats.downstream_cx_http1_total.value += 1
         stats.downstream_cx_active.value += 1
         self._idle_since = self.loop.time()
-        if self.hcm.idle_timeout:
-            self._idle_timer = self.loop.call_later(self.hcm.idle_timeout, self._on_idle_timer)
+        period = _shortest(self.hcm.idle_timeout, self.hcm.stream_idle_timeout)
+        if period:
+            self._idle_timer = self.loop.call_later(period, self._on_idle_timer)
 
     def data_received(self, data: bytes) -> None:
         if self.stream is None:
@@ -472,14 +475,52 @@ class DownstreamConnection(asyncio.Protocol):
         callback()
 
     def _on_idle_timer(self) -> None:
-        timeout = self.hcm.idle_timeout
-        if self.closed or not timeout:
+        """One timer per connection serves both idle timeouts: the connection's (no stream)
+        and the stream's (no activity either way). It is rescheduled for whichever is due
+        next rather than re-armed on every byte, which would cost a TimerHandle each time."""
+        self._idle_timer = None
+        if self.closed:
             return
-        remaining = timeout
-        if self.stream is None:
-            remaining = self._idle_since + timeout - self.loop.time()
+        now = self.loop.time()
+        stream = self.stream
+        if stream is None:
+            timeout = self.hcm.idle_timeout
+            if not timeout:
+                return
+            remaining = self._idle_since + timeout - now
             if remaining <= 0:
                 self.hcm.stats.downstream_cx_idle_timeout.value += 1
                 self._close()
                 return
+        else:
+            if stream.idle_timeout:
+                remaining = stream.last_activity + stream.idle_timeout - now
+                if remaining <= 0:
+                    stream.on_idle_timeout()
+                    self.flush()
+                    remaining = stream.idle_timeout
+            else:
+                remaining = self.hcm.idle_timeout or 0.0
+            if not remaining:
+                return
+        # Never sleep past one stream-idle period: a stream may start meanwhile.
+        period = _shortest(self.hcm.idle_timeout, self.hcm.stream_idle_timeout)
+        if period:
+            remaining = min(remaining, period)
         self._idle_timer = self.loop.call_later(remaining, self._on_idle_timer)
+
+    def check_idle_by(self, when: float) -> None:
+        """Make sure the idle timer fires no later than ``when`` (a route with a shorter
+        idle_timeout than the connection manager's)."""
+        timer = self._idle_timer
+        if timer is not None and timer.when() <= when:
+            return
+        if timer is not None:
+            timer.cancel()
+        self._idle_timer = self.loop.call_at(when, self._on_idle_timer)
+
+
+def _shortest(*timeouts: float | None) -> float | None:
+    """The shortest of the enabled timeouts (0 and None disable one)."""
+    enabled = [t for t in timeouts if t]
+    return min(enabled) if enabled else None

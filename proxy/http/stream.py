@@ -92,7 +92,9 @@ class ActiveStream:
         "downstream_address",
         "early_body",
         "hcm",
+        "idle_timeout",
         "is_head",
+        "last_activity",
         "loop",
         "method",
         "original_path",
@@ -126,7 +128,8 @@ class ActiveStream:
         self.authority = b""
         self.downstream_address = conn.peer_host
         self.is_head = request.method == b"HEAD"
-        self.start_time = self.loop.time()
+        self.start_time = self.last_activity = self.loop.time()
+        self.idle_timeout = self.hcm.stream_idle_timeout
         self.route: Route | None = None
         self.route_config: RouteConfiguration | None = None
         self.vhost: VirtualHost | None = None
@@ -222,6 +225,8 @@ class ActiveStream:
                 route = self.route = table.match(vhost, self.method, self.path, headers)
                 if route is not None:
                     action = route.action
+                    if type(action) is RouteAction and action.idle_timeout is not None:
+                        self._route_idle_timeout(action.idle_timeout)
                     if type(action) is RouteAction and action.kind is RouteActionType.CLUSTER:
                         # Known from the route on, as in Envoy: logged even when a filter
                         # answers before the router runs.
@@ -230,6 +235,23 @@ class ActiveStream:
         if factories:
             self._filters = [make() for make in factories]
         self._continue_decoding()
+
+    def _route_idle_timeout(self, timeout: float) -> None:
+        """A route's idle_timeout replaces the connection manager's stream_idle_timeout."""
+        self.idle_timeout = timeout
+        if timeout:
+            self.conn.check_idle_by(self.last_activity + timeout)
+
+    def on_idle_timeout(self) -> None:
+        """Nothing moved either way for idle_timeout: Envoy's stream idle timeout."""
+        self.hcm.stats.downstream_rq_idle_timeout.value += 1
+        self.add_response_flag(ResponseFlag.STREAM_IDLE_TIMEOUT)
+        if self.response_started:
+            self.reset()
+            return
+        # 408 while the client still owes request bytes, 504 while the upstream owes a response.
+        status = 504 if self.request_complete else 408
+        self.send_local_reply(status, b"stream timeout", details="stream_idle_timeout")
 
     def _absolute_target(self, target: bytes) -> bool:
         """absolute-form (``http://host:port/path``), as sent to a forward proxy."""
@@ -319,6 +341,7 @@ class ActiveStream:
             self.router.on_request_end()
 
     def on_request_data(self, data: bytes) -> None:
+        self.last_activity = self.loop.time()
         self.bytes_received += len(data)
         router = self.router
         if router is not None:
@@ -350,6 +373,7 @@ class ActiveStream:
         extra_route_headers: Callable[[list[tuple[bytes, bytes]]], None] | None = None,
     ) -> None:
         """Send a response head. ``chunked`` means the body length is not known."""
+        self.last_activity = self.loop.time()
         hcm = self.hcm
         if self._filters:
             for f in reversed(self._filters):
@@ -402,6 +426,7 @@ class ActiveStream:
                 apply_header_options(headers, config.response_headers_to_add)
 
     def encode_data(self, data: bytes) -> None:
+        self.last_activity = self.loop.time()
         if self.is_head:
             return
         out = self.conn.codec.send_data(data)
