@@ -12,7 +12,7 @@ from pymesh.config import load_path
 from pymesh.config.analyze import analyze
 
 MANIFESTS = Path(manifests.__file__).parent
-RULES = sorted((MANIFESTS / "rules").glob("*.yaml"))
+RULES = sorted((MANIFESTS.parent / "rules").glob("*.yaml"))
 
 
 def test_there_are_rules_for_the_quick_start() -> None:
