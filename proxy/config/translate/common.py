@@ -39,6 +39,7 @@ __all__ = [
     "fractional_percent",
     "frozen_mapping",
     "header_matcher",
+    "header_mutations",
     "header_name",
     "header_value_options",
     "headers_to_remove",
@@ -355,3 +356,22 @@ def config_source(message: Any, path: str) -> ConfigSource:
         resource_api_version=api_version(message, "resource_api_version", path),
         initial_fetch_timeout=15.0 if timeout is None else timeout,
     )
+
+
+def header_mutations(proto: Any, path: str) -> dict[str, Any]:
+    """The four ``*_headers_to_add/remove`` fields that route configs, virtual hosts, routes
+    and weighted clusters share, as keyword arguments for their model."""
+    return {
+        "request_headers_to_add": header_value_options(
+            proto.request_headers_to_add, join(path, "request_headers_to_add")
+        ),
+        "request_headers_to_remove": headers_to_remove(
+            proto.request_headers_to_remove, join(path, "request_headers_to_remove")
+        ),
+        "response_headers_to_add": header_value_options(
+            proto.response_headers_to_add, join(path, "response_headers_to_add")
+        ),
+        "response_headers_to_remove": headers_to_remove(
+            proto.response_headers_to_remove, join(path, "response_headers_to_remove")
+        ),
+    }

@@ -29,8 +29,7 @@ from proxy.config.translate.common import (
     duration,
     fractional_percent,
     header_matcher,
-    header_value_options,
-    headers_to_remove,
+    header_mutations,
     join,
     opt_duration,
     wrapped,
@@ -158,18 +157,7 @@ def _weighted_clusters(proto: Any, registry: FilterRegistry, path: str) -> Weigh
             WeightedCluster(
                 name=item.name,
                 weight=wrapped(item, "weight", 0),
-                request_headers_to_add=header_value_options(
-                    item.request_headers_to_add, join(item_path, "request_headers_to_add")
-                ),
-                request_headers_to_remove=headers_to_remove(
-                    item.request_headers_to_remove, join(item_path, "request_headers_to_remove")
-                ),
-                response_headers_to_add=header_value_options(
-                    item.response_headers_to_add, join(item_path, "response_headers_to_add")
-                ),
-                response_headers_to_remove=headers_to_remove(
-                    item.response_headers_to_remove, join(item_path, "response_headers_to_remove")
-                ),
+                **header_mutations(item, item_path),
                 host_rewrite_literal=item.host_rewrite_literal.encode() or None,
                 typed_per_filter_config=typed_per_filter_config(
                     item.typed_per_filter_config,

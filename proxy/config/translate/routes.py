@@ -21,8 +21,7 @@ from proxy.config.translate.common import (
     at,
     fractional_percent,
     header_matcher,
-    header_value_options,
-    headers_to_remove,
+    header_mutations,
     join,
     metadata,
     query_parameter_matcher,
@@ -78,18 +77,7 @@ def route_configuration(proto: Any, registry: FilterRegistry, path: str) -> Rout
     config = RouteConfiguration(
         name=proto.name,
         virtual_hosts=tuple(virtual_hosts),
-        request_headers_to_add=header_value_options(
-            proto.request_headers_to_add, join(path, "request_headers_to_add")
-        ),
-        request_headers_to_remove=headers_to_remove(
-            proto.request_headers_to_remove, join(path, "request_headers_to_remove")
-        ),
-        response_headers_to_add=header_value_options(
-            proto.response_headers_to_add, join(path, "response_headers_to_add")
-        ),
-        response_headers_to_remove=headers_to_remove(
-            proto.response_headers_to_remove, join(path, "response_headers_to_remove")
-        ),
+        **header_mutations(proto, path),
         internal_only_headers=tuple(name.lower().encode() for name in proto.internal_only_headers),
         most_specific_header_mutations_wins=proto.most_specific_header_mutations_wins,
         validate_clusters=wrapped(proto, "validate_clusters", None),
@@ -117,18 +105,7 @@ def _virtual_host(
         require_tls=RequireTls(
             route_components_pb2.VirtualHost.TlsRequirementType.Name(proto.require_tls)
         ),
-        request_headers_to_add=header_value_options(
-            proto.request_headers_to_add, join(path, "request_headers_to_add")
-        ),
-        request_headers_to_remove=headers_to_remove(
-            proto.request_headers_to_remove, join(path, "request_headers_to_remove")
-        ),
-        response_headers_to_add=header_value_options(
-            proto.response_headers_to_add, join(path, "response_headers_to_add")
-        ),
-        response_headers_to_remove=headers_to_remove(
-            proto.response_headers_to_remove, join(path, "response_headers_to_remove")
-        ),
+        **header_mutations(proto, path),
         cors=cors_policy(proto.cors, join(path, "cors")) if proto.HasField("cors") else None,
         retry_policy=(
             retry_policy(proto.retry_policy, join(path, "retry_policy"))
@@ -160,18 +137,7 @@ def _route(proto: Any, registry: FilterRegistry, path: str, clusters: set[str]) 
         match=_route_match(proto.match, join(path, "match")),
         action=action,
         name=proto.name,
-        request_headers_to_add=header_value_options(
-            proto.request_headers_to_add, join(path, "request_headers_to_add")
-        ),
-        request_headers_to_remove=headers_to_remove(
-            proto.request_headers_to_remove, join(path, "request_headers_to_remove")
-        ),
-        response_headers_to_add=header_value_options(
-            proto.response_headers_to_add, join(path, "response_headers_to_add")
-        ),
-        response_headers_to_remove=headers_to_remove(
-            proto.response_headers_to_remove, join(path, "response_headers_to_remove")
-        ),
+        **header_mutations(proto, path),
         typed_per_filter_config=typed_per_filter_config(
             proto.typed_per_filter_config, registry, join(path, "typed_per_filter_config")
         ),
