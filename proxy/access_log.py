@@ -32,7 +32,7 @@ from pymesh.errors import UnsupportedError
 if TYPE_CHECKING:
     from proxy.http.stream import ActiveStream
 
-__all__ = ["AccessLogger", "LogWriter", "compile_format"]
+__all__ = ["AccessLogger", "LogWriter", "compile_format", "render_format"]
 
 Operator = Callable[["ActiveStream"], "str | int | None"]
 
@@ -162,7 +162,7 @@ def compile_format(fmt: str) -> list[str | Operator]:
     return parts
 
 
-def _render_text(parts: list[str | Operator], s: ActiveStream) -> str:
+def render_format(parts: list[str | Operator], s: ActiveStream) -> str:
     out = []
     for p in parts:
         if isinstance(p, str):
@@ -253,7 +253,7 @@ class AccessLogger:
             self._writer.write(json.dumps(record, separators=(",", ":")) + "\n")
         else:
             assert self._text is not None
-            self._writer.write(_render_text(self._text, stream))
+            self._writer.write(render_format(self._text, stream))
 
 
 def _compare(op: ComparisonOp, left: float, right: float) -> bool:

@@ -14,12 +14,14 @@ from types import MappingProxyType
 
 import structlog
 
-from proxy.access_log import AccessLogger, LogWriter
+from proxy.access_log import AccessLogger, LogWriter, compile_format
 from proxy.config.model import (
     Bootstrap,
     FilterChain,
     HttpConnectionManager,
     Listener,
+    RouteAction,
+    RouteConfiguration,
     RouterConfig,
     Secret,
     TcpProxy,
@@ -111,7 +113,10 @@ class ProxyServer:
         return errors
 
     def _validate(self, snapshot: ProxySnapshot) -> None:
-        """Envoy refuses inline route configs that name clusters it does not have."""
+        """Envoy refuses inline route configs that name clusters it does not have; header
+        values with a ``%COMMAND%`` the proxy cannot render are refused here too."""
+        for rc in snapshot.route_configurations.values():
+            _check_dynamic_headers(rc)
         for listener in snapshot.listeners.values():
             for chain in _chains(listener):
                 for nf in chain.filters:
@@ -119,6 +124,7 @@ class ProxyServer:
                     if not isinstance(hcm, HttpConnectionManager) or hcm.route_config is None:
                         continue
                     rc = hcm.route_config
+                    _check_dynamic_headers(rc)
                     if rc.validate_clusters is False:
                         continue
                     missing = sorted(n for n in rc.cluster_names if n not in snapshot.clusters)
@@ -236,3 +242,21 @@ def _chains(listener: Listener) -> list[FilterChain]:
     if listener.default_filter_chain is not None:
         chains.append(listener.default_filter_chain)
     return chains
+
+
+def _check_dynamic_headers(rc: RouteConfiguration) -> None:
+    """Compile every header value with substitutions once, so an unknown command is a
+    configuration error (a NACK) rather than a surprise on the first matching request."""
+    owners: list[object] = [rc]
+    for vhost in rc.virtual_hosts:
+        owners.append(vhost)
+        for route in vhost.routes:
+            owners.append(route)
+            action = route.action
+            if isinstance(action, RouteAction) and action.weighted_clusters is not None:
+                owners.extend(action.weighted_clusters.clusters)
+    for owner in owners:
+        for field in ("request_headers_to_add", "response_headers_to_add"):
+            for option in getattr(owner, field):
+                if option.dynamic:
+                    compile_format(option.value.decode("latin-1"))

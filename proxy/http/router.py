@@ -227,7 +227,7 @@ class Router:
                 remove_headers(headers, remove)
             add = owner.request_headers_to_add
             if add:
-                apply_header_options(headers, add)
+                apply_header_options(headers, add, stream.expand)
         if vhost is not None and vhost.include_request_attempt_count:
             set_header(headers, b"x-envoy-attempt-count", b"1")
 

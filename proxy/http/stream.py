@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from proxy.access_log import compile_format, render_format
 from proxy.codec import Request
 from proxy.config.model_route import (
     DirectResponseAction,
@@ -236,6 +237,11 @@ class ActiveStream:
             self._filters = [make() for make in factories]
         self._continue_decoding()
 
+    def expand(self, value: bytes) -> bytes:
+        """A header value with Envoy's ``%COMMAND%`` substitutions, rendered for this stream
+        (only values the translator marked dynamic come here)."""
+        return render_format(compile_format(value.decode("latin-1")), self).encode("latin-1")
+
     def _route_idle_timeout(self, timeout: float) -> None:
         """A route's idle_timeout replaces the connection manager's stream_idle_timeout."""
         self.idle_timeout = timeout
@@ -413,17 +419,17 @@ class ActiveStream:
         if route.response_headers_to_remove:
             remove_headers(headers, route.response_headers_to_remove)
         if route.response_headers_to_add:
-            apply_header_options(headers, route.response_headers_to_add)
+            apply_header_options(headers, route.response_headers_to_add, self.expand)
         if vhost is not None:
             if vhost.response_headers_to_remove:
                 remove_headers(headers, vhost.response_headers_to_remove)
             if vhost.response_headers_to_add:
-                apply_header_options(headers, vhost.response_headers_to_add)
+                apply_header_options(headers, vhost.response_headers_to_add, self.expand)
         if config is not None:
             if config.response_headers_to_remove:
                 remove_headers(headers, config.response_headers_to_remove)
             if config.response_headers_to_add:
-                apply_header_options(headers, config.response_headers_to_add)
+                apply_header_options(headers, config.response_headers_to_add, self.expand)
 
     def encode_data(self, data: bytes) -> None:
         self.last_activity = self.loop.time()

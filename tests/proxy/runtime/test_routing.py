@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from tests.proxy.runtime.bootstrap import (
     bootstrap,
     cluster,
@@ -303,3 +305,42 @@ async def test_header_mutations_at_every_level(
         "v",
         "c",
     )
+
+
+async def test_header_values_with_envoy_commands_are_rendered(
+    upstream_factory: Any, start_proxy: StartProxy
+) -> None:
+    """``%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%`` and ``%REQ(...)%`` in headers_to_add are
+    Envoy's substitution commands: they are rendered per request, not sent literally."""
+    up = await upstream_factory(upstream_ip(0))
+    add = [
+        {
+            "header": {"key": "x-client", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        },
+        {"header": {"key": "x-agent", "value": "ua=%REQ(user-agent)%"}},
+    ]
+    proxy = await start_proxy(
+        bootstrap(
+            [listener(listen_address(), hcm([vhost([route("/", request_headers_to_add=add)])]))],
+            [cluster("backend", [up.address])],
+        )
+    )
+    r = await request(
+        *proxy.address, target="/", host_header="svc", headers=[("user-agent", "probe/1")]
+    )
+    seen = r.json()["headers"]
+    assert seen["x-client"].startswith("127.")
+    assert seen["x-agent"] == "ua=probe/1"
+
+
+async def test_an_unknown_command_in_a_header_value_is_refused(start_proxy: StartProxy) -> None:
+    from pymesh.errors import UnsupportedError
+
+    add = [{"header": {"key": "x-bad", "value": "%NOT_A_COMMAND%"}}]
+    config = bootstrap(
+        [listener(listen_address(), hcm([vhost([route("/", request_headers_to_add=add)])]))],
+        [cluster("backend", [(upstream_ip(0), 9)])],
+    )
+    with pytest.raises(UnsupportedError, match="NOT_A_COMMAND"):
+        await start_proxy(config)
