@@ -150,7 +150,9 @@ def _outbound(ctx: PushContext, node: ProxyNode, plan: ClusterPlan) -> dict[str,
         istio_sni=f"outbound_.{plan.port.port}_.{plan.subset}_.{plan.service.hostname}",
         spiffe_sans=accounts,
     )
-    http2 = plan.port.protocol in ("HTTP2", "GRPC", "GRPC-WEB")
+    # In process mode the next hop is the peer sidecar's HTTP/1.1 inbound listener, never the
+    # app itself, so an HTTP/2 port still travels as HTTP/1.1 between the sidecars.
+    http2 = plan.port.protocol in ("HTTP2", "GRPC", "GRPC-WEB") and not node.process_mode
     apply_policy(cluster, plan.policy, http=plan.port.is_http, http2=http2, tls=tls)
     cluster["metadata"] = _metadata(plan.service, plan.port.port, plan)
     return cluster
