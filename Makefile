@@ -40,7 +40,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP) apt-test
-	$(BIN)/pytest -n 2 --durations=15 -q
+	$(BIN)/pytest -n 2 --dist loadgroup --durations=15 -q
 
 test: lint typecheck unit
 
