@@ -10,8 +10,14 @@ APT_BENCH_PACKAGES := wrk hey nginx-light
 
 all: test
 
+# Debian splits venv out of python3: install python3-venv when it is missing (as root).
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  rm -rf $(VENV); \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
+	  else echo "python3 -m venv failed: install python3-venv"; exit 1; fi; \
+	  $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
