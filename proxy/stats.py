@@ -111,13 +111,23 @@ class StatsStore:
         return iter(sorted(self._histograms.values(), key=lambda s: s.name))
 
 
-class ClusterStats:
+class _Scope:
+    """Stats under one name prefix; hot ones are attributes, rare ones come by ``counter``."""
+
+    def __init__(self, store: StatsStore, prefix: str) -> None:
+        self._store = store
+        self._prefix = prefix
+
+    def counter(self, suffix: str) -> Counter:
+        return self._store.counter(self._prefix + suffix)
+
+
+class ClusterStats(_Scope):
     """The ``cluster.<name>.*`` stats the router and connection pools touch per request."""
 
     def __init__(self, store: StatsStore, cluster: str) -> None:
         p = f"cluster.{cluster}."
-        self._store = store
-        self._prefix = p
+        super().__init__(store, p)
         c, g = store.counter, store.gauge
         self.upstream_rq_total = c(p + "upstream_rq_total")
         self.upstream_rq_completed = c(p + "upstream_rq_completed")
@@ -165,17 +175,13 @@ class ClusterStats:
         pair[1].value += 1
         self.upstream_rq_completed.value += 1
 
-    def counter(self, suffix: str) -> Counter:
-        return self._store.counter(self._prefix + suffix)
 
-
-class HttpStats:
+class HttpStats(_Scope):
     """The ``http.<stat_prefix>.*`` stats of one HTTP connection manager."""
 
     def __init__(self, store: StatsStore, stat_prefix: str) -> None:
         p = f"http.{stat_prefix}."
-        self._store = store
-        self._prefix = p
+        super().__init__(store, p)
         c, g = store.counter, store.gauge
         self.downstream_cx_total = c(p + "downstream_cx_total")
         self.downstream_cx_http1_total = c(p + "downstream_cx_http1_total")
@@ -204,9 +210,6 @@ class HttpStats:
         if 1 <= cls <= 5:
             self.by_class[cls].value += 1
         self.downstream_rq_completed.value += 1
-
-    def counter(self, suffix: str) -> Counter:
-        return self._store.counter(self._prefix + suffix)
 
 
 class ListenerStats:

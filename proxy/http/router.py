@@ -141,7 +141,8 @@ class Router:
         self.cluster = cluster
         stream.cluster_name = cluster.name
         controls = None
-        if hcm.has_envoy_headers(headers):
+        # Filters may have added x-envoy-* headers since the stream's own scan.
+        if (stream.maybe_envoy_headers or hcm.filter_factories) and hcm.has_envoy_headers(headers):
             controls = parse_envoy_request_controls(headers)
             remove_headers(headers, ENVOY_REQUEST_CONTROL_HEADERS)
         headers = self.headers = stream.request_headers = strip_hop_by_hop(headers)

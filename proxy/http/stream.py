@@ -97,6 +97,7 @@ class ActiveStream:
         "is_head",
         "last_activity",
         "loop",
+        "maybe_envoy_headers",
         "method",
         "original_path",
         "path",
@@ -148,6 +149,8 @@ class ActiveStream:
         self.bytes_received = 0
         self.bytes_sent = 0
         self.early_body: list[bytes] | None = None
+        # Whether the request may carry x-envoy-* headers (the router skips its own scan).
+        self.maybe_envoy_headers = False
         self._filters: list[HttpFilter] | None = None
         self._filter_index = 0
         self._complete_callbacks: list[Callable[[], None]] | None = None
@@ -208,6 +211,7 @@ class ActiveStream:
             remove_headers(headers, (b"expect",))
         if hcm.generate_request_id and request_id is None:
             headers.append((b"x-request-id", hcm.request_id()))
+        self.maybe_envoy_headers = envoy_headers
         if envoy_headers or hcm.internal_ranges:
             self._mark_internal(headers)
         if hcm.use_remote_address:
@@ -291,6 +295,7 @@ class ActiveStream:
             internal = address is not None and _in_ranges(address, ranges)
         if internal:
             set_header(headers, b"x-envoy-internal", b"true")
+            self.maybe_envoy_headers = True
         elif hcm.has_envoy_headers(headers):
             remove_headers(
                 headers, _EDGE_STRIPPED if hcm.use_remote_address else _EXTERNAL_STRIPPED

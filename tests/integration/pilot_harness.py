@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.pilot.xds.ads_client import AdsClient, istio_node
-from tests.support.envoy import ProxyProcess, find_pymesh, make_proxy
+from tests.support.envoy import ProxyProcess, find_pymesh, make_proxy, xds_cluster
 from tests.support.httpclient import Response, request
 from tests.support.procs import ManagedProcess, async_wait_for_http, free_port
 
@@ -180,41 +180,7 @@ def sidecar_bootstrap(
             "cds_config": ads_source,
             "lds_config": ads_source,
         },
-        "static_resources": {
-            "clusters": [
-                {
-                    "name": "xds-grpc",
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "load_assignment": {
-                        "cluster_name": "xds-grpc",
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {
-                                                    "address": pilot[0],
-                                                    "port_value": pilot[1],
-                                                }
-                                            }
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                    "typed_extension_protocol_options": {
-                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                            "@type": "type.googleapis.com/"
-                            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                            "explicit_http_config": {"http2_protocol_options": {}},
-                        }
-                    },
-                }
-            ]
-        },
+        "static_resources": {"clusters": [xds_cluster(pilot[0], pilot[1])]},
     }
 
 

@@ -8,7 +8,6 @@ Each test's docstring is the behaviour the Istio documentation describes for tha
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import socket
 import ssl
@@ -36,6 +35,7 @@ from tests.integration.demo_harness import (
     reviews_version,
     start_demo,
 )
+from tests.support.certs import self_signed
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("pymesh-demo-tasks")]
 
@@ -321,34 +321,6 @@ spec:
 """
 
 
-def _self_signed(host: str) -> tuple[bytes, bytes]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
-
-
 def _https_status(address: str, port: int, host: str, path: str, ca: bytes) -> int:
     context = ssl.create_default_context(cadata=ca.decode())
     with (
@@ -364,7 +336,7 @@ def test_ingress_tls_simple(demo: Demo, rules: Apply, tmp_path: Path) -> None:
     """Secure ingress (Istio's "Secure Gateways" task): a Gateway server with ``tls.mode:
     SIMPLE`` and a ``credentialName`` terminates TLS with the certificate of that
     kubernetes.io/tls Secret and routes by the VirtualService bound to it."""
-    cert, key = _self_signed("bookinfo.example.com")
+    cert, key = self_signed("bookinfo.example.com")
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",

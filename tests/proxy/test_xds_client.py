@@ -32,6 +32,7 @@ from pilot.xds import (
 from proxy.config.bootstrap import bootstrap_from_dict
 from proxy.server import ProxyServer
 from proxy.xds_client import Backoff, XdsClient, ads_target
+from tests.support.envoy import xds_cluster
 from tests.support.httpclient import request
 from tests.support.procs import free_port
 from tests.support.upstream import Fixed, Upstream
@@ -145,34 +146,7 @@ def bootstrap_dict(pilot_port: int, *, fetch_timeout: str = "5s") -> dict[str, A
             "cds_config": source,
             "lds_config": source,
         },
-        "static_resources": {
-            "clusters": [
-                {
-                    "name": "xds-grpc",
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "load_assignment": {
-                        "cluster_name": "xds-grpc",
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {
-                                                    "address": PILOT,
-                                                    "port_value": pilot_port,
-                                                }
-                                            }
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                }
-            ]
-        },
+        "static_resources": {"clusters": [xds_cluster(PILOT, pilot_port, http2=False)]},
     }
 
 

@@ -92,6 +92,29 @@ def _sa(host: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
 
 
+def xds_cluster(host: str, port: int, *, http2: bool = True) -> dict[str, Any]:
+    """The static ``xds-grpc`` cluster an ADS bootstrap points at (pilot on ``host:port``);
+    gRPC needs HTTP/2 to it, which Envoy and pymesh both accept on the ADS cluster."""
+    cluster: dict[str, Any] = {
+        "name": "xds-grpc",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": "xds-grpc",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _sa(host, port)}}]}],
+        },
+    }
+    if http2:
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/"
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
+    return cluster
+
+
 def _hcm(route_config: dict[str, Any], stat_prefix: str = "ingress") -> dict[str, Any]:
     return {
         "name": "envoy.filters.network.http_connection_manager",
