@@ -18,6 +18,7 @@ from tests.pilot.xds.ads_client import AdsClient, istio_node
 HOST = "127.0.3.160"
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 
 SERVICE = """\
 apiVersion: v1
@@ -182,6 +183,10 @@ async def test_proxies_status_config_and_explain(api: Api) -> None:
         await client.ack(clusters)
         await client.send(LISTENER_TYPE)
         await client.nack(await client.recv(), "virtualOutbound: not today")
+        # Pilot handles a stream's requests in order: once the endpoints request that follows
+        # the NACK is answered, the NACK has been recorded.
+        await client.send(ENDPOINT_TYPE, ["outbound|9080|v2|reviews.default.svc.cluster.local"])
+        await client.recv()
         status, body = await api.call("GET", "/proxies")
         [proxy] = body["proxies"]
         assert proxy["id"] == node.id

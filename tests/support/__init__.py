@@ -27,13 +27,22 @@ range                  owner
 127.0.3.0/24           pilot / xDS tests (``tests/pilot``)
 127.0.4.0/24           demo tests (``pymesh demo``)
 127.0.5.0/24           support self-tests (``tests/support``)
+127.0.6.0/24           identity and mTLS (``tests/auth``, mTLS integration)
+127.0.7.0/24           telemetry (``tests/mixer``, telemetry integration)
+127.0.8.0/24           authorization and JWT (RBAC, jwt_authn, Istio security tasks)
+127.0.9.0/24           rate limits and EnvoyFilter
+127.0.10.0/24          HTTP/2, gRPC, WebSocket and TCP
+127.0.11.0/24          pods: transparent capture, containers, injection
+127.0.12.0/24          the first-ten-minutes demo test, CLI habits, sample pages
+127.0.13.0/24          scale: workers, pilot at scale, restart safety
 =====================  ==========================================================
 
 Inside a /24, by convention: ``.1-.9`` proxies under test, ``.10-.99`` upstreams,
 ``.100-.254`` anything else (clients bound to a source address, control planes).
 
-Ports: pick them at run time with ``free_port(host)``; never hard-code one, except a
-well-known service port (9080, 15000, 15001, …) on an address that no other test uses.
+Ports: pick them at run time with ``free_port(host)``, which gives each xdist worker its own
+block below the kernel's ephemeral range; never hard-code one, except a well-known service
+port (9080, 15000, 15001, …) on an address that no other test uses.
 """
 
 from __future__ import annotations

@@ -44,13 +44,48 @@ class ProcessExitedError(RuntimeError):
     """The child exited while we were waiting for it to become ready."""
 
 
+# Ports handed out by free_port() come from below the kernel's ephemeral range (32768-60999
+# here), split into one block per pytest-xdist worker. Asking the kernel for port 0 instead
+# lets two workers that share an address both receive a port that one of them has just
+# released (a differential test reuses its listener port for each proxy in turn), and lets an
+# outgoing connection take it as its source port.
+_PORT_BASE = 20000
+_PORT_BLOCK = 1500
+_MAX_WORKERS = 8
+
+
+class _PortBlock:
+    """Hands out the ports of this worker's block in turn, skipping any in use."""
+
+    def __init__(self, worker: str | None) -> None:
+        index = int(worker[2:]) if worker and worker[2:].isdigit() else 0
+        if index >= _MAX_WORKERS:
+            raise RuntimeError(f"free_port() supports {_MAX_WORKERS} xdist workers, got {worker}")
+        self.first = _PORT_BASE + index * _PORT_BLOCK
+        # Start at a different place in each process, so that a test run right after another
+        # does not meet the previous run's sockets in TIME_WAIT on the very same ports.
+        self.next = self.first + (os.getpid() * 7919) % _PORT_BLOCK
+
+    def take(self, host: str) -> int:
+        for _ in range(_PORT_BLOCK):
+            port = self.next
+            self.next = self.first + (port + 1 - self.first) % _PORT_BLOCK
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+                return port
+        raise RuntimeError(f"no free port left in {self.first}-{self.first + _PORT_BLOCK - 1}")
+
+
+_ports = _PortBlock(os.environ.get("PYTEST_XDIST_WORKER"))
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that is free on ``host`` right now (bind to 0, read it, release it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port that is free on ``host`` now and that no other test worker will be given."""
+    return _ports.take(host)
 
 
 def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:

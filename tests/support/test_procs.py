@@ -39,6 +39,23 @@ def test_free_port_is_bindable() -> None:
     assert 1024 < port < 65536
 
 
+def test_free_port_blocks_are_per_worker_and_skip_ports_in_use() -> None:
+    from tests.support.procs import _PortBlock
+
+    first, second = _PortBlock("gw0"), _PortBlock("gw1")
+    a = {first.take(HOST) for _ in range(50)}
+    b = {second.take(HOST) for _ in range(50)}
+    assert not a & b, "two workers were given the same port"
+    # Below the kernel's ephemeral range: no outgoing connection is given one as source port.
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert max(a | b) < low
+    busy = first.next
+    with socket.socket() as s:
+        s.bind((HOST, busy))
+        s.listen()
+        assert first.take(HOST) != busy
+
+
 def test_start_wait_stop(tmp_path: Path) -> None:
     port = free_port(HOST)
     with ManagedProcess(_listener_argv(HOST, port), log_path=tmp_path / "l.log") as proc:
