@@ -54,6 +54,7 @@ from proxy.config.translate import (
     translate_route_configuration,
     translate_secret,
 )
+from pymesh import __version__
 from pymesh.errors import ConfigError, ControlPlaneError
 
 __all__ = ["Backoff", "XdsClient", "ads_target"]
@@ -115,7 +116,9 @@ def ads_target(bootstrap: Bootstrap) -> str:
 
 def _node(bootstrap: Bootstrap) -> base_pb2.Node:
     node = bootstrap.node
-    proto = base_pb2.Node(id=node.id, cluster=node.cluster, user_agent_name="pymesh")
+    proto = base_pb2.Node(
+        id=node.id, cluster=node.cluster, user_agent_name="pymesh", user_agent_version=__version__
+    )
     if node.metadata:
         json_format.ParseDict(dict(node.metadata), proto.metadata)
     loc = node.locality

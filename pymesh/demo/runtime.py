@@ -174,7 +174,7 @@ class PodRuntime:
     def state(self) -> PodState:
         def process(child: Child | None, exit_code: int | None, what: str) -> ProcessState | None:
             if child is not None:
-                return ProcessState(child.pid, str(child.log_path), True)
+                return ProcessState(child.pid, str(child.log_path), True, None, child.started_at)
             if exit_code is not None:
                 return ProcessState(0, str(self._log(what)), False, exit_code)
             return None
@@ -197,4 +197,6 @@ class PodRuntime:
             sync=self.sync.status,
             sync_detail=self.sync.detail,
             warning=self.warning,
+            owner=spec.owner,
+            container=spec.container,
         )
