@@ -275,4 +275,6 @@ class AdminApi:
             headers[key.strip().lower()] = value.strip()
         conn = self._find_proxy(source)
         result = explain(self.pilot.ctx, conn.proxy, url, headers)
-        return web.json_response({"proxy": conn.proxy_id, "explanation": to_jsonable(result)})
+        return web.json_response(
+            {"proxy": conn.proxy_id, "explanation": to_jsonable(result), "text": result.render()}
+        )

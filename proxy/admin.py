@@ -97,8 +97,10 @@ class AdminServer:
 
     async def _ready(self, request: MiniRequest) -> MiniResponse:
         state = self._state()
-        ok = state == "LIVE" and not self._proxy.health_check_failed
-        return MiniResponse(200 if ok else 503, state + "\n")
+        errors = self._proxy.bind_errors
+        ok = state == "LIVE" and not self._proxy.health_check_failed and not errors
+        detail = "".join(f"{e}\n" for e in errors)
+        return MiniResponse(200 if ok else 503, state + "\n" + detail)
 
     async def _stats(self, request: MiniRequest) -> MiniResponse:
         store = self._proxy.stats

@@ -132,7 +132,9 @@ class ListenerManager:
             try:
                 await self._bind(runtime)
             except OSError as exc:
-                errors.append(f"listener {name}: cannot bind {model.address}: {exc}")
+                a = model.address
+                where = f"{a.host}:{a.port}" if isinstance(a, SocketAddress) else str(a)
+                errors.append(f"listener {name}: cannot bind {where}: {exc.strerror or exc}")
                 continue
             self.listeners[name] = runtime
             self._index(runtime)

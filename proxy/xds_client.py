@@ -231,17 +231,21 @@ class XdsClient:
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as exc:
-                log.warning(
-                    "xds stream failed",
-                    target=self.target,
-                    code=exc.code().name,
-                    error=exc.details(),
-                )
-            except Exception:
+                reason = f"{exc.code().name}: {exc.details()}"
+            except ControlPlaneError as exc:
+                reason = str(exc)
+            except Exception as exc:  # a bug: keep the traceback
                 log.exception("xds stream failed", target=self.target)
+                reason = f"{type(exc).__name__}: {exc}"
             self.connected.clear()
             delay = self.backoff.next()
-            log.info("xds reconnecting", target=self.target, in_seconds=round(delay, 2))
+            # A pilot restart is routine: one line, no traceback.
+            log.warning(
+                "xds stream lost; reconnecting",
+                target=self.target,
+                error=reason,
+                in_seconds=round(delay, 2),
+            )
             await asyncio.sleep(delay)
 
     # -- one stream --------------------------------------------------------------------------
@@ -309,9 +313,10 @@ class XdsClient:
         self.accepted[type_url] = state
         self.versions[type_url] = reply.version_info
         self.received.add(type_url)
+        bind_errors: list[str] = []
         if self._complete() or self.applied:
             try:
-                await self._apply()
+                bind_errors = await self._apply()
             except ConfigError as exc:
                 self.accepted[type_url] = previous
                 if previous_version is None:
@@ -320,7 +325,11 @@ class XdsClient:
                     self.versions[type_url] = previous_version
                 self._nack(type_url, reply, str(exc))
                 return
-        self._send(type_url)  # ACK
+        if bind_errors and type_url == LISTENER_TYPE:
+            # As Envoy: the listeners that bound serve, the update is NACKed with the reason.
+            self._nack(type_url, reply, "; ".join(bind_errors))
+        else:
+            self._send(type_url)  # ACK
         self._follow_up(type_url)
 
     def _translate(self, type_url: str, proto: Any, reply: Any) -> dict[str, Any]:
@@ -418,8 +427,9 @@ class XdsClient:
             secrets=merged(a[SECRET_TYPE], s.secrets),
         )
 
-    async def _apply(self) -> None:
-        errors = await self.server.apply(self.snapshot())
+    async def _apply(self) -> list[str]:
+        """Apply the snapshot; returns the listeners that could not bind."""
+        errors: list[str] = await self.server.apply(self.snapshot())
         self.updates += 1
         if errors:
             log.error("xds config applied with errors", errors=errors)
@@ -427,3 +437,4 @@ class XdsClient:
             self.applied = True
             self.server.ready = True
             log.info("xds initial config applied", versions=dict(self.versions))
+        return errors

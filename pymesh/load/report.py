@@ -13,7 +13,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from pymesh.load.generator import LoadResult, SizeStats
+from pymesh.load.generator import LoadResult, LoadSpec, SizeStats
 
 __all__ = ["PERCENTILES", "header_lines", "latency_ms", "to_json", "to_text"]
 
@@ -93,9 +93,8 @@ def _requested(result: LoadResult) -> tuple[str, str]:
     return qps, duration
 
 
-def header_lines(result: LoadResult, url: str, version: str) -> list[str]:
-    """What fortio prints before it starts (printed here after the fact, in the same order)."""
-    spec = result.spec
+def header_lines(spec: LoadSpec, url: str, version: str) -> list[str]:
+    """What fortio prints before it starts."""
     cpus = os.cpu_count() or 1
     what = f"{spec.requests} calls" if spec.requests else f"{spec.duration:g}s"
     lines = [

@@ -126,10 +126,10 @@ def _load(args: argparse.Namespace, env: Mapping[str, str], out: TextIO, err: Te
         if warn:
             _log("W", message, err)
 
-    result = asyncio.run(run_load(spec, log))
     if not to_stdout:
-        for line in header_lines(result, args.url, VERSION):
-            print(line, file=text)
+        for line in header_lines(spec, args.url, VERSION):
+            print(line, file=text, flush=True)
+    result = asyncio.run(run_load(spec, log))
     for line in to_text(result, args.url):
         print(line, file=text)
     if args.json:
