@@ -21,7 +21,7 @@ from pilot.xds.resources import (
     SECRET_TYPE,
 )
 from pymesh.config import Resource, encode
-from pymesh.config.kinds import kind_alias
+from pymesh.config.kinds import kind_alias, kind_info
 from pymesh.errors import ValidationError
 
 __all__ = ["CONFIG_TYPES", "kind_alias", "proxy_config", "resource_json", "to_jsonable"]
@@ -36,11 +36,14 @@ def resource_json(res: Resource[Any]) -> dict[str, Any]:
         metadata["labels"] = dict(res.labels)
     if res.annotations:
         metadata["annotations"] = dict(res.annotations)
+    info = kind_info(res.api_version, res.kind)
+    fields = encode(res.spec)
+    body = fields if info is not None and info.top_level else {"spec": fields}
     return {
         "apiVersion": res.api_version,
         "kind": res.kind,
         "metadata": metadata,
-        "spec": encode(res.spec),
+        **body,
         "_source": res.source,
     }
 

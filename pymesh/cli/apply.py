@@ -64,6 +64,9 @@ def report(changes: list[dict[str, Any]], suffix: str = "") -> None:
     for change in last.values():
         ref = object_ref(change["kind"], change.get("apiVersion", ""), change["name"])
         note = f" ({change['message']})" if change.get("message") else ""
+        # kubectl's form: warnings on stderr, before the line for the object.
+        for warning in change.get("warnings", ()):
+            print(f"Warning: {ref}: {warning}", file=sys.stderr, flush=True)
         print(f"{ref} {change['action']}{note}{suffix}")
     sys.stdout.flush()
 
