@@ -33,8 +33,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(PIP_INSTALL) -e '.[test]'
 	touch $@ $(DEMO_STAMP)
 
+# DEMO_ARGS: options of `pymesh demo` (--run-dir, --control-address, --fresh, ...).
 demo: $(DEMO_STAMP)
-	$(BIN)/pymesh demo
+	$(BIN)/pymesh demo $(DEMO_ARGS)
 
 # The tests talk to real peers: install the Debian tools they call when they are missing.
 apt-test:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -134,7 +135,8 @@ class ListenerManager:
             except OSError as exc:
                 a = model.address
                 where = f"{a.host}:{a.port}" if isinstance(a, SocketAddress) else str(a)
-                errors.append(f"listener {name}: cannot bind {where}: {exc.strerror or exc}")
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                errors.append(f"listener {name}: cannot bind {where}: {reason}")
                 continue
             self.listeners[name] = runtime
             self._index(runtime)

@@ -198,6 +198,7 @@ class XdsClient:
         self._outbox: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._lost = False  # the stream broke and no response came since
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -228,6 +229,9 @@ class XdsClient:
                     if not got_response:
                         got_response = True
                         self.backoff.reset()
+                        if self._lost:
+                            self._lost = False
+                            log.info("xds stream re-established", target=self.target)
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as exc:
@@ -239,8 +243,11 @@ class XdsClient:
                 reason = f"{type(exc).__name__}: {exc}"
             self.connected.clear()
             delay = self.backoff.next()
-            # A pilot restart is routine: one line, no traceback.
-            log.warning(
+            # A pilot restart is routine: one warning when the stream is lost, no traceback,
+            # and the retries until pilot is back at debug level.
+            report = log.warning if got_response or not self._lost else log.debug
+            self._lost = True
+            report(
                 "xds stream lost; reconnecting",
                 target=self.target,
                 error=reason,

@@ -60,7 +60,7 @@ def _since(path: os.PathLike[str] | str, offset: int, lines: int = 15) -> str:
     except OSError:
         return ""
     new = text.splitlines()
-    errors = [line for line in new if line.startswith("error:")]
+    errors = [line.removeprefix("error: ") for line in new if line.startswith("error:")]
     return "\n".join(errors or new[-lines:])
 
 

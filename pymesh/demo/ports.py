@@ -119,13 +119,15 @@ def holder(endpoint: Endpoint) -> str:
 
 
 def time_wait(addresses: Iterable[str]) -> int:
-    """Sockets in TIME-WAIT with a local address among ``addresses`` (0 without /proc)."""
+    """Sockets in TIME-WAIT with either end on one of ``addresses`` (0 without /proc)."""
     wanted = set(addresses)
     count = 0
     with contextlib.suppress(OSError):
         for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
             fields = line.split()
-            local = fields[1].partition(":")[0] if len(fields) >= 4 else ""
-            if local and fields[3] == _TIME_WAIT and _ip(local) in wanted:
+            if len(fields) < 4 or fields[3] != _TIME_WAIT:
+                continue
+            ends = {_ip(fields[1].partition(":")[0]), _ip(fields[2].partition(":")[0])}
+            if ends & wanted:
                 count += 1
     return count
