@@ -122,3 +122,18 @@ async def test_latency_counts_from_the_scheduled_start(server) -> None:
     assert slow >= 8, slow
     assert result.percentile_ms(90) >= 100
     assert result.elapsed >= 0.78  # 40 requests, 20 ms apart: the rate was kept
+
+
+async def test_benchmarks_run_the_same_generator(server) -> None:
+    """benchmarks/ measures fixed-rate latency with this generator (in its own process)."""
+    from benchmarks import loadgen
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text="x" * 100)
+
+    url = await server(handler)
+    result = await asyncio.to_thread(
+        loadgen.run_open_loop, url, rate=200, connections=4, seconds=1.0, cpus=None
+    )
+    assert 150 <= result.requests <= 201 and result.errors == 0
+    assert 0 < result.p50_ms <= result.p90_ms <= result.p99_ms
