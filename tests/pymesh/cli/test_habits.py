@@ -20,6 +20,9 @@ from pymesh.errors import ControlPlaneError, ValidationError
 
 @pytest.fixture(autouse=True)
 def no_demo(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    # main() sets up logging for the process; here that would bind structlog to this
+    # test's captured stderr, which is closed once the test ends.
+    monkeypatch.setattr("pymesh.log.configure", lambda *args, **kwargs: None)
     for var in ("PYMESH_PILOT", "PYMESH_TOKEN", "PYMESH_CONFIG_DIR", "PYMESH_TOKEN_FILE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("PYMESH_DEMO_DIR", str(tmp_path / "no-demo"))
