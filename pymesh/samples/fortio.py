@@ -130,7 +130,7 @@ def _load(args: argparse.Namespace, env: Mapping[str, str], out: TextIO, err: Te
         for line in header_lines(spec, args.url, VERSION):
             print(line, file=text, flush=True)
     result = asyncio.run(run_load(spec, log))
-    for line in to_text(result, args.url):
+    for line in to_text(result):
         print(line, file=text)
     if args.json:
         document = json.dumps(to_json(result, args.url, VERSION), indent=2)
