@@ -20,6 +20,8 @@ __all__ = ["main"]
 COMMANDS: dict[str, tuple[str, str]] = {
     "proxy": ("proxy.cli", "run the sidecar proxy from an Envoy v3 bootstrap"),
     "pilot": ("pilot.cli", "run the control plane: a config directory in, xDS (ADS) out"),
+    "ca": ("auth.cli", "run the certificate authority (Istio's CA API); tokens, root"),
+    "agent": ("auth.agent", "a proxy's identity agent: certificates from the CA, SDS to Envoy"),
     "apply": ("pymesh.cli.apply", "apply configuration from files, a directory or stdin"),
     "delete": ("pymesh.cli.delete", "delete configuration stored by apply"),
     "get": ("pymesh.cli.get", "show the configuration pilot runs"),
