@@ -36,8 +36,9 @@ __all__ = [
 DEFAULT_TTL = 24 * 3600.0
 #: Istio's ``MAX_WORKLOAD_CERT_TTL`` default: 90 days.
 MAX_TTL = 90 * 24 * 3600.0
-#: Backdating absorbs small clock differences between the CA and the peers that verify.
-_BACKDATE = datetime.timedelta(minutes=1)
+#: Backdating absorbs small clock differences between the CA and the peers that verify; a
+#: tenth of the lifetime at most, so that half life stays about half the requested TTL.
+_BACKDATE = 60.0
 _EC_CURVES = ("secp256r1", "secp384r1")
 _RSA_BITS = (2048, 8192)
 
@@ -210,7 +211,7 @@ class CertificateAuthority:
             .issuer_name(signer.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _BACKDATE)
+            .not_valid_before(now - datetime.timedelta(seconds=min(_BACKDATE, ttl / 10)))
             .not_valid_after(not_after)
             .add_extension(san, critical=critical_san)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
