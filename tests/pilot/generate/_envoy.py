@@ -46,6 +46,24 @@ _XDS_CLUSTER = {
 }
 
 
+# The agent's socket, which mesh mTLS secrets (default, ROOTCA) come from.
+_SDS_CLUSTER = {
+    "name": "sds-grpc",
+    "type": "STATIC",
+    "typed_extension_protocol_options": _XDS_CLUSTER["typed_extension_protocol_options"],
+    "load_assignment": {
+        "cluster_name": "sds-grpc",
+        "endpoints": [
+            {
+                "lb_endpoints": [
+                    {"endpoint": {"address": {"pipe": {"path": "./var/run/secrets/sds"}}}}
+                ]
+            }
+        ],
+    },
+}
+
+
 def _inline_routes(value: Any, routes: dict[str, dict[str, Any]], missing: list[str]) -> None:
     if isinstance(value, dict):
         rds = value.get("rds")
@@ -78,6 +96,7 @@ def static_bootstrap(mesh: Mesh, node: str) -> dict[str, Any]:
             {"name": "eds-check|" + cla["cluster_name"], "type": "STATIC", "load_assignment": cla}
         )
     clusters.append(copy.deepcopy(_XDS_CLUSTER))
+    clusters.append(copy.deepcopy(_SDS_CLUSTER))
     return {
         "node": {"id": proxy.id, "cluster": proxy.workload_name or "pymesh"},
         "static_resources": {
