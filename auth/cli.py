@@ -15,11 +15,15 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from pymesh.config.durations import parse_duration
 from pymesh.errors import ConfigError
+
+if TYPE_CHECKING:
+    from auth.server import CaOptions, CaService
 
 __all__ = ["add_arguments", "add_ca_options", "ca_options", "run"]
 
@@ -44,7 +48,9 @@ def add_ca_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
         help="the CA's directory: Istio's cacerts layout (ca-cert.pem, ca-key.pem, "
         "root-cert.pem, cert-chain.pem); empty = a new self-signed root",
     )
-    parser.add_argument("--trust-domain", default="cluster.local", help="SPIFFE trust domain")
+    parser.add_argument(
+        "--trust-domain", help="SPIFFE trust domain (cluster.local; pilot: its mesh config's)"
+    )
     parser.add_argument(
         "--workload-cert-ttl", type=_duration, default=24 * 3600.0, help="default TTL (24h)"
     )
@@ -56,12 +62,13 @@ def add_ca_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
     )
 
 
-def ca_options(args: argparse.Namespace) -> object:
+def ca_options(args: argparse.Namespace, trust_domain: str = "cluster.local") -> CaOptions:
+    """The :class:`~auth.server.CaOptions` of the parsed command line."""
     from auth.server import CaOptions
 
     return CaOptions(
         directory=Path(args.ca_dir),
-        trust_domain=args.trust_domain,
+        trust_domain=args.trust_domain or trust_domain,
         default_ttl=args.workload_cert_ttl,
         max_ttl=args.max_workload_cert_ttl,
         domain=getattr(args, "domain", "cluster.local"),
@@ -82,10 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from auth.server import CaOptions, open_ca
+    from auth.server import open_ca
 
     options = ca_options(args)
-    assert isinstance(options, CaOptions)
     try:
         service, issuer = open_ca(options, time.time)
     except (ConfigError, OSError) as exc:
@@ -111,10 +117,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-async def _serve(service: object, address: str, options: object) -> int:
-    from auth.server import CaOptions, CaServer, CaService, serving_names
+async def _serve(service: CaService, address: str, options: CaOptions) -> int:
+    from auth.server import CaServer, serving_names
 
-    assert isinstance(service, CaService) and isinstance(options, CaOptions)
     server = CaServer(service, names=serving_names(options.root_namespace, options.domain))
     await server.start(address)
     loop = asyncio.get_running_loop()

@@ -1,41 +1,15 @@
-"""Envoy configuration pieces for identity tests, in Istio's shape: the ``sds-grpc`` cluster
-on the agent's Unix socket, SDS references to ``default`` / ``ROOTCA``, TLS contexts."""
+"""Envoy configuration pieces for identity tests, in Istio's shape: SDS references to
+``default`` / ``ROOTCA`` through the ``sds-grpc`` cluster
+(:func:`tests.support.envoy.sds_cluster`), and TLS contexts."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-__all__ = [
-    "downstream_mtls",
-    "sds_cluster",
-    "sds_secret",
-    "upstream_mtls",
-]
+__all__ = ["downstream_mtls", "sds_secret", "upstream_mtls"]
 
-_HTTP2 = {
-    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-        "explicit_http_config": {"http2_protocol_options": {}},
-    }
-}
 _TLS = "envoy.transport_sockets.tls"
 _PREFIX = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
-
-
-def sds_cluster(socket_path: Path) -> dict[str, Any]:
-    return {
-        "name": "sds-grpc",
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "typed_extension_protocol_options": _HTTP2,
-        "load_assignment": {
-            "cluster_name": "sds-grpc",
-            "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": str(socket_path)}}}}]}
-            ],
-        },
-    }
 
 
 def sds_secret(name: str) -> dict[str, Any]:

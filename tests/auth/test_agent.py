@@ -17,9 +17,9 @@ import pytest
 from auth.workload import KeyType, WorkloadCertificate, make_csr, new_key
 from pymesh.identity import SpiffeId
 from tests.auth.conftest import RunningCa, start_ca
-from tests.auth.envoy_sds import downstream_mtls, sds_cluster
+from tests.auth.envoy_sds import downstream_mtls
 from tests.support import AUTH_NET, address
-from tests.support.envoy import EnvoyProcess
+from tests.support.envoy import EnvoyProcess, sds_cluster
 from tests.support.procs import ManagedProcess, async_wait_for_http, free_port
 
 pytestmark = [pytest.mark.envoy, pytest.mark.timeout(120)]

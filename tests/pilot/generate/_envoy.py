@@ -17,6 +17,7 @@ from typing import Any
 
 from pilot.generate import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE
 from tests.pilot.generate._mesh import Mesh
+from tests.support.envoy import sds_cluster
 
 _XDS_CLUSTER = {
     "name": "xds-grpc",
@@ -39,24 +40,6 @@ _XDS_CLUSTER = {
                             }
                         }
                     }
-                ]
-            }
-        ],
-    },
-}
-
-
-# The agent's socket, which mesh mTLS secrets (default, ROOTCA) come from.
-_SDS_CLUSTER = {
-    "name": "sds-grpc",
-    "type": "STATIC",
-    "typed_extension_protocol_options": _XDS_CLUSTER["typed_extension_protocol_options"],
-    "load_assignment": {
-        "cluster_name": "sds-grpc",
-        "endpoints": [
-            {
-                "lb_endpoints": [
-                    {"endpoint": {"address": {"pipe": {"path": "./var/run/secrets/sds"}}}}
                 ]
             }
         ],
@@ -96,7 +79,7 @@ def static_bootstrap(mesh: Mesh, node: str) -> dict[str, Any]:
             {"name": "eds-check|" + cla["cluster_name"], "type": "STATIC", "load_assignment": cla}
         )
     clusters.append(copy.deepcopy(_XDS_CLUSTER))
-    clusters.append(copy.deepcopy(_SDS_CLUSTER))
+    clusters.append(sds_cluster("./var/run/secrets/workload-spiffe-uds/socket"))
     return {
         "node": {"id": proxy.id, "cluster": proxy.workload_name or "pymesh"},
         "static_resources": {
