@@ -177,12 +177,14 @@ class Pilot:
         self.discovery.update(self.ctx)
 
     # -- changes from the API ----------------------------------------------------------------
-    async def apply(self, body: str, source: str = "<apply>") -> list[Change]:
+    async def apply(
+        self, body: str, source: str = "<apply>", namespace: str | None = None
+    ) -> list[Change]:
         """Validate, store and activate ``body``. Returns once the files are written and the
         new PushContext is built; the push itself follows (debounced). Raises
         ``ValidationError`` and changes nothing when anything is wrong."""
         async with self.watcher.lock:
-            changes = plan_apply(self.directory, body, self.snapshot, source)
+            changes = plan_apply(self.directory, body, self.snapshot, source, namespace)
             await self._commit(changes)
             return changes
 
@@ -192,10 +194,13 @@ class Pilot:
         body: str | None = None,
         keys: Sequence[tuple[str, str, str]] = (),
         source: str = "<delete>",
+        namespace: str | None = None,
     ) -> list[Change]:
         async with self.watcher.lock:
             load = self.load or await self.watcher.check({})
-            changes = plan_delete(self.directory, load, body=body, keys=keys, source=source)
+            changes = plan_delete(
+                self.directory, load, body=body, keys=keys, source=source, namespace=namespace
+            )
             if any(c.action is Action.REFUSED for c in changes):
                 return changes  # nothing is removed when any part is refused
             await self._commit(changes)
