@@ -136,9 +136,7 @@ async def test_two_envoy_sidecars_permissive_then_strict(mesh: MtlsMesh, tmp_pat
     for _ in range(30):
         assert (await sleep.call("httpbin.foo:8000", "/get")).status == 200
     after = admin_stats(mesh.pods[0].proxy, "listener.")
-    handshakes = {
-        k: after[k] - before.get(k, 0) for k in after if k.endswith("ssl.handshake")
-    }
+    handshakes = {k: after[k] - before.get(k, 0) for k in after if k.endswith("ssl.handshake")}
     assert sum(handshakes.values()) <= 3, handshakes
 
     # Istio's STRICT for namespace foo, unchanged.
