@@ -114,7 +114,7 @@ async def _serve(identity: Any, socket_path: Path, status_address: str | None) -
     from auth.sds import SdsServer
 
     sds = SdsServer(identity)
-    await sds.start(socket_path)
+    await sds.start(socket_path)  # ConfigError (a clear one-line error) when it cannot bind
     runner: web.AppRunner | None = None
     if status_address:
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import structlog
 
 from auth.workload import CaClient, KeyType, WorkloadCertificate, make_csr, new_key
+from pymesh.backoff import Backoff
 from pymesh.errors import AuthenticationError, PymeshError
 from pymesh.identity import SpiffeId
 
@@ -38,21 +39,6 @@ def rotation_time(
     """Wall-clock time at which to renew: when ``ratio`` (± ``jitter``) of life is left."""
     grace = ratio + rng.uniform(-jitter, jitter)
     return cert.not_after - cert.lifetime * grace
-
-
-class Backoff:
-    """Exponential from ``base`` to ``cap`` with equal jitter."""
-
-    def __init__(self, rng: random.Random, base: float = 1.0, cap: float = 60.0) -> None:
-        self.rng, self.base, self.cap, self.attempt = rng, base, cap, 0
-
-    def next(self) -> float:
-        delay = min(self.cap, self.base * (2**self.attempt))
-        self.attempt += 1
-        return float(delay / 2 + self.rng.uniform(0, delay / 2))
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +82,7 @@ class WorkloadIdentity:
         self.rng = rng or random.Random()
         self.key_type = key_type
         self.ttl = ttl
-        self.backoff = backoff or Backoff(self.rng)
+        self.backoff = backoff or Backoff(self.rng, base=1.0, cap=60.0)
         self.current: WorkloadCertificate | None = None
         self.rotations = 0
         self.failures = 0

@@ -27,11 +27,14 @@ from google.protobuf import any_pb2
 
 from auth.rotation import WorkloadIdentity
 from auth.workload import WorkloadCertificate
+from pymesh.errors import ConfigError
 
 __all__ = ["ROOT_CA", "SECRET_TYPE", "WORKLOAD_CERT", "SdsServer", "secrets_for"]
 
 log = structlog.get_logger(__name__)
 
+#: ``sizeof(sockaddr_un.sun_path)`` on Linux, less the terminating NUL.
+_SUN_PATH_MAX = 107
 WORKLOAD_CERT = "default"
 ROOT_CA = "ROOTCA"
 SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
@@ -162,12 +165,20 @@ class SdsServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[mi
 
     # -- the socket --------------------------------------------------------------------------
     async def start(self, socket_path: Path) -> None:
+        if len(os.fsencode(socket_path)) > _SUN_PATH_MAX:
+            raise ConfigError(
+                f"SDS socket path {socket_path} is longer than a Unix socket path may be "
+                f"({_SUN_PATH_MAX} bytes); choose a shorter --sds-socket"
+            )
         socket_path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             socket_path.unlink()  # a stale socket of an earlier run
         server = grpc.aio.server()
         sds_pb2_grpc.add_SecretDiscoveryServiceServicer_to_server(self, server)
-        server.add_insecure_port(f"unix:{socket_path}")
+        try:
+            server.add_insecure_port(f"unix:{socket_path}")
+        except RuntimeError as exc:
+            raise ConfigError(f"SDS socket {socket_path}: {exc}") from None
         await server.start()
         # The socket hands out the workload's private key: its owner only.
         os.chmod(socket_path, 0o600)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +46,15 @@ async def start_ca(directory: Path, **options: float) -> RunningCa:
     port = free_port(CA_HOST)
     await server.start(f"{CA_HOST}:{port}")
     return RunningCa(service, issuer, server, f"{CA_HOST}:{port}", directory)
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A directory with a short path, for Unix sockets (108 bytes at most, which pytest's
+    temporary directories exceed under xdist)."""
+    path = Path(tempfile.mkdtemp(prefix="pm-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -93,11 +93,13 @@ async def _https(listen, ca: RunningCa, cert: WorkloadCertificate | None, tmp: P
     return data.decode()
 
 
-async def test_envoy_gets_its_identity_from_the_agent_and_follows_rotation(tmp_path: Path) -> None:
+async def test_envoy_gets_its_identity_from_the_agent_and_follows_rotation(
+    tmp_path: Path, short_dir: Path
+) -> None:
     ca = await start_ca(tmp_path / "ca")
     (tmp_path / "token").write_text(ca.issuer.issue("foo", "httpbin"))
     (tmp_path / "root.pem").write_text(ca.root)
-    socket_path = tmp_path / "var/run/secrets/workload-spiffe-uds/socket"
+    socket_path = short_dir / "workload-spiffe-uds/socket"
     status = (HOST, free_port(HOST))
     agent = ManagedProcess(
         [sys.executable, "-m", "pymesh.cli.main", "agent", "--ca-address", ca.address,
@@ -142,3 +144,19 @@ async def test_envoy_gets_its_identity_from_the_agent_and_follows_rotation(tmp_p
         await envoy.astop()
         agent.stop()
         await ca.server.stop()
+
+
+def test_agent_refuses_a_socket_path_too_long_for_unix(tmp_path: Path) -> None:
+    import subprocess
+
+    (tmp_path / "root.pem").write_text("x")
+    (tmp_path / "token").write_text("x")
+    long_path = tmp_path / ("d" * 120) / "socket"
+    done = subprocess.run(
+        [sys.executable, "-m", "pymesh.cli.main", "agent", "--ca-root", str(tmp_path / "root.pem"),
+         "--token-file", str(tmp_path / "token"), "--sds-socket", str(long_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "longer than a Unix socket path may be" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -68,6 +70,8 @@ class MtlsMesh:
 
     def __init__(self, pilot_ip: str, config_dir: Path, workdir: Path) -> None:
         self.workdir = workdir
+        # Unix socket paths are short (108 bytes): not under pytest's deep temporary dirs.
+        self.sockets = Path(tempfile.mkdtemp(prefix="pm-"))
         self.ca_dir = workdir / "ca"
         self.ca_port = free_port(pilot_ip)
         self.pilot = PilotProcess(
@@ -95,7 +99,7 @@ class MtlsMesh:
         home = self.workdir / pod.name
         home.mkdir(parents=True, exist_ok=True)
         (home / "token").write_text(self.token(pod.namespace, pod.service_account))
-        socket_path = home / "sds.sock"
+        socket_path = self.sockets / f"{pod.name}.sock"
         status = free_port(pod.ip)
         pod.agent = ManagedProcess(
             [
@@ -150,6 +154,7 @@ class MtlsMesh:
             if pod.agent is not None:
                 pod.agent.stop()
         self.pilot.stop()
+        shutil.rmtree(self.sockets, ignore_errors=True)
 
 
 def echo(resp: Response) -> dict[str, Any]:
