@@ -119,6 +119,7 @@ class _H2Connection:
         "_dead_output",
         "_empty_run",
         "_events",
+        "_finished",
         "_goaway_last",
         "_hard_bytes",
         "_last_peer_stream",
@@ -151,6 +152,7 @@ class _H2Connection:
         self._dead: H2ConnectionError | None = None
         self._dead_output = b""
         self._empty_run = 0
+        self._finished = False
         self._goaway_last: int | None = None
         self._last_peer_stream = 0
 
@@ -161,6 +163,8 @@ class _H2Connection:
         connection (the GOAWAY is then waiting in ``data_to_send()``)."""
         if self._dead is not None:
             raise self._dead
+        if self._finished:
+            return  # after the GOAWAY exchange: nothing the peer sends matters any more
         conn = self._conn
         try:
             conn.receive_data(data)
@@ -284,6 +288,7 @@ class _H2Connection:
                 self._goaway_last = event.last_stream_id
                 emit(H2GoAway(event.last_stream_id, event.error_code, event.debug_data))
             elif cls is ngh2.ConnectionClosed:
+                self._finished = True
                 emit(H2ConnectionClosed(event.error_code))
             else:
                 self._on_head(event, batch)

@@ -75,7 +75,8 @@ def test_trailers_both_ways_and_te_trailers_kept() -> None:
     client, server = pair()
     sid = client.send_request(
         b"POST", b"http", b"grpc", b"/svc/Method",
-        [(b"te", b"trailers"), (b"connection", b"keep-alive"), (b"content-type", b"application/grpc")],
+        [(b"te", b"trailers"), (b"connection", b"keep-alive"),
+         (b"content-type", b"application/grpc")],
     )  # fmt: skip
     client.send_data(sid, b"\x00\x00\x00\x00\x01x")
     client.send_trailers(sid, [(b"x-checksum", b"1")])
@@ -96,7 +97,12 @@ def test_cookie_crumbs_are_joined() -> None:
     assert events[0].headers == [(b"x", b"y"), (b"cookie", b"a=1; b=2")]
 
 
-REQ_WITH_AUTH = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"h")]
+REQ_WITH_AUTH = [
+    (b":method", b"GET"),
+    (b":scheme", b"http"),
+    (b":path", b"/"),
+    (b":authority", b"h"),
+]
 
 
 def test_settings_announced_are_envoys_defaults() -> None:
@@ -224,7 +230,7 @@ def test_graceful_drain_shutdown_notice_then_goaway_then_closed() -> None:
     assert seen == [H2GoAway(2**31 - 1, 0, b"")]
     server.goaway()
     server.send_response(sid, 200, [], end_stream=True)
-    seen, seen_server = pump(client, server)
+    seen, _seen_server = pump(client, server)
     assert H2GoAway(sid, 0, b"") in seen
     assert server.wants_close
 
@@ -254,7 +260,7 @@ def test_connect_and_extended_connect_requests() -> None:
 def test_extended_connect_refused_when_not_allowed() -> None:
     peer = RawPeer()
     events = peer.send(
-        peer.headers(1, [*REQ_WITH_AUTH[:1], (b":protocol", b"websocket")] + REQ_WITH_AUTH[1:])
+        peer.headers(1, [*REQ_WITH_AUTH[:1], (b":protocol", b"websocket"), *REQ_WITH_AUTH[1:]])
     )
     assert not [e for e in events if isinstance(e, H2Request)]
 
