@@ -50,6 +50,7 @@ from __future__ import annotations
 __all__ = [
     "DEMO_NET",
     "ENVOY_DIFF_NET",
+    "H2_NET",
     "PILOT_NET",
     "PROXY_NET",
     "SUPPORT_NET",
@@ -61,6 +62,7 @@ ENVOY_DIFF_NET = "127.0.2"
 PILOT_NET = "127.0.3"
 DEMO_NET = "127.0.4"
 SUPPORT_NET = "127.0.5"
+H2_NET = "127.0.10"
 
 
 def address(net: str, host: int) -> str:
