@@ -65,7 +65,29 @@ GRPC_IN = b"\x00\x00\x00\x00\x20" + b"q" * 32
 GRPC_OUT = b"\x00\x00\x00\x00\x40" + b"r" * 64
 
 
-class _H2Pair:
+class _Pair:
+    """A client and a server connection of one library, wired back to back."""
+
+    client: Any
+    server: Any
+
+    def _feed(self, conn: Any, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _pump(self) -> None:
+        """Move bytes both ways until both sides are quiet (handshake, window updates)."""
+        while True:
+            out = self.client.data_to_send()
+            back = self.server.data_to_send()
+            if not out and not back:
+                return
+            if out:
+                self._feed(self.server, out)
+            if back:
+                self._feed(self.client, back)
+
+
+class _H2Pair(_Pair):
     """python-hyper's h2: pure Python."""
 
     name = "h2 (pure Python)"
@@ -84,16 +106,8 @@ class _H2Pair:
         self.server.initiate_connection()
         self._pump()
 
-    def _pump(self) -> None:
-        while True:
-            out = self.client.data_to_send()
-            back = self.server.data_to_send()
-            if not out and not back:
-                return
-            if out:
-                self.server.receive_data(out)
-            if back:
-                self.client.receive_data(back)
+    def _feed(self, conn: Any, data: bytes) -> None:
+        conn.receive_data(data)
 
     def exchanges(self, count: int, grpc: bool) -> None:
         import h2.events
@@ -132,7 +146,7 @@ class _H2Pair:
         self._pump()
 
 
-class _Ngh2Pair:
+class _Ngh2Pair(_Pair):
     """ngh2: libnghttp2 behind a sans-I/O Python API."""
 
     name = "ngh2 (libnghttp2)"
@@ -146,18 +160,9 @@ class _Ngh2Pair:
         self.server.initiate_connection()
         self._pump()
 
-    def _pump(self) -> None:
-        while True:
-            out = self.client.data_to_send()
-            back = self.server.data_to_send()
-            if not out and not back:
-                return
-            if out:
-                self.server.receive_data(out)
-                self.server.events()
-            if back:
-                self.client.receive_data(back)
-                self.client.events()
+    def _feed(self, conn: Any, data: bytes) -> None:
+        conn.receive_data(data)
+        conn.events()
 
     def exchanges(self, count: int, grpc: bool) -> None:
         import ngh2
@@ -188,7 +193,7 @@ class _Ngh2Pair:
         self._pump()
 
 
-class _PymeshPair:
+class _PymeshPair(_Pair):
     """pymesh's own sans-I/O HTTP/2 codec (the seam the proxy uses)."""
 
     name = "pymesh proxy.codec.h2"
@@ -202,18 +207,9 @@ class _PymeshPair:
         self.server = codec.H2ServerConnection()
         self._pump()
 
-    def _pump(self) -> None:
-        while True:
-            out = self.client.data_to_send()
-            back = self.server.data_to_send()
-            if not out and not back:
-                return
-            if out:
-                self.server.receive_data(out)
-                self._drain(self.server)
-            if back:
-                self.client.receive_data(back)
-                self._drain(self.client)
+    def _feed(self, conn: Any, data: bytes) -> None:
+        conn.receive_data(data)
+        self._drain(conn)
 
     @staticmethod
     def _drain(conn: Any) -> list[Any]:
