@@ -33,6 +33,7 @@ from pilot.generate.common import (
 )
 from pilot.generate.hcm import http_connection_manager
 from pilot.generate.scope import InboundPort, OutboundPort, inbound_ports, outbound_ports
+from pilot.generate.security import security_http_filters, security_network_filters
 from pilot.generate.tls import inbound_mtls, speaks_mtls
 from pilot.model.proxy import ProxyNode
 from pilot.model.push_context import PushContext
@@ -202,7 +203,9 @@ def _mode(ctx: PushContext, node: ProxyNode, port: int | None) -> MTLSMode:
     return ctx.mtls_mode(node, port) if speaks_mtls(node.labels) else MTLSMode.DISABLE
 
 
-def _process_inbound(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:
+def _process_inbound(
+    ctx: PushContext, node: ProxyNode, security: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """One HTTP listener for every service port: an mTLS chain with the whole route table
     when any port accepts mTLS, a plaintext chain with the routes of the ports that accept
     plaintext. With all ports STRICT there is no plaintext chain at all."""
@@ -223,6 +226,7 @@ def _process_inbound(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:
             route_config=inbound_route_config(ports),
             inbound=True,
             client_cert=client_cert and tls,
+            security_filters=security,
         )
 
     chains: list[dict[str, Any]] = []
@@ -247,8 +251,9 @@ def _process_inbound(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:
 def _virtual_inbound(ctx: PushContext, node: ProxyNode) -> dict[str, Any]:
     port = ctx.mesh.inbound_port
     inbound = inbound_ports(ctx, node)
+    security = security_http_filters(ctx, node)
     if node.process_mode:
-        process_chains = _process_inbound(ctx, node)
+        process_chains = _process_inbound(ctx, node, security)
         listener: dict[str, Any] = {
             "name": "virtualInbound",
             "address": socket_address(node.ip, port),
@@ -266,6 +271,7 @@ def _virtual_inbound(ctx: PushContext, node: ProxyNode) -> dict[str, Any]:
             "filters": [tcp_proxy(BLACKHOLE)],
         }
     ]
+    network_security = security_network_filters(ctx, node)
     for p in inbound:
 
         def network(tls: bool, p: InboundPort = p) -> list[dict[str, Any]]:
@@ -277,9 +283,10 @@ def _virtual_inbound(ctx: PushContext, node: ProxyNode) -> dict[str, Any]:
                         route_config=_inbound_chain_routes(p),
                         inbound=True,
                         client_cert=client_cert and tls,
+                        security_filters=security,
                     )
                 ]
-            return [tcp_proxy(inbound_cluster(p.target_port))]
+            return [*network_security, tcp_proxy(inbound_cluster(p.target_port))]
 
         chains.extend(
             _by_mode(
@@ -295,7 +302,7 @@ def _virtual_inbound(ctx: PushContext, node: ProxyNode) -> dict[str, Any]:
             "virtualInbound-catchall-tcp",
             {},
             _mode(ctx, node, None),
-            lambda tls: [tcp_proxy(INBOUND_PASSTHROUGH)],
+            lambda tls: [*network_security, tcp_proxy(INBOUND_PASSTHROUGH)],
             http=False,
         )
     )

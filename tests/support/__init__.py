@@ -51,7 +51,9 @@ __all__ = [
     "AUTH_NET",
     "DEMO_NET",
     "ENVOY_DIFF_NET",
+    "H2_NET",
     "PILOT_NET",
+    "POLICY_NET",
     "PROXY_NET",
     "SUPPORT_NET",
     "address",
@@ -63,6 +65,8 @@ PILOT_NET = "127.0.3"
 DEMO_NET = "127.0.4"
 SUPPORT_NET = "127.0.5"
 AUTH_NET = "127.0.6"
+POLICY_NET = "127.0.8"
+H2_NET = "127.0.10"
 
 
 def address(net: str, host: int) -> str:
