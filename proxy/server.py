@@ -39,6 +39,7 @@ from proxy.stats import HttpStats, StatsStore
 from proxy.tcp_proxy import TcpProxyConnection
 from proxy.transport.tls import SecretUnavailable, server_context
 from proxy.upstream.manager import ClusterManager
+from proxy.upstream.pool import Connector
 from pymesh.errors import ConfigError, UnsupportedError
 
 __all__ = ["ProxyServer"]
@@ -54,6 +55,7 @@ class ProxyServer:
         loop: asyncio.AbstractEventLoop,
         registry: FilterRegistry | None = None,
         rng: random.Random | None = None,
+        connector: Connector | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.loop = loop
@@ -64,7 +66,7 @@ class ProxyServer:
         self.registry = registry if registry is not None else default_registry()
         self.holder = SnapshotHolder(ProxySnapshot.from_bootstrap(bootstrap))
         self.cluster_manager = ClusterManager(
-            loop=loop, stats=self.stats, rng=self.rng, clock=self.clock
+            loop=loop, stats=self.stats, rng=self.rng, clock=self.clock, connector=connector
         )
         self.listener_manager = ListenerManager(loop=loop, stats=self.stats)
         self.runtime = RuntimeHolder()
@@ -86,6 +88,19 @@ class ProxyServer:
     async def apply(self, snapshot: ProxySnapshot) -> list[str]:
         """Make ``snapshot`` the running configuration. Returns non-fatal errors (a listener
         that could not bind); raises ConfigError when the snapshot cannot run at all."""
+        runtimes = self.prepare(snapshot)
+        errors = await self.listener_manager.apply(
+            {name: snapshot.listeners[name] for name in runtimes},
+            lambda model: runtimes[model.name],
+        )
+        for error in errors:
+            log.error("listener failed", error=error)
+        self.holder.swap(snapshot)
+        return errors
+
+    def prepare(self, snapshot: ProxySnapshot) -> dict[str, ListenerRuntime]:
+        """Build the snapshot's runtime (route tables, clusters, listener chains) and make it
+        current for new streams; binding the listeners is left to :meth:`apply`."""
         # Everything that can fail is built before anything is swapped, so a snapshot that
         # cannot run leaves the running configuration untouched.
         self._validate(snapshot)
@@ -104,14 +119,7 @@ class ProxyServer:
                 log.info("listener warming", listener=name, reason=str(exc))
         clusters = self.cluster_manager.apply(snapshot)
         self.runtime.current = RuntimeSnapshot(clusters, tables, self.runtime.current.version + 1)
-        errors = await self.listener_manager.apply(
-            {name: snapshot.listeners[name] for name in runtimes},
-            lambda model: runtimes[model.name],
-        )
-        for error in errors:
-            log.error("listener failed", error=error)
-        self.holder.swap(snapshot)
-        return errors
+        return runtimes
 
     def _validate(self, snapshot: ProxySnapshot) -> None:
         """Envoy refuses inline route configs that name clusters it does not have; header

@@ -145,6 +145,7 @@ class DownstreamCallbacks(Protocol):
     def set_downstream_watermark_listener(self, listener: WatermarkListener | None) -> None:
         """Be told when the client's write buffer fills and drains (the router then stops
         and resumes reading upstream)."""
+
     def arm_deadline(self, when: float, callback: Callable[[], None]) -> None: ...
     def disarm_deadline(self) -> None: ...
     def expand(self, value: bytes) -> bytes:

@@ -97,6 +97,7 @@ class Router(HttpFilter):
         "_set_cookies",
         "_timeout",
         "_timeout_armed",
+        "_trailers",
         "action",
         "attempt",
         "attempts",
@@ -133,6 +134,7 @@ class Router(HttpFilter):
         self._timeout_armed = False
         self._retry_timer: object | None = None
         self._set_cookies: list[bytes] | None = None
+        self._trailers: Headers | None = None
         self._expected_timeout_ms: int | None = None
         self._request_end_time: float | None = None
 
@@ -201,6 +203,7 @@ class Router(HttpFilter):
 
     def decode_trailers(self, cb: DownstreamCallbacks, trailers: Headers) -> FilterTrailersStatus:
         if not self.finished and not self.request_ended:
+            self._trailers = trailers  # kept for a retry, like the body
             attempt = self.attempt
             if attempt is not None and attempt.conn is not None:
                 attempt.conn.encode_trailers(trailers)
@@ -381,10 +384,10 @@ class Router(HttpFilter):
             self.attempt = None
             self._overflow()
             return
-        if type(result) is PoolFailure:
+        if isinstance(result, PoolFailure):
             attempt.on_pool_failure(result)
             return
-        attempt.on_pool_ready(result, result.local_address)  # type: ignore[arg-type,union-attr]
+        attempt.on_pool_ready(result, result.local_address)
 
     def _update_expected_timeout(self) -> None:
         """A retry tells the upstream the time that is left, as Envoy's setTimeoutHeaders."""
@@ -421,7 +424,7 @@ class Router(HttpFilter):
         assert conn is not None
         body = self._body
         headers = self.headers
-        if self.request_ended:
+        if self.request_ended and self._trailers is None:
             if not body:
                 conn.encode_headers(self.method, self.path, headers, True)
                 return
@@ -438,7 +441,9 @@ class Router(HttpFilter):
         if body:
             for chunk in body:
                 conn.encode_data(chunk, False)
-        if self.request_ended:
+        if self._trailers is not None:
+            conn.encode_trailers(self._trailers)
+        elif self.request_ended:
             conn.encode_data(b"", True)
 
     def on_request_data(self, data: bytes) -> None:

@@ -99,7 +99,7 @@ class ActiveStream(FilterManager):
             self.request_complete = True
             info.last_downstream_rx_byte = info.start_time
         self._init_filters([make() for make in hcm.filter_factories])
-        if request.http_version != b"1.1" and not hcm.accept_http_10:
+        if request.http_version == b"1.0" and not hcm.accept_http_10:
             self.encoder.close_after_response()
             self.send_local_reply(426, b"Upgrade Required", details="low_version")
             return

@@ -271,9 +271,7 @@ async def test_user_filter_registered_by_name(
 ) -> None:
     registry = default_registry()
     registry.register(
-        FilterEntry(
-            "example.tagger", struct_pb2.Struct, translate_tagger, factory=tagger_factory
-        )
+        FilterEntry("example.tagger", struct_pb2.Struct, translate_tagger, factory=tagger_factory)
     )
     up = await upstream_factory(upstream_ip(0))
     tagger = {
@@ -283,9 +281,7 @@ async def test_user_filter_registered_by_name(
             "value": {"header": "x-team", "value": "payments", "hold_ms": 100},
         },
     }
-    proxy = await start_proxy(
-        with_filters(listen_address(), up, [tagger]), registry=registry
-    )
+    proxy = await start_proxy(with_filters(listen_address(), up, [tagger]), registry=registry)
     async with await AsyncConnection.open(*proxy.address) as conn:
         started = time.monotonic()
         r = await conn.request("POST", "/pay", body=b"amount=1", host="svc")
