@@ -51,6 +51,7 @@ __all__ = [
     "DEMO_NET",
     "ENVOY_DIFF_NET",
     "PILOT_NET",
+    "POLICY_NET",
     "PROXY_NET",
     "SUPPORT_NET",
     "address",
@@ -61,6 +62,7 @@ ENVOY_DIFF_NET = "127.0.2"
 PILOT_NET = "127.0.3"
 DEMO_NET = "127.0.4"
 SUPPORT_NET = "127.0.5"
+POLICY_NET = "127.0.8"
 
 
 def address(net: str, host: int) -> str:
