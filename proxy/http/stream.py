@@ -120,6 +120,12 @@ class ActiveStream(FilterManager):
         target = request.target
         if target[:1] != b"/" and not self._absolute_target(target):
             return
+        if b"#" in target:
+            # A fragment is the client's own business (RFC 9112 section 3.2); Envoy's
+            # connection manager refuses a path that carries one.
+            self.encoder.close_after_response()
+            self.send_local_reply(400, b"", details="invalid_url")
+            return
         # One pass for every field this method reads (each get_header is a full scan).
         authority = request_id = forwarded_proto = None
         envoy_headers = False
