@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a YAML/JSON file, a directory of them, or - for stdin (repeatable)",
     )
     parser.add_argument(
+        "-n", "--namespace", help="namespace of the objects that name none (kubectl's -n)"
+    )
+    parser.add_argument(
         "--dry-run",
         nargs="?",
         const="client",
@@ -39,14 +42,16 @@ def object_ref(kind: str, api_version: str, name: str) -> str:
     return f"{kind.lower()}{'.' + group if group else ''}/{name}"
 
 
-def validate_inputs(inputs: list[tuple[str, str]]) -> list[dict[str, str]]:
+def validate_inputs(
+    inputs: list[tuple[str, str]], namespace: str | None = None
+) -> list[dict[str, str]]:
     """Load each input with the same loader pilot uses, so that errors name the file; the
     objects found, as pilot's changes name them."""
     from pymesh.config import load_documents
 
     found = []
     for source, text in inputs:
-        result = load_documents(text, source)
+        result = load_documents(text, source, default_namespace=namespace or "default")
         if not result.resources and not result.skipped:
             raise ValidationError("no objects found", source=source)
         found += [
@@ -73,7 +78,7 @@ def report(changes: list[dict[str, Any]], suffix: str = "") -> None:
 
 def _run(args: argparse.Namespace) -> int:
     inputs = read_inputs(args.filename)
-    found = validate_inputs(inputs)
+    found = validate_inputs(inputs, args.namespace)
     if args.dry_run == "client":
         report([{**obj, "action": "created"} for obj in found], " (dry run)")
         return 0
@@ -81,6 +86,8 @@ def _run(args: argparse.Namespace) -> int:
     source = inputs[0][0] if len(inputs) == 1 else "<apply>"
     body = "\n---\n".join(text for _, text in inputs)
     query = {"source": source}
+    if args.namespace:
+        query["namespace"] = args.namespace
     if args.dry_run == "server":
         query["dryRun"] = "All"
     _, data = client.call("POST", "/apply", query=query, body=body.encode())

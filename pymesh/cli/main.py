@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "get": ("pymesh.cli.get", "show pods, services, deployments and the configuration pilot runs"),
     "describe": ("pymesh.cli.describe", "what the mesh does for a pod (istioctl x describe)"),
     "delete": ("pymesh.cli.delete", "delete configuration stored by apply"),
+    "create": ("pymesh.cli.create", "create a namespace (kubectl create namespace)"),
+    "label": ("pymesh.cli.label", "label a namespace, e.g. istio-injection=enabled"),
     "exec": ("pymesh.cli.exec", "run a command inside a demo pod (through its sidecar)"),
     "proxy-status": ("pymesh.cli.proxy_status", "sync state of every proxy connected to pilot"),
     "proxy-config": ("pymesh.cli.proxy_config", "a proxy's listeners, routes, clusters, ..."),
@@ -36,6 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "version": ("pymesh.cli.version", "versions of this client, pilot and the proxies"),
     "proxy": ("proxy.cli", "run the sidecar proxy from an Envoy v3 bootstrap"),
     "pilot": ("pilot.cli", "run the control plane: a config directory in, xDS (ADS) out"),
+    "ca": ("auth.cli", "run the certificate authority (Istio's CA API); tokens, root"),
+    "agent": ("auth.agent", "a proxy's identity agent: certificates from the CA, SDS to Envoy"),
 }
 _USAGE_EXIT = 2
 
