@@ -205,6 +205,8 @@ async def test_routing_and_route_actions(differ: Differ, upstream_factory: Facto
                 b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nbody until close", close=True
             ),
             "/no-content": Fixed(204, b"", (("x-nothing", "1"),)),
+            # Another sidecar's timing: the proxy sets its own in its place, once.
+            "/service-time": Fixed(200, b"timed", (("x-envoy-upstream-service-time", "999"),)),
         },
     )
     vhosts = [
@@ -272,6 +274,7 @@ async def test_routing_and_route_actions(differ: Differ, upstream_factory: Facto
         get("/chunked", h),
         get("/until-close", h),
         get("/no-content", h),
+        get("/service-time", h),
         get("/", "ROUTE.test"),
         get("/", "a.wild.test"),
         get("/", "a.b.wild.test"),
