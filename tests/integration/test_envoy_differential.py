@@ -720,6 +720,20 @@ async def admin_stats(proxy: Any) -> dict[str, str]:
     return {k: v for k, v in pairs if not v.startswith(("P", "No recorded"))}
 
 
+_LISTENER_FAMILIES = ("downstream_cx_total", "downstream_cx_active", "no_filter_chain_match")
+
+
+async def admin_listener_prometheus(proxy: Any) -> set[str]:
+    """The samples of the listener families both proxies keep, from /stats/prometheus."""
+    r = await request(*proxy.admin, target="/stats/prometheus", host_header="admin")
+    names = tuple(f"envoy_listener_{family}" for family in _LISTENER_FAMILIES)
+    return {
+        line
+        for line in r.text.splitlines()
+        if line.startswith(names) and "envoy_listener_address" in line
+    }
+
+
 async def test_stats_after_the_same_traffic(upstream_factory: Factory, proxy_factory: Any) -> None:
     """Every counter and gauge that both proxies print (``/stats``) has the same value after
     the same requests; Envoy prints many more, which pymesh does not keep."""
@@ -752,7 +766,7 @@ async def test_stats_after_the_same_traffic(upstream_factory: Factory, proxy_fac
         ],
         admin=(admin_host, free_port(admin_host)),
     )
-    stats = {}
+    stats, prometheus = {}, {}
     for kind in ("envoy", "pymesh"):
         up.reset()
         proxy = await proxy_factory(kind, config)
@@ -764,7 +778,10 @@ async def test_stats_after_the_same_traffic(upstream_factory: Factory, proxy_fac
             await request(*proxy.listener(), target=path, host_header="svc")
         await asyncio.sleep(0.2)  # let the connection closes land
         stats[kind] = await admin_stats(proxy)
+        prometheus[kind] = await admin_listener_prometheus(proxy)
         await proxy.astop()
+    # Per-listener stats in Prometheus: Envoy's names, the listener's address as a label.
+    assert prometheus["pymesh"] == prometheus["envoy"], prometheus
     envoy, pymesh = stats["envoy"], stats["pymesh"]
     prefixes = ("cluster.backend.", "cluster.full.", "cluster.dead.", "cluster.empty.")
     shared = {
