@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-APT_TEST_PACKAGES := curl iproute2 iptables openssl
+APT_TEST_PACKAGES := curl iproute2 iptables openssl redis-server
 APT_BENCH_PACKAGES := wrk hey nginx-light
 
 .PHONY: all demo test lint typecheck unit bench clean apt-test apt-bench

@@ -52,6 +52,7 @@ __all__ = [
     "ENVOY_DIFF_NET",
     "PILOT_NET",
     "PROXY_NET",
+    "RATELIMIT_NET",
     "SUPPORT_NET",
     "address",
 ]
@@ -61,6 +62,7 @@ ENVOY_DIFF_NET = "127.0.2"
 PILOT_NET = "127.0.3"
 DEMO_NET = "127.0.4"
 SUPPORT_NET = "127.0.5"
+RATELIMIT_NET = "127.0.9"
 
 
 def address(net: str, host: int) -> str:
