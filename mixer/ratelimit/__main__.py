@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _serve(address: str, options: RateLimitOptions) -> int:
     app = RateLimitApp(options)
-    server = grpc.aio.server()
+    # No SO_REUSEPORT: a second server on a taken port must fail, not share it silently.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     app.register(server)
     if server.add_insecure_port(address) == 0:
         print(f"error: cannot listen on {address}", file=sys.stderr)

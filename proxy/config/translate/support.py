@@ -177,7 +177,7 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         _ROUTE + "VirtualHost": "name domains routes require_tls request_headers_to_add "
         "request_headers_to_remove response_headers_to_add response_headers_to_remove cors "
         "typed_per_filter_config include_request_attempt_count "
-        "include_attempt_count_in_response retry_policy",
+        "include_attempt_count_in_response retry_policy rate_limits",
         _ROUTE + "Route": "name match route redirect direct_response metadata decorator "
         "typed_per_filter_config request_headers_to_add request_headers_to_remove "
         "response_headers_to_add response_headers_to_remove",
@@ -191,7 +191,18 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         _ROUTE + "RouteAction": "cluster cluster_header weighted_clusters "
         "cluster_not_found_response_code prefix_rewrite regex_rewrite host_rewrite_literal "
         "auto_host_rewrite host_rewrite_header append_x_forwarded_host timeout idle_timeout "
-        "retry_policy request_mirror_policies priority hash_policy cors max_stream_duration",
+        "retry_policy request_mirror_policies priority hash_policy cors max_stream_duration "
+        "rate_limits include_vh_rate_limits",
+        _ROUTE + "RateLimit": "stage disable_key actions",
+        _ROUTE + "RateLimit.Action": "source_cluster destination_cluster request_headers "
+        "remote_address generic_key header_value_match",
+        _ROUTE + "RateLimit.Action.SourceCluster": "",
+        _ROUTE + "RateLimit.Action.DestinationCluster": "",
+        _ROUTE + "RateLimit.Action.RemoteAddress": "",
+        _ROUTE + "RateLimit.Action.RequestHeaders": "header_name descriptor_key skip_if_absent",
+        _ROUTE + "RateLimit.Action.GenericKey": "descriptor_value descriptor_key",
+        _ROUTE + "RateLimit.Action.HeaderValueMatch": "descriptor_key descriptor_value "
+        "expect_match headers",
         _ROUTE + "WeightedCluster": "clusters",
         _ROUTE + "WeightedCluster.ClusterWeight": "name weight request_headers_to_add "
         "request_headers_to_remove response_headers_to_add response_headers_to_remove "
