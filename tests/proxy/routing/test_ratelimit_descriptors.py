@@ -107,7 +107,8 @@ def test_virtual_host_policies_follow_vh_rate_limits() -> None:
 @pytest.mark.parametrize(
     ("entry", "error", "path"),
     [
-        ({"stage": 11, "actions": [{"source_cluster": {}}]}, ValidationError, "rate_limits[0].stage"),
+        ({"stage": 11, "actions": [{"source_cluster": {}}]}, ValidationError,
+         "rate_limits[0].stage"),
         ({"actions": []}, ValidationError, "rate_limits[0].actions"),
         ({"actions": [{"generic_key": {}}]}, ValidationError,
          "rate_limits[0].actions[0].generic_key.descriptor_value"),
