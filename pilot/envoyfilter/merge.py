@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf.descriptor import FieldDescriptor
-
 from pilot.envoyfilter.values import message_class
 
 __all__ = ["copy_message", "merge", "merge_typed_config", "replace_items"]
@@ -27,7 +25,7 @@ def merge(dst: Any, src: Any) -> None:
                     target[key].CopyFrom(item)
             else:
                 target.update(value)
-        elif field.label == FieldDescriptor.LABEL_REPEATED:
+        elif field.is_repeated:
             getattr(dst, name).extend(value)
         elif message_type is not None:
             target = getattr(dst, name)

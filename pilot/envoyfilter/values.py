@@ -13,7 +13,7 @@ import pkgutil
 from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf import descriptor_pool, json_format, symbol_database
+from google.protobuf import descriptor_pool, json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
@@ -70,7 +70,7 @@ def message_class(full_name: str) -> type[Message] | None:
             descriptor = pool.FindMessageTypeByName(full_name)
         except KeyError:
             return None
-    cls: type[Message] = symbol_database.Default().GetPrototype(descriptor)
+    cls: type[Message] = message_factory.GetMessageClass(descriptor)
     return cls
 
 
@@ -134,7 +134,7 @@ def _check_field(field: FieldDescriptor, value: Any, path: str) -> None:
         for key, item in value.items():
             _check_field(value_field, item, f"{path}[{key}]")
         return
-    if field.label == FieldDescriptor.LABEL_REPEATED:
+    if field.is_repeated:
         if not isinstance(value, list):
             raise ValidationError(f"expected a list, got {_kind(value)}", path=path)
         for index, item in enumerate(value):
@@ -148,7 +148,7 @@ def _check_single(field: FieldDescriptor, value: Any, path: str) -> None:
         _check(value, field.message_type, path)
         return
     holder = field.containing_type
-    cls = symbol_database.Default().GetPrototype(holder)
+    cls = message_factory.GetMessageClass(holder)
     try:
         json_format.ParseDict({field.name: value}, cls())
     except json_format.ParseError as exc:
@@ -156,7 +156,7 @@ def _check_single(field: FieldDescriptor, value: Any, path: str) -> None:
 
 
 def _parse_scalar_message(value: Any, descriptor: Descriptor, path: str) -> None:
-    cls = symbol_database.Default().GetPrototype(descriptor)
+    cls = message_factory.GetMessageClass(descriptor)
     try:
         json_format.ParseDict(value, cls())
     except json_format.ParseError as exc:
