@@ -137,29 +137,32 @@ def _check_field(field: FieldDescriptor, value: Any, path: str) -> None:
     if field.is_repeated:
         if not isinstance(value, list):
             raise ValidationError(f"expected a list, got {_kind(value)}", path=path)
+        if field.message_type is None:
+            for index, item in enumerate(value):
+                _check_scalar(field, [item], f"{path}[{index}]")
+            return
         for index, item in enumerate(value):
-            _check_single(field, item, f"{path}[{index}]")
+            _check(item, field.message_type, f"{path}[{index}]")
         return
-    _check_single(field, value, path)
-
-
-def _check_single(field: FieldDescriptor, value: Any, path: str) -> None:
     if field.message_type is not None:
         _check(value, field.message_type, path)
-        return
-    holder = field.containing_type
-    cls = message_factory.GetMessageClass(holder)
-    try:
-        json_format.ParseDict({field.name: value}, cls())
-    except json_format.ParseError as exc:
-        raise ValidationError(_reason(str(exc)), path=path) from None
+    else:
+        _check_scalar(field, value, path)
+
+
+def _check_scalar(field: FieldDescriptor, value: Any, path: str) -> None:
+    cls = message_factory.GetMessageClass(field.containing_type)
+    _parse(cls, {field.name: value}, path)
 
 
 def _parse_scalar_message(value: Any, descriptor: Descriptor, path: str) -> None:
-    cls = message_factory.GetMessageClass(descriptor)
+    _parse(message_factory.GetMessageClass(descriptor), value, path)
+
+
+def _parse(cls: type[Message], value: Any, path: str) -> None:
     try:
         json_format.ParseDict(value, cls())
-    except json_format.ParseError as exc:
+    except (json_format.ParseError, ValueError, TypeError) as exc:
         raise ValidationError(_reason(str(exc)), path=path) from None
 
 
