@@ -29,6 +29,8 @@ BUFFER = {
     },
 }
 HTTP_CHAIN = {"filterChain": {"filter": {"name": HCM}}}
+SOURCE = {"source_cluster": {}}
+TYPE = "type.googleapis.com/"
 
 
 def envoy_filter(*patches: dict[str, Any], namespace: str = "default", **spec: Any) -> dict:
@@ -113,9 +115,7 @@ def test_http_filter_merge_changes_the_typed_config_field_by_field(tmp_path: Pat
         },
     )
     mesh = mesh_with(tmp_path, envoy_filter(patch))
-    [listener] = [
-        d for d in mesh.dicts("productpage-v1", LISTENER_TYPE) if d["name"] == "0.0.0.0_9080"
-    ]
+    listener = mesh.by_name("productpage-v1", LISTENER_TYPE)["0.0.0.0_9080"]
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     router = next(f for f in hcm["http_filters"] if f["name"] == ROUTER)
     assert router["typed_config"]["suppress_envoy_headers"] is True
@@ -144,10 +144,11 @@ def route_table(mesh: Mesh, name: str = "9080") -> dict[str, dict[str, Any]]:
 @pytest.mark.parametrize(
     ("patch", "check"),
     [
-        (route_patch("VIRTUAL_HOST", "MERGE", {"rate_limits": [{"actions": [{"source_cluster": {}}]}]},
+        (route_patch("VIRTUAL_HOST", "MERGE", {"rate_limits": [{"actions": [SOURCE]}]},
                      vhost={"name": REVIEWS}),
          lambda v: "rate_limits" in v[REVIEWS] and "rate_limits" not in v["allow_any"]),
-        (route_patch("VIRTUAL_HOST", "REMOVE", vhost={"name": REVIEWS}), lambda v: REVIEWS not in v),
+        (route_patch("VIRTUAL_HOST", "REMOVE", vhost={"name": REVIEWS}),
+         lambda v: REVIEWS not in v),
         (route_patch("VIRTUAL_HOST", "ADD", {"name": "new", "domains": ["new.example"],
                                             "routes": [EXTRA_ROUTE]}, portNumber=9080),
          lambda v: v["new"]["domains"] == ["new.example"]),
@@ -182,7 +183,9 @@ def test_route_operations(tmp_path: Path, patch: dict, check: Any) -> None:
 
 def test_route_configuration_merge(tmp_path: Path) -> None:
     patch = route_patch(
-        "ROUTE_CONFIGURATION", "MERGE", {"request_headers_to_add": [{"header": {"key": "x-rc", "value": "1"}}]},
+        "ROUTE_CONFIGURATION",
+        "MERGE",
+        {"request_headers_to_add": [{"header": {"key": "x-rc", "value": "1"}}]},
         portNumber=9080,
     )  # fmt: skip
     mesh = mesh_with(tmp_path, envoy_filter(patch))
@@ -194,7 +197,7 @@ def test_process_mode_merged_table_matches_per_virtual_host(tmp_path: Path) -> N
     patch = route_patch("VIRTUAL_HOST", "REMOVE", portNumber=9080, vhost={"name": REVIEWS})
     mesh = mesh_with(tmp_path, envoy_filter(patch), mode="process")
     assert REVIEWS not in route_table(mesh, "pymesh-outbound")
-    assert f"ratings.default.svc.cluster.local:9080" in route_table(mesh, "pymesh-outbound")
+    assert "ratings.default.svc.cluster.local:9080" in route_table(mesh, "pymesh-outbound")
 
 
 def cluster_patch(operation: str, value: Any = None, **match: Any) -> dict:
@@ -210,7 +213,8 @@ RATINGS = "outbound|9080||ratings.default.svc.cluster.local"
 @pytest.mark.parametrize(
     ("patch", "check"),
     [
-        (cluster_patch("MERGE", {"connect_timeout": "3s"}, service="ratings.default.svc.cluster.local"),
+        (cluster_patch("MERGE", {"connect_timeout": "3s"},
+                       service="ratings.default.svc.cluster.local"),
          lambda c: c[RATINGS]["connect_timeout"] == "3s"
          and c["outbound|9080||reviews.default.svc.cluster.local"]["connect_timeout"] == "10s"),
         (cluster_patch("REMOVE", name=RATINGS), lambda c: RATINGS not in c),
@@ -233,7 +237,8 @@ def test_listener_and_filter_chain_and_network_filter_operations(tmp_path: Path)
          "patch": {"operation": "MERGE", "value": {"per_connection_buffer_limit_bytes": 4096}}},
         {"applyTo": "LISTENER", "match": {"context": "SIDECAR_OUTBOUND"},
          "patch": {"operation": "ADD", "value": {
-             "name": "extra", "address": {"socket_address": {"address": "0.0.0.0", "port_value": 7777}}}}},
+             "name": "extra",
+             "address": {"socket_address": {"address": "0.0.0.0", "port_value": 7777}}}}},
         {"applyTo": "FILTER_CHAIN", "match": {"listener": {"name": "0.0.0.0_9080"}},
          "patch": {"operation": "MERGE", "value": {"name": "patched-chain"}}},
         {"applyTo": "NETWORK_FILTER", "match": {"listener": {"name": "0.0.0.0_9080", **HTTP_CHAIN}},
@@ -268,7 +273,8 @@ def test_priority_root_namespace_and_selectors(tmp_path: Path) -> None:
         envoy_filter(adder("late"), namespace="istio-system", name="a", priority=10),
         envoy_filter(adder("early"), namespace="istio-system", name="b", priority=-5),
         # the workload's namespace, selected by label
-        envoy_filter(adder("reviews-only"), name="c", workloadSelector={"labels": {"app": "reviews"}}),
+        envoy_filter(adder("reviews-only"), name="c",
+                     workloadSelector={"labels": {"app": "reviews"}}),
         # another namespace: never applies to default's workloads
         envoy_filter(adder("elsewhere"), namespace="other", name="d"),
     )  # fmt: skip
@@ -286,21 +292,21 @@ def test_priority_root_namespace_and_selectors(tmp_path: Path) -> None:
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
             "domain": "d", "timeoutx": "1s"}}),
          "patch.value.typed_config.timeoutx", "has no field named 'timeoutx'", ValidationError),
-        (http_patch("ADD", value={"name": "x", "typed_config": {"@type": "type.googleapis.com/no.such.Type"}}),
+        (http_patch("ADD", value={"name": "x", "typed_config": {"@type": TYPE + "no.such.Type"}}),
          "patch.value.typed_config.@type", "unknown type", ValidationError),
-        (route_patch("VIRTUAL_HOST", "MERGE", {"rate_limits": [{"actions": [{"request_header": {}}]}]}),
-         "patch.value.rate_limits[0].actions[0].request_header", "no field named", ValidationError),
+        (route_patch("VIRTUAL_HOST", "MERGE", {"rate_limits": [{"actions": [{"request_h": {}}]}]}),
+         "patch.value.rate_limits[0].actions[0].request_h", "no field named", ValidationError),
         (route_patch("VIRTUAL_HOST", "MERGE", {"rate_limits": [{"stage": "x"}]}),
          "patch.value.rate_limits[0].stage", "", ValidationError),
         (http_patch("ADD", value={"name": "x", "typed_config": {
             "@type": "type.googleapis.com/udpa.type.v1.TypedStruct",
-            "type_url": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            "type_url": TYPE + "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
             "value": {"stat_prefix": "p", "token_bucket": {"max_tokens": "many"}}}}),
          "patch.value.typed_config.value.token_bucket.max_tokens", "", ValidationError),
         (route_patch("ROUTE_CONFIGURATION", "ADD", {"name": "x"}), "patch.operation",
          "ADD has no effect on ROUTE_CONFIGURATION", ValidationError),
-        ({"applyTo": "BOOTSTRAP", "patch": {"operation": "MERGE", "value": {"node": {}}}}, "applyTo",
-         "not supported by pymesh", UnsupportedError),
+        ({"applyTo": "BOOTSTRAP", "patch": {"operation": "MERGE", "value": {"node": {}}}},
+         "applyTo", "not supported by pymesh", UnsupportedError),
     ],
 )  # fmt: skip
 def test_values_envoy_rejects_are_errors_with_paths(
