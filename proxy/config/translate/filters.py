@@ -27,6 +27,7 @@ from proxy.config.model import (
     FaultDelay,
     FilterDisabled,
     LocalRateLimitConfig,
+    LocalRateLimitDescriptor,
     RouterConfig,
     TokenBucket,
 )
@@ -256,22 +257,42 @@ def _fault(message: Any, path: str) -> FaultConfig:
     )
 
 
+def _token_bucket(spec: Any, path: str) -> TokenBucket:
+    fill = duration(spec.fill_interval)
+    if fill < 0.05:
+        # Envoy: "local rate limit token bucket fill timer must be >= 50ms"
+        raise ValidationError(
+            "local rate limit token bucket fill timer must be >= 50ms",
+            path=join(path, "fill_interval"),
+        )
+    return TokenBucket(
+        max_tokens=spec.max_tokens,
+        tokens_per_fill=wrapped(spec, "tokens_per_fill", 1),
+        fill_interval=fill,
+    )
+
+
+def _local_descriptors(message: Any, path: str) -> tuple[LocalRateLimitDescriptor, ...]:
+    found: list[LocalRateLimitDescriptor] = []
+    for index, item in enumerate(message.descriptors):
+        item_path = at(join(path, "descriptors"), index)
+        entries = tuple((entry.key, entry.value) for entry in item.entries)
+        if any(d.entries == entries for d in found):
+            raise ValidationError(
+                f"duplicate descriptor in the local rate descriptor: {entries}", path=item_path
+            )
+        found.append(
+            LocalRateLimitDescriptor(
+                entries, _token_bucket(item.token_bucket, join(item_path, "token_bucket"))
+            )
+        )
+    return tuple(found)
+
+
 def _local_ratelimit(message: Any, path: str) -> LocalRateLimitConfig:
     bucket = None
     if message.HasField("token_bucket"):
-        spec = message.token_bucket
-        fill = duration(spec.fill_interval)
-        if fill < 0.05:
-            # Envoy: "local rate limit token bucket fill timer must be >= 50ms"
-            raise ValidationError(
-                "local rate limit token bucket fill timer must be >= 50ms",
-                path=join(path, "token_bucket.fill_interval"),
-            )
-        bucket = TokenBucket(
-            max_tokens=spec.max_tokens,
-            tokens_per_fill=wrapped(spec, "tokens_per_fill", 1),
-            fill_interval=fill,
-        )
+        bucket = _token_bucket(message.token_bucket, join(path, "token_bucket"))
     status = message.status.code if message.HasField("status") else 429
     return LocalRateLimitConfig(
         stat_prefix=message.stat_prefix,
@@ -290,6 +311,12 @@ def _local_ratelimit(message: Any, path: str) -> LocalRateLimitConfig:
             message.local_rate_limit_per_downstream_connection
         ),
         enable_x_ratelimit_headers=message.enable_x_ratelimit_headers != 0,
+        descriptors=_local_descriptors(message, path),
+        stage=message.stage,
+        vh_rate_limits=("OVERRIDE", "INCLUDE", "IGNORE")[message.vh_rate_limits],
+        always_consume_default_token_bucket=wrapped(
+            message, "always_consume_default_token_bucket", True
+        ),
     )
 
 

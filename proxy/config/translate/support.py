@@ -241,7 +241,10 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit": "stat_prefix status "
         "token_bucket filter_enabled filter_enforced request_headers_to_add_when_not_enforced "
         "response_headers_to_add local_rate_limit_per_downstream_connection "
-        "enable_x_ratelimit_headers",
+        "enable_x_ratelimit_headers descriptors stage vh_rate_limits "
+        "always_consume_default_token_bucket",
+        "envoy.extensions.common.ratelimit.v3.LocalRateLimitDescriptor": "entries token_bucket",
+        "envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry": "key value",
         "envoy.extensions.filters.http.cors.v3.Cors": "",
         "envoy.extensions.filters.http.cors.v3.CorsPolicy": _CORS_FIELDS,
         # network filters, listener filters, transport sockets, retry predicates
