@@ -89,7 +89,12 @@ class TokenBucket:
     def x_ratelimit(self) -> tuple[int, int, int]:
         """``x-ratelimit-limit``, ``-remaining`` and ``-reset`` as Envoy's local filter sends
         them: whole tokens, and the whole seconds (rounded down) until the next token."""
-        return self.max_tokens, int(self.remaining()), int(self.next_token_in())
+        # The epsilon absorbs float drift in the bucket's arithmetic (88.9999… is 89 tokens).
+        return (
+            self.max_tokens,
+            int(self.remaining() + _EPSILON),
+            int(self.next_token_in() + _EPSILON),
+        )
 
 
 class RateLimitDecision(StrEnum):
