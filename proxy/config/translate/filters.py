@@ -43,7 +43,7 @@ from proxy.config.translate.common import (
     string_matcher,
     wrapped,
 )
-from proxy.config.translate.support import unpack
+from proxy.config.translate.support import config_type_url, unpack
 from pymesh.errors import UnsupportedError, ValidationError
 
 __all__ = [
@@ -109,7 +109,7 @@ class FilterRegistry:
 
     def translate(self, name: str, any_config: Any | None, path: str) -> tuple[FilterEntry, object]:
         """Translate an HTTP filter's ``typed_config`` (``None`` = no config: defaults)."""
-        type_url = any_config.type_url if any_config is not None else None
+        type_url = config_type_url(any_config) if any_config is not None else None
         entry = self.lookup(name, type_url, path)
         config_path = join(path, "typed_config")
         message = (
@@ -120,7 +120,7 @@ class FilterRegistry:
         return entry, entry.translate(message, config_path)
 
     def translate_per_route(self, filter_name: str, any_config: Any, path: str) -> object:
-        entry = self.per_route_by_type_url.get(any_config.type_url)
+        entry = self.per_route_by_type_url.get(config_type_url(any_config))
         if entry is None or entry.per_route_message is None or entry.per_route is None:
             raise UnsupportedError(
                 f"per-route config for filter '{filter_name}' ({any_config.type_url}) is not "

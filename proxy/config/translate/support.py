@@ -19,13 +19,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+from udpa.type.v1 import typed_struct_pb2
 
 from proxy.config.translate.pgv import check_message_rules
 from pymesh.errors import UnsupportedError, ValidationError
 
-__all__ = ["IGNORED", "OPAQUE", "SUPPORTED", "check_supported", "unpack"]
+__all__ = ["IGNORED", "OPAQUE", "SUPPORTED", "check_supported", "config_type_url", "unpack"]
 
 _CORE = "envoy.config.core.v3."
 _ROUTE = "envoy.config.route.v3."
@@ -423,14 +425,49 @@ def _check_children(
         check_supported(value, path, extra)
 
 
+_TYPED_STRUCTS = frozenset(
+    {
+        "type.googleapis.com/udpa.type.v1.TypedStruct",
+        "type.googleapis.com/xds.type.v3.TypedStruct",
+    }
+)
+
+
+def config_type_url(any_message: Any) -> str:
+    """The type a typed config holds: an ``Any``'s own, or the one a ``TypedStruct`` names."""
+    if any_message.type_url in _TYPED_STRUCTS:
+        typed_struct = typed_struct_pb2.TypedStruct()
+        any_message.Unpack(typed_struct)
+        return str(typed_struct.type_url)
+    return str(any_message.type_url)
+
+
 def unpack(
     any_message: Any,
     message_class: type[Message],
     path: str,
     extra: Mapping[str, frozenset[str]] | None = None,
 ) -> Any:
-    """Unpack an ``Any`` into ``message_class`` and check it like any other message."""
+    """Unpack an ``Any`` into ``message_class`` and check it like any other message. A
+    ``TypedStruct`` (Istio's EnvoyFilters use them) holds the message as JSON: it is parsed
+    into ``message_class`` as Envoy does."""
     target = message_class()
+    if any_message.type_url in _TYPED_STRUCTS:
+        typed_struct = typed_struct_pb2.TypedStruct()
+        any_message.Unpack(typed_struct)
+        if typed_struct.type_url.rpartition("/")[2] != target.DESCRIPTOR.full_name:
+            raise ValidationError(
+                f"expected {target.DESCRIPTOR.full_name}, got {typed_struct.type_url}",
+                path=f"{path}.type_url",
+            )
+        try:
+            json_format.ParseDict(json_format.MessageToDict(typed_struct.value), target)
+        except json_format.ParseError as exc:
+            raise ValidationError(
+                f"invalid TypedStruct value: {exc}", path=f"{path}.value"
+            ) from None
+        check_supported(target, f"{path}.value", extra)
+        return target
     if not any_message.Unpack(target):
         raise ValidationError(
             f"expected {target.DESCRIPTOR.full_name}, got {any_message.type_url}", path=path
