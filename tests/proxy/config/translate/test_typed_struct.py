@@ -12,13 +12,16 @@ from proxy.config.translate.filters import default_registry, typed_per_filter_co
 from pymesh.errors import UnsupportedError, ValidationError
 
 LOCAL = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+ALL = {"numerator": 100, "denominator": "HUNDRED"}
 TASK_VALUE = {
     "stat_prefix": "http_local_rate_limiter",
     "token_bucket": {"max_tokens": 4, "tokens_per_fill": 4, "fill_interval": "60s"},
-    "filter_enabled": {"runtime_key": "e", "default_value": {"numerator": 100, "denominator": "HUNDRED"}},
-    "filter_enforced": {"runtime_key": "f", "default_value": {"numerator": 100, "denominator": "HUNDRED"}},
-    "response_headers_to_add": [{"append": False, "header": {"key": "x-local-rate-limit", "value": "true"}}],
-}  # fmt: skip
+    "filter_enabled": {"runtime_key": "e", "default_value": ALL},
+    "filter_enforced": {"runtime_key": "f", "default_value": ALL},
+    "response_headers_to_add": [
+        {"append": False, "header": {"key": "x-local-rate-limit", "value": "true"}}
+    ],
+}
 
 
 def typed_struct(type_url: str, value: dict) -> any_pb2.Any:
