@@ -1,0 +1,191 @@
+"""Envoy 1.40 and pymesh with the same rate limit filter configs, talking to mixer's Rate Limit
+Service: the same statuses and the same headers (127.0.9.1-9 proxies, .10-.99 upstreams,
+.140-.149 the service). Each proxy starts against a fresh service, so both see the same
+counters from zero."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import RATELIMIT_NET, address
+from tests.support.differential import Exchange, differential
+from tests.support.envoy import router_bootstrap
+from tests.support.procs import ManagedProcess, free_port, wait_for_port
+
+pytestmark = pytest.mark.envoy
+
+PROXY = address(RATELIMIT_NET, 1)
+UPSTREAM = address(RATELIMIT_NET, 10)
+RLS = address(RATELIMIT_NET, 140)
+TYPE = "type.googleapis.com/"
+# pymesh joins once its envoy.filters.http.ratelimit is in (it needs the data path's seams).
+KINDS = ("envoy",)
+
+CONFIG = """
+domain: ratelimit
+descriptors:
+  - key: PATH
+    value: "/productpage"
+    rate_limit: {unit: minute, requests_per_unit: 1}
+  - key: PATH
+    value: "api"
+    rate_limit: {unit: minute, requests_per_unit: 2}
+  - key: PATH
+    rate_limit: {unit: minute, requests_per_unit: 100}
+"""
+
+PATH_ACTION = {"request_headers": {"header_name": ":path", "descriptor_key": "PATH"}}
+API_ACTION = {
+    "header_value_match": {
+        "descriptor_key": "PATH",
+        "descriptor_value": "api",
+        "headers": [
+            {
+                "name": ":path",
+                "safe_regex_match": {"google_re2": {}, "regex": "/api/v1/products/[1-9]{1,2}"},
+            }
+        ],
+    }
+}
+
+
+def rate_limit_filter(port: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.ratelimit",
+        "typed_config": {
+            "@type": TYPE + "envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+            "domain": "ratelimit",
+            "timeout": "2s",
+            "rate_limit_service": {
+                "grpc_service": {"envoy_grpc": {"cluster_name": "rls"}},
+                "transport_api_version": "V3",
+            },
+            **extra,
+        },
+    }
+
+
+def bootstrap(upstream_port: int, rls_port: int, **filter_extra: Any) -> dict[str, Any]:
+    """Istio's task on one listener: the virtual host's PATH action, the "api" route's own."""
+    boot = router_bootstrap((PROXY, free_port(PROXY)), [(UPSTREAM, upstream_port)])
+    listener = boot["static_resources"]["listeners"][0]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_filters"].insert(0, rate_limit_filter(rls_port, **filter_extra))
+    vhost = hcm["route_config"]["virtual_hosts"][0]
+    vhost["rate_limits"] = [{"actions": [PATH_ACTION]}]
+    default = vhost["routes"][0]
+    vhost["routes"] = [
+        {
+            "name": "api",
+            "match": {"prefix": "/api/v1/products"},
+            "route": {**default["route"], "rate_limits": [{"actions": [API_ACTION]}]},
+        },
+        default,
+    ]
+    boot["static_resources"]["clusters"].append(
+        {
+            "name": "rls",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {
+                "cluster_name": "rls",
+                "endpoints": [
+                    {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                        "address": RLS, "port_value": rls_port}}}}]}
+                ],
+            },
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": TYPE + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}},
+                }
+            },
+        }
+    )  # fmt: skip
+    return boot
+
+
+class Service:
+    """``python -m mixer.ratelimit`` on RLS, restarted fresh for each proxy."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port(RLS)
+        self.config = workdir / "ratelimit.yaml"
+        self.config.write_text(CONFIG)
+        self.proc: ManagedProcess | None = None
+
+    def restart(self, _kind: str = "") -> None:
+        self.stop()
+        argv = [sys.executable, "-m", "mixer.ratelimit", "--address", f"{RLS}:{self.port}",
+                "--ratelimit-config", str(self.config)]  # fmt: skip
+        self.proc = ManagedProcess(argv, log_path=self.workdir / "rls.log", name="rls").start()
+        wait_for_port(RLS, self.port, timeout=20, proc=self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    svc = Service(tmp_path)
+    yield svc
+    svc.stop()
+
+
+def get(path: str, name: str = "") -> Exchange:
+    request = f"GET {path} HTTP/1.1\r\nHost: bookinfo\r\nConnection: close\r\n\r\n"
+    return Exchange(request.encode(), name=name or path)
+
+
+TASK = [
+    get("/productpage", "first /productpage: 1 per minute"),
+    get("/productpage", "second /productpage: 429"),
+    get("/api/v1/products/1", "api 1 of 2"),
+    get("/api/v1/products/2", "api 2 of 2"),
+    get("/api/v1/products/3", "api 3: over"),
+    get("/api/v1/products/0", "api without the api descriptor: no descriptor, no limit"),
+    get("/reviews", "any other path: 100 per minute, counted per path"),
+]
+
+
+async def _run(tmp_path: Path, service: Service, upstream_factory, kinds, **filter_extra):
+    upstream = await upstream_factory(UPSTREAM)
+    boot = bootstrap(upstream.port, service.port, **filter_extra)
+    return await differential(
+        copy.deepcopy(boot), TASK, workdir=tmp_path, kinds=kinds, before_each=service.restart
+    )
+
+
+@pytest.mark.parametrize("kinds", [KINDS])
+async def test_task_limits_statuses_and_headers(tmp_path, service, upstream_factory, kinds):
+    report = await _run(
+        tmp_path, service, upstream_factory, kinds, enable_x_ratelimit_headers="DRAFT_VERSION_03"
+    )
+    envoy = report.observed[kinds[0]]
+    assert [o.status for o in envoy] == [200, 429, 200, 200, 429, 200, 200]
+    limited = dict(envoy[1].headers)
+    assert limited["x-envoy-ratelimited"] == "true"
+    assert limited["x-ratelimit-limit"] == "1, 1;w=60"
+    assert limited["x-ratelimit-remaining"] == "0"
+    report.assert_same()
+
+
+@pytest.mark.parametrize("deny", [True, False])
+async def test_service_down_follows_failure_mode_deny(
+    tmp_path, service, upstream_factory, deny
+) -> None:
+    upstream = await upstream_factory(UPSTREAM)
+    boot = bootstrap(upstream.port, service.port, failure_mode_deny=deny, timeout="0.5s")
+    report = await differential(boot, [get("/productpage")], workdir=tmp_path, kinds=KINDS)
+    for observed in report.observed.values():
+        assert observed[0].status == (500 if deny else 200)
+    report.assert_same()
