@@ -89,11 +89,13 @@ class TokenBucket:
     def x_ratelimit(self) -> tuple[int, int, int]:
         """``x-ratelimit-limit``, ``-remaining`` and ``-reset`` as Envoy's local filter sends
         them: whole tokens, and the whole seconds (rounded down) until the next token."""
-        # The epsilon absorbs float drift in the bucket's arithmetic (88.9999… is 89 tokens).
+        # The epsilon absorbs float drift in the bucket's arithmetic (88.9999… is 89 tokens);
+        # Envoy counts the wait in whole milliseconds, so microseconds spent since the
+        # request took its token do not turn a 30 s wait into 29.
         return (
             self.max_tokens,
             int(self.remaining() + _EPSILON),
-            int(self.next_token_in() + _EPSILON),
+            int(round(self.next_token_in(), 3)),
         )
 
 

@@ -189,3 +189,86 @@ async def test_service_down_follows_failure_mode_deny(
     for observed in report.observed.values():
         assert observed[0].status == (500 if deny else 200)
     report.assert_same()
+
+
+def _local(value: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "@type": "type.googleapis.com/udpa.type.v1.TypedStruct",
+        "type_url": TYPE + "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        "value": value,
+    }
+
+
+ALL = {"runtime_key": "k", "default_value": {"numerator": 100, "denominator": "HUNDRED"}}
+LOCAL_ROUTE = {
+    # Istio's local-rate-limit-service sample, per route: 100 per minute for everyone,
+    # 10 per minute for /productpage, with the x-ratelimit headers
+    "stat_prefix": "test_enabled",
+    "token_bucket": {"max_tokens": 100, "tokens_per_fill": 100, "fill_interval": "60s"},
+    "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+    "filter_enabled": ALL,
+    "filter_enforced": ALL,
+    "response_headers_to_add": [
+        {"append": False, "header": {"key": "x-local-rate-limit", "value": "true"}}
+    ],
+    "descriptors": [
+        {
+            "entries": [{"key": "header_match", "value": "productpage"}],
+            "token_bucket": {"max_tokens": 2, "tokens_per_fill": 2, "fill_interval": "60s"},
+        }
+    ],
+}
+PRODUCTPAGE_ACTION = {
+    "header_value_match": {
+        "descriptor_value": "productpage",
+        "expect_match": True,
+        "headers": [
+            {"name": ":path", "string_match": {"prefix": "/productpage", "ignore_case": True}}
+        ],
+    }
+}
+
+
+def local_bootstrap(upstream_port: int) -> dict[str, Any]:
+    """Task 7's shape: the filter with a stat prefix only, the limits per route."""
+    boot = router_bootstrap((PROXY, free_port(PROXY)), [(UPSTREAM, upstream_port)])
+    listener = boot["static_resources"]["listeners"][0]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_filters"].insert(
+        0,
+        {
+            "name": "envoy.filters.http.local_ratelimit",
+            "typed_config": _local({"stat_prefix": "http_local_rate_limiter"}),
+        },
+    )
+    route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]
+    route["route"]["rate_limits"] = [
+        {"actions": [{"remote_address": {}}]},
+        {"actions": [PRODUCTPAGE_ACTION]},
+    ]
+    route["typed_per_filter_config"] = {"envoy.filters.http.local_ratelimit": _local(LOCAL_ROUTE)}
+    return boot
+
+
+async def test_local_limits_per_route_with_descriptors(tmp_path, upstream_factory) -> None:
+    upstream = await upstream_factory(UPSTREAM)
+    exchanges = [
+        get("/productpage", "productpage 1 of 2"),
+        get("/ProductPage", "productpage 2 of 2 (ignore_case)"),
+        get("/productpage", "productpage 3: the descriptor's bucket is empty"),
+        get("/reviews", "other paths: the route's own bucket"),
+    ]
+    report = await differential(local_bootstrap(upstream.port), exchanges, workdir=tmp_path,
+                                kinds=KINDS)  # fmt: skip
+    envoy = report.observed[KINDS[0]]
+    assert [o.status for o in envoy] == [200, 200, 429, 200]
+    limited = dict(envoy[2].headers)
+    assert limited["x-local-rate-limit"] == "true"
+    assert limited["x-ratelimit-limit"] == "2"
+    assert limited["x-ratelimit-remaining"] == "0"
+    assert "x-local-rate-limit" not in dict(envoy[0].headers)
+    # the default bucket paid for the requests the descriptor let through, not the refused one
+    assert [dict(o.headers)["x-ratelimit-remaining"] for o in envoy] == ["1", "0", "0", "97"]
+    assert dict(envoy[3].headers)["x-ratelimit-limit"] == "100"
+    assert dict(envoy[2].headers)["x-ratelimit-reset"] == "30"  # 2 tokens a minute
+    report.assert_same()
