@@ -51,6 +51,7 @@ __all__ = [
     "DEMO_NET",
     "ENVOY_DIFF_NET",
     "PILOT_NET",
+    "POLICY_NET",
     "PROXY_NET",
     "RATELIMIT_NET",
     "SUPPORT_NET",
@@ -62,6 +63,7 @@ ENVOY_DIFF_NET = "127.0.2"
 PILOT_NET = "127.0.3"
 DEMO_NET = "127.0.4"
 SUPPORT_NET = "127.0.5"
+POLICY_NET = "127.0.8"
 RATELIMIT_NET = "127.0.9"
 
 
