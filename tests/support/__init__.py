@@ -50,6 +50,7 @@ from __future__ import annotations
 __all__ = [
     "DEMO_NET",
     "ENVOY_DIFF_NET",
+    "H2_NET",
     "PILOT_NET",
     "POLICY_NET",
     "PROXY_NET",
@@ -65,6 +66,7 @@ DEMO_NET = "127.0.4"
 SUPPORT_NET = "127.0.5"
 POLICY_NET = "127.0.8"
 RATELIMIT_NET = "127.0.9"
+H2_NET = "127.0.10"
 
 
 def address(net: str, host: int) -> str:

@@ -26,6 +26,7 @@ from tests.support.procs import ManagedProcess, async_wait_for_http, free_port, 
 
 __all__ = [
     "PROXY_KINDS",
+    "START_TIMEOUT",
     "Bootstrap",
     "EnvoyProcess",
     "ProxyProcess",
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 PROXY_KINDS = ("envoy", "pymesh")
+# Readiness of a freshly started proxy. Generous: on a busy 2-core machine a Python process's
+# imports alone can take many seconds, and waiting longer costs nothing when it is quick.
+START_TIMEOUT = 45.0
 _REPO = Path(__file__).resolve().parents[2]
 Bootstrap = Mapping[str, Any]
 
@@ -273,7 +277,7 @@ class ProxyProcess:
         )
         return self.proc.start()
 
-    def start(self, timeout: float = 15.0) -> ProxyProcess:
+    def start(self, timeout: float = START_TIMEOUT) -> ProxyProcess:
         """Start and block until admin ``/ready`` is 200 (raises with the log tail if not)."""
         proc = self._spawn()
         try:
@@ -283,7 +287,7 @@ class ProxyProcess:
             raise
         return self
 
-    async def astart(self, timeout: float = 15.0) -> ProxyProcess:
+    async def astart(self, timeout: float = START_TIMEOUT) -> ProxyProcess:
         """:meth:`start` without blocking the event loop (in-process upstreams keep serving)."""
         proc = self._spawn()
         try:
