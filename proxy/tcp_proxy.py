@@ -109,7 +109,7 @@ class TcpProxyConnection(_Side):
             host = (
                 cluster.host_for_destination(self._destination)
                 if cluster.original_dst
-                else cluster.choose_host(None, None, None)
+                else cluster.choose_host(None)
             )
         if cluster is None or host is None:
             log.info("tcp proxy: no upstream", cluster=name)
