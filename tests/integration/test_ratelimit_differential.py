@@ -74,7 +74,9 @@ def rate_limit_filter(port: int, **extra: Any) -> dict[str, Any]:
     }
 
 
-def bootstrap(upstream_port: int, rls_port: int, **filter_extra: Any) -> dict[str, Any]:
+def bootstrap(
+    upstream_port: int, rls_port: int, rls_host: str = RLS, **filter_extra: Any
+) -> dict[str, Any]:
     """Istio's task on one listener: the virtual host's PATH action, the "api" route's own."""
     boot = router_bootstrap((PROXY, free_port(PROXY)), [(UPSTREAM, upstream_port)])
     listener = boot["static_resources"]["listeners"][0]
@@ -100,7 +102,7 @@ def bootstrap(upstream_port: int, rls_port: int, **filter_extra: Any) -> dict[st
                 "cluster_name": "rls",
                 "endpoints": [
                     {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                        "address": RLS, "port_value": rls_port}}}}]}
+                        "address": rls_host, "port_value": rls_port}}}}]}
                 ],
             },
             "typed_extension_protocol_options": {
