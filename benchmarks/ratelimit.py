@@ -104,7 +104,7 @@ def grpc_rate(
     config = workdir / "ratelimit.yaml"
     config.write_text(CONFIG)
     port = free_port(HOST)
-    argv = [sys.executable, "-m", "mixer.ratelimit", "--address", f"{HOST}:{port}",
+    argv = [sys.executable, "-m", "mixer.ratelimit", "--host", HOST, "--grpc-port", str(port),
             "--ratelimit-config", str(config), "--log-level", "warning"]  # fmt: skip
     if redis_url:
         argv += ["--redis-url", redis_url]

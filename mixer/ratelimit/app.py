@@ -39,7 +39,7 @@ class RateLimitOptions:
     def from_args(cls, args: argparse.Namespace) -> RateLimitOptions:
         return cls(
             config=args.ratelimit_config,
-            config_map=args.ratelimit_config_map,
+            config_map=args.ratelimit_config_map or None,
             redis_url=args.redis_url,
             redis_timeout=args.redis_timeout,
             response_headers=args.ratelimit_response_headers,

@@ -1,11 +1,12 @@
 """Where the service's config comes from: files, reloaded when they change.
 
-``path`` is a file or a directory. In a directory every regular, non-hidden file is read (the
-layout of a ConfigMap mounted into the reference service's pod, whose ``..data`` symlink farm
-is hidden). A file holds rate limit documents, or Kubernetes ConfigMaps whose ``data`` entries
-are rate limit documents. With ``config_map`` set, only the ConfigMap of that name is read and
-every other document is skipped, so the service can follow a directory of mixed manifests
-(pilot's config directory) the way the pod follows its mounted ConfigMap.
+``path`` is a file or a directory. In a directory every regular, non-hidden file below it is
+read (the layout of a ConfigMap mounted into the reference service's pod, whose ``..data``
+symlink farm is hidden). A file holds rate limit documents, or Kubernetes ConfigMaps whose
+``data`` entries are rate limit documents. With ``config_map`` set, only the ConfigMap of
+that name is read and every other document is skipped, so the service can follow a
+directory of mixed manifests (pilot's config directory) the way the pod follows its mounted
+ConfigMap.
 
 Reloads poll file stamps (see ``pilot.sources.watcher`` for why polling). A config that does
 not load is refused whole: the last good one keeps serving, ``config_load_error`` counts it
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,13 +43,13 @@ class ConfigSource:
     config_map: str | None = None
 
     def files(self) -> list[Path]:
-        if self.path.is_dir():
-            return sorted(
-                entry
-                for entry in self.path.iterdir()
-                if not entry.name.startswith(".") and entry.is_file()
-            )
-        return [self.path]
+        if not self.path.is_dir():
+            return [self.path]
+        found = []
+        for root, dirs, names in os.walk(self.path, followlinks=True):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            found.extend(Path(root, n) for n in sorted(names) if not n.startswith("."))
+        return [f for f in found if f.is_file()]
 
     def stamps(self) -> tuple[_Stamp, ...]:
         out = []

@@ -128,8 +128,8 @@ class Service:
 
     def restart(self, _kind: str = "") -> None:
         self.stop()
-        argv = [sys.executable, "-m", "mixer.ratelimit", "--address", f"{RLS}:{self.port}",
-                "--ratelimit-config", str(self.config)]  # fmt: skip
+        argv = [sys.executable, "-m", "mixer.ratelimit", "--host", RLS,
+                "--grpc-port", str(self.port), "--ratelimit-config", str(self.config)]  # fmt: skip
         self.proc = ManagedProcess(argv, log_path=self.workdir / "rls.log", name="rls").start()
         wait_for_port(RLS, self.port, timeout=20, proc=self.proc)
 

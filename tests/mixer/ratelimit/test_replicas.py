@@ -48,7 +48,7 @@ async def replicas(
             port = free_port(host)
             argv = [
                 sys.executable, "-m", "mixer.ratelimit",
-                "--address", f"{host}:{port}",
+                "--host", host, "--grpc-port", str(port),
                 "--ratelimit-config", str(config),
                 "--redis-url", redis.url,
                 "--redis-timeout", "0.5",
