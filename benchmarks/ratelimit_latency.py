@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         config.write_text(CONFIG)
         rls_port = free_port(HOST)
         rls = ManagedProcess(
-            [sys.executable, "-m", "mixer.ratelimit", "--address", f"{HOST}:{rls_port}",
+            [sys.executable, "-m", "mixer.ratelimit", "--host", HOST, "--grpc-port", str(rls_port),
              "--ratelimit-config", str(config), "--log-level", "warning"],
             log_path=workdir / "rls.log", name="rls", cpus="0",
         ).start()  # fmt: skip
