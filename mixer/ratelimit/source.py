@@ -45,7 +45,7 @@ class ConfigSource:
     def files(self) -> list[Path]:
         if not self.path.is_dir():
             return [self.path]
-        found = []
+        found: list[Path] = []
         for root, dirs, names in os.walk(self.path, followlinks=True):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             found.extend(Path(root, n) for n in sorted(names) if not n.startswith("."))
