@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from pymesh.samples.bookinfo.constants import DETAILS_ERROR, REVIEWS_ERROR
 from tests.integration.demo_harness import ISTIO, Demo, istio_file, no_demo_processes
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("pymesh-demo-ratelimit")]
@@ -106,7 +108,26 @@ def test_local_rate_limit_on_productpage(demo: Demo, task_file: str) -> None:
     results = [
         demo.curl_from("sleep", "-s", "http://productpage:9080/productpage") for _ in range(5)
     ]
+    demo.delete(istio_file(TASK + task_file))
     statuses = [r.http_code for r in results]
     assert statuses == [200, 200, 200, 200, 429], statuses
     assert ("x-local-rate-limit", "true") in [(k.lower(), v) for k, v in results[-1].headers]
     assert not [k for k, _ in results[0].headers if k.lower() == "x-local-rate-limit"]
+
+
+def test_quota_per_caller(demo: Demo) -> None:
+    """Quotas per caller (README): the sleep workload gets 3 requests a minute to a
+    destination; productpage, calling details and reviews for every page, is not limited."""
+    rules = Path(__file__).resolve().parents[2] / "pymesh/samples/bookinfo/rules"
+    demo.apply(rules / "quota-per-caller.yaml")
+    demo.pymesh("demo", "restart", "sleep", "--proxy-only", "--run-dir", str(demo.run_dir))
+    wait_for_window()
+    statuses = [
+        demo.curl_from("sleep", "-s", "http://details:9080/details/0").http_code for _ in range(4)
+    ]
+    assert statuses == [200, 200, 200, 429]
+    for n in range(5):
+        page = demo.get(f"{demo.gateway}/productpage?n={n}")
+        assert page.status == 200
+        assert DETAILS_ERROR not in page.body and REVIEWS_ERROR not in page.body
+    demo.delete(rules / "quota-per-caller.yaml")
