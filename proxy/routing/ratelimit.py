@@ -9,6 +9,7 @@ burst shape within an interval is not.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from enum import StrEnum
@@ -88,14 +89,13 @@ class TokenBucket:
 
     def x_ratelimit(self) -> tuple[int, int, int]:
         """``x-ratelimit-limit``, ``-remaining`` and ``-reset`` as Envoy's local filter sends
-        them: whole tokens, and the whole seconds (rounded down) until the next token."""
-        # The epsilon absorbs float drift in the bucket's arithmetic (88.9999… is 89 tokens);
-        # Envoy counts the wait in whole milliseconds, so microseconds spent since the
-        # request took its token do not turn a 30 s wait into 29.
+        them: whole tokens, and the seconds until the next token, rounded up."""
+        # The epsilons absorb float drift in the bucket's arithmetic (88.9999… is 89 tokens,
+        # 30.000001 s is 30 s); Envoy rounds the wait up to whole seconds.
         return (
             self.max_tokens,
             int(self.remaining() + _EPSILON),
-            int(round(self.next_token_in(), 3)),
+            max(0, math.ceil(self.next_token_in() - 1e-6)),
         )
 
 

@@ -16,6 +16,7 @@ from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
+from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from google.protobuf.message import Message
 
@@ -43,6 +44,7 @@ from proxy.config.translate.common import (
     string_matcher,
     wrapped,
 )
+from proxy.config.translate.ratelimit import rate_limit_filter, rate_limit_per_route
 from proxy.config.translate.support import config_type_url, unpack
 from pymesh.errors import UnsupportedError, ValidationError
 
@@ -145,7 +147,8 @@ class FilterRegistry:
 
 
 def default_registry() -> FilterRegistry:
-    """A registry with pymesh's built-in filters (router, fault, local_ratelimit, cors)."""
+    """A registry with pymesh's built-in filters (router, fault, local_ratelimit, ratelimit,
+    cors)."""
     # The factories live with the filters' runtime code, which imports this package.
     from proxy.filters import builtin_factories
 
@@ -181,6 +184,17 @@ def default_registry() -> FilterRegistry:
             per_route=_local_ratelimit,
             factory=factories["envoy.filters.http.local_ratelimit"],
         )
+    )
+    registry.register(
+        FilterEntry(
+            "envoy.filters.http.ratelimit",
+            rate_limit_pb2.RateLimit,
+            rate_limit_filter,
+            per_route_message=rate_limit_pb2.RateLimitPerRoute,
+            per_route=rate_limit_per_route,
+            factory=factories["envoy.filters.http.ratelimit"],
+        ),
+        aliases=("envoy.rate_limit",),
     )
     registry.register(
         FilterEntry(

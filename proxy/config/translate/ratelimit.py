@@ -10,6 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+
 from proxy.config.model_ratelimit import (
     GrpcTarget,
     RateLimitAction,
@@ -22,7 +27,12 @@ from proxy.config.model_ratelimit import (
 from proxy.config.translate.common import duration, header_matcher, header_name, join, wrapped
 from pymesh.errors import UnsupportedError, ValidationError
 
-__all__ = ["rate_limit_filter", "rate_limit_per_route", "rate_limit_policy"]
+__all__ = [
+    "rate_limit_filter",
+    "rate_limit_per_route",
+    "rate_limit_policy",
+    "rate_limit_service_clusters",
+]
 
 # Envoy: RateLimitPolicyImpl::MAX_STAGE_NUMBER
 MAX_STAGE = 10
@@ -143,3 +153,22 @@ def rate_limit_per_route(message: Any, path: str) -> RateLimitPerRoute:
 
 
 _VH_RATE_LIMITS = {0: VhRateLimits.OVERRIDE, 1: VhRateLimits.INCLUDE, 2: VhRateLimits.IGNORE}
+
+
+def rate_limit_service_clusters(listeners: Iterable[Any]) -> set[str]:
+    """The clusters the rate limit filters of ``listeners`` call: gRPC side calls, so they
+    may speak HTTP/2 like the ADS cluster (the filter's own client does, not the data path)."""
+    found: set[str] = set()
+    hcm = hcm_pb2.HttpConnectionManager()
+    for listener in listeners:
+        for chain in listener.filter_chains:
+            for item in chain.filters:
+                if not item.typed_config.Is(hcm.DESCRIPTOR):
+                    continue
+                item.typed_config.Unpack(hcm)
+                for http_filter in hcm.http_filters:
+                    config = rate_limit_pb2.RateLimit()
+                    if http_filter.typed_config.Unpack(config):
+                        service = config.rate_limit_service.grpc_service.envoy_grpc
+                        found.add(service.cluster_name)
+    return found

@@ -88,7 +88,7 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         _CORE + "ApiConfigSource": "api_type transport_api_version grpc_services "
         "set_node_on_first_message_only",
         _CORE + "GrpcService": "envoy_grpc timeout",
-        _CORE + "GrpcService.EnvoyGrpc": "cluster_name",
+        _CORE + "GrpcService.EnvoyGrpc": "cluster_name authority",
         _CORE + "DataSource": "filename inline_bytes inline_string",
         _CORE + "HeaderValueOption": "header append append_action keep_empty_value",
         _CORE + "HeaderValue": "key value raw_value",
@@ -249,6 +249,11 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         "enable_x_ratelimit_headers descriptors stage vh_rate_limits "
         "always_consume_default_token_bucket",
         "envoy.extensions.common.ratelimit.v3.LocalRateLimitDescriptor": "entries token_bucket",
+        "envoy.extensions.filters.http.ratelimit.v3.RateLimit": "domain stage request_type "
+        "timeout failure_mode_deny rate_limited_as_resource_exhausted rate_limit_service "
+        "enable_x_ratelimit_headers disable_x_envoy_ratelimited_header status_on_error",
+        "envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute": "vh_rate_limits",
+        "envoy.config.ratelimit.v3.RateLimitServiceConfig": "grpc_service transport_api_version",
         "envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry": "key value",
         "envoy.extensions.filters.http.cors.v3.Cors": "",
         "envoy.extensions.filters.http.cors.v3.CorsPolicy": _CORS_FIELDS,
