@@ -50,7 +50,7 @@ async def _serve(host: str, grpc_port: int, http_port: int, options: RateLimitOp
     app = RateLimitApp(options)
     # No SO_REUSEPORT: a second server on a taken port must fail, not share it silently.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    app.register(server)
+    app.add_to_server(server)
     address = f"{host}:{grpc_port}"
     if server.add_insecure_port(address) == 0:
         print(f"error: cannot listen on {address}", file=sys.stderr)

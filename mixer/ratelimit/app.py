@@ -1,7 +1,7 @@
 """Wiring: command-line options → config watcher, counters and the gRPC servicer.
 
-``pymesh mixer`` adds :func:`add_arguments` to its parser and calls
-:meth:`RateLimitApp.register` on its gRPC server; ``python -m mixer.ratelimit`` runs the Rate
+``pymesh mixer`` adds :func:`add_arguments` to its parser and serves a
+:class:`RateLimitApp` (``name``, ``add_to_server``, ``start``, ``stop``) on its gRPC port; ``python -m mixer.ratelimit`` runs the Rate
 Limit Service alone (the demo's ``ratelimit`` Service, or a second replica in tests).
 """
 
@@ -114,7 +114,12 @@ class RateLimitApp:
             key_prefix=options.key_prefix,
         )
 
-    def register(self, server: grpc.aio.Server) -> None:
+    @property
+    def name(self) -> str:
+        return "ratelimit"
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        """Register ``envoy.service.ratelimit.v3`` on ``server`` (mixer's, or its own)."""
         add_to_server(server, self.service)
 
     async def start(self) -> None:

@@ -36,7 +36,7 @@ async def test_answers_from_mixer(tmp_path: Path) -> None:
     config.write_text(CONFIG)
     app = RateLimitApp(RateLimitOptions(config=config))
     server = grpc.aio.server()
-    app.register(server)
+    app.add_to_server(server)
     port = server.add_insecure_port(f"{HOST}:{free_port(HOST)}")
     await app.start()
     await server.start()

@@ -60,7 +60,7 @@ class Running:
 async def start(tmp_path: Path, **options: object) -> AsyncIterator[Running]:
     app = RateLimitApp(RateLimitOptions(**options), clock=Clock())  # type: ignore[arg-type]
     server = grpc.aio.server()
-    app.register(server)
+    app.add_to_server(server)
     port = server.add_insecure_port(f"{HOST}:{free_port(HOST)}")
     await app.start()
     await server.start()
