@@ -1,8 +1,9 @@
 """Wiring: command-line options → config watcher, counters and the gRPC servicer.
 
-``pymesh mixer`` adds :func:`add_arguments` to its parser and serves a
-:class:`RateLimitApp` (``name``, ``add_to_server``, ``start``, ``stop``) on its gRPC port; ``python -m mixer.ratelimit`` runs the Rate
-Limit Service alone (the demo's ``ratelimit`` Service, or a second replica in tests).
+``pymesh mixer`` adds :func:`add_arguments` to its parser and serves a :class:`RateLimitApp`
+(``name``, ``add_to_server``, ``start``, ``stop``) on its gRPC port; ``python -m
+mixer.ratelimit`` runs the Rate Limit Service alone (the demo's ``ratelimit`` Service, or a
+second replica in tests).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from tests.support import RATELIMIT_NET, address
 from tests.support.differential import VOLATILE_HEADERS, Exchange, differential, normalize_echo
 from tests.support.envoy import PROXY_KINDS, router_bootstrap
 from tests.support.procs import ManagedProcess, free_port, wait_for_port
+from tests.support.redis import RedisServer
 
 pytestmark = pytest.mark.envoy
 
@@ -117,26 +119,43 @@ def bootstrap(
 
 
 class Service:
-    """``python -m mixer.ratelimit`` on RLS, restarted fresh for each proxy."""
+    """``python -m mixer.ratelimit`` on RLS (and more replicas on the next addresses, sharing
+    ``redis_url``), restarted fresh for each proxy."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, replicas: int = 1, redis: RedisServer | None = None) -> None:
         self.workdir = workdir
-        self.port = free_port(RLS)
+        self.redis = redis
+        self.hosts = [address(RATELIMIT_NET, 140 + i) for i in range(replicas)]
+        self.ports = [free_port(host) for host in self.hosts]
         self.config = workdir / "ratelimit.yaml"
         self.config.write_text(CONFIG)
-        self.proc: ManagedProcess | None = None
+        self.procs: list[ManagedProcess] = []
+
+    @property
+    def port(self) -> int:
+        return self.ports[0]
 
     def restart(self, _kind: str = "") -> None:
         self.stop()
-        argv = [sys.executable, "-m", "mixer.ratelimit", "--host", RLS,
-                "--grpc-port", str(self.port), "--ratelimit-config", str(self.config)]  # fmt: skip
-        self.proc = ManagedProcess(argv, log_path=self.workdir / "rls.log", name="rls").start()
-        wait_for_port(RLS, self.port, timeout=20, proc=self.proc)
+        if self.redis is not None:
+            self.redis.restart()  # fresh counters for each proxy
+        for index, (host, port) in enumerate(zip(self.hosts, self.ports, strict=True)):
+            argv = [sys.executable, "-m", "mixer.ratelimit", "--host", host,
+                    "--grpc-port", str(port), "--ratelimit-config", str(self.config)]  # fmt: skip
+            if self.redis is not None:
+                argv += ["--redis-url", self.redis.url]
+            log = self.workdir / f"rls-{index}.log"
+            self.procs.append(ManagedProcess(argv, log_path=log, name="rls").start())
+        for host, port, proc in zip(self.hosts, self.ports, self.procs, strict=True):
+            wait_for_port(host, port, timeout=20, proc=proc)
+        # Counters are per wall-clock minute: a run must not straddle two windows.
+        into = time.time() % 60
+        if into > 55:
+            time.sleep(60.5 - into)
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-            self.proc = None
+        while self.procs:
+            self.procs.pop().stop()
 
 
 @pytest.fixture
@@ -281,4 +300,31 @@ async def test_local_limits_per_route_with_descriptors(tmp_path, upstream_factor
     assert [dict(o.headers)["x-ratelimit-remaining"] for o in envoy] == ["1", "0", "0", "97"]
     assert dict(envoy[3].headers)["x-ratelimit-limit"] == "100"
     assert dict(envoy[2].headers)["x-ratelimit-reset"] == "30"  # 2 tokens a minute
+    report.assert_same()
+
+
+async def test_two_replicas_over_redis_hold_one_limit(tmp_path, upstream_factory) -> None:
+    """The rate limit cluster has two mixer replicas sharing one Redis; requests alternate
+    between them (round robin) and still meet one limit, through either proxy."""
+    redis = RedisServer(address(RATELIMIT_NET, 105), tmp_path / "redis")
+    service = Service(tmp_path, replicas=2, redis=redis)
+    upstream = await upstream_factory(UPSTREAM)
+    boot = bootstrap(upstream.port, service.ports[0], failure_mode_deny=True)
+    rls = boot["static_resources"]["clusters"][-1]
+    rls["load_assignment"]["endpoints"][0]["lb_endpoints"] = [
+        {"endpoint": {"address": {"socket_address": {"address": h, "port_value": p}}}}
+        for h, p in zip(service.hosts, service.ports, strict=True)
+    ]
+    exchanges = [get(f"/api/v1/products/{n}", f"api {n}") for n in (1, 2, 3, 4)]
+    try:
+        redis.start()
+        report = await differential(
+            boot, exchanges, workdir=tmp_path, kinds=KINDS, before_each=service.restart,
+            volatile_headers=VOLATILE, body=normalize_echo,
+        )  # fmt: skip
+    finally:
+        service.stop()
+        redis.stop()
+    for observed in report.observed.values():
+        assert [o.status for o in observed] == [200, 200, 429, 429]
     report.assert_same()
