@@ -27,7 +27,7 @@ def patch_clusters(
         context = _context_of(cluster, gateway)
         keep = True
         for patch in mine:
-            if not (_context(patch, context) and _cluster_match(patch, cluster)):
+            if not (patch.applies_in(context) and _cluster_match(patch, cluster)):
                 continue
             if patch.operation is _OP.REMOVE:
                 keep = False
@@ -40,7 +40,7 @@ def patch_clusters(
             out.append(cluster)
     add_context = PatchContext.GATEWAY if gateway else PatchContext.SIDECAR_OUTBOUND
     out.extend(
-        copy_message(p.value) for p in mine if p.operation is _OP.ADD and _context(p, add_context)
+        copy_message(p.value) for p in mine if p.operation is _OP.ADD and p.applies_in(add_context)
     )
     return out
 
@@ -51,10 +51,6 @@ def _context_of(cluster: Any, gateway: bool) -> PatchContext:
     if cluster.name.startswith("inbound|"):
         return PatchContext.SIDECAR_INBOUND
     return PatchContext.SIDECAR_OUTBOUND
-
-
-def _context(patch: CompiledPatch, context: PatchContext) -> bool:
-    return patch.context is PatchContext.ANY or patch.context is context
 
 
 def _cluster_match(patch: CompiledPatch, cluster: Any) -> bool:

@@ -73,6 +73,10 @@ class CompiledPatch:
     def context(self) -> PatchContext:
         return self.match.context
 
+    def applies_in(self, context: PatchContext) -> bool:
+        """Whether the patch is for proxies in ``context`` (ANY is every context)."""
+        return self.match.context is PatchContext.ANY or self.match.context is context
+
 
 @dataclass(frozen=True, slots=True)
 class CompiledFilter:

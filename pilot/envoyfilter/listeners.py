@@ -41,7 +41,7 @@ def patch_listeners(
         context = context_of(listener)
         removed = False
         for patch in patches.get(ApplyTo.LISTENER, ()):
-            if not (_context(patch, context) and _listener_match(patch, listener)):
+            if not (patch.applies_in(context) and _listener_match(patch, listener)):
                 continue
             if patch.operation is _OP.REMOVE:
                 removed = True
@@ -58,7 +58,7 @@ def patch_listeners(
         # ADD without a context adds for outbound sidecars and gateways only (as Istio).
         if patch.context is PatchContext.ANY and add_context is PatchContext.SIDECAR_INBOUND:
             continue
-        if _context(patch, add_context):
+        if patch.applies_in(add_context):
             out.append(copy_message(patch.value))
     return out
 
@@ -72,7 +72,7 @@ def _patch_filter_chains(patches: Patches, listener: Any, context: PatchContext)
     for patch in chain_patches:
         if (
             patch.operation is _OP.ADD
-            and _context(patch, context)
+            and patch.applies_in(context)
             and _listener_match(patch, listener)
         ):
             kept.append(copy_message(patch.value))
@@ -185,10 +185,6 @@ def _merge_filter(item: Any, value: Any) -> None:
 # --- matching ------------------------------------------------------------------------------
 
 
-def _context(patch: CompiledPatch, context: PatchContext) -> bool:
-    return patch.context is PatchContext.ANY or patch.context is context
-
-
 def _listener_match(patch: CompiledPatch, listener: Any) -> bool:
     m = patch.match.listener
     if m is None:
@@ -202,7 +198,7 @@ def _listener_match(patch: CompiledPatch, listener: Any) -> bool:
 
 
 def _chain_scope(patch: CompiledPatch, listener: Any, chain: Any, context: PatchContext) -> bool:
-    if not (_context(patch, context) and _listener_match(patch, listener)):
+    if not (patch.applies_in(context) and _listener_match(patch, listener)):
         return False
     m = patch.match.listener
     if m is None:

@@ -104,12 +104,8 @@ def _insert(patch: CompiledPatch, routes: list[Any]) -> list[Any]:
     return routes
 
 
-def _context_match(patch: CompiledPatch, context: PatchContext) -> bool:
-    return patch.context is PatchContext.ANY or patch.context is context
-
-
 def _rc_match(patch: CompiledPatch, rc: Any, context: PatchContext, vhost: Any | None) -> bool:
-    if not _context_match(patch, context):
+    if not patch.applies_in(context):
         return False
     m = patch.match.route_configuration
     if m is None:
