@@ -30,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--grpc-port", type=int, default=8081, help="gRPC port (default 8081)")
     parser.add_argument(
-        "--port", type=int, default=0, help="HTTP port for GET /healthcheck (default: none)"
+        "--port",
+        type=int,
+        default=0,
+        help="HTTP port for /healthcheck, /stats, /metrics (default: none)",
     )
     parser.add_argument("--log-level", default="info")
     add_arguments(parser)
@@ -57,7 +60,7 @@ async def _serve(host: str, grpc_port: int, http_port: int, options: RateLimitOp
         return 1
     await app.start()
     await server.start()
-    health = await _healthcheck(host, http_port) if http_port else None
+    health = await _http(host, http_port, app) if http_port else None
     log.info("rate limit service listening", address=address, redis=options.redis_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -71,12 +74,24 @@ async def _serve(host: str, grpc_port: int, http_port: int, options: RateLimitOp
     return 0
 
 
-async def _healthcheck(host: str, port: int) -> web.AppRunner:
-    async def ok(request: web.Request) -> web.Response:
+async def _http(host: str, port: int, app: RateLimitApp) -> web.AppRunner:
+    """``/healthcheck`` as the reference service answers it, ``/stats`` (its counters by
+    their reference names) and ``/metrics`` (the same in Prometheus text)."""
+
+    async def healthcheck(request: web.Request) -> web.Response:
         return web.Response(text="OK")
 
+    async def stats(request: web.Request) -> web.Response:
+        lines = [f"{name}: {value}" for name, value in sorted(app.stats.flat().items())]
+        return web.Response(text="\n".join(lines) + "\n")
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text=app.stats.prometheus_text(), content_type="text/plain")
+
     site_app = web.Application()
-    site_app.router.add_get("/healthcheck", ok)
+    site_app.router.add_get("/healthcheck", healthcheck)
+    site_app.router.add_get("/stats", stats)
+    site_app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(site_app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

@@ -81,3 +81,24 @@ class RateLimitStats:
             labels = (("domain", domain), ("key", rest))
             for stat, value in counters.items():
                 yield Sample(f"ratelimit_service_rate_limit_{stat}", labels, value)
+
+    def prometheus_text(self) -> str:
+        """Every counter in Prometheus' text format (counters, one ``# TYPE`` per name)."""
+        lines: list[str] = []
+        typed: set[str] = set()
+        # A family's samples must stand together in the text format.
+        for sample in sorted(self.samples(), key=lambda s: s.name):
+            if sample.name not in typed:
+                typed.add(sample.name)
+                lines.append(f"# TYPE {sample.name} counter")
+            labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sample.labels)
+            lines.append(
+                f"{sample.name}{{{labels}}} {sample.value}"
+                if labels
+                else f"{sample.name} {sample.value}"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

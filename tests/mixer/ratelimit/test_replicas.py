@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -42,13 +44,15 @@ async def replicas(
     config.write_text(CONFIG)
     channels = []
     stubs = []
+    stats_urls: list[str] = []
     try:
         for index in (1, 2):
             host = address(RATELIMIT_NET, 110 + index)
             port = free_port(host)
+            http_port = free_port(host)
             argv = [
                 sys.executable, "-m", "mixer.ratelimit",
-                "--host", host, "--grpc-port", str(port),
+                "--host", host, "--grpc-port", str(port), "--port", str(http_port),
                 "--ratelimit-config", str(config),
                 "--redis-url", redis.url,
                 "--redis-timeout", "0.5",
@@ -58,7 +62,8 @@ async def replicas(
             channel = grpc.aio.insecure_channel(f"{host}:{port}")
             channels.append(channel)
             stubs.append(rls_pb2_grpc.RateLimitServiceStub(channel))
-        yield redis, stubs
+            stats_urls.append(f"http://{host}:{http_port}/stats")
+        yield redis, stubs, stats_urls
     finally:
         for channel in channels:
             await channel.close()
@@ -66,7 +71,7 @@ async def replicas(
 
 
 async def test_two_replicas_enforce_one_limit(replicas) -> None:
-    _, stubs = replicas
+    _, stubs, _ = replicas
     caller = f"noisy-{time.monotonic_ns()}"
     codes = [
         (await stubs[i % 2].ShouldRateLimit(request(caller), timeout=5)).overall_code
@@ -80,7 +85,7 @@ async def test_two_replicas_enforce_one_limit(replicas) -> None:
 
 
 async def test_redis_down_is_an_unavailable_error_not_a_hang(replicas) -> None:
-    redis, stubs = replicas
+    redis, stubs, stats_urls = replicas
     assert (await stubs[0].ShouldRateLimit(request("a"), timeout=5)).overall_code == Response.OK
     redis.stop()
     for stub in stubs:
@@ -90,6 +95,16 @@ async def test_redis_down_is_an_unavailable_error_not_a_hang(replicas) -> None:
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "redis" in (info.value.details() or "")
         assert time.monotonic() - started < 5
+    # counted, by the reference service's name
+    for url in stats_urls:
+        stats = await asyncio.to_thread(_get, url)
+        assert "ratelimit.service.call.should_rate_limit.redis_error: 1\n" in stats
     redis.start()
     answer = await stubs[1].ShouldRateLimit(request("a"), timeout=5)
     assert answer.overall_code == Response.OK
+
+
+def _get(url: str) -> str:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=5) as resp:
+        return resp.read().decode()
