@@ -1,13 +1,16 @@
 """Istio's rate limiting task on a running ``pymesh demo``, with Istio's files unchanged
 (``../shared/istio-samples``): the ``ratelimit`` Service of the task is mixer's Rate Limit
 Service, reading the task's ConfigMap; EnvoyFilters put the global filter on the ingress
-gateway and the local one on productpage's sidecar. One demo serves the module (control
-127.0.9.150, pods 127.0.9.160-189). Each test's docstring is what Istio's documentation says
-happens.
+gateway and the local one on productpage's sidecar. One demo serves the module's tests on a
+worker (control 127.0.9.150-153, pods from 127.0.9.160, see ``_claim_slot``). Each test's
+docstring is what Istio's documentation says happens; every test applies what it needs, so
+the tests hold in any order and on any worker.
 """
 
 from __future__ import annotations
 
+import fcntl
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,29 +33,64 @@ def wait_for_window(margin: float = 12.0) -> None:
         time.sleep(60 - into + 0.5)
 
 
+_SLOTS = 4
+
+
+def _claim_slot(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    """A demo on this area's addresses: slot N (held with a lock file, as the demo harness
+    does, in case the module's tests run on more than one worker) has control address
+    127.0.9.<150+N> and pods 127.0.9.<160+24N> and the 23 after it."""
+    from pymesh.demo.ports import busy
+
+    for slot in range(_SLOTS):
+        lock = open(Path(tempfile.gettempdir()) / f"pymesh-ratelimit-demo-{slot}.lock", "w")  # noqa: SIM115
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            continue
+        control = f"127.0.9.{150 + slot}"
+        if busy([(control, p) for p in (8080, 15000, 15010, 15080)]):
+            lock.close()
+            continue
+        first = 160 + 24 * slot
+        demo = Demo(
+            tmp_path_factory.mktemp("demo-ratelimit") / "run",
+            control=control,
+            pods=f"127.0.9.{first}-127.0.9.{min(first + 23, 254)}",
+            external=f"127.0.9.{155 + slot}",
+        )
+        demo.lock = lock
+        return demo
+    pytest.fail(f"no free rate limit demo slot (all {_SLOTS} taken)")
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     if not ISTIO.is_dir():
         pytest.skip("../shared/istio-samples is not present")
-    base = tmp_path_factory.mktemp("demo-ratelimit")
-    demo = Demo(
-        base / "run",
-        control="127.0.9.150",
-        pods="127.0.9.160-127.0.9.189",
-        external="127.0.9.200",
-    )
-    demo.up()
+    demo = _claim_slot(tmp_path_factory)
     try:
+        demo.up()
         demo.apply(
             istio_file("ratelimit/rate-limit-service.yaml"),
             istio_file(TASK + "1-configmap-ratelimit-config.yaml"),
         )
         demo.wait(lambda: demo.pod("ratelimit").app_ready, 60, "the ratelimit pod ready")
         yield demo
-    finally:
         result = demo.down()
         assert result.returncode == 0, result.stdout + result.stderr
         assert not no_demo_processes(demo.run_dir)
+    finally:
+        demo.release()
+
+
+def global_filters(demo: Demo) -> None:
+    """The task's global filter on the gateway, with the PATH action on its virtual host."""
+    demo.apply(
+        istio_file(TASK + "2-envoyfilter-filter-ratelimit.yaml"),
+        istio_file(TASK + "3-envoyfilter-filter-ratelimit-svc.yaml"),
+    )
 
 
 def gateway(demo: Demo, path: str) -> tuple[int, dict[str, str]]:
@@ -64,10 +102,7 @@ def test_global_rate_limit_at_the_gateway(demo: Demo) -> None:
     """Global rate limit: with the ratelimit filter on the gateway and the PATH descriptor on
     its virtual host, /productpage is limited to 1 request per minute: the next one gets
     429 with ``x-envoy-ratelimited``."""
-    demo.apply(
-        istio_file(TASK + "2-envoyfilter-filter-ratelimit.yaml"),
-        istio_file(TASK + "3-envoyfilter-filter-ratelimit-svc.yaml"),
-    )
+    global_filters(demo)
     wait_for_window()
     first, _ = gateway(demo, "/productpage")
     second, headers = gateway(demo, "/productpage")
@@ -81,6 +116,7 @@ def test_per_route_api_descriptor(demo: Demo) -> None:
     """Per-route limit: with the VirtualService naming the product API route "api" and the
     EnvoyFilter giving that route its own descriptor, /api/v1/products/<n> is limited to 2
     requests per minute."""
+    global_filters(demo)
     demo.apply(
         istio_file(TASK + "4-virtualservice-bookinfo-named-api-route.yaml"),
         istio_file(TASK + "5-envoyfilter-filter-ratelimit-svc-api.yaml"),
@@ -131,3 +167,5 @@ def test_quota_per_caller(demo: Demo) -> None:
         assert page.status == 200
         assert DETAILS_ERROR not in page.body and REVIEWS_ERROR not in page.body
     demo.delete(rules / "quota-per-caller.yaml")
+    # the rule file carried the task's ConfigMap too: put the task's own back
+    demo.apply(istio_file(TASK + "1-configmap-ratelimit-config.yaml"))
