@@ -47,7 +47,6 @@ NOT_ENFORCED: tuple[NotEnforced, ...] = (
         "with any token",
     ),
     NotEnforced("Telemetry", "", "metrics, access logs and traces are not changed by it yet"),
-    NotEnforced("EnvoyFilter", "", "its patches are not applied to any proxy yet"),
 )
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "PILOT_NET",
     "POLICY_NET",
     "PROXY_NET",
+    "RATELIMIT_NET",
     "SUPPORT_NET",
     "address",
 ]
@@ -66,6 +67,7 @@ DEMO_NET = "127.0.4"
 SUPPORT_NET = "127.0.5"
 AUTH_NET = "127.0.6"
 POLICY_NET = "127.0.8"
+RATELIMIT_NET = "127.0.9"
 H2_NET = "127.0.10"
 
 
