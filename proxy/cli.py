@@ -18,7 +18,10 @@ log = structlog.get_logger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config-path", required=True, help="Envoy v3 bootstrap (YAML/JSON)")
+    parser.add_argument("-c", "--config-path", help="Envoy v3 bootstrap (YAML/JSON)")
+    parser.add_argument(
+        "--config-yaml", help="the bootstrap as a YAML string (instead of -c, as in Envoy)"
+    )
     parser.add_argument(
         "--validate",
         action="store_true",
@@ -34,6 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.config_yaml:
+        if args.config_path:
+            print("error: give -c or --config-yaml, not both", file=sys.stderr)
+            return 2
+        return _run_inline(args)
+    if not args.config_path:
+        print("error: -c/--config-path or --config-yaml is required", file=sys.stderr)
+        return 2
     try:
         # Validation needs the protos anyway; a running proxy parses in a child process so
         # that they never load into it.
@@ -64,6 +75,22 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error initializing configuration '{args.config_path}': {exc}", file=sys.stderr)
         return 1
+
+
+def _run_inline(args: argparse.Namespace) -> int:
+    """``--config-yaml``: a sidecar whose uid cannot read its launcher's files (the demo's
+    uid 1337 proxies) gets its bootstrap on the command line; the loader reads files."""
+    import os
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="pymesh-bootstrap-", suffix=".yaml")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(args.config_yaml)
+        args.config_path, args.config_yaml = path, None
+        return run(args)
+    finally:
+        os.unlink(path)
 
 
 def _check_runnable(bootstrap: object) -> None:

@@ -61,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if pod.proxy is None or not pod.proxy.running:
         print(f"warning: the sidecar of {pod.key} is not running", file=sys.stderr)
-    env = pod_env(pod.name, pod.namespace, pod.service_account, pod.ip, os.environ)
+    captured = bool(pod.netns)
+    env = pod_env(
+        pod.name, pod.namespace, pod.service_account, pod.ip, os.environ, captured=captured
+    )
     if cmd[0] in _PYTHONS:
         cmd[0] = sys.executable
     program = shutil.which(cmd[0], path=env.get("PATH"))
@@ -73,4 +76,8 @@ def run(args: argparse.Namespace) -> int:
         return 127
     sys.stdout.flush()
     sys.stderr.flush()
+    if captured:
+        # netns mode: inside the pod's namespace, where iptables takes the traffic.
+        ip = shutil.which("ip") or "ip"
+        os.execve(ip, ["ip", "netns", "exec", pod.netns, program, *cmd[1:]], env)
     os.execve(program, cmd, env)

@@ -28,7 +28,7 @@ def node_id(pod: PodSpec, ip: str) -> str:
     return f"{kind}~{ip}~{pod.name}.{pod.namespace}~{pod.namespace}.svc.{_DOMAIN}"
 
 
-def _metadata(pod: PodSpec, ip: str) -> dict[str, Any]:
+def _metadata(pod: PodSpec, ip: str, process: bool) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "NAMESPACE": pod.namespace,
         "SERVICE_ACCOUNT": pod.service_account,
@@ -36,23 +36,26 @@ def _metadata(pod: PodSpec, ip: str) -> dict[str, Any]:
         "INSTANCE_IPS": ip,
         "LABELS": dict(pod.labels),
         "CLUSTER_ID": "Kubernetes",
-        "PYMESH_MODE": "process",
     }
+    if process:
+        metadata["PYMESH_MODE"] = "process"
     if pod.container_port is not None:
         # Istio sends the pod's ports as a JSON string under this name.
         metadata["POD_PORTS"] = f'[{{"containerPort":{pod.container_port},"protocol":"TCP"}}]'
     return metadata
 
 
-def bootstrap(pod: PodSpec, ip: str, pilot_xds: str) -> dict[str, Any]:
-    """The bootstrap for ``pod`` at ``ip``, talking to pilot's ADS at ``pilot_xds``."""
+def bootstrap(pod: PodSpec, ip: str, pilot_xds: str, *, process: bool = True) -> dict[str, Any]:
+    """The bootstrap for ``pod`` at ``ip``, talking to pilot's ADS at ``pilot_xds``;
+    ``process=False`` for a pod whose traffic iptables captures (netns mode): pilot then
+    sends Istio's own listener shapes."""
     host, _, port = pilot_xds.rpartition(":")
     ads_source = {"ads": {}, "resource_api_version": "V3"}
     return {
         "node": {
             "id": node_id(pod, ip),
             "cluster": f"{pod.app_name}.{pod.namespace}",
-            "metadata": _metadata(pod, ip),
+            "metadata": _metadata(pod, ip, process),
         },
         "admin": {"address": {"socket_address": {"address": ip, "port_value": ADMIN_PORT}}},
         "dynamic_resources": {
@@ -103,8 +106,10 @@ def bootstrap(pod: PodSpec, ip: str, pilot_xds: str) -> dict[str, Any]:
     }
 
 
-def write_bootstrap(path: Path, pod: PodSpec, ip: str, pilot_xds: str) -> Path:
+def write_bootstrap(
+    path: Path, pod: PodSpec, ip: str, pilot_xds: str, *, process: bool = True
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(bootstrap(pod, ip, pilot_xds), sort_keys=False)
+    text = yaml.safe_dump(bootstrap(pod, ip, pilot_xds, process=process), sort_keys=False)
     path.write_text(text, encoding="utf-8")
     return path

@@ -13,15 +13,29 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pymesh.demo.bootstrap import node_id, write_bootstrap
+import yaml
+
+from pymesh.demo.bootstrap import bootstrap, node_id, write_bootstrap
 from pymesh.demo.images import Role
 from pymesh.demo.layout import ADMIN_PORT, INBOUND_PORT, OUTBOUND_PORT, DemoLayout
+from pymesh.demo.netns import PodNetwork, probe_in_namespace
 from pymesh.demo.pilot_api import SyncState
 from pymesh.demo.pods import PodSpec, pod_env
 from pymesh.demo.process import Child, spawn
 from pymesh.demo.state import PodState, ProcessState
 
-__all__ = ["PodRuntime", "clean_env", "pymesh_argv", "unprivileged_port_start"]
+__all__ = [
+    "PROXY_UID",
+    "PodRuntime",
+    "clean_env",
+    "in_namespace",
+    "pymesh_argv",
+    "unprivileged_port_start",
+]
+
+#: The sidecar's uid and gid in a captured pod: Istio's ``istio-proxy`` user, which the
+#: capture rules leave alone.
+PROXY_UID = 1337
 
 _PROXY_VARS = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_proxy", "grpc_proxy"})
 
@@ -34,6 +48,34 @@ def clean_env(base: Mapping[str, str]) -> dict[str, str]:
 
 def pymesh_argv(python: str, log_level: str, *args: str) -> list[str]:
     return [python, "-m", "pymesh.cli.main", "--log-level", log_level, *args]
+
+
+def reachable_by_others(path: str) -> bool:
+    """Whether a user other than the owner may traverse to and read ``path`` (every parent
+    directory world-searchable, the file world-readable)."""
+    real = Path(path).resolve()
+    try:
+        if not real.stat().st_mode & 0o004:
+            return False
+        return all(parent.stat().st_mode & 0o001 for parent in real.parents)
+    except OSError:
+        return False
+
+
+def in_namespace(namespace: str, argv: list[str], *, uid: int | None = None) -> list[str]:
+    """``argv`` run inside a pod's network namespace (with its ``/etc/hosts``), as ``uid``.
+
+    When ``uid`` cannot reach the Python (and pymesh) the demo runs on, for example a
+    Python installed under root's home, the process keeps one capability,
+    CAP_DAC_READ_SEARCH, so that it can load them; it runs as ``uid`` all the same, which is
+    what the capture rules look at."""
+    prefix = ["ip", "netns", "exec", namespace]
+    if uid is not None:
+        prefix += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+        if not (reachable_by_others(argv[0]) and reachable_by_others(__file__)):
+            prefix += ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+        prefix.append("--")
+    return prefix + argv
 
 
 def unprivileged_port_start() -> int:
@@ -61,6 +103,8 @@ class PodRuntime:
         self.warning = spec.stand_in.warning
         self.app_exit: int | None = None
         self.proxy_exit: int | None = None
+        #: netns mode: the pod's namespace (None for process mode and for the gateway)
+        self.network: PodNetwork | None = None
 
     @property
     def key(self) -> str:
@@ -86,13 +130,28 @@ class PodRuntime:
 
     # -- processes ---------------------------------------------------------------------------
     def start_proxy(self, python: str, log_level: str, env: Mapping[str, str]) -> None:
+        captured = self.network is not None
         path = write_bootstrap(
             self.layout.bootstrap_file(self.spec.name, self.spec.namespace),
             self.spec,
             self.ip,
             self.layout.pilot_xds,
+            process=not captured,
         )
-        argv = pymesh_argv(python, log_level, "proxy", "-c", str(path), "--drain-time-s", "0.5")
+        if self.network is None:
+            argv = pymesh_argv(python, log_level, "proxy", "-c", str(path), "--drain-time-s", "0.5")
+        else:
+            # uid 1337 may not read the run directory: the bootstrap travels inline.
+            inline = yaml.safe_dump(
+                bootstrap(self.spec, self.ip, self.layout.pilot_xds, process=False)
+            )
+            argv = in_namespace(
+                self.network.namespace,
+                pymesh_argv(
+                    python, log_level, "proxy", "--config-yaml", inline, "--drain-time-s", "0.5"
+                ),
+                uid=PROXY_UID,
+            )
         self.proxy = spawn(
             f"{self.key}.proxy",
             argv,
@@ -112,9 +171,18 @@ class PodRuntime:
                 f"the app listens on port {port}, which needs root here "
                 f"(or: sysctl net.ipv4.ip_unprivileged_port_start={port})"
             )
-        argv = self.spec.stand_in.argv(self.ip, port)
+        if self.network is None:
+            argv = self.spec.stand_in.argv(self.ip, port)
+        else:
+            # As in a pod: the app listens on every address of its namespace, unchanged.
+            argv = in_namespace(self.network.namespace, self.spec.stand_in.argv("0.0.0.0", port))
         pod_environment = pod_env(
-            self.spec.name, self.spec.namespace, self.spec.service_account, self.ip, env
+            self.spec.name,
+            self.spec.namespace,
+            self.spec.service_account,
+            self.ip,
+            env,
+            captured=self.network is not None,
         )
         self.app = spawn(
             f"{self.key}.app", argv, env=pod_environment, log=self._log("app"), marker=self.marker
@@ -159,6 +227,10 @@ class PodRuntime:
         if self.app is None or port is None:
             self.app_ready = False
             return False
+        if self.network is not None:
+            # From the host, the capture rules would answer for the app: probe from inside.
+            self.app_ready = await probe_in_namespace(self.network.namespace, port)
+            return self.app_ready
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(self.ip, port), 0.5)
         except (OSError, TimeoutError):
@@ -197,4 +269,5 @@ class PodRuntime:
             sync=self.sync.status,
             sync_detail=self.sync.detail,
             warning=self.warning,
+            netns=self.network.namespace if self.network is not None else "",
         )

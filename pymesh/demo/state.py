@@ -66,6 +66,8 @@ class PodState:
     sync: str = "NOT CONNECTED"
     sync_detail: str = ""
     warning: str = ""
+    #: netns mode: the pod's network namespace (``ip netns exec`` it)
+    netns: str = ""
 
     @property
     def key(self) -> str:
@@ -95,6 +97,7 @@ class PodState:
             sync=str(data.get("sync", "NOT CONNECTED")),
             sync_detail=str(data.get("sync_detail", "")),
             warning=str(data.get("warning", "")),
+            netns=str(data.get("netns", "")),
         )
 
 
@@ -116,6 +119,9 @@ class DemoState:
     urls: tuple[str, ...] = ()
     message: str = ""
     updated_at: float = 0.0
+    #: netns mode: what its namespaces, veths and bridge are named with, and their subnet
+    netns_prefix: str = ""
+    netns_subnet: str = ""
 
     def pod(self, name: str) -> PodState | None:
         """A pod by ``name`` or ``name.namespace``; a bare name must be unambiguous."""
@@ -150,6 +156,8 @@ class DemoState:
             urls=tuple(str(u) for u in data.get("urls") or ()),
             message=str(data.get("message", "")),
             updated_at=float(data.get("updated_at", 0.0)),
+            netns_prefix=str(data.get("netns_prefix", "")),
+            netns_subnet=str(data.get("netns_subnet", "")),
         )
 
 
