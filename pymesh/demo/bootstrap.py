@@ -8,6 +8,7 @@ of the Services whose selectors match its labels.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,14 @@ __all__ = ["XDS_CLUSTER", "bootstrap", "node_id", "write_bootstrap"]
 
 XDS_CLUSTER = "xds-grpc"
 _DOMAIN = "cluster.local"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def node_id(pod: PodSpec, ip: str) -> str:
@@ -45,10 +54,18 @@ def _metadata(pod: PodSpec, ip: str, process: bool) -> dict[str, Any]:
     return metadata
 
 
-def bootstrap(pod: PodSpec, ip: str, pilot_xds: str, *, process: bool = True) -> dict[str, Any]:
+def bootstrap(
+    pod: PodSpec,
+    ip: str,
+    pilot_xds: str,
+    *,
+    process: bool = True,
+    admin_address: str | None = None,
+) -> dict[str, Any]:
     """The bootstrap for ``pod`` at ``ip``, talking to pilot's ADS at ``pilot_xds``;
     ``process=False`` for a pod whose traffic iptables captures (netns mode): pilot then
-    sends Istio's own listener shapes."""
+    sends Istio's own listener shapes. The admin interface listens on ``admin_address``
+    (default ``ip``; Istio's sidecars keep it on ``127.0.0.1``)."""
     host, _, port = pilot_xds.rpartition(":")
     ads_source = {"ads": {}, "resource_api_version": "V3"}
     return {
@@ -57,7 +74,11 @@ def bootstrap(pod: PodSpec, ip: str, pilot_xds: str, *, process: bool = True) ->
             "cluster": f"{pod.app_name}.{pod.namespace}",
             "metadata": _metadata(pod, ip, process),
         },
-        "admin": {"address": {"socket_address": {"address": ip, "port_value": ADMIN_PORT}}},
+        "admin": {
+            "address": {
+                "socket_address": {"address": admin_address or ip, "port_value": ADMIN_PORT}
+            }
+        },
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "GRPC",
@@ -72,7 +93,8 @@ def bootstrap(pod: PodSpec, ip: str, pilot_xds: str, *, process: bool = True) ->
             "clusters": [
                 {
                     "name": XDS_CLUSTER,
-                    "type": "STATIC",
+                    # A container finds pilot by its service name (PILOT_ADDRESS=pilot:15010).
+                    "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
                     "connect_timeout": "1s",
                     "typed_extension_protocol_options": {
                         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
