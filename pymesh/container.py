@@ -141,6 +141,7 @@ ROLES: dict[str, Callable[[Sequence[str]], int]] = {
     "pilot": _pilot,
     "iptables": _iptables,
     "wait": _wait,
+    "injector": lambda args: _exec_pymesh(["injector", *args]),
 }
 
 

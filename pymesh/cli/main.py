@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pymesh.cli.demo", "run Bookinfo with pilot and an ingress gateway on this machine"),
     "exec": ("pymesh.cli.exec", "run a command inside a demo pod (through its sidecar)"),
     "iptables": ("pymesh.cli.iptables", "install Istio's traffic capture rules (istio-iptables)"),
+    "kube-inject": ("pymesh.cli.kube_inject", "add the sidecar to Kubernetes workloads (istioctl)"),
+    "injector": ("pymesh.cli.injector", "the sidecar injector's admission webhook (TLS)"),
 }
 
 
