@@ -32,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--poll-interval", type=float, default=0.2, help="seconds between config dir scans"
     )
     parser.add_argument("--domain", default="cluster.local", help="the cluster DNS domain")
+    parser.add_argument(
+        "--kubernetes",
+        action="store_true",
+        help="also mirror a Kubernetes cluster (in-cluster credentials, or --kubeconfig)",
+    )
+    parser.add_argument("--kubeconfig", help="with --kubernetes: a kubeconfig file")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,13 +60,14 @@ def run(args: argparse.Namespace) -> int:
     import uvloop
 
     try:
-        return int(uvloop.run(_serve(settings)))
+        kube = (args.kubeconfig or "") if args.kubernetes else None
+        return int(uvloop.run(_serve(settings, kube)))
     except (ConfigError, ControlPlaneError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
 
-async def _serve(settings: object) -> int:
+async def _serve(settings: object, kubeconfig: str | None) -> int:
     from pilot.server import Pilot, PilotSettings
 
     assert isinstance(settings, PilotSettings)
@@ -70,11 +77,22 @@ async def _serve(settings: object) -> int:
     except BaseException:
         await pilot.stop()
         raise
+    watches: list[asyncio.Task[None]] = []
+    if kubeconfig is not None:
+        from pilot.sources.kube import WATCHED, KubeMirror, watch
+
+        mirror = KubeMirror(pilot)
+        watches = [
+            asyncio.create_task(watch(kind, mirror.handle, kubeconfig=kubeconfig or None))
+            for kind in WATCHED
+        ]
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    for task in watches:
+        task.cancel()
     log.info("pilot stopping")
     await pilot.stop()
     return 0

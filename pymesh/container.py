@@ -111,6 +111,8 @@ def _pilot(args: Sequence[str]) -> int:
     argv += ["--api-address", os.environ.get("API_ADDRESS", "0.0.0.0:15080")]
     if os.environ.get("MESH_CONFIG"):
         argv += ["--mesh-config", os.environ["MESH_CONFIG"]]
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        argv.append("--kubernetes")  # in a cluster: mirror it
     return _exec_pymesh([*argv, *args])
 
 

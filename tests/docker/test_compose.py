@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.docker import (
-    BASE_IMAGE,
     DockerEngine,
+    base_image,
     compose,
     docker_engine,
     ensure_base_image,
@@ -79,14 +79,14 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 
     scratch = tmp_path_factory.mktemp("docker")
     with docker_engine(scratch) as engine:
-        if not engine.has_image(BASE_IMAGE) and not has_network():
+        if not engine.has_image(base_image()) and not has_network():
             pytest.skip(
                 "the first image build downloads Debian's and PyPI's packages and this "
                 "namespace has no route out; run the test once with network to fill the cache"
             )
         started = time.monotonic()
-        ensure_base_image(engine, scratch)
-        image_build(engine, ROOT, IMAGE, [f"BASE={BASE_IMAGE}"])
+        base = ensure_base_image(engine, scratch)
+        image_build(engine, ROOT, IMAGE, [f"BASE={base}"])
         built = time.monotonic() - started
         mesh = Mesh(engine, free_port(GATEWAY))
         try:

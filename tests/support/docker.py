@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -26,12 +27,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-__all__ = ["BASE_IMAGE", "DockerEngine", "docker_engine", "ensure_base_image", "missing_tools"]
+__all__ = [
+    "DockerEngine",
+    "base_image",
+    "compose",
+    "docker_engine",
+    "ensure_base_image",
+    "has_network",
+    "image_build",
+    "missing_tools",
+]
 
 BASE_IMAGE = "pymesh-test-base:bookworm"
 ADDRESS_POOL = "base=10.211.128.0/17,size=24"
 _PACKAGES = "python3,python3-venv,iptables,iproute2,ca-certificates"
 _CACHE = Path.home() / ".cache" / "pymesh" / "docker"
+_HOST_CAS = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 def missing_tools() -> list[str]:
@@ -154,11 +165,28 @@ def docker_engine(scratch: Path) -> Iterator[DockerEngine]:
             lock.close()
 
 
-def ensure_base_image(engine: DockerEngine, scratch: Path) -> None:
-    """``BASE_IMAGE`` in the engine: from the cached debootstrap tarball, else made now."""
-    if engine.has_image(BASE_IMAGE):
-        return
-    tarball = _CACHE / "base-bookworm.tar" if _cached() else scratch / "base.tar"
+def _host_cas() -> bytes:
+    try:
+        return _HOST_CAS.read_bytes()
+    except OSError:
+        return b""
+
+
+def base_image() -> str:
+    """The base image's name: it carries this machine's CA bundle, so its hash is in the tag
+    (a machine whose CAs change gets a new base image)."""
+    return f"{BASE_IMAGE}-{hashlib.sha256(_host_cas()).hexdigest()[:10]}"
+
+
+def ensure_base_image(engine: DockerEngine, scratch: Path) -> str:
+    """A Debian base image in the engine, from the cached debootstrap tarball or made now;
+    returns its name. It trusts the CAs this machine trusts: where the registries are reached
+    through a TLS-inspecting proxy, pip inside the build needs them as the host's pip does."""
+    name = base_image()
+    if engine.has_image(name):
+        return name
+    tag = name.rpartition("-")[2]
+    tarball = _CACHE / f"base-bookworm-{tag}.tar" if _cached() else scratch / "base.tar"
     if not tarball.exists():
         root = scratch / "rootfs"
         done = subprocess.run(
@@ -170,12 +198,16 @@ def ensure_base_image(engine: DockerEngine, scratch: Path) -> None:
         )
         if done.returncode != 0:
             raise AssertionError(f"debootstrap failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        cas = _host_cas()
+        if cas:
+            (root / "etc/ssl/certs/ca-certificates.crt").write_bytes(cas)
         tmp = tarball.with_suffix(".part")
         tarball.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["tar", "-C", str(root), "-cf", str(tmp), "."], check=True, timeout=300)
         tmp.replace(tarball)
         shutil.rmtree(root, ignore_errors=True)
-    engine.run("import", str(tarball), BASE_IMAGE, timeout=300)
+    engine.run("import", str(tarball), name, timeout=300)
+    return name
 
 
 def compose(engine: DockerEngine, project: str, file: Path, *args: str, **kw: object) -> str:
