@@ -62,17 +62,7 @@ def _virtual_service(weight_v1: int) -> dict[str, Any]:
         "metadata": {"name": "reviews", "namespace": "default"},
         "spec": {
             "hosts": ["reviews"],
-            "http": [
-                {
-                    "route": [
-                        {"destination": {"host": "reviews", "subset": "v1"}, "weight": weight_v1},
-                        {
-                            "destination": {"host": "reviews", "subset": "v3"},
-                            "weight": 100 - weight_v1,
-                        },
-                    ]
-                }
-            ],
+            "http": [{"route": [v1, v3]}],
         },
     }
 
