@@ -57,7 +57,7 @@ def sidecar_bootstrap(kind: str, env: Mapping[str, str]) -> str:
     """The bootstrap YAML for a ``sidecar`` or ``router`` from the environment."""
     import yaml
 
-    from pymesh.demo.bootstrap import bootstrap
+    from pymesh.demo.bootstrap import HEALTH_PORT, bootstrap
     from pymesh.demo.images import Role, StandIn
     from pymesh.demo.pods import PodSpec
 
@@ -76,7 +76,14 @@ def sidecar_bootstrap(kind: str, env: Mapping[str, str]) -> str:
     pilot = env.get("PILOT_ADDRESS") or "pilot:15010"
     # The admin interface stays inside the pod, as Istio's does: on the pod's address the
     # capture rules would take the connections to it.
-    body = bootstrap(spec, instance_ip(env), pilot, process=False, admin_address="127.0.0.1")
+    body = bootstrap(
+        spec,
+        instance_ip(env),
+        pilot,
+        process=False,
+        admin_address="127.0.0.1",
+        health_port=HEALTH_PORT if kind == "sidecar" else None,
+    )
     return yaml.safe_dump(body, sort_keys=False)
 
 

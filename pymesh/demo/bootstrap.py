@@ -18,9 +18,16 @@ from pymesh.demo.images import Role
 from pymesh.demo.layout import ADMIN_PORT
 from pymesh.demo.pods import PodSpec
 
-__all__ = ["XDS_CLUSTER", "bootstrap", "node_id", "write_bootstrap"]
+__all__ = ["HEALTH_PORT", "XDS_CLUSTER", "bootstrap", "node_id", "write_bootstrap"]
 
 XDS_CLUSTER = "xds-grpc"
+HEALTH_CLUSTER = "agent"
+HEALTH_PORT = 15021
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_HCM = (
+    "type.googleapis.com/"
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+)
 _DOMAIN = "cluster.local"
 
 
@@ -54,6 +61,59 @@ def _metadata(pod: PodSpec, ip: str, process: bool) -> dict[str, Any]:
     return metadata
 
 
+def _static_cluster(name: str, host: str, port: int) -> dict[str, Any]:
+    endpoint = {"address": {"socket_address": {"address": host, "port_value": port}}}
+    return {
+        "name": name,
+        # A container finds pilot by its service name (PILOT_ADDRESS=pilot:15010).
+        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": endpoint}]}],
+        },
+    }
+
+
+def _health_listener(ip: str, port: int) -> dict[str, Any]:
+    """Istio's readiness listener: ``GET :15021/healthz/ready`` answers what the admin
+    interface's ``/ready`` says, 200 only once the proxy has its first configuration from
+    pilot (and its listeners have their certificates: they warm until SDS delivers)."""
+    route = {
+        "match": {"path": "/healthz/ready"},
+        "route": {"cluster": HEALTH_CLUSTER, "prefix_rewrite": "/ready", "timeout": "2s"},
+    }
+    hcm = {
+        "stat_prefix": "agent",
+        "route_config": {
+            "name": "health",
+            "virtual_hosts": [{"name": "health", "domains": ["*"], "routes": [route]}],
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                },
+            }
+        ],
+    }
+    return {
+        "name": "health",
+        "address": {"socket_address": {"address": ip, "port_value": port}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {"@type": _HCM, **hcm},
+                    }
+                ]
+            }
+        ],
+    }
+
+
 def bootstrap(
     pod: PodSpec,
     ip: str,
@@ -61,24 +121,36 @@ def bootstrap(
     *,
     process: bool = True,
     admin_address: str | None = None,
+    health_port: int | None = None,
 ) -> dict[str, Any]:
     """The bootstrap for ``pod`` at ``ip``, talking to pilot's ADS at ``pilot_xds``;
     ``process=False`` for a pod whose traffic iptables captures (netns mode): pilot then
     sends Istio's own listener shapes. The admin interface listens on ``admin_address``
-    (default ``ip``; Istio's sidecars keep it on ``127.0.0.1``)."""
+    (default ``ip``; Istio's sidecars keep it on ``127.0.0.1``). ``health_port`` (15021) adds
+    Istio's readiness listener; it is for pods with a network namespace of their own."""
     host, _, port = pilot_xds.rpartition(":")
     ads_source = {"ads": {}, "resource_api_version": "V3"}
+    xds = _static_cluster(XDS_CLUSTER, host, int(port))
+    xds["typed_extension_protocol_options"] = {
+        _HTTP_OPTIONS: {
+            "@type": f"type.googleapis.com/{_HTTP_OPTIONS}",
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }
+    }
+    clusters = [xds]
+    listeners = []
+    admin = admin_address or ip
+    if health_port is not None:
+        local_admin = "127.0.0.1" if admin == "0.0.0.0" else admin
+        clusters.append(_static_cluster(HEALTH_CLUSTER, local_admin, ADMIN_PORT))
+        listeners.append(_health_listener(ip, health_port))
     return {
         "node": {
             "id": node_id(pod, ip),
             "cluster": f"{pod.app_name}.{pod.namespace}",
             "metadata": _metadata(pod, ip, process),
         },
-        "admin": {
-            "address": {
-                "socket_address": {"address": admin_address or ip, "port_value": ADMIN_PORT}
-            }
-        },
+        "admin": {"address": {"socket_address": {"address": admin, "port_value": ADMIN_PORT}}},
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "GRPC",
@@ -89,42 +161,7 @@ def bootstrap(
             "lds_config": ads_source,
             "cds_config": ads_source,
         },
-        "static_resources": {
-            "clusters": [
-                {
-                    "name": XDS_CLUSTER,
-                    # A container finds pilot by its service name (PILOT_ADDRESS=pilot:15010).
-                    "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
-                    "connect_timeout": "1s",
-                    "typed_extension_protocol_options": {
-                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                            "@type": "type.googleapis.com/"
-                            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                            "explicit_http_config": {"http2_protocol_options": {}},
-                        }
-                    },
-                    "load_assignment": {
-                        "cluster_name": XDS_CLUSTER,
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {
-                                                    "address": host,
-                                                    "port_value": int(port),
-                                                }
-                                            }
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                }
-            ]
-        },
+        "static_resources": {"clusters": clusters, "listeners": listeners},
     }
 
 

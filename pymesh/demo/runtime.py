@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from pymesh.demo.bootstrap import bootstrap, node_id, write_bootstrap
+from pymesh.demo.bootstrap import HEALTH_PORT, bootstrap, node_id, write_bootstrap
 from pymesh.demo.images import Role
 from pymesh.demo.layout import ADMIN_PORT, INBOUND_PORT, OUTBOUND_PORT, DemoLayout
 from pymesh.demo.netns import PodNetwork, probe_in_namespace
@@ -142,8 +142,17 @@ class PodRuntime:
             argv = pymesh_argv(python, log_level, "proxy", "-c", str(path), "--drain-time-s", "0.5")
         else:
             # uid 1337 may not read the run directory: the bootstrap travels inline.
+            # Admin on every address: the host reads it (15000 is not captured inbound) and
+            # the readiness listener on 15021 asks it over 127.0.0.1.
             inline = yaml.safe_dump(
-                bootstrap(self.spec, self.ip, self.layout.pilot_xds, process=False)
+                bootstrap(
+                    self.spec,
+                    self.ip,
+                    self.layout.pilot_xds,
+                    process=False,
+                    admin_address="0.0.0.0",
+                    health_port=HEALTH_PORT,
+                )
             )
             argv = in_namespace(
                 self.network.namespace,

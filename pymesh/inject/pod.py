@@ -187,8 +187,9 @@ def _sidecar(
         "args": ["proxy", "sidecar"],
         "env": env,
         "ports": [{"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"}],
+        # Istio's probe: 200 once the proxy has its configuration (and certificates).
         "readinessProbe": {
-            "exec": {"command": [*wait, "1"]},
+            "httpGet": {"path": "/healthz/ready", "port": 15021, "scheme": "HTTP"},
             "initialDelaySeconds": 1,
             "periodSeconds": 2,
             "timeoutSeconds": 3,

@@ -96,6 +96,9 @@ def test_capture_is_transparent(demo: Demo) -> None:
     status = Path(f"/proc/{pod.proxy.pid}/status").read_text()
     uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
     assert uid_line.split()[1] == "1337", uid_line
+    # Istio's readiness endpoint, uncaptured, answers once the sidecar has its config.
+    ready = demo.get(f"http://{pod.ip}:15021/healthz/ready")
+    assert (ready.status, ready.body.strip()) == (200, "LIVE"), ready
     app = demo.pod("productpage-v1").app
     assert app is not None
     assert b"HTTP_PROXY" not in Path(f"/proc/{app.pid}/environ").read_bytes().upper()
