@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from pymesh.samples.bookinfo.constants import REVIEWS_ERROR
 from tests.integration import test_demo_tasks
 from tests.integration.demo_harness import ISTIO, Demo, no_demo_processes, start_demo
 from tests.integration.test_demo_tasks import (  # noqa: F401 - collected here too
@@ -102,6 +104,39 @@ def test_capture_is_transparent(demo: Demo) -> None:
     app = demo.pod("productpage-v1").app
     assert app is not None
     assert b"HTTP_PROXY" not in Path(f"/proc/{app.pid}/environ").read_bytes().upper()
+
+
+def test_rolling_restart_under_load_loses_no_request(demo: Demo) -> None:
+    """Every reviews pod restarted in turn (sidecar and app, as a rollout replaces a pod)
+    while four clients keep loading the product page through the gateway: no request fails
+    and no page shows the reviews error. The client sidecars' retries (connect-failure,
+    refused-stream, 503 on another host) cover the pod that is going away."""
+    stop = threading.Event()
+    results: list[tuple[int, bool]] = []
+    lock = threading.Lock()
+
+    def load() -> None:
+        while not stop.is_set():
+            page = demo.product_page(timeout=20)
+            with lock:
+                results.append((page.status, REVIEWS_ERROR in page.body))
+
+    clients = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+    for client in clients:
+        client.start()
+    try:
+        for pod in ("reviews-v1", "reviews-v2", "reviews-v3"):
+            before = len(results)
+            demo.pymesh("demo", "restart", pod, "--run-dir", str(demo.run_dir), timeout=120)
+            demo.wait(lambda n=before: len(results) > n + 8, 30, f"load after restarting {pod}")
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(30)
+    failed = [r for r in results if r != (200, False)]
+    print(f"rolling restart: {len(results)} requests, {len(failed)} failed")
+    assert len(results) >= 30
+    assert failed == [], f"{len(failed)} of {len(results)} requests failed: {failed[:5]}"
 
 
 # Last, as in the process-mode module: it stops the demo.
