@@ -18,11 +18,20 @@ from pymesh.demo.images import Role
 from pymesh.demo.layout import ADMIN_PORT
 from pymesh.demo.pods import PodSpec
 
-__all__ = ["HEALTH_PORT", "XDS_CLUSTER", "bootstrap", "node_id", "write_bootstrap"]
+__all__ = [
+    "AGENT_PORT",
+    "HEALTH_PORT",
+    "XDS_CLUSTER",
+    "agent_listeners",
+    "bootstrap",
+    "node_id",
+    "write_bootstrap",
+]
 
 XDS_CLUSTER = "xds-grpc"
 HEALTH_CLUSTER = "agent"
 HEALTH_PORT = 15021
+AGENT_PORT = 15020
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _HCM = (
     "type.googleapis.com/"
@@ -75,19 +84,26 @@ def _static_cluster(name: str, host: str, port: int) -> dict[str, Any]:
     }
 
 
-def _health_listener(ip: str, port: int) -> dict[str, Any]:
-    """Istio's readiness listener: ``GET :15021/healthz/ready`` answers what the admin
-    interface's ``/ready`` says, 200 only once the proxy has its first configuration from
-    pilot (and its listeners have their certificates: they warm until SDS delivers)."""
-    route = {
-        "match": {"path": "/healthz/ready"},
-        "route": {"cluster": HEALTH_CLUSTER, "prefix_rewrite": "/ready", "timeout": "2s"},
+def _route(path: str, target: str, *, post_only: bool = False) -> dict[str, Any]:
+    match: dict[str, Any] = {"path": path}
+    if post_only:
+        match["headers"] = [{"name": ":method", "string_match": {"exact": "POST"}}]
+    return {
+        "match": match,
+        "route": {"cluster": HEALTH_CLUSTER, "prefix_rewrite": target, "timeout": "2s"},
     }
+
+
+def _agent_listener(
+    name: str, address: tuple[str, int], routes: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A listener answering from the proxy's own admin interface, as Istio's agent ports do,
+    written as plain Envoy configuration (a route to a cluster of the admin address)."""
     hcm = {
-        "stat_prefix": "agent",
+        "stat_prefix": name,
         "route_config": {
-            "name": "health",
-            "virtual_hosts": [{"name": "health", "domains": ["*"], "routes": [route]}],
+            "name": name,
+            "virtual_hosts": [{"name": name, "domains": ["*"], "routes": routes}],
         },
         "http_filters": [
             {
@@ -98,9 +114,10 @@ def _health_listener(ip: str, port: int) -> dict[str, Any]:
             }
         ],
     }
+    host, port = address
     return {
-        "name": "health",
-        "address": {"socket_address": {"address": ip, "port_value": port}},
+        "name": name,
+        "address": {"socket_address": {"address": host, "port_value": port}},
         "filter_chains": [
             {
                 "filters": [
@@ -112,6 +129,29 @@ def _health_listener(ip: str, port: int) -> dict[str, Any]:
             }
         ],
     }
+
+
+def agent_listeners(
+    ip: str, health_port: int, agent: tuple[str, int] = ("127.0.0.1", AGENT_PORT)
+) -> list[dict[str, Any]]:
+    """Istio's two agent ports. ``<pod ip>:15021/healthz/ready`` is the kubelet's readiness
+    probe: the admin's ``/ready``, 200 only once the proxy has its first configuration from
+    pilot (and its listeners their certificates: they warm until SDS delivers). On
+    ``127.0.0.1:15020`` the app finds ``POST /quitquitquit`` (a Job's last step stops its
+    sidecar), ``/healthz/ready`` and the proxy's ``/stats/prometheus``."""
+    ready = _route("/healthz/ready", "/ready")
+    return [
+        _agent_listener("health", (ip, health_port), [ready]),
+        _agent_listener(
+            "agent",
+            agent,
+            [
+                _route("/quitquitquit", "/quitquitquit", post_only=True),
+                ready,
+                _route("/stats/prometheus", "/stats/prometheus"),
+            ],
+        ),
+    ]
 
 
 def bootstrap(
@@ -127,7 +167,8 @@ def bootstrap(
     ``process=False`` for a pod whose traffic iptables captures (netns mode): pilot then
     sends Istio's own listener shapes. The admin interface listens on ``admin_address``
     (default ``ip``; Istio's sidecars keep it on ``127.0.0.1``). ``health_port`` (15021) adds
-    Istio's readiness listener; it is for pods with a network namespace of their own."""
+    Istio's agent listeners (:func:`agent_listeners`); they are for pods with a network
+    namespace of their own."""
     host, _, port = pilot_xds.rpartition(":")
     ads_source = {"ads": {}, "resource_api_version": "V3"}
     xds = _static_cluster(XDS_CLUSTER, host, int(port))
@@ -143,7 +184,7 @@ def bootstrap(
     if health_port is not None:
         local_admin = "127.0.0.1" if admin == "0.0.0.0" else admin
         clusters.append(_static_cluster(HEALTH_CLUSTER, local_admin, ADMIN_PORT))
-        listeners.append(_health_listener(ip, health_port))
+        listeners.extend(agent_listeners(ip, health_port))
     return {
         "node": {
             "id": node_id(pod, ip),

@@ -102,8 +102,9 @@ def test_captured_sidecar_bootstrap(tmp_path):
     data, path = _captured(tmp_path)
     assert "PYMESH_MODE" not in data["node"]["metadata"]
     loaded = load_bootstrap(path)
-    (health,) = loaded.static_resources.listeners
+    health, agent = loaded.static_resources.listeners
     assert (health.address.host, health.address.port) == ("10.211.0.5", 15021)
+    assert (agent.address.host, agent.address.port) == ("127.0.0.1", 15020)
     agent = next(c for c in data["static_resources"]["clusters"] if c["name"] == "agent")
     endpoint = agent["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     assert endpoint["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 15000}
