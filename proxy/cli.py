@@ -30,6 +30,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--drain-time-s", type=float, default=5.0, help="graceful drain on SIGTERM (seconds)"
     )
+    parser.add_argument(
+        "--drain-inbound-only",
+        action="store_true",
+        help="on SIGTERM drain the INBOUND listeners only; outbound keeps serving the app "
+        "while it shuts down (Istio's sidecar drain)",
+    )
+    parser.add_argument(
+        "--wait-full-drain",
+        action="store_true",
+        help="wait the whole drain time even when no connection is left "
+        "(Istio's EXIT_ON_ZERO_ACTIVE_CONNECTIONS=false, its default)",
+    )
     # Accepted so that Envoy command lines keep working; one event loop is one worker.
     parser.add_argument("--concurrency", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--base-id", type=int, default=0, help=argparse.SUPPRESS)
@@ -70,7 +82,14 @@ def run(args: argparse.Namespace) -> int:
     import uvloop
 
     try:
-        rc: int = uvloop.run(_serve(bootstrap, args.drain_time_s))
+        rc: int = uvloop.run(
+            _serve(
+                bootstrap,
+                args.drain_time_s,
+                inbound_only=args.drain_inbound_only,
+                exit_on_zero=not args.wait_full_drain,
+            )
+        )
         return rc
     except ConfigError as exc:
         print(f"error initializing configuration '{args.config_path}': {exc}", file=sys.stderr)
@@ -114,11 +133,19 @@ def _check_runnable(bootstrap: object) -> None:
     _asyncio.run(check())
 
 
-async def _serve(bootstrap: object, drain_time: float) -> int:
+async def _serve(
+    bootstrap: object, drain_time: float, *, inbound_only: bool, exit_on_zero: bool
+) -> int:
     from proxy.sidecar import Sidecar
 
     loop = asyncio.get_running_loop()
-    sidecar = Sidecar(bootstrap, loop=loop, drain_time=drain_time)  # type: ignore[arg-type]
+    sidecar = Sidecar(
+        bootstrap,  # type: ignore[arg-type]
+        loop=loop,
+        drain_time=drain_time,
+        inbound_drain=inbound_only,
+        exit_on_zero=exit_on_zero,
+    )
     await sidecar.start()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

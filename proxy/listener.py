@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from proxy.config.model import FilterChain, Listener, SocketAddress
+from proxy.config.model import FilterChain, Listener, SocketAddress, TrafficDirection
 from proxy.http.connection_manager import DownstreamConnection, HcmRuntime
 from proxy.stats import ListenerStats, StatsStore
 from proxy.transport.original_dst import original_destination
@@ -195,13 +195,19 @@ class ListenerManager:
                 runtime = target
         return runtime, runtime.select_chain(destination), destination
 
-    def stop_accepting(self) -> None:
-        for runtime in self.listeners.values():
+    def _selected(self, inbound_only: bool) -> list[ListenerRuntime]:
+        runtimes = list(self.listeners.values())
+        if inbound_only:
+            return [r for r in runtimes if r.model.traffic_direction is TrafficDirection.INBOUND]
+        return runtimes
+
+    def stop_accepting(self, *, inbound_only: bool = False) -> None:
+        for runtime in self._selected(inbound_only):
             if runtime.server is not None:
                 runtime.server.close()
 
-    def drain_connections(self) -> None:
-        for runtime in self.listeners.values():
+    def drain_connections(self, *, inbound_only: bool = False) -> None:
+        for runtime in self._selected(inbound_only):
             for conn in list(runtime.connections):
                 conn.drain()
 

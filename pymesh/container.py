@@ -93,18 +93,14 @@ def _proxy(args: Sequence[str]) -> int:
         print(f"error: proxy {kind}: use 'proxy sidecar' or 'proxy router'", file=sys.stderr)
         return 2
     drain = os.environ.get("TERMINATION_DRAIN_DURATION_SECONDS", "5")
-    return _exec_pymesh(
-        [
-            "--log-level",
-            os.environ.get("LOG_LEVEL", "info"),
-            "proxy",
-            "--config-yaml",
-            sidecar_bootstrap(kind, os.environ),
-            "--drain-time-s",
-            drain,
-            *args[1:],
-        ]
-    )
+    argv = ["--log-level", os.environ.get("LOG_LEVEL", "info"), "proxy"]
+    argv += ["--config-yaml", sidecar_bootstrap(kind, os.environ), "--drain-time-s", drain]
+    if kind == "sidecar":
+        # pilot-agent's SIGTERM: inbound drains, outbound serves the app to the end.
+        argv.append("--drain-inbound-only")
+        if os.environ.get("EXIT_ON_ZERO_ACTIVE_CONNECTIONS", "").lower() != "true":
+            argv.append("--wait-full-drain")
+    return _exec_pymesh([*argv, *args[1:]])
 
 
 def _pilot(args: Sequence[str]) -> int:
