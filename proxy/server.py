@@ -34,7 +34,7 @@ from proxy.http.util import DateCache
 from proxy.listener import ChainRuntime, ListenerManager, ListenerRuntime
 from proxy.routing.matcher import RouteTable
 from proxy.stats import HttpStats, StatsStore
-from proxy.tcp_proxy import TcpProxyConnection
+from proxy.tcp_proxy import TcpProxyConnection, TcpProxyStats
 from proxy.transport.tls import SecretUnavailable, server_context
 from proxy.upstream.manager import ClusterManager
 from pymesh.errors import ConfigError, UnsupportedError
@@ -153,9 +153,11 @@ class ProxyServer:
     def _tcp_factory(
         self, config: TcpProxy
     ) -> Callable[[tuple[str, int] | None], TcpProxyConnection]:
+        stats = TcpProxyStats(self.stats, config.stat_prefix)
+
         def make(destination: tuple[str, int] | None) -> TcpProxyConnection:
             return TcpProxyConnection(
-                config, self.cluster_manager, self.loop, self.rng, destination
+                config, self.cluster_manager, self.loop, self.rng, destination, stats
             )
 
         return make

@@ -32,6 +32,7 @@ from pilot.generate.common import (
 )
 from pilot.generate.hcm import http_connection_manager
 from pilot.generate.scope import InboundPort, OutboundPort, inbound_ports, outbound_ports
+from pilot.generate.security import security_http_filters, security_network_filters
 from pilot.model.proxy import ProxyNode
 from pilot.model.push_context import PushContext
 
@@ -160,12 +161,14 @@ def inbound_route_config(inbound: tuple[InboundPort, ...]) -> dict[str, Any]:
 def _virtual_inbound(ctx: PushContext, node: ProxyNode) -> dict[str, Any]:
     port = ctx.mesh.inbound_port
     inbound = inbound_ports(ctx, node)
+    security = security_http_filters(ctx, node)
     if node.process_mode:
         hcm = http_connection_manager(
             ctx.mesh,
             stat_prefix=f"inbound_{node.ip}_{port}",
             route_config=inbound_route_config(inbound),
             inbound=True,
+            security_filters=security,
         )
         return {
             "name": "virtualInbound",
@@ -180,25 +183,32 @@ def _virtual_inbound(ctx: PushContext, node: ProxyNode) -> dict[str, Any]:
             "filters": [tcp_proxy(BLACKHOLE)],
         }
     ]
+    network_security = security_network_filters(ctx, node)
     for p in inbound:
         if p.is_http:
-            network = http_connection_manager(
-                ctx.mesh,
-                stat_prefix=f"inbound_0.0.0.0_{p.target_port}",
-                route_config=_inbound_chain_routes(p),
-                inbound=True,
-            )
+            filters = [
+                http_connection_manager(
+                    ctx.mesh,
+                    stat_prefix=f"inbound_0.0.0.0_{p.target_port}",
+                    route_config=_inbound_chain_routes(p),
+                    inbound=True,
+                    security_filters=security,
+                )
+            ]
         else:
-            network = tcp_proxy(inbound_cluster(p.target_port))
+            filters = [*network_security, tcp_proxy(inbound_cluster(p.target_port))]
         chains.append(
             {
                 "name": f"0.0.0.0_{p.target_port}",
                 "filter_chain_match": {"destination_port": p.target_port},
-                "filters": [network],
+                "filters": filters,
             }
         )
     chains.append(
-        {"name": "virtualInbound-catchall-tcp", "filters": [tcp_proxy(INBOUND_PASSTHROUGH)]}
+        {
+            "name": "virtualInbound-catchall-tcp",
+            "filters": [*network_security, tcp_proxy(INBOUND_PASSTHROUGH)],
+        }
     )
     return {
         "name": "virtualInbound",

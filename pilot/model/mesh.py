@@ -15,6 +15,7 @@ from typing import Any, Literal, cast
 
 import yaml
 
+from pilot.model.extension_providers import ExtensionProvider, parse_extension_providers
 from pymesh.config.durations import parse_duration
 from pymesh.errors import ConfigError, ValidationError
 
@@ -37,6 +38,7 @@ class MeshConfig:
     ``mixer_address`` / ``zipkin_address`` are ``host:port``; when set, every HTTP connection
     manager streams access logs to mixer (Envoy ALS) and traces to Zipkin, sampling
     ``trace_sampling`` percent of requests (Istio's ``defaultConfig.tracing.sampling``).
+    ``extension_providers`` are the external authorizers CUSTOM AuthorizationPolicies name.
     """
 
     trust_domain: str = "cluster.local"
@@ -51,6 +53,10 @@ class MeshConfig:
     trace_sampling: float = 1.0
     connect_timeout: float = 10.0
     dns_refresh_rate: float = 60.0
+    extension_providers: tuple[ExtensionProvider, ...] = ()
+
+    def extension_provider(self, name: str) -> ExtensionProvider | None:
+        return next((p for p in self.extension_providers if p.name == name), None)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<mesh>") -> MeshConfig:
@@ -125,6 +131,10 @@ class MeshConfig:
         if "proxyInboundListenPort" in data:
             kwargs["inbound_port"] = _int(
                 data["proxyInboundListenPort"], "proxyInboundListenPort", source
+            )
+        if "extensionProviders" in data:
+            kwargs["extension_providers"] = parse_extension_providers(
+                data["extensionProviders"], source
             )
         return cls(**kwargs)
 

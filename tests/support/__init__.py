@@ -50,7 +50,9 @@ from __future__ import annotations
 __all__ = [
     "DEMO_NET",
     "ENVOY_DIFF_NET",
+    "H2_NET",
     "PILOT_NET",
+    "POLICY_NET",
     "PROXY_NET",
     "SUPPORT_NET",
     "address",
@@ -61,6 +63,8 @@ ENVOY_DIFF_NET = "127.0.2"
 PILOT_NET = "127.0.3"
 DEMO_NET = "127.0.4"
 SUPPORT_NET = "127.0.5"
+POLICY_NET = "127.0.8"
+H2_NET = "127.0.10"
 
 
 def address(net: str, host: int) -> str:
