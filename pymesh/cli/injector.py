@@ -7,8 +7,12 @@ import asyncio
 import signal
 import ssl
 import sys
+from typing import TYPE_CHECKING
 
 from pymesh.cli.kube_inject import inject_arguments, inject_config
+
+if TYPE_CHECKING:
+    from pymesh.inject.pod import InjectConfig
 
 __all__ = ["add_arguments", "run"]
 
@@ -21,10 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pymesh.inject.pod import InjectConfig
-
     cfg = inject_config(args)
-    assert isinstance(cfg, InjectConfig)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(args.tls_cert, args.tls_key)
@@ -37,11 +38,9 @@ def run(args: argparse.Namespace) -> int:
     return int(uvloop.run(_serve(cfg, context, host or "0.0.0.0", int(port))))
 
 
-async def _serve(cfg: object, context: ssl.SSLContext, host: str, port: int) -> int:
-    from pymesh.inject.pod import InjectConfig
+async def _serve(cfg: InjectConfig, context: ssl.SSLContext, host: str, port: int) -> int:
     from pymesh.inject.webhook import InjectorServer
 
-    assert isinstance(cfg, InjectConfig)
     server = InjectorServer(cfg, context)
     await server.start(host, port)
     print(f"injector listening on {host}:{server.port}", flush=True)

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pymesh.capture.rules import CaptureConfig
 
 from pymesh.errors import ConfigError
 
@@ -38,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("-n", "--dry-run", action="store_true", help="print the rules, change nothing")
 
 
-def config_from_args(args: argparse.Namespace) -> object:
+def config_from_args(args: argparse.Namespace) -> CaptureConfig:
     from pymesh.capture.rules import CaptureConfig, parse_cidrs, parse_ports
 
     include = args.istio_service_cidr.strip()
@@ -61,11 +65,10 @@ def config_from_args(args: argparse.Namespace) -> object:
 
 def run(args: argparse.Namespace) -> int:
     from pymesh.capture.install import install, remove
-    from pymesh.capture.rules import CaptureConfig, cleanup_commands, restore_input
+    from pymesh.capture.rules import cleanup_commands, restore_input
 
     try:
         cfg = config_from_args(args)
-        assert isinstance(cfg, CaptureConfig)
         if args.action == "clean":
             if args.dry_run:
                 for argv in cleanup_commands(cfg):

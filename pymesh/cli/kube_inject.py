@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pymesh.inject.pod import InjectConfig
 
 __all__ = ["add_arguments", "inject_arguments", "inject_config", "run"]
 
@@ -34,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inject_arguments(parser)
 
 
-def inject_config(args: argparse.Namespace) -> object:
+def inject_config(args: argparse.Namespace) -> InjectConfig:
     from pymesh.config.durations import parse_duration
     from pymesh.inject.pod import InjectConfig
 
@@ -50,12 +54,10 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from pymesh.errors import ConfigError
-    from pymesh.inject.pod import InjectConfig
     from pymesh.inject.workloads import inject_documents
 
     try:
         cfg = inject_config(args)
-        assert isinstance(cfg, InjectConfig)
         if args.filename == "-":
             text = sys.stdin.read()
         else:

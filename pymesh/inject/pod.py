@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from pymesh.capture.rules import parse_cidrs, parse_ports
 from pymesh.config.durations import parse_duration
 from pymesh.errors import ConfigError
 
@@ -130,18 +131,16 @@ def _capture_args(annotations: Mapping[str, Any], cfg: InjectConfig) -> list[str
         args += ["-o", get("excludeOutboundPorts", "")]
     if get("includeOutboundPorts", ""):
         args += ["-q", get("includeOutboundPorts", "")]
-    # Validated now, with the same parser the init container runs: a bad annotation is the
+    # Validated now, with the parsers the init container uses: a bad annotation is the
     # user's error at admission, not a crash-looping pod.
-    _check_capture(args[1:])
+    flags = dict(zip(args[1::2], args[2::2], strict=True))
+    for flag in ("-i", "-x"):
+        if flags[flag].strip() != "*":
+            parse_cidrs(flags[flag], flag)
+    for flag in ("-b", "-d", "-o", "-q"):
+        if flags.get(flag, "").strip() != "*":
+            parse_ports(flags.get(flag, ""), flag)
     return args
-
-
-def _check_capture(args: list[str]) -> None:
-    from pymesh.cli.iptables import config_from_args
-    from pymesh.cli.main import _build_parser
-
-    parsed = _build_parser("iptables").parse_args(["iptables", *args])
-    config_from_args(parsed)
 
 
 def _field_env(name: str, path: str) -> dict[str, Any]:
