@@ -171,7 +171,12 @@ class Kubelet:
             self.say(f"  pod {pod.key}: {pod.warning}")
             return
         pod.start_proxy(self.python, self.log_level, self.env)
-        pod.start_app(self.env)
+        if pod.network is None:
+            pod.start_app(self.env)
+        else:
+            # holdApplicationUntilProxyStarts: a captured app's first call would find no
+            # sidecar listening; it starts once its proxy is SYNCED (update_sync).
+            pod.app_held = pod.spec.runs_app
         what = pod.spec.stand_in.module or pod.spec.role.value
         self.say(f"  starting pod {pod.key} at {pod.ip} ({what})")
         if pod.warning:
@@ -196,6 +201,9 @@ class Kubelet:
             if age is not None and age > now - pod.proxy.started_at + 1.0:
                 state = NOT_CONNECTED
             pod.sync = state
+            if pod.app_held and state.status == "SYNCED":
+                pod.app_held = False
+                pod.start_app(self.env)
 
     def forget_sync(self) -> None:
         """After a pilot restart: what the old pilot said is not news."""

@@ -105,6 +105,8 @@ class PodRuntime:
         self.proxy_exit: int | None = None
         #: netns mode: the pod's namespace (None for process mode and for the gateway)
         self.network: PodNetwork | None = None
+        #: the app waits for its sidecar to be SYNCED (holdApplicationUntilProxyStarts)
+        self.app_held = False
 
     @property
     def key(self) -> str:
@@ -172,6 +174,7 @@ class PodRuntime:
         self.sync = SyncState("NOT CONNECTED")
 
     def start_app(self, env: Mapping[str, str]) -> None:
+        self.app_held = False
         port = self.spec.container_port
         if not self.spec.runs_app or port is None:
             return
