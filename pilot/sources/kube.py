@@ -25,19 +25,11 @@ import yaml
 from pilot.sources.store import Action, Change
 from pymesh.config.kinds import KINDS
 from pymesh.errors import ConfigError
+from pymesh.inject.manifests import plural
 
-__all__ = ["WATCHED", "ConfigStore", "KubeMirror", "WatchEvent", "WatchedKind", "plural", "watch"]
+__all__ = ["WATCHED", "ConfigStore", "KubeMirror", "WatchEvent", "WatchedKind", "watch"]
 
 log = structlog.get_logger(__name__)
-
-
-def plural(kind: str) -> str:
-    """The resource name Kubernetes gives ``kind`` (``AuthorizationPolicy`` →
-    ``authorizationpolicies``, ``Gateway`` → ``gateways``)."""
-    lower = kind.lower()
-    if lower.endswith("y") and lower[-2:-1] not in ("a", "e", "i", "o", "u"):
-        return lower[:-1] + "ies"
-    return lower + ("es" if lower.endswith("s") else "s")
 
 
 def _version(versions: frozenset[str]) -> str:

@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from pilot.server import Pilot, PilotSettings
-from pilot.sources.kube import WATCHED, KubeMirror, WatchedKind, WatchEvent, plural
+from pilot.sources.kube import WATCHED, KubeMirror, WatchedKind, WatchEvent
 from pilot.sources.store import Action
+from pymesh.inject.manifests import plural, render
 
 HOST = "127.0.11.101"
 ROOT = Path(__file__).resolve().parents[3]
@@ -117,7 +118,9 @@ async def test_kinds_pilot_does_not_model_are_skipped(pilot: Pilot) -> None:
 
 
 def test_watched_kinds_match_the_installed_crds() -> None:
-    docs = yaml.safe_load_all((ROOT / "docker/kubernetes/pymesh.yaml").read_text())
+    committed = (ROOT / "docker/kubernetes/pymesh.yaml").read_text()
+    assert committed == render(), "regenerate: python -m pymesh.inject.manifests > ..."
+    docs = yaml.safe_load_all(committed)
     crds = {d["metadata"]["name"] for d in docs if d and d["kind"] == "CustomResourceDefinition"}
     istio = {f"{k.plural}.{k.group}" for k in WATCHED if k.group.endswith("istio.io")}
     assert istio == crds
