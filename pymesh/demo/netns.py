@@ -41,6 +41,7 @@ __all__ = [
     "check_host",
     "hosts_file",
     "namespaces",
+    "namespaces_in_use",
     "probe_in_namespace",
     "remove_all",
     "services_of",
@@ -211,6 +212,11 @@ def _delete_namespace(ns: str) -> None:
 def namespaces(prefix: str) -> list[str]:
     listed = _ip("netns", "list", check=False).stdout.splitlines()
     return [line.split()[0] for line in listed if line.startswith(prefix)]
+
+
+def namespaces_in_use(prefix: str) -> list[str]:
+    """The namespaces named with ``prefix`` that processes still run in."""
+    return [ns for ns in namespaces(prefix) if _ip("netns", "pids", ns, check=False).stdout.strip()]
 
 
 def remove_all(prefix: str) -> list[str]:

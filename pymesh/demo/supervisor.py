@@ -26,7 +26,13 @@ from pymesh.demo.control import ControlError, ControlServer
 from pymesh.demo.kubelet import Kubelet
 from pymesh.demo.layout import DemoLayout
 from pymesh.demo.manifests import seed_files, write_mesh_config
-from pymesh.demo.netns import check_host, remove_all, services_of, setup_bridge
+from pymesh.demo.netns import (
+    check_host,
+    namespaces_in_use,
+    remove_all,
+    services_of,
+    setup_bridge,
+)
 from pymesh.demo.pilot_api import PilotApi
 from pymesh.demo.pods import desired_pods
 from pymesh.demo.ports import busy
@@ -131,9 +137,16 @@ class Supervisor:
                 f"{shown} already in use: is another demo or pilot running? "
                 "(`pymesh demo down`, or choose --control-address)"
             )
-        layout.pid_file.write_text(f"{os.getpid()}\n", encoding="utf-8")
         if layout.netns is not None:
             check_host()
+            busy_ns = namespaces_in_use(layout.netns.prefix)
+            if busy_ns:
+                raise ConfigError(
+                    f"network namespaces {', '.join(busy_ns)} have running processes: is "
+                    "another netns demo running? (`pymesh demo down`, or --netns-prefix)"
+                )
+        layout.pid_file.write_text(f"{os.getpid()}\n", encoding="utf-8")
+        if layout.netns is not None:
             # What a demo of this prefix left behind when it was killed outright.
             remove_all(layout.netns.prefix)
             try:

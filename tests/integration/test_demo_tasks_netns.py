@@ -139,5 +139,19 @@ def test_rolling_restart_under_load_loses_no_request(demo: Demo) -> None:
     assert failed == [], f"{len(failed)} of {len(results)} requests failed: {failed[:5]}"
 
 
+def test_a_second_demo_with_the_same_prefix_is_refused(demo: Demo, tmp_path: Path) -> None:
+    """Its clean-up of leftovers would take the running demo's pods: it refuses, and the
+    running demo is untouched."""
+    assert demo.netns is not None
+    result = demo.pymesh(
+        "demo", "up", "--run-dir", str(tmp_path / "second"), "--control-address", "127.0.11.99",
+        "--netns", "--netns-prefix", demo.netns.prefix, "--netns-subnet", demo.netns.subnet,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "another netns demo running" in result.stdout + result.stderr
+    assert demo.product_page().status == 200
+
+
 # Last, as in the process-mode module: it stops the demo.
 test_zz_down_leaves_nothing = test_demo_tasks.test_zz_down_leaves_nothing
