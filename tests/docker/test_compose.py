@@ -86,7 +86,15 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             )
         started = time.monotonic()
         base = ensure_base_image(engine, scratch)
-        image_build(engine, ROOT, IMAGE, [f"BASE={base}"])
+        try:
+            image_build(engine, ROOT, IMAGE, [f"BASE={base}"])
+        except AssertionError:
+            if has_network():
+                raise
+            pytest.skip(
+                "pyproject.toml changed since the cached image was built and this namespace "
+                "has no route to the package registries; run the test once with network"
+            )
         built = time.monotonic() - started
         mesh = Mesh(engine, free_port(GATEWAY))
         try:
