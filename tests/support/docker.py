@@ -100,6 +100,20 @@ class DockerEngine:
         return self.run("image", "inspect", name, check=False).returncode == 0
 
 
+def _unmount_under(root: Path) -> None:
+    """dockerd leaves its bind mount of the host's network namespace (``netns/default``)
+    behind when it stops; unmount whatever is still mounted below ``root``."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return
+    prefix = str(root) + "/"
+    for line in mounts:
+        target = line.split()[1] if len(line.split()) > 1 else ""
+        if target.startswith(prefix):
+            subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+
+
 def _cached() -> bool:
     return not os.environ.get("CI")
 
@@ -160,6 +174,7 @@ def docker_engine(scratch: Path) -> Iterator[DockerEngine]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
             proc.wait()
+        _unmount_under(exec_root)
         shutil.rmtree(exec_root, ignore_errors=True)
         if lock is not None:
             lock.close()
