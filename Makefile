@@ -8,7 +8,7 @@ APT_BENCH_PACKAGES := wrk hey nginx-light
 # The container tests: a private Docker engine, compose, and a base image made without a registry.
 APT_DOCKER_PACKAGES := docker.io docker-compose debootstrap
 
-.PHONY: all demo test lint typecheck unit bench clean apt-test apt-bench apt-docker test-docker
+.PHONY: all demo test lint typecheck unit bench clean apt-test apt-bench proto apt-docker test-docker
 
 all: test
 
@@ -62,6 +62,10 @@ test-docker: $(STAMP) apt-test apt-docker
 	$(BIN)/pytest -q --durations=5 -m docker
 
 test: lint typecheck unit
+
+# Regenerate the checked-in Python modules of pymesh/proto/*.proto (tests keep them in sync).
+proto: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
 
 bench: $(STAMP) apt-bench
 	$(BIN)/python -m benchmarks.proxy

@@ -176,7 +176,7 @@ class TcpProxyConnection(_Side):
             host = (
                 cluster.host_for_destination(self._destination)
                 if cluster.original_dst
-                else cluster.choose_host(None, None, None)
+                else cluster.choose_host(None)
             )
             if host is None:
                 cluster.stats.upstream_cx_none_healthy.value += 1

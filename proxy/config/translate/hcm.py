@@ -182,6 +182,14 @@ def _http_filters(proto: Any, registry: FilterRegistry, path: str) -> tuple[Http
     for index, item in enumerate(proto.http_filters):
         item_path = at(path, index)
         typed = item.typed_config if item.HasField("typed_config") else None
+        if typed is None:
+            if item.is_optional:
+                continue  # Envoy skips an optional filter it cannot find
+            # Envoy no longer looks extensions up by name: a filter needs its typed_config.
+            raise ValidationError(
+                f"Didn't find a registered implementation for '{item.name}' with type URL: ''",
+                path=item_path,
+            )
         try:
             entry, config = registry.translate(item.name, typed, item_path)
         except UnsupportedError:
