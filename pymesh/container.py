@@ -12,6 +12,7 @@ Istio way, by environment:
 * ``iptables``: ``pymesh iptables`` (the init container), Istio's flags by default.
 * ``wait``: exits 0 once this pod's proxy is ready (``pilot-agent wait``; health checks and
   ``holdApplicationUntilProxyStarts``).
+* ``injector``, ``ca``, ``agent``: ``pymesh injector|ca|agent`` with the arguments given.
 
 Adding a role is one entry in :data:`ROLES`.
 """
@@ -147,6 +148,8 @@ ROLES: dict[str, Callable[[Sequence[str]], int]] = {
     "iptables": _iptables,
     "wait": _wait,
     "injector": lambda args: _exec_pymesh(["injector", *args]),
+    "ca": lambda args: _exec_pymesh(["ca", *args]),
+    "agent": lambda args: _exec_pymesh(["agent", *args]),
 }
 
 
