@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["add_arguments", "run"]
 
 _DEFAULT_PODS = "127.0.0.10-127.0.0.99"
+_DEFAULT_NETNS_SUBNET = "10.244.99.0/24"
 
 
 def _run_dir_argument(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -73,6 +74,22 @@ def _start_arguments(parser: argparse.ArgumentParser, suppress: bool) -> None:
         default=default(120.0),
         help="seconds to wait for every proxy to be SYNCED",
     )
+    parser.add_argument(
+        "--netns",
+        action="store_true",
+        default=default(False),
+        help="each pod in its own network namespace, traffic captured by iptables (root)",
+    )
+    parser.add_argument(
+        "--netns-subnet",
+        default=default(_DEFAULT_NETNS_SUBNET),
+        help=f"with --netns: the pods' bridge subnet ({_DEFAULT_NETNS_SUBNET})",
+    )
+    parser.add_argument(
+        "--netns-prefix",
+        default=default("pymesh-"),
+        help="with --netns: name prefix of its namespaces, veths and bridge (pymesh-)",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,7 +128,16 @@ def _run_dir(args: argparse.Namespace) -> Path:
 
 def _layout(args: argparse.Namespace) -> DemoLayout:
     from pymesh.demo.layout import AddressRange, DemoLayout
+    from pymesh.demo.netns import NetnsPlan
 
+    if args.netns:
+        plan = NetnsPlan.parse(args.netns_prefix, args.netns_subnet)
+        return DemoLayout(
+            _run_dir(args),
+            control_address=args.control_address,
+            pod_addresses=AddressRange(*plan.pod_addresses()),
+            netns=plan,
+        )
     return DemoLayout(
         _run_dir(args),
         control_address=args.control_address,
@@ -156,6 +182,9 @@ def _up_argv(args: argparse.Namespace) -> list[str]:
     argv += ["--control-address", args.control_address, "--pod-addresses", args.pod_addresses]
     argv += ["--outbound-traffic-policy", args.outbound_traffic_policy]
     argv += ["--timeout", str(args.timeout)]
+    if args.netns:
+        argv += ["--netns", "--netns-subnet", args.netns_subnet]
+        argv += ["--netns-prefix", args.netns_prefix]
     if args.fresh:
         argv.append("--fresh")
     if args.mesh_config:

@@ -68,7 +68,10 @@ def stand_in_command(cmd: list[str]) -> list[str]:
 
 
 def _environment(pod: PodState, container: str) -> dict[str, str]:
-    env = pod_env(pod.name, pod.namespace, pod.service_account, pod.ip, os.environ)
+    # netns mode: no HTTP_PROXY, iptables takes the pod's traffic to its sidecar.
+    env = pod_env(
+        pod.name, pod.namespace, pod.service_account, pod.ip, os.environ, captured=bool(pod.netns)
+    )
     if container == PROXY_CONTAINER:
         # The sidecar's own traffic is not captured: it talks to its peers directly.
         for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
@@ -100,6 +103,7 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     if pod.proxy is None or not pod.proxy.running:
         print(f"warning: the sidecar of {pod.key} is not running", file=sys.stderr)
+    captured = bool(pod.netns)
     env = _environment(pod, container)
     cmd = stand_in_command(cmd)
     program = shutil.which(cmd[0], path=env.get("PATH"))
@@ -108,6 +112,10 @@ def _run(args: argparse.Namespace) -> int:
         return 127
     sys.stdout.flush()
     sys.stderr.flush()
+    if captured:
+        # netns mode: inside the pod's namespace, where iptables takes the traffic.
+        ip = shutil.which("ip") or "ip"
+        os.execve(ip, ["ip", "netns", "exec", pod.netns, program, *cmd[1:]], env)
     os.execve(program, cmd, env)
 
 

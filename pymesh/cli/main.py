@@ -40,6 +40,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pilot": ("pilot.cli", "run the control plane: a config directory in, xDS (ADS) out"),
     "ca": ("auth.cli", "run the certificate authority (Istio's CA API); tokens, root"),
     "agent": ("auth.agent", "a proxy's identity agent: certificates from the CA, SDS to Envoy"),
+    "iptables": ("pymesh.cli.iptables", "install Istio's traffic capture rules (istio-iptables)"),
+    "kube-inject": ("pymesh.cli.kube_inject", "add the sidecar to Kubernetes workloads (istioctl)"),
+    "injector": ("pymesh.cli.injector", "the sidecar injector's admission webhook (TLS)"),
 }
 _USAGE_EXIT = 2
 

@@ -214,6 +214,11 @@ def down(layout: DemoLayout, out: TextIO | None, timeout: float = 30.0) -> DownR
             recorded += [p.pid for p in (pod.app, pod.proxy) if p is not None and p.running]
     stragglers = sorted(set(marked_processes(marker)) | {p for p in recorded if _ours(p, marker)})
     leftover = stop_pids(stragglers) if stragglers else []
+    networks: list[str] = []
+    if layout.netns is not None:
+        from pymesh.demo.netns import remove_all
+
+        networks = remove_all(layout.netns.prefix)
     addresses = {pod.ip for pod in state.pods} if state is not None else set()
     pod_listeners = listening(addresses - {layout.control_address})
     control_ports = {layout.pilot_xds_port, layout.pilot_api_port, ADMIN_PORT, 8080}
@@ -228,6 +233,8 @@ def down(layout: DemoLayout, out: TextIO | None, timeout: float = 30.0) -> DownR
             print(f"no demo running in {layout.run_dir}", file=out)
         if stragglers:
             print(f"killed {len(stragglers)} leftover process(es): {stragglers}", file=out)
+        if networks:
+            print(f"removed leftover namespaces and links: {', '.join(networks)}", file=out)
         if report.leftover:
             print(f"still alive: {list(report.leftover)}", file=out)
         if report.listeners:

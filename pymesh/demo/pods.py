@@ -141,12 +141,18 @@ def desired_pods(items: Iterable[Mapping[str, Any]]) -> list[PodSpec]:
 
 
 def pod_env(
-    name: str, namespace: str, service_account: str, ip: str, base: Mapping[str, str]
+    name: str,
+    namespace: str,
+    service_account: str,
+    ip: str,
+    base: Mapping[str, str],
+    *,
+    captured: bool = False,
 ) -> dict[str, str]:
     """The environment of every process in a pod: what Kubernetes' downward API and Istio's
-    injection would give it, plus ``HTTP_PROXY`` to the pod's sidecar (in both cases: curl
-    reads only the lower-case one)."""
-    proxy = f"http://{ip}:{OUTBOUND_PORT}"
+    injection would give it, plus (process mode) ``HTTP_PROXY`` to the pod's sidecar (in both
+    cases: curl reads only the lower-case one). A ``captured`` pod (netns mode) needs none:
+    iptables takes its traffic to the sidecar."""
     env = {k: v for k, v in base.items() if k.lower() not in _DROPPED}
     env.update(
         {
@@ -154,10 +160,16 @@ def pod_env(
             "POD_NAMESPACE": namespace,
             "INSTANCE_IP": ip,
             "SERVICE_ACCOUNT": service_account,
-            "HTTP_PROXY": proxy,
-            "http_proxy": proxy,
-            "NO_PROXY": "localhost",
-            "no_proxy": "localhost",
         }
     )
+    if not captured:
+        proxy = f"http://{ip}:{OUTBOUND_PORT}"
+        env.update(
+            {
+                "HTTP_PROXY": proxy,
+                "http_proxy": proxy,
+                "NO_PROXY": "localhost",
+                "no_proxy": "localhost",
+            }
+        )
     return env

@@ -73,6 +73,8 @@ class PodState:
     owner: str = ""
     #: the name of the app's container (``kubectl exec -c``)
     container: str = ""
+    #: netns mode: the pod's network namespace (``ip netns exec`` it)
+    netns: str = ""
 
     @property
     def key(self) -> str:
@@ -104,6 +106,7 @@ class PodState:
             warning=str(data.get("warning", "")),
             owner=str(data.get("owner", "")),
             container=str(data.get("container", "")),
+            netns=str(data.get("netns", "")),
         )
 
 
@@ -125,6 +128,9 @@ class DemoState:
     urls: tuple[str, ...] = ()
     message: str = ""
     updated_at: float = 0.0
+    #: netns mode: what its namespaces, veths and bridge are named with, and their subnet
+    netns_prefix: str = ""
+    netns_subnet: str = ""
 
     def pod(self, name: str) -> PodState | None:
         """A pod by ``name`` or ``name.namespace``; a bare name must be unambiguous."""
@@ -159,6 +165,8 @@ class DemoState:
             urls=tuple(str(u) for u in data.get("urls") or ()),
             message=str(data.get("message", "")),
             updated_at=float(data.get("updated_at", 0.0)),
+            netns_prefix=str(data.get("netns_prefix", "")),
+            netns_subnet=str(data.get("netns_subnet", "")),
         )
 
 

@@ -26,6 +26,13 @@ from pymesh.demo.control import ControlError, ControlServer
 from pymesh.demo.kubelet import Kubelet
 from pymesh.demo.layout import DemoLayout
 from pymesh.demo.manifests import seed_files, write_mesh_config
+from pymesh.demo.netns import (
+    check_host,
+    namespaces_in_use,
+    remove_all,
+    services_of,
+    setup_bridge,
+)
 from pymesh.demo.pilot_api import PilotApi
 from pymesh.demo.pods import desired_pods
 from pymesh.demo.ports import busy, holder
@@ -132,7 +139,27 @@ class Supervisor:
                 f"{ip}:{port} is in use by {holder(taken[0])}: pilot cannot listen there "
                 "(`pymesh demo down` if it is another demo, or choose --control-address)"
             )
+        if layout.netns is not None:
+            check_host()
+            busy_ns = namespaces_in_use(layout.netns.prefix)
+            if busy_ns:
+                raise ConfigError(
+                    f"network namespaces {', '.join(busy_ns)} have running processes: is "
+                    "another netns demo running? (`pymesh demo down`, or --netns-prefix)"
+                )
         layout.pid_file.write_text(f"{os.getpid()}\n", encoding="utf-8")
+        if layout.netns is not None:
+            # What a demo of this prefix left behind when it was killed outright.
+            remove_all(layout.netns.prefix)
+            try:
+                setup_bridge(layout.netns)
+            except ConfigError:
+                remove_all(layout.netns.prefix)
+                raise
+            self.say(
+                f"pymesh demo: netns mode, pods on bridge {layout.netns.bridge} "
+                f"({layout.netns.subnet}), pilot xDS on {layout.pilot_xds}"
+            )
 
     async def run(self) -> int:
         """Start everything, serve until a signal or ``POST /stop``, stop everything."""
@@ -180,6 +207,8 @@ class Supervisor:
         # Whatever still carries this demo's marker (a grandchild, say) goes now.
         stragglers = list(marked_processes(self.marker))
         left = await asyncio.to_thread(stop_pids, stragglers) if stragglers else []
+        if self.layout.netns is not None:
+            await asyncio.to_thread(remove_all, self.layout.netns.prefix)
         self._phase = "stopped" if self._phase != "failed" else "failed"
         self._write_state()
         self.layout.pid_file.unlink(missing_ok=True)
@@ -196,6 +225,8 @@ class Supervisor:
             children.append(self.pilot)
         for child in children:
             child.kill()
+        if self.layout.netns is not None:
+            remove_all(self.layout.netns.prefix)
 
     # -- pilot -------------------------------------------------------------------------------
     async def _start_pilot(self) -> None:
@@ -272,7 +303,9 @@ class Supervisor:
 
     async def _reconcile(self) -> None:
         try:
-            desired = desired_pods(await self.api.workloads())
+            items = await self.api.workloads()
+            self.kubelet.set_services(services_of(items))
+            desired = desired_pods(items)
         except ControlPlaneError as exc:
             if str(exc) != self._api_error:
                 self._api_error = str(exc)
@@ -346,6 +379,8 @@ class Supervisor:
             urls=self._urls(),
             message=self._message,
             updated_at=time.time(),
+            netns_prefix=self.layout.netns.prefix if self.layout.netns else "",
+            netns_subnet=str(self.layout.netns.subnet) if self.layout.netns else "",
         )
 
     def _write_state(self) -> None:
