@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-APT_TEST_PACKAGES := curl iproute2 iptables openssl
+APT_TEST_PACKAGES := curl iproute2 iptables openssl prometheus chromium
 APT_BENCH_PACKAGES := wrk hey nginx-light
 
-.PHONY: all demo test lint typecheck unit bench clean apt-test apt-bench
+.PHONY: all demo test lint typecheck unit bench clean apt-test apt-bench web
 
 all: test
 
@@ -24,8 +24,20 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-demo: $(STAMP)
+demo: $(STAMP) web
 	$(BIN)/pymesh demo
+
+# The service graph page's drawing library (Cytoscape.js + its dagre layout), from npm at the
+# versions mixer/web/package-lock.json pins; never committed.
+WEB_STAMP := mixer/web/node_modules/.installed
+web: $(WEB_STAMP)
+$(WEB_STAMP): mixer/web/package.json mixer/web/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; \
+	  else echo "npm not found: install nodejs and npm"; exit 1; fi; }
+	npm ci --prefix mixer/web --no-audit --no-fund --loglevel=error
+	touch $@
 
 # The tests talk to real peers: install the Debian tools they call when they are missing.
 apt-test:
@@ -45,7 +57,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) apt-test
+unit: $(STAMP) apt-test web
 	$(BIN)/pytest -n 2 --dist loadgroup --durations=15 -q
 
 test: lint typecheck unit

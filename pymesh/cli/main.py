@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "explain": ("pymesh.cli.explain", "how a request from a proxy to a URL would be routed"),
     "demo": ("pymesh.cli.demo", "run Bookinfo with pilot and an ingress gateway on this machine"),
     "exec": ("pymesh.cli.exec", "run a command inside a demo pod (through its sidecar)"),
+    "mixer": ("mixer.cli", "run mixer: access logs in (ALS), Istio metrics, Zipkin, the graph"),
 }
 
 

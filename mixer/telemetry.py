@@ -1,0 +1,76 @@
+"""Mixer's telemetry half, wired: the access-log intake feeding Istio's metrics, the recent log
+and the service graph; the Zipkin span store; and the three HTTP sites that show them
+(metrics 15014, Zipkin 9411, dashboard 20001).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from mixer.als import AccessLogService, AlsStats
+from mixer.graph import Graph
+from mixer.logstore import RecentLog
+from mixer.metrics import IstioMetrics
+from mixer.server import HttpSite, MixerSettings
+from mixer.traces import TraceStore
+from mixer.zipkin_api import ZipkinStats, zipkin_app
+
+__all__ = ["Telemetry", "metrics_app"]
+
+
+def metrics_app(registry: CollectorRegistry) -> web.Application:
+    async def metrics(request: web.Request) -> web.Response:
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.Response(text="ready\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/stats/prometheus", metrics)
+    app.router.add_get("/ready", ready)
+    return app
+
+
+class Telemetry:
+    def __init__(
+        self, settings: MixerSettings, *, registry: CollectorRegistry, clock: Callable[[], float]
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.clock = clock
+        self.metrics = IstioMetrics()
+        registry.register(self.metrics)
+        self.recent = RecentLog(settings.max_log_entries, settings.log_retention, clock)
+        self.graph = Graph(clock)
+        self.traces = TraceStore(settings.max_spans, settings.span_retention, clock)
+        self.als_stats = AlsStats(registry)
+        self.zipkin_stats = ZipkinStats(registry)
+
+    def als_service(self) -> AccessLogService:
+        return AccessLogService(
+            (self.metrics, self.recent, self.graph),
+            self.als_stats,
+            max_message_bytes=self.settings.max_message_bytes,
+        )
+
+    def sites(self, settings: MixerSettings) -> list[HttpSite]:
+        from mixer.dashboard import dashboard_app
+
+        return [
+            HttpSite("metrics", metrics_app(self.registry), settings.metrics_address),
+            HttpSite(
+                "zipkin",
+                zipkin_app(self.traces, self.zipkin_stats, self.clock),
+                settings.zipkin_address,
+            ),
+            HttpSite(
+                "dashboard",
+                dashboard_app(self, prometheus_url=settings.prometheus_url),
+                settings.dashboard_address,
+            ),
+        ]
