@@ -1,54 +1,24 @@
-"""Who is on each side of a reported request: the workload behind a proxy, read from the node
-metadata Istio's sidecars carry, never guessed from an address.
+"""Who is on each side of a reported request: the workload behind an address, read from the
+node metadata Istio's sidecars carry (``NAMESPACE``, ``LABELS``, ``WORKLOAD_NAME``,
+``SERVICE_ACCOUNT``, ``INSTANCE_IPS``), never guessed from a name.
 
-Two sources, both Istio's: the ``node`` a proxy sends on its access-log stream (the reporter),
-and the peer's metadata exchanged in ``x-envoy-peer-metadata`` (base64 of a serialised
-``google.protobuf.Struct``) with ``x-envoy-peer-metadata-id`` (the peer's node id) — the
-headers Istio's metadata exchange uses. Pilot makes each sidecar add its own metadata to the
-requests it sends and the responses it returns, and strip the peer's before the app sees it.
+Every proxy names itself (its Envoy ``node``) on its access-log stream; :class:`PeerRegistry`
+indexes those nodes by their instance addresses, the way Istio's first Mixer resolved
+``source.ip`` and ``destination.ip`` to pods. A reported request's peer is then the node at
+its downstream address (for the destination's report: the caller's sidecar connects from its
+pod's address) or at its upstream address (for the source's report: the chosen endpoint).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2
-from google.protobuf.message import DecodeError
+__all__ = ["UNKNOWN", "UNKNOWN_PEER", "PeerInfo", "PeerRegistry", "node_addresses"]
 
-__all__ = [
-    "PEER_METADATA",
-    "PEER_METADATA_ID",
-    "UNKNOWN",
-    "UNKNOWN_PEER",
-    "PeerInfo",
-    "decode_peer_header",
-    "encode_peer_metadata",
-    "exchanged_metadata",
-]
-
-PEER_METADATA = "x-envoy-peer-metadata"
-PEER_METADATA_ID = "x-envoy-peer-metadata-id"
 UNKNOWN = "unknown"
-
-#: the node metadata keys a sidecar exchanges with its peers (Istio's metadata exchange set)
-_EXCHANGED = (
-    "NAME",
-    "NAMESPACE",
-    "LABELS",
-    "WORKLOAD_NAME",
-    "OWNER",
-    "SERVICE_ACCOUNT",
-    "CLUSTER_ID",
-    "MESH_ID",
-    "INSTANCE_IPS",
-)
-#: a peer header longer than this is not Istio's metadata; it is counted and ignored
-MAX_PEER_HEADER = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,33 +105,49 @@ def _namespace_from_id(node_id: str) -> str:
     return ""
 
 
-def exchanged_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a node's metadata its peers get."""
-    return {k: metadata[k] for k in _EXCHANGED if k in metadata}
+def node_addresses(node_id: str, metadata: Mapping[str, Any]) -> tuple[str, ...]:
+    """The node's instance addresses: ``INSTANCE_IPS`` (comma-separated), else the IP in its
+    id (``sidecar~10.0.0.1~pod.ns~ns.svc.cluster.local``)."""
+    found: list[str] = []
+    ips = _text(metadata.get("INSTANCE_IPS"))
+    parts = node_id.split("~")
+    candidates = [*ips.split(","), parts[1] if len(parts) == 4 else ""]
+    for text in candidates:
+        try:
+            ip = str(ipaddress.ip_address(text.strip()))
+        except ValueError:
+            continue
+        if ip not in found:
+            found.append(ip)
+    return tuple(found)
 
 
-def encode_peer_metadata(metadata: Mapping[str, Any]) -> str:
-    """``x-envoy-peer-metadata`` for a node: base64 of its exchanged metadata as a Struct."""
-    struct = struct_pb2.Struct()
-    struct.update(exchanged_metadata(metadata))
-    return base64.b64encode(struct.SerializeToString(deterministic=True)).decode("ascii")
+class PeerRegistry:
+    """Nodes by address. A later node at the same address replaces the earlier one (a pod
+    restarted, or its address reused); at most ``max_nodes`` are kept."""
 
+    def __init__(self, max_nodes: int = 100_000) -> None:
+        self.max_nodes = max_nodes
+        self._by_ip: dict[str, PeerInfo] = {}
 
-@lru_cache(maxsize=4096)
-def decode_peer_header(value: str, node_id: str = "") -> PeerInfo | None:
-    """The peer of an ``x-envoy-peer-metadata`` header; None when it is not valid metadata.
+    def __len__(self) -> int:
+        return len(self._by_ip)
 
-    Cached: a mesh has few distinct peers, and each sends the same header on every request.
-    """
-    if not value or len(value) > MAX_PEER_HEADER:
-        return None
-    try:
-        raw = base64.b64decode(value, validate=True)
-        struct = struct_pb2.Struct()
-        struct.ParseFromString(raw)
-    except (binascii.Error, ValueError, DecodeError):
-        return None
-    metadata = json_format.MessageToDict(struct)
-    if not metadata:
-        return None
-    return PeerInfo.from_metadata(metadata, node_id)
+    def add(self, peer: PeerInfo, addresses: tuple[str, ...]) -> bool:
+        """Index ``peer``; True when that changed anything."""
+        changed = False
+        for ip in addresses:
+            if self._by_ip.get(ip) != peer:
+                if ip not in self._by_ip and len(self._by_ip) >= self.max_nodes:
+                    del self._by_ip[next(iter(self._by_ip))]
+                self._by_ip[ip] = peer
+                changed = True
+        return changed
+
+    def get(self, address: str) -> PeerInfo | None:
+        """The node at ``address`` (``ip`` or ``ip:port``)."""
+        peer = self._by_ip.get(address)
+        if peer is None and ":" in address:
+            host = address.rpartition(":")[0].strip("[]")
+            peer = self._by_ip.get(host)
+        return peer

@@ -3,39 +3,38 @@
 standard metrics, the recent log and the service graph are made of. Sans-I/O.
 
 The reporter is ``destination`` for entries of an inbound cluster (``inbound|...``) and
-``source`` for everything else, gateways included, as in Istio. The peer comes from the
-exchanged metadata header (:mod:`mixer.peers`); the destination service from the upstream
-cluster (``outbound|9080|v1|reviews.default.svc.cluster.local``) or, on the inbound side, from
-the ``:authority`` qualified with the destination's namespace.
+``source`` for everything else, gateways included, as in Istio. The peer is the node at the
+downstream address (destination's report) or the upstream address (source's report), looked
+up by the caller (:class:`mixer.peers.PeerRegistry`); a peer not known yet is left
+``unknown`` with :attr:`Report.peer_address` set, so the caller can fill it in later. The
+destination service comes from the upstream cluster
+(``outbound|9080|v1|reviews.default.svc.cluster.local``) or, on the inbound side, from the
+``:authority`` qualified with the destination's namespace.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from envoy.data.accesslog.v3 import accesslog_pb2
 
-from mixer.peers import PEER_METADATA, PEER_METADATA_ID, UNKNOWN, PeerInfo, decode_peer_header
+from mixer.peers import UNKNOWN, PeerInfo
 
 __all__ = [
-    "REQUEST_HEADERS_TO_LOG",
-    "RESPONSE_HEADERS_TO_LOG",
-    "RESPONSE_TRAILERS_TO_LOG",
     "Report",
     "ReportContext",
+    "Resolve",
     "ServiceName",
     "http_report",
     "response_flags",
     "tcp_report",
+    "with_peer",
 ]
 
-#: what pilot asks every ALS logger to add (``additional_*_to_log``): the peer's metadata and
-#: what request_protocol and grpc_response_status are read from
-REQUEST_HEADERS_TO_LOG = (PEER_METADATA, PEER_METADATA_ID, "content-type", "x-b3-traceid")
-RESPONSE_HEADERS_TO_LOG = (PEER_METADATA, PEER_METADATA_ID, "grpc-status")
-RESPONSE_TRAILERS_TO_LOG = ("grpc-status",)
+Resolve = Callable[[str], "PeerInfo | None"]
+"""The node at an address (``ip:port``), None when not known (yet)."""
 
 # ResponseFlags fields -> Envoy's short codes, in Envoy's order.
 _FLAG_CODES = (
@@ -89,11 +88,11 @@ class ServiceName:
 
 @dataclass(frozen=True, slots=True)
 class ReportContext:
-    """What mixer knows of the stream an entry came on."""
+    """What mixer knows of the stream an entry came on, and how it finds peers."""
 
     reporter: PeerInfo
+    resolve: Resolve
     domain: str = "cluster.local"
-    trust_domain: str = "cluster.local"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +127,23 @@ class Report:
     # TCP connections: opened/closed and bytes of this entry
     tcp_opened: bool = False
     tcp_closed: bool = False
+    #: set while the peer at this address is not known: the peer side is ``unknown``
+    peer_address: str = ""
+
+
+def with_peer(r: Report, peer: PeerInfo) -> Report:
+    """``r`` with its peer side (the side that is not the reporter) filled in."""
+    if r.reporter == "destination":
+        return replace(r, source=peer, peer_address="")
+    return replace(r, destination=peer, peer_address="")
 
 
 def response_flags(flags: accesslog_pb2.ResponseFlags) -> str:
-    codes = [code for field, code in _FLAG_CODES if getattr(flags, field)]
+    codes = [
+        code
+        for field, code in _FLAG_CODES
+        if (flags.HasField(field) if field == "unauthorized_details" else getattr(flags, field))
+    ]
     return ",".join(codes) if codes else "-"
 
 
@@ -179,11 +191,24 @@ def _san_uri(cert: Any) -> str:
     return ""
 
 
-def _peer(headers: Mapping[str, str]) -> PeerInfo | None:
-    value = headers.get(PEER_METADATA)
-    if not value:
-        return None
-    return decode_peer_header(value, headers.get(PEER_METADATA_ID, ""))
+def _peer_address(common: accesslog_pb2.AccessLogCommon, inbound: bool) -> str:
+    if not inbound:
+        return _address(common.upstream_remote_address)
+    # the socket's peer, not an address taken from X-Forwarded-For
+    if common.HasField("downstream_direct_remote_address"):
+        return _address(common.downstream_direct_remote_address)
+    return _address(common.downstream_remote_address)
+
+
+def _peers(
+    common: accesslog_pb2.AccessLogCommon, inbound: bool, ctx: ReportContext
+) -> tuple[PeerInfo, PeerInfo, str]:
+    """(source, destination, unresolved peer address or "")."""
+    address = _peer_address(common, inbound)
+    peer = ctx.resolve(address) if address else None
+    pending = address if peer is None and address else ""
+    peer = peer or PeerInfo()
+    return (peer, ctx.reporter, pending) if inbound else (ctx.reporter, peer, pending)
 
 
 def http_report(entry: accesslog_pb2.HTTPAccessLogEntry, ctx: ReportContext) -> Report:
@@ -193,14 +218,10 @@ def http_report(entry: accesslog_pb2.HTTPAccessLogEntry, ctx: ReportContext) -> 
     response = entry.response
     cluster = common.upstream_cluster
     inbound = cluster.startswith("inbound|")
-    me = ctx.reporter
+    source, destination, pending = _peers(common, inbound, ctx)
     if inbound:
-        source = _peer(request.request_headers) or PeerInfo()
-        destination = me
-        service = _service_from_host(request.authority, me.namespace, ctx.domain)
+        service = _service_from_host(request.authority, ctx.reporter.namespace, ctx.domain)
     else:
-        source = me
-        destination = _peer(response.response_headers) or PeerInfo()
         service = _service_from_cluster(cluster, ctx.domain) or _service_from_host(
             request.authority, UNKNOWN, ctx.domain
         )
@@ -234,9 +255,7 @@ def http_report(entry: accesslog_pb2.HTTPAccessLogEntry, ctx: ReportContext) -> 
         duration_ms=_seconds(duration) * 1000.0 if duration is not None else 0.0,
         request_bytes=request.request_headers_bytes + request.request_body_bytes,
         response_bytes=response.response_headers_bytes + response.response_body_bytes,
-        method=accesslog_pb2.HTTPRequestProperties.DESCRIPTOR.fields_by_name["request_method"]
-        .enum_type.values_by_number[request.request_method]
-        .name,
+        method=_METHODS.get(request.request_method, ""),
         path=request.original_path or request.path,
         authority=request.authority,
         request_id=request.request_id,
@@ -245,6 +264,7 @@ def http_report(entry: accesslog_pb2.HTTPAccessLogEntry, ctx: ReportContext) -> 
         upstream_host=_address(common.upstream_remote_address),
         route_name=common.route_name,
         response_code_details=response.response_code_details,
+        peer_address=pending,
     )
 
 
@@ -252,11 +272,11 @@ def tcp_report(entry: accesslog_pb2.TCPAccessLogEntry, ctx: ReportContext) -> Re
     common = entry.common_properties
     cluster = common.upstream_cluster
     inbound = cluster.startswith("inbound|")
-    me = ctx.reporter
+    source, destination, pending = _peers(common, inbound, ctx)
     service = (
         _service_from_cluster(cluster, ctx.domain)
         if not inbound
-        else ServiceName(UNKNOWN, UNKNOWN, me.namespace)
+        else ServiceName(UNKNOWN, UNKNOWN, ctx.reporter.namespace)
     ) or ServiceName()
     policy, src_principal, dst_principal = _security(common, inbound, ctx)
     duration = common.duration if common.HasField("duration") else None
@@ -269,8 +289,8 @@ def tcp_report(entry: accesslog_pb2.TCPAccessLogEntry, ctx: ReportContext) -> Re
     )
     return Report(
         reporter="destination" if inbound else "source",
-        source=PeerInfo() if inbound else me,
-        destination=me if inbound else PeerInfo(),
+        source=source,
+        destination=destination,
         service=service,
         protocol="tcp",
         response_code=0,
@@ -287,6 +307,7 @@ def tcp_report(entry: accesslog_pb2.TCPAccessLogEntry, ctx: ReportContext) -> Re
         upstream_host=_address(common.upstream_remote_address),
         tcp_opened=common.access_log_type != accesslog_pb2.TcpPeriodic,
         tcp_closed=not intermediate,
+        peer_address=pending,
     )
 
 

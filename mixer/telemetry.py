@@ -5,6 +5,7 @@ and the service graph; the Zipkin span store; and the three HTTP sites that show
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from aiohttp import web
@@ -55,6 +56,7 @@ class Telemetry:
         return AccessLogService(
             (self.metrics, self.recent, self.graph),
             self.als_stats,
+            clock=time.monotonic,
             max_message_bytes=self.settings.max_message_bytes,
         )
 

@@ -155,6 +155,10 @@ def _outbound(ctx: PushContext, node: ProxyNode, plan: ClusterPlan) -> dict[str,
     http2 = plan.port.protocol in ("HTTP2", "GRPC", "GRPC-WEB") and not node.process_mode
     apply_policy(cluster, plan.policy, http=plan.port.is_http, http2=http2, tls=tls)
     cluster["metadata"] = _metadata(plan.service, plan.port.port, plan)
+    if node.process_mode and ctx.mesh.mixer_address:
+        # Pods share one loopback: connect from the pod's own address, as a pod's traffic
+        # leaves from its IP, so the callee's report names this workload as its source.
+        cluster["upstream_bind_config"] = {"source_address": {"address": node.ip, "port_value": 0}}
     return cluster
 
 

@@ -9,9 +9,24 @@ from typing import Any
 from pilot.generate.common import ADS, typed
 from pilot.model.mesh import MeshConfig
 
-__all__ = ["HCM_NAME", "http_connection_manager", "http_filters"]
+__all__ = ["HCM_NAME", "als_common_config", "http_connection_manager", "http_filters"]
 
 HCM_NAME = "envoy.filters.network.http_connection_manager"
+
+# What mixer reads besides Envoy's standard fields: the request protocol (gRPC or not), a
+# gRPC call's status (a trailer, or a header on a trailers-only answer) and the trace id.
+_REQUEST_HEADERS_TO_LOG = ["content-type", "x-b3-traceid"]
+_RESPONSE_HEADERS_TO_LOG = ["grpc-status"]
+_RESPONSE_TRAILERS_TO_LOG = ["grpc-status"]
+
+
+def als_common_config(log_name: str) -> dict[str, Any]:
+    """``CommonGrpcAccessLogConfig`` to mixer's ALS (the ``mixer`` cluster)."""
+    return {
+        "log_name": log_name,
+        "grpc_service": {"envoy_grpc": {"cluster_name": "mixer"}},
+        "transport_api_version": "V3",
+    }
 
 
 def http_filters() -> list[dict[str, Any]]:
@@ -71,11 +86,10 @@ def http_connection_manager(
                 "typed_config": typed(
                     "als",
                     {
-                        "common_config": {
-                            "log_name": "inbound" if inbound else "outbound",
-                            "grpc_service": {"envoy_grpc": {"cluster_name": "mixer"}},
-                            "transport_api_version": "V3",
-                        }
+                        "common_config": als_common_config("inbound" if inbound else "outbound"),
+                        "additional_request_headers_to_log": _REQUEST_HEADERS_TO_LOG,
+                        "additional_response_headers_to_log": _RESPONSE_HEADERS_TO_LOG,
+                        "additional_response_trailers_to_log": _RESPONSE_TRAILERS_TO_LOG,
                     },
                 ),
             }

@@ -53,6 +53,7 @@ __all__ = [
     "PILOT_NET",
     "PROXY_NET",
     "SUPPORT_NET",
+    "TELEMETRY_NET",
     "address",
 ]
 
@@ -61,6 +62,7 @@ ENVOY_DIFF_NET = "127.0.2"
 PILOT_NET = "127.0.3"
 DEMO_NET = "127.0.4"
 SUPPORT_NET = "127.0.5"
+TELEMETRY_NET = "127.0.7"
 
 
 def address(net: str, host: int) -> str:
