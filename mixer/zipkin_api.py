@@ -6,13 +6,12 @@ trace, 413 too large, 415 an encoding mixer does not read).
 
 from __future__ import annotations
 
-import gzip
 import json
-import zlib
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry, Counter
 
 from mixer.traces import SpanError, TraceQuery, TraceStore, validate_span
@@ -57,13 +56,14 @@ def add_zipkin_routes(
         if ctype not in ("application/json", "text/plain", "application/octet-stream", ""):
             stats.rejected.labels("encoding").inc()
             return web.Response(status=415, text=f"{ctype}: only JSON v2 spans are accepted\n")
-        body = await request.read()
-        if request.headers.get("Content-Encoding", "").lower() == "gzip":
-            try:
-                body = gzip.decompress(body)
-            except (OSError, EOFError, zlib.error):
-                stats.rejected.labels("malformed").inc()
-                return web.Response(status=400, text="body is not valid gzip\n")
+        try:
+            body = await request.read()  # aiohttp inflates Content-Encoding: gzip itself
+        except web.HTTPRequestEntityTooLarge:
+            stats.rejected.labels("too_large").inc()
+            raise
+        except (RequestPayloadError, ValueError, OSError) as exc:
+            stats.rejected.labels("malformed").inc()
+            return web.Response(status=400, text=f"cannot read the body: {exc}\n")
         if len(body) > _MAX_BODY:
             stats.rejected.labels("too_large").inc()
             return web.Response(status=413, text="span batch too large\n")
