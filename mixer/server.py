@@ -51,8 +51,10 @@ class MixerSettings:
     #: the most access-log entries the recent log holds, and for how long (seconds)
     max_log_entries: int = 50_000
     log_retention: float = 3600.0
-    #: a single ALS message larger than this is refused (RESOURCE_EXHAUSTED), in bytes
+    #: a single ALS message larger than this is counted and dropped, in bytes
     max_message_bytes: int = 4 << 20
+    #: how long a report waits for its peer's proxy to name itself (seconds)
+    peer_wait: float = 3.0
     #: the Prometheus that scrapes the mesh, linked from the dashboard ("" = none)
     prometheus_url: str = ""
 

@@ -58,6 +58,7 @@ class Telemetry:
             self.als_stats,
             clock=time.monotonic,
             max_message_bytes=self.settings.max_message_bytes,
+            peer_wait=self.settings.peer_wait,
         )
 
     def sites(self, settings: MixerSettings) -> list[HttpSite]:
