@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from importlib import metadata
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from mixer.als import AccessLogService, AlsStats
 from mixer.graph import Graph
@@ -49,6 +50,10 @@ class Telemetry:
         self.recent = RecentLog(settings.max_log_entries, settings.log_retention, clock)
         self.graph = Graph(clock)
         self.traces = TraceStore(settings.max_spans, settings.span_retention, clock)
+        # Istio's components each export their build; the mesh dashboard lists them.
+        build = Gauge("istio_build", "Build of each mesh component.", ["component", "tag"],
+                      registry=registry)  # fmt: skip
+        build.labels("mixer", _version()).set(1)
         self.als_stats = AlsStats(registry)
         self.zipkin_stats = ZipkinStats(registry)
 
@@ -77,3 +82,10 @@ class Telemetry:
                 settings.dashboard_address,
             ),
         ]
+
+
+def _version() -> str:
+    try:
+        return metadata.version("pymesh")
+    except metadata.PackageNotFoundError:
+        return "dev"
