@@ -122,6 +122,7 @@ function showDetails(kind, id, data) {
 
 async function select(kind, id) {
   state.selected = { kind, id };
+  $("#hint").hidden = true;
   const data = await (await fetch(`/api/graph?window=${$("#window").value}`)).json();
   showDetails(kind, id, data);
 }

@@ -19,11 +19,13 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
+from mixer.dashboard import vendor_missing
 from mixer.server import Mixer
 from pymesh.demo.pods import pod_env
 from tests.integration.pilot_harness import (
@@ -435,3 +437,74 @@ async def test_promtool_accepts_mixers_exposition(mesh: Mesh) -> None:
         for f in findings
     ), findings
     assert rc in (0, 3), findings
+
+
+# -- the graph page in a real browser ------------------------------------------------------------
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".artifacts"
+
+
+async def test_graph_page_draws_bookinfo_live_with_edge_metrics_and_a_trace(mesh: Mesh) -> None:
+    playwright = pytest.importorskip("playwright.async_api")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip("chromium is not installed (Debian package chromium)")
+    missing = vendor_missing()
+    assert not missing, f"the page's drawing library is missing: run `make web` ({missing})"
+    await _reported(mesh)
+    async with playwright.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page_ = await browser.new_page(viewport={"width": 1400, "height": 1000})
+            await page_.goto(url(mesh.mixer, "dashboard", "/"), timeout=20_000)
+            # the drawing library is loaded and has laid out every workload and call
+            await page_.wait_for_function(
+                "window.pymeshGraph && window.pymeshGraph.edges().length >= 8", timeout=20_000
+            )
+            nodes = await page_.evaluate(
+                "window.pymeshGraph.nodes().map(n => [n.data('kind'), n.data('label')])"
+            )
+            workloads = {label for kind, label in nodes if kind == "workload"}
+            assert workloads == {"sleep", "productpage-v1", "details-v1", "reviews-v2",
+                                 "ratings-v1"}  # fmt: skip
+            services = {label for kind, label in nodes if kind == "service"}
+            assert services == {"productpage", "details", "reviews", "ratings"}
+            positions = await page_.evaluate(
+                "window.pymeshGraph.nodes().map(n => [n.position('x'), n.position('y')])"
+            )
+            assert len({(round(x), round(y)) for x, y in positions}) == len(positions)
+            rows = await page_.locator("#edge-table tbody tr").count()
+            assert rows == 8
+            # per-edge metrics on click
+            await page_.locator("#edge-table tbody tr", has_text="ratings").first.click()
+            details = page_.locator("#detail-list")
+            await details.get_by_text("p99").wait_for(timeout=5_000)
+            assert "ratings" in await details.inner_text()
+            # live: new traffic shows up without reloading the page
+            before = await page_.evaluate(
+                "window.pymeshGraph.edges().map(e => e.data('requests')).reduce((a, b) => a + b)"
+            )
+            for _ in range(3):
+                assert (await page()).status == 200
+            await page_.wait_for_function(
+                "window.pymeshGraph.edges().map(e => e.data('requests')).reduce((a, b) => a + b)"
+                f" > {before}",
+                timeout=15_000,
+            )
+            # a trace's waterfall: one row per span, the whole page load
+            await page_.locator("#trace-list li").first.wait_for(timeout=10_000)
+            await page_.locator("#slowest").click()
+            await page_.locator("#trace-list li", has_text="sleep").first.click()
+            await page_.locator("#waterfall .row").first.wait_for(timeout=5_000)
+            spans = await page_.locator("#waterfall .row").count()
+            assert spans == 8  # sleep, productpage (x3), details, reviews (x2), ratings
+            text = await page_.locator("#waterfall").inner_text()
+            for service in ("sleep", "productpage", "details", "reviews", "ratings"):
+                assert f"{service}.default" in text
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page_.screenshot(path=str(ARTIFACTS / "mixer-graph.png"), full_page=True)
+        finally:
+            await browser.close()
