@@ -21,7 +21,7 @@ from pilot.xds.resources import (
     SECRET_TYPE,
 )
 from pymesh.config import Resource, encode
-from pymesh.config.kinds import KINDS
+from pymesh.config.kinds import KINDS, kind_info
 from pymesh.errors import ValidationError
 
 __all__ = ["CONFIG_TYPES", "kind_alias", "proxy_config", "resource_json", "to_jsonable"]
@@ -33,10 +33,12 @@ _SHORT_NAMES = {
     "se": "ServiceEntry",
     "we": "WorkloadEntry",
     "pa": "PeerAuthentication",
+    "ra": "RequestAuthentication",
     "ap": "AuthorizationPolicy",
     "svc": "Service",
     "sa": "ServiceAccount",
     "ns": "Namespace",
+    "cm": "ConfigMap",
     "po": "Pod",
     "deploy": "Deployment",
 }
@@ -67,11 +69,14 @@ def resource_json(res: Resource[Any]) -> dict[str, Any]:
         metadata["labels"] = dict(res.labels)
     if res.annotations:
         metadata["annotations"] = dict(res.annotations)
+    info = kind_info(res.api_version, res.kind)
+    fields = encode(res.spec)
+    body = fields if info is not None and info.top_level else {"spec": fields}
     return {
         "apiVersion": res.api_version,
         "kind": res.kind,
         "metadata": metadata,
-        "spec": encode(res.spec),
+        **body,
         "_source": res.source,
     }
 

@@ -20,6 +20,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import structlog
+
 from pilot.model.credentials import TlsCredential, credentials_from_text
 from pymesh.config import ConfigSnapshot, ConfigWarning, LoadResult, Resource, load_documents
 from pymesh.config.kinds import KINDS
@@ -32,6 +34,8 @@ __all__ = [
     "managed_path",
     "scan",
 ]
+
+log = structlog.get_logger(__name__)
 
 Key = tuple[str, str, str]
 _SUFFIXES = (".yaml", ".yml", ".json")
@@ -129,6 +133,15 @@ class ConfigDirectory:
 
     def _parse(self, text: str, path: str) -> _Parsed:
         result = load_documents(text, path, default_namespace=self.default_namespace)
+        for warning in result.warnings:
+            log.warning(
+                "config_warning",
+                source=warning.source,
+                document=warning.document,
+                path=warning.path,
+                line=warning.line,
+                message=warning.message,
+            )
         # Secrets are not mesh configuration to the loader, but Gateways use TLS ones.
         creds = (
             credentials_from_text(text, path, self.default_namespace) if "Secret" in text else ()

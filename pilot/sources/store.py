@@ -22,6 +22,7 @@ import yaml
 
 from pilot.sources.directory import ConfigDirectory, DirectoryLoad, Key, is_managed
 from pymesh.config import ConfigSnapshot, Resource, load_documents
+from pymesh.config.issues import ConfigWarning
 from pymesh.config.kinds import kind_info
 from pymesh.errors import ValidationError
 
@@ -54,6 +55,8 @@ class Change:
     path: str | None = None
     text: str | None = None
     message: str = ""
+    #: what the loader warned about this object (kubectl prints these as ``Warning:`` lines)
+    warnings: tuple[str, ...] = ()
 
     @property
     def key(self) -> Key:
@@ -75,6 +78,8 @@ class Change:
             out["path"] = self.path
         if self.message:
             out["message"] = self.message
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
         return out
 
 
@@ -89,6 +94,11 @@ def _objects(body: str) -> Iterator[dict[str, Any]]:
             yield from (item for item in doc["items"] or [] if isinstance(item, dict))
         else:
             yield doc
+
+
+def _warning_text(warning: ConfigWarning) -> str:
+    # The object was re-read on its own: its document index and lines are not the user's.
+    return f"{warning.path}: {warning.message}" if warning.path else warning.message
 
 
 def _dump(obj: Mapping[str, Any]) -> str:
@@ -134,6 +144,7 @@ def plan_apply(
                 res.api_version,
                 str(path),
                 _dump(stored) if action is not Action.UNCHANGED else None,
+                warnings=tuple(_warning_text(w) for w in single.warnings),
             )
         )
     return changes

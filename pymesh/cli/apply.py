@@ -50,6 +50,9 @@ def _run(args: argparse.Namespace) -> int:
     for change in data.get("changes", []):
         ref = object_ref(change["kind"], change.get("apiVersion", ""), change["name"])
         note = f" ({change['message']})" if change.get("message") else ""
+        # kubectl's form: warnings on stderr, before the line for the object.
+        for warning in change.get("warnings", ()):
+            print(f"Warning: {ref}: {warning}", file=sys.stderr, flush=True)
         print(f"{ref} {change['action']}{note}")
     sys.stdout.flush()
     return 0

@@ -173,12 +173,15 @@ def _convert(tp: Any, raw: object, path: str, info: FieldInfo, rep: Reporter) ->
         for key, value in raw.items():
             kpath = f"{path}[{key}]"
             k = _convert_key(key_tp, key, kpath, rep)
+            if value_tp is object:
+                out[k] = _freeze(value)  # JSON null is a Struct value like any other
+                continue
             if value is None and value_tp is not str:
                 rep.fail(kpath, "value must not be null")
             out[k] = _convert(value_tp, "" if value is None else value, kpath, info, rep)
         return FrozenMap(out)
     if tp is object:
-        return raw
+        return _freeze(raw)
     if info.duration:
         return _duration(raw, path, info, rep)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
@@ -213,6 +216,15 @@ def _convert(tp: Any, raw: object, path: str, info: FieldInfo, rep: Reporter) ->
         except (binascii.Error, ValueError):
             rep.fail(path, "invalid base64 data")
     raise TypeError(f"unsupported field type {tp!r} at {path}")
+
+
+def _freeze(raw: object) -> object:
+    """Free-form JSON (``Struct`` values) as immutable, hashable data."""
+    if isinstance(raw, dict):
+        return FrozenMap((k, _freeze(v)) for k, v in raw.items())
+    if isinstance(raw, list):
+        return tuple(_freeze(v) for v in raw)
+    return raw
 
 
 def _convert_key(key_tp: Any, key: object, path: str, rep: Reporter) -> Any:

@@ -9,13 +9,19 @@ from typing import Any
 from pymesh.config.model import kube
 from pymesh.config.model.networking import (
     DestinationRule,
+    EnvoyFilter,
     Gateway,
     ServiceEntry,
     Sidecar,
     VirtualService,
     WorkloadEntry,
 )
-from pymesh.config.model.security import AuthorizationPolicy, PeerAuthentication
+from pymesh.config.model.security import (
+    AuthorizationPolicy,
+    PeerAuthentication,
+    RequestAuthentication,
+)
+from pymesh.config.model.telemetry import Telemetry
 
 __all__ = [
     "KINDS",
@@ -28,6 +34,7 @@ __all__ = [
 
 _NETWORKING_VERSIONS = frozenset({"v1", "v1beta1", "v1alpha3"})
 _SECURITY_VERSIONS = frozenset({"v1", "v1beta1"})
+_TELEMETRY_VERSIONS = frozenset({"v1", "v1alpha1"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +44,11 @@ class KindInfo:
     versions: frozenset[str]
     spec_type: type[Any]
     namespaced: bool = True
+
+    @property
+    def top_level(self) -> bool:
+        """Whether the fields sit beside ``metadata`` (ConfigMap), not under ``spec``."""
+        return bool(getattr(self.spec_type, "TOP_LEVEL", False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +73,17 @@ KINDS: MappingProxyType[tuple[str, str], KindInfo] = MappingProxyType(
             _info("networking.istio.io", ServiceEntry, _NETWORKING_VERSIONS),
             _info("networking.istio.io", Sidecar, _NETWORKING_VERSIONS),
             _info("networking.istio.io", WorkloadEntry, _NETWORKING_VERSIONS),
+            # Istio serves EnvoyFilter only as v1alpha3.
+            _info("networking.istio.io", EnvoyFilter, frozenset({"v1alpha3"})),
             _info("security.istio.io", PeerAuthentication, _SECURITY_VERSIONS),
+            _info("security.istio.io", RequestAuthentication, _SECURITY_VERSIONS),
             _info("security.istio.io", AuthorizationPolicy, _SECURITY_VERSIONS),
+            _info("telemetry.istio.io", Telemetry, _TELEMETRY_VERSIONS),
             _info("", kube.Service, frozenset({"v1"})),
             _info("", kube.ServiceAccount, frozenset({"v1"})),
             _info("", kube.Pod, frozenset({"v1"})),
             _info("", kube.Namespace, frozenset({"v1"}), namespaced=False),
+            _info("", kube.ConfigMap, frozenset({"v1"})),
             _info("apps", kube.Deployment, frozenset({"v1", "v1beta1", "v1beta2"})),
         )
     }
@@ -81,7 +98,7 @@ _SKIPPED: MappingProxyType[tuple[str, str], Skip] = MappingProxyType(
             (group, kind): Skip(_NOT_MESH_CONFIG, warn=False)
             for group, kinds in {
                 "": (
-                    "ConfigMap Secret Endpoints PersistentVolumeClaim PersistentVolume "
+                    "Secret Endpoints PersistentVolumeClaim PersistentVolume "
                     "ResourceQuota LimitRange ReplicationController Event"
                 ),
                 "apps": "StatefulSet DaemonSet ReplicaSet",
@@ -102,9 +119,7 @@ _SKIPPED: MappingProxyType[tuple[str, str], Skip] = MappingProxyType(
         **{
             (group, kind): Skip(_UNSUPPORTED, warn=True)
             for group, kinds in {
-                "networking.istio.io": "EnvoyFilter WorkloadGroup ProxyConfig",
-                "security.istio.io": "RequestAuthentication",
-                "telemetry.istio.io": "Telemetry",
+                "networking.istio.io": "WorkloadGroup ProxyConfig",
                 "extensions.istio.io": "WasmPlugin",
                 "gateway.networking.k8s.io": (
                     "Gateway GatewayClass HTTPRoute GRPCRoute TCPRoute TLSRoute UDPRoute "

@@ -2,7 +2,8 @@
 
 Each YAML document is one object (``kind: List`` objects are unpacked). Known kinds are decoded
 into their frozen spec classes and validated; kinds that are not mesh configuration are skipped
-quietly, unknown ones and unsupported Istio kinds with a warning. The first invalid object
+quietly, unknown ones, unsupported Istio kinds and documents that are not Kubernetes objects at
+all (a dashboard's JSON beside the manifests) with a warning. The first invalid object
 raises :class:`pymesh.errors.ValidationError` naming file, document index (0-based, counting
 every ``---`` section) and field path, plus the line where the YAML parser saw it.
 """
@@ -20,7 +21,7 @@ import yaml
 
 from pymesh.config.codec import decode
 from pymesh.config.issues import ConfigWarning, Reporter
-from pymesh.config.kinds import kind_info, skip_reason, split_api_version
+from pymesh.config.kinds import Skip, kind_info, skip_reason, split_api_version
 from pymesh.config.model.common import EMPTY_MAP, FrozenMap, Resource, spec_field
 from pymesh.config.validate import validate_resource
 from pymesh.errors import ConfigError, ValidationError
@@ -88,7 +89,9 @@ class _ObjectMeta:
 
 
 _ISTIO_TOP_LEVEL = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
+_ENVELOPE = frozenset({"apiVersion", "kind", "metadata"})
 _SPEC_REQUIRED = frozenset({"ServiceEntry", "WorkloadEntry"})
+_NOT_AN_OBJECT = Skip("not a Kubernetes object (it has no apiVersion and no kind); skipped", True)
 
 
 class _Builder:
@@ -178,15 +181,8 @@ class _Accumulator:
         return LoadResult(tuple(self.resources.values()), tuple(self.warnings), tuple(self.skipped))
 
     def warn(self, warning: ConfigWarning) -> None:
+        # Returned, not logged: pilot logs what it loads, the CLI prints what it applies.
         self.warnings.append(warning)
-        log.warning(
-            "config_warning",
-            source=warning.source,
-            document=warning.document,
-            path=warning.path,
-            line=warning.line,
-            message=warning.message,
-        )
 
     def flush(self, rep: Reporter) -> None:
         for warning in rep.warnings:
@@ -211,6 +207,12 @@ class _Accumulator:
     def add_object(self, data: object, rep: Reporter) -> None:
         if not isinstance(data, dict):
             rep.fail("", "an object must be a mapping")
+        if "apiVersion" not in data and "kind" not in data:
+            # A JSON or YAML file that is not a Kubernetes object at all (a Grafana dashboard
+            # beside the manifests): say so and go on; one with a kind and no apiVersion is a
+            # broken object and fails below.
+            self._skip(rep, "", "", None, _NOT_AN_OBJECT)
+            return
         api_version = _required_string(data, "apiVersion", rep)
         kind = _required_string(data, "kind", rep)
         meta = data.get("metadata")
@@ -236,10 +238,14 @@ class _Accumulator:
         if meta is None:
             rep.fail("metadata", "required field is missing")
         metadata = decode(_ObjectMeta, meta, "metadata", rep)
-        raw_spec = data.get("spec")
-        if raw_spec is None and kind in _SPEC_REQUIRED:
-            rep.fail("spec", "required field is missing")
-        spec = decode(info.spec_type, {} if raw_spec is None else raw_spec, "spec", rep)
+        if info.top_level:
+            fields = {k: v for k, v in data.items() if k not in _ENVELOPE}
+            spec = decode(info.spec_type, fields, "", rep)
+        else:
+            raw_spec = data.get("spec")
+            if raw_spec is None and kind in _SPEC_REQUIRED:
+                rep.fail("spec", "required field is missing")
+            spec = decode(info.spec_type, {} if raw_spec is None else raw_spec, "spec", rep)
         namespace = (metadata.namespace or self.default_namespace) if info.namespaced else ""
         res: Resource[Any] = Resource(
             kind=kind,
@@ -266,14 +272,19 @@ class _Accumulator:
             )
         self.resources[res.key] = res
 
-    def _skip(self, rep: Reporter, api_version: str, kind: str, name: object) -> None:
-        skip = skip_reason(api_version, kind)
+    def _skip(
+        self, rep: Reporter, api_version: str, kind: str, name: object, skip: Skip | None = None
+    ) -> None:
+        skip = skip or skip_reason(api_version, kind)
         reason = skip.reason if skip is not None else "unknown kind; skipped"
         label = name if isinstance(name, str) else ""
         self.skipped.append(
             SkippedDocument(rep.source or "", rep.document or 0, api_version, kind, label, reason)
         )
-        if skip is None or skip.warn:
+        if skip is _NOT_AN_OBJECT:
+            rep.warn("", reason)
+            self.flush(rep)
+        elif skip is None or skip.warn:
             what = f"{kind} {label!r}" if label else kind
             rep.warn("kind", f"{what} ({api_version}): {reason}")
             self.flush(rep)

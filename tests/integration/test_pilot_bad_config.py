@@ -153,6 +153,21 @@ async def test_apply_refuses_bad_config_and_the_mesh_is_unaffected(setup: Setup)
     assert (await pilot.aapi("/resources"))["version"] == version
     await asyncio.sleep(0.3)  # a push, if one had been triggered, would be out by now
     await setup.routes_as_before()
+    # Accepted but not enforced yet: applied, and the user is told what does not happen.
+    path = pilot.config_dir.parent / "strict.yaml"
+    path.write_text(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+        "metadata: {name: default, namespace: default}\nspec: {mtls: {mode: STRICT}}\n"
+    )
+    result = await pilot.cli("apply", "-f", str(path))
+    assert result.rc == 0, result
+    assert result.out.strip() == "peerauthentication.security.istio.io/default created"
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, lines
+    warning = lines[0]
+    assert warning.startswith("Warning: peerauthentication.security.istio.io/default: spec:")
+    assert "not enforced" in warning and "plaintext" in warning
+    await setup.routes_as_before()
 
 
 @pytest.mark.timeout(120)

@@ -1,5 +1,5 @@
-"""The typed configuration model: Istio ``networking``/``security`` kinds, the Kubernetes
-workload kinds, and the shared resource envelope."""
+"""The typed configuration model: Istio ``networking``/``security``/``telemetry`` kinds, the
+Kubernetes workload kinds and ConfigMap, and the shared resource envelope."""
 
 from pymesh.config.model.common import (
     EMPTY_MAP,
@@ -14,6 +14,7 @@ from pymesh.config.model.common import (
     spec_field,
 )
 from pymesh.config.model.kube import (
+    ConfigMap,
     Container,
     ContainerPort,
     Deployment,
@@ -42,6 +43,7 @@ from pymesh.config.model.networking import (
     Delegate,
     Destination,
     DestinationRule,
+    EnvoyFilter,
     Gateway,
     H2UpgradePolicy,
     HeaderOperations,
@@ -118,11 +120,13 @@ from pymesh.config.model.security import (
     MutualTLS,
     Operation,
     PeerAuthentication,
+    RequestAuthentication,
     Rule,
     RuleFrom,
     RuleTo,
     Source,
 )
+from pymesh.config.model.telemetry import Telemetry
 
 __all__ = [
     "EMPTY_MAP",
@@ -134,6 +138,7 @@ __all__ = [
     "ClientTLSMode",
     "ClientTLSSettings",
     "Condition",
+    "ConfigMap",
     "ConnectionPoolSettings",
     "ConsistentHashLB",
     "Container",
@@ -145,6 +150,7 @@ __all__ = [
     "Deployment",
     "Destination",
     "DestinationRule",
+    "EnvoyFilter",
     "ExtensionProvider",
     "FieldInfo",
     "FrozenMap",
@@ -200,6 +206,7 @@ __all__ = [
     "ProxyProtocolVersion",
     "RedirectPortSelection",
     "RegexRewrite",
+    "RequestAuthentication",
     "Resolution",
     "Resource",
     "RetryBudget",
@@ -228,6 +235,7 @@ __all__ = [
     "TLSMatchAttributes",
     "TLSProtocol",
     "TLSRoute",
+    "Telemetry",
     "TrafficPolicy",
     "TunnelSettings",
     "UnmatchedPreflights",

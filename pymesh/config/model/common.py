@@ -22,6 +22,7 @@ __all__ = [
     "Oneofs",
     "PolicyTargetReference",
     "Resource",
+    "Struct",
     "field_info",
     "labels_match",
     "spec_field",
@@ -68,6 +69,9 @@ class FrozenMap(Mapping[K, V]):
 
 
 EMPTY_MAP: FrozenMap[Any, Any] = FrozenMap()
+
+#: ``google.protobuf.Struct``: free-form JSON, frozen (mappings become FrozenMaps, lists tuples).
+Struct = FrozenMap[str, object]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""Kubernetes kinds that describe workloads: Service, ServiceAccount, Deployment, Pod, Namespace.
+"""Kubernetes kinds that describe workloads (Service, ServiceAccount, Deployment, Pod, Namespace)
+and the ConfigMaps some mesh services read their configuration from.
 
 These are partial views. Kubernetes owns their schema, so fields pymesh does not use (volumes,
 env, probes...) are skipped rather than rejected (``LENIENT``); the fields that are read are
@@ -14,6 +15,7 @@ from typing import ClassVar
 from pymesh.config.model.common import EMPTY_MAP, FrozenMap, labels_match, spec_field
 
 __all__ = [
+    "ConfigMap",
     "Container",
     "ContainerPort",
     "Deployment",
@@ -75,6 +77,19 @@ class ServiceAccount:
 
     KIND: ClassVar[str] = "ServiceAccount"
     LENIENT: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigMap:
+    """Named configuration files (``data``), such as the rate limit service's ``config.yaml``.
+    Its fields sit at the top level of the object, beside ``metadata``, not under ``spec``."""
+
+    KIND: ClassVar[str] = "ConfigMap"
+    TOP_LEVEL: ClassVar[bool] = True
+
+    data: FrozenMap[str, str] = EMPTY_MAP
+    binary_data: FrozenMap[str, bytes] = EMPTY_MAP
+    immutable: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""``security.istio.io``: PeerAuthentication (mTLS) and AuthorizationPolicy (access control)."""
+"""``security.istio.io``: PeerAuthentication (mTLS), RequestAuthentication (JWT) and
+AuthorizationPolicy (access control)."""
 
 from __future__ import annotations
 
@@ -18,12 +19,16 @@ from pymesh.config.model.common import (
 __all__ = [
     "Action",
     "AuthorizationPolicy",
+    "ClaimToHeader",
     "Condition",
     "ExtensionProvider",
+    "JWTHeader",
+    "JWTRule",
     "MTLSMode",
     "MutualTLS",
     "Operation",
     "PeerAuthentication",
+    "RequestAuthentication",
     "Rule",
     "RuleFrom",
     "RuleTo",
@@ -153,3 +158,49 @@ class AuthorizationPolicy:
     rules: tuple[Rule, ...] | None = None
     action: Action = Action.ALLOW
     provider: ExtensionProvider | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JWTHeader:
+    """A header carrying the token; ``prefix`` (``Bearer ``) is stripped before verification."""
+
+    name: str = spec_field(required=True)
+    prefix: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimToHeader:
+    header: str = spec_field(required=True)
+    claim: str = spec_field(required=True)
+
+
+@dataclass(frozen=True, slots=True)
+class JWTRule:
+    """One accepted issuer. Without ``from_*`` locations the token is read from
+    ``Authorization: Bearer`` and the ``access_token`` query parameter."""
+
+    issuer: str = spec_field(required=True)
+    audiences: tuple[str, ...] = ()
+    jwks_uri: str = ""
+    jwks: str = ""
+    from_headers: tuple[JWTHeader, ...] = ()
+    from_params: tuple[str, ...] = ()
+    from_cookies: tuple[str, ...] = ()
+    output_payload_to_header: str = ""
+    forward_original_token: bool = False
+    output_claim_to_headers: tuple[ClaimToHeader, ...] = ()
+    timeout: float | None = spec_field(None, duration=True)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAuthentication:
+    """Which JWTs the selected workloads accept. A request with an invalid token is refused
+    (401); one without a token is let through, for AuthorizationPolicy to decide."""
+
+    KIND: ClassVar[str] = "RequestAuthentication"
+    ONEOFS: ClassVar[Oneofs] = (("selector", "target_ref", "target_refs"),)
+
+    selector: LabelSelector | None = None
+    target_ref: PolicyTargetReference | None = None
+    target_refs: tuple[PolicyTargetReference, ...] | None = None
+    jwt_rules: tuple[JWTRule, ...] = ()

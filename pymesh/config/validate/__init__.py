@@ -11,18 +11,25 @@ import re
 from typing import Any
 
 from pymesh.config import hosts
+from pymesh.config.enforcement import report_not_enforced
 from pymesh.config.issues import Reporter
 from pymesh.config.model.common import Resource
-from pymesh.config.model.kube import Deployment, PodSpec, Service
+from pymesh.config.model.kube import ConfigMap, Deployment, PodSpec, Service
 from pymesh.config.model.networking import (
     DestinationRule,
+    EnvoyFilter,
     Gateway,
     ServiceEntry,
     Sidecar,
     VirtualService,
     WorkloadEntry,
 )
-from pymesh.config.model.security import AuthorizationPolicy, PeerAuthentication
+from pymesh.config.model.security import (
+    AuthorizationPolicy,
+    PeerAuthentication,
+    RequestAuthentication,
+)
+from pymesh.config.model.telemetry import Telemetry
 from pymesh.config.validate._common import check_labels
 from pymesh.config.validate._destination_rule import validate_destination_rule
 from pymesh.config.validate._edges import (
@@ -31,10 +38,16 @@ from pymesh.config.validate._edges import (
     validate_sidecar,
     validate_workload_entry,
 )
+from pymesh.config.validate._extensions import (
+    validate_config_map,
+    validate_envoy_filter,
+    validate_telemetry,
+)
 from pymesh.config.validate._kube import validate_deployment, validate_pod_spec, validate_service
 from pymesh.config.validate._security import (
     validate_authorization_policy,
     validate_peer_authentication,
+    validate_request_authentication,
 )
 from pymesh.config.validate._virtual_service import validate_virtual_service
 
@@ -85,6 +98,14 @@ def validate_spec(spec: Any, *, name: str, namespace: str, path: str, rep: Repor
             validate_peer_authentication(spec, path, rep)
         case AuthorizationPolicy():
             validate_authorization_policy(spec, path, rep)
+        case RequestAuthentication():
+            validate_request_authentication(spec, path, rep)
+        case EnvoyFilter():
+            validate_envoy_filter(spec, path, rep)
+        case Telemetry():
+            validate_telemetry(spec, path, rep)
+        case ConfigMap():
+            validate_config_map(spec, path, rep)
         case Service():
             validate_service(spec, path, rep)
         case Deployment():
@@ -97,4 +118,6 @@ def validate_spec(spec: Any, *, name: str, namespace: str, path: str, rep: Repor
 
 def validate_resource(res: Resource[Any], rep: Reporter) -> None:
     validate_metadata(res, rep)
-    validate_spec(res.spec, name=res.name, namespace=res.namespace, path="spec", rep=rep)
+    path = "" if getattr(res.spec, "TOP_LEVEL", False) else "spec"
+    validate_spec(res.spec, name=res.name, namespace=res.namespace, path=path, rep=rep)
+    report_not_enforced(res, path, rep)

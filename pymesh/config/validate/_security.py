@@ -1,6 +1,10 @@
-"""PeerAuthentication and AuthorizationPolicy checks, after Istio's webhook."""
+"""PeerAuthentication, RequestAuthentication and AuthorizationPolicy checks, after Istio's
+webhook."""
 
 from __future__ import annotations
+
+import json
+from urllib.parse import urlsplit
 
 from pymesh.config import hosts
 from pymesh.config.codec import camel_name
@@ -10,14 +14,20 @@ from pymesh.config.model.security import (
     Action,
     AuthorizationPolicy,
     Condition,
+    JWTRule,
     Operation,
     PeerAuthentication,
+    RequestAuthentication,
     Rule,
     Source,
 )
-from pymesh.config.validate._common import check, check_selector_labels
+from pymesh.config.validate._common import HEADER_NAME, check, check_selector_labels
 
-__all__ = ["validate_authorization_policy", "validate_peer_authentication"]
+__all__ = [
+    "validate_authorization_policy",
+    "validate_peer_authentication",
+    "validate_request_authentication",
+]
 
 _TARGET_KINDS = frozenset(
     {
@@ -61,6 +71,59 @@ def validate_peer_authentication(pa: PeerAuthentication, path: str, rep: Reporte
     for port in pa.port_level_mtls:
         if not 1 <= port <= 65535:
             rep.fail(f"{path}.portLevelMtls[{port}]", f"port {port} is not in range 1..65535")
+
+
+def validate_request_authentication(ra: RequestAuthentication, path: str, rep: Reporter) -> None:
+    if ra.selector is not None:
+        check_selector_labels(rep, f"{path}.selector.matchLabels", ra.selector.match_labels)
+    if ra.target_ref is not None:
+        _target_ref(ra.target_ref, f"{path}.targetRef", rep)
+    for i, ref in enumerate(ra.target_refs or ()):
+        _target_ref(ref, f"{path}.targetRefs[{i}]", rep)
+    issuers: dict[str, int] = {}
+    for i, rule in enumerate(ra.jwt_rules):
+        rpath = f"{path}.jwtRules[{i}]"
+        _jwt_rule(rule, rpath, rep)
+        if rule.issuer in issuers:
+            rep.fail(
+                f"{rpath}.issuer",
+                f"issuer {rule.issuer!r} is already in jwtRules[{issuers[rule.issuer]}]",
+            )
+        issuers[rule.issuer] = i
+
+
+def _jwt_rule(rule: JWTRule, path: str, rep: Reporter) -> None:
+    if not rule.issuer:
+        rep.fail(f"{path}.issuer", "issuer must not be empty")
+    for i, audience in enumerate(rule.audiences):
+        if not audience:
+            rep.fail(f"{path}.audiences[{i}]", "empty audience")
+    if rule.jwks_uri:
+        url = urlsplit(rule.jwks_uri)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            rep.fail(f"{path}.jwksUri", f"{rule.jwks_uri!r} is not an http(s) URL")
+    if rule.jwks:
+        try:
+            keys = json.loads(rule.jwks).get("keys")
+        except (ValueError, AttributeError):
+            keys = None
+        if not isinstance(keys, list) or not keys:
+            rep.fail(f"{path}.jwks", "jwks must be a JSON Web Key Set with a non-empty keys list")
+    for i, header in enumerate(rule.from_headers):
+        if not HEADER_NAME.match(header.name):
+            rep.fail(f"{path}.fromHeaders[{i}].name", f"invalid header name {header.name!r}")
+    for field, values in (("fromParams", rule.from_params), ("fromCookies", rule.from_cookies)):
+        for i, value in enumerate(values):
+            if not value:
+                rep.fail(f"{path}.{field}[{i}]", "must not be empty")
+    if rule.output_payload_to_header and not HEADER_NAME.match(rule.output_payload_to_header):
+        rep.fail(f"{path}.outputPayloadToHeader", "invalid header name")
+    for i, claim in enumerate(rule.output_claim_to_headers):
+        cpath = f"{path}.outputClaimToHeaders[{i}]"
+        if not HEADER_NAME.match(claim.header):
+            rep.fail(f"{cpath}.header", f"invalid header name {claim.header!r}")
+        if not claim.claim:
+            rep.fail(f"{cpath}.claim", "claim must not be empty")
 
 
 def validate_authorization_policy(ap: AuthorizationPolicy, path: str, rep: Reporter) -> None:

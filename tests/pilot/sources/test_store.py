@@ -39,14 +39,14 @@ def test_apply_plans_one_file_per_object_with_the_namespace_filled_in(tmp_path: 
             "apiVersion: v1\nkind: List\nitems:\n"
             "- apiVersion: v1\n  kind: Service\n  metadata: {name: reviews, namespace: shop}\n"
             "  spec: {ports: [{port: 9080, name: http}]}\n"
-            "- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: settings}\n  data: {a: b}\n"
+            "- apiVersion: v1\n  kind: Secret\n  metadata: {name: settings}\n  data: {a: Yg==}\n"
         )
     )
     changes = plan_apply(directory, body, ConfigSnapshot())
     assert [(c.kind, c.namespace, c.name, c.action) for c in changes] == [
         ("VirtualService", "default", "reviews", Action.CREATED),
         ("Service", "shop", "reviews", Action.CREATED),
-        ("ConfigMap", "", "settings", Action.SKIPPED),
+        ("Secret", "", "settings", Action.SKIPPED),
     ]
     vs = changes[0]
     assert vs.path == str(tmp_path / "VirtualService" / "default" / "reviews.yaml")

@@ -276,12 +276,12 @@ kind: Widget
 metadata: {name: w}
 ---
 apiVersion: v1
-kind: ConfigMap
+kind: Secret
 metadata: {name: c}
-data: {a: b}
+data: {a: Yg==}
 ---
-apiVersion: networking.istio.io/v1alpha3
-kind: EnvoyFilter
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
 metadata: {name: e}
 spec: {}
 ---
@@ -293,14 +293,26 @@ metadata: {name: sa}
     assert [r.name for r in result.resources] == ["sa"]
     assert [(s.kind, s.document) for s in result.skipped] == [
         ("Widget", 0),
-        ("ConfigMap", 1),
-        ("EnvoyFilter", 2),
+        ("Secret", 1),
+        ("WasmPlugin", 2),
     ]
-    # ConfigMap is not mesh configuration: skipped quietly. The other two are warned about.
+    # A Secret is not mesh configuration: skipped quietly. The other two are warned about.
     assert [(w.document, w.path) for w in result.warnings] == [(0, "kind"), (2, "kind")]
     assert "unknown kind" in result.warnings[0].message
     assert "not supported by pymesh" in result.warnings[1].message
     assert str(result.warnings[0]).startswith("mixed.yaml:3: document 0: kind: Widget")
+
+
+def test_a_document_that_is_no_kubernetes_object_is_skipped_with_a_warning() -> None:
+    result = load_documents('{"title": "Istio Mesh Dashboard", "panels": []}', "dash.json")
+    assert not result.resources
+    [skipped] = result.skipped
+    assert "not a Kubernetes object" in skipped.reason
+    [warning] = result.warnings
+    assert "not a Kubernetes object" in warning.message and warning.source == "dash.json"
+    # A kind without apiVersion is a broken object, not some other file.
+    with pytest.raises(ValidationError, match="apiVersion: required field is missing"):
+        load_documents("kind: Service\nmetadata: {name: x}\n", "svc.yaml")
 
 
 def test_empty_documents_keep_the_index_of_the_others() -> None:

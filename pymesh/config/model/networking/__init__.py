@@ -33,6 +33,15 @@ from pymesh.config.model.networking.destination_rule import (
     WarmupConfiguration,
     ZoneAwareLoadBalancerSetting,
 )
+from pymesh.config.model.networking.envoy_filter import (
+    ApplyTo,
+    EnvoyConfigObjectMatch,
+    EnvoyConfigObjectPatch,
+    EnvoyFilter,
+    Patch,
+    PatchContext,
+    PatchOperation,
+)
 from pymesh.config.model.networking.gateway import (
     Gateway,
     Port,
@@ -93,6 +102,7 @@ from pymesh.config.model.networking.virtual_service import (
 
 __all__ = [
     "Abort",
+    "ApplyTo",
     "BackendUtilization",
     "CaptureMode",
     "ClientTLSMode",
@@ -105,6 +115,9 @@ __all__ = [
     "Delegate",
     "Destination",
     "DestinationRule",
+    "EnvoyConfigObjectMatch",
+    "EnvoyConfigObjectPatch",
+    "EnvoyFilter",
     "Gateway",
     "H2UpgradePolicy",
     "HTTPBody",
@@ -134,6 +147,9 @@ __all__ = [
     "OutboundTrafficPolicy",
     "OutboundTrafficPolicyMode",
     "OutlierDetection",
+    "Patch",
+    "PatchContext",
+    "PatchOperation",
     "Percent",
     "Port",
     "PortSelector",
