@@ -38,11 +38,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-log-entries", type=int, default=50_000, help="access-log entries kept at most"
     )
     parser.add_argument("--prometheus-url", default="", help="link the dashboard shows")
+    parser.add_argument(
+        "--config-dir", default="", help="the directory pilot serves (Telemetry resources)"
+    )
+    parser.add_argument("--mesh-config", help="Istio MeshConfig YAML (or the istio ConfigMap)")
 
 
 def run(args: argparse.Namespace) -> int:
     from mixer.server import MixerSettings
+    from pilot.model import MeshConfig
 
+    try:
+        mesh = MeshConfig.load(args.mesh_config) if args.mesh_config else MeshConfig()
+    except (ConfigError, OSError) as exc:
+        print(f"error: mesh config: {exc}", file=sys.stderr)
+        return 1
     settings = MixerSettings(
         grpc_address=args.grpc_address,
         metrics_address=args.metrics_address,
@@ -52,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         span_retention=args.span_retention,
         max_log_entries=args.max_log_entries,
         prometheus_url=args.prometheus_url,
+        config_dir=args.config_dir,
+        mesh=mesh,
     )
     import uvloop
 

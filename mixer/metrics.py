@@ -12,14 +12,18 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from typing import TypeVar, cast
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
+from mixer.attributes import attributes
 from mixer.report import Report
+from pymesh.config.cel import MISSING
+from pymesh.config.telemetry_policy import MetricsPolicy
 
-__all__ = ["BUCKETS", "LABELS", "TCP_LABELS", "IstioMetrics", "MetricsView", "labels_of"]
+__all__ = ["BUCKETS", "LABELS", "TCP_LABELS", "IstioMetrics", "labels_of"]
 
 #: Istio's buckets (Envoy's defaults), milliseconds for durations and bytes for sizes
 BUCKETS: tuple[float, ...] = (
@@ -60,27 +64,24 @@ TCP_LABELS: tuple[str, ...] = tuple(
 )
 _TCP_DROP = (LABELS.index("response_code"), LABELS.index("grpc_response_status"))
 
-HTTP_METRICS = (
-    "istio_requests_total",
-    "istio_request_duration_milliseconds",
-    "istio_request_bytes",
-    "istio_response_bytes",
+# (name, help, what is counted) in exposition order
+_COUNT = ("istio_requests_total", "Requests, by Istio's standard labels.")
+_HISTOGRAMS = (
+    ("istio_request_duration_milliseconds", "Request duration (ms).", "dur"),
+    ("istio_request_bytes", "Request sizes (headers + body, bytes).", "req"),
+    ("istio_response_bytes", "Response sizes (headers + body, bytes).", "resp"),
 )
-TCP_METRICS = (
-    "istio_tcp_sent_bytes_total",
-    "istio_tcp_received_bytes_total",
-    "istio_tcp_connections_opened_total",
-    "istio_tcp_connections_closed_total",
+_TCP = (
+    ("istio_tcp_sent_bytes_total", "Bytes sent to the downstream on TCP connections.", "sent"),
+    ("istio_tcp_received_bytes_total", "Bytes received on TCP connections.", "received"),
+    ("istio_tcp_connections_opened_total", "TCP connections opened.", "opened"),
+    ("istio_tcp_connections_closed_total", "TCP connections closed.", "closed"),
 )
+HTTP_METRICS = (_COUNT[0], *(h[0] for h in _HISTOGRAMS))
+TCP_METRICS = tuple(t[0] for t in _TCP)
+Pairs = tuple[tuple[str, str], ...]
+S = TypeVar("S")
 _NB = len(BUCKETS) + 1  # + the +Inf bucket
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsView:
-    """How a Telemetry ``metrics`` override shapes what is kept: metrics switched off, and
-    label values replaced per metric (``None`` removes the label)."""
-
-    disabled: frozenset[str] = frozenset()
 
 
 class _Http:
@@ -139,93 +140,140 @@ def labels_of(r: Report) -> tuple[str, ...]:
 
 
 class IstioMetrics(Collector):  # type: ignore[misc]
-    """The series of Istio's standard metrics; :meth:`record` one report at a time."""
+    """The series of Istio's standard metrics; :meth:`record` one report at a time.
 
-    def __init__(self, view: MetricsView | None = None) -> None:
-        self.view = view or MetricsView()
+    Reports under the standard policy share one series per label tuple for all the HTTP (or
+    TCP) metrics. A Telemetry override (a metric switched off, a tag removed or added) gives
+    that reporter's reports their own series per metric, with their own label set.
+    """
+
+    def __init__(self) -> None:
         self._http: dict[tuple[str, ...], _Http] = {}
         self._tcp: dict[tuple[str, ...], _Tcp] = {}
+        # metric name -> label pairs -> series, for reports under an override
+        self._custom: dict[str, dict[Pairs, _Http | _Tcp]] = {}
 
     @property
     def series(self) -> int:
         """Active series, counting each histogram as one."""
-        http = len(self._http) * (4 - len(self.view.disabled.intersection(HTTP_METRICS)))
-        tcp = len(self._tcp) * (4 - len(self.view.disabled.intersection(TCP_METRICS)))
-        return http + tcp
+        custom = sum(len(v) for v in self._custom.values())
+        return len(self._http) * len(HTTP_METRICS) + len(self._tcp) * len(TCP_METRICS) + custom
 
-    def record(self, r: Report, labels: tuple[str, ...] | None = None) -> None:
-        key = labels or labels_of(r)
+    def record(self, r: Report, policy: MetricsPolicy | None = None) -> None:
+        if policy is not None and not policy.plain:
+            self._record_custom(r, policy)
+            return
+        key = labels_of(r)
         if r.protocol == "tcp":
             tkey = tuple(v for i, v in enumerate(key) if i not in _TCP_DROP)
             t = self._tcp.get(tkey)
             if t is None:
                 t = self._tcp[tkey] = _Tcp()
-            t.sent += r.response_bytes
-            t.received += r.request_bytes
-            t.opened += r.tcp_opened
-            t.closed += r.tcp_closed
+            _add_tcp(t, r)
             return
         h = self._http.get(key)
         if h is None:
             h = self._http[key] = _Http()
-        h.count += 1
-        h.dur[bisect_left(BUCKETS, r.duration_ms)] += 1
-        h.dur_sum += r.duration_ms
-        h.req[bisect_left(BUCKETS, r.request_bytes)] += 1
-        h.req_sum += r.request_bytes
-        h.resp[bisect_left(BUCKETS, r.response_bytes)] += 1
-        h.resp_sum += r.response_bytes
+        _add_http(h, r)
+
+    def _record_custom(self, r: Report, policy: MetricsPolicy) -> None:
+        if not policy.enabled:
+            return
+        names = TCP_LABELS if r.protocol == "tcp" else LABELS
+        values = labels_of(r)
+        if r.protocol == "tcp":
+            values = tuple(v for i, v in enumerate(values) if i not in _TCP_DROP)
+        base = dict(zip(names, values, strict=True))
+        env = None
+        for metric in TCP_METRICS if r.protocol == "tcp" else HTTP_METRICS:
+            if metric in policy.disabled:
+                continue
+            labels = base
+            rules = policy.tags.get(metric)
+            if rules:
+                labels = dict(base)
+                for rule in rules:
+                    if rule.value is None:
+                        labels.pop(rule.name, None)
+                        continue
+                    env = env if env is not None else attributes(r)
+                    value = rule.value.evaluate(env)
+                    labels[rule.name] = "unknown" if value is MISSING else _text(value)
+            store = self._custom.setdefault(metric, {})
+            pairs = tuple(labels.items())
+            series = store.get(pairs)
+            if series is None:
+                series = store[pairs] = _Tcp() if r.protocol == "tcp" else _Http()
+            if isinstance(series, _Tcp):
+                _add_tcp(series, r)
+            else:
+                _add_http(series, r)
 
     # -- exposition ---------------------------------------------------------------------------
     def describe(self) -> Iterator[Metric]:
         return iter(())
 
     def collect(self) -> Iterator[Metric]:
-        off = self.view.disabled
-        http = list(self._http.items())
-        tcp = list(self._tcp.items())
-        if "istio_requests_total" not in off:
-            # prometheus-client appends _total to counter names itself
-            total = CounterMetricFamily(
-                "istio_requests", "Requests, by Istio's standard labels.", labels=LABELS
-            )
-            for key, h in http:
-                total.add_metric(key, h.count)
-            yield total
-        for name, unit_help, attr, sum_attr in (
-            ("istio_request_duration_milliseconds", "Request duration (ms).", "dur", "dur_sum"),
-            ("istio_request_bytes", "Request sizes (headers + body, bytes).", "req", "req_sum"),
-            ("istio_response_bytes", "Response sizes (headers + body, bytes).", "resp", "resp_sum"),
-        ):
-            if name in off:
-                continue
-            hist = HistogramMetricFamily(name, unit_help, labels=LABELS)
-            for key, h in http:
-                hist.add_metric(key, _cumulative(getattr(h, attr)), getattr(h, sum_attr))
-            yield hist
-        for name, help_text, tattr in (
-            ("istio_tcp_sent_bytes", "Bytes sent to the downstream on TCP connections.", "sent"),
-            ("istio_tcp_received_bytes", "Bytes received on TCP connections.", "received"),
-            ("istio_tcp_connections_opened", "TCP connections opened.", "opened"),
-            ("istio_tcp_connections_closed", "TCP connections closed.", "closed"),
-        ):
-            if name + "_total" in off:
-                continue
-            counter = CounterMetricFamily(name, help_text, labels=TCP_LABELS)
-            for tkey, t in tcp:
-                counter.add_metric(tkey, getattr(t, tattr))
-            yield counter
+        http = [(dict(zip(LABELS, k, strict=True)), h) for k, h in self._http.items()]
+        tcp = [(dict(zip(TCP_LABELS, k, strict=True)), t) for k, t in self._tcp.items()]
+        name, help_text = _COUNT
+        family = Metric(name.removesuffix("_total"), help_text, "counter")
+        for labels, h in self._series(name, http):
+            family.add_sample(name, labels, h.count)
+        yield family
+        for name, help_text, attr in _HISTOGRAMS:
+            family = Metric(name, help_text, "histogram")
+            for labels, h in self._series(name, http):
+                _histogram(family, name, labels, getattr(h, attr), getattr(h, attr + "_sum"))
+            yield family
+        for name, help_text, attr in _TCP:
+            family = Metric(name.removesuffix("_total"), help_text, "counter")
+            for labels, t in self._series(name, tcp):
+                family.add_sample(name, labels, getattr(t, attr))
+            yield family
+
+    def _series(
+        self, metric: str, standard: list[tuple[dict[str, str], S]]
+    ) -> Iterator[tuple[dict[str, str], S]]:
+        yield from standard
+        for pairs, series in list(self._custom.get(metric, {}).items()):
+            yield dict(pairs), cast(S, series)
 
 
-def _cumulative(counts: Sequence[int]) -> list[tuple[str, float]]:
-    out: list[tuple[str, float]] = []
+def _add_http(h: _Http, r: Report) -> None:
+    h.count += 1
+    h.dur[bisect_left(BUCKETS, r.duration_ms)] += 1
+    h.dur_sum += r.duration_ms
+    h.req[bisect_left(BUCKETS, r.request_bytes)] += 1
+    h.req_sum += r.request_bytes
+    h.resp[bisect_left(BUCKETS, r.response_bytes)] += 1
+    h.resp_sum += r.response_bytes
+
+
+def _add_tcp(t: _Tcp, r: Report) -> None:
+    t.sent += r.response_bytes
+    t.received += r.request_bytes
+    t.opened += r.tcp_opened
+    t.closed += r.tcp_closed
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+_LE = tuple(floatToGoString(b) for b in BUCKETS)
+
+
+def _histogram(
+    family: Metric, name: str, labels: dict[str, str], counts: Sequence[int], total: float
+) -> None:
     running = 0
-    for bound, n in zip(BUCKETS, counts, strict=False):
+    for le, n in zip(_LE, counts, strict=False):
         running += n
-        out.append((_le(bound), running))
-    out.append(("+Inf", running + counts[-1]))
-    return out
-
-
-def _le(bound: float) -> str:
-    return str(float(bound))
+        family.add_sample(name + "_bucket", {**labels, "le": le}, running)
+    running += counts[-1]
+    family.add_sample(name + "_bucket", {**labels, "le": "+Inf"}, running)
+    family.add_sample(name + "_count", labels, running)
+    family.add_sample(name + "_sum", labels, total)

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pymesh.config.model.common import EMPTY_MAP, FrozenMap
+
 __all__ = ["UNKNOWN", "UNKNOWN_PEER", "PeerInfo", "PeerRegistry", "node_addresses"]
 
 UNKNOWN = "unknown"
@@ -34,6 +36,7 @@ class PeerInfo:
     service_account: str = ""
     cluster: str = UNKNOWN
     node_id: str = ""
+    labels: FrozenMap[str, str] = EMPTY_MAP
 
     @property
     def known(self) -> bool:
@@ -82,6 +85,7 @@ class PeerInfo:
             service_account=_text(metadata.get("SERVICE_ACCOUNT")),
             cluster=_text(metadata.get("CLUSTER_ID")) or UNKNOWN,
             node_id=node_id,
+            labels=FrozenMap((str(k), str(v)) for k, v in labels.items()),
         )
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from envoy.data.accesslog.v3 import accesslog_pb2
 
 from mixer.peers import UNKNOWN, PeerInfo
+from pymesh.config.model.common import EMPTY_MAP, FrozenMap
 
 __all__ = [
     "Report",
@@ -129,6 +130,11 @@ class Report:
     tcp_closed: bool = False
     #: set while the peer at this address is not known: the peer side is ``unknown``
     peer_address: str = ""
+    # what Telemetry's CEL expressions may read besides the above
+    source_address: str = ""
+    destination_address: str = ""
+    request_headers: FrozenMap[str, str] = EMPTY_MAP
+    response_headers: FrozenMap[str, str] = EMPTY_MAP
 
 
 def with_peer(r: Report, peer: PeerInfo) -> Report:
@@ -182,6 +188,21 @@ def _address(addr: Any) -> str:
     if not sock.address:
         return ""
     return f"{sock.address}:{sock.port_value}"
+
+
+def _inbound_destination(common: accesslog_pb2.AccessLogCommon) -> str:
+    """The workload's address and the port the call was for: the inbound cluster's port
+    (``inbound|9080||``), since in process mode the connection came to the sidecar's own
+    port, and with iptables the listener port is 15006 anyway."""
+    host = common.downstream_local_address.socket_address.address
+    port = common.upstream_cluster.split("|")[1]
+    if not port.isdigit():
+        return _address(common.downstream_local_address)
+    return f"{host}:{port}"
+
+
+def _headers(logged: Any) -> FrozenMap[str, str]:
+    return FrozenMap(logged.items()) if logged else EMPTY_MAP
 
 
 def _san_uri(cert: Any) -> str:
@@ -265,6 +286,12 @@ def http_report(entry: accesslog_pb2.HTTPAccessLogEntry, ctx: ReportContext) -> 
         route_name=common.route_name,
         response_code_details=response.response_code_details,
         peer_address=pending,
+        source_address=_address(common.downstream_remote_address),
+        destination_address=(
+            _inbound_destination(common) if inbound else _peer_address(common, False)
+        ),
+        request_headers=_headers(request.request_headers),
+        response_headers=_headers(response.response_headers),
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import grpc
@@ -20,6 +20,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from pilot.model.mesh import MeshConfig
 from pymesh.errors import ControlPlaneError
 
 if TYPE_CHECKING:
@@ -57,6 +58,10 @@ class MixerSettings:
     peer_wait: float = 3.0
     #: the Prometheus that scrapes the mesh, linked from the dashboard ("" = none)
     prometheus_url: str = ""
+    #: the directory pilot serves, for the Telemetry resources ("" = none: Istio's defaults)
+    config_dir: str = ""
+    #: mesh-wide settings (root namespace, default providers, trust domain)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
 
 
 class MixerService(Protocol):
@@ -200,7 +205,7 @@ def build_mixer(
     registry = CollectorRegistry(auto_describe=True)
     mixer = Mixer(settings, registry=registry)
     telemetry = Telemetry(settings, registry=registry, clock=clock)
-    mixer.add_service(telemetry.als_service())
+    mixer.add_service(telemetry)
     for service in extra_services:
         mixer.add_service(service)
     for site in telemetry.sites(settings):

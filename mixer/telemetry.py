@@ -8,14 +8,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from importlib import metadata
+from pathlib import Path
 
+import grpc
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from mixer.als import AccessLogService, AlsStats
+from mixer.attributes import attributes
 from mixer.graph import Graph
 from mixer.logstore import RecentLog
 from mixer.metrics import IstioMetrics
+from mixer.policy import ConfigWatch, Policies
+from mixer.report import Report
 from mixer.server import HttpSite, MixerSettings
 from mixer.traces import TraceStore
 from mixer.zipkin_api import ZipkinStats, zipkin_app
@@ -39,6 +44,12 @@ def metrics_app(registry: CollectorRegistry) -> web.Application:
 
 
 class Telemetry:
+    """The telemetry service (a :class:`~mixer.server.MixerService`: it serves the ALS) and
+    the stores its sites read. Every report goes through the reporter's Telemetry policy:
+    metrics overrides, then the access-log rules for the recent log; the graph sees all."""
+
+    name = "telemetry"
+
     def __init__(
         self, settings: MixerSettings, *, registry: CollectorRegistry, clock: Callable[[], float]
     ) -> None:
@@ -50,21 +61,50 @@ class Telemetry:
         self.recent = RecentLog(settings.max_log_entries, settings.log_retention, clock)
         self.graph = Graph(clock)
         self.traces = TraceStore(settings.max_spans, settings.span_retention, clock)
+        mesh = settings.mesh
+        self.policies = Policies(
+            root_namespace=mesh.root_namespace,
+            default_metrics_providers=mesh.default_providers.get("metrics", ("prometheus",)),
+        )
+        self.watch = (
+            ConfigWatch(Path(settings.config_dir), self.policies) if settings.config_dir else None
+        )
         # Istio's components each export their build; the mesh dashboard lists them.
         build = Gauge("istio_build", "Build of each mesh component.", ["component", "tag"],
                       registry=registry)  # fmt: skip
         build.labels("mixer", _version()).set(1)
         self.als_stats = AlsStats(registry)
         self.zipkin_stats = ZipkinStats(registry)
-
-    def als_service(self) -> AccessLogService:
-        return AccessLogService(
-            (self.metrics, self.recent, self.graph),
+        self.als = AccessLogService(
+            (self,),
             self.als_stats,
             clock=time.monotonic,
-            max_message_bytes=self.settings.max_message_bytes,
-            peer_wait=self.settings.peer_wait,
+            max_message_bytes=settings.max_message_bytes,
+            peer_wait=settings.peer_wait,
         )
+
+    # -- MixerService -------------------------------------------------------------------------
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        self.als.add_to_server(server)
+
+    async def start(self) -> None:
+        if self.watch is not None:
+            await self.watch.start()
+        await self.als.start()
+
+    async def stop(self) -> None:
+        await self.als.stop()
+        if self.watch is not None:
+            await self.watch.stop()
+
+    # -- ReportSink ---------------------------------------------------------------------------
+    def record(self, report: Report) -> None:
+        policy = self.policies.for_report(report)
+        self.metrics.record(report, policy.metrics)
+        logging = policy.logging
+        if not logging.configured or logging.keeps(attributes(report)):
+            self.recent.record(report)
+        self.graph.record(report)
 
     def sites(self, settings: MixerSettings) -> list[HttpSite]:
         from mixer.dashboard import dashboard_app

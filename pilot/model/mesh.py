@@ -15,7 +15,14 @@ from typing import Any, Literal, cast
 
 import yaml
 
+from pilot.model.providers import (
+    BUILTIN_PROVIDERS,
+    ExtensionProvider,
+    parse_default_providers,
+    parse_providers,
+)
 from pymesh.config.durations import parse_duration
+from pymesh.config.model.common import EMPTY_MAP, FrozenMap
 from pymesh.errors import ConfigError, ValidationError
 
 __all__ = ["DEFAULT_RETRY_ON", "MeshConfig", "OutboundMode"]
@@ -51,6 +58,11 @@ class MeshConfig:
     trace_sampling: float = 1.0
     connect_timeout: float = 10.0
     dns_refresh_rate: float = 60.0
+    extension_providers: tuple[ExtensionProvider, ...] = ()
+    default_providers: FrozenMap[str, tuple[str, ...]] = EMPTY_MAP
+
+    def provider(self, name: str) -> ExtensionProvider | None:
+        return next((p for p in self.extension_providers if p.name == name), None)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<mesh>") -> MeshConfig:
@@ -126,6 +138,19 @@ class MeshConfig:
             kwargs["inbound_port"] = _int(
                 data["proxyInboundListenPort"], "proxyInboundListenPort", source
             )
+        kwargs["extension_providers"] = parse_providers(data.get("extensionProviders"), source)
+        kwargs["default_providers"] = parse_default_providers(data.get("defaultProviders"), source)
+        for kind, names in kwargs["default_providers"].items():
+            for name in names:
+                known = name in BUILTIN_PROVIDERS or any(
+                    p.name == name for p in kwargs["extension_providers"]
+                )
+                if not known:
+                    raise ValidationError(
+                        f"no extension provider named {name!r}",
+                        source=source,
+                        path=f"defaultProviders.{kind}",
+                    )
         return cls(**kwargs)
 
     @classmethod

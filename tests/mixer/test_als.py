@@ -4,76 +4,22 @@ its caller's report still gets that report labelled; one that never does shows a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
-import grpc
 import pytest
-from envoy.data.accesslog.v3 import accesslog_pb2
-from envoy.service.accesslog.v3 import als_pb2
-from google.protobuf import struct_pb2
 
 from mixer.server import Mixer
+from tests.mixer.als_client import batch, http_entry, identifier, stream
 from tests.mixer.harness import get_json, get_text, running_mixer, sample_value, url, wait_until
 from tests.support import TELEMETRY_NET, address
 
 HOST = address(TELEMETRY_NET, 111)
-METHOD = "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs"
 
 
 @pytest.fixture
 async def mixer() -> AsyncIterator[Mixer]:
     async with running_mixer(HOST, max_message_bytes=64 * 1024, peer_wait=0.5) as m:
         yield m
-
-
-def identifier(pod: str, ip: str, app: str, version: str) -> als_pb2.StreamAccessLogsMessage:
-    meta = struct_pb2.Struct()
-    meta.update(
-        {
-            "NAMESPACE": "default",
-            "WORKLOAD_NAME": f"{app}-{version}",
-            "LABELS": {"app": app, "version": version},
-            "INSTANCE_IPS": ip,
-        }
-    )
-    msg = als_pb2.StreamAccessLogsMessage()
-    msg.identifier.node.id = f"sidecar~{ip}~{pod}.default~default.svc.cluster.local"
-    msg.identifier.node.metadata.CopyFrom(meta)
-    msg.identifier.log_name = "outbound"
-    return msg
-
-
-def http_entry(upstream: str, code: int = 200, path: str = "/") -> accesslog_pb2.HTTPAccessLogEntry:
-    e = accesslog_pb2.HTTPAccessLogEntry()
-    c = e.common_properties
-    c.start_time.GetCurrentTime()
-    c.duration.FromMilliseconds(12)
-    c.upstream_cluster = "outbound|9080||reviews.default.svc.cluster.local"
-    host, _, port = upstream.rpartition(":")
-    c.upstream_remote_address.socket_address.address = host
-    c.upstream_remote_address.socket_address.port_value = int(port)
-    e.request.authority = "reviews:9080"
-    e.request.path = path
-    e.request.request_method = 1  # GET
-    e.response.response_code.value = code
-    return e
-
-
-def batch(*entries: accesslog_pb2.HTTPAccessLogEntry) -> als_pb2.StreamAccessLogsMessage:
-    msg = als_pb2.StreamAccessLogsMessage()
-    msg.http_logs.log_entry.extend(entries)
-    return msg
-
-
-async def stream(mixer: Mixer, messages: Sequence[bytes]) -> None:
-    async with grpc.aio.insecure_channel(f"{HOST}:{mixer.grpc_port}") as channel:
-        call = channel.stream_unary(METHOD)
-
-        async def gen() -> AsyncIterator[bytes]:
-            for m in messages:
-                yield m
-
-        assert await call(gen(), timeout=10) == b""
 
 
 async def metrics(mixer: Mixer) -> str:
@@ -85,6 +31,7 @@ async def metrics(mixer: Mixer) -> str:
 async def test_bad_messages_are_counted_and_dropped_and_the_stream_goes_on(mixer: Mixer) -> None:
     huge = batch(*(http_entry("127.0.7.50:9080", path="/" + "x" * 1000) for _ in range(100)))
     await stream(
+        HOST,
         mixer,
         [
             batch(http_entry("127.0.7.50:9080")).SerializeToString(),  # before any identifier
@@ -116,6 +63,7 @@ async def test_bad_messages_are_counted_and_dropped_and_the_stream_goes_on(mixer
     )
     # mixer keeps serving: a new stream from the same proxy is taken as usual
     await stream(
+        HOST,
         mixer,
         [
             identifier("productpage-v1-1", "127.0.7.40", "productpage", "v1").SerializeToString(),
@@ -129,6 +77,7 @@ async def test_bad_messages_are_counted_and_dropped_and_the_stream_goes_on(mixer
 
 async def test_a_peer_that_names_itself_later_still_labels_the_report(mixer: Mixer) -> None:
     await stream(
+        HOST,
         mixer,
         [
             identifier("productpage-v1-1", "127.0.7.40", "productpage", "v1").SerializeToString(),
@@ -137,7 +86,7 @@ async def test_a_peer_that_names_itself_later_still_labels_the_report(mixer: Mix
     )
     # the callee's sidecar opens its stream after the caller's report arrived
     await stream(
-        mixer, [identifier("reviews-v2-1", "127.0.7.41", "reviews", "v2").SerializeToString()]
+        HOST, mixer, [identifier("reviews-v2-1", "127.0.7.41", "reviews", "v2").SerializeToString()]
     )
     text = await wait_until(
         lambda: _when(metrics(mixer), "istio_requests_total", 1), "the held report"

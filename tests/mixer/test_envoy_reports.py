@@ -312,6 +312,7 @@ class Scraped:
     start: float  # wall time of the first scraped request
     end: float
     sent: int
+    counted: float  # wall time by which Prometheus had scraped every one of them
 
 
 async def _steady_traffic(rate: float, duration: float) -> tuple[float, float, int]:
@@ -351,10 +352,16 @@ async def scraped(mesh: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Async
             "the first scrape of istio_requests_total",
         )
         await asyncio.sleep(2.5)
+        total = 'sum(istio_requests_total{reporter="source",source_workload="sleep"})'
+        [before] = await prom.query(total)
         start, end, sent = await _steady_traffic(RATE, DURATION)
-        # the last reports reach mixer within Envoy's 1 s flush, then one more scrape
-        await asyncio.sleep(3.0)
-        yield Scraped(prom, start, end, sent)
+
+        async def all_scraped() -> bool:
+            [now] = await prom.query(total)
+            return float(now["value"][1]) >= float(before["value"][1]) + sent
+
+        await wait_until(all_scraped, "Prometheus to scrape every report", timeout=30)
+        yield Scraped(prom, start, end, sent, time.time())
     finally:
         prom.stop()
 
@@ -362,7 +369,8 @@ async def scraped(mesh: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Async
 async def test_prometheus_rate_of_productpage_to_reviews_matches_requests_sent(
     scraped: Scraped,
 ) -> None:
-    window = int(scraped.end - scraped.start) + 5
+    # a window from before the first request to when the last one had been scraped
+    window = int(scraped.counted - scraped.start) + 3
     at = scraped.start - 2 + window
     expr = (
         'sum(rate(istio_requests_total{reporter="source",source_workload="productpage-v1",'
@@ -455,6 +463,8 @@ async def test_graph_page_draws_bookinfo_live_with_edge_metrics_and_a_trace(mesh
     missing = vendor_missing()
     assert not missing, f"the page's drawing library is missing: run `make web` ({missing})"
     await _reported(mesh)
+    for _ in range(3):  # traffic within the page's one-minute window
+        assert (await page()).status == 200
     async with playwright.async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
