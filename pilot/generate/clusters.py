@@ -30,6 +30,7 @@ from pilot.generate.common import (
 from pilot.generate.endpoints import load_assignment
 from pilot.generate.policy import HTTP_OPTIONS, MAX_U32, Policy, apply_policy, merged_policy
 from pilot.generate.scope import inbound_ports
+from pilot.generate.telemetry import collector_clusters
 from pilot.generate.tls import upstream_tls
 from pilot.model.proxy import ProxyNode
 from pilot.model.push_context import PushContext
@@ -237,10 +238,8 @@ def special_clusters(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:
             inbound: dict[str, Any] = {"name": INBOUND_PASSTHROUGH, "connect_timeout": timeout}
             _original_dst(inbound, node)
             clusters.append(inbound)
-    if ctx.mesh.zipkin_address:
-        clusters.append(_collector("zipkin", ctx.mesh.zipkin_address, ctx, grpc=False))
-    if ctx.mesh.mixer_address:
-        clusters.append(_collector("mixer", ctx.mesh.mixer_address, ctx, grpc=True))
+    for name, address, grpc in collector_clusters(ctx.mesh):
+        clusters.append(_collector(name, address, ctx, grpc=grpc))
     return clusters
 
 

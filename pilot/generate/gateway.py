@@ -17,6 +17,7 @@ import structlog
 from pilot.generate.common import LISTENER_TYPE, ROUTE_TYPE, socket_address, to_proto, typed
 from pilot.generate.hcm import http_connection_manager
 from pilot.generate.http_routes import RouteScope, virtual_service_routes
+from pilot.generate.telemetry import observability
 from pilot.generate.tls import downstream_tls
 from pilot.model.proxy import ProxyNode
 from pilot.model.push_context import PushContext
@@ -158,7 +159,11 @@ def gateway_listeners(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]
         seen_names: set[tuple[str, ...]] = set()
         for gs in servers:
             hcm = http_connection_manager(
-                ctx.mesh, stat_prefix=stat_prefix, rds=gs.route_name, use_remote_address=True
+                ctx.mesh,
+                stat_prefix=stat_prefix,
+                rds=gs.route_name,
+                use_remote_address=True,
+                observe=observability(ctx, node),
             )
             if not gs.tls:
                 if not chains:

@@ -32,6 +32,7 @@ from pilot.generate.common import (
 )
 from pilot.generate.hcm import http_connection_manager
 from pilot.generate.scope import InboundPort, OutboundPort, inbound_ports, outbound_ports
+from pilot.generate.telemetry import observability
 from pilot.model.proxy import ProxyNode
 from pilot.model.push_context import PushContext
 
@@ -60,6 +61,7 @@ def _virtual_outbound(ctx: PushContext, node: ProxyNode) -> dict[str, Any]:
             stat_prefix=f"outbound_{node.ip}_{port}",
             rds=PROCESS_OUTBOUND_ROUTE,
             allow_absolute_url=True,
+            observe=observability(ctx, node),
         )
         return {
             "name": "virtualOutbound",
@@ -166,6 +168,7 @@ def _virtual_inbound(ctx: PushContext, node: ProxyNode) -> dict[str, Any]:
             stat_prefix=f"inbound_{node.ip}_{port}",
             route_config=inbound_route_config(inbound),
             inbound=True,
+            observe=observability(ctx, node),
         )
         return {
             "name": "virtualInbound",
@@ -187,6 +190,7 @@ def _virtual_inbound(ctx: PushContext, node: ProxyNode) -> dict[str, Any]:
                 stat_prefix=f"inbound_0.0.0.0_{p.target_port}",
                 route_config=_inbound_chain_routes(p),
                 inbound=True,
+                observe=observability(ctx, node),
             )
         else:
             network = tcp_proxy(inbound_cluster(p.target_port))
@@ -223,7 +227,10 @@ def _port_listeners(ctx: PushContext, node: ProxyNode, op: OutboundPort) -> list
     found = []
     if op.http:
         hcm = http_connection_manager(
-            ctx.mesh, stat_prefix=f"outbound_0.0.0.0_{op.port}", rds=str(op.port)
+            ctx.mesh,
+            stat_prefix=f"outbound_0.0.0.0_{op.port}",
+            rds=str(op.port),
+            observe=observability(ctx, node),
         )
         found.append(listener("0.0.0.0", [{"filters": [hcm]}]))
     for service in (s for s in op.tcp if s.address):
