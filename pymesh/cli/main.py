@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pymesh.cli.demo", "run Bookinfo with pilot and an ingress gateway on this machine"),
     "exec": ("pymesh.cli.exec", "run a command inside a demo pod (through its sidecar)"),
     "mixer": ("mixer.cli", "run mixer: access logs in (ALS), Istio metrics, Zipkin, the graph"),
+    "logs": ("pymesh.cli.logs", "a workload's recent access log, as mixer keeps it"),
+    "dashboard": ("pymesh.cli.dashboard", "open the graph, Prometheus, Grafana or Zipkin"),
 }
 
 

@@ -27,6 +27,7 @@ import pytest_asyncio
 
 from mixer.dashboard import vendor_missing
 from mixer.server import Mixer
+from pymesh.cli.dashboard import DASHBOARDS_DIR
 from pymesh.demo.pods import pod_env
 from tests.integration.pilot_harness import (
     SAMPLES,
@@ -302,7 +303,8 @@ async def test_a_page_load_is_one_trace_in_bookinfo_order(mesh: Mesh) -> None:
 # -- the real Prometheus ------------------------------------------------------------------------
 RATE = 10.0  # page loads per second during the scraped traffic
 DURATION = 10.0
-RATE_INTERVAL = "8s"
+#: Grafana's $__rate_interval: wide enough to hold the whole scraped traffic
+RATE_INTERVAL = "30s"
 DASHBOARDS = SAMPLES / "grafana-dashboards"
 
 
@@ -340,8 +342,8 @@ async def scraped(mesh: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Async
         tmp_path_factory.mktemp("prometheus"),
         {"mixer": [f"{MIXER}:{metrics.port}"]},
         # rate() extrapolates to the window's edges by up to one scrape interval: a short
-        # interval keeps that within a few percent of a 15 s window
-        interval="250ms",
+        # interval keeps that within a few percent of the window
+        interval="500ms",
     )
     await prom.start()
     try:
@@ -380,7 +382,8 @@ async def test_prometheus_rate_of_productpage_to_reviews_matches_requests_sent(
     [sample] = await scraped.prometheus.query(expr, at=at)
     measured = float(sample["value"][1])
     expected = scraped.sent / window
-    assert measured == pytest.approx(expected, rel=0.04), (measured, expected)
+    # rate() extrapolates by up to one scrape interval (0.5 s) over the window
+    assert measured == pytest.approx(expected, rel=0.01 + 0.5 / window), (measured, expected)
 
 
 def _expected_empty(expr: str) -> str | None:
@@ -393,7 +396,9 @@ def _expected_empty(expr: str) -> str | None:
 
 
 async def _check_dashboard(scraped: Scraped, path: Any, chosen: dict[str, str]) -> list[str]:
-    at = scraped.start + DURATION - 1
+    # When every report had been scraped: a scrape that failed later (the machine is busy)
+    # would mark the series stale from then on.
+    at = scraped.counted
 
     async def query(expr: str) -> list[dict[str, Any]]:
         return await scraped.prometheus.query(expr, at=at)
@@ -413,7 +418,7 @@ async def _check_dashboard(scraped: Scraped, path: Any, chosen: dict[str, str]) 
             elif why is not None and result:
                 problems.append(f"{path.name}: {panel.title!r}: has data now ({why}): {expr}")
             checked += 1
-    assert checked > 10, path
+    assert checked >= 5, path
     return problems
 
 
@@ -433,6 +438,21 @@ async def test_istio_grafana_dashboard_queries_return_data(
     if not path.is_file():
         pytest.skip(f"{path} not found")
     problems = await _check_dashboard(scraped, path, chosen)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize(
+    ("name", "chosen"),
+    [
+        ("pymesh-mesh.json", {}),
+        ("pymesh-service.json", {"service": "reviews.default.svc.cluster.local"}),
+        ("pymesh-workload.json", {"namespace": "default", "workload": "reviews-v2"}),
+    ],
+)
+async def test_shipped_grafana_dashboards_return_data(
+    scraped: Scraped, name: str, chosen: dict[str, str]
+) -> None:
+    problems = await _check_dashboard(scraped, DASHBOARDS_DIR / name, chosen)
     assert not problems, "\n".join(problems)
 
 

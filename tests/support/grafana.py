@@ -88,18 +88,26 @@ async def resolve_variables(
             continue
         text = var.get("query")
         text = text.get("query") if isinstance(text, Mapping) else text
-        m = re.fullmatch(r"\s*query_result\((.*)\)\s*", str(text), re.S)
-        if m is None:
-            raise ValueError(f"variable {name}: unsupported query {text!r}")
-        results = await query(substitute(m.group(1), values))
-        pattern = re.compile(str(var.get("regex", "")).strip("/") or "(.*)")
         found: list[str] = []
-        for sample in results:
-            hit = pattern.match(_result_line(sample))
-            if hit and hit.group(1) not in found:
-                found.append(hit.group(1))
+        m = re.fullmatch(r"\s*query_result\((.*)\)\s*", str(text), re.S)
+        lv = re.fullmatch(r"\s*label_values\((.*),\s*(\w+)\)\s*", str(text), re.S)
+        if m is not None:
+            expr = m.group(1)
+            pattern = re.compile(str(var.get("regex", "")).strip("/") or "(.*)")
+            for sample in await query(substitute(expr, values)):
+                hit = pattern.match(_result_line(sample))
+                if hit and hit.group(1) not in found:
+                    found.append(hit.group(1))
+        elif lv is not None:
+            expr, label = lv.group(1), lv.group(2)
+            for sample in await query(substitute(expr, values)):
+                value = sample["metric"].get(label)
+                if value is not None and value not in found:
+                    found.append(value)
+        else:
+            raise ValueError(f"variable {name}: unsupported query {text!r}")
         if not found:
-            raise AssertionError(f"variable {name}: {m.group(1)!r} found no values")
+            raise AssertionError(f"variable {name}: {expr!r} found no values")
         multi = var.get("multi") or var.get("includeAll")
         values[name] = _regex_value(sorted(found)) if multi else sorted(found)[0]
     return values
