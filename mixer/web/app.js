@@ -76,6 +76,7 @@ function render(data) {
     }
   }
   state.topology = topology;
+  document.body.dataset.window = String(data.window_seconds);
   renderTable(data);
   if (state.selected) showDetails(state.selected.kind, state.selected.id, data);
   $("#status").textContent =
