@@ -25,16 +25,18 @@ from proxy.config.model_http import (
     ComparisonOp,
 )
 from proxy.http.headers import get_header
-from proxy.http.local_reply import ResponseFlag
 from proxy.routing.header_match import headers_match
 from pymesh.errors import UnsupportedError
 
 if TYPE_CHECKING:
-    from proxy.http.stream import ActiveStream
+    from proxy.http.stream_info import StreamInfo
 
 __all__ = ["AccessLogger", "LogWriter", "compile_format", "render_format"]
 
-Operator = Callable[["ActiveStream"], "str | int | None"]
+Headers = list[tuple[bytes, bytes]]
+# (stream info, request headers, response headers or None) -> value; operators read only
+# these three, as Envoy's formatters read a StreamInfo and header maps.
+Operator = Callable[["StreamInfo", Headers, "Headers | None"], "str | int | None"]
 
 _OP = re.compile(r"%([A-Z_0-9]+)(?:\(([^)]*)\))?(?::(\d+))?%")
 _NUMERIC = frozenset(
@@ -42,17 +44,9 @@ _NUMERIC = frozenset(
 )
 
 
-def _flags(s: ActiveStream) -> str:
-    flags = s.response_flags
-    if not flags:
-        return "-"
-    order = ResponseFlag.ORDER
-    return ",".join(sorted(flags, key=lambda f: order.index(f) if f in order else len(order)))
-
-
 def _start_time(fmt: str | None) -> Operator:
-    def render(s: ActiveStream) -> str:
-        wall = time.time() - (s.loop.time() - s.start_time)
+    def render(s: StreamInfo, req: Headers, resp: Headers | None) -> str:
+        wall = time.time() - (time.monotonic() - s.start_time)
         if fmt:
             return time.strftime(fmt.replace("%3f", "000"), time.gmtime(wall))
         ms = int((wall % 1) * 1000)
@@ -61,25 +55,26 @@ def _start_time(fmt: str | None) -> Operator:
     return render
 
 
+def _pseudo(s: StreamInfo, name: str) -> bytes | None:
+    if name == ":method":
+        return s.method
+    if name == ":path":
+        return s.original_path
+    if name == ":authority":
+        return s.authority
+    if name == ":scheme":
+        return s.connection.scheme
+    return None
+
+
 def _header(arg: str, response: bool) -> Operator:
     main, _, alt = arg.partition("?")
     names = [n.strip().lower() for n in (main, alt) if n.strip()]
 
-    def pseudo(s: ActiveStream, name: str) -> bytes | None:
-        if name == ":method":
-            return s.method
-        if name == ":path":
-            return s.original_path
-        if name == ":authority":
-            return s.authority
-        if name == ":scheme":
-            return s.conn.scheme
-        return None
-
-    def render(s: ActiveStream) -> str | None:
-        headers = s.response_headers if response else s.request_headers
+    def render(s: StreamInfo, req: Headers, resp: Headers | None) -> str | None:
+        headers = resp if response else req
         for name in names:
-            value = pseudo(s, name) if name.startswith(":") and not response else None
+            value = _pseudo(s, name) if name.startswith(":") and not response else None
             if value is None and headers is not None and not name.startswith(":"):
                 value = get_header(headers, name.encode())
             if value is not None:
@@ -89,45 +84,49 @@ def _header(arg: str, response: bool) -> Operator:
     return render
 
 
-def _duration(s: ActiveStream) -> int:
-    return int((s.loop.time() - s.start_time) * 1000)
+def _duration(s: StreamInfo, req: Headers, resp: Headers | None) -> int:
+    end = s.end_time if s.end_time is not None else time.monotonic()
+    return int((end - s.start_time) * 1000)
 
 
-def _remote(with_port: bool) -> Operator:
-    def render(s: ActiveStream) -> str:
-        transport = s.conn.transport
-        peer = transport.get_extra_info("peername") if transport is not None else None
-        if isinstance(peer, tuple):
-            return f"{peer[0]}:{peer[1]}" if with_port else str(peer[0])
-        return s.downstream_address
-
-    return render
-
-
-def _local(s: ActiveStream) -> str | None:
-    local = s.conn.local_address
-    return f"{local[0]}:{local[1]}" if local else None
+def _address(address: tuple[str, int] | None, with_port: bool) -> str | None:
+    if address is None:
+        return None
+    return f"{address[0]}:{address[1]}" if with_port else address[0]
 
 
 def _operator(name: str, arg: str | None) -> Operator:
     simple: dict[str, Operator] = {
-        "RESPONSE_CODE": lambda s: s.response_code,
-        "RESPONSE_FLAGS": _flags,
-        "RESPONSE_CODE_DETAILS": lambda s: s.response_details or None,
-        "BYTES_RECEIVED": lambda s: s.bytes_received,
-        "BYTES_SENT": lambda s: s.bytes_sent,
+        "RESPONSE_CODE": lambda s, q, r: s.response_code,
+        "RESPONSE_FLAGS": lambda s, q, r: s.response_flags_text(),
+        "RESPONSE_CODE_DETAILS": lambda s, q, r: s.response_code_details or None,
+        "BYTES_RECEIVED": lambda s, q, r: s.bytes_received,
+        "BYTES_SENT": lambda s, q, r: s.bytes_sent,
         "DURATION": _duration,
-        "PROTOCOL": lambda s: "HTTP/" + s.request.http_version.decode(),
-        "UPSTREAM_HOST": lambda s: s.upstream_host,
-        "UPSTREAM_CLUSTER": lambda s: s.cluster_name,
-        "ROUTE_NAME": lambda s: s.route.name if s.route is not None and s.route.name else None,
-        "DOWNSTREAM_REMOTE_ADDRESS": _remote(True),
-        "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT": _remote(False),
-        "DOWNSTREAM_DIRECT_REMOTE_ADDRESS": _remote(True),
-        "DOWNSTREAM_LOCAL_ADDRESS": _local,
-        "UPSTREAM_REQUEST_ATTEMPT_COUNT": lambda s: s.router.attempts if s.router else 0,
-        "HOSTNAME": lambda s: socket.gethostname(),
-        "REQUESTED_SERVER_NAME": lambda s: None,
+        "PROTOCOL": lambda s, q, r: s.protocol.decode(),
+        "UPSTREAM_HOST": lambda s, q, r: s.upstream_host,
+        "UPSTREAM_CLUSTER": lambda s, q, r: s.upstream_cluster,
+        "UPSTREAM_LOCAL_ADDRESS": lambda s, q, r: s.upstream_local_address,
+        "UPSTREAM_TRANSPORT_FAILURE_REASON": lambda s, q, r: (
+            s.upstream_transport_failure_reason or None
+        ),
+        "CONNECTION_TERMINATION_DETAILS": lambda s, q, r: s.connection_termination_details or None,
+        "ROUTE_NAME": lambda s, q, r: s.route_name,
+        "DOWNSTREAM_REMOTE_ADDRESS": lambda s, q, r: _address(s.connection.remote_address, True),
+        "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT": lambda s, q, r: _address(
+            s.connection.remote_address, False
+        ),
+        "DOWNSTREAM_DIRECT_REMOTE_ADDRESS": lambda s, q, r: _address(
+            s.connection.remote_address, True
+        ),
+        "DOWNSTREAM_LOCAL_ADDRESS": lambda s, q, r: _address(s.connection.local_address, True),
+        "UPSTREAM_REQUEST_ATTEMPT_COUNT": lambda s, q, r: s.attempt_count,
+        "HOSTNAME": lambda s, q, r: socket.gethostname(),
+        "REQUESTED_SERVER_NAME": lambda s, q, r: s.connection.requested_server_name,
+        "DOWNSTREAM_TLS_VERSION": lambda s, q, r: s.connection.tls_version,
+        "DOWNSTREAM_PEER_URI_SAN": lambda s, q, r: ",".join(s.connection.peer_uri_sans) or None,
+        "DOWNSTREAM_PEER_SUBJECT": lambda s, q, r: s.connection.peer_subject,
+        "DOWNSTREAM_PEER_FINGERPRINT_256": lambda s, q, r: s.connection.peer_certificate_sha256,
     }
     if name in simple:
         return simple[name]
@@ -139,8 +138,8 @@ def _operator(name: str, arg: str | None) -> Operator:
 
 
 def _truncate(op: Operator, limit: int) -> Operator:
-    def render(s: ActiveStream) -> str | int | None:
-        value = op(s)
+    def render(s: StreamInfo, req: Headers, resp: Headers | None) -> str | int | None:
+        value = op(s, req, resp)
         return value[:limit] if isinstance(value, str) else value
 
     return render
@@ -162,13 +161,15 @@ def compile_format(fmt: str) -> list[str | Operator]:
     return parts
 
 
-def render_format(parts: list[str | Operator], s: ActiveStream) -> str:
+def render_format(
+    parts: list[str | Operator], s: StreamInfo, req: Headers, resp: Headers | None
+) -> str:
     out = []
     for p in parts:
         if isinstance(p, str):
             out.append(p)
         else:
-            v = p(s)
+            v = p(s, req, resp)
             out.append("-" if v is None or v == "" else str(v))
     return "".join(out)
 
@@ -231,16 +232,16 @@ class AccessLogger:
         else:
             self._text = compile_format(config.text_format or "")
 
-    def log(self, stream: ActiveStream) -> None:
-        if self._filter is not None and not _evaluate(self._filter, stream):
+    def log(self, info: StreamInfo, req: Headers, resp: Headers | None) -> None:
+        if self._filter is not None and not _evaluate(self._filter, info, req):
             return
         if self._json is not None:
             record: dict[str, object] = {}
             for key, parts, numeric in self._json:
                 if numeric:
-                    value = parts[0](stream)  # type: ignore[operator]
+                    value = parts[0](info, req, resp)  # type: ignore[operator]
                 else:
-                    rendered = [p if isinstance(p, str) else p(stream) for p in parts]
+                    rendered = [p if isinstance(p, str) else p(info, req, resp) for p in parts]
                     if len(rendered) == 1:
                         value = rendered[0]
                     else:
@@ -253,7 +254,7 @@ class AccessLogger:
             self._writer.write(json.dumps(record, separators=(",", ":")) + "\n")
         else:
             assert self._text is not None
-            self._writer.write(render_format(self._text, stream))
+            self._writer.write(render_format(self._text, info, req, resp))
 
 
 def _compare(op: ComparisonOp, left: float, right: float) -> bool:
@@ -266,19 +267,20 @@ def _compare(op: ComparisonOp, left: float, right: float) -> bool:
     return left != right
 
 
-def _evaluate(f: AccessLogFilter, s: ActiveStream) -> bool:
+def _evaluate(f: AccessLogFilter, s: StreamInfo, req: Headers) -> bool:
     kind = f.kind
     if kind is AccessLogFilterKind.STATUS_CODE:
         return _compare(f.op, s.response_code, f.value)
     if kind is AccessLogFilterKind.DURATION:
-        return _compare(f.op, s.loop.time() - s.start_time, f.value)
+        end = s.end_time if s.end_time is not None else time.monotonic()
+        return _compare(f.op, end - s.start_time, f.value)
     if kind is AccessLogFilterKind.NOT_HEALTH_CHECK:
         return True
     if kind is AccessLogFilterKind.RESPONSE_FLAG:
         flags = s.response_flags or []
         return bool(flags) if not f.flags else any(fl in f.flags for fl in flags)
     if kind is AccessLogFilterKind.HEADER:
-        return f.header is not None and headers_match((f.header,), s.request_headers)
+        return f.header is not None and headers_match((f.header,), req)
     if kind is AccessLogFilterKind.AND:
-        return all(_evaluate(c, s) for c in f.children)
-    return any(_evaluate(c, s) for c in f.children)
+        return all(_evaluate(c, s, req) for c in f.children)
+    return any(_evaluate(c, s, req) for c in f.children)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import socket
 import ssl
 from collections.abc import Callable
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 import structlog
 
 from proxy.config.model import FilterChain, Listener, SocketAddress
-from proxy.http.connection_manager import DownstreamConnection, HcmRuntime
+from proxy.http.connection_manager import DownstreamConnection
+from proxy.http.hcm import HcmRuntime
 from proxy.stats import ListenerStats, StatsStore
 from proxy.transport.original_dst import original_destination
 from pymesh.errors import UnsupportedError
@@ -105,6 +107,7 @@ class ListenerManager:
         self._stats = stats
         self.listeners: dict[str, ListenerRuntime] = {}
         self._by_address: dict[tuple[str, int], ListenerRuntime] = {}
+        self.connection_ids = itertools.count(1)
 
     async def apply(
         self, wanted: dict[str, Listener], build: Callable[[Listener], ListenerRuntime]
@@ -243,14 +246,14 @@ class _Acceptor(asyncio.Protocol):
             runtime.stats.no_filter_chain_match.value += 1
             transport.close()
             return
-        hcm = chain.hcm
         conn = DownstreamConnection(
-            lambda: hcm,
+            chain.hcm,
             self._manager._loop,
             scheme=b"https" if chain.ssl_context is not None else b"http",
             on_close=runtime.connections.discard,
+            original_destination=destination,
+            connection_id=next(self._manager.connection_ids),
         )
-        conn.original_destination = destination
         runtime.connections.add(conn)
         self._conn = conn
         transport.set_protocol(conn)
@@ -294,14 +297,17 @@ def _listener_ssl(runtime: ListenerRuntime) -> ssl.SSLContext | None:
         )
     first = contexts[0]
     assert first is not None
-    if len(chains) > 1:
+    several = len(chains) > 1
 
-        def pick(sslobj: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
+    def pick(sslobj: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
+        # Python has no getter for the SNI a server received: keep it for the stream info.
+        sslobj.pymesh_sni = server_name  # type: ignore[attr-defined]
+        if several:
             chain = runtime.select_chain(None, server_name)
             if chain is not None and chain.ssl_context is not None:
                 sslobj.context = chain.ssl_context
 
-        for context in contexts:
-            assert context is not None
-            context.sni_callback = pick
+    for context in contexts:
+        assert context is not None
+        context.sni_callback = pick
     return first

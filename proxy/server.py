@@ -27,23 +27,24 @@ from proxy.config.model import (
     TcpProxy,
 )
 from proxy.config.snapshot import ProxySnapshot, SnapshotHolder
-from proxy.filters import default_filter_factories
-from proxy.http.connection_manager import HcmRuntime
-from proxy.http.filter import FilterContext, HttpFilterFactories
+from proxy.config.translate import FilterRegistry, default_registry
+from proxy.http.filter import FilterContext, HttpFilter
+from proxy.http.hcm import HcmRuntime
+from proxy.http.router import router_factory
 from proxy.http.util import DateCache
 from proxy.listener import ChainRuntime, ListenerManager, ListenerRuntime
 from proxy.routing.matcher import RouteTable
+from proxy.runtime import RuntimeHolder, RuntimeSnapshot
 from proxy.stats import HttpStats, StatsStore
-from proxy.tcp_proxy import TcpProxyConnection
+from proxy.tcp_proxy import TcpProxyConnection, TcpProxyStats
 from proxy.transport.tls import SecretUnavailable, server_context
 from proxy.upstream.manager import ClusterManager
+from proxy.upstream.pool import Connector
 from pymesh.errors import ConfigError, UnsupportedError
 
 __all__ = ["ProxyServer"]
 
 log = structlog.get_logger(__name__)
-
-_ROUTER = "envoy.filters.http.router"
 
 
 class ProxyServer:
@@ -52,21 +53,23 @@ class ProxyServer:
         bootstrap: Bootstrap,
         *,
         loop: asyncio.AbstractEventLoop,
-        factories: HttpFilterFactories | None = None,
+        registry: FilterRegistry | None = None,
         rng: random.Random | None = None,
+        connector: Connector | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.loop = loop
         self.rng = rng or random.Random()
         self.clock: Callable[[], float] = loop.time
         self.stats = StatsStore()
-        self.factories = factories or default_filter_factories()
+        # One registration per filter: translation (for xDS) and runtime factory.
+        self.registry = registry if registry is not None else default_registry()
         self.holder = SnapshotHolder(ProxySnapshot.from_bootstrap(bootstrap))
         self.cluster_manager = ClusterManager(
-            loop=loop, stats=self.stats, rng=self.rng, clock=self.clock
+            loop=loop, stats=self.stats, rng=self.rng, clock=self.clock, connector=connector
         )
         self.listener_manager = ListenerManager(loop=loop, stats=self.stats)
-        self.route_tables: Mapping[str, RouteTable] = MappingProxyType({})
+        self.runtime = RuntimeHolder()
         self.date = DateCache()
         self._writers: dict[str, LogWriter] = {}
         self.ready = False
@@ -85,6 +88,19 @@ class ProxyServer:
     async def apply(self, snapshot: ProxySnapshot) -> list[str]:
         """Make ``snapshot`` the running configuration. Returns non-fatal errors (a listener
         that could not bind); raises ConfigError when the snapshot cannot run at all."""
+        runtimes = self.prepare(snapshot)
+        errors = await self.listener_manager.apply(
+            {name: snapshot.listeners[name] for name in runtimes},
+            lambda model: runtimes[model.name],
+        )
+        for error in errors:
+            log.error("listener failed", error=error)
+        self.holder.swap(snapshot)
+        return errors
+
+    def prepare(self, snapshot: ProxySnapshot) -> dict[str, ListenerRuntime]:
+        """Build the snapshot's runtime (route tables, clusters, listener chains) and make it
+        current for new streams; binding the listeners is left to :meth:`apply`."""
         # Everything that can fail is built before anything is swapped, so a snapshot that
         # cannot run leaves the running configuration untouched.
         self._validate(snapshot)
@@ -101,16 +117,9 @@ class ProxyServer:
             except SecretUnavailable as exc:
                 # Envoy's listener warming: it starts once its SDS secrets have arrived.
                 log.info("listener warming", listener=name, reason=str(exc))
-        self.cluster_manager.apply(snapshot)
-        self.route_tables = tables
-        errors = await self.listener_manager.apply(
-            {name: snapshot.listeners[name] for name in runtimes},
-            lambda model: runtimes[model.name],
-        )
-        for error in errors:
-            log.error("listener failed", error=error)
-        self.holder.swap(snapshot)
-        return errors
+        clusters = self.cluster_manager.apply(snapshot)
+        self.runtime.current = RuntimeSnapshot(clusters, tables, self.runtime.current.version + 1)
+        return runtimes
 
     def _validate(self, snapshot: ProxySnapshot) -> None:
         """Envoy refuses inline route configs that name clusters it does not have; header
@@ -153,9 +162,11 @@ class ProxyServer:
     def _tcp_factory(
         self, config: TcpProxy
     ) -> Callable[[tuple[str, int] | None], TcpProxyConnection]:
+        stats = TcpProxyStats(self.stats, config.stat_prefix)
+
         def make(destination: tuple[str, int] | None) -> TcpProxyConnection:
             return TcpProxyConnection(
-                config, self.cluster_manager, self.loop, self.rng, destination
+                config, self.cluster_manager, self.loop, self.rng, destination, stats
             )
 
         return make
@@ -167,35 +178,38 @@ class ProxyServer:
             clock=self.clock,
             stats=self.stats,
             stat_prefix=model.stat_prefix,
+            buffer_limit=listener.per_connection_buffer_limit_bytes,
         )
-        factories = []
-        router_config = RouterConfig()
+        factories: list[Callable[[], HttpFilter]] = []
+        terminal: Callable[[], HttpFilter] | None = None
         for spec in model.http_filters:
-            if spec.name == _ROUTER or isinstance(spec.config, RouterConfig):
-                assert isinstance(spec.config, RouterConfig)
-                router_config = spec.config
-                continue
             if spec.disabled:
                 continue
-            factories.append(self.factories.build(spec, context))
-        route_table: Callable[[], RouteTable | None]
+            entry = self.registry.entry_for(spec.name, spec.type_url)
+            if entry is None or entry.factory is None:
+                raise UnsupportedError(f"HTTP filter {spec.name!r} has no pymesh implementation")
+            make = entry.factory(spec.config, context)
+            if entry.terminal:
+                terminal = make
+                break  # Envoy refuses filters after the terminal one at config time
+            factories.append(make)
+        if terminal is None:
+            terminal = router_factory(RouterConfig(), context)
+        factories.append(terminal)
+        inline: RouteTable | None = None
         if model.route_config is not None:
-            table = RouteTable.build(model.route_config, rng=self.rng)
-            route_table = lambda: table  # noqa: E731
+            inline = RouteTable.build(model.route_config, rng=self.rng)
         else:
             assert model.rds is not None
-            name = model.rds.route_config_name
-            route_table = lambda: self.route_tables.get(name)  # noqa: E731
         loggers = tuple(
             AccessLogger(cfg, self._writer(cfg.sink.value, cfg.path)) for cfg in model.access_log
         )
         return HcmRuntime(
             model,
             stats=HttpStats(self.stats, model.stat_prefix),
-            route_table=route_table,
+            runtime=self.runtime,
+            inline_table=inline,
             filter_factories=tuple(factories),
-            router_config=router_config,
-            cluster_manager=self.cluster_manager,
             access_loggers=loggers,
             rng=self.rng,
             date=self.date,

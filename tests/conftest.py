@@ -21,6 +21,7 @@ import pytest
 from tests.support.behaviours import Behaviour
 from tests.support.differential import DiffReport, Exchange, differential
 from tests.support.envoy import (
+    START_TIMEOUT,
     Bootstrap,
     ProxyProcess,
     find_envoy,
@@ -152,7 +153,7 @@ async def proxy_factory(
     async def make(
         kind: str, bootstrap: Bootstrap | str | os.PathLike[str], **kwargs: Any
     ) -> ProxyProcess:
-        timeout = kwargs.pop("timeout", 15.0)
+        timeout = kwargs.pop("timeout", START_TIMEOUT)
         proxy = make_proxy(kind, bootstrap, workdir=tmp_path / "proxies", **kwargs)
         started.append(proxy)
         return await proxy.astart(timeout)

@@ -17,15 +17,22 @@ from envoy.config.route.v3 import route_pb2
 from envoy.config.trace.v3 import zipkin_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2 as http_ext_authz_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_authn_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.extensions.filters.network.ext_authz.v3 import ext_authz_pb2 as network_ext_authz_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import json_format
@@ -97,9 +104,16 @@ TYPES = {
     "previous_hosts": previous_hosts_pb2.PreviousHostsPredicate,
     "http_options": http_protocol_options_pb2.HttpProtocolOptions,
     "upstream_tls": tls_pb2.UpstreamTlsContext,
+    "raw_buffer": raw_buffer_pb2.RawBuffer,
     "downstream_tls": tls_pb2.DownstreamTlsContext,
     "zipkin": zipkin_pb2.ZipkinConfig,
     "als": als_pb2.HttpGrpcAccessLogConfig,
+    "http_rbac": http_rbac_pb2.RBAC,
+    "network_rbac": network_rbac_pb2.RBAC,
+    "http_ext_authz": http_ext_authz_pb2.ExtAuthz,
+    "network_ext_authz": network_ext_authz_pb2.ExtAuthz,
+    "jwt_authn": jwt_authn_pb2.JwtAuthentication,
+    "uri_template": uri_template_match_pb2.UriTemplateMatchConfig,
 }
 
 

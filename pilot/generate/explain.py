@@ -20,6 +20,7 @@ from pilot.generate.common import (
     parse_cluster_name,
 )
 from pilot.generate.dispatch import generate
+from pilot.generate.explain_authz import explain_authorization
 from pilot.generate.simulate import Request, match_route, match_virtual_host, parse_duration
 from pilot.model.proxy import ProxyNode
 from pilot.model.push_context import PushContext
@@ -74,6 +75,8 @@ class Explanation:
     direct_response: int | None = None
     redirect: Mapping[str, Any] | None = None
     rewrite: Mapping[str, str] = field(default_factory=dict)
+    #: the destination sidecar's AuthorizationPolicy verdict, naming the deciding policy/rule
+    authorization: str | None = None
     error: str | None = None
 
     def render(self) -> str:
@@ -100,6 +103,7 @@ class Explanation:
             ("direct response", self.direct_response),
             ("redirect", self.redirect),
             ("rewrite", dict(self.rewrite) or None),
+            ("authorization", self.authorization),
             ("error", self.error),
         ]
         return "\n".join(f"{k:16} {v}" for k, v in rows if v is not None)
@@ -202,6 +206,29 @@ def _route_config_name(
     return listener["name"], _hcm_rds(listener, request.host.split(":")[0])
 
 
+def _authorization(
+    ctx: PushContext, node: ProxyNode, endpoints: tuple[str, ...], request: Request
+) -> str | None:
+    """The verdict of the first endpoint whose sidecar pilot knows."""
+    for endpoint in endpoints:
+        ip, _, port = endpoint.rpartition(":")
+        destination = ctx.registry.proxy_by_ip(ip)
+        if destination is None:
+            continue
+        step = explain_authorization(
+            ctx,
+            node,
+            destination,
+            int(port),
+            request.method,
+            request.path,
+            request.host,
+            request.headers or {},
+        )
+        return step.render()
+    return None
+
+
 def explain(
     ctx: PushContext, node: ProxyNode, url: str, headers: Mapping[str, str] | None = None
 ) -> Explanation:
@@ -256,12 +283,14 @@ def explain(
         (m["cluster"], _percent(m.get("runtime_fraction", {}).get("default_value")))
         for m in action.get("request_mirror_policies", ())
     )
+    endpoints = _endpoints(best.name, clusters, assignments)
     return replace(
         result,
         clusters=weighted,
         cluster=best.name,
         subset=best.subset,
-        endpoints=_endpoints(best.name, clusters, assignments),
+        endpoints=endpoints,
+        authorization=_authorization(ctx, node, endpoints, request),
         timeout=parse_duration(action.get("timeout")),
         retries=_retries(action.get("retry_policy")),
         mirrors=mirrors,

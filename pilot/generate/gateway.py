@@ -17,6 +17,7 @@ import structlog
 from pilot.generate.common import LISTENER_TYPE, ROUTE_TYPE, socket_address, to_proto, typed
 from pilot.generate.hcm import http_connection_manager
 from pilot.generate.http_routes import RouteScope, virtual_service_routes
+from pilot.generate.security import security_http_filters
 from pilot.generate.telemetry import observability
 from pilot.generate.tls import downstream_tls
 from pilot.model.proxy import ProxyNode
@@ -153,6 +154,7 @@ def gateway_route_configs(ctx: PushContext, node: ProxyNode) -> list[dict[str, A
 
 def gateway_listeners(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:
     listeners = []
+    security = security_http_filters(ctx, node)
     for port, servers in sorted(gateway_servers(ctx, node).items()):
         stat_prefix = f"outbound_0.0.0.0_{port}"
         chains: list[dict[str, Any]] = []
@@ -164,6 +166,7 @@ def gateway_listeners(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]
                 rds=gs.route_name,
                 use_remote_address=True,
                 observe=observability(ctx, node),
+                security_filters=security,
             )
             if not gs.tls:
                 if not chains:

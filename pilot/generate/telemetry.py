@@ -21,8 +21,8 @@ from typing import Any
 import structlog
 
 from pilot.generate.common import typed
+from pilot.model.extension_providers import ExtensionProvider
 from pilot.model.mesh import MeshConfig
-from pilot.model.providers import ExtensionProvider
 from pilot.model.proxy import ProxyNode
 from pilot.model.push_context import PushContext
 from pymesh.config.model.telemetry import CustomTag, Telemetry, WorkloadMode
@@ -97,7 +97,7 @@ def _collector(mesh: MeshConfig, policy: TracePolicy, node: ProxyNode) -> _Colle
     names = policy.providers or mesh.default_providers.get("tracing", ())
     if not names:
         return _Collector(LEGACY_ZIPKIN, "") if mesh.zipkin_address else None
-    provider = mesh.provider(names[0])
+    provider = mesh.extension_provider(names[0])
     if provider is None or provider.kind != "zipkin":
         kind = provider.kind if provider is not None else "not defined in extensionProviders"
         log.warning("tracing provider not supported", provider=names[0], kind=kind, node=node.id)

@@ -15,11 +15,10 @@ from typing import Any, Literal, cast
 
 import yaml
 
-from pilot.model.providers import (
-    BUILTIN_PROVIDERS,
+from pilot.model.extension_providers import (
     ExtensionProvider,
     parse_default_providers,
-    parse_providers,
+    parse_extension_providers,
 )
 from pymesh.config.durations import parse_duration
 from pymesh.config.model.common import EMPTY_MAP, FrozenMap
@@ -44,6 +43,7 @@ class MeshConfig:
     ``mixer_address`` / ``zipkin_address`` are ``host:port``; when set, every HTTP connection
     manager streams access logs to mixer (Envoy ALS) and traces to Zipkin, sampling
     ``trace_sampling`` percent of requests (Istio's ``defaultConfig.tracing.sampling``).
+    ``extension_providers`` are the external authorizers CUSTOM AuthorizationPolicies name.
     """
 
     trust_domain: str = "cluster.local"
@@ -58,10 +58,11 @@ class MeshConfig:
     trace_sampling: float = 1.0
     connect_timeout: float = 10.0
     dns_refresh_rate: float = 60.0
+    enable_auto_mtls: bool = True
     extension_providers: tuple[ExtensionProvider, ...] = ()
     default_providers: FrozenMap[str, tuple[str, ...]] = EMPTY_MAP
 
-    def provider(self, name: str) -> ExtensionProvider | None:
+    def extension_provider(self, name: str) -> ExtensionProvider | None:
         return next((p for p in self.extension_providers if p.name == name), None)
 
     @classmethod
@@ -105,6 +106,13 @@ class MeshConfig:
         ):
             if key in data:
                 kwargs[attr] = _duration(data[key], key, source)
+        if "enableAutoMtls" in data:
+            value = data["enableAutoMtls"]
+            if not isinstance(value, bool):
+                raise ValidationError(
+                    f"must be true or false, got {value!r}", source=source, path="enableAutoMtls"
+                )
+            kwargs["enable_auto_mtls"] = value
         proxy = _mapping(data, "defaultConfig", source)
         tracing = _mapping(proxy, "tracing", source)
         zipkin = _mapping(tracing, "zipkin", source)
@@ -138,19 +146,15 @@ class MeshConfig:
             kwargs["inbound_port"] = _int(
                 data["proxyInboundListenPort"], "proxyInboundListenPort", source
             )
-        kwargs["extension_providers"] = parse_providers(data.get("extensionProviders"), source)
-        kwargs["default_providers"] = parse_default_providers(data.get("defaultProviders"), source)
-        for kind, names in kwargs["default_providers"].items():
-            for name in names:
-                known = name in BUILTIN_PROVIDERS or any(
-                    p.name == name for p in kwargs["extension_providers"]
-                )
-                if not known:
-                    raise ValidationError(
-                        f"no extension provider named {name!r}",
-                        source=source,
-                        path=f"defaultProviders.{kind}",
-                    )
+        if "extensionProviders" in data:
+            kwargs["extension_providers"] = parse_extension_providers(
+                data["extensionProviders"], source
+            )
+        kwargs["default_providers"] = FrozenMap(
+            parse_default_providers(
+                data.get("defaultProviders"), kwargs.get("extension_providers", ()), source
+            )
+        )
         return cls(**kwargs)
 
     @classmethod

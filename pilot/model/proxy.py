@@ -56,6 +56,8 @@ class ProxyNode:
     instance_ips: tuple[str, ...] = ()
     metadata: Mapping[str, object] = field(default=EMPTY_MAP)
     locality: str = ""
+    #: ``Node.user_agent_name``: ``pymesh`` for pymesh proxies, ``envoy`` for Envoy.
+    user_agent: str = ""
 
     @property
     def is_router(self) -> bool:
@@ -156,6 +158,7 @@ class ProxyNode:
             labels=FrozenMap(labels),
             instance_ips=instance_ips or (ip,),
             metadata=metadata if isinstance(metadata, FrozenMap) else FrozenMap(metadata),
+            user_agent=node.user_agent_name,
             locality=locality,
         )
 

@@ -84,6 +84,22 @@ class Debouncer:
         self._reasons.add(reason)
         self._wakeup.set()
 
+    def due(self) -> float | None:
+        """When the pending events should fire: ``quiet`` after the last one, but no later
+        than ``max_delay`` after the first; None when nothing is pending. Pure: the loop
+        below only sleeps until this time, so tests drive it with a clock of their own."""
+        if not self._events:
+            return None
+        config = self._config
+        return min(self._last + config.quiet, self._first + config.max_delay)
+
+    def take_due(self, now: float) -> Batch | None:
+        """The batch to fire at ``now``, if one is due (it is then no longer pending)."""
+        due = self.due()
+        if due is None or now < due:
+            return None
+        return self._take()
+
     def _take(self) -> Batch:
         batch = Batch(self._events, frozenset(self._reasons), self._first, self._last)
         self._events = 0
@@ -94,13 +110,10 @@ class Debouncer:
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
-            while True:
-                now = self._clock()
-                due = min(self._last + self._config.quiet, self._first + self._config.max_delay)
-                if now >= due:
-                    break
+            while (batch := self.take_due(now := self._clock())) is None:
+                due = self.due()
+                assert due is not None
                 await asyncio.sleep(due - now)
-            batch = self._take()
             self.fired += 1
             try:
                 await self._fire(batch)

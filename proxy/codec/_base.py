@@ -47,12 +47,18 @@ _IDLE, _BODY, _DONE = 0, 1, 2
 _NO_BODY, _LENGTH, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2, 3
 
 # Received fields whose values the codec needs; any other name costs one failed dict lookup.
-_CONTENT_LENGTH, _TRANSFER_ENCODING, _EXPECT = 1, 2, 3
+_CONTENT_LENGTH, _TRANSFER_ENCODING, _EXPECT, _HOST = 1, 2, 3, 4
 _FRAMING_FIELDS: Final[Mapping[bytes, int]] = {
     b"content-length": _CONTENT_LENGTH,
     b"transfer-encoding": _TRANSFER_ENCODING,
     b"expect": _EXPECT,
+    b"host": _HOST,
 }
+# RFC 3986's authority characters (unreserved, sub-delims, ":", "@", "[", "]" and "%" for
+# pct-encoding), the set Envoy's codec accepts in Host / :authority.
+_AUTHORITY_CHARS: Final = (
+    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@[]%"
+)
 _VERSIONS: Final[Mapping[str, bytes]] = {"1.1": b"1.1", "1.0": b"1.0"}
 _STATUS_LINES: Final[Mapping[int, bytes]] = {
     status.value: b"HTTP/1.1 %d %b\r\n" % (status.value, status.phrase.encode())
@@ -280,8 +286,11 @@ class _Connection(Generic[_E]):
             if value.lower() != b"chunked":
                 raise self._reject(f"unsupported transfer-encoding {value!r}", 501)
             self._chunked = True
-        else:
+        elif kind == _EXPECT:
             self._expect = value
+        elif not self._UPSTREAM and value.translate(None, _AUTHORITY_CHARS):
+            # One C call: whatever is left after deleting the allowed bytes is not allowed.
+            raise self._reject(f"invalid authority {value!r}", 400)
 
     def _check_limits(self) -> None:
         # Envoy's limits (max_request_headers_kb, max_headers_count) count field names and

@@ -1,32 +1,22 @@
-"""pymesh's built-in HTTP filters (the router is built into the connection manager)."""
+"""pymesh's built-in HTTP filters, the router among them. Each one's registration (type URL,
+translation, per-route config, factory) is a :class:`~proxy.config.translate.FilterEntry` in
+:func:`proxy.config.translate.default_registry`."""
 
 from __future__ import annotations
 
-from proxy.http.filter import HttpFilterFactories
+from typing import Any
 
-__all__ = ["default_filter_factories"]
+__all__ = ["builtin_factories"]
 
 
-def default_filter_factories() -> HttpFilterFactories:
+def builtin_factories() -> dict[str, Any]:
     """The runtime factories of the filters pymesh implements, by Envoy's names."""
     from proxy.filters import cors, fault, local_ratelimit
+    from proxy.http.router import router_factory
 
-    factories = HttpFilterFactories()
-    factories.register(
-        "envoy.filters.http.fault",
-        fault.factory,
-        type_url="type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
-    )
-    factories.register(
-        "envoy.filters.http.local_ratelimit",
-        local_ratelimit.factory,
-        type_url=(
-            "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
-        ),
-    )
-    factories.register(
-        "envoy.filters.http.cors",
-        cors.factory,
-        type_url="type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors",
-    )
-    return factories
+    return {
+        "envoy.filters.http.router": router_factory,
+        "envoy.filters.http.fault": fault.factory,
+        "envoy.filters.http.local_ratelimit": local_ratelimit.factory,
+        "envoy.filters.http.cors": cors.factory,
+    }

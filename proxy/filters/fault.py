@@ -6,12 +6,17 @@ and answers. A delay holds the chain with a timer, then lets the request go on (
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from proxy.config.model_http import FaultConfig
 from proxy.config.model_route import FilterDisabled
-from proxy.http.filter import FilterContext, FilterStatus, FilterStream, HttpFilter
+from proxy.http.filter import (
+    DownstreamCallbacks,
+    FilterContext,
+    FilterHeadersStatus,
+    Headers,
+    HttpFilter,
+)
 from proxy.http.local_reply import ResponseFlag
 from proxy.routing.fault import ActiveFaults, FaultDecision, decide_fault
 
@@ -34,68 +39,75 @@ class _Shared:
 
 
 class FaultFilter(HttpFilter):
-    __slots__ = ("_decision", "_shared", "_timer")
+    __slots__ = ("_active", "_decision", "_shared", "_timer")
 
     def __init__(self, shared: _Shared) -> None:
         self._shared = shared
         self._decision: FaultDecision | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: object | None = None
+        self._active = False
 
-    def on_request_headers(self, stream: FilterStream) -> FilterStatus:
+    def decode_headers(
+        self, cb: DownstreamCallbacks, headers: Headers, end_stream: bool
+    ) -> FilterHeadersStatus:
         shared = self._shared
         config = shared.config
-        override = stream.per_route_config(_NAME)
+        override = cb.per_route_config(_NAME)
         if isinstance(override, FilterDisabled):
-            return FilterStatus.CONTINUE
+            return FilterHeadersStatus.CONTINUE
         if isinstance(override, FaultConfig):
             config = override
         decision = decide_fault(
             config,
-            stream.request_headers,
+            headers,
             shared.context.rng,
             shared.faults,
-            cluster=_routed_cluster(stream),
+            cluster=_routed_cluster(cb),
         )
         if decision is None:
-            return FilterStatus.CONTINUE
+            return FilterHeadersStatus.CONTINUE
         self._decision = decision
+        self._active = True
         shared.active.value = shared.faults.active
-        stream.on_complete(self._on_complete)
         if decision.delay is not None:
             shared.delays.value += 1
-            stream.add_response_flag(ResponseFlag.DELAY_INJECTED)
-            self._timer = stream.loop.call_later(decision.delay, self._after_delay, stream)
-            return FilterStatus.STOP
-        return self._abort(stream)
+            cb.add_response_flag(ResponseFlag.DELAY_INJECTED)
+            self._timer = cb.timers.call_later(decision.delay, self._after_delay, cb)
+            # The body waits in the stream (reads pause at the buffer limit) until the delay.
+            return FilterHeadersStatus.STOP_ALL_ITERATION_AND_BUFFER
+        return self._abort(cb)
 
-    def _after_delay(self, stream: FilterStream) -> None:
+    def _after_delay(self, cb: DownstreamCallbacks) -> None:
         self._timer = None
-        if self._abort(stream) is FilterStatus.CONTINUE:
-            stream.resume()
+        if self._abort(cb) is FilterHeadersStatus.CONTINUE:
+            cb.continue_decoding()
 
-    def _abort(self, stream: FilterStream) -> FilterStatus:
+    def _abort(self, cb: DownstreamCallbacks) -> FilterHeadersStatus:
         decision = self._decision
         if decision is None or decision.abort_status is None:
-            return FilterStatus.CONTINUE
+            return FilterHeadersStatus.CONTINUE
         self._shared.aborts.value += 1
-        stream.send_local_reply(
+        cb.send_local_reply(
             decision.abort_status,
             b"fault filter abort",
             flag=ResponseFlag.FAULT_INJECTED,
             details="fault_filter_abort",
         )
-        return FilterStatus.STOP
+        cb.flush()
+        return FilterHeadersStatus.STOP_ITERATION
 
-    def _on_complete(self) -> None:
+    def on_destroy(self) -> None:
         if self._timer is not None:
-            self._timer.cancel()
+            self._timer.cancel()  # type: ignore[attr-defined]
             self._timer = None
-        self._shared.faults.release()
-        self._shared.active.value = self._shared.faults.active
+        if self._active:
+            self._active = False
+            self._shared.faults.release()
+            self._shared.active.value = self._shared.faults.active
 
 
-def _routed_cluster(stream: FilterStream) -> str | None:
-    route = stream.route
+def _routed_cluster(cb: DownstreamCallbacks) -> str | None:
+    route = cb.route
     action = getattr(route, "action", None) if route is not None else None
     return getattr(action, "cluster", None)
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from proxy.config.model_http import LocalRateLimitConfig
-from proxy.http.filter import FilterContext, FilterStatus, FilterStream, HttpFilter
+from proxy.http.filter import (
+    DownstreamCallbacks,
+    FilterContext,
+    FilterHeadersStatus,
+    Headers,
+    HttpFilter,
+)
 from proxy.http.headers import apply_header_options
 from proxy.http.local_reply import ResponseFlag
 from proxy.routing.ratelimit import LocalRateLimiter, RateLimitDecision
@@ -40,8 +46,10 @@ class LocalRateLimitFilter(HttpFilter):
         self._limiters = limiters
         self._stats = stats
 
-    def on_request_headers(self, stream: FilterStream) -> FilterStatus:
-        override = stream.per_route_config(_NAME)
+    def decode_headers(
+        self, cb: DownstreamCallbacks, headers: Headers, end_stream: bool
+    ) -> FilterHeadersStatus:
+        override = cb.per_route_config(_NAME)
         limiter = (
             self._limiters.get(override)
             if isinstance(override, LocalRateLimitConfig)
@@ -49,30 +57,28 @@ class LocalRateLimitFilter(HttpFilter):
         )
         decision = limiter.check()
         if decision is RateLimitDecision.DISABLED:
-            return FilterStatus.CONTINUE
+            return FilterHeadersStatus.CONTINUE
         config = limiter.config
         prefix = f"{config.stat_prefix}.http_local_rate_limit."
         self._stats(prefix + "enabled")
         if decision is RateLimitDecision.OK:
             self._stats(prefix + "ok")
-            return FilterStatus.CONTINUE
+            return FilterHeadersStatus.CONTINUE
         self._stats(prefix + "rate_limited")
         if decision is RateLimitDecision.LIMITED_NOT_ENFORCED:
-            apply_header_options(
-                stream.request_headers, config.request_headers_to_add_when_not_enforced
-            )
-            return FilterStatus.CONTINUE
+            apply_header_options(headers, config.request_headers_to_add_when_not_enforced)
+            return FilterHeadersStatus.CONTINUE
         self._stats(prefix + "enforced")
         extra: list[tuple[bytes, bytes]] = []
         apply_header_options(extra, config.response_headers_to_add)
-        stream.send_local_reply(
+        cb.send_local_reply(
             config.status,
             b"local_rate_limited",
             flag=ResponseFlag.RATE_LIMITED,
             headers=tuple(extra),
             details="local_rate_limited",
         )
-        return FilterStatus.STOP
+        return FilterHeadersStatus.STOP_ITERATION
 
 
 def factory(config: object, context: FilterContext) -> Callable[[], HttpFilter]:

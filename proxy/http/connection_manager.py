@@ -1,16 +1,16 @@
-"""The HTTP connection manager: one :class:`DownstreamConnection` per accepted connection.
+"""The HTTP/1.1 side of the connection manager: one :class:`DownstreamConnection` per accepted
+connection, driving one :class:`~proxy.http.stream.ActiveStream` at a time.
 
-:class:`HcmRuntime` is the connection manager's configuration compiled once per snapshot
-(filter factories, route table source, stats, access loggers). A connection takes the
-current runtime at each new request, so a new route table applies to the next request on a
-kept-alive connection, never to one in flight.
+The connection is the codec driver: it feeds bytes to the sans-I/O codec, turns its events
+into ``decode_headers`` / ``decode_data`` / ``decode_trailers`` calls on the stream, and is
+that stream's :class:`~proxy.http.codec_api.StreamEncoder` (response bytes, read-disable,
+deadline, idle timer, ``connection: close``). Everything HTTP/1.1-specific stays here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import socket
 from collections.abc import Callable
 from http import HTTPStatus
@@ -20,107 +20,22 @@ import structlog
 
 from proxy.codec import NEED_DATA, ConnectionClosed, Data, EndOfMessage, Request, ServerConnection
 from proxy.http.stream import ActiveStream
-from proxy.http.util import DateCache, RequestIdGenerator
+from proxy.http.stream_info import ConnectionInfo, connection_info
 from proxy.transport.flow_control import FlowControl
 from pymesh.errors import RemoteProtocolError
 
 if TYPE_CHECKING:
-    from proxy.access_log import AccessLogger
-    from proxy.config.model_http import HttpConnectionManager, RouterConfig
-    from proxy.http.filter import HttpFilter
-    from proxy.routing.matcher import RouteTable
-    from proxy.stats import HttpStats
-    from proxy.upstream.connection import UpstreamConnection
-    from proxy.upstream.manager import ClusterManager
+    from proxy.http.filter import Headers, Timers
+    from proxy.http.hcm import HcmRuntime
 
-__all__ = ["DownstreamConnection", "HcmRuntime"]
+__all__ = ["DownstreamConnection"]
 
 log = structlog.get_logger(__name__)
 
 
-class HcmRuntime:
-    """Everything a request on this connection manager needs, resolved once per snapshot."""
-
-    __slots__ = (
-        "accept_http_10",
-        "access_loggers",
-        "allow_absolute_url",
-        "buffer_limit",
-        "cluster_manager",
-        "date",
-        "filter_factories",
-        "generate_request_id",
-        "idle_timeout",
-        "internal_ranges",
-        "max_header_bytes",
-        "max_headers",
-        "model",
-        "request_headers_timeout",
-        "request_id",
-        "rng",
-        "route_table",
-        "router_config",
-        "server_name",
-        "server_transformation",
-        "skip_xff_append",
-        "stats",
-        "stream_idle_timeout",
-        "use_remote_address",
-        "xff_num_trusted_hops",
-    )
-
-    def __init__(
-        self,
-        model: HttpConnectionManager,
-        *,
-        stats: HttpStats,
-        route_table: Callable[[], RouteTable | None],
-        filter_factories: tuple[Callable[[], HttpFilter], ...],
-        router_config: RouterConfig,
-        cluster_manager: ClusterManager,
-        access_loggers: tuple[AccessLogger, ...],
-        rng: random.Random,
-        date: DateCache,
-        buffer_limit: int,
-    ) -> None:
-        self.model = model
-        self.stats = stats
-        self.route_table = route_table
-        self.filter_factories = filter_factories
-        self.router_config = router_config
-        self.cluster_manager = cluster_manager
-        self.access_loggers = access_loggers
-        self.rng = rng
-        self.date = date
-        self.request_id = RequestIdGenerator(rng)
-        self.buffer_limit = buffer_limit
-        self.server_name = model.server_name
-        self.server_transformation = model.server_header_transformation.value
-        self.generate_request_id = model.generate_request_id
-        self.use_remote_address = model.use_remote_address
-        self.skip_xff_append = model.skip_xff_append
-        self.xff_num_trusted_hops = model.xff_num_trusted_hops
-        internal = model.internal_address_config
-        self.internal_ranges = internal.cidr_ranges if internal is not None else ()
-        self.accept_http_10 = model.http_protocol_options.accept_http_10
-        self.allow_absolute_url = model.http_protocol_options.allow_absolute_url
-        self.max_header_bytes = model.max_request_headers_kb * 1024
-        self.max_headers = model.common_http_protocol_options.max_headers_count
-        self.request_headers_timeout = model.request_headers_timeout
-        self.idle_timeout = model.common_http_protocol_options.idle_timeout
-        self.stream_idle_timeout = model.stream_idle_timeout
-
-    @staticmethod
-    def has_envoy_headers(headers: list[tuple[bytes, bytes]]) -> bool:
-        # A plain loop: any() over a generator costs twice as much on this per-request path.
-        for k, _ in headers:  # noqa: SIM110
-            if k[:8] == b"x-envoy-":
-                return True
-        return False
-
-
 class DownstreamConnection(asyncio.Protocol):
     __slots__ = (
+        "_close_after",
         "_deadline",
         "_deadline_callback",
         "_deadline_timer",
@@ -132,46 +47,46 @@ class DownstreamConnection(asyncio.Protocol):
         "_idle_timer",
         "_processing",
         "_wbuf",
-        "close_after_response",
         "closed",
         "codec",
+        "connection_id",
+        "connection_info",
         "draining",
         "hcm",
-        "hcm_source",
-        "local_address",
         "loop",
         "on_close",
         "original_destination",
-        "peer_host",
         "scheme",
         "stream",
+        "timers",
         "transport",
         "write_paused",
     )
 
     def __init__(
         self,
-        hcm_source: Callable[[], HcmRuntime],
+        hcm: HcmRuntime,
         loop: asyncio.AbstractEventLoop,
         *,
         scheme: bytes = b"http",
         on_close: Callable[[DownstreamConnection], None] | None = None,
+        original_destination: tuple[str, int] | None = None,
+        connection_id: int = 0,
     ) -> None:
-        self.hcm_source = hcm_source
-        self.hcm = hcm_source()
+        self.hcm = hcm
         self.loop = loop
+        self.timers: Timers = cast("Timers", loop)
         self.scheme = scheme
         self.on_close = on_close
+        self.original_destination = original_destination
+        self.connection_id = connection_id
         self.codec = ServerConnection(
-            max_header_bytes=self.hcm.max_header_bytes, max_headers=self.hcm.max_headers
+            max_header_bytes=hcm.max_header_bytes, max_headers=hcm.max_headers
         )
+        self.connection_info = ConnectionInfo(scheme=scheme)
         self.transport: asyncio.Transport | None = None
         self.stream: ActiveStream | None = None
-        self.peer_host = ""
-        self.local_address: tuple[str, int] | None = None
-        # Set by the listener: where the client meant to go (SO_ORIGINAL_DST or local address).
-        self.original_destination: tuple[str, int] | None = None
-        self.close_after_response = False
+        self._close_after = False
         self.draining = False
         self.closed = False
         self.write_paused = False
@@ -187,17 +102,21 @@ class DownstreamConnection(asyncio.Protocol):
         self._deadline_callback: Callable[[], None] | None = None
         self._deadline_timer: asyncio.TimerHandle | None = None
 
+    @property
+    def peer_host(self) -> str:
+        return self.connection_info.remote_host
+
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only duck-typed ones.
         self.transport = cast(asyncio.Transport, transport)
         self._flow = FlowControl(self.transport)
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple):
-            self.peer_host = peer[0]
-        local = transport.get_extra_info("sockname")
-        if isinstance(local, tuple):
-            self.local_address = (local[0], local[1])
+        self.connection_info = connection_info(
+            transport,
+            scheme=self.scheme,
+            original_destination=self.original_destination,
+            connection_id=self.connection_id,
+        )
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -205,16 +124,16 @@ class DownstreamConnection(asyncio.Protocol):
         stats.downstream_cx_total.value += 1
         stats.downstream_cx_http1_total.value += 1
         stats.downstream_cx_active.value += 1
-        self._idle_since = self.loop.time()
+        self._idle_since = self.timers.time()
         period = _shortest(self.hcm.idle_timeout, self.hcm.stream_idle_timeout)
         if period:
-            self._idle_timer = self.loop.call_later(period, self._on_idle_timer)
+            self._idle_timer = self.timers.call_later(period, self._on_idle_timer)
 
     def data_received(self, data: bytes) -> None:
         if self.stream is None:
             self._head_started = True
             if self.hcm.request_headers_timeout and self._header_timer is None:
-                self._header_timer = self.loop.call_later(
+                self._header_timer = self.timers.call_later(
                     self.hcm.request_headers_timeout, self._on_header_timeout
                 )
         try:
@@ -240,7 +159,7 @@ class DownstreamConnection(asyncio.Protocol):
         stream = self.stream
         if stream is not None:
             self.stream = None
-            stream.on_downstream_disconnect()
+            stream.on_downstream_reset()
         stats = self.hcm.stats
         stats.downstream_cx_active.value -= 1
         stats.downstream_cx_destroy.value += 1
@@ -249,15 +168,13 @@ class DownstreamConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        conn = self._upstream_conn()
-        if conn is not None:
-            conn.pause_reading()
+        if self.stream is not None:
+            self.stream.on_downstream_watermark(True)
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        conn = self._upstream_conn()
-        if conn is not None:
-            conn.resume_reading()
+        if self.stream is not None:
+            self.stream.on_downstream_watermark(False)
 
     # -- request processing -----------------------------------------------------------------------
     def _process(self) -> None:
@@ -279,9 +196,10 @@ class DownstreamConnection(asyncio.Protocol):
                 elif stream is None:
                     continue
                 elif kind is Data:
-                    stream.on_request_data(event.data)  # type: ignore[union-attr]
+                    stream.decode_data(event.data, False)  # type: ignore[union-attr]
                 elif kind is EndOfMessage:
-                    stream.on_request_end()
+                    # HTTP/1.1 trailers are dropped, as Envoy does without enable_trailers.
+                    stream.decode_data(b"", True)
                 elif kind is ConnectionClosed:
                     return
         except RemoteProtocolError as exc:
@@ -294,25 +212,30 @@ class DownstreamConnection(asyncio.Protocol):
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
-        hcm = self.hcm = self.hcm_source()
-        stats = hcm.stats
+        stats = self.hcm.stats
         stats.downstream_rq_total.value += 1
         stats.downstream_rq_http1_total.value += 1
         stats.downstream_rq_active.value += 1
         if self.draining:
-            self.close_after_response = True
-        stream = self.stream = ActiveStream(self, request)
-        stream.on_request_headers()
+            self._close_after = True
+        stream = self.stream = ActiveStream(self.hcm, self, request)
+        end_stream = False
+        if not request.chunked and not request.content_length:
+            # No body: llhttp completed the message with its head, so the end is queued
+            # right behind it. Taking it now lets the request go upstream in one piece.
+            end_stream = self.codec.next_event().__class__ is EndOfMessage
+        stream.decode_headers(end_stream)
 
-    def on_stream_done(self, stream: ActiveStream) -> None:
+    def on_stream_complete(self, stream: object) -> None:
         if self.stream is not stream:
             return
+        assert isinstance(stream, ActiveStream)
         self.stream = None
-        self._idle_since = self.loop.time()
+        self._idle_since = self.timers.time()
         if not stream.request_complete and not self.closed:
             stream.request_complete = self._skip_rest_of_request()
         if (
-            self.close_after_response
+            self._close_after
             or not stream.request_complete
             or not self.codec.keep_alive
             or self.closed
@@ -321,7 +244,6 @@ class DownstreamConnection(asyncio.Protocol):
             self._close()
             return
         self.codec.start_next_cycle()
-        self.resume_reading()
         if not self._processing:
             self._process()
             self.flush()
@@ -342,6 +264,50 @@ class DownstreamConnection(asyncio.Protocol):
         except RemoteProtocolError:
             return False
 
+    # -- StreamEncoder ------------------------------------------------------------------------
+    def encode_headers(
+        self, status: int, headers: Headers, end_stream: bool, head_request: bool
+    ) -> None:
+        stream = self.stream
+        if stream is not None and not stream.request_complete:
+            request = stream.request
+            if request.chunked or request.content_length:
+                # Answered before its body was read (a local reply, an early upstream
+                # answer): like Envoy, the connection is not reused.
+                self._close_after = True
+        if self._close_after:
+            headers.append((b"connection", b"close"))
+        codec = self.codec
+        self._wbuf.append(codec.send_response(status, headers, head_request=head_request))
+        if end_stream:
+            end = codec.send_end()
+            if end:
+                self._wbuf.append(end)
+
+    def encode_data(self, data: bytes, end_stream: bool) -> None:
+        codec = self.codec
+        wbuf = self._wbuf
+        if data:
+            wbuf.append(codec.send_data(data))
+        if end_stream:
+            end = codec.send_end()
+            if end:
+                wbuf.append(end)
+
+    def encode_trailers(self, trailers: Headers) -> None:
+        end = self.codec.send_end(trailers)
+        if end:
+            self._wbuf.append(end)
+
+    def encode_100_continue(self) -> None:
+        self._wbuf.append(self.codec.send_continue())
+
+    def close_after_response(self) -> None:
+        self._close_after = True
+
+    def reset_stream(self) -> None:
+        self.abort()
+
     # -- output ---------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
         # Writes are gathered and sent once per event batch (see flush): one syscall for a
@@ -359,13 +325,9 @@ class DownstreamConnection(asyncio.Protocol):
                     self.transport.writelines(wbuf)
             wbuf.clear()
 
-    def pause_reading(self) -> None:
+    def read_disable(self, disable: bool) -> None:
         if self._flow is not None:
-            self._flow.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self._flow is not None:
-            self._flow.resume_reading()
+            self._flow.read_disable(disable)
 
     def abort(self) -> None:
         """Reset: drop the connection without finishing the response."""
@@ -379,19 +341,13 @@ class DownstreamConnection(asyncio.Protocol):
         request whose head is still arriving is served (with ``connection: close``), as
         Envoy does: its stream exists from the first byte there."""
         self.draining = True
-        self.close_after_response = True
+        self._close_after = True
         if self.stream is None and not self._head_started:
             self._close()
 
     def _close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
-
-    def _upstream_conn(self) -> UpstreamConnection | None:
-        stream = self.stream
-        if stream is None or stream.router is None or stream.router.attempt is None:
-            return None
-        return stream.router.attempt.conn
 
     # -- errors and timers ---------------------------------------------------------------
     def _protocol_error(self, exc: RemoteProtocolError) -> None:
@@ -401,7 +357,7 @@ class DownstreamConnection(asyncio.Protocol):
             stream.reset()
             return
         if stream is not None:
-            stream.add_response_flag("DPE")
+            stream.stream_info.add_response_flag("DPE")
         log.debug("downstream protocol error", error=str(exc), peer=self.peer_host)
         self._send_simple(exc.status)
 
@@ -424,8 +380,9 @@ class DownstreamConnection(asyncio.Protocol):
         )
         stream, self.stream = self.stream, None
         if stream is not None and not stream.done:
-            stream.response_code = status
+            stream.stream_info.response_code = status
             stream.done = True
+            stream.destroy_filters()
             hcm.stats.downstream_rq_active.value -= 1
             hcm.stats.response(status)
         # Responses already complete (pipelined requests ahead of the bad one) go out first.
@@ -455,7 +412,7 @@ class DownstreamConnection(asyncio.Protocol):
                 return
             timer.cancel()
         self._deadline_timer_at = when
-        self._deadline_timer = self.loop.call_at(when, self._on_deadline_timer)
+        self._deadline_timer = self.timers.call_at(when, self._on_deadline_timer)
 
     def disarm_deadline(self) -> None:
         # The timer stays scheduled: the next request's deadline is later and reuses it.
@@ -467,9 +424,9 @@ class DownstreamConnection(asyncio.Protocol):
         if callback is None or self.closed:
             return
         deadline = self._deadline
-        if self.loop.time() < deadline:
+        if self.timers.time() < deadline:
             self._deadline_timer_at = deadline
-            self._deadline_timer = self.loop.call_at(deadline, self._on_deadline_timer)
+            self._deadline_timer = self.timers.call_at(deadline, self._on_deadline_timer)
             return
         self._deadline_callback = None
         callback()
@@ -481,7 +438,7 @@ class DownstreamConnection(asyncio.Protocol):
         self._idle_timer = None
         if self.closed:
             return
-        now = self.loop.time()
+        now = self.timers.time()
         stream = self.stream
         if stream is None:
             timeout = self.hcm.idle_timeout
@@ -507,7 +464,7 @@ class DownstreamConnection(asyncio.Protocol):
         period = _shortest(self.hcm.idle_timeout, self.hcm.stream_idle_timeout)
         if period:
             remaining = min(remaining, period)
-        self._idle_timer = self.loop.call_later(remaining, self._on_idle_timer)
+        self._idle_timer = self.timers.call_later(remaining, self._on_idle_timer)
 
     def check_idle_by(self, when: float) -> None:
         """Make sure the idle timer fires no later than ``when`` (a route with a shorter
@@ -517,7 +474,7 @@ class DownstreamConnection(asyncio.Protocol):
             return
         if timer is not None:
             timer.cancel()
-        self._idle_timer = self.loop.call_at(when, self._on_idle_timer)
+        self._idle_timer = self.timers.call_at(when, self._on_idle_timer)
 
 
 def _shortest(*timeouts: float | None) -> float | None:

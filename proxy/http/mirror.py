@@ -6,14 +6,14 @@ are only counted, and its response is read and dropped.
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from proxy.codec import Response
+from proxy.upstream.interfaces import Headers, PoolFailure, RequestEncoder, ResetReason
 
 if TYPE_CHECKING:
+    from proxy.http.filter import Timers
     from proxy.upstream.cluster import RuntimeCluster
-    from proxy.upstream.connection import UpstreamConnection
     from proxy.upstream.host import Host
 
 __all__ = ["ShadowRequest", "shadow_authority"]
@@ -41,9 +41,9 @@ class ShadowRequest:
         self._host = host
         self._head = head
         self._body = body
-        self._conn: UpstreamConnection | None = None
+        self._conn: RequestEncoder | None = None
         self._done = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: object | None = None
 
     @classmethod
     def send(
@@ -56,9 +56,9 @@ class ShadowRequest:
         *,
         timeout: float | None,
         suffix_host: bool,
-        loop: asyncio.AbstractEventLoop,
+        timers: Timers,
     ) -> None:
-        host = cluster.choose_host(None, None, None)
+        host = cluster.choose_host(None)
         if host is None:
             return
         copy: list[tuple[bytes, bytes]] = []
@@ -75,55 +75,58 @@ class ShadowRequest:
             return
         shadow = cls(cluster, host, (method, path, copy), body)
         if timeout:
-            shadow._timer = loop.call_later(timeout, shadow._on_timeout)
-        result = cluster.pool_for(host).acquire(shadow)
-        if isinstance(result, str):
+            shadow._timer = timers.call_later(timeout, shadow._on_timeout)
+        result = cluster.pool_for(host).new_stream(shadow)
+        if type(result) is PoolFailure:
             shadow._finish()
         elif result is not None:
-            shadow.on_pool_ready(result)
+            shadow.on_pool_ready(result, None)  # type: ignore[arg-type]
 
-    # PoolWaiter
-    def on_pool_ready(self, conn: UpstreamConnection) -> None:
+    # PoolCallbacks
+    def on_pool_ready(self, encoder: RequestEncoder, local_address: str | None) -> None:
         if self._done:
-            self._cluster.pool_for(self._host).release(conn)
+            encoder.reset()
             return
-        self._conn = conn
-        conn.attach(self)
+        self._conn = encoder
         self._cluster.stats.upstream_rq_total.value += 1
         method, path, headers = self._head
-        conn.write_request_head(method, path, headers, False)
         if self._body:
-            conn.write(self._body)
+            encoder.encode_headers(method, path, headers, False)
+            encoder.encode_data(self._body, True)
+        else:
+            encoder.encode_headers(method, path, headers, True)
 
-    def on_pool_failure(self, reason: str, local_failure: str) -> None:
+    def on_pool_failure(self, failure: PoolFailure) -> None:
         self._finish()
 
-    # UpstreamSink
-    def on_upstream_response(self, response: Response) -> None:
+    # UpstreamCallbacks
+    def on_upstream_headers(self, response: Response, end_stream: bool) -> None:
         self._cluster.stats.response(response.status)
 
-    def on_upstream_data(self, data: bytes) -> None:
-        pass
+    def on_upstream_data(self, data: bytes, end_stream: bool) -> None:
+        if end_stream:
+            self._conn = None
+            self._finish()
 
-    def on_upstream_end(self) -> None:
+    def on_upstream_trailers(self, trailers: Headers) -> None:
         self._conn = None
         self._finish()
 
-    def on_upstream_reset(self, reason: str) -> None:
+    def on_upstream_reset(self, reason: ResetReason) -> None:
         self._conn = None
         self._finish()
 
-    def on_upstream_write_paused(self, paused: bool) -> None:
+    def on_upstream_watermark(self, above: bool) -> None:
         pass
 
-    def on_upstream_flush(self) -> None:
+    def on_upstream_batch_end(self) -> None:
         pass
 
     def _on_timeout(self) -> None:
         self._timer = None
         self._cluster.stats.upstream_rq_timeout.value += 1
         if self._conn is not None:
-            self._conn.detach_and_close()
+            self._conn.reset()
             self._conn = None
         else:
             self._cluster.pool_for(self._host).cancel(self)
@@ -134,6 +137,6 @@ class ShadowRequest:
             return
         self._done = True
         if self._timer is not None:
-            self._timer.cancel()
+            self._timer.cancel()  # type: ignore[attr-defined]
             self._timer = None
         self._cluster.limits.release_request()

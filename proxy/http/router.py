@@ -1,26 +1,44 @@
-"""The router: the terminal step of a stream, which forwards it upstream.
+"""The router: the last filter of every chain, which forwards the request upstream.
 
-Per request it picks the cluster (weighted or by header), applies the route's rewrites and
-header mutations, enforces the timeout, and runs *attempts* — one per try — each of which
-borrows a connection from the chosen host's pool. Whether a failed try is retried is decided
-by :class:`proxy.routing.retry.RetryState` (pure); this module only does the plumbing.
+Per request it answers what the route answers itself (no route, direct response, redirect),
+picks the cluster (weighted or by header) from the stream's runtime snapshot, applies the
+route's rewrites and header mutations, enforces the timeout, and runs *attempts* — one per
+try — each of which gets a connection from the chosen host's pool. Whether a failed try is
+retried is decided by :class:`proxy.routing.retry.RetryState` (pure); this module only does
+the plumbing. It sees its stream only through
+:class:`~proxy.http.filter.DownstreamCallbacks`, and is the load balancer's
+:class:`~proxy.upstream.interfaces.LbContext`.
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
 
 from proxy.codec import Response
 from proxy.codec.headers import strip_hop_by_hop
-from proxy.config.model_route import RouteAction, RouteActionType
+from proxy.config.model_http import RouterConfig
+from proxy.config.model_route import (
+    DirectResponseAction,
+    RedirectAction,
+    RouteAction,
+    RouteActionType,
+)
+from proxy.http.filter import (
+    FilterContext,
+    FilterDataStatus,
+    FilterHeadersStatus,
+    FilterTrailersStatus,
+    HttpFilter,
+)
 from proxy.http.headers import apply_header_options, get_header, remove_headers, set_header
 from proxy.http.local_reply import ResponseFlag
 from proxy.http.mirror import ShadowRequest
+from proxy.http.request_head import has_envoy_headers
 from proxy.http.upstream_request import UpstreamAttempt
-from proxy.routing.lb_hash import hash64
+from proxy.routing.lb_hash import compute_hash, hash64
 from proxy.routing.matcher import pick_weighted_cluster
 from proxy.routing.retry import (
     ENVOY_REQUEST_CONTROL_HEADERS,
@@ -30,31 +48,43 @@ from proxy.routing.retry import (
     final_timeouts,
     parse_envoy_request_controls,
 )
-from proxy.routing.rewrite import rewrite_host, rewrite_path
+from proxy.routing.rewrite import redirect_location, rewrite_host, rewrite_path
+from proxy.upstream.interfaces import PoolFailure, ResetReason
 
 if TYPE_CHECKING:
-    from proxy.config.model_route import Route, WeightedCluster
-    from proxy.http.stream import ActiveStream
-    from proxy.upstream.cluster import RuntimeCluster
-    from proxy.upstream.connection import UpstreamConnection
+    from collections.abc import Set as AbstractSet
 
-__all__ = ["Router"]
+    from proxy.config.model_route import WeightedCluster
+    from proxy.http.filter import DownstreamCallbacks, Headers
+    from proxy.upstream.cluster import RuntimeCluster
+
+__all__ = ["Router", "RouterShared", "router_factory"]
 
 log = structlog.get_logger(__name__)
 
 _RESET_PREFIX = "upstream connect error or disconnect/reset before headers. "
+_STOP = FilterHeadersStatus.STOP_ITERATION
+_TAKEN = FilterDataStatus.STOP_ITERATION_NO_BUFFER
 
 
-def _detail(reason: str) -> str:
-    """A reset reason as Envoy writes it into response code details (no spaces)."""
-    return reason.replace(" ", "_")
+class RouterShared:
+    """The router's config for one connection manager, built once per snapshot."""
+
+    __slots__ = ("buffer_limit", "config", "rng")
+
+    def __init__(self, config: RouterConfig, context: FilterContext) -> None:
+        self.config = config
+        self.rng = context.rng
+        self.buffer_limit = context.buffer_limit
 
 
-# Methods whose requests go upstream without a length when they have no body.
-_BODYLESS = frozenset({b"GET", b"HEAD", b"DELETE", b"TRACE", b"CONNECT"})
+def router_factory(config: object, context: FilterContext) -> Callable[[], HttpFilter]:
+    assert isinstance(config, RouterConfig)
+    shared = RouterShared(config, context)
+    return lambda: Router(shared)
 
 
-class Router:
+class Router(HttpFilter):
     __slots__ = (
         "_body",
         "_body_replayable",
@@ -67,89 +97,168 @@ class Router:
         "_set_cookies",
         "_timeout",
         "_timeout_armed",
+        "_trailers",
         "action",
         "attempt",
         "attempts",
+        "cb",
         "cluster",
         "finished",
         "hash_key",
         "headers",
         "method",
+        "original_destination",
         "path",
         "request_ended",
         "response_started",
         "retry",
         "route",
-        "stream",
+        "shared",
     )
 
-    def __init__(self, stream: ActiveStream, route: Route, action: RouteAction) -> None:
-        self.stream = stream
-        self.route = route
-        self.action = action
+    def __init__(self, shared: RouterShared) -> None:
+        self.shared = shared
         self.cluster: RuntimeCluster | None = None
         self.attempt: UpstreamAttempt | None = None
         self.attempts = 0
         self.retry: RetryState | None = None
         self.hash_key: int | None = None
-        self.headers = stream.request_headers
-        self.method = stream.method
-        self.path = stream.path
         self.request_ended = False
         self.response_started = False
         self.finished = False
-        # Body received while filters held the chain (a fault delay) is where we start.
-        self._body: list[bytes] | None = stream.early_body
-        self._body_size = sum(map(len, stream.early_body)) if stream.early_body else 0
+        self._body: list[bytes] | None = None
+        self._body_size = 0
         self._body_replayable = True
         self._holds_request = False
-        self._timeout: float | None = action.timeout or None
         self._per_try_timeout: float | None = None
         self._timeout_armed = False
-        self._retry_timer: asyncio.TimerHandle | None = None
+        self._retry_timer: object | None = None
         self._set_cookies: list[bytes] | None = None
+        self._trailers: Headers | None = None
         self._expected_timeout_ms: int | None = None
         self._request_end_time: float | None = None
 
+    # -- LbContext ------------------------------------------------------------------------
+    @property
+    def downstream_headers(self) -> Headers | None:
+        return self.headers
+
+    @property
+    def excluded_hosts(self) -> AbstractSet[object] | None:
+        retry = self.retry
+        return retry.exclude if retry is not None else None
+
+    @property
+    def host_selection_attempts(self) -> int:
+        retry = self.retry
+        return retry.host_selection_attempts if retry is not None else 1
+
+    # -- decoder hooks --------------------------------------------------------------------------
+    def decode_headers(
+        self, cb: DownstreamCallbacks, headers: Headers, end_stream: bool
+    ) -> FilterHeadersStatus:
+        self.cb = cb
+        self.headers = headers
+        self.method = cb.method
+        self.path = cb.path
+        self.request_ended = end_stream
+        route = self.route = cb.route
+        if route is None:
+            cb.counter("no_route").value += 1
+            self._answer(404, b"", ResponseFlag.NO_ROUTE_FOUND, "route_not_found")
+            return _STOP
+        action = route.action
+        if type(action) is DirectResponseAction:
+            cb.counter("rq_direct_response").value += 1
+            self._answer(action.status, action.body or b"", None, "direct_response")
+            return _STOP
+        if type(action) is RedirectAction:
+            cb.counter("rq_redirect").value += 1
+            location = redirect_location(
+                route, scheme=cb.stream_info.connection.scheme, host=cb.authority, path=cb.path
+            )
+            self.finished = True
+            cb.send_local_reply(
+                action.response_code, b"", headers=((b"location", location),), details="redirect"
+            )
+            return _STOP
+        assert type(action) is RouteAction
+        self.action = action
+        self._timeout: float | None = action.timeout or None
+        self.start()
+        if end_stream and not self.finished:
+            self._on_request_end()
+        return _STOP
+
+    def decode_data(
+        self, cb: DownstreamCallbacks, data: bytes, end_stream: bool
+    ) -> FilterDataStatus:
+        if self.finished:
+            return _TAKEN
+        if data:
+            self.on_request_data(data)
+        if end_stream:
+            self.on_request_end()
+        return _TAKEN
+
+    def decode_trailers(self, cb: DownstreamCallbacks, trailers: Headers) -> FilterTrailersStatus:
+        if not self.finished and not self.request_ended:
+            self._trailers = trailers  # kept for a retry, like the body
+            attempt = self.attempt
+            if attempt is not None and attempt.conn is not None:
+                attempt.conn.encode_trailers(trailers)
+            self.request_ended = True
+            self._on_request_end()
+        return FilterTrailersStatus.STOP_ITERATION
+
+    def on_destroy(self) -> None:
+        self.on_stream_done()
+
+    def _answer(self, status: int, body: bytes, flag: str | None, details: str) -> None:
+        self.finished = True
+        self.cb.send_local_reply(status, body, flag=flag, details=details)
+
     # -- setup ----------------------------------------------------------------------------
     def start(self) -> None:
-        stream = self.stream
-        hcm = stream.hcm
+        cb = self.cb
+        shared = self.shared
         action = self.action
         headers = self.headers
+        info = cb.stream_info
+        self.original_destination = info.connection.original_destination
         weighted = None
         if action.kind is RouteActionType.CLUSTER:
             name = action.cluster
         elif action.kind is RouteActionType.WEIGHTED_CLUSTERS:
             assert action.weighted_clusters is not None
-            weighted = pick_weighted_cluster(action.weighted_clusters, hcm.rng)
+            weighted = pick_weighted_cluster(action.weighted_clusters, shared.rng)
             name = weighted.name
         else:
             assert action.cluster_header is not None
             value = get_header(headers, action.cluster_header)
             name = value.decode("latin-1") if value else None
-        cluster = hcm.cluster_manager.get(name) if name else None
+        cluster = cb.runtime.clusters.get(name) if name else None
         if cluster is None:
-            hcm.stats.no_cluster.value += 1
-            self.finished = True
-            stream.send_local_reply(
+            cb.counter("no_cluster").value += 1
+            self._answer(
                 action.cluster_not_found_response_code,
-                flag=ResponseFlag.NO_CLUSTER_FOUND,
-                details="cluster_not_found",
+                b"",
+                ResponseFlag.NO_CLUSTER_FOUND,
+                "cluster_not_found",
             )
             return
         self.cluster = cluster
-        stream.cluster_name = cluster.name
+        info.upstream_cluster = cluster.name
+        cb.set_downstream_watermark_listener(self)
         controls = None
-        # Filters may have added x-envoy-* headers since the stream's own scan.
-        if (stream.maybe_envoy_headers or hcm.filter_factories) and hcm.has_envoy_headers(headers):
+        if has_envoy_headers(headers):
             controls = parse_envoy_request_controls(headers)
             remove_headers(headers, ENVOY_REQUEST_CONTROL_HEADERS)
-        headers = self.headers = stream.request_headers = strip_hop_by_hop(headers)
+        headers = self.headers = cb.request_headers = strip_hop_by_hop(headers)
         self._mutate_request(weighted)
         policy = action.retry_policy
-        if policy is None and stream.vhost is not None:
-            policy = stream.vhost.retry_policy
+        if policy is None and cb.vhost is not None:
+            policy = cb.vhost.retry_policy
         expected: int | None
         if policy is None and controls is None:
             # Nothing to reconcile with the route's timeout, and no retries possible: what
@@ -161,19 +270,26 @@ class Router:
                 action.timeout,
                 policy.per_try_timeout if policy is not None else None,
                 controls,
-                respect_expected_rq_timeout=hcm.router_config.respect_expected_rq_timeout,
+                respect_expected_rq_timeout=shared.config.respect_expected_rq_timeout,
             )
             self._timeout = timeouts.global_timeout
             self._per_try_timeout = timeouts.per_try_timeout
             expected = timeouts.expected_rq_timeout_ms
             self.retry = RetryState.create(
-                policy, controls, hcm.rng, request_headers=headers, limits=cluster.limits
+                policy, controls, shared.rng, request_headers=headers, limits=cluster.limits
             )
-        if expected is not None and not hcm.router_config.suppress_envoy_headers:
+        if expected is not None and not shared.config.suppress_envoy_headers:
             self._expected_timeout_ms = expected
             set_header(headers, b"x-envoy-expected-rq-timeout-ms", b"%d" % expected)
         if action.hash_policy and cluster.needs_hash:
-            self.hash_key = cluster.hash_key(action.hash_policy, headers, stream, self._add_cookie)
+            _, _, query = self.path.partition(b"?")
+            self.hash_key = compute_hash(
+                action.hash_policy,
+                headers,
+                info.connection.remote_host,
+                query or None,
+                self._add_cookie,
+            )
         stats = cluster.stats
         if not cluster.limits.try_acquire_request():
             stats.counter("upstream_rq_active_overflow").value += 1  # Envoy's name for it
@@ -187,10 +303,8 @@ class Router:
         """A cookie hash policy with a TTL found no cookie: make one up, as Envoy does, from
         the connection's two addresses (the same for every request on the connection), and
         set it on the response. A TTL of 0 makes a session cookie."""
-        conn = self.stream.conn
-        transport = conn.transport
-        peer = transport.get_extra_info("peername") if transport is not None else None
-        value = b"%x" % hash64(f"{peer}{conn.local_address}".encode())
+        connection = self.cb.stream_info.connection
+        value = b"%x" % hash64(f"{connection.remote_address}{connection.local_address}".encode())
         cookie = b'%s="%s"' % (name, value)
         if ttl:
             cookie += b"; Max-Age=%d" % int(ttl)
@@ -204,21 +318,23 @@ class Router:
 
     def _mutate_request(self, weighted: WeightedCluster | None) -> None:
         """Route, virtual host and route-config header mutations plus path/host rewrites."""
-        stream = self.stream
+        cb = self.cb
         route = self.route
+        assert route is not None
         action = self.action
         headers = self.headers
-        vhost = stream.vhost
-        config = stream.route_config
+        vhost = cb.vhost
+        config = cb.route_config
+        suppress = self.shared.config.suppress_envoy_headers
         new_path = rewrite_path(route, self.path)
         if new_path is not None and new_path != self.path:
-            if not stream.hcm.router_config.suppress_envoy_headers:
+            if not suppress:
                 set_header(headers, b"x-envoy-original-path", self.path)
             self.path = new_path
         new_host = rewrite_host(action, headers, weighted_cluster=weighted)
         if new_host is not None:
-            if not stream.hcm.router_config.suppress_envoy_headers:
-                set_header(headers, b"x-envoy-original-host", stream.authority)
+            if not suppress:
+                set_header(headers, b"x-envoy-original-host", cb.authority)
             set_header(headers, b"host", new_host)
         for owner in (weighted, route, vhost, config):
             if owner is None:
@@ -228,7 +344,7 @@ class Router:
                 remove_headers(headers, remove)
             add = owner.request_headers_to_add
             if add:
-                apply_header_options(headers, add, stream.expand)
+                apply_header_options(headers, add, cb.expand)
         if vhost is not None and vhost.include_request_attempt_count:
             set_header(headers, b"x-envoy-attempt-count", b"1")
 
@@ -236,12 +352,8 @@ class Router:
     def _new_attempt(self) -> None:
         cluster = self.cluster
         assert cluster is not None
-        stream = self.stream
-        retry = self.retry
-        exclude = attempts = None
-        if retry is not None:
-            exclude, attempts = retry.exclude, retry.host_selection_attempts
-        host = cluster.choose_host(self.hash_key, exclude, stream, attempts or 1)
+        cb = self.cb
+        host = cluster.choose_host(self)
         if host is None:
             cluster.stats.upstream_cx_none_healthy.value += 1
             self._fail(
@@ -249,25 +361,33 @@ class Router:
             )
             return
         self.attempts += 1
+        info = cb.stream_info
+        info.attempt_count = self.attempts
         if self.attempts > 1:
-            vhost = stream.vhost
+            vhost = cb.vhost
             if vhost is not None and vhost.include_request_attempt_count:
                 set_header(self.headers, b"x-envoy-attempt-count", b"%d" % self.attempts)
             if self._expected_timeout_ms is not None:
                 self._update_expected_timeout()
+        retry = self.retry
         if retry is not None:
             retry.on_host_attempted(host)
-        attempt = self.attempt = UpstreamAttempt(self, host, cluster.stats)
-        stream.upstream_host = host.address_str
         pool = cluster.pool_for(host)
-        result = pool.acquire(attempt)
+        attempt = self.attempt = UpstreamAttempt(self, host, pool, cluster.stats, cb.timers)
+        info.upstream_host = host.address_str
+        result = pool.new_stream(attempt)
         if result is None:
             return  # queued: on_pool_ready / on_pool_failure follows
-        if type(result) is str:
+        if result is PoolFailure.OVERFLOW:
+            # The circuit breaker said no: answered at once, never retried (as Envoy).
+            attempt.finish()
             self.attempt = None
             self._overflow()
             return
-        attempt.on_pool_ready(result)  # type: ignore[arg-type]
+        if isinstance(result, PoolFailure):
+            attempt.on_pool_failure(result)
+            return
+        attempt.on_pool_ready(result, result.local_address)
 
     def _update_expected_timeout(self) -> None:
         """A retry tells the upstream the time that is left, as Envoy's setTimeoutHeaders."""
@@ -275,13 +395,15 @@ class Router:
         assert expected is not None
         timeout = self._timeout
         if timeout and self._request_end_time is not None:
-            elapsed_ms = int((self.stream.loop.time() - self._request_end_time) * 1000)
+            elapsed_ms = int((self.cb.timers.time() - self._request_end_time) * 1000)
             left = int(timeout * 1000) - elapsed_ms
             expected = 1 if left <= 0 else min(expected, left)
         set_header(self.headers, b"x-envoy-expected-rq-timeout-ms", b"%d" % expected)
 
     def _overflow(self) -> None:
-        self.stream.send_local_reply(
+        self.finished = True
+        self._count_local_reply(503)
+        self.cb.send_local_reply(
             503,
             (_RESET_PREFIX + "reset reason: overflow").encode(),
             flag=ResponseFlag.UPSTREAM_OVERFLOW,
@@ -291,80 +413,87 @@ class Router:
 
     def _attempt_count_header(self) -> tuple[tuple[bytes, bytes], ...]:
         """What Envoy adds to its own replies with include_attempt_count_in_response."""
-        vhost = self.stream.vhost
+        vhost = self.cb.vhost
         if vhost is None or not vhost.include_attempt_count_in_response:
             return ()
         return ((b"x-envoy-attempt-count", b"%d" % max(self.attempts, 1)),)
 
-    def write_request(self, conn: UpstreamConnection) -> None:
+    def write_request(self, attempt: UpstreamAttempt) -> None:
         """Send the request head, and the body received so far, on a fresh attempt."""
-        request = self.stream.request
-        chunked = request.chunked
-        if self.request_ended and self._body is not None and chunked:
-            # The whole body is here: send it with a length instead of chunk framing.
-            body = b"".join(self._body)
-            set_header(self.headers, b"content-length", b"%d" % len(body))
-            conn.write_request_head(self.method, self.path, self.headers, False)
-            remove_headers(self.headers, (b"content-length",))
-            if body:
-                conn.write_data(body)
-            return
+        conn = attempt.conn
+        assert conn is not None
+        body = self._body
         headers = self.headers
-        if not chunked and request.content_length is None and self.method not in _BODYLESS:
-            # Envoy's codec frames a POST, PUT, OPTIONS... that has no body with a length.
-            headers = [*headers, (b"content-length", b"0")]
-        conn.write_request_head(self.method, self.path, headers, chunked)
-        if self._body:
-            for chunk in self._body:
-                conn.write_data(chunk)
-        if self.request_ended:
-            conn.write_end()
+        if self.request_ended and self._trailers is None:
+            if not body:
+                conn.encode_headers(self.method, self.path, headers, True)
+                return
+            if get_header(headers, b"content-length") is None:
+                # The whole body is here: send it with a length instead of chunk framing.
+                joined = b"".join(body)
+                conn.encode_headers(
+                    self.method, self.path, [*headers, (b"content-length", b"%d" % len(joined))],
+                    False,
+                )  # fmt: skip
+                conn.encode_data(joined, True)
+                return
+        conn.encode_headers(self.method, self.path, headers, False)
+        if body:
+            for chunk in body:
+                conn.encode_data(chunk, False)
+        if self._trailers is not None:
+            conn.encode_trailers(self._trailers)
+        elif self.request_ended:
+            conn.encode_data(b"", True)
 
     def on_request_data(self, data: bytes) -> None:
         attempt = self.attempt
-        limit = self.stream.hcm.buffer_limit
+        conn = attempt.conn if attempt is not None else None
+        limit = self.shared.buffer_limit
         if self._body_replayable:
             if self._body is None:
                 self._body = [data]
             else:
                 self._body.append(data)
             self._body_size += len(data)
-            if self._body_size > limit and attempt is not None and attempt.conn is not None:
+            if self._body_size > limit and conn is not None:
                 # Too large to keep for a retry or a mirror: stream it and give up replays.
                 self._body_replayable = False
                 self._body = None
-        if attempt is not None and attempt.conn is not None:
-            attempt.conn.write_data(data)
-        elif not self._body_replayable:
-            pass
-        elif self._body_size > limit:
-            self.stream.conn.pause_reading()  # wait for the upstream connection
+        if conn is not None:
+            conn.encode_data(data, False)
+        elif self._body_replayable and self._body_size > limit and attempt is not None:
+            attempt.wait_for_connection()
 
     def on_request_end(self) -> None:
         if self.request_ended or self.finished:
             return
         self.request_ended = True
-        now = self._request_end_time = self.stream.loop.time()
         attempt = self.attempt
         if attempt is not None and attempt.conn is not None:
-            attempt.conn.write_end()
+            attempt.conn.encode_data(b"", True)
+        self._on_request_end()
+
+    def _on_request_end(self) -> None:
+        cb = self.cb
+        now = self._request_end_time = cb.timers.time()
         if self._timeout:
             # The connection's deadline timer, not a TimerHandle per request (see arm_deadline).
             self._timeout_armed = True
-            self.stream.conn.arm_deadline(now + self._timeout, self._on_timeout)
+            cb.arm_deadline(now + self._timeout, self._on_timeout)
         if self.action.request_mirror_policies:
             self._mirror()
 
     def _mirror(self) -> None:
-        stream = self.stream
-        hcm = stream.hcm
+        cb = self.cb
         if not self._body_replayable:
             return
         body = b"".join(self._body) if self._body else b""
+        rng = self.shared.rng
         for policy in self.action.request_mirror_policies:
-            if policy.runtime_fraction < 1.0 and hcm.rng.random() >= policy.runtime_fraction:
+            if policy.runtime_fraction < 1.0 and rng.random() >= policy.runtime_fraction:
                 continue
-            cluster = hcm.cluster_manager.get(policy.cluster)
+            cluster = cb.runtime.clusters.get(policy.cluster)
             if cluster is None:
                 continue
             ShadowRequest.send(
@@ -375,21 +504,20 @@ class Router:
                 body,
                 timeout=self._timeout,
                 suffix_host=not policy.disable_shadow_host_suffix_append,
-                loop=stream.loop,
+                timers=cb.timers,
             )
 
     # -- attempt outcomes -------------------------------------------------------------------
     def on_attempt_ready(self, attempt: UpstreamAttempt) -> None:
         if self._per_try_timeout:
-            attempt.per_try_handle = self.stream.loop.call_later(
+            attempt.per_try_handle = self.cb.timers.call_later(
                 self._per_try_timeout, self._on_per_try_timeout, attempt
             )
-        # Reading may have been paused while the body waited for this connection.
-        self.stream.conn.resume_reading()
 
     def on_attempt_response(self, attempt: UpstreamAttempt, response: Response) -> None:
         cluster = self.cluster
         assert cluster is not None
+        cb = self.cb
         status = response.status
         headers = response.headers
         cluster.report_response(attempt.host, status)
@@ -402,10 +530,12 @@ class Router:
             return
         attempt.cancel_timer()
         self.response_started = True
-        self.stream.response_details = "via_upstream"
+        info = cb.stream_info
+        info.response_code_details = "via_upstream"
         stats = cluster.stats
         stats.response(status)
-        elapsed_ms = (self.stream.loop.time() - attempt.start_time) * 1000.0
+        now = info.first_upstream_rx_byte = cb.timers.time()
+        elapsed_ms = (now - attempt.start_time) * 1000.0
         stats.upstream_rq_time.record(elapsed_ms)
         if retry is not None and retry.retry_succeeded:
             stats.upstream_rq_retry_success.value += 1
@@ -413,43 +543,43 @@ class Router:
         if status == 204:
             # No body, and no length either: Envoy drops a content-length a 204 carries.
             remove_headers(headers, (b"content-length",))
-        if not self.stream.hcm.router_config.suppress_envoy_headers:
+        if not self.shared.config.suppress_envoy_headers:
             headers.append((b"x-envoy-upstream-service-time", b"%d" % elapsed_ms))
-        vhost = self.stream.vhost
+        vhost = cb.vhost
         if vhost is not None and vhost.include_attempt_count_in_response:
             headers.append((b"x-envoy-attempt-count", b"%d" % self.attempts))
         if self._set_cookies:
             headers.extend((b"set-cookie", cookie) for cookie in self._set_cookies)
-        has_body = not (self.stream.is_head or status in (204, 304) or 100 <= status < 200)
-        chunked = has_body and response.content_length is None
-        self.stream.encode_headers(status, headers, chunked=chunked)
+        cb.encode_headers(status, headers, False)
 
     def on_attempt_end(self, attempt: UpstreamAttempt) -> None:
         attempt.cancel_timer()
         self.attempt = None
-        self.stream.encode_end()
+        self.cb.encode_data(b"", True)
 
-    def on_attempt_failure(self, attempt: UpstreamAttempt, kind: str, reason: str) -> None:
+    def on_attempt_failure(self, attempt: UpstreamAttempt, kind: str, reason: ResetReason) -> None:
         """A try failed before a usable response: ``kind`` is connect_failure / reset /
         timeout (per try)."""
         cluster = self.cluster
         assert cluster is not None
+        cb = self.cb
+        info = cb.stream_info
         attempt.cancel_timer()
-        protocol_error = reason == "protocol error"
+        protocol_error = reason is ResetReason.PROTOCOL_ERROR
         if self.response_started:
             # Envoy reports a response cut short (close or reset mid-body) as a protocol error.
-            self.stream.add_response_flag(
+            info.add_response_flag(
                 ResponseFlag.UPSTREAM_PROTOCOL_ERROR
                 if protocol_error
                 else ResponseFlag.UPSTREAM_CONNECTION_TERMINATION
             )
-            self.stream.response_details = (
-                f"upstream_reset_after_response_started{{{_detail(reason)}}}"
-            )
+            info.response_code_details = f"upstream_reset_after_response_started{{{reason.detail}}}"
             cluster.stats.upstream_rq_rx_reset.value += 1
             self.attempt = None
-            self.stream.reset()
+            cb.reset()
             return
+        if kind == "connect_failure":
+            info.upstream_transport_failure_reason = reason.value
         cluster.report_local_failure(attempt.host, kind)
         retry = self.retry
         if retry is not None and self._retry_decided(retry.decide_reset(ResetKind(kind)), attempt):
@@ -458,6 +588,10 @@ class Router:
             self.attempt = None
             self._on_timeout(per_try=True)
             return
+        if reason is ResetReason.OVERFLOW:
+            self.attempt = None
+            self._overflow()
+            return
         if kind == "connect_failure":
             flag = ResponseFlag.UPSTREAM_CONNECTION_FAILURE
         elif protocol_error:
@@ -465,7 +599,7 @@ class Router:
         else:
             flag = ResponseFlag.UPSTREAM_CONNECTION_TERMINATION
         prefix = "retried and the latest " if self.attempts > 1 else ""
-        body = f"{_RESET_PREFIX}{prefix}reset reason: {reason}".encode()
+        body = f"{_RESET_PREFIX}{prefix}reset reason: {reason.value}".encode()
         self.attempt = None
         # An upstream that does not speak HTTP is a bad gateway; one that went away is not
         # available (Envoy's codes).
@@ -473,7 +607,7 @@ class Router:
             502 if protocol_error else 503,
             body,
             flag,
-            f"upstream_reset_before_response_started{{{_detail(reason)}}}",
+            f"upstream_reset_before_response_started{{{reason.detail}}}",
         )
 
     def _retry_decided(
@@ -485,13 +619,14 @@ class Router:
         assert cluster is not None and retry is not None
         if decision is RetryStatus.NO:
             return False
+        info = self.cb.stream_info
         if decision is RetryStatus.LIMIT_EXCEEDED:
             cluster.stats.upstream_rq_retry_limit_exceeded.value += 1
-            self.stream.add_response_flag(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED)
+            info.add_response_flag(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED)
             return False
         if decision is RetryStatus.OVERFLOW:
             cluster.stats.upstream_rq_retry_overflow.value += 1
-            self.stream.add_response_flag(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED)
+            info.add_response_flag(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED)
             return False
         if not self._body_replayable:
             return False
@@ -501,7 +636,7 @@ class Router:
         else:
             attempt.abandon()
         self.attempt = None
-        self._retry_timer = self.stream.loop.call_later(retry.next_backoff(), self._do_retry)
+        self._retry_timer = self.cb.timers.call_later(retry.next_backoff(), self._do_retry)
         return True
 
     def _complete_without_body(self, response: Response) -> bool:
@@ -512,10 +647,10 @@ class Router:
 
     def _do_retry(self) -> None:
         self._retry_timer = None
-        if self.finished or self.stream.done:
+        if self.finished:
             return
         self._new_attempt()
-        self.stream.conn.flush()
+        self.cb.flush()
 
     def _on_timeout(self, per_try: bool = False) -> None:
         if not per_try:
@@ -530,15 +665,15 @@ class Router:
         if attempt is not None:
             attempt.abandon()
             self.attempt = None
-        if self._retry_timer is not None:
-            self._retry_timer.cancel()
-            self._retry_timer = None
-        self.stream.add_response_flag(ResponseFlag.UPSTREAM_REQUEST_TIMEOUT)
+        self._cancel_retry_timer()
+        cb = self.cb
+        cb.stream_info.add_response_flag(ResponseFlag.UPSTREAM_REQUEST_TIMEOUT)
         if self.response_started:
-            self.stream.reset()
+            cb.reset()
             return
         details = "upstream_per_try_timeout" if per_try else "response_timeout"
         self._fail(504, b"upstream request timeout", None, details)
+        cb.flush()
 
     def _on_per_try_timeout(self, attempt: UpstreamAttempt) -> None:
         attempt.per_try_handle = None
@@ -546,34 +681,39 @@ class Router:
             return
         assert self.cluster is not None
         self.cluster.stats.upstream_rq_per_try_timeout.value += 1
-        self.on_attempt_failure(attempt, "timeout", "per try timeout")
-        self.stream.conn.flush()
+        self.on_attempt_failure(attempt, "timeout", ResetReason.LOCAL_RESET)
+        self.cb.flush()
 
     def _fail(self, status: int, body: bytes, flag: str | None, details: str) -> None:
         self.finished = True
-        self.stream.send_local_reply(
+        self._count_local_reply(status)
+        self.cb.send_local_reply(
             status, body, flag=flag, headers=self._attempt_count_header(), details=details
         )
 
-    # -- stream callbacks -----------------------------------------------------------------------
-    def on_local_reply(self, status: int) -> None:
+    def _count_local_reply(self, status: int) -> None:
         cluster = self.cluster
         if cluster is not None and status >= 500 and not self.response_started:
             cluster.stats.response(status)
 
-    def on_downstream_reset(self) -> None:
+    def _cancel_retry_timer(self) -> None:
+        timer = self._retry_timer
+        if timer is not None:
+            timer.cancel()  # type: ignore[attr-defined]
+            self._retry_timer = None
+
+    # -- stream events ------------------------------------------------------------------------
+    def on_downstream_watermark(self, above: bool) -> None:
+        """The client's write buffer filled (or drained): stop (resume) reading upstream."""
         attempt = self.attempt
         if attempt is not None:
-            attempt.abandon()
-            self.attempt = None
+            attempt.hold_upstream(above)
 
     def on_stream_done(self) -> None:
         if self._timeout_armed:
             self._timeout_armed = False
-            self.stream.conn.disarm_deadline()
-        if self._retry_timer is not None:
-            self._retry_timer.cancel()
-            self._retry_timer = None
+            self.cb.disarm_deadline()
+        self._cancel_retry_timer()
         if self.retry is not None:
             self.retry.release()
         attempt = self.attempt

@@ -1,157 +1,184 @@
 """One try of a routed request: the bridge between the router and an upstream connection.
 
-An :class:`UpstreamAttempt` is both the pool's waiter (it is handed a connection) and the
-connection's sink (it receives the response); it forwards each event to its router, which
-decides what the try's outcome means (retry, answer, reset).
+An :class:`UpstreamAttempt` is the pool's :class:`~proxy.upstream.interfaces.PoolWaiter`: it
+is handed a :class:`~proxy.upstream.interfaces.RequestEncoder` and receives the response as
+:class:`~proxy.upstream.interfaces.UpstreamCallbacks`. It forwards each event to its router,
+which decides what the try's outcome means (retry, answer, reset). The read-disables it asks
+of either side are counted here and undone when the try ends, so a retry never inherits them.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from proxy.codec import Response
+from proxy.upstream.interfaces import Headers, PoolFailure, RequestEncoder, ResetReason
 
 if TYPE_CHECKING:
+    from proxy.http.filter import Timers
     from proxy.http.router import Router
     from proxy.stats import ClusterStats
-    from proxy.upstream.connection import UpstreamConnection
     from proxy.upstream.host import Host
+    from proxy.upstream.pool import ConnectionPool
 
 __all__ = ["UpstreamAttempt"]
 
 
 class UpstreamAttempt:
-    """One try: a :class:`~proxy.upstream.pool.PoolWaiter` and an
-    :class:`~proxy.upstream.connection.UpstreamSink` in one object."""
-
     __slots__ = (
+        "_held_downstream",
+        "_held_upstream",
         "attached",
         "conn",
         "done",
         "host",
         "per_try_handle",
+        "pool",
         "router",
         "start_time",
         "stats",
     )
 
-    def __init__(self, router: Router, host: Host, stats: ClusterStats) -> None:
+    def __init__(
+        self, router: Router, host: Host, pool: ConnectionPool, stats: ClusterStats, timers: Timers
+    ) -> None:
         self.router = router
         self.host = host
+        self.pool = pool
         self.stats = stats
         self.attached = False
-        self.conn: UpstreamConnection | None = None
-        self.per_try_handle: asyncio.TimerHandle | None = None
-        self.start_time = router.stream.loop.time()
+        self.conn: RequestEncoder | None = None
+        self.per_try_handle: object | None = None
+        self.start_time = timers.time()
         self.done = False
+        self._held_downstream = 0
+        self._held_upstream = 0
         host.active_requests += 1
 
-    def on_pool_ready(self, conn: UpstreamConnection) -> None:
+    # -- PoolCallbacks ----------------------------------------------------------------------
+    def on_pool_ready(self, encoder: RequestEncoder, local_address: str | None) -> None:
         router = self.router
         if self.done or router.attempt is not self:
-            router.cluster.pool_for(self.host).release(conn)  # type: ignore[union-attr]
+            encoder.reset()
             return
-        self.conn = conn
-        conn.attach(self)
+        self.conn = encoder
         # Envoy counts a request to the cluster when it gets a connection, once per try.
         self.attached = True
         self.stats.upstream_rq_total.value += 1
         self.stats.upstream_rq_active.value += 1
-        router.write_request(conn)
+        router.cb.stream_info.upstream_local_address = local_address
+        self.hold_downstream(False)  # the body that waited for this connection may flow
+        router.write_request(self)
         router.on_attempt_ready(self)
 
-    def on_pool_failure(self, reason: str, local_failure: str) -> None:
+    def on_pool_failure(self, failure: PoolFailure) -> None:
         if self.done:
             return
-        self._finish()
-        self.router.on_attempt_failure(self, "connect_failure", reason)
-        self.router.stream.conn.flush()
+        self.finish()
+        self.router.on_attempt_failure(self, "connect_failure", failure.reset_reason)
+        self.router.cb.flush()
 
-    def on_upstream_response(self, response: Response) -> None:
+    # -- UpstreamCallbacks ---------------------------------------------------------------------
+    def on_upstream_headers(self, response: Response, end_stream: bool) -> None:
         self.router.on_attempt_response(self, response)
+        if end_stream:
+            self.on_upstream_data(b"", True)
 
-    def on_upstream_data(self, data: bytes) -> None:
-        self.router.stream.encode_data(data)
+    def on_upstream_data(self, data: bytes, end_stream: bool) -> None:
+        if end_stream:
+            self.finish()
+            if data:
+                self.router.cb.encode_data(data, False)
+            self.router.on_attempt_end(self)
+        else:
+            self.router.cb.encode_data(data, False)
 
-    def on_upstream_end(self) -> None:
-        self._finish()
-        self.router.on_attempt_end(self)
+    def on_upstream_trailers(self, trailers: Headers) -> None:
+        self.finish()
+        self.cancel_timer()
+        self.router.attempt = None
+        self.router.cb.encode_trailers(trailers)
 
-    def on_upstream_reset(self, reason: str) -> None:
+    def on_upstream_reset(self, reason: ResetReason) -> None:
         if self.done:
             return
-        self._finish()
+        self.finish()
         self.router.on_attempt_failure(self, "reset", reason)
-        self.router.stream.conn.flush()
 
-    def on_upstream_write_paused(self, paused: bool) -> None:
-        conn = self.router.stream.conn
-        if paused:
-            conn.pause_reading()
+    def on_upstream_watermark(self, above: bool) -> None:
+        # The upstream connection's write buffer is full: stop reading the client.
+        self.hold_downstream(above)
+
+    def on_upstream_batch_end(self) -> None:
+        self.router.cb.flush()
+
+    # -- read-disables, counted per try ---------------------------------------------------------
+    def wait_for_connection(self) -> None:
+        """The body outgrew the buffer before a connection came: stop reading the client
+        until ``on_pool_ready``."""
+        if not self._held_downstream:
+            self.hold_downstream(True)
+
+    def hold_downstream(self, hold: bool) -> None:
+        if hold:
+            self._held_downstream += 1
+        elif self._held_downstream:
+            self._held_downstream -= 1
         else:
-            conn.resume_reading()
+            return
+        self.router.cb.read_disable(hold)
 
-    def on_upstream_flush(self) -> None:
-        self.router.stream.conn.flush()
+    def hold_upstream(self, hold: bool) -> None:
+        conn = self.conn
+        if conn is None or self.done:
+            return
+        if hold:
+            self._held_upstream += 1
+        elif self._held_upstream:
+            self._held_upstream -= 1
+        else:
+            return
+        conn.read_disable(hold)
 
+    # -- the router's side ------------------------------------------------------------------
     def cancel_timer(self) -> None:
         handle = self.per_try_handle
         if handle is not None:
-            handle.cancel()
+            handle.cancel()  # type: ignore[attr-defined]
             self.per_try_handle = None
 
     def abandon(self) -> None:
         """Give the try up: its connection is closed (the response may still be in flight)."""
         if self.done:
             return
-        self._finish()
+        self.finish()
         self.cancel_timer()
         conn = self.conn
         if conn is not None:
-            conn.detach_and_close()
+            conn.reset()
         else:
-            self.router.cluster.pool_for(self.host).cancel(self)  # type: ignore[union-attr]
+            self.pool.cancel(self)
 
     def discard_response(self) -> None:
         """Give the try up on a response that ends with its head: the connection reads that
         end and goes back to the pool instead of being closed (Envoy reuses it too)."""
         if self.done:
             return
-        self._finish()
+        self.finish()
         self.cancel_timer()
         conn = self.conn
         if conn is not None:
             self.conn = None
-            conn.sink = _DiscardSink()
+            conn.discard_response()
 
-    def _finish(self) -> None:
+    def finish(self) -> None:
         if not self.done:
             self.done = True
             self.host.active_requests -= 1
             if self.attached:
                 self.stats.upstream_rq_active.value -= 1
-
-
-class _DiscardSink:
-    """Takes the rest of an exchange nobody waits for any more."""
-
-    __slots__ = ()
-
-    def on_upstream_response(self, response: Response) -> None:
-        pass
-
-    def on_upstream_data(self, data: bytes) -> None:
-        pass
-
-    def on_upstream_end(self) -> None:
-        pass
-
-    def on_upstream_reset(self, reason: str) -> None:
-        pass
-
-    def on_upstream_write_paused(self, paused: bool) -> None:
-        pass
-
-    def on_upstream_flush(self) -> None:
-        pass
+            while self._held_downstream:
+                self.hold_downstream(False)
+            # Reads of the upstream connection belong to the exchange: the connection clears
+            # them itself when it is reused, and a connection given up is closed.
+            self._held_upstream = 0

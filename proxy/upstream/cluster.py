@@ -11,8 +11,6 @@ import asyncio
 import random
 import socket
 from collections.abc import Callable, Sequence
-from collections.abc import Set as AbstractSet
-from typing import TYPE_CHECKING
 
 import structlog
 
@@ -26,15 +24,11 @@ from proxy.config.model import (
 )
 from proxy.routing.circuit_breaker import ResourceLimits
 from proxy.routing.lb import LoadBalancer, build_load_balancer
-from proxy.routing.lb_hash import AddCookie, compute_hash
 from proxy.routing.outlier import LocalFailure, OutlierAction, OutlierDetector, OutlierEvent
 from proxy.stats import ClusterStats, StatsStore
 from proxy.upstream.host import Host
-from proxy.upstream.pool import ConnectionPool
-
-if TYPE_CHECKING:
-    from proxy.config.model_route import HashPolicy
-    from proxy.http.stream import ActiveStream
+from proxy.upstream.interfaces import LbContext
+from proxy.upstream.pool import ConnectionPool, Connector, LoopConnector
 
 __all__ = ["RuntimeCluster"]
 
@@ -52,12 +46,14 @@ class RuntimeCluster:
         stats: StatsStore,
         rng: random.Random,
         clock: Callable[[], float],
+        connector: Connector | None = None,
     ) -> None:
         self.model = model
         self.name = model.name
         self._loop = loop
         self._rng = rng
         self._clock = clock
+        self._connector = connector if connector is not None else LoopConnector(loop)
         self.stats = ClusterStats(stats, model.name)
         self.limits = ResourceLimits(model.circuit_breakers.default)
         self.hosts: list[Host] = []
@@ -85,18 +81,16 @@ class RuntimeCluster:
             self.update_endpoints(model.load_assignment)
 
     # -- data path --------------------------------------------------------------------------
-    def choose_host(
-        self,
-        hash_key: int | None,
-        exclude: AbstractSet[object] | None,
-        stream: ActiveStream | None,
-        attempts: int = 1,
-    ) -> Host | None:
-        """``attempts``: picks allowed while the pick is in ``exclude`` (the retry policy's
-        ``host_selection_retry_max_attempts`` + 1)."""
+    def choose_host(self, context: LbContext | None) -> Host | None:
+        """A host for one request; ``context`` None for requests that carry nothing to
+        choose by (mirrors, TCP proxying)."""
+        if context is None:
+            return None if self.original_dst else self.lb.choose(None, None, 1)
         if self.original_dst:
-            return self._original_dst_host(stream)
-        return self.lb.choose(hash_key, exclude, attempts)
+            return self._original_dst_host(context)
+        return self.lb.choose(
+            context.hash_key, context.excluded_hosts, context.host_selection_attempts
+        )
 
     def pool_for(self, host: Host) -> ConnectionPool:
         pool = host.pool
@@ -104,7 +98,7 @@ class RuntimeCluster:
             model = self.model
             pool = host.pool = ConnectionPool(
                 host,
-                loop=self._loop,
+                connector=self._connector,
                 stats=self.stats,
                 limits=self.limits,
                 connect_timeout=model.connect_timeout,
@@ -114,16 +108,6 @@ class RuntimeCluster:
                 on_local_failure=self.report_local_failure,
             )
         return pool
-
-    def hash_key(
-        self,
-        policies: Sequence[HashPolicy],
-        headers: list[tuple[bytes, bytes]],
-        stream: ActiveStream,
-        add_cookie: AddCookie | None = None,
-    ) -> int | None:
-        _, _, query = stream.path.partition(b"?")
-        return compute_hash(policies, headers, stream.downstream_address, query or None, add_cookie)
 
     def report_response(self, host: Host, status: int) -> None:
         outlier = self.outlier
@@ -186,7 +170,7 @@ class RuntimeCluster:
         self._by_key = by_key
         for host in removed:
             if host.pool is not None:
-                host.pool.close()
+                host.pool.drain()
         if self.outlier is not None:
             self.outlier.set_hosts(hosts)
         self.lb = build_load_balancer(
@@ -199,21 +183,18 @@ class RuntimeCluster:
         self.stats.membership_healthy.value = sum(1 for h in self.hosts if h.healthy)
         self.stats.ejections_active.value = sum(1 for h in self.hosts if h.ejected)
 
-    def _original_dst_host(self, stream: ActiveStream | None) -> Host | None:
-        if stream is None:
-            return None
+    def _original_dst_host(self, context: LbContext) -> Host | None:
         cfg = self.model.original_dst_lb_config
         target: tuple[str, int] | None = None
         if cfg.use_http_header:
-            from proxy.http.headers import get_header
-
-            value = get_header(stream.request_headers, cfg.http_header_name)
+            headers = context.downstream_headers
+            value = _header(headers, cfg.http_header_name) if headers is not None else None
             if value:
                 address, _, port = value.decode("latin-1").rpartition(":")
                 if port.isdigit():
                     target = (address.strip("[]"), int(port))
         else:
-            target = stream.conn.original_destination
+            target = context.original_destination
         return self.host_for_destination(target)
 
     def host_for_destination(self, target: tuple[str, int] | None) -> Host | None:
@@ -287,11 +268,27 @@ class RuntimeCluster:
                 refresh = model.dns_failure_refresh_rate
             await asyncio.sleep(refresh)
 
-    def close(self) -> None:
+    def drain(self) -> None:
+        """The cluster left the configuration (or was replaced): stop its timers, let the
+        requests that still use it finish, and close its connections as they come back."""
         if self._outlier_timer is not None:
             self._outlier_timer.cancel()
         if self._dns_task is not None:
             self._dns_task.cancel()
         for host in self.hosts:
             if host.pool is not None:
+                host.pool.drain()
+
+    def close(self) -> None:
+        """Shut down: fail what waits for a connection too."""
+        self.drain()
+        for host in self.hosts:
+            if host.pool is not None:
                 host.pool.close()
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for k, v in headers:
+        if k == name:
+            return v
+    return None

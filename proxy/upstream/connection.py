@@ -1,15 +1,16 @@
 """One HTTP/1.1 connection to an upstream host (an ``asyncio.Protocol``).
 
 The connection carries one request at a time (HTTP/1.1 without pipelining, as Envoy's
-HTTP/1 pool does). Parsed response events go straight to the owning :class:`UpstreamSink`
-through plain method calls: no Task, no queue, no per-event allocation beyond the codec's.
+HTTP/1 pool does), so it is itself that request's :class:`RequestEncoder`. Parsed response
+events go straight to the attached :class:`UpstreamCallbacks` through plain method calls: no
+Task, no queue, no per-event allocation beyond the codec's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, cast
 
 import structlog
 
@@ -23,29 +24,19 @@ from proxy.codec import (
     Response,
 )
 from proxy.transport.flow_control import FlowControl
+from proxy.upstream.interfaces import Headers, ResetReason, UpstreamCallbacks
 from pymesh.errors import RemoteProtocolError
 
 if TYPE_CHECKING:
     from proxy.upstream.pool import ConnectionPool
 
-__all__ = ["UpstreamConnection", "UpstreamSink"]
+__all__ = ["UpstreamConnection"]
 
 log = structlog.get_logger(__name__)
 
-# Envoy's reset reasons, as its local replies spell them.
-_TERMINATION = "connection termination"
-_PROTOCOL_ERROR = "protocol error"
-
-
-class UpstreamSink(Protocol):
-    """What an upstream connection reports to (the router's upstream request)."""
-
-    def on_upstream_response(self, response: Response) -> None: ...
-    def on_upstream_data(self, data: bytes) -> None: ...
-    def on_upstream_end(self) -> None: ...
-    def on_upstream_reset(self, reason: str) -> None: ...
-    def on_upstream_write_paused(self, paused: bool) -> None: ...
-    def on_upstream_flush(self) -> None: ...
+# Methods whose requests go upstream without a length when they have no body; Envoy's codec
+# frames a POST, PUT, OPTIONS... that has no body with ``content-length: 0``.
+_BODYLESS = frozenset({b"GET", b"HEAD", b"DELETE", b"TRACE", b"CONNECT"})
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -53,10 +44,11 @@ class UpstreamConnection(asyncio.Protocol):
         "_codec",
         "_flow",
         "_mid_response",
+        "callbacks",
         "closed",
+        "local_address",
         "pool",
         "requests",
-        "sink",
         "transport",
         "write_paused",
     )
@@ -65,11 +57,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self._codec = ClientConnection()
-        self.sink: UpstreamSink | None = None
+        self.callbacks: UpstreamCallbacks | None = None
         self.closed = False
         self.write_paused = False
+        self.local_address: str | None = None
         self._flow: FlowControl | None = None
-        # A response head went to the sink and its body has not ended: a close now cuts a
+        # A response head went to the callbacks and its body has not ended: a close now cuts a
         # response short, which Envoy reports as a protocol error, not a termination.
         self._mid_response = False
         self.requests = 0
@@ -79,14 +72,17 @@ class UpstreamConnection(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, only duck-typed ones.
         self.transport = cast(asyncio.Transport, transport)
         self._flow = FlowControl(self.transport)
+        local = transport.get_extra_info("sockname")
+        if isinstance(local, tuple):
+            self.local_address = f"{local[0]}:{local[1]}"
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
         self.pool.stats.upstream_cx_rx_bytes_total.value += len(data)
-        sink = self.sink
-        if sink is None:
+        cb = self.callbacks
+        if cb is None:
             # Bytes while idle: the server broke HTTP/1.1 framing; never reuse this connection.
             self.close()
             return
@@ -95,43 +91,47 @@ class UpstreamConnection(asyncio.Protocol):
             codec.receive_data(data)
             while True:
                 event = codec.next_event()
-                if event is NEED_DATA:
-                    sink.on_upstream_flush()
-                    return
-                if type(event) is Data:
-                    sink.on_upstream_data(event.data)
-                elif type(event) is Response:
+                kind = type(event)
+                if kind is Data:
+                    cb.on_upstream_data(event.data, False)  # type: ignore[union-attr]
+                elif kind is Response:
                     self._mid_response = True
-                    sink.on_upstream_response(event)
-                elif type(event) is EndOfMessage:
-                    self._finish_exchange(sink)
-                    sink.on_upstream_flush()
+                    cb.on_upstream_headers(event, False)  # type: ignore[arg-type]
+                elif kind is EndOfMessage:
+                    # HTTP/1.1 trailers are dropped, as Envoy does without enable_trailers.
+                    self._finish_exchange(cb)
+                    cb.on_upstream_batch_end()
                     return
-                elif type(event) is InformationalResponse:
+                elif event is NEED_DATA:
+                    cb.on_upstream_batch_end()
+                    return
+                elif kind is InformationalResponse:
                     continue  # 100 Continue was already answered downstream by the proxy
-                elif type(event) is ConnectionClosed:
-                    self._reset(_TERMINATION)
+                elif kind is ConnectionClosed:
+                    self._reset(ResetReason.CONNECTION_TERMINATION)
                     return
-                if self.sink is not sink:
-                    # The sink detached itself (retry, reset) while handling the event, or
-                    # handed the rest of the exchange over to be read and dropped.
-                    sink.on_upstream_flush()
-                    if self.sink is None:
+                if self.callbacks is not cb:
+                    # The callbacks detached (retry, reset) while handling the event, or handed
+                    # the rest of the exchange over to be read and dropped.
+                    cb.on_upstream_batch_end()
+                    if self.callbacks is None:
                         return
-                    sink = self.sink
+                    cb = self.callbacks
         except RemoteProtocolError as exc:
             log.debug("upstream protocol error", error=str(exc))
-            self._reset(_PROTOCOL_ERROR)
-            sink.on_upstream_flush()
+            self._reset(ResetReason.PROTOCOL_ERROR)
+            cb.on_upstream_batch_end()
 
     def eof_received(self) -> bool | None:
-        if self.sink is not None:
+        cb = self.callbacks
+        if cb is not None:
             try:
                 self._codec.receive_data(b"")
                 event = self._codec.next_event()
                 # A close-delimited body ends at EOF: that is a complete response.
                 if type(event) is EndOfMessage:
-                    self._finish_exchange(self.sink)
+                    self._finish_exchange(cb)
+                    cb.on_upstream_batch_end()
                     return None
             except RemoteProtocolError:
                 pass
@@ -141,36 +141,73 @@ class UpstreamConnection(asyncio.Protocol):
         if not self.closed:
             self.closed = True
             self.pool.stats.upstream_cx_destroy_remote.value += 1
-        sink, self.sink = self.sink, None
+        cb, self.callbacks = self.callbacks, None
         self.pool.on_connection_closed(self)
-        if sink is not None:
-            sink.on_upstream_reset(_PROTOCOL_ERROR if self._mid_response else _TERMINATION)
+        if cb is not None:
+            cb.on_upstream_reset(
+                ResetReason.PROTOCOL_ERROR
+                if self._mid_response
+                else ResetReason.CONNECTION_TERMINATION
+            )
+            cb.on_upstream_batch_end()
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        if self.sink is not None:
-            self.sink.on_upstream_write_paused(True)
+        if self.callbacks is not None:
+            self.callbacks.on_upstream_watermark(True)
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self.sink is not None:
-            self.sink.on_upstream_write_paused(False)
+        if self.callbacks is not None:
+            self.callbacks.on_upstream_watermark(False)
 
-    # -- used by the router ----------------------------------------------------------------
-    def attach(self, sink: UpstreamSink) -> None:
-        self.sink = sink
+    # -- the pool's side -----------------------------------------------------------------
+    def attach(self, callbacks: UpstreamCallbacks) -> None:
+        self.callbacks = callbacks
         self._mid_response = False
         self.requests += 1
 
-    def write_request_head(
-        self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], chunked: bool
+    # -- RequestEncoder --------------------------------------------------------------------
+    def encode_headers(
+        self, method: bytes, path: bytes, headers: Headers, end_stream: bool
     ) -> None:
-        self.write(self._codec.send_request(method, target, headers, chunked=chunked))
+        """The request head. Body framing follows the headers: a content-length when there
+        is one, chunked when a body follows without one, none when the request ends here."""
+        if end_stream:
+            if method not in _BODYLESS and not _has_length(headers):
+                headers = [*headers, (b"content-length", b"0")]
+            self.write(self._codec.send_request(method, path, headers, chunked=False))
+            self._end()
+            return
+        chunked = not _has_length(headers)
+        self.write(self._codec.send_request(method, path, headers, chunked=chunked))
 
-    def write_data(self, data: bytes) -> None:
-        self.write(self._codec.send_data(data))
+    def encode_data(self, data: bytes, end_stream: bool) -> None:
+        if data:
+            self.write(self._codec.send_data(data))
+        if end_stream:
+            self._end()
 
-    def write_end(self) -> None:
+    def encode_trailers(self, trailers: Headers) -> None:
+        end = self._codec.send_end(trailers)
+        if end:
+            self.write(end)
+
+    def read_disable(self, disable: bool) -> None:
+        if self._flow is not None:
+            self._flow.read_disable(disable)
+
+    def reset(self) -> None:
+        """Abandon the exchange in flight (retry, timeout, downstream reset): the connection
+        cannot be reused because the response may still be arriving."""
+        self.callbacks = None
+        self.close()
+
+    def discard_response(self) -> None:
+        self.callbacks = _DISCARD
+
+    # -- output ------------------------------------------------------------------------------
+    def _end(self) -> None:
         end = self._codec.send_end()
         if end:
             self.write(end)
@@ -181,20 +218,6 @@ class UpstreamConnection(asyncio.Protocol):
             self.pool.stats.upstream_cx_tx_bytes_total.value += len(data)
             transport.write(data)
 
-    def pause_reading(self) -> None:
-        if self._flow is not None:
-            self._flow.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self._flow is not None:
-            self._flow.resume_reading()
-
-    def detach_and_close(self) -> None:
-        """Abandon the exchange in flight (retry, timeout, downstream reset): the connection
-        cannot be reused because the response may still be arriving."""
-        self.sink = None
-        self.close()
-
     def close(self) -> None:
         if not self.closed:
             self.closed = True
@@ -203,21 +226,57 @@ class UpstreamConnection(asyncio.Protocol):
                 self.transport.abort()
 
     # -- internals ----------------------------------------------------------------------------
-    def _finish_exchange(self, sink: UpstreamSink) -> None:
-        self.sink = None
+    def _finish_exchange(self, cb: UpstreamCallbacks) -> None:
+        self.callbacks = None
         self._mid_response = False
+        if self._flow is not None:
+            # Every reason to stop reading belonged to this exchange.
+            self._flow.clear()
         if self._codec.keep_alive and not self.closed:
             self._codec.start_next_cycle()
-            self.resume_reading()
-            # Released before the sink hears of the end, so that a request the sink's
-            # completion triggers can pick this very connection up again.
+            # Released before the callbacks hear of the end, so that a request the end
+            # triggers can pick this very connection up again.
             self.pool.release(self)
         else:
             self.close()
-        sink.on_upstream_end()
+        cb.on_upstream_data(b"", True)
 
-    def _reset(self, reason: str) -> None:
-        sink, self.sink = self.sink, None
+    def _reset(self, reason: ResetReason) -> None:
+        cb, self.callbacks = self.callbacks, None
         self.close()
-        if sink is not None:
-            sink.on_upstream_reset(reason)
+        if cb is not None:
+            cb.on_upstream_reset(reason)
+
+
+def _has_length(headers: Headers) -> bool:
+    for name, _ in headers:  # noqa: SIM110 - a plain loop is cheaper than any() here
+        if name == b"content-length":
+            return True
+    return False
+
+
+class _DiscardCallbacks:
+    """Takes the rest of an exchange nobody waits for any more."""
+
+    __slots__ = ()
+
+    def on_upstream_headers(self, response: Response, end_stream: bool) -> None:
+        pass
+
+    def on_upstream_data(self, data: bytes, end_stream: bool) -> None:
+        pass
+
+    def on_upstream_trailers(self, trailers: Headers) -> None:
+        pass
+
+    def on_upstream_reset(self, reason: ResetReason) -> None:
+        pass
+
+    def on_upstream_watermark(self, above: bool) -> None:
+        pass
+
+    def on_upstream_batch_end(self) -> None:
+        pass
+
+
+_DISCARD = _DiscardCallbacks()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
 
 import structlog
 
@@ -12,6 +13,7 @@ from proxy.config.model import DiscoveryType
 from proxy.config.snapshot import ProxySnapshot
 from proxy.stats import StatsStore
 from proxy.upstream.cluster import RuntimeCluster
+from proxy.upstream.pool import Connector
 
 __all__ = ["ClusterManager"]
 
@@ -26,8 +28,10 @@ class ClusterManager:
         stats: StatsStore,
         rng: random.Random,
         clock: Callable[[], float],
+        connector: Connector | None = None,
     ) -> None:
         self._loop = loop
+        self._connector = connector
         self._stats = stats
         self._rng = rng
         self._clock = clock
@@ -43,29 +47,37 @@ class ClusterManager:
     def __iter__(self) -> Iterator[RuntimeCluster]:
         return iter(self._clusters.values())
 
-    def apply(self, snapshot: ProxySnapshot) -> None:
+    def apply(self, snapshot: ProxySnapshot) -> Mapping[str, RuntimeCluster]:
         """Add, replace and remove clusters; a cluster whose config is unchanged is kept
-        (with its pools and host state) and only sees its endpoints updated."""
+        (with its pools and host state) and only sees its endpoints updated. A removed or
+        replaced cluster drains: requests that captured it finish on it. Returns the new
+        set, for the next runtime snapshot."""
         wanted = snapshot.clusters
         for name in [n for n in self._clusters if n not in wanted]:
-            self._clusters.pop(name).close()
+            self._clusters.pop(name).drain()
             self._removed.value += 1
         for name, model in wanted.items():
             current = self._clusters.get(name)
             if current is None or current.model != model:
                 if current is not None:
-                    current.close()
+                    current.drain()
                     self._modified.value += 1
                 else:
                     self._added.value += 1
                 current = self._clusters[name] = RuntimeCluster(
-                    model, loop=self._loop, stats=self._stats, rng=self._rng, clock=self._clock
+                    model,
+                    loop=self._loop,
+                    stats=self._stats,
+                    rng=self._rng,
+                    clock=self._clock,
+                    connector=self._connector,
                 )
             if model.type is DiscoveryType.EDS:
                 assignment = snapshot.load_assignments.get(model.eds_service_name or name)
                 if assignment is not None and assignment is not current.load_assignment:
                     current.update_endpoints(assignment)
         self._active.value = len(self._clusters)
+        return MappingProxyType(dict(self._clusters))
 
     def close(self) -> None:
         for cluster in self._clusters.values():

@@ -5,6 +5,10 @@ closed by the server). A request that finds no idle connection either opens a ne
 cluster's ``max_connections`` allows, or waits in the pending queue, if
 ``max_pending_requests`` allows; otherwise it overflows (503, ``x-envoy-overloaded``), exactly
 the circuit-breaking semantics of Envoy's HTTP/1 pool.
+
+A pool whose cluster left the configuration *drains*: requests already holding or waiting for
+a connection finish, idle connections close, and a connection released later is closed
+instead of being parked.
 """
 
 from __future__ import annotations
@@ -18,30 +22,86 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 
 from proxy.upstream.connection import UpstreamConnection
+from proxy.upstream.interfaces import PoolFailure, PoolWaiter
 
 if TYPE_CHECKING:
     from proxy.routing.circuit_breaker import ResourceLimits
     from proxy.stats import ClusterStats
     from proxy.upstream.host import Host
 
-__all__ = ["ConnectionPool", "PoolWaiter"]
+__all__ = ["ConnectionPool", "Connector", "LoopConnector"]
 
 log = structlog.get_logger(__name__)
 
 
-class PoolWaiter(Protocol):
-    def on_pool_ready(self, conn: UpstreamConnection) -> None: ...
-    def on_pool_failure(self, reason: str, local_failure: str) -> None: ...
+class Connector(Protocol):
+    """Opens transports: the event loop in the proxy, a fake in unit tests. ``done`` is
+    called once, with None on success (``conn.connection_made`` has run) or the error."""
+
+    def connect(
+        self,
+        conn: UpstreamConnection,
+        host: Host,
+        timeout: float,
+        done: Callable[[BaseException | None], None],
+    ) -> Callable[[], None]:
+        """Start connecting; returns a function that cancels the attempt."""
+        ...
+
+
+class LoopConnector:
+    __slots__ = ("_loop", "_tasks")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def connect(
+        self,
+        conn: UpstreamConnection,
+        host: Host,
+        timeout: float,
+        done: Callable[[BaseException | None], None],
+    ) -> Callable[[], None]:
+        # A Task per *connection*, never per request: connects are rare with keep-alive.
+        task = self._loop.create_task(self._open(conn, host, timeout, done))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+        def cancel() -> None:
+            task.cancel()
+
+        return cancel
+
+    async def _open(
+        self,
+        conn: UpstreamConnection,
+        host: Host,
+        timeout: float,
+        done: Callable[[BaseException | None], None],
+    ) -> None:
+        try:
+            await asyncio.wait_for(
+                self._loop.create_connection(lambda: conn, host.address, host.port), timeout
+            )
+        except (TimeoutError, OSError) as exc:
+            done(exc)
+            return
+        except asyncio.CancelledError:
+            done(asyncio.CancelledError())
+            raise
+        done(None)
 
 
 class ConnectionPool:
     __slots__ = (
+        "_cancels",
         "_connecting",
+        "_connector",
         "_idle",
-        "_loop",
         "_pending",
-        "_tasks",
         "active",
+        "closed",
         "connect_timeout",
         "host",
         "limits",
@@ -54,7 +114,7 @@ class ConnectionPool:
         self,
         host: Host,
         *,
-        loop: asyncio.AbstractEventLoop,
+        connector: Connector,
         stats: ClusterStats,
         limits: ResourceLimits,
         connect_timeout: float,
@@ -62,7 +122,7 @@ class ConnectionPool:
         on_local_failure: Callable[[Host, str], None],
     ) -> None:
         self.host = host
-        self._loop = loop
+        self._connector = connector
         self.stats = stats
         self.limits = limits
         self.connect_timeout = connect_timeout
@@ -72,23 +132,27 @@ class ConnectionPool:
         self._idle: list[UpstreamConnection] = []
         self._pending: deque[PoolWaiter] = deque()
         self._connecting = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._cancels: set[Callable[[], None]] = set()
         self.active: set[UpstreamConnection] = set()
+        self.closed = False
 
     # -- requests -------------------------------------------------------------------------
-    def acquire(self, waiter: PoolWaiter) -> UpstreamConnection | str | None:
-        """An idle connection, ``None`` when the waiter was queued (it is called back later),
-        or ``"overflow"`` when the circuit breaker refused the request."""
+    def new_stream(self, waiter: PoolWaiter) -> UpstreamConnection | PoolFailure | None:
+        """A connection already attached to ``waiter``; ``None`` when the waiter was queued
+        (``on_pool_ready`` / ``on_pool_failure`` follows); or why there will be none."""
         idle = self._idle
         while idle:
             conn = idle.pop()
             if not conn.closed:
+                conn.attach(waiter)
                 return conn
+        if self.closed:
+            return PoolFailure.CLOSED
         # As in Envoy, a request waiting for a connection that is still being opened is
         # pending too, so max_pending_requests bounds it.
         if not self.limits.try_acquire_pending():
             self.stats.upstream_rq_pending_overflow.value += 1
-            return "overflow"
+            return PoolFailure.OVERFLOW
         self.stats.upstream_rq_pending_total.value += 1
         self.stats.upstream_rq_pending_active.value += 1
         self._pending.append(waiter)
@@ -105,7 +169,7 @@ class ConnectionPool:
     def release(self, conn: UpstreamConnection) -> None:
         """The exchange on ``conn`` completed and the connection may be reused."""
         limit = self.max_requests_per_connection
-        if limit is not None and conn.requests >= limit:
+        if self.closed or (limit is not None and conn.requests >= limit):
             conn.close()
             return
         if self._pending:
@@ -123,15 +187,21 @@ class ConnectionPool:
         # A queued request may now open the connection this one freed.
         self._maybe_connect()
 
-    def close(self) -> None:
-        """Host removed or pool drained: close idle connections, fail queued requests."""
+    def drain(self) -> None:
+        """The host or its cluster left the configuration: close what is idle, let what is
+        busy or queued finish, and close every connection as it is released."""
+        self.closed = True
         for conn in list(self._idle):
             conn.close()
         self._idle.clear()
+
+    def close(self) -> None:
+        """Shut down: close idle connections, fail queued requests, stop connecting."""
+        self.drain()
         while self._pending:
-            self._fail_one("pool closed", "")
-        for task in self._tasks:
-            task.cancel()
+            self._fail_one(PoolFailure.CLOSED)
+        for cancel in list(self._cancels):
+            cancel()
 
     @property
     def idle_count(self) -> int:
@@ -152,48 +222,49 @@ class ConnectionPool:
     def _hand_over(self, conn: UpstreamConnection) -> None:
         waiter = self._pending.popleft()
         self._release_pending()
-        waiter.on_pool_ready(conn)
+        conn.attach(waiter)
+        waiter.on_pool_ready(conn, conn.local_address)
 
     def _release_pending(self) -> None:
         self.limits.release_pending()
         self.stats.upstream_rq_pending_active.value -= 1
 
-    def _fail_one(self, reason: str, local_failure: str) -> None:
+    def _fail_one(self, failure: PoolFailure) -> None:
         waiter = self._pending.popleft()
         self._release_pending()
-        waiter.on_pool_failure(reason, local_failure)
+        waiter.on_pool_failure(failure)
 
     def _connect(self) -> None:
         self._connecting += 1
         self.stats.upstream_cx_total.value += 1
         self.stats.upstream_cx_http1_total.value += 1
-        # A Task per *connection*, never per request: connects are rare with keep-alive.
-        task = self._loop.create_task(self._open())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _open(self) -> None:
-        host = self.host
         conn = UpstreamConnection(self)
-        try:
-            await asyncio.wait_for(
-                self._loop.create_connection(lambda: conn, host.address, host.port),
-                self.connect_timeout,
-            )
-        except (TimeoutError, OSError) as exc:
-            self._connecting -= 1
-            self.limits.release_connection()
-            self._on_connect_failure(exc)
-            return
-        except asyncio.CancelledError:
-            self._connecting -= 1
-            self.limits.release_connection()
-            raise
+        finished = False
+        cancel: Callable[[], None] = _nothing
+
+        def done(error: BaseException | None) -> None:
+            nonlocal finished
+            finished = True
+            self._cancels.discard(cancel)
+            self._connected(conn, error)
+
+        cancel = self._connector.connect(conn, self.host, self.connect_timeout, done)
+        if not finished:  # a connector may finish before returning (a fake one does)
+            self._cancels.add(cancel)
+
+    def _connected(self, conn: UpstreamConnection, error: BaseException | None) -> None:
         self._connecting -= 1
+        if error is not None:
+            self.limits.release_connection()
+            if not isinstance(error, asyncio.CancelledError):
+                self._on_connect_failure(error)
+            return
         self.active.add(conn)
         self.stats.upstream_cx_active.value += 1
         if self._pending:
             self._hand_over(conn)
+        elif self.closed:
+            conn.close()
         else:
             self._idle.append(conn)
 
@@ -204,16 +275,18 @@ class ConnectionPool:
         if isinstance(exc, TimeoutError):
             self.stats.upstream_cx_connect_timeout.value += 1
             self.stats.upstream_cx_destroy_local.value += 1
-            reason = "connection timeout"
+            failure = PoolFailure.TIMEOUT
         else:
             self.stats.upstream_cx_destroy_remote.value += 1
-            reason = "remote connection failure"
+            failure = PoolFailure.CONNECTION_FAILURE
         self.stats.upstream_cx_connect_fail.value += 1
-        log.debug(
-            "upstream connect failed", host=f"{self.host.address}:{self.host.port}", reason=reason
-        )
+        log.debug("upstream connect failed", host=self.host.address_str, reason=failure.value)
         self.on_local_failure(self.host, "connect_failure")
         if self._pending:
             self.stats.upstream_rq_pending_failure_eject.value += 1
-            self._fail_one(reason, "UF")
+            self._fail_one(failure)
             self._maybe_connect()
+
+
+def _nothing() -> None:
+    pass

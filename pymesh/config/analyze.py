@@ -334,9 +334,14 @@ CHECKS: tuple[Callable[[Iterable[Resource[Any]]], list[Finding]], ...] = (
 
 def analyze(
     resources: Iterable[Resource[Any]],
-    checks: Iterable[Callable[[Iterable[Resource[Any]]], list[Finding]]] = CHECKS,
+    checks: Iterable[Callable[[Iterable[Resource[Any]]], list[Finding]]] | None = None,
 ) -> list[Finding]:
     """Run every check (or the given ones) and return their findings, errors first."""
+    if checks is None:
+        # The security checks build on this module's types, hence imported here.
+        from pymesh.config.analyze_security import SECURITY_CHECKS
+
+        checks = (*CHECKS, *SECURITY_CHECKS)
     items = tuple(resources)
     found = [f for check in checks for f in check(items)]
     order = {Level.ERROR: 0, Level.WARNING: 1, Level.INFO: 2}

@@ -558,6 +558,9 @@ BAD_REQUESTS = [
     ),
     raw(b"CONNECT svc:443 HTTP/1.1\r\nHost: svc:443\r\n\r\n", "CONNECT"),
     raw(b"GET http://abs.test/path HTTP/1.1\r\nHost: svc\r\n\r\n", "absolute-form target"),
+    raw(b"GET / HTTP/1.1\r\nHost: sv c\r\n\r\n", "space in the authority"),
+    raw(b"GET /a#frag HTTP/1.1\r\nHost: svc\r\n\r\n", "fragment in the target"),
+    raw(b"GET / HTTP/1.1\r\nHost: sv\xc3\xa9\r\n\r\n", "non-ASCII authority"),
 ]
 
 

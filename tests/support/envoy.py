@@ -26,6 +26,7 @@ from tests.support.procs import ManagedProcess, async_wait_for_http, free_port, 
 
 __all__ = [
     "PROXY_KINDS",
+    "START_TIMEOUT",
     "Bootstrap",
     "EnvoyProcess",
     "ProxyProcess",
@@ -38,9 +39,13 @@ __all__ = [
     "make_proxy",
     "pymesh_proxy_missing",
     "router_bootstrap",
+    "sds_cluster",
 ]
 
 PROXY_KINDS = ("envoy", "pymesh")
+# Readiness of a freshly started proxy. Generous: on a busy 2-core machine a Python process's
+# imports alone can take many seconds, and waiting longer costs nothing when it is quick.
+START_TIMEOUT = 45.0
 _REPO = Path(__file__).resolve().parents[2]
 Bootstrap = Mapping[str, Any]
 
@@ -112,6 +117,20 @@ def xds_cluster(host: str, port: int, *, http2: bool = True) -> dict[str, Any]:
                 "explicit_http_config": {"http2_protocol_options": {}},
             }
         }
+    return cluster
+
+
+def sds_cluster(socket_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The static ``sds-grpc`` cluster on an identity agent's Unix socket (Istio's
+    bootstrap), where the ``default`` / ``ROOTCA`` secrets of mesh mTLS come from."""
+    cluster = xds_cluster("0.0.0.0", 0)
+    cluster["name"] = "sds-grpc"
+    cluster["load_assignment"] = {
+        "cluster_name": "sds-grpc",
+        "endpoints": [
+            {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": str(socket_path)}}}}]}
+        ],
+    }
     return cluster
 
 
@@ -273,7 +292,7 @@ class ProxyProcess:
         )
         return self.proc.start()
 
-    def start(self, timeout: float = 15.0) -> ProxyProcess:
+    def start(self, timeout: float = START_TIMEOUT) -> ProxyProcess:
         """Start and block until admin ``/ready`` is 200 (raises with the log tail if not)."""
         proc = self._spawn()
         try:
@@ -283,7 +302,7 @@ class ProxyProcess:
             raise
         return self
 
-    async def astart(self, timeout: float = 15.0) -> ProxyProcess:
+    async def astart(self, timeout: float = START_TIMEOUT) -> ProxyProcess:
         """:meth:`start` without blocking the event loop (in-process upstreams keep serving)."""
         proc = self._spawn()
         try:

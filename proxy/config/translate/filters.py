@@ -57,17 +57,25 @@ __all__ = [
 FilterTranslator = Callable[[Any, str], object]
 """``translator(message, path) -> config``: raise ``ValidationError`` with ``path`` on error."""
 
+RuntimeFactory = Callable[[Any, Any], Callable[[], Any]]
+"""``factory(config, context) -> make_filter``: the proxy's
+:data:`proxy.http.filter.FilterFactory`, typed loosely here so that translation does not
+depend on the runtime."""
+
 _TYPE_PREFIX = "type.googleapis.com/"
 _FILTER_CONFIG_URL = _TYPE_PREFIX + "envoy.config.route.v3.FilterConfig"
 
 
 @dataclass(frozen=True, slots=True)
 class FilterEntry:
-    """How to read one filter's config. ``per_route_message`` / ``per_route`` translate the
+    """One filter's registration: its config message (the type URL), how to translate it and
+    its per-route config, and the ``factory`` the proxy builds per snapshot to make one filter
+    per request. ``per_route_message`` / ``per_route`` translate the
     ``typed_per_filter_config`` entries (when None the filter takes no per-route config).
     ``terminal`` filters end the chain (the router). ``supported`` lists, per message type,
     the fields a user filter implements (pymesh's own are in ``support.SUPPORTED``); any
-    other set field is refused, as for built-in filters."""
+    other set field is refused, as for built-in filters. A filter without a ``factory`` can be
+    validated but not run."""
 
     name: str
     message: type[Message]
@@ -76,6 +84,7 @@ class FilterEntry:
     per_route: FilterTranslator | None = None
     terminal: bool = False
     supported: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    factory: RuntimeFactory | None = None
 
     @property
     def type_url(self) -> str:
@@ -97,6 +106,10 @@ class FilterRegistry:
         if entry.per_route_message is not None:
             url = _TYPE_PREFIX + entry.per_route_message.DESCRIPTOR.full_name
             self.per_route_by_type_url[url] = entry
+
+    def entry_for(self, name: str, type_url: str) -> FilterEntry | None:
+        """The registration of a translated filter (by type URL, else by name)."""
+        return self.by_type_url.get(type_url) or self.by_name.get(name)
 
     def lookup(self, name: str, type_url: str | None, path: str) -> FilterEntry:
         """The entry for a filter: by type URL when it has a typed_config, else by name."""
@@ -132,9 +145,19 @@ class FilterRegistry:
 
 def default_registry() -> FilterRegistry:
     """A registry with pymesh's built-in filters (router, fault, local_ratelimit, cors)."""
+    # The factories live with the filters' runtime code, which imports this package.
+    from proxy.filters import builtin_factories
+
+    factories = builtin_factories()
     registry = FilterRegistry()
     registry.register(
-        FilterEntry("envoy.filters.http.router", router_pb2.Router, _router, terminal=True),
+        FilterEntry(
+            "envoy.filters.http.router",
+            router_pb2.Router,
+            _router,
+            terminal=True,
+            factory=factories["envoy.filters.http.router"],
+        ),
         aliases=("envoy.router",),
     )
     registry.register(
@@ -144,6 +167,7 @@ def default_registry() -> FilterRegistry:
             _fault,
             per_route_message=fault_pb2.HTTPFault,
             per_route=_fault,
+            factory=factories["envoy.filters.http.fault"],
         ),
         aliases=("envoy.fault",),
     )
@@ -154,6 +178,7 @@ def default_registry() -> FilterRegistry:
             _local_ratelimit,
             per_route_message=local_rate_limit_pb2.LocalRateLimit,
             per_route=_local_ratelimit,
+            factory=factories["envoy.filters.http.local_ratelimit"],
         )
     )
     registry.register(
@@ -163,6 +188,7 @@ def default_registry() -> FilterRegistry:
             lambda message, path: CorsFilterConfig(),
             per_route_message=cors_pb2.CorsPolicy,
             per_route=cors_policy,
+            factory=factories["envoy.filters.http.cors"],
         ),
         aliases=("envoy.cors",),
     )

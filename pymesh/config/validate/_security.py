@@ -4,6 +4,7 @@ webhook."""
 from __future__ import annotations
 
 import json
+import re
 from urllib.parse import urlsplit
 
 from pymesh.config import hosts
@@ -48,6 +49,7 @@ _PLAIN_KEYS = frozenset(
         "connection.sni",
     }
 )
+_PATH_LITERAL = re.compile(r"[a-zA-Z0-9\-._~%!$&'()+,;:@=*]*")
 _IP_KEYS = frozenset({"source.ip", "remote.ip", "destination.ip"})
 _MAP_KEYS = ("request.headers", "request.auth.claims", "experimental.envoy.filters.")
 # Attributes a CUSTOM (external authorizer) policy cannot match on.
@@ -267,6 +269,9 @@ def _path_template(rep: Reporter, path: str, value: str) -> None:
             seen_any = glob == "{**}"
         elif "{" in glob or "}" in glob:
             rep.fail(path, f"invalid path template {value!r}: only {{*}} and {{**}} are allowed")
+        elif not _PATH_LITERAL.fullmatch(glob):
+            # Envoy's uri_template accepts only RFC 3986 pchars in literal segments.
+            rep.fail(path, f"invalid path template {value!r}: invalid literal {glob!r}")
 
 
 def _condition(cond: Condition, action: Action, path: str, rep: Reporter) -> None:

@@ -57,6 +57,9 @@ def test_empty_document_is_the_default() -> None:
     assert MeshConfig.from_yaml("") == MeshConfig()
 
 
+_EP = "extensionProviders[0]"
+
+
 @pytest.mark.parametrize(
     ("text", "path"),
     [
@@ -65,12 +68,49 @@ def test_empty_document_is_the_default() -> None:
         ("trustDomain: ''", "trustDomain"),
         ("connectTimeout: soon", "connectTimeout"),
         ("defaultConfig: {tracing: {sampling: 101}}", "defaultConfig.tracing.sampling"),
+        ("extensionProviders: [{name: Bad_Name, envoyExtAuthzHttp: {}}]", _EP + ".name"),
+        (
+            "extensionProviders: [{name: a, envoyExtAuthzGrpc: {service: x, port: 0}}]",
+            _EP + ".envoyExtAuthzGrpc.port",
+        ),
+        (
+            "extensionProviders: [{name: a, envoyExtAuthzHttp: {service: x, port: 1, timout: 1s}}]",
+            _EP + ".envoyExtAuthzHttp.timout",
+        ),
+        (
+            "extensionProviders: [{name: a, envoyExtAuthzHttp: "
+            "{service: x, port: 1, headersToUpstreamOnAllow: ['*']}}]",
+            _EP + ".envoyExtAuthzHttp.headersToUpstreamOnAllow[0]",
+        ),
+        (
+            "extensionProviders: [{name: a, envoyExtAuthzHttp: "
+            "{service: x, port: 1, statusOnError: '999'}}]",
+            _EP + ".envoyExtAuthzHttp.statusOnError",
+        ),
     ],
 )
 def test_invalid_values_name_their_field(text: str, path: str) -> None:
     with pytest.raises(ValidationError) as err:
         MeshConfig.from_yaml(text, "mesh.yaml")
     assert err.value.path == path and err.value.source == "mesh.yaml"
+
+
+def test_extension_providers() -> None:
+    mesh = MeshConfig.from_yaml(
+        "extensionProviders:\n"
+        "- name: authz\n"
+        "  envoyExtAuthzHttp: {service: ext.foo.svc.cluster.local, port: 8000, timeout: 2s,"
+        " pathPrefix: /check, failOpen: true, statusOnError: '503'}\n"
+        "- name: zipkin\n"
+        "  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}\n"
+    )
+    authz = mesh.extension_provider("authz")
+    assert authz is not None and authz.ext_authz is not None
+    assert authz.ext_authz.timeout == 2.0 and authz.ext_authz.status_on_error == 503
+    assert authz.ext_authz.path_prefix == "/check" and authz.ext_authz.fail_open
+    zipkin = mesh.extension_provider("zipkin")
+    assert zipkin is not None and zipkin.ext_authz is None
+    assert mesh.extension_provider("missing") is None
 
 
 def test_missing_file() -> None:

@@ -21,7 +21,6 @@ import pytest
 
 from proxy.config.bootstrap import bootstrap_from_dict
 from proxy.config.translate import FilterRegistry
-from proxy.http.filter import HttpFilterFactories
 from proxy.server import ProxyServer
 from proxy.sidecar import Sidecar
 from tests.support import PROXY_NET, address
@@ -78,10 +77,11 @@ StartProxy = Callable[..., Awaitable[InProcessProxy]]
 
 @pytest.fixture
 async def start_proxy(upstream_factory: Any) -> AsyncIterator[StartProxy]:
-    """``await start_proxy(config, *, admin=False, factories=None, registry=None, seed=None)``.
+    """``await start_proxy(config, *, admin=False, registry=None, seed=None)``.
 
     ``admin=True`` runs the whole :class:`Sidecar` (the bootstrap must have an ``admin``);
-    ``factories``/``registry`` add user filters; ``seed`` makes the proxy's RNG repeatable.
+    ``registry`` adds user filters (translation and factory); ``seed`` makes the proxy's RNG
+    repeatable.
     Depends on ``upstream_factory`` so that proxies stop before the upstreams they use.
     """
     started: list[InProcessProxy] = []
@@ -90,7 +90,6 @@ async def start_proxy(upstream_factory: Any) -> AsyncIterator[StartProxy]:
         config: dict[str, Any],
         *,
         admin: bool = False,
-        factories: HttpFilterFactories | None = None,
         registry: FilterRegistry | None = None,
         seed: int | None = None,
         drain_time: float = 2.0,
@@ -104,7 +103,7 @@ async def start_proxy(upstream_factory: Any) -> AsyncIterator[StartProxy]:
             await sidecar.start()
             return proxy
         rng = random.Random(seed) if seed is not None else None
-        server = ProxyServer(boot, loop=loop, factories=factories, rng=rng)
+        server = ProxyServer(boot, loop=loop, registry=registry, rng=rng)
         proxy = InProcessProxy(server, None, config)
         started.append(proxy)
         await server.start()

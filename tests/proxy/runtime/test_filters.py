@@ -10,8 +10,12 @@ from typing import Any
 from google.protobuf import struct_pb2
 
 from proxy.config.translate import FilterEntry, default_registry
-from proxy.filters import default_filter_factories
-from proxy.http.filter import FilterContext, FilterStatus, FilterStream, HttpFilter
+from proxy.http.filter import (
+    DownstreamCallbacks,
+    FilterContext,
+    FilterHeadersStatus,
+    HttpFilter,
+)
 from proxy.http.headers import get_header
 from tests.proxy.runtime.bootstrap import (
     bootstrap,
@@ -232,21 +236,19 @@ class Tagger(HttpFilter):
     def __init__(self, config: TaggerConfig) -> None:
         self.config = config
 
-    def on_request_headers(self, stream: FilterStream) -> FilterStatus:
+    def decode_headers(self, cb: DownstreamCallbacks, headers, end_stream) -> FilterHeadersStatus:
         cfg = self.config
-        if get_header(stream.request_headers, cfg.deny_header) is not None:
-            stream.send_local_reply(403, b"denied by tagger\n", details="tagger_denied")
-            return FilterStatus.STOP
-        stream.request_headers.append((cfg.header, cfg.value))
-        stream.counter("tagger.tagged").value += 1
-        stream.loop.call_later(cfg.hold_seconds, stream.resume)
-        return FilterStatus.STOP
+        if get_header(headers, cfg.deny_header) is not None:
+            cb.send_local_reply(403, b"denied by tagger\n", details="tagger_denied")
+            return FilterHeadersStatus.STOP_ITERATION
+        headers.append((cfg.header, cfg.value))
+        cb.counter("tagger.tagged").value += 1
+        cb.timers.call_later(cfg.hold_seconds, cb.continue_decoding)
+        return FilterHeadersStatus.STOP_ALL_ITERATION_AND_BUFFER
 
-    def on_response_headers(
-        self, stream: FilterStream, status: int, headers: list[tuple[bytes, bytes]]
-    ) -> int:
+    def encode_headers(self, cb, status, headers, end_stream) -> FilterHeadersStatus:
         headers.append((b"x-tagged-by", b"tagger"))
-        return status
+        return FilterHeadersStatus.CONTINUE
 
 
 def translate_tagger(message: Any, path: str) -> TaggerConfig:
@@ -268,9 +270,9 @@ async def test_user_filter_registered_by_name(
     upstream_factory: Any, start_proxy: StartProxy
 ) -> None:
     registry = default_registry()
-    registry.register(FilterEntry("example.tagger", struct_pb2.Struct, translate_tagger))
-    factories = default_filter_factories()
-    factories.register("example.tagger", tagger_factory)
+    registry.register(
+        FilterEntry("example.tagger", struct_pb2.Struct, translate_tagger, factory=tagger_factory)
+    )
     up = await upstream_factory(upstream_ip(0))
     tagger = {
         "name": "example.tagger",
@@ -279,9 +281,7 @@ async def test_user_filter_registered_by_name(
             "value": {"header": "x-team", "value": "payments", "hold_ms": 100},
         },
     }
-    proxy = await start_proxy(
-        with_filters(listen_address(), up, [tagger]), registry=registry, factories=factories
-    )
+    proxy = await start_proxy(with_filters(listen_address(), up, [tagger]), registry=registry)
     async with await AsyncConnection.open(*proxy.address) as conn:
         started = time.monotonic()
         r = await conn.request("POST", "/pay", body=b"amount=1", host="svc")

@@ -390,6 +390,50 @@ BAD = {
         "spec.rules[0].from[0].source.ipBlocks[0]",
         "not a valid IP",
     ),
+    "authz-bad-path-template": Bad(
+        kind(
+            "AuthorizationPolicy",
+            """  rules:
+  - to: [{operation: {paths: ["/a/{**}/{*}"]}}]
+""",
+            "security.istio.io/v1",
+        ),
+        "spec.rules[0].to[0].operation.paths[0]",
+        "{**} must be last",
+    ),
+    "authz-bad-path-literal": Bad(
+        kind(
+            "AuthorizationPolicy",
+            """  rules:
+  - to: [{operation: {notPaths: ["/a b/{*}"]}}]
+""",
+            "security.istio.io/v1",
+        ),
+        "spec.rules[0].to[0].operation.notPaths[0]",
+        "invalid literal",
+    ),
+    "authz-bad-cidr": Bad(
+        kind(
+            "AuthorizationPolicy",
+            """  rules:
+  - from: [{source: {remoteIpBlocks: [1.2.3.0/33]}}]
+""",
+            "security.istio.io/v1",
+        ),
+        "spec.rules[0].from[0].source.remoteIpBlocks[0]",
+        "",
+    ),
+    "authz-unknown-field": Bad(
+        kind(
+            "AuthorizationPolicy",
+            """  rules:
+  - to: [{operation: {method: [GET]}}]
+""",
+            "security.istio.io/v1",
+        ),
+        "spec.rules[0].to[0].operation.method",
+        "",
+    ),
     "kube-service-bad-port": Bad(
         """apiVersion: v1
 kind: Service
