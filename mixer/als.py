@@ -175,7 +175,6 @@ class AccessLogService:
         return b""
 
     def ingest(self, message: als_pb2.StreamAccessLogsMessage, ctx: ReportContext) -> None:
-        sinks = self.sinks
         for entries, build, counter in (
             (message.http_logs.log_entry, http_report, self.stats.http),
             (message.tcp_logs.log_entry, tcp_report, self.stats.tcp),
@@ -189,9 +188,8 @@ class AccessLogService:
                 counter.inc()
                 if report.peer_address:
                     self._hold(report)
-                    continue
-                for sink in sinks:
-                    sink.record(report)
+                else:
+                    self._emit(report)
 
     def _context(self, identifier: als_pb2.StreamAccessLogsMessage.Identifier) -> ReportContext:
         node = identifier.node
