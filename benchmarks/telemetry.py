@@ -97,7 +97,8 @@ def _batch(i: int, distinct: int = 0) -> bytes:
         c = e.common_properties
         c.start_time.GetCurrentTime()
         c.duration.FromMilliseconds(3 + n % 40)
-        peer = (i + 1 + n % 3) % SIDECARS
+        # distinct: one sidecar calling itself (a node mixer knows), each call a new service
+        peer = i if distinct else (i + 1 + n % 3) % SIDECARS
         service = f"svc{distinct + n}" if distinct else f"app{peer}"
         c.upstream_cluster = f"outbound|9080||{service}.default.svc.cluster.local"
         c.upstream_remote_address.socket_address.address = f"10.1.0.{peer}"
@@ -113,18 +114,15 @@ def _batch(i: int, distinct: int = 0) -> bytes:
     return bytes(msg.SerializeToString())
 
 
-async def _stream(target: str, i: int, seconds: float, sent: list[int]) -> None:
+async def _stream(target: str, i: int, stop: asyncio.Event) -> None:
+    """Write batches as fast as mixer's gRPC flow control lets them through, until ``stop``."""
     batch = _batch(i)
-    deadline = time.monotonic() + seconds
-
-    async def gen() -> AsyncIterator[bytes]:
-        yield _node(i)
-        while time.monotonic() < deadline:
-            yield batch
-            sent[0] += BATCH
-
     async with grpc.aio.insecure_channel(target) as channel:
-        await channel.stream_unary(METHOD)(gen(), timeout=seconds + 30)
+        call = channel.stream_unary(METHOD)()
+        await call.write(_node(i))
+        while not stop.is_set():
+            await call.write(batch)
+        call.cancel()
 
 
 def _counter(text: str, name: str) -> float:
@@ -136,21 +134,33 @@ def _counter(text: str, name: str) -> float:
 
 
 def ingest(workdir: Path, seconds: float, cpus: str | None) -> dict[str, float]:
+    """Entries mixer took in ``seconds`` of saturation, and its CPU time meanwhile."""
     with Mixer(workdir, cpus) as mixer:
         pid = mixer.proc.pid
         target = f"{HOST}:{mixer.ports['grpc']}"
-        sent = [0]
 
-        async def run() -> None:
-            await asyncio.gather(*(_stream(target, i, seconds, sent) for i in range(SIDECARS)))
+        async def run() -> tuple[float, float, float]:
+            stop = asyncio.Event()
+            tasks = [asyncio.create_task(_stream(target, i, stop)) for i in range(SIDECARS)]
+            await asyncio.sleep(2.0)  # warm-up: every stream open and flowing
+            metrics = await asyncio.to_thread(mixer.metrics)
+            before, cpu0, t0 = (
+                _counter(metrics, "mixer_als_entries_total"),
+                procstat.cpu_seconds(pid),
+                time.monotonic(),
+            )
+            await asyncio.sleep(seconds)
+            metrics = await asyncio.to_thread(mixer.metrics)
+            after, cpu, wall = (
+                _counter(metrics, "mixer_als_entries_total"),
+                procstat.cpu_seconds(pid) - cpu0,
+                time.monotonic() - t0,
+            )
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return after - before, cpu, wall
 
-        cpu0, t0 = procstat.cpu_seconds(pid), time.monotonic()
-        before = _counter(mixer.metrics(), "mixer_als_entries_total")
-        asyncio.run(run())
-        # every message sent has been taken once the stream calls returned
-        after = _counter(mixer.metrics(), "mixer_als_entries_total")
-        cpu, wall = procstat.cpu_seconds(pid) - cpu0, time.monotonic() - t0
-        entries = after - before
+        entries, cpu, wall = asyncio.run(run())
         return {
             "entries": entries,
             "entries_per_s": entries / wall,
@@ -176,6 +186,7 @@ def memory(workdir: Path, cpus: str | None) -> dict[str, float]:
 
                 await channel.stream_unary(METHOD)(gen(), timeout=120)
 
+        # one label set is 67 Prometheus series: a counter, three histograms of 22
         for label_sets, key in ((150, "rss_10k_series_mb"), (10_000, "rss_10k_label_sets_mb")):
             asyncio.run(grow(label_sets))
             text = mixer.metrics()
