@@ -178,14 +178,20 @@ class Pilot:
 
     # -- changes from the API ----------------------------------------------------------------
     async def apply(
-        self, body: str, source: str = "<apply>", namespace: str | None = None
+        self,
+        body: str,
+        source: str = "<apply>",
+        namespace: str | None = None,
+        *,
+        dry_run: bool = False,
     ) -> list[Change]:
         """Validate, store and activate ``body``. Returns once the files are written and the
         new PushContext is built; the push itself follows (debounced). Raises
-        ``ValidationError`` and changes nothing when anything is wrong."""
+        ``ValidationError`` and changes nothing when anything is wrong. ``dry_run``: every
+        check, nothing stored."""
         async with self.watcher.lock:
             changes = plan_apply(self.directory, body, self.snapshot, source, namespace)
-            await self._commit(changes)
+            await self._commit(changes, dry_run=dry_run)
             return changes
 
     async def delete(
@@ -206,7 +212,7 @@ class Pilot:
             await self._commit(changes)
             return changes
 
-    async def _commit(self, changes: list[Change]) -> None:
+    async def _commit(self, changes: list[Change], *, dry_run: bool = False) -> None:
         planned = overlay(changes)
         if not planned:
             return
@@ -216,6 +222,8 @@ class Pilot:
             self._build(candidate.snapshot, self.discovery.proxies(), candidate.credentials)
         except (ConfigError, ValueError) as exc:
             raise ValidationError(f"pilot cannot use this configuration: {exc}") from None
+        if dry_run:
+            return
         await asyncio.to_thread(commit, self.directory, changes)
         if not await self.watcher.reload():
             raise ConfigError(f"configuration stored but not loaded: {self.watcher.last_error}")

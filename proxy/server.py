@@ -73,6 +73,7 @@ class ProxyServer:
         self.date = DateCache()
         self._writers: dict[str, LogWriter] = {}
         self.ready = False
+        self.bind_errors: tuple[str, ...] = ()
         self.health_check_failed = False
         self.draining = False
         self.drain_timeout = 5.0
@@ -95,6 +96,8 @@ class ProxyServer:
         )
         for error in errors:
             log.error("listener failed", error=error)
+        # A listener that cannot bind makes the proxy not ready (admin /ready answers 503).
+        self.bind_errors = tuple(errors)
         self.holder.swap(snapshot)
         return errors
 
