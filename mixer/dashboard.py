@@ -101,5 +101,5 @@ def dashboard_app(telemetry: Telemetry, *, prometheus_url: str = "") -> web.Appl
     app.router.add_get("/api/config", config)
     app.router.add_get("/vendor/{name}", vendor)
     app.router.add_get("/static/{name}", asset)
-    add_zipkin_routes(app, telemetry.traces, None, telemetry.clock, prefix="/zipkin")
+    add_zipkin_routes(app, telemetry.traces, None, prefix="/zipkin")
     return app

@@ -113,7 +113,7 @@ class Telemetry:
             HttpSite("metrics", metrics_app(self.registry), settings.metrics_address),
             HttpSite(
                 "zipkin",
-                zipkin_app(self.traces, self.zipkin_stats, self.clock),
+                zipkin_app(self.traces, self.zipkin_stats),
                 settings.zipkin_address,
             ),
             HttpSite(

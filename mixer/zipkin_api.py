@@ -7,7 +7,6 @@ trace, 413 too large, 415 an encoding mixer does not read).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -46,7 +45,6 @@ def add_zipkin_routes(
     app: web.Application,
     store: TraceStore,
     stats: ZipkinStats | None,
-    clock: Callable[[], float],
     prefix: str = "",
 ) -> None:
     async def post_spans(request: web.Request) -> web.Response:
@@ -141,11 +139,9 @@ def add_zipkin_routes(
     app.router.add_get(p + "/dependencies", dependencies)
 
 
-def zipkin_app(
-    store: TraceStore, stats: ZipkinStats, clock: Callable[[], float]
-) -> web.Application:
+def zipkin_app(store: TraceStore, stats: ZipkinStats) -> web.Application:
     app = web.Application(client_max_size=_MAX_BODY)
-    add_zipkin_routes(app, store, stats, clock)
+    add_zipkin_routes(app, store, stats)
 
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"status": "UP", "zipkin": {"status": "UP"}})

@@ -205,20 +205,6 @@ def test_egress_registry_only(demo: Demo, external: str, tmp_path: Path) -> None
     assert demo.curl_from("sleep", "-s", f"http://{external}/again").http_code == 200
 
 
-def test_zz_ctrl_c_stops_everything(demo: Demo) -> None:
-    """Ctrl-C on ``pymesh demo``: every process stops and no port is left listening."""
-    state = demo.state()
-    pids = [p for pair in pod_pids(state).values() for p in pair if p]
-    assert demo.interrupt() == 0
-    assert "stopped: no process of this demo is left" in demo.foreground_output()
-    assert no_demo_processes(demo.run_dir) == []
-    assert not any(alive(p) for p in pids)
-    addresses = [p.ip for p in state.pods if p.ip != demo.control]
-    assert listeners_on(addresses) == []
-    ports = (8080, 15000, 15010, 15080)
-    assert [e for e in listeners_on([demo.control]) if e[1] in ports] == []
-
-
 def test_demo_runs_mixer_and_a_prometheus_scraping_it(demo: Demo) -> None:
     """``pymesh demo`` starts mixer (graph page, metrics, Zipkin API) and, when the binary is
     installed, a Prometheus scraping mixer and pilot; ``demo env`` and ``dashboard`` point
@@ -243,3 +229,17 @@ def test_demo_runs_mixer_and_a_prometheus_scraping_it(demo: Demo) -> None:
         return {t["labels"]["job"] for t in active if t["health"] == "up"}
 
     demo.wait(lambda: targets_up() >= {"mixer", "pilot"}, 30, "Prometheus scraping mixer, pilot")
+
+
+def test_zz_ctrl_c_stops_everything(demo: Demo) -> None:
+    """Ctrl-C on ``pymesh demo``: every process stops and no port is left listening."""
+    state = demo.state()
+    pids = [p for pair in pod_pids(state).values() for p in pair if p]
+    assert demo.interrupt() == 0
+    assert "stopped: no process of this demo is left" in demo.foreground_output()
+    assert no_demo_processes(demo.run_dir) == []
+    assert not any(alive(p) for p in pids)
+    addresses = [p.ip for p in state.pods if p.ip != demo.control]
+    assert listeners_on(addresses) == []
+    ports = (8080, 15000, 15010, 15080)
+    assert [e for e in listeners_on([demo.control]) if e[1] in ports] == []
