@@ -7,7 +7,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 # -qq: errors only (setuptools' notes about editable installs are not the user's business).
 PIP_INSTALL := $(BIN)/pip install -qq
 # chromium: the product page is checked in a real browser (Playwright drives Debian's build).
-APT_TEST_PACKAGES := curl iproute2 iptables openssl chromium fonts-dejavu-core prometheus
+APT_TEST_PACKAGES := curl iproute2 iptables openssl chromium fonts-dejavu-core redis-server prometheus
 APT_BENCH_PACKAGES := wrk hey nginx-light
 
 .PHONY: all demo test lint typecheck unit bench clean apt-test apt-bench proto web

@@ -156,9 +156,13 @@ def inbound_route_config(inbound: tuple[InboundPort, ...]) -> dict[str, Any]:
         routes.append(
             {"name": "default", "match": {"prefix": "/"}, "direct_response": {"status": 404}}
         )
+    # Named as Istio names the inbound virtual host of a port when the workload has one HTTP
+    # port, so EnvoyFilters written for it (``vhost: {name: "inbound|http|9080"}``) match.
+    targets = sorted({p.target_port for p in http})
+    vhost = f"inbound|http|{targets[0]}" if len(targets) == 1 else "inbound|http|*"
     return {
         "name": PROCESS_INBOUND_ROUTE,
-        "virtual_hosts": [{"name": "inbound|http|*", "domains": ["*"], "routes": routes}],
+        "virtual_hosts": [{"name": vhost, "domains": ["*"], "routes": routes}],
         "validate_clusters": False,
     }
 

@@ -50,7 +50,6 @@ NOT_ENFORCED: tuple[NotEnforced, ...] = (
     ),
     NotEnforced("Telemetry", "target_ref", "only selector picks workloads; it applies to none"),
     NotEnforced("Telemetry", "target_refs", "only selector picks workloads; it applies to none"),
-    NotEnforced("EnvoyFilter", "", "its patches are not applied to any proxy yet"),
 )
 
 

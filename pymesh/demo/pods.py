@@ -41,6 +41,8 @@ class PodSpec:
     stand_in: StandIn = _NO_APP
     owner: str = ""
     revision: str = ""
+    #: the ConfigMaps the pod mounts, by name (the rate limit service reads its config there)
+    config_maps: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -92,6 +94,13 @@ def _pod_from(
         stand_in=stand_in(image, labels),
         owner=owner,
         revision=revision,
+        config_maps=tuple(
+            str(v["configMap"]["name"])
+            for v in pod_spec.get("volumes") or ()
+            if isinstance(v, Mapping)
+            and isinstance(v.get("configMap"), Mapping)
+            and v["configMap"].get("name")
+        ),
     )
 
 

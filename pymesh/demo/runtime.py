@@ -113,7 +113,11 @@ class PodRuntime:
                 f"the app listens on port {port}, which needs root here "
                 f"(or: sysctl net.ipv4.ip_unprivileged_port_start={port})"
             )
-        argv = self.spec.stand_in.argv(self.ip, port)
+        mounts = {
+            "config_dir": str(self.layout.config_dir),
+            "config_map": self.spec.config_maps[0] if self.spec.config_maps else "",
+        }
+        argv = self.spec.stand_in.argv(self.ip, port, mounts)
         pod_environment = pod_env(
             self.spec.name, self.spec.namespace, self.spec.service_account, self.ip, env
         )

@@ -55,6 +55,7 @@ __all__ = [
     "PILOT_NET",
     "POLICY_NET",
     "PROXY_NET",
+    "RATELIMIT_NET",
     "SUPPORT_NET",
     "TELEMETRY_NET",
     "address",
@@ -68,6 +69,7 @@ SUPPORT_NET = "127.0.5"
 TELEMETRY_NET = "127.0.7"
 AUTH_NET = "127.0.6"
 POLICY_NET = "127.0.8"
+RATELIMIT_NET = "127.0.9"
 H2_NET = "127.0.10"
 
 
