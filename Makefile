@@ -7,12 +7,12 @@ DEMO_STAMP := $(VENV)/.installed-demo
 # -qq: errors only (setuptools' notes about editable installs are not the user's business).
 PIP_INSTALL := $(BIN)/pip install -qq
 # chromium: the product page is checked in a real browser (Playwright drives Debian's build).
-APT_TEST_PACKAGES := curl iproute2 iptables openssl chromium fonts-dejavu-core redis-server
+APT_TEST_PACKAGES := curl iproute2 iptables openssl chromium fonts-dejavu-core redis-server prometheus
 APT_BENCH_PACKAGES := wrk hey nginx-light
 # The container tests: a private Docker engine, compose, and a base image made without a registry.
 APT_DOCKER_PACKAGES := docker.io docker-compose debootstrap
 
-.PHONY: all demo test lint typecheck unit bench clean apt-test apt-bench proto apt-docker test-docker
+.PHONY: all demo test lint typecheck unit bench clean apt-test apt-bench proto web apt-docker test-docker
 
 all: test
 
@@ -36,8 +36,20 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $@ $(DEMO_STAMP)
 
 # DEMO_ARGS: options of `pymesh demo` (--run-dir, --control-address, --fresh, ...).
-demo: $(DEMO_STAMP)
+demo: $(DEMO_STAMP) web
 	$(BIN)/pymesh demo $(DEMO_ARGS)
+
+# The service graph page's drawing library (Cytoscape.js + its dagre layout), from npm at the
+# versions mixer/web/package-lock.json pins; never committed.
+WEB_STAMP := mixer/web/node_modules/.installed
+web: $(WEB_STAMP)
+$(WEB_STAMP): mixer/web/package.json mixer/web/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; \
+	  else echo "npm not found: install nodejs and npm"; exit 1; fi; }
+	npm ci --prefix mixer/web --no-audit --no-fund --loglevel=error
+	touch $@
 
 # The tests talk to real peers: install the Debian tools they call when they are missing.
 apt-test:
@@ -63,7 +75,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) apt-test
+unit: $(STAMP) apt-test web
 	$(BIN)/pytest -n 2 --dist loadgroup --durations=15 -q -m "not docker"
 
 # docker/docker-compose.yml on a real engine: up to ~12 minutes from a clean machine (the

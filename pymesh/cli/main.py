@@ -43,6 +43,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "iptables": ("pymesh.cli.iptables", "install Istio's traffic capture rules (istio-iptables)"),
     "kube-inject": ("pymesh.cli.kube_inject", "add the sidecar to Kubernetes workloads (istioctl)"),
     "injector": ("pymesh.cli.injector", "the sidecar injector's admission webhook (TLS)"),
+    "mixer": ("mixer.cli", "run mixer: access logs in (ALS), Istio metrics, Zipkin, the graph"),
+    "logs": ("pymesh.cli.logs", "a workload's recent access log, as mixer keeps it"),
+    "dashboard": ("pymesh.cli.dashboard", "open the graph, Prometheus, Grafana or Zipkin"),
 }
 _USAGE_EXIT = 2
 

@@ -23,6 +23,7 @@ from pymesh.demo.ports import listening
 from pymesh.demo.process import is_supervisor, marked_processes, stop_pids
 from pymesh.demo.render import bind_failure, status_text
 from pymesh.demo.state import DemoState, PodState, read_state
+from pymesh.demo.telemetry import MIXER_PORTS, PROMETHEUS_PORT
 from pymesh.errors import PymeshError
 
 __all__ = [
@@ -282,6 +283,8 @@ def demo_env(layout: DemoLayout) -> str:
             f"export PYMESH_PILOT={shlex.quote(layout.pilot_url)}",
             f"export PYMESH_CONFIG_DIR={shlex.quote(str(layout.config_dir))}",
             f"export PYMESH_DEMO_DIR={shlex.quote(str(layout.run_dir))}",
+            f"export PYMESH_MIXER=http://{layout.control_address}:{MIXER_PORTS['dashboard']}",
+            f"export PYMESH_PROMETHEUS=http://{layout.control_address}:{PROMETHEUS_PORT}",
         ]
     )
 

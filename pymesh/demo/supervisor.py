@@ -40,6 +40,7 @@ from pymesh.demo.process import Child, is_supervisor, marked_processes, spawn, s
 from pymesh.demo.render import bind_failure, hints, pod_table
 from pymesh.demo.runtime import clean_env, pymesh_argv
 from pymesh.demo.state import DemoState, ProcessState, read_state, write_state
+from pymesh.demo.telemetry import Telemetry
 from pymesh.errors import ConfigError, ControlPlaneError, PymeshError
 
 __all__ = ["DemoOptions", "Supervisor"]
@@ -82,6 +83,14 @@ class Supervisor:
             env=self.env,
             python=options.python,
             log_level=options.log_level,
+            say=self.say,
+        )
+        self.telemetry = Telemetry(
+            self.layout,
+            python=options.python,
+            log_level=options.log_level,
+            env=self.env,
+            marker=self.marker,
             say=self.say,
         )
         self._lock = asyncio.Lock()
@@ -172,6 +181,7 @@ class Supervisor:
             await self.control.start()
             self._write_state()
             self.say(f"pymesh demo: run directory {self.layout.run_dir}")
+            await self.telemetry.start()
             await self._start_pilot()
             self._write_state()
             await self._seed()
@@ -202,6 +212,7 @@ class Supervisor:
         async with self._lock:
             await self.kubelet.stop_all()
             await self._stop_pilot()
+            await self.telemetry.stop()
         await self.api.close()
         await self.control.stop()
         # Whatever still carries this demo's marker (a grandchild, say) goes now.
@@ -220,7 +231,7 @@ class Supervisor:
 
     def _kill_all(self) -> None:
         """Last resort (atexit, second signal): SIGKILL every child's group."""
-        children = self.kubelet.children()
+        children = self.kubelet.children() + self.telemetry.children()
         if self.pilot is not None:
             children.append(self.pilot)
         for child in children:
@@ -290,6 +301,7 @@ class Supervisor:
 
     # -- the loop ----------------------------------------------------------------------------
     async def _tick(self) -> None:
+        self.telemetry.check()
         if self.pilot is not None and (code := self.pilot.poll()) is not None:
             self.pilot_exit, self.pilot, self.pilot_ready = code, None, False
             self.say(f"pilot exited with status {code}; see {self.layout.log_file('pilot')}")
@@ -357,7 +369,8 @@ class Supervisor:
 
     # -- state -------------------------------------------------------------------------------
     def _urls(self) -> tuple[str, ...]:
-        return (f"http://{self.layout.gateway_address}:8080/productpage",)
+        productpage = f"http://{self.layout.gateway_address}:8080/productpage"
+        return (productpage, *self.telemetry.urls())
 
     def state(self) -> DemoState:
         pilot = None

@@ -57,6 +57,7 @@ __all__ = [
     "PROXY_NET",
     "RATELIMIT_NET",
     "SUPPORT_NET",
+    "TELEMETRY_NET",
     "address",
 ]
 
@@ -65,6 +66,7 @@ ENVOY_DIFF_NET = "127.0.2"
 PILOT_NET = "127.0.3"
 DEMO_NET = "127.0.4"
 SUPPORT_NET = "127.0.5"
+TELEMETRY_NET = "127.0.7"
 AUTH_NET = "127.0.6"
 POLICY_NET = "127.0.8"
 RATELIMIT_NET = "127.0.9"

@@ -198,7 +198,7 @@ def test_config_map_fields_sit_beside_metadata() -> None:
         load_documents(text + "spec: {}\n", "t.yaml")
 
 
-@pytest.mark.parametrize("text", [TELEMETRY, REQUEST_AUTHN])
+@pytest.mark.parametrize("text", [REQUEST_AUTHN])
 def test_kinds_not_enforced_yet_are_reported_when_loaded(text: str) -> None:
     result = load_documents(text, "t.yaml")
     [res] = result.resources
@@ -206,6 +206,16 @@ def test_kinds_not_enforced_yet_are_reported_when_loaded(text: str) -> None:
     messages = [w.message for w in result.warnings if "not enforced" in w.message]
     assert len(messages) == len(entries) >= 1, result.warnings
     assert all(m.startswith(f"{res.kind} is accepted but not enforced: ") for m in messages)
+
+
+def test_telemetry_parts_not_enforced_yet_are_reported_by_field() -> None:
+    result = load_documents(TELEMETRY, "t.yaml")
+    assert [(w.path, w.message.partition(":")[0]) for w in result.warnings] == [
+        ("spec.accessLogging[0].providers", "providers is accepted but not enforced")
+    ]
+    target = TELEMETRY.replace("spec:\n", "spec:\n  targetRef: {kind: Service, name: reviews}\n", 1)
+    warned = [w.path for w in load_documents(target, "t.yaml").warnings]
+    assert "spec.targetRef" in warned
 
 
 def test_envoy_filter_is_enforced_so_not_reported() -> None:
