@@ -13,6 +13,10 @@ import pytest
 
 from pymesh.samples.runtime import proxy_for
 
+# A Python process that imports aiohttp and exits: seconds on a quiet machine, far more on a
+# busy one. Generous, since waiting longer costs nothing when it is quick.
+STARTUP = 45.0
+
 
 def test_proxy_for():
     env = {"HTTP_PROXY": "127.0.0.100:15001", "NO_PROXY": "localhost,.svc.local,10.0.0.1:80"}
@@ -71,7 +75,7 @@ async def _start(module: str, host: str, *args: str, env: dict[str, str] | None 
 
 async def _stop(proc, sig=signal.SIGTERM) -> int:
     proc.send_signal(sig)
-    _, err = await asyncio.wait_for(proc.communicate(), timeout=10)
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=STARTUP)
     assert b"Traceback" not in err, err.decode()
     code: int = proc.returncode
     return code
@@ -122,7 +126,7 @@ async def test_bad_version_is_refused():
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await asyncio.wait_for(proc.communicate(), timeout=10)
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=STARTUP)
     assert proc.returncode == 2 and b"v9" in err
 
 
@@ -144,5 +148,5 @@ async def test_port_in_use_exits_1(module):
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
-        _, err = await asyncio.wait_for(proc.communicate(), timeout=10)
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=STARTUP)
     assert proc.returncode == 1 and b"cannot listen" in err
