@@ -26,12 +26,14 @@ from proxy.http.stream_info import StreamInfo
 if TYPE_CHECKING:
     from proxy.config.model_route import Route, RouteConfiguration, VirtualHost
     from proxy.http.codec_api import StreamEncoder
-    from proxy.http.filter import Headers, Timers, WatermarkListener
+    from proxy.http.filter import Headers, HttpFilter, Timers, WatermarkListener
     from proxy.http.hcm import HcmRuntime
     from proxy.runtime import RuntimeSnapshot
     from proxy.stats import Counter
 
 __all__ = ["ActiveStream"]
+
+_NONE: list[HttpFilter] = []  # never appended to: a finished stream's filter lists
 
 
 class ActiveStream(FilterManager):
@@ -417,6 +419,12 @@ class ActiveStream(FilterManager):
         if hcm.access_loggers:
             for logger in hcm.access_loggers:
                 logger.log(info, self.request_headers, self.response_headers)
+        # The filters (the router among them) point back at the stream: let go of them so
+        # the exchange is freed by reference counting, not left to the cyclic collector.
+        self._d_aborted = True
+        self._filters = self._decoders = self._encoders = _NONE
+        self._d_held = self._e_held = None
+        self._watermark_listener = None
         disables = self._read_disables
         if disables:
             self._read_disables = 0
