@@ -3,10 +3,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-APT_TEST_PACKAGES := curl iproute2 iptables openssl
+DEMO_STAMP := $(VENV)/.installed-demo
+# -qq: errors only (setuptools' notes about editable installs are not the user's business).
+PIP_INSTALL := $(BIN)/pip install -qq
+# chromium: the product page is checked in a real browser (Playwright drives Debian's build).
+APT_TEST_PACKAGES := curl iproute2 iptables openssl chromium fonts-dejavu-core
 APT_BENCH_PACKAGES := wrk hey nginx-light
 
-.PHONY: all demo test lint typecheck unit bench clean apt-test apt-bench
+.PHONY: all demo test lint typecheck unit bench clean apt-test apt-bench proto
 
 all: test
 
@@ -18,14 +22,20 @@ $(BIN)/python:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
 	  else echo "python3 -m venv failed: install python3-venv"; exit 1; fi; \
 	  $(PYTHON) -m venv $(VENV); }
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install -qq --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+# `make demo` installs the mesh and its sample apps only; `make test` adds the test tools.
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP_INSTALL) -e .
 	touch $@
 
-demo: $(STAMP)
-	$(BIN)/pymesh demo
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(PIP_INSTALL) -e '.[test]'
+	touch $@ $(DEMO_STAMP)
+
+# DEMO_ARGS: options of `pymesh demo` (--run-dir, --control-address, --fresh, ...).
+demo: $(DEMO_STAMP)
+	$(BIN)/pymesh demo $(DEMO_ARGS)
 
 # The tests talk to real peers: install the Debian tools they call when they are missing.
 apt-test:
@@ -49,6 +59,10 @@ unit: $(STAMP) apt-test
 	$(BIN)/pytest -n 2 --dist loadgroup --durations=15 -q
 
 test: lint typecheck unit
+
+# Regenerate the checked-in Python modules of pymesh/proto/*.proto (tests keep them in sync).
+proto: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
 
 bench: $(STAMP) apt-bench
 	$(BIN)/python -m benchmarks.proxy

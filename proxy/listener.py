@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import itertools
+import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -135,7 +136,10 @@ class ListenerManager:
             try:
                 await self._bind(runtime)
             except OSError as exc:
-                errors.append(f"listener {name}: cannot bind {model.address}: {exc}")
+                a = model.address
+                where = f"{a.host}:{a.port}" if isinstance(a, SocketAddress) else str(a)
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                errors.append(f"listener {name}: cannot bind {where}: {reason}")
                 continue
             self.listeners[name] = runtime
             self._index(runtime)

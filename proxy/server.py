@@ -37,7 +37,7 @@ from proxy.listener import ChainRuntime, ListenerManager, ListenerRuntime
 from proxy.routing.matcher import RouteTable
 from proxy.runtime import RuntimeHolder, RuntimeSnapshot
 from proxy.stats import HttpStats, StatsStore
-from proxy.tcp_proxy import TcpProxyConnection
+from proxy.tcp_proxy import TcpProxyConnection, TcpProxyStats
 from proxy.transport.tls import SecretUnavailable, server_context
 from proxy.upstream.manager import ClusterManager
 from proxy.upstream.pool import Connector
@@ -79,6 +79,7 @@ class ProxyServer:
         self.date = DateCache()
         self._writers: dict[str, LogWriter] = {}
         self.ready = False
+        self.bind_errors: tuple[str, ...] = ()
         self.health_check_failed = False
         self.draining = False
         self.drain_timeout = 5.0
@@ -101,6 +102,8 @@ class ProxyServer:
         )
         for error in errors:
             log.error("listener failed", error=error)
+        # A listener that cannot bind makes the proxy not ready (admin /ready answers 503).
+        self.bind_errors = tuple(errors)
         self.holder.swap(snapshot)
         return errors
 
@@ -168,9 +171,11 @@ class ProxyServer:
     def _tcp_factory(
         self, config: TcpProxy
     ) -> Callable[[tuple[str, int] | None], TcpProxyConnection]:
+        stats = TcpProxyStats(self.stats, config.stat_prefix)
+
         def make(destination: tuple[str, int] | None) -> TcpProxyConnection:
             return TcpProxyConnection(
-                config, self.cluster_manager, self.loop, self.rng, destination
+                config, self.cluster_manager, self.loop, self.rng, destination, stats
             )
 
         return make

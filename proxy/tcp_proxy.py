@@ -1,7 +1,11 @@
 """``envoy.filters.network.tcp_proxy``: bytes both ways between a client and one upstream host.
 
 Used for ports that are not HTTP (Istio's TCP services, TLS passthrough, the passthrough
-cluster). Each side pauses reading while the other side's write buffer is full.
+cluster). Each side pauses reading while the other side's write buffer is full. The cluster
+is picked per connection (``weighted_clusters``: Istio's TCP traffic shifting); the connection
+ends after ``idle_timeout`` without a byte either way, or after
+``max_downstream_connection_duration``; ``max_connect_attempts`` tries other hosts. Stats are
+Envoy's ``tcp.<stat_prefix>.*`` and the cluster's ``upstream_cx_*``.
 """
 
 from __future__ import annotations
@@ -13,19 +17,47 @@ from typing import cast
 import structlog
 
 from proxy.config.model_http import TcpProxy
+from proxy.stats import ClusterStats, StatsStore
 from proxy.upstream.manager import ClusterManager
 
-__all__ = ["TcpProxyConnection"]
+__all__ = ["TcpProxyConnection", "TcpProxyStats"]
 
 log = structlog.get_logger(__name__)
 
 
-class _Side(asyncio.Protocol):
-    """One end of the pipe; ``peer`` is the other end."""
+class TcpProxyStats:
+    """``tcp.<stat_prefix>.*``, shared by every connection of one filter chain."""
 
-    def __init__(self) -> None:
+    __slots__ = (
+        "downstream_cx_no_route",
+        "downstream_cx_rx_bytes_total",
+        "downstream_cx_total",
+        "downstream_cx_tx_bytes_total",
+        "idle_timeout",
+        "max_downstream_connection_duration",
+        "upstream_cx_connect_attempts_exceeded",
+    )
+
+    def __init__(self, store: StatsStore, stat_prefix: str) -> None:
+        p = f"tcp.{stat_prefix}."
+        c = store.counter
+        self.downstream_cx_total = c(p + "downstream_cx_total")
+        self.downstream_cx_no_route = c(p + "downstream_cx_no_route")
+        self.downstream_cx_rx_bytes_total = c(p + "downstream_cx_rx_bytes_total")
+        self.downstream_cx_tx_bytes_total = c(p + "downstream_cx_tx_bytes_total")
+        self.idle_timeout = c(p + "idle_timeout")
+        self.max_downstream_connection_duration = c(p + "max_downstream_connection_duration")
+        self.upstream_cx_connect_attempts_exceeded = c(p + "upstream_cx_connect_attempts_exceeded")
+
+
+class _Side(asyncio.Protocol):
+    """One end of the pipe; ``peer`` is the other end, ``owner`` the connection it belongs to
+    (which counts bytes and notes activity for the idle timer)."""
+
+    def __init__(self, owner: TcpProxyConnection | None = None) -> None:
         self.transport: asyncio.Transport | None = None
         self.peer: _Side | None = None
+        self.owner = owner
         self.pending: list[bytes] = []
         self.closed = False
 
@@ -33,6 +65,9 @@ class _Side(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        owner = self.owner
+        if owner is not None:
+            owner.on_bytes(self, len(data))
         peer = self.peer
         if peer is not None and peer.transport is not None:
             peer.transport.write(data)
@@ -72,20 +107,47 @@ class TcpProxyConnection(_Side):
         loop: asyncio.AbstractEventLoop,
         rng: random.Random,
         destination: tuple[str, int] | None,
+        stats: TcpProxyStats,
     ) -> None:
         super().__init__()
+        self.owner = self
         self._config = config
         self._clusters = clusters
         self._loop = loop
         self._rng = rng
         self._destination = destination
+        self._stats = stats
         self._task: asyncio.Task[None] | None = None
+        self._cluster_stats: ClusterStats | None = None
+        self._active = False
+        self._last_activity = 0.0
+        self._idle: asyncio.TimerHandle | None = None
+        self._lifetime: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         assert self.transport is not None
+        self._stats.downstream_cx_total.value += 1
         self.transport.pause_reading()  # until the upstream side exists
         self._task = self._loop.create_task(self._connect())
+        config = self._config
+        if config.max_downstream_connection_duration:
+            self._lifetime = self._loop.call_later(
+                config.max_downstream_connection_duration, self._lifetime_over
+            )
+
+    def on_bytes(self, side: _Side, count: int) -> None:
+        # One clock read per read: the idle timer is re-armed lazily when it fires.
+        self._last_activity = self._loop.time()
+        stats = self._cluster_stats
+        if side is self:
+            self._stats.downstream_cx_rx_bytes_total.value += count
+            if stats is not None:
+                stats.upstream_cx_tx_bytes_total.value += count
+        else:
+            self._stats.downstream_cx_tx_bytes_total.value += count
+            if stats is not None:
+                stats.upstream_cx_rx_bytes_total.value += count
 
     def _cluster_name(self) -> str | None:
         config = self._config
@@ -104,46 +166,88 @@ class TcpProxyConnection(_Side):
     async def _connect(self) -> None:
         name = self._cluster_name()
         cluster = self._clusters.get(name) if name else None
-        host = None
-        if cluster is not None:
+        if cluster is None:
+            self._stats.downstream_cx_no_route.value += 1
+            log.info("tcp proxy: no route", cluster=name)
+            self._close()
+            return
+        upstream = _Side(self)
+        for _ in range(max(1, self._config.max_connect_attempts)):
             host = (
                 cluster.host_for_destination(self._destination)
                 if cluster.original_dst
                 else cluster.choose_host(None)
             )
-        if cluster is None or host is None:
-            log.info("tcp proxy: no upstream", cluster=name)
-            self._close()
-            return
-        upstream = _Side()
-        cluster.stats.upstream_cx_total.value += 1
-        try:
-            await asyncio.wait_for(
-                self._loop.create_connection(lambda: upstream, host.address, host.port),
-                cluster.model.connect_timeout,
-            )
-        except (OSError, TimeoutError) as exc:
-            cluster.stats.upstream_cx_connect_fail.value += 1
-            cluster.report_local_failure(host, "connect_failure")
-            log.info("tcp proxy: connect failed", cluster=cluster.name, error=str(exc))
+            if host is None:
+                cluster.stats.upstream_cx_none_healthy.value += 1
+                log.info("tcp proxy: no healthy upstream", cluster=cluster.name)
+                self._close()
+                return
+            cluster.stats.upstream_cx_total.value += 1
+            try:
+                await asyncio.wait_for(
+                    self._loop.create_connection(lambda: upstream, host.address, host.port),
+                    cluster.model.connect_timeout,
+                )
+                break
+            except (OSError, TimeoutError) as exc:
+                cluster.stats.upstream_cx_connect_fail.value += 1
+                cluster.report_local_failure(host, "connect_failure")
+                log.info("tcp proxy: connect failed", cluster=cluster.name, error=str(exc))
+                if self.closed:
+                    return
+        else:
+            self._stats.upstream_cx_connect_attempts_exceeded.value += 1
             self._close()
             return
         if self.closed:
             if upstream.transport is not None:
                 upstream.transport.close()
             return
+        self._cluster_stats = cluster.stats
+        cluster.stats.upstream_cx_active.value += 1
+        self._active = True
         upstream.peer, self.peer = self, upstream
         assert upstream.transport is not None and self.transport is not None
         for data in self.pending:
             upstream.transport.write(data)
         self.pending.clear()
         self.transport.resume_reading()
+        if self._config.idle_timeout:
+            self._last_activity = self._loop.time()
+            self._idle = self._loop.call_later(self._config.idle_timeout, self._idle_check)
+
+    def _idle_check(self) -> None:
+        timeout = self._config.idle_timeout
+        assert timeout
+        due = self._last_activity + timeout
+        now = self._loop.time()
+        if now < due:
+            self._idle = self._loop.call_at(due, self._idle_check)
+            return
+        self._idle = None
+        self._stats.idle_timeout.value += 1
+        self._close()
+
+    def _lifetime_over(self) -> None:
+        self._lifetime = None
+        self._stats.max_downstream_connection_duration.value += 1
+        self._close()
 
     def _close(self) -> None:
         if self.transport is not None and not self.closed:
             self.transport.close()
+        peer = self.peer
+        if peer is not None and peer.transport is not None and not peer.closed:
+            peer.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         if self._task is not None and not self._task.done():
             self._task.cancel()
+        for timer in (self._idle, self._lifetime):
+            if timer is not None:
+                timer.cancel()
+        if self._active and self._cluster_stats is not None:
+            self._active = False
+            self._cluster_stats.upstream_cx_active.value -= 1

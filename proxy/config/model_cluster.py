@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from proxy.codec.h2_settings import H2Settings
 from proxy.config.model_common import (
     ConfigSource,
     HeaderValueOption,
@@ -41,6 +42,7 @@ __all__ = [
     "TcpHealthCheck",
     "TcpKeepalive",
     "UpstreamHttpProtocolOptions",
+    "UpstreamProtocol",
 ]
 
 
@@ -265,19 +267,35 @@ class TcpKeepalive:
     keepalive_interval: int | None = None
 
 
+class UpstreamProtocol(StrEnum):
+    """How a cluster picks the protocol to its hosts (``HttpProtocolOptions``'
+    ``upstream_protocol_options``): HTTP/1.1, HTTP/2, the downstream request's protocol
+    (``use_downstream_protocol_config``), or ALPN over TLS (``auto_config``)."""
+
+    HTTP1 = "HTTP1"
+    HTTP2 = "HTTP2"
+    USE_DOWNSTREAM = "USE_DOWNSTREAM"
+    AUTO = "AUTO"
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamHttpProtocolOptions:
     """The cluster's HTTP options (``envoy.extensions.upstreams.http.v3.HttpProtocolOptions``
     or the deprecated cluster fields). ``auto_sni`` sets SNI from the request's Host.
-    ``http2`` is only ever True for the xDS cluster, which the gRPC client uses; the data path
-    never routes to such a cluster."""
+    ``http2_settings`` is set whenever the cluster may speak HTTP/2."""
 
     common: HttpProtocolOptions = field(default_factory=HttpProtocolOptions)
     http1: Http1ProtocolOptions = field(default_factory=Http1ProtocolOptions)
     auto_sni: bool = False
     auto_san_validation: bool = False
     override_auto_sni_header: bytes | None = None
-    http2: bool = False
+    protocol: UpstreamProtocol = UpstreamProtocol.HTTP1
+    http2_settings: H2Settings | None = None
+
+    @property
+    def http2(self) -> bool:
+        """HTTP/2 to every host (prior knowledge, or ALPN h2 over TLS)."""
+        return self.protocol is UpstreamProtocol.HTTP2
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from proxy.codec.h2_settings import H2Settings
 from proxy.config.model_common import (
     CidrRange,
     ConfigSource,
@@ -216,6 +217,7 @@ class AccessLog:
 class CodecType(StrEnum):
     AUTO = "AUTO"
     HTTP1 = "HTTP1"
+    HTTP2 = "HTTP2"
 
 
 class ServerHeaderTransformation(StrEnum):
@@ -353,6 +355,7 @@ class HttpConnectionManager:
     delayed_close_timeout: float = 1.0
     common_http_protocol_options: HttpProtocolOptions = field(default_factory=HttpProtocolOptions)
     http_protocol_options: Http1ProtocolOptions = field(default_factory=Http1ProtocolOptions)
+    http2_protocol_options: H2Settings = field(default_factory=H2Settings)
     max_request_headers_kb: int = 60
     normalize_path: bool = False
     merge_slashes: bool = False

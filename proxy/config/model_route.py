@@ -40,9 +40,14 @@ __all__ = [
     "WeightedClusters",
 ]
 
-# Envoy's HTTP ``retry_on`` conditions that pymesh implements (gRPC ones need HTTP/2).
+# Envoy's ``retry_on`` conditions that pymesh implements, HTTP then gRPC.
 RETRY_ON_VALUES = frozenset(
     {
+        "cancelled",
+        "deadline-exceeded",
+        "internal",
+        "resource-exhausted",
+        "unavailable",
         "5xx",
         "gateway-error",
         "reset",

@@ -65,6 +65,35 @@ _RETRIABLE_4XX = 64
 _REFUSED_STREAM = 128
 _RETRIABLE_STATUS_CODES = 256
 _RETRIABLE_HEADERS = 512
+# gRPC conditions: a trailers-only response (grpc-status in the headers) with that status.
+_GRPC_CANCELLED = 1 << 10
+_GRPC_DEADLINE_EXCEEDED = 1 << 11
+_GRPC_INTERNAL = 1 << 12
+_GRPC_RESOURCE_EXHAUSTED = 1 << 13
+_GRPC_UNAVAILABLE = 1 << 14
+_GRPC_ANY = (
+    _GRPC_CANCELLED
+    | _GRPC_DEADLINE_EXCEEDED
+    | _GRPC_INTERNAL
+    | _GRPC_RESOURCE_EXHAUSTED
+    | _GRPC_UNAVAILABLE
+)
+# grpc-status value (as received) → the condition that retries it.
+_GRPC_STATUS_FLAGS = {
+    b"1": _GRPC_CANCELLED,
+    b"4": _GRPC_DEADLINE_EXCEEDED,
+    b"13": _GRPC_INTERNAL,
+    b"8": _GRPC_RESOURCE_EXHAUSTED,
+    b"14": _GRPC_UNAVAILABLE,
+}
+
+_GRPC_FLAGS = {
+    "cancelled": _GRPC_CANCELLED,
+    "deadline-exceeded": _GRPC_DEADLINE_EXCEEDED,
+    "internal": _GRPC_INTERNAL,
+    "resource-exhausted": _GRPC_RESOURCE_EXHAUSTED,
+    "unavailable": _GRPC_UNAVAILABLE,
+}
 
 _FLAGS = {
     "5xx": _5XX,
@@ -86,7 +115,7 @@ class EnvoyRequestControls:
     Unparseable values are ignored, as Envoy does."""
 
     retry_on: frozenset[str] = frozenset()
-    retry_grpc_on: bytes | None = None  # parsed but unused: pymesh has no gRPC retries
+    retry_grpc_on: frozenset[str] = frozenset()
     max_retries: int | None = None
     retriable_status_codes: tuple[int, ...] = ()
     retriable_header_names: tuple[bytes, ...] = ()
@@ -133,7 +162,7 @@ def parse_envoy_request_controls(headers: Headers) -> EnvoyRequestControls | Non
     retry_on = frozenset(t.decode("latin-1") for t in _csv(found.get(H_RETRY_ON, b"")))
     return EnvoyRequestControls(
         retry_on=retry_on,
-        retry_grpc_on=found.get(H_RETRY_GRPC_ON),
+        retry_grpc_on=frozenset(t.decode("latin-1") for t in _csv(found.get(H_RETRY_GRPC_ON, b""))),
         max_retries=max_retries,
         retriable_status_codes=tuple(codes),
         retriable_header_names=tuple(_csv(found.get(H_RETRIABLE_HEADER_NAMES, b""))),
@@ -302,6 +331,10 @@ class RetryState:
                 ratelimited = True
         if overloaded:
             return False
+        if flags & _GRPC_ANY:
+            grpc_status = get_header(headers, b"grpc-status")
+            if grpc_status is not None and flags & _GRPC_STATUS_FLAGS.get(grpc_status, 0):
+                return True
         if ratelimited:
             # Rate limited by an upstream Envoy: retried only under envoy-ratelimited.
             return bool(flags & _ENVOY_RATELIMITED)
@@ -385,12 +418,16 @@ class RetryState:
 def _flags_of(
     policy: RetryPolicy, controls: EnvoyRequestControls | None, request_headers: Headers | None
 ) -> int:
+    # A route's retry_on takes both HTTP and gRPC conditions; the request headers each take
+    # their own kind (x-envoy-retry-on HTTP, x-envoy-retry-grpc-on gRPC), as in Envoy.
     flags = 0
     for name in policy.retry_on:
-        flags |= _FLAGS.get(name, 0)
+        flags |= _FLAGS.get(name, 0) | _GRPC_FLAGS.get(name, 0)
     if controls is not None:
         for name in controls.retry_on:
             flags |= _FLAGS.get(name, 0)
+        for name in controls.retry_grpc_on:
+            flags |= _GRPC_FLAGS.get(name, 0)
     matchers: Sequence[HeaderMatcher] = policy.retriable_request_headers
     # Retries are limited to requests matching one of these.
     if (

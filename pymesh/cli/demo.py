@@ -52,10 +52,11 @@ def _start_arguments(parser: argparse.ArgumentParser, suppress: bool) -> None:
         help=f"loopback addresses handed to pods, FIRST[-LAST] ({_DEFAULT_PODS})",
     )
     parser.add_argument(
-        "--keep-config",
+        "--fresh",
         action="store_true",
         default=default(False),
-        help="start from the configuration of the last run instead of the manifests",
+        help="start from the manifests, dropping what was applied in earlier runs "
+        "(by default a demo keeps its objects, as a cluster does)",
     )
     parser.add_argument(
         "--mesh-config", default=default(None), help="Istio MeshConfig YAML for pilot"
@@ -124,7 +125,7 @@ def _options(args: argparse.Namespace, foreground: bool) -> DemoOptions:
     layout = _layout(args)
     return DemoOptions(
         layout=layout,
-        keep_config=args.keep_config,
+        keep_config=not args.fresh,
         mesh_config=Path(args.mesh_config) if args.mesh_config else None,
         outbound_traffic_policy=args.outbound_traffic_policy,
         log_level=args.log_level,
@@ -155,8 +156,8 @@ def _up_argv(args: argparse.Namespace) -> list[str]:
     argv += ["--control-address", args.control_address, "--pod-addresses", args.pod_addresses]
     argv += ["--outbound-traffic-policy", args.outbound_traffic_policy]
     argv += ["--timeout", str(args.timeout)]
-    if args.keep_config:
-        argv.append("--keep-config")
+    if args.fresh:
+        argv.append("--fresh")
     if args.mesh_config:
         argv += ["--mesh-config", str(Path(args.mesh_config).resolve())]
     return argv
@@ -176,7 +177,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"\nBookinfo is up: {len(state.pods)} pods, every proxy SYNCED\n")
         print(pod_table(state))
         print(hints(state, str(layout.run_dir), getattr(args, "run_dir", None) is None))
-        print("\n`pymesh demo down` stops it.")
+        from pymesh.demo.render import pymesh_command
+
+        down = f"{pymesh_command()} demo down"
+        if getattr(args, "run_dir", None) is not None:
+            down += f" --run-dir {layout.run_dir}"
+        print(f"\n`{down}` stops it.")
         return 0
     layout = DemoLayout.of_running(_run_dir(args))
     if command == "down":

@@ -21,7 +21,7 @@ from pymesh.demo.control import ControlClient, ControlError
 from pymesh.demo.layout import ADMIN_PORT, DemoLayout
 from pymesh.demo.ports import listening
 from pymesh.demo.process import is_supervisor, marked_processes, stop_pids
-from pymesh.demo.render import status_text
+from pymesh.demo.render import bind_failure, status_text
 from pymesh.demo.state import DemoState, PodState, read_state
 from pymesh.errors import PymeshError
 
@@ -50,12 +50,18 @@ def running_state(layout: DemoLayout) -> DemoState | None:
     return state
 
 
-def _tail(path: os.PathLike[str] | str, lines: int = 15) -> str:
+def _since(path: os.PathLike[str] | str, offset: int, lines: int = 15) -> str:
+    """What the log got after ``offset``: its ``error:`` lines when there are any (the reason
+    a start failed), else its last ``lines`` lines; never an earlier run's."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
+        with open(path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode("utf-8", "replace")
     except OSError:
         return ""
+    new = text.splitlines()
+    errors = [line.removeprefix("error: ") for line in new if line.startswith("error:")]
+    return "\n".join(errors or new[-lines:])
 
 
 def wait_ready(
@@ -65,6 +71,7 @@ def wait_ready(
     *,
     supervisor_pid: int | None = None,
     since: float = 0.0,
+    log_offset: int = 0,
     clock: Callable[[], float] = time.monotonic,
 ) -> DemoState:
     """Follow the state file until the demo is ready; print progress as it changes.
@@ -89,6 +96,9 @@ def wait_ready(
                 print(f"{line}  ({clock() - start:.1f} s)", file=out, flush=True)
                 last = line
             for pod in state.pods:
+                failure = bind_failure(pod)
+                if failure is not None:
+                    raise DemoError(failure)
                 if pod.sync == "NACK" and pod.key not in nacked:
                     nacked.add(pod.key)
                     print(f"  {pod.key}: proxy NACK: {pod.sync_detail}", file=out, flush=True)
@@ -97,8 +107,8 @@ def wait_ready(
         pid = supervisor_pid if supervisor_pid is not None else (state and state.supervisor_pid)
         if pid and not is_supervisor(pid):
             raise DemoError(
-                f"the demo supervisor exited; the end of {layout.supervisor_log}:\n"
-                + _tail(layout.supervisor_log)
+                _since(layout.supervisor_log, log_offset)
+                or f"the demo supervisor exited; see {layout.supervisor_log}"
             )
         if clock() - start > timeout:
             detail = ""
@@ -143,6 +153,7 @@ def up(
     argv = [python, "-m", "pymesh.cli.main", *run_args]
     since = time.time()
     with open(layout.supervisor_log, "ab") as log:
+        offset = log.tell()
         log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(argv)}\n".encode())
         log.flush()
         proc = subprocess.Popen(
@@ -154,7 +165,9 @@ def up(
         )
     print(f"demo supervisor started (pid {proc.pid}); log: {layout.supervisor_log}", file=out)
     try:
-        return wait_ready(layout, timeout, out, supervisor_pid=proc.pid, since=since)
+        return wait_ready(
+            layout, timeout, out, supervisor_pid=proc.pid, since=since, log_offset=offset
+        )
     except DemoError:
         if proc.poll() is None:
             down(layout, out=None)

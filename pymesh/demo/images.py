@@ -15,7 +15,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["Role", "StandIn", "stand_in"]
+__all__ = ["KNOWN_IMAGES", "Role", "StandIn", "stand_in"]
+
+#: what a pod with an image the demo does not know is told
+KNOWN_IMAGES = (
+    "Images the demo runs: examples-bookinfo-{productpage,details,reviews,ratings}-vN and "
+    "(go-)httpbin as apps; curl, sleep, fortio, netshoot and busybox as clients (their "
+    "programs run with `pymesh exec`); proxyv2 as a gateway."
+)
 
 
 class Role(Enum):
@@ -68,5 +75,6 @@ def stand_in(image: str, labels: Mapping[str, str]) -> StandIn:
         return StandIn(Role.GATEWAY)
     return StandIn(
         Role.CLIENT,
-        warning=f"no stand-in for image {image!r}: the pod runs its sidecar only",
+        warning=f"no app: the demo has no stand-in for image {image!r}, so the pod runs its "
+        f"sidecar only. {KNOWN_IMAGES}",
     )

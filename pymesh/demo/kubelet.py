@@ -13,6 +13,8 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import aiohttp
+
 from pymesh.demo.control import ControlError
 from pymesh.demo.images import Role
 from pymesh.demo.layout import DemoLayout
@@ -48,6 +50,7 @@ class Kubelet:
         # Addresses stay with pod names for the life of the demo: a Deployment deleted and
         # applied again comes back where it was.
         self._assigned: dict[str, str] = {}
+        self._session: aiohttp.ClientSession | None = None
 
     # -- reconciliation ----------------------------------------------------------------------
     async def reconcile(self, desired: Iterable[PodSpec]) -> None:
@@ -109,7 +112,21 @@ class Kubelet:
         for pod in self.pods.values():
             for event in pod.reap():
                 self.say(event)
-        await asyncio.gather(*(p.probe_app() for p in self.pods.values() if p.app is not None))
+        session = self._probe_session()
+        await asyncio.gather(
+            *(p.probe_app(session) for p in self.pods.values() if p.app is not None)
+        )
+
+    def _probe_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            # Apps are probed directly (trust_env=False: no HTTP_PROXY), one kept-alive
+            # connection each.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit_per_host=1, keepalive_timeout=60),
+                timeout=aiohttp.ClientTimeout(total=1.0),
+                trust_env=False,
+            )
+        return self._session
 
     def update_sync(self, states: Mapping[str, SyncState], now: float) -> None:
         """``now`` is wall-clock time. A stream older than the proxy process is the one of
@@ -151,6 +168,9 @@ class Kubelet:
         return {"ok": True, "pod": pod.key, "restarted": restarted}
 
     async def stop_all(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
         await asyncio.gather(*(pod.stop() for pod in self.pods.values()))
 
     def children(self) -> list[Child]:

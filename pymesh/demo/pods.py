@@ -36,6 +36,7 @@ class PodSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     service_account: str = "default"
     image: str = ""
+    container: str = ""
     container_port: int | None = None
     stand_in: StandIn = _NO_APP
     owner: str = ""
@@ -86,6 +87,7 @@ def _pod_from(
         labels=dict(labels),
         service_account=str(pod_spec.get("serviceAccountName") or "default"),
         image=image,
+        container=str(main.get("name", "")),
         container_port=int(port) if isinstance(port, int) else None,
         stand_in=stand_in(image, labels),
         owner=owner,

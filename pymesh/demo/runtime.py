@@ -8,10 +8,11 @@ the sidecar's listeners and admin are on the same address, configured by pilot.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
+
+import aiohttp
 
 from pymesh.demo.bootstrap import node_id, write_bootstrap
 from pymesh.demo.images import Role
@@ -153,20 +154,20 @@ class PodRuntime:
             events.append(f"{self.key}: proxy exited with status {code}")
         return events
 
-    async def probe_app(self) -> bool:
-        """Whether the app accepts connections (the readiness probe)."""
+    async def probe_app(self, session: aiohttp.ClientSession) -> bool:
+        """Whether the app answers HTTP (the readiness probe; any status will do). The
+        session keeps one connection per app open, so probing every tick leaves no trail
+        of closed sockets in TIME-WAIT."""
         port = self.spec.container_port
         if self.app is None or port is None:
             self.app_ready = False
             return False
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(self.ip, port), 0.5)
-        except (OSError, TimeoutError):
+            async with session.get(f"http://{self.ip}:{port}/", allow_redirects=False) as resp:
+                await resp.read()
+        except (aiohttp.ClientError, OSError, TimeoutError):
             self.app_ready = False
             return False
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
         self.app_ready = True
         return True
 
@@ -174,7 +175,7 @@ class PodRuntime:
     def state(self) -> PodState:
         def process(child: Child | None, exit_code: int | None, what: str) -> ProcessState | None:
             if child is not None:
-                return ProcessState(child.pid, str(child.log_path), True)
+                return ProcessState(child.pid, str(child.log_path), True, None, child.started_at)
             if exit_code is not None:
                 return ProcessState(0, str(self._log(what)), False, exit_code)
             return None
@@ -197,4 +198,6 @@ class PodRuntime:
             sync=self.sync.status,
             sync_detail=self.sync.detail,
             warning=self.warning,
+            owner=spec.owner,
+            container=spec.container,
         )

@@ -26,6 +26,8 @@ class ProcessState:
     log: str
     running: bool = True
     exit_code: int | None = None
+    #: wall-clock start (for kubectl's AGE)
+    started_at: float = 0.0
 
     @classmethod
     def from_json(cls, data: Any) -> ProcessState | None:
@@ -36,6 +38,7 @@ class ProcessState:
             log=str(data.get("log", "")),
             running=bool(data.get("running", False)),
             exit_code=data.get("exit_code"),
+            started_at=float(data.get("started_at", 0.0)),
         )
 
     @property
@@ -66,6 +69,10 @@ class PodState:
     sync: str = "NOT CONNECTED"
     sync_detail: str = ""
     warning: str = ""
+    #: ``Deployment/NAME`` for a Deployment's pod, "" for a bare Pod
+    owner: str = ""
+    #: the name of the app's container (``kubectl exec -c``)
+    container: str = ""
 
     @property
     def key(self) -> str:
@@ -95,6 +102,8 @@ class PodState:
             sync=str(data.get("sync", "NOT CONNECTED")),
             sync_detail=str(data.get("sync_detail", "")),
             warning=str(data.get("warning", "")),
+            owner=str(data.get("owner", "")),
+            container=str(data.get("container", "")),
         )
 
 

@@ -28,9 +28,9 @@ from pymesh.demo.layout import DemoLayout
 from pymesh.demo.manifests import seed_files, write_mesh_config
 from pymesh.demo.pilot_api import PilotApi
 from pymesh.demo.pods import desired_pods
-from pymesh.demo.ports import busy
+from pymesh.demo.ports import busy, holder
 from pymesh.demo.process import Child, is_supervisor, marked_processes, spawn, stop_pids
-from pymesh.demo.render import hints, pod_table
+from pymesh.demo.render import bind_failure, hints, pod_table
 from pymesh.demo.runtime import clean_env, pymesh_argv
 from pymesh.demo.state import DemoState, ProcessState, read_state, write_state
 from pymesh.errors import ConfigError, ControlPlaneError, PymeshError
@@ -43,7 +43,8 @@ _TICK = 0.5
 @dataclass(frozen=True, slots=True)
 class DemoOptions:
     layout: DemoLayout
-    keep_config: bool = False
+    #: start from what the last run left in the config directory (``--fresh``: don't)
+    keep_config: bool = True
     mesh_config: Path | None = None
     outbound_traffic_policy: str = "ALLOW_ANY"
     log_level: str = "info"
@@ -83,6 +84,7 @@ class Supervisor:
         self._announced = False
         self._late = False
         self._ready_once: set[str] = set()
+        self._failures: set[str] = set()
         self._api_error = ""
         self._last_state: dict[str, Any] | None = None
         self._started = clock()
@@ -125,10 +127,10 @@ class Supervisor:
             ]
         )
         if taken:
-            shown = ", ".join(f"{ip}:{port}" for ip, port in taken)
+            ip, port = taken[0]
             raise ConfigError(
-                f"{shown} already in use: is another demo or pilot running? "
-                "(`pymesh demo down`, or choose --control-address)"
+                f"{ip}:{port} is in use by {holder(taken[0])}: pilot cannot listen there "
+                "(`pymesh demo down` if it is another demo, or choose --control-address)"
             )
         layout.pid_file.write_text(f"{os.getpid()}\n", encoding="utf-8")
 
@@ -243,7 +245,10 @@ class Supervisor:
     async def _seed(self) -> None:
         existing = await self.api.workloads()
         if self.options.keep_config and existing:
-            self.say(f"  keeping the configuration in {self.layout.config_dir}")
+            self.say(
+                f"  keeping the objects of the last run in {self.layout.config_dir} "
+                "(--fresh starts from the manifests)"
+            )
             return
         total = 0
         for path in seed_files():
@@ -292,6 +297,10 @@ class Supervisor:
             if pod.ready and pod.key not in self._ready_once:
                 self._ready_once.add(pod.key)
                 self.say(f"  pod {pod.key} ready ({elapsed:.1f} s)")
+            failure = bind_failure(pod)
+            if failure is not None and failure not in self._failures:
+                self._failures.add(failure)
+                self.say(f"error: {failure}")
         if self._announced:
             return
         if not state.ready:

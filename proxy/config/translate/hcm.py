@@ -37,6 +37,7 @@ from proxy.config.translate.common import (
     wrapped,
 )
 from proxy.config.translate.filters import FilterEntry, FilterRegistry
+from proxy.config.translate.http2 import http2_settings, require_http2_data_path
 from proxy.config.translate.routes import route_configuration
 from proxy.config.translate.support import unpack
 from pymesh.errors import UnsupportedError, ValidationError
@@ -60,10 +61,11 @@ def http_connection_manager(
     """Unpack, check and translate an HCM ``typed_config``."""
     proto = unpack(any_config, _HCM, path)
     codec = _HCM.CodecType.Name(proto.codec_type)
-    if codec not in ("AUTO", "HTTP1"):
+    if codec == "HTTP2":
+        require_http2_data_path("codec_type HTTP2", join(path, "codec_type"))
+    elif codec not in ("AUTO", "HTTP1"):
         raise UnsupportedError(
-            f"codec_type {codec} is not supported by pymesh (HTTP/1.1 only)",
-            path=join(path, "codec_type"),
+            f"codec_type {codec} is not supported by pymesh", path=join(path, "codec_type")
         )
     route_config = None
     rds = None
@@ -115,6 +117,12 @@ def http_connection_manager(
             else Http1ProtocolOptions()
         ),
         max_request_headers_kb=wrapped(proto, "max_request_headers_kb", 60),
+        http2_protocol_options=http2_settings(
+            proto.http2_protocol_options if proto.HasField("http2_protocol_options") else None,
+            join(path, "http2_protocol_options"),
+            max_header_bytes=wrapped(proto, "max_request_headers_kb", 60) * 1024,
+            max_headers=wrapped(proto.common_http_protocol_options, "max_headers_count", 100),
+        ),
         normalize_path=wrapped(proto, "normalize_path", False),
         merge_slashes=proto.merge_slashes,
         path_with_escaped_slashes_action=(

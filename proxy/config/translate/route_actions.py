@@ -177,9 +177,7 @@ def _weighted_clusters(proto: Any, registry: FilterRegistry, path: str) -> Weigh
 def retry_policy(proto: Any, path: str) -> RetryPolicy:
     """``route.v3.RetryPolicy`` (route or virtual host level)."""
     names = {item.strip() for item in proto.retry_on.split(",") if item.strip()}
-    # Envoy ignores names it does not know; dropping them here keeps that behaviour. The gRPC
-    # conditions (Istio's default policy names two) only ever match a grpc-status, which an
-    # HTTP/1.1-only router never sees: in Envoy too they cannot fire on this traffic.
+    # Envoy ignores names it does not know; dropping them here keeps that behaviour.
     retry_on = frozenset(names & RETRY_ON_VALUES)
     back_off = RetryBackOff()
     if proto.HasField("retry_back_off"):

@@ -8,7 +8,9 @@ naming its full path and the message type; it also applies Envoy's PGV rules (``
 every message it visits. ``Any`` payloads are not entered: the translator that unpacks one
 checks it (``unpack``), so unknown extensions are reported by their type URL.
 
-The list is the runtime's contract: HTTP/1.1 only (codec AUTO/HTTP1), plain TCP and TLS
+The list is the runtime's contract: HTTP/1.1 on the data path (codec AUTO/HTTP1; HTTP/2
+settings are translated, and ``translate/http2.py`` refuses what would need HTTP/2 on a
+connection until it is wired), plain TCP and TLS
 transport sockets, the router / fault / local_ratelimit / cors HTTP filters, the HCM and TCP
 proxy network filters, STATIC / STRICT_DNS / LOGICAL_DNS / EDS / ORIGINAL_DST clusters, file /
 stdout / stderr access loggers, and ADS as the only config source.
@@ -151,6 +153,7 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         # connection manager
         _HCM + "HttpConnectionManager": "codec_type stat_prefix rds route_config http_filters "
         "add_user_agent tracing common_http_protocol_options http_protocol_options "
+        "http2_protocol_options "
         "server_name server_header_transformation max_request_headers_kb "
         "stream_idle_timeout request_timeout request_headers_timeout drain_timeout "
         "delayed_close_timeout access_log use_remote_address xff_num_trusted_hops "
@@ -301,12 +304,24 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         "successful_active_health_check_uneject_host",
         _CLUSTER + "UpstreamConnectionOptions": "tcp_keepalive",
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": "common_http_protocol_options "
-        "upstream_http_protocol_options explicit_http_config",
+        "upstream_http_protocol_options explicit_http_config use_downstream_protocol_config "
+        "auto_config",
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig": (
             "http_protocol_options http2_protocol_options"
         ),
-        # HTTP/2 only for the xDS cluster (the gRPC client's own transport), with defaults.
-        _CORE + "Http2ProtocolOptions": "",
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig": (
+            "http_protocol_options http2_protocol_options"
+        ),
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig": (
+            "http_protocol_options http2_protocol_options"
+        ),
+        # Translated by translate/http2.py into the codec's H2Settings.
+        _CORE + "Http2ProtocolOptions": "hpack_table_size max_concurrent_streams "
+        "initial_stream_window_size initial_connection_window_size allow_connect "
+        "max_outbound_frames max_outbound_control_frames "
+        "max_consecutive_inbound_frames_with_empty_payload stream_error_on_invalid_http_messaging "
+        "override_stream_error_on_invalid_http_message connection_keepalive",
+        _CORE + "KeepaliveSettings": "interval timeout interval_jitter connection_idle_interval",
         _ENDPOINT + "ClusterLoadAssignment": "cluster_name endpoints policy",
         _ENDPOINT + "ClusterLoadAssignment.Policy": "overprovisioning_factor "
         "endpoint_stale_after weighted_priority_health",
@@ -353,6 +368,10 @@ IGNORED: dict[str, dict[str, str]] = {
     },
     _ROUTE + "WeightedCluster": {
         "total_weight": "deprecated; Envoy ignores it and uses the sum of the weights",
+    },
+    _CORE + "Http2ProtocolOptions": {
+        "use_oghttp2_codec": "picks one of Envoy's two HTTP/2 codec implementations; pymesh has "
+        "one, and both behave alike on the wire",
     },
     _CORE + "SubstitutionFormatString": {
         "content_type": "only used for local reply bodies, which never use this format here",

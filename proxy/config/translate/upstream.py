@@ -23,6 +23,7 @@ from proxy.config.model import (
     TcpHealthCheck,
     TcpKeepalive,
     UpstreamHttpProtocolOptions,
+    UpstreamProtocol,
     UpstreamTls,
 )
 from proxy.config.translate.common import (
@@ -36,6 +37,7 @@ from proxy.config.translate.common import (
     wrapped,
 )
 from proxy.config.translate.hcm import http1_protocol_options, http_protocol_options
+from proxy.config.translate.http2 import http2_settings, require_http2_data_path
 from proxy.config.translate.listeners import transport_socket_type
 from proxy.config.translate.support import unpack
 from proxy.config.translate.tls import upstream_tls
@@ -194,8 +196,11 @@ def health_check(proto: Any, path: str) -> HealthCheck:
 
 
 def upstream_http_options(proto: Any, path: str, allow_http2: bool) -> UpstreamHttpProtocolOptions:
+    """The cluster's ``envoy.extensions.upstreams.http.v3.HttpProtocolOptions``.
+    ``allow_http2`` is for the bootstrap's xDS cluster, whose HTTP/2 the gRPC client speaks."""
     common = HttpProtocolOptions()
-    http2 = False
+    protocol = UpstreamProtocol.HTTP1
+    h2_proto = None
     http1 = Http1ProtocolOptions()
     auto_sni = False
     auto_san = False
@@ -211,34 +216,19 @@ def upstream_http_options(proto: Any, path: str, allow_http2: bool) -> UpstreamH
                 path=key_path,
             )
         options = unpack(value, http_protocol_options_pb2.HttpProtocolOptions, key_path)
-        if options.WhichOneof("upstream_protocol_options") != "explicit_http_config":
-            raise ValidationError(
-                "one of [explicit_http_config] is required (HTTP/1.1 only)",
-                path=join(key_path, "upstream_protocol_options"),
-            )
-        explicit = options.explicit_http_config
-        protocol = explicit.WhichOneof("protocol_config")
-        if protocol == "http2_protocol_options":
-            if not allow_http2:
-                raise UnsupportedError(
-                    "upstream HTTP/2 is not supported by pymesh (HTTP/1.1 only; HTTP/2 is "
-                    "accepted only on the ADS cluster)",
-                    path=join(key_path, "explicit_http_config.http2_protocol_options"),
-                )
-            http2 = True
-        elif protocol == "http_protocol_options":
-            http1 = http1_protocol_options(explicit.http_protocol_options)
-        else:
-            raise ValidationError(
-                "one of [http_protocol_options, http2_protocol_options] is required",
-                path=join(key_path, "explicit_http_config"),
-            )
+        protocol, h1_proto, h2_proto = _upstream_protocol(proto, options, key_path)
+        if h1_proto is not None:
+            http1 = http1_protocol_options(h1_proto)
         if options.HasField("common_http_protocol_options"):
             common = http_protocol_options(options.common_http_protocol_options)
         upstream = options.upstream_http_protocol_options
         auto_sni = upstream.auto_sni
         auto_san = upstream.auto_san_validation
         override_sni = upstream.override_auto_sni_header.lower().encode() or None
+        if protocol in (UpstreamProtocol.HTTP2, UpstreamProtocol.AUTO) and not allow_http2:
+            require_http2_data_path(
+                "upstream HTTP/2", join(key_path, options.WhichOneof("upstream_protocol_options"))
+            )
     if proto.HasField("max_requests_per_connection"):
         if common.max_requests_per_connection is not None:
             raise ValidationError(
@@ -260,8 +250,65 @@ def upstream_http_options(proto: Any, path: str, allow_http2: bool) -> UpstreamH
         auto_sni=auto_sni,
         auto_san_validation=auto_san,
         override_auto_sni_header=override_sni,
-        http2=http2,
+        protocol=protocol,
+        http2_settings=(
+            None
+            if protocol is UpstreamProtocol.HTTP1
+            else http2_settings(
+                h2_proto,
+                join(options_path, "http2_protocol_options"),
+                max_header_bytes=60 * 1024,
+                max_headers=common.max_headers_count,
+            )
+        ),
     )
+
+
+def _upstream_protocol(cluster: Any, options: Any, path: str) -> tuple[UpstreamProtocol, Any, Any]:
+    """The protocol selection and its HTTP/1.1 and HTTP/2 options (None when unset)."""
+    which = options.WhichOneof("upstream_protocol_options")
+    if which is None:
+        raise ValidationError(
+            "one of [explicit_http_config, use_downstream_protocol_config, auto_config] is "
+            "required",
+            path=join(path, "upstream_protocol_options"),
+        )
+    config = getattr(options, which)
+    config_path = join(path, which)
+    if config.HasField("http3_protocol_options"):
+        raise UnsupportedError(
+            "HTTP/3 is not supported by pymesh", path=join(config_path, "http3_protocol_options")
+        )
+    h1 = config.http_protocol_options if config.HasField("http_protocol_options") else None
+    h2 = config.http2_protocol_options if config.HasField("http2_protocol_options") else None
+    if which == "explicit_http_config":
+        chosen = config.WhichOneof("protocol_config")
+        if chosen is None:
+            raise ValidationError(
+                "one of [http_protocol_options, http2_protocol_options] is required",
+                path=config_path,
+            )
+        kind = (
+            UpstreamProtocol.HTTP2 if chosen == "http2_protocol_options" else UpstreamProtocol.HTTP1
+        )
+        return kind, h1, h2
+    if which == "use_downstream_protocol_config":
+        return UpstreamProtocol.USE_DOWNSTREAM, h1, h2
+    if config.HasField("alternate_protocols_cache_options"):
+        raise UnsupportedError(
+            "alternate_protocols_cache_options (HTTP/3) is not supported by pymesh",
+            path=join(config_path, "alternate_protocols_cache_options"),
+        )
+    if not cluster.HasField("transport_socket") or cluster.transport_socket.name in (
+        "envoy.transport_sockets.raw_buffer",
+        "raw_buffer",
+    ):
+        # Envoy's own refusal: ALPN needs a TLS transport socket.
+        raise ValidationError(
+            f"ALPN configured for cluster {cluster.name} which has a non-ALPN transport socket",
+            path=config_path,
+        )
+    return UpstreamProtocol.AUTO, h1, h2
 
 
 def upstream_socket(proto: Any, path: str) -> UpstreamTls | None:

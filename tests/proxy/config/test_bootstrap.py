@@ -188,11 +188,10 @@ REJECTIONS: dict[str, tuple[Mutation, type[ValidationError], str, bool]] = {
         True,
     ),
     "unsupported field": (
-        lambda d: _hcm(d).update(http2_protocol_options={"max_concurrent_streams": 10}),
+        lambda d: _hcm(d).update(http2_protocol_options={"allow_metadata": True}),
         UnsupportedError,
-        f"{_HCM_PATH}.http2_protocol_options: field 'http2_protocol_options' of "
-        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager is "
-        "not supported by pymesh",
+        f"{_HCM_PATH}.http2_protocol_options.allow_metadata: field 'allow_metadata' of "
+        "envoy.config.core.v3.Http2ProtocolOptions is not supported by pymesh",
         True,
     ),
     "unsupported listener field": (

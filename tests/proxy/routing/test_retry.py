@@ -48,7 +48,7 @@ def test_parse_controls():
     c = parse_envoy_request_controls(headers)
     assert c == EnvoyRequestControls(
         retry_on=frozenset({"5xx", "connect-failure"}),
-        retry_grpc_on=b"cancelled",
+        retry_grpc_on=frozenset({"cancelled"}),
         max_retries=4,
         retriable_status_codes=(418, 425),
         retriable_header_names=(b"x-retry-me",),

@@ -7,15 +7,13 @@ import os
 import signal
 import socket
 import sys
+import time
 
 import aiohttp
 import pytest
 
 from pymesh.samples.runtime import proxy_for
-
-# A Python process that imports aiohttp and exits: seconds on a quiet machine, far more on a
-# busy one. Generous, since waiting longer costs nothing when it is quick.
-STARTUP = 45.0
+from tests.support.procs import free_port
 
 
 def test_proxy_for():
@@ -35,14 +33,8 @@ def test_proxy_for():
     assert proxy_for("http://details/", cidr) == "http://p:1"
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 async def _start(module: str, host: str, *args: str, env: dict[str, str] | None = None):
-    port = _free_port(host)
+    port = free_port(host)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -57,16 +49,17 @@ async def _start(module: str, host: str, *args: str, env: dict[str, str] | None 
         stderr=asyncio.subprocess.PIPE,
     )
     url = f"http://{host}:{port}"
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as session:
-        for _ in range(150):
+    # A cold interpreter importing aiohttp takes seconds on a busy 2-core machine: wait on the
+    # process (its exit ends the wait), with a deadline that only a hung start reaches.
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        while time.monotonic() < deadline and proc.returncode is None:
             try:
                 async with session.get(url + "/health") as resp:
                     if resp.status == 200:
                         return proc, url
-            except aiohttp.ClientError:
+            except (aiohttp.ClientError, TimeoutError):
                 pass
-            if proc.returncode is not None:
-                break
             await asyncio.sleep(0.1)
     proc.kill()
     _, err = await proc.communicate()
@@ -75,7 +68,7 @@ async def _start(module: str, host: str, *args: str, env: dict[str, str] | None 
 
 async def _stop(proc, sig=signal.SIGTERM) -> int:
     proc.send_signal(sig)
-    _, err = await asyncio.wait_for(proc.communicate(), timeout=STARTUP)
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
     assert b"Traceback" not in err, err.decode()
     code: int = proc.returncode
     return code
@@ -126,7 +119,7 @@ async def test_bad_version_is_refused():
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await asyncio.wait_for(proc.communicate(), timeout=STARTUP)
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
     assert proc.returncode == 2 and b"v9" in err
 
 
@@ -148,5 +141,5 @@ async def test_port_in_use_exits_1(module):
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
-        _, err = await asyncio.wait_for(proc.communicate(), timeout=STARTUP)
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
     assert proc.returncode == 1 and b"cannot listen" in err

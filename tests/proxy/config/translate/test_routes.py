@@ -127,9 +127,9 @@ def test_retry_policy_translation() -> None:
     assert policy.retriable_headers[0].name == b"x-retry"
 
 
-def test_grpc_retry_conditions_never_fire_on_http1() -> None:
-    """Istio's default retryOn names gRPC conditions; they only match a grpc-status, so on
-    HTTP/1.1 traffic they are accepted and can never trigger (as in Envoy)."""
+def test_grpc_retry_conditions_are_kept() -> None:
+    """Istio's default retryOn names gRPC conditions: they retry on a trailers-only
+    grpc-status."""
     action = _action(
         {
             "match": {"prefix": "/"},
@@ -139,7 +139,8 @@ def test_grpc_retry_conditions_never_fire_on_http1() -> None:
             },
         }
     )
-    assert action.retry_policy.retry_on == frozenset({"connect-failure"})
+    retry_on = action.retry_policy.retry_on
+    assert retry_on == frozenset({"connect-failure", "cancelled", "unavailable"})
 
 
 def test_unknown_retry_host_predicate_is_unsupported() -> None:
