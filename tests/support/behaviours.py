@@ -26,6 +26,7 @@ __all__ = [
     "Fixed",
     "Hang",
     "Headers",
+    "Held",
     "RawResponse",
     "ReceivedRequest",
     "Reset",
@@ -125,6 +126,17 @@ class Reset:
 
 
 @dataclass(frozen=True, slots=True)
+class Held:
+    """Read the request, wait until the test calls ``Upstream.release(gate)``, then behave as
+    ``then``: a request kept in flight for exactly as long as the test needs, however slow
+    the machine (a :class:`Delay` can run out before a loaded test gets there). In-process
+    upstreams only: a subprocess upstream holds it until it stops."""
+
+    gate: str
+    then: Behaviour = Echo()
+
+
+@dataclass(frozen=True, slots=True)
 class Hang:
     """Read the request and never answer (until the peer closes or the server stops)."""
 
@@ -167,6 +179,7 @@ Behaviour = (
     | Close
     | Reset
     | Hang
+    | Held
     | RawResponse
     | Expect100
     | Steps
@@ -174,7 +187,7 @@ Behaviour = (
 _KINDS: dict[str, type[Any]] = {
     c.__name__: c
     for c in (Echo, Fixed, Delay, Chunked, Stream, CloseMidResponse, Close, Reset, Hang,
-              RawResponse, Expect100, Steps)
+              Held, RawResponse, Expect100, Steps)
 }  # fmt: skip
 
 

@@ -44,6 +44,7 @@ from tests.support.behaviours import (
     Fixed,
     Hang,
     Headers,
+    Held,
     RawResponse,
     ReceivedRequest,
     Reset,
@@ -68,6 +69,7 @@ __all__ = [
     "Expect100",
     "Fixed",
     "Hang",
+    "Held",
     "RawResponse",
     "ReceivedRequest",
     "Reset",
@@ -160,6 +162,8 @@ class Upstream:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._arrived = asyncio.Event()
+        self._gates: dict[str, asyncio.Event] = {}
 
     # -- control ------------------------------------------------------------------------
     async def start(self) -> Upstream:
@@ -206,6 +210,17 @@ class Upstream:
         self.stats = UpstreamStats(open_connections=self.stats.open_connections)
         self.received.clear()
         self._step_counts.clear()
+
+    async def wait_for_request(self, path: str, count: int = 1, timeout: float = 10.0) -> None:
+        """Return once ``count`` requests for ``path`` have arrived (head and body read, before
+        the behaviour answers): how a test knows a request is in flight without sleeping."""
+        async with asyncio.timeout(timeout):
+            while self.stats.by_path[path] < count:
+                await self._arrived.wait()
+
+    def release(self, gate: str) -> None:
+        """Let the requests :class:`Held` at ``gate`` (and any that arrive later) go on."""
+        self._gates.setdefault(gate, asyncio.Event()).set()
 
     def _lookup(self, path: str) -> tuple[str, Behaviour]:
         if path in self.routes:
@@ -371,6 +386,9 @@ class Upstream:
         self.received.append(rec)
         self.stats.requests += 1
         self.stats.by_path[rec.path] += 1
+        # Wake every waiter, and give later waiters a fresh event to wait on.
+        self._arrived.set()
+        self._arrived = asyncio.Event()
 
     async def _respond(
         self,
@@ -393,8 +411,11 @@ class Upstream:
                 hs.append(("content-type", ctype))
             w.write(_head(status, [*hs, *extra, *base]) + (b"" if head_only else body))
 
-        while isinstance(b, Delay):
-            await asyncio.sleep(b.seconds)
+        while isinstance(b, Delay | Held):
+            if isinstance(b, Delay):
+                await asyncio.sleep(b.seconds)
+            else:
+                await self._gates.setdefault(b.gate, asyncio.Event()).wait()
             b = b.then
         if isinstance(b, Echo):
             simple(b.status, json.dumps(self._echo(rec)).encode(), b.headers, "application/json")
