@@ -19,7 +19,7 @@ from tests.proxy.runtime.conftest import (
 )
 from tests.support.httpclient import AsyncConnection, Response, request
 from tests.support.procs import free_port, port_accepts
-from tests.support.upstream import Delay, Fixed, Steps
+from tests.support.upstream import Fixed, Held, Steps
 
 
 async def admin(proxy: InProcessProxy, method: str, path: str) -> Response:
@@ -179,19 +179,20 @@ async def test_healthcheck_fail_and_ok(upstream_factory: Any, start_proxy: Start
 
 
 async def test_drain_listeners(upstream_factory: Any, start_proxy: StartProxy) -> None:
-    up = await upstream_factory(upstream_ip(0), routes={"/slow": Delay(0.4)})
+    up = await upstream_factory(upstream_ip(0), routes={"/slow": Held("drained")})
     proxy = await start_with_admin(start_proxy, up)
     idle = await AsyncConnection.open(*proxy.address)
     busy = await AsyncConnection.open(*proxy.address)
     try:
         assert (await idle.request("GET", "/", host="svc")).status == 200
         await busy.send(b"GET /slow HTTP/1.1\r\nHost: svc\r\n\r\n")
-        await asyncio.sleep(0.1)
+        await up.wait_for_request("/slow")  # in flight when the drain starts
         assert (await admin(proxy, "POST", "/drain_listeners")).status == 200
-        assert await idle.wait_closed_by_peer(2.0)
-        r = await busy.read_response(timeout=3.0)
+        assert await idle.wait_closed_by_peer(5.0)
+        up.release("drained")
+        r = await busy.read_response(timeout=10.0)
         assert r.status == 200 and r.header("connection") == "close"
-        assert await busy.wait_closed_by_peer(2.0)
+        assert await busy.wait_closed_by_peer(5.0)
         assert not await asyncio.to_thread(port_accepts, *proxy.address, 0.5)
     finally:
         await idle.close()
@@ -205,7 +206,7 @@ async def test_drain_listeners_graceful(upstream_factory: Any, start_proxy: Star
     try:
         assert (await idle.request("GET", "/", host="svc")).status == 200
         assert (await admin(proxy, "POST", "/drain_listeners?graceful")).status == 200
-        assert await idle.wait_closed_by_peer(2.0)
+        assert await idle.wait_closed_by_peer(5.0)
         r = await admin(proxy, "GET", "/ready")
         assert (r.status, r.body) == (503, b"DRAINING\n")
     finally:
