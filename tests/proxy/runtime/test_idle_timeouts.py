@@ -28,10 +28,10 @@ async def test_route_idle_timeout_answers_504_when_the_upstream_goes_quiet(
     up = await upstream_factory(upstream_ip(0), default=Hang())
     proxy = await start_proxy(_config(up, route_extra={"idle_timeout": "0.3s"}))
     started = time.monotonic()
-    r = await request(*proxy.address, target="/", host_header="svc", timeout=5)
+    r = await request(*proxy.address, target="/", host_header="svc", timeout=20)
     elapsed = time.monotonic() - started
     assert (r.status, r.body) == (504, b"stream timeout")
-    assert 0.25 < elapsed < 2.0
+    assert 0.25 < elapsed < 10.0  # the route's idle timeout, not the client's
     assert proxy.stat("http.ingress.downstream_rq_idle_timeout") == 1
 
 
