@@ -5,6 +5,7 @@ the gRPC test servers, following the VirtualService's header match (127.0.3.200-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ import grpc
 import pytest
 
 from tests.integration.pilot_harness import PilotProcess
+from tests.support.waiting import wait_until
 
 PILOT = "127.0.3.200"
 GREETER = {"v1": "127.0.3.201", "v2": "127.0.3.202"}
@@ -133,7 +135,29 @@ async def greeters() -> AsyncIterator[None]:
         await server.stop(0)
 
 
-async def _run_client(pilot: PilotProcess, workdir: Path, target: str) -> tuple[dict, dict]:
+async def _synced_status(pilot: PilotProcess) -> dict:
+    """``/proxies`` once the client has ACKed all four types, or as it is after 30 s (for
+    the assertion to show). Its calls can succeed before pilot has read its last ACK."""
+
+    async def synced() -> dict | None:
+        status: dict = await pilot.aapi("/proxies")
+        mine = [p for p in status["proxies"] if CLIENT_IP in p["id"]]
+        types = mine[0]["types"] if mine else {}
+        done = all(types.get(t, {}).get("status") == "SYNCED" for t in ("LDS", "RDS", "CDS", "EDS"))
+        return status if done else None
+
+    with contextlib.suppress(TimeoutError):
+        found: dict = await wait_until(synced, "the gRPC client ACKed every type", timeout=30)
+        return found
+    last: dict = await pilot.aapi("/proxies")
+    return last
+
+
+async def _run_client(
+    pilot: PilotProcess, workdir: Path, target: str, *, synced: bool = False
+) -> tuple[dict, dict]:
+    """The client's results and pilot's ``/proxies`` while it is connected (once it has
+    ACKed everything, with ``synced``)."""
     bootstrap = workdir / "grpc-bootstrap.json"
     bootstrap.write_text(json.dumps(_bootstrap(pilot)))
     env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap), "GRPC_VERBOSITY": "ERROR"}
@@ -148,7 +172,7 @@ async def _run_client(pilot: PilotProcess, workdir: Path, target: str) -> tuple[
         if not line:
             err = await asyncio.wait_for(proc.stderr.read(), 5)
             raise AssertionError(f"gRPC client failed:\n{err.decode()[-3000:]}")
-        status = await pilot.aapi("/proxies")
+        status = await (_synced_status(pilot) if synced else pilot.aapi("/proxies"))
         proc.stdin.write(b"\n")
         await proc.stdin.drain()
         await asyncio.wait_for(proc.wait(), 10)
@@ -167,7 +191,7 @@ async def test_grpc_proxyless_client_resolves_through_pilot(tmp_path: Path, gree
     pilot = PilotProcess(PILOT, config_dir, tmp_path / "logs")
     try:
         await pilot.start()
-        results, status = await _run_client(pilot, tmp_path, f"xds:///greeter:{PORT}")
+        results, status = await _run_client(pilot, tmp_path, f"xds:///greeter:{PORT}", synced=True)
         # No VirtualService yet: round robin over both (gRPC's picker may start on one
         # endpoint while the other subchannel connects, hence 16 calls).
         assert set(results["plain"] + results["jason"]) == {"greeter-v1", "greeter-v2"}

@@ -21,6 +21,7 @@ from pilot.xds import DebounceConfig
 from pymesh.cli.pilot_client import read_inputs
 from pymesh.cli.tables import render_table
 from tests.pilot.xds.ads_client import AdsClient, istio_node
+from tests.support.waiting import wait_until
 
 HOST = "127.0.3.170"
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
@@ -213,11 +214,12 @@ async def test_proxy_status_and_proxy_config(cli: Cli) -> None:
     async with AdsClient(f"{HOST}:{cli.pilot.xds_port}", node) as client:
         await client.send(CLUSTER_TYPE)
         await client.ack(await client.recv())
-        for _ in range(50):
-            rc, out, _ = await cli("proxy-status")
-            if "SYNCED" in out:
-                break
-            await asyncio.sleep(0.02)
+
+        async def synced() -> str | None:
+            _, out, _ = await cli("proxy-status")
+            return out if "SYNCED" in out else None
+
+        out = await wait_until(synced, "pilot recorded the ACK")
         header, row = out.splitlines()[:2]
         assert header.split() == ["NAME", "CLUSTER", "CDS", "LDS", "EDS", "RDS", "PILOT", "VERSION"]
         assert row.split()[:6] == [

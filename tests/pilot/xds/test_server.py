@@ -31,6 +31,7 @@ from pilot.xds import (
 from pilot.xds.status import proxy_status
 from pymesh.errors import ValidationError
 from tests.pilot.xds.ads_client import AdsClient, istio_node
+from tests.support.waiting import wait_until
 
 HOST = "127.0.3.130"
 
@@ -113,10 +114,7 @@ async def connect(ads: DiscoveryServer) -> AsyncIterator[Connect]:
 
 async def _settle(ads: DiscoveryServer) -> None:
     """Wait for pending debounced work (proxy registration) to be pushed out."""
-    for _ in range(100):
-        if not ads.push_pending:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: not ads.push_pending, "the debounced push fired")
     await asyncio.sleep(0.05)
 
 
@@ -180,10 +178,13 @@ async def test_nack_keeps_version_and_records_the_error(ads, connect) -> None:
     reply2 = await client.recv()
     assert reply2.type_url == LISTENER_TYPE and reply2.version_info.startswith("v2")
     await client.ack(reply2)
-    await asyncio.sleep(0.1)
-    [status] = proxy_status(list(ads.connections.values()), 0.0)
-    assert status["types"]["LDS"]["status"] == "SYNCED"
-    assert "error" not in status["types"]["LDS"]
+
+    def lds() -> Any:
+        [status] = proxy_status(list(ads.connections.values()), 0.0)
+        return status["types"]["LDS"]
+
+    await wait_until(lambda: lds()["status"] == "SYNCED", "the ACK was processed")
+    assert "error" not in lds()
 
 
 async def test_stale_nonce_is_ignored(ads, connect) -> None:
@@ -254,10 +255,7 @@ async def test_connected_proxies_rebuild_the_context(ads, connect) -> None:
     assert "pilot_xds 2" in ads.metrics.render()
     assert len(ads.ctx.proxies) == 2
     await two.close()
-    for _ in range(100):
-        if ads.metrics.connected == 1:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: ads.metrics.connected == 1, "the closed stream was noticed")
     await _settle(ads)
     assert ads.metrics.connected == 1
     assert len(ads.ctx.proxies) == 1
@@ -300,31 +298,38 @@ def test_discovery_request_wildcard_rules() -> None:
 
 async def test_a_registering_proxy_is_answered_once_the_registry_knows_it() -> None:
     loop = asyncio.get_running_loop()
-    holder: dict[str, DiscoveryServer] = {}
 
-    def rebuild(proxies: Any) -> FakeCtx:
-        return dataclasses.replace(holder["s"].ctx, version="with-proxies", proxies=tuple(proxies))
+    async def serve(quiet: float) -> DiscoveryServer:
+        def rebuild(proxies: Any) -> FakeCtx:
+            return dataclasses.replace(server.ctx, version="with-proxies", proxies=tuple(proxies))
 
-    server = DiscoveryServer(
-        FakeCtx(version="v1"),
-        generate=fake_generate,
-        parse_node=parse_node,
-        rebuild=rebuild,
-        registers=lambda proxy: "reviews" in proxy,
-        clock=loop.time,
-        debounce=DebounceConfig(quiet=0.05, max_delay=0.2),
-    )
-    holder["s"] = server
-    await server.start(f"{HOST}:0")
+        server = DiscoveryServer(
+            FakeCtx(version="v1"),
+            generate=fake_generate,
+            parse_node=parse_node,
+            rebuild=rebuild,
+            registers=lambda proxy: "reviews" in proxy,
+            clock=loop.time,
+            debounce=DebounceConfig(quiet=quiet, max_delay=2 * quiet),
+        )
+        await server.start(f"{HOST}:0")
+        return server
+
+    server = await serve(0.05)
     try:
         async with AdsClient(f"{HOST}:{server.port}", istio_node("reviews-v1-a-1")) as pod:
             await pod.send(CLUSTER_TYPE)
             reply = await pod.recv()
             assert reply.version_info == "with-proxies"
+    finally:
+        await server.stop()
+    # Clients that serve nothing are not held: with a 60 s quiet period, one that waited
+    # for the debounced rebuild would not be answered within recv's 10 s.
+    server = await serve(60.0)
+    try:
         async with AdsClient(f"{HOST}:{server.port}", istio_node("sleep-a-1")) as client:
-            started = loop.time()
             await client.send(CLUSTER_TYPE)
-            reply = await client.recv()
-            assert loop.time() - started < 0.05, "clients that serve nothing are not held"
+            reply = await client.recv(10.0)
+            assert reply.version_info == "v1"
     finally:
         await server.stop()
