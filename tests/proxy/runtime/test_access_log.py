@@ -6,7 +6,6 @@ runs the same scenario through Envoy and compares the two logs.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -28,6 +27,7 @@ from tests.proxy.runtime.conftest import StartProxy, listen_address, upstream_ip
 from tests.support.httpclient import AsyncConnection, IncompleteResponse, request
 from tests.support.procs import free_port
 from tests.support.upstream import Close, CloseMidResponse, Delay, Fixed, Hang, Upstream
+from tests.support.waiting import wait_until
 
 PERCENT_100 = {"numerator": 100, "denominator": "HUNDRED"}
 ONE_TOKEN = {
@@ -116,12 +116,14 @@ async def produce_flags(address: tuple[str, int], up: Upstream) -> None:
     await conn.send(
         b"GET /dc HTTP/1.1\r\nHost: svc\r\nUser-Agent: flag-test\r\nX-Request-Id: id/dc\r\n\r\n"
     )
-    for _ in range(200):  # the request reached the upstream: now hang up on it
-        if up.stats.by_path["/dc"]:
-            break
-        await asyncio.sleep(0.01)
+    await up.wait_for_request("/dc")  # the request reached the upstream: now hang up on it
+    open_before = up.stats.open_connections
     await conn.close()
-    await asyncio.sleep(0.1)
+    # The proxy resets the upstream side of the stream it logs as DC, in the same callback:
+    # once the upstream sees its connection go, the stream is over and logged.
+    await wait_until(
+        lambda: up.stats.open_connections < open_before, "the proxy dropped the /dc upstream"
+    )
 
 
 def access_lines(out: str) -> dict[str, dict[str, Any]]:
