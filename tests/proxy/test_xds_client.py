@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -36,6 +36,7 @@ from tests.support.envoy import xds_cluster
 from tests.support.httpclient import request
 from tests.support.procs import free_port
 from tests.support.upstream import Fixed, Upstream
+from tests.support.waiting import wait_until
 
 PILOT = "127.0.3.150"
 LISTEN = "127.0.3.151"
@@ -202,15 +203,20 @@ class Harness:
             await self.server.shutdown()
         await self.stop_pilot()
 
-    async def wait(self, condition: Any, timeout: float = 5.0) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not condition():
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError("condition not met")
-            await asyncio.sleep(0.02)
+    async def wait(self, condition: Any, timeout: float = 15.0) -> None:
+        await wait_until(condition, "condition not met", timeout)
 
     async def get(self) -> Any:
         return await request(LISTEN, self.mesh.listen_port, "GET", "/", timeout=3.0)
+
+    async def tag(self) -> str | None:
+        """The config version the proxy answers with now."""
+        tag: str | None = (await self.get()).header("x-config")
+        return tag
+
+
+async def _is(value: Awaitable[object], wanted: object) -> bool:
+    return await value == wanted
 
 
 @pytest.fixture
@@ -244,14 +250,8 @@ async def test_pushed_route_change_is_applied_and_acked(harness: Harness) -> Non
     await harness.wait(lambda: harness.server is not None and harness.server.ready)
     harness.push(tag="v2")
 
-    async def tag() -> str | None:
-        return (await harness.get()).header("x-config")
-
-    for _ in range(100):
-        if await tag() == "v2":
-            break
-        await asyncio.sleep(0.02)
-    assert await tag() == "v2"
+    tag = harness.tag
+    await harness.wait(lambda: _is(tag(), "v2"))
     conn = next(iter(ads.connections.values()))
     await harness.wait(lambda: conn.watches[ROUTE_TYPE].status.value == "SYNCED")
 
@@ -283,11 +283,7 @@ async def test_a_listener_updated_in_place_serves_its_new_inline_routes(harness:
     await harness.wait(lambda: harness.server is not None and harness.server.ready)
     assert (await harness.get()).header("x-config") == "first"
     harness.push(inline_tag="second")
-    for _ in range(100):
-        if (await harness.get()).header("x-config") == "second":
-            break
-        await asyncio.sleep(0.02)
-    assert (await harness.get()).header("x-config") == "second"
+    await harness.wait(lambda: _is(harness.tag(), "second"))
 
 
 async def test_keeps_serving_while_pilot_is_down_and_reconnects(harness: Harness) -> None:
@@ -301,12 +297,8 @@ async def test_keeps_serving_while_pilot_is_down_and_reconnects(harness: Harness
         await asyncio.sleep(0.1)
     harness.mesh = replace(harness.mesh, version="50", tag="after-restart")
     await harness.start_pilot()
-    await harness.wait(lambda: client.connected.is_set(), timeout=5)
-    for _ in range(100):
-        if (await harness.get()).header("x-config") == "after-restart":
-            break
-        await asyncio.sleep(0.02)
-    assert (await harness.get()).header("x-config") == "after-restart"
+    await harness.wait(lambda: client.connected.is_set())
+    await harness.wait(lambda: _is(harness.tag(), "after-restart"))
 
 
 async def test_ready_after_initial_fetch_timeout_without_pilot(harness: Harness) -> None:

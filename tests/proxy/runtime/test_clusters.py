@@ -13,6 +13,7 @@ from tests.proxy.runtime.conftest import StartProxy, listen_address, upstream_ip
 from tests.support import PROXY_NET, address
 from tests.support.httpclient import AsyncConnection, request, run_concurrently
 from tests.support.upstream import Delay, Echo, Fixed, Steps, Upstream
+from tests.support.waiting import wait_until
 
 OVERFLOW_503 = b"upstream connect error or disconnect/reset before headers. reset reason: overflow"
 
@@ -51,10 +52,8 @@ async def test_dns_clusters_resolve_localhost(
             [cluster("backend", [("localhost", up.port)], type=kind, dns_lookup_family="V4_ONLY")],
         )
     )
-    for _ in range(50):  # resolution runs in the background right after start
-        if proxy.stat("cluster.backend.membership_total"):
-            break
-        await asyncio.sleep(0.02)
+    # Resolution runs in the background right after start.
+    await wait_until(lambda: proxy.stat("cluster.backend.membership_total"), "DNS resolved")
     assert proxy.stat("cluster.backend.membership_total") == 1
     names = await spread(proxy, 3)
     assert names == {"local": 3}
@@ -132,10 +131,7 @@ async def test_least_request_prefers_idle_hosts(
     busy = await AsyncConnection.open(*proxy.address)
     try:
         await busy.send(b"GET /busy HTTP/1.1\r\nHost: svc\r\n\r\n")
-        for _ in range(100):
-            if sum(u.stats.requests for u in ups) == 1:
-                break
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: sum(u.stats.requests for u in ups) == 1, "/busy arrived")
         busy_host = next(u.name for u in ups if u.stats.requests == 1)
         names = await spread(proxy, 10)
         assert busy_host not in names and sum(names.values()) == 10
