@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from pilot.sources.directory import ConfigDirectory, DirectoryLoad
 from pilot.sources.watcher import DirectoryWatcher
+from tests.support.waiting import wait_until
 
 SVC = """\
 apiVersion: v1
@@ -71,10 +71,6 @@ async def test_the_poll_loop_sees_a_change_within_its_interval(tmp_path: Path) -
     await watcher.start()
     try:
         (tmp_path / "late.yaml").write_text(SVC.format(name="late"))
-        for _ in range(200):
-            if rec.loads and rec.names() == ["late"]:
-                break
-            await asyncio.sleep(0.01)
-        assert rec.names() == ["late"]
+        await wait_until(lambda: rec.loads and rec.names() == ["late"], "the change was loaded")
     finally:
         await watcher.stop()
