@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.procs import free_port, wait_for_port
+from tests.support.procs import ManagedProcess, free_port, wait_for_port
 
 HOST = "127.0.11.120"
 
@@ -80,13 +80,17 @@ def _start(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen[bytes], int, i
     }
     path = tmp_path / "bootstrap.yaml"
     path.write_text(yaml.safe_dump(boot))
-    proc = subprocess.Popen(
+    # Logged, and watched while waiting, so that a proxy that died says why; the minute is
+    # for start-up on a loaded machine (it is over in about a second on a quiet one).
+    managed = ManagedProcess(
         [sys.executable, "-m", "pymesh.cli.main", "proxy", "-c", str(path), *flags],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for_port(HOST, inbound, timeout=30)
-    wait_for_port(HOST, outbound, timeout=30)
+        log_path=tmp_path / "proxy.log",
+        name="pymesh proxy",
+    ).start()
+    wait_for_port(HOST, inbound, timeout=60, proc=managed)
+    wait_for_port(HOST, outbound, timeout=60, proc=managed)
+    assert managed.popen is not None
+    proc = managed.popen
     return proc, inbound, outbound
 
 
@@ -106,20 +110,21 @@ def _refused(port: int) -> bool:
 
 def test_inbound_drains_outbound_serves_until_the_drain_time(tmp_path: Path) -> None:
     proc, inbound, outbound = _start(
-        tmp_path, "--drain-time-s", "3", "--drain-inbound-only", "--wait-full-drain"
+        tmp_path, "--drain-time-s", "6", "--drain-inbound-only", "--wait-full-drain"
     )
     try:
         assert _get(inbound) == "virtualInbound"
         proc.send_signal(signal.SIGTERM)
         started = time.monotonic()
-        deadline = started + 2
+        # Well inside the drain time, so that the outbound check below still falls in it.
+        deadline = started + 4
         while not _refused(inbound):
             assert time.monotonic() < deadline, "the inbound listener still accepts"
             time.sleep(0.05)
         assert _get(outbound) == "virtualOutbound"  # the app can still call out
         assert proc.wait(20) == 0
         # No connection was open, yet it waited the whole drain (EXIT_ON_ZERO... false).
-        assert time.monotonic() - started >= 2.5
+        assert time.monotonic() - started >= 5.5
     finally:
         proc.kill()
         proc.wait()
