@@ -44,9 +44,11 @@ def vm_kib(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
-def routed(listen: tuple[str, int], up: tuple[str, int], **hcm_extra: Any) -> dict[str, Any]:
+def routed(
+    listen: tuple[str, int], up: tuple[str, int], *, timeout: str = "15s", **hcm_extra: Any
+) -> dict[str, Any]:
     return bootstrap(
-        [listener(listen, hcm([vhost([route("/")])], **hcm_extra))],
+        [listener(listen, hcm([vhost([route("/", timeout=timeout)])], **hcm_extra))],
         [cluster("backend", [up])],
         admin=(ADMIN, free_port(ADMIN)),
     )
@@ -129,7 +131,9 @@ async def test_one_gib_each_way_with_bounded_memory(
     """1 GiB up (content-length) and 1 GiB down (chunked) through the proxy process; its peak
     resident memory grows by far less than one body (flow control, no buffering)."""
     up = upstream_process_factory(upstream_ip(0), routes={"/download": Stream(GIB, chunked=True)})
-    proxy = await proxy_factory("pymesh", routed(listen_address(), up.address))
+    # The route timeout (Envoy's default: 15 s) covers the whole response, and a busy
+    # machine takes longer than that for a GiB: it would cut the download mid-body.
+    proxy = await proxy_factory("pymesh", routed(listen_address(), up.address, timeout="0s"))
     baseline = vm_kib(proxy.pid, "VmHWM")
     # Hashed beside the transfer (hashlib lets go of the GIL): what the upstream must report.
     expected = asyncio.ensure_future(asyncio.to_thread(pattern_sha256, GIB))
