@@ -87,8 +87,12 @@ def _start(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen[bytes], int, i
         log_path=tmp_path / "proxy.log",
         name="pymesh proxy",
     ).start()
-    wait_for_port(HOST, inbound, timeout=60, proc=managed)
-    wait_for_port(HOST, outbound, timeout=60, proc=managed)
+    try:
+        wait_for_port(HOST, inbound, timeout=60, proc=managed)
+        wait_for_port(HOST, outbound, timeout=60, proc=managed)
+    except BaseException:
+        managed.stop()
+        raise
     assert managed.popen is not None
     proc = managed.popen
     return proc, inbound, outbound
