@@ -25,6 +25,7 @@ from tests.support.upstream import (
     Expect100,
     Fixed,
     Hang,
+    Held,
     RawResponse,
     Reset,
     Steps,
@@ -144,6 +145,22 @@ async def test_hang_never_answers(upstream_factory: Factory) -> None:
             break
         await asyncio.sleep(0.02)
     assert up.stats.open_connections == 0 and up.stats.requests == 1
+
+
+async def test_held_answers_once_released(upstream_factory: Factory) -> None:
+    up = await upstream_factory(HOST, routes={"/held": Held("go", then=Fixed(201))})
+    async with await AsyncConnection.open(HOST, up.port) as conn:
+        await conn.send(build_request("GET", "/held"))
+        await up.wait_for_request("/held")
+        with pytest.raises(ResponseTimeout):  # held: nothing comes until the release
+            await conn.read_response(timeout=0.2)
+    async with await AsyncConnection.open(HOST, up.port) as conn:
+        await conn.send(build_request("GET", "/held"))
+        await up.wait_for_request("/held", count=2)
+        up.release("go")
+        assert (await conn.read_response()).status == 201
+    with pytest.raises(TimeoutError):
+        await up.wait_for_request("/never", timeout=0.1)
 
 
 async def test_expect_100_continue(upstream_factory: Factory) -> None:
