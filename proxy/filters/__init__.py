@@ -11,7 +11,7 @@ __all__ = ["builtin_factories"]
 
 def builtin_factories() -> dict[str, Any]:
     """The runtime factories of the filters pymesh implements, by Envoy's names."""
-    from proxy.filters import cors, fault, local_ratelimit
+    from proxy.filters import cors, fault, local_ratelimit, rbac
     from proxy.http.router import router_factory
 
     return {
@@ -19,4 +19,5 @@ def builtin_factories() -> dict[str, Any]:
         "envoy.filters.http.fault": fault.factory,
         "envoy.filters.http.local_ratelimit": local_ratelimit.factory,
         "envoy.filters.http.cors": cors.factory,
+        "envoy.filters.http.rbac": rbac.factory,
     }

@@ -19,7 +19,7 @@ from proxy.config.model_route import RouteAction, RouteActionType
 from proxy.http.filter_manager import FilterManager
 from proxy.http.headers import apply_header_options, get_header, remove_headers, set_header
 from proxy.http.local_reply import LocalReply, ResponseFlag
-from proxy.http.request_head import append_xff, mark_internal
+from proxy.http.request_head import append_xff, forwarded_client, mark_internal
 from proxy.http.stream_info import StreamInfo
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ class ActiveStream(FilterManager):
             return
         # One pass for every field this method reads (each get_header is a full scan).
         authority = request_id = forwarded_proto = None
-        envoy_headers = False
+        envoy_headers = forwarded_for = False
         for name, value in headers:
             if name == b"host":
                 if authority is None:
@@ -139,6 +139,8 @@ class ActiveStream(FilterManager):
             elif name == b"x-forwarded-proto":
                 if forwarded_proto is None:
                     forwarded_proto = value
+            elif name == b"x-forwarded-for":
+                forwarded_for = True
             elif name[:8] == b"x-envoy-":
                 envoy_headers = True
         if authority is None:
@@ -171,6 +173,12 @@ class ActiveStream(FilterManager):
                 append_xff(headers, peer)
         elif forwarded_proto is None:
             headers.append((b"x-forwarded-proto", scheme))
+        if forwarded_for and (hcm.xff_num_trusted_hops or not hcm.use_remote_address):
+            # Envoy trusts the XFF entry this many hops from the right as the client; with
+            # use_remote_address the peer was just appended, so the count is the same.
+            client = forwarded_client(headers, hcm.xff_num_trusted_hops)
+            if client is not None:
+                info.set_forwarded_remote((client, 0))
         self._match_route()
         self._decode_headers_from(0, end_stream)
 

@@ -192,6 +192,10 @@ def default_registry() -> FilterRegistry:
         ),
         aliases=("envoy.cors",),
     )
+    from proxy.config.translate.security_filters import security_entries
+
+    for entry, aliases in security_entries(factories):
+        registry.register(entry, aliases)
     return registry
 
 

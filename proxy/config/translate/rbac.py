@@ -38,6 +38,7 @@ __all__ = [
     "RBAC_SUPPORTED",
     "RbacFilterConfig",
     "http_rbac",
+    "http_rbac_per_route",
     "metadata_matcher",
     "network_rbac",
     "permission",
@@ -58,6 +59,7 @@ RBAC_SUPPORTED: dict[str, frozenset[str]] = {
     for name, fields in {
         "envoy.extensions.filters.http.rbac.v3.RBAC": "rules shadow_rules rules_stat_prefix "
         "shadow_rules_stat_prefix",
+        "envoy.extensions.filters.http.rbac.v3.RBACPerRoute": "rbac",
         "envoy.extensions.filters.network.rbac.v3.RBAC": "rules shadow_rules stat_prefix "
         "shadow_rules_stat_prefix enforcement_type",
         _RBAC + "RBAC": "action policies",
@@ -293,6 +295,14 @@ def http_rbac(message: Any, path: str) -> RbacFilterConfig:
         rules_stat_prefix=message.rules_stat_prefix,
         shadow_rules_stat_prefix=message.shadow_rules_stat_prefix,
     )
+
+
+def http_rbac_per_route(message: Any, path: str) -> RbacFilterConfig:
+    """``RBACPerRoute``: its ``rbac`` replaces the filter's engines on the route; without one
+    the filter enforces nothing there (Envoy's "disabled for this route")."""
+    if not message.HasField("rbac"):
+        return RbacFilterConfig(None, None)
+    return http_rbac(message.rbac, join(path, "rbac"))
 
 
 def network_rbac(message: Any, path: str) -> RbacFilterConfig:

@@ -1,0 +1,30 @@
+"""The registrations of the security HTTP filters (RBAC, JWT authentication, external
+authorization): one :class:`FilterEntry` each, added to the default registry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+
+from proxy.config.translate.filters import FilterEntry
+from proxy.config.translate.rbac import RBAC_SUPPORTED, http_rbac, http_rbac_per_route
+
+__all__ = ["security_entries"]
+
+
+def security_entries(factories: Mapping[str, Any]) -> Iterator[tuple[FilterEntry, tuple[str, ...]]]:
+    """(entry, aliases) for each security filter, with its runtime factory."""
+    yield (
+        FilterEntry(
+            "envoy.filters.http.rbac",
+            rbac_pb2.RBAC,
+            http_rbac,
+            per_route_message=rbac_pb2.RBACPerRoute,
+            per_route=http_rbac_per_route,
+            supported=RBAC_SUPPORTED,
+            factory=factories["envoy.filters.http.rbac"],
+        ),
+        ("envoy.rbac",),
+    )
