@@ -37,8 +37,9 @@ class ChainRuntime:
     model: FilterChain
     hcm: HcmRuntime | None
     ssl_context: ssl.SSLContext | None = None
-    # For a tcp_proxy chain: builds the connection's protocol from its original destination.
-    tcp: Callable[[tuple[str, int] | None], asyncio.Protocol] | None = None
+    # For a tcp_proxy chain: builds the connection's protocol from its original destination
+    # and connection id.
+    tcp: Callable[[tuple[str, int] | None, int], asyncio.Protocol] | None = None
 
 
 class ListenerRuntime:
@@ -238,7 +239,7 @@ class _Acceptor(asyncio.Protocol):
             )
         runtime.stats.downstream_cx_total.value += 1
         if chain is not None and chain.tcp is not None:
-            tcp = chain.tcp(destination)
+            tcp = chain.tcp(destination, next(self._manager.connection_ids))
             transport.set_protocol(tcp)
             tcp.connection_made(transport)
             return

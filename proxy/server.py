@@ -20,6 +20,7 @@ from proxy.config.model import (
     FilterChain,
     HttpConnectionManager,
     Listener,
+    NetworkFilter,
     RouteAction,
     RouteConfiguration,
     RouterConfig,
@@ -33,6 +34,7 @@ from proxy.http.hcm import HcmRuntime
 from proxy.http.router import router_factory
 from proxy.http.util import DateCache
 from proxy.listener import ChainRuntime, ListenerManager, ListenerRuntime
+from proxy.network_filter import ReadFilterFactory
 from proxy.routing.matcher import RouteTable
 from proxy.runtime import RuntimeHolder, RuntimeSnapshot
 from proxy.stats import HttpStats, StatsStore
@@ -152,21 +154,46 @@ class ProxyServer:
     ) -> ChainRuntime:
         tls = chain.transport_socket
         context = server_context(tls, secrets) if tls is not None else None
+        read_filters: list[ReadFilterFactory] = []
         for nf in chain.filters:
             if isinstance(nf.config, HttpConnectionManager):
                 return ChainRuntime(chain, self._build_hcm(listener, nf.config), context)
             if isinstance(nf.config, TcpProxy):
-                return ChainRuntime(chain, None, context, tcp=self._tcp_factory(nf.config))
+                tcp = self._tcp_factory(nf.config, tuple(read_filters))
+                return ChainRuntime(chain, None, context, tcp=tcp)
+            read_filters.append(self._read_filter(listener, nf))
         raise UnsupportedError(f"listener {listener.name}: a filter chain with no terminal filter")
 
+    def _read_filter(self, listener: Listener, nf: NetworkFilter) -> ReadFilterFactory:
+        entry = self.registry.entry_for(nf.name, nf.type_url)
+        if entry is None or entry.factory is None or not entry.network:
+            raise UnsupportedError(f"network filter {nf.name!r} has no pymesh implementation")
+        context = FilterContext(
+            loop=self.loop,
+            rng=self.rng,
+            clock=self.clock,
+            stats=self.stats,
+            stat_prefix="",
+            buffer_limit=listener.per_connection_buffer_limit_bytes,
+        )
+        make: ReadFilterFactory = entry.factory(nf.config, context)
+        return make
+
     def _tcp_factory(
-        self, config: TcpProxy
-    ) -> Callable[[tuple[str, int] | None], TcpProxyConnection]:
+        self, config: TcpProxy, read_filters: tuple[ReadFilterFactory, ...]
+    ) -> Callable[[tuple[str, int] | None, int], TcpProxyConnection]:
         stats = TcpProxyStats(self.stats, config.stat_prefix)
 
-        def make(destination: tuple[str, int] | None) -> TcpProxyConnection:
+        def make(destination: tuple[str, int] | None, connection_id: int) -> TcpProxyConnection:
             return TcpProxyConnection(
-                config, self.cluster_manager, self.loop, self.rng, destination, stats
+                config,
+                self.cluster_manager,
+                self.loop,
+                self.rng,
+                destination,
+                stats,
+                read_filters=read_filters,
+                connection_id=connection_id,
             )
 
         return make

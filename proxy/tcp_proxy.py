@@ -17,6 +17,8 @@ from typing import cast
 import structlog
 
 from proxy.config.model_http import TcpProxy
+from proxy.http.stream_info import connection_info
+from proxy.network_filter import ReadFilterChain, ReadFilterFactory
 from proxy.stats import ClusterStats, StatsStore
 from proxy.upstream.manager import ClusterManager
 
@@ -108,9 +110,16 @@ class TcpProxyConnection(_Side):
         rng: random.Random,
         destination: tuple[str, int] | None,
         stats: TcpProxyStats,
+        *,
+        read_filters: tuple[ReadFilterFactory, ...] = (),
+        connection_id: int = 0,
     ) -> None:
         super().__init__()
         self.owner = self
+        self._read_filters = read_filters
+        self._connection_id = connection_id
+        # The network filters before this one (RBAC), when the chain has any.
+        self._filters: ReadFilterChain | None = None
         self._config = config
         self._clusters = clusters
         self._loop = loop
@@ -127,6 +136,14 @@ class TcpProxyConnection(_Side):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         assert self.transport is not None
+        if self._read_filters:
+            info = connection_info(
+                transport,
+                scheme=b"tcp",
+                original_destination=self._destination,
+                connection_id=self._connection_id,
+            )
+            self._filters = ReadFilterChain(self._read_filters, info, self._deliver, self._close)
         self._stats.downstream_cx_total.value += 1
         self.transport.pause_reading()  # until the upstream side exists
         self._task = self._loop.create_task(self._connect())
@@ -135,6 +152,17 @@ class TcpProxyConnection(_Side):
             self._lifetime = self._loop.call_later(
                 config.max_downstream_connection_duration, self._lifetime_over
             )
+
+    def data_received(self, data: bytes) -> None:
+        filters = self._filters
+        if filters is None:
+            super().data_received(data)
+        else:
+            filters.on_data(data)
+
+    def _deliver(self, data: bytes) -> None:
+        """What the network filters let through."""
+        super().data_received(data)
 
     def on_bytes(self, side: _Side, count: int) -> None:
         # One clock read per read: the idle timer is re-armed lazily when it fires.
@@ -243,6 +271,8 @@ class TcpProxyConnection(_Side):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        if self._filters is not None:
+            self._filters.on_close()
         if self._task is not None and not self._task.done():
             self._task.cancel()
         for timer in (self._idle, self._lifetime):

@@ -11,7 +11,7 @@ __all__ = ["builtin_factories"]
 
 def builtin_factories() -> dict[str, Any]:
     """The runtime factories of the filters pymesh implements, by Envoy's names."""
-    from proxy.filters import cors, fault, local_ratelimit, rbac
+    from proxy.filters import cors, fault, local_ratelimit, network_rbac, rbac
     from proxy.http.router import router_factory
 
     return {
@@ -20,4 +20,5 @@ def builtin_factories() -> dict[str, Any]:
         "envoy.filters.http.local_ratelimit": local_ratelimit.factory,
         "envoy.filters.http.cors": cors.factory,
         "envoy.filters.http.rbac": rbac.factory,
+        "envoy.filters.network.rbac": network_rbac.network_factory,
     }

@@ -7,9 +7,15 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 
 from proxy.config.translate.filters import FilterEntry
-from proxy.config.translate.rbac import RBAC_SUPPORTED, http_rbac, http_rbac_per_route
+from proxy.config.translate.rbac import (
+    RBAC_SUPPORTED,
+    http_rbac,
+    http_rbac_per_route,
+    network_rbac,
+)
 
 __all__ = ["security_entries"]
 
@@ -27,4 +33,15 @@ def security_entries(factories: Mapping[str, Any]) -> Iterator[tuple[FilterEntry
             factory=factories["envoy.filters.http.rbac"],
         ),
         ("envoy.rbac",),
+    )
+    yield (
+        FilterEntry(
+            "envoy.filters.network.rbac",
+            network_rbac_pb2.RBAC,
+            network_rbac,
+            supported=RBAC_SUPPORTED,
+            factory=factories["envoy.filters.network.rbac"],
+            network=True,
+        ),
+        (),
     )
