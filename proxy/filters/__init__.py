@@ -11,7 +11,7 @@ __all__ = ["builtin_factories"]
 
 def builtin_factories() -> dict[str, Any]:
     """The runtime factories of the filters pymesh implements, by Envoy's names."""
-    from proxy.filters import cors, fault, local_ratelimit, network_rbac, rbac
+    from proxy.filters import cors, fault, jwt_authn, local_ratelimit, network_rbac, rbac
     from proxy.http.router import router_factory
 
     return {
@@ -21,4 +21,5 @@ def builtin_factories() -> dict[str, Any]:
         "envoy.filters.http.cors": cors.factory,
         "envoy.filters.http.rbac": rbac.factory,
         "envoy.filters.network.rbac": network_rbac.network_factory,
+        "envoy.filters.http.jwt_authn": jwt_authn.factory,
     }

@@ -279,6 +279,12 @@ class ActiveStream(FilterManager):
             self._complete_callbacks = []
         self._complete_callbacks.append(callback)
 
+    def clear_route_cache(self) -> None:
+        self.route = self.vhost = self.route_config = None
+        info = self.stream_info
+        info.route_name = info.upstream_cluster = None
+        self._match_route()
+
     def per_route_config(self, filter_name: str) -> object | None:
         route = self.route
         if route is not None:

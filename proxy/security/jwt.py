@@ -19,6 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt as pyjwt
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_der_public_key,
+)
 from jwt.exceptions import PyJWKError, PyJWTError
 
 __all__ = [
@@ -65,7 +70,7 @@ class JwtStatus(enum.Enum):
     PAYLOAD_EXP_NOT_INTEGER = "Jwt payload [exp] field is not an integer"
     PAYLOAD_JTI_NOT_STRING = "Jwt payload [jti] field is not a string"
     PAYLOAD_AUD_NOT_STRING = "Jwt payload [aud] field is not a string or string list"
-    SIGNATURE_BAD_BASE64 = "Jwt signature is an invalid Base64url input"
+    SIGNATURE_BAD_BASE64 = "Jwt signature is an invalid Base64url encoded"
     UNKNOWN_ISSUER = "Jwt issuer is not configured"
     AUDIENCE_NOT_ALLOWED = "Audiences in Jwt are not allowed"
     VERIFICATION_FAIL = "Jwt verification fails"
@@ -79,10 +84,17 @@ class JwtStatus(enum.Enum):
         return self.value
 
 
+_WHITESPACE = str.maketrans("", "", " \t\n\r\v\f")
+
+
 def _b64decode(text: str) -> bytes:
-    if not text or "=" in text:
-        raise ValueError("not base64url without padding")
-    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    """base64url as jwt_verify_lib reads it (absl's ``WebSafeBase64Unescape``): whitespace is
+    skipped, trailing padding is optional, anything else outside the alphabet is an error."""
+    text = text.translate(_WHITESPACE)
+    bare = text.rstrip("=")
+    if not bare or "=" in bare or len(text) - len(bare) > 2:
+        raise ValueError("not base64url")
+    return base64.b64decode(bare + "=" * (-len(bare) % 4), altchars=b"-_", validate=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +112,6 @@ class Jwt:
     audiences: tuple[str, ...]
     nbf: int
     exp: int
-
-    @property
-    def signing_input(self) -> bytes:
-        return self.token.rsplit(".", 1)[0].encode()
 
 
 def _int_claim(payload: Mapping[str, Any], name: str) -> int | None:
@@ -219,6 +227,16 @@ class Jwk:
     kty: str
     key: Any  # the PyJWK's public key object
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Key objects do not pickle (configs cross from the loader process as pickles): send
+        # the public key as DER and load it again on the other side.
+        der = self.key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        return _jwk_from_der, (self.kid, self.alg, self.kty, der)
+
+
+def _jwk_from_der(kid: str | None, alg: str | None, kty: str, der: bytes) -> Jwk:
+    return Jwk(kid, alg, kty, load_der_public_key(der))
+
 
 @dataclass(frozen=True, slots=True)
 class Jwks:
@@ -251,12 +269,17 @@ def parse_jwks(text: str | bytes) -> Jwks:
     return Jwks(tuple(keys))
 
 
-_JWS = pyjwt.PyJWS()
+# Stateless verifiers, one per algorithm jwt_authn accepts.
+_VERIFIERS = {name: pyjwt.get_algorithm_by_name(name) for name in _ALGORITHMS}
 
 
 def verify_signature(token: Jwt, jwks: Jwks) -> JwtStatus:
     """The token's signature against the keys that fit its ``kid`` and ``alg``."""
     kty = _KTY[token.alg[0]]
+    verifier = _VERIFIERS[token.alg]
+    signing_input, _, signature_b64 = token.token.rpartition(".")
+    signature = _b64decode(signature_b64)
+    message = signing_input.encode()
     tried = False
     for key in jwks.keys:
         if token.kid is not None and key.kid is not None and key.kid != token.kid:
@@ -265,8 +288,8 @@ def verify_signature(token: Jwt, jwks: Jwks) -> JwtStatus:
             continue
         tried = True
         try:
-            _JWS.decode_complete(token.token, key.key, algorithms=[token.alg])
-        except PyJWTError:
+            if verifier.verify(message, key.key, signature):
+                return JwtStatus.OK
+        except (PyJWTError, ValueError, TypeError):
             continue
-        return JwtStatus.OK
     return JwtStatus.VERIFICATION_FAIL if tried else JwtStatus.JWKS_KID_ALG_MISMATCH

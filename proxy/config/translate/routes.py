@@ -40,6 +40,7 @@ from pymesh.errors import ValidationError
 
 __all__ = [
     "route_configuration",
+    "route_match",
     "translate_route_configuration",
 ]
 
@@ -134,7 +135,7 @@ def _route(proto: Any, registry: FilterRegistry, path: str, clusters: set[str]) 
             "one of [route, redirect, direct_response] is required", path=join(path, "action")
         )
     return Route(
-        match=_route_match(proto.match, join(path, "match")),
+        match=route_match(proto.match, join(path, "match")),
         action=action,
         name=proto.name,
         **header_mutations(proto, path),
@@ -146,7 +147,7 @@ def _route(proto: Any, registry: FilterRegistry, path: str, clusters: set[str]) 
     )
 
 
-def _route_match(proto: Any, path: str) -> RouteMatch:
+def route_match(proto: Any, path: str) -> RouteMatch:
     kind = proto.WhichOneof("path_specifier")
     case_sensitive = wrapped(proto, "case_sensitive", True)
     regex = None

@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_authn_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 
 from proxy.config.translate.filters import FilterEntry
+from proxy.config.translate.jwt_authn import JWT_SUPPORTED, jwt_authn, jwt_authn_per_route
 from proxy.config.translate.rbac import (
     RBAC_SUPPORTED,
     http_rbac,
@@ -42,6 +44,18 @@ def security_entries(factories: Mapping[str, Any]) -> Iterator[tuple[FilterEntry
             supported=RBAC_SUPPORTED,
             factory=factories["envoy.filters.network.rbac"],
             network=True,
+        ),
+        (),
+    )
+    yield (
+        FilterEntry(
+            "envoy.filters.http.jwt_authn",
+            jwt_authn_pb2.JwtAuthentication,
+            jwt_authn,
+            per_route_message=jwt_authn_pb2.PerRouteConfig,
+            per_route=jwt_authn_per_route,
+            supported=JWT_SUPPORTED,
+            factory=factories["envoy.filters.http.jwt_authn"],
         ),
         (),
     )
