@@ -288,10 +288,7 @@ class JwtAuthnFilter(HttpFilter):
         waiting = self._waiting
         if waiting is not None:
             self._waiting = None
-            try:
-                waiting.waiters.remove(self._resume)
-            except ValueError:
-                pass
+            waiting.waiters.remove(self._resume)  # still listed: the fetch has not ended
         if self._verification is not None:
             self._verification.close()
             self._verification = None
