@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 APT_TEST_PACKAGES := curl iproute2 iptables openssl
 APT_BENCH_PACKAGES := wrk hey nginx-light
 
-.PHONY: all demo test lint typecheck unit bench clean apt-test apt-bench
+.PHONY: all demo test lint typecheck unit bench clean apt-test apt-bench proto
 
 all: test
 
@@ -49,6 +49,10 @@ unit: $(STAMP) apt-test
 	$(BIN)/pytest -n 2 --dist loadgroup --durations=15 -q
 
 test: lint typecheck unit
+
+# Regenerate the checked-in Python modules of pymesh/proto/*.proto (tests keep them in sync).
+proto: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
 
 bench: $(STAMP) apt-bench
 	$(BIN)/python -m benchmarks.proxy

@@ -144,14 +144,18 @@ class AdminApi:
 
     async def _apply(self, request: web.Request) -> web.Response:
         source = request.query.get("source", "<apply>")
-        changes = await self.pilot.apply(await self._body(request), source)
+        namespace = request.query.get("namespace") or None
+        changes = await self.pilot.apply(await self._body(request), source, namespace)
         return web.json_response(
             {"changes": [c.to_json() for c in changes], "version": self.pilot.ctx.version}
         )
 
     async def _delete_body(self, request: web.Request) -> web.Response:
         source = request.query.get("source", "<delete>")
-        changes = await self.pilot.delete(body=await self._body(request), source=source)
+        namespace = request.query.get("namespace") or None
+        changes = await self.pilot.delete(
+            body=await self._body(request), source=source, namespace=namespace
+        )
         return self._delete_result(changes)
 
     async def _delete_one(self, request: web.Request) -> web.Response:

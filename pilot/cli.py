@@ -10,6 +10,7 @@ from pathlib import Path
 
 import structlog
 
+from auth.cli import add_ca_options, ca_options
 from pymesh.errors import ConfigError, ControlPlaneError
 
 __all__ = ["add_arguments", "run"]
@@ -32,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--poll-interval", type=float, default=0.2, help="seconds between config dir scans"
     )
     parser.add_argument("--domain", default="cluster.local", help="the cluster DNS domain")
+    add_ca_options(parser, required=False)
+    parser.add_argument(
+        "--ca-address",
+        help="serve the CA here (host:port; default: the xDS host, port 15012) when --ca-dir",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, OSError) as exc:
         print(f"error: mesh config: {exc}", file=sys.stderr)
         return 1
+    ca = ca_options(args, mesh.trust_domain) if args.ca_dir else None
+    host = args.xds_address.rpartition(":")[0]
     settings = PilotSettings(
         config_dir=Path(args.config_dir),
         xds_address=args.xds_address,
@@ -50,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         mesh=mesh,
         poll_interval=args.poll_interval,
         domain=args.domain,
+        ca=ca,
+        ca_address=args.ca_address or f"{host}:15012",
     )
     import uvloop
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from auth.server import CaOptions, CaServer, open_ca, serving_names
 from pilot.generate import generate, proxyless
 from pilot.model import MeshConfig, ProxyNode, PushContext
 from pilot.registry import Registry
@@ -52,6 +53,9 @@ class PilotSettings:
     poll_interval: float = 0.2
     debounce: DebounceConfig = field(default_factory=DebounceConfig)
     domain: str = "cluster.local"
+    #: run the CA (Istio's istiod serves it on 15012) with these options; None: no CA
+    ca: CaOptions | None = None
+    ca_address: str = "127.0.0.1:15012"
 
 
 def select_generator(ctx: PushContext, proxy: ProxyNode, type_url: str) -> Sequence[Any]:
@@ -88,8 +92,10 @@ class Pilot:
             debounce=settings.debounce,
         )
         self.api: Any = None
+        self.ca: CaServer | None = None
         self.xds_port = 0
         self.api_port = 0
+        self.ca_port = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -102,6 +108,8 @@ class Pilot:
             or os.environ.get("PYMESH_TOKEN")
             or ensure_token(self.settings.config_dir)
         )
+        if self.settings.ca is not None:
+            await self._start_ca(self.settings.ca)
         await self.watcher.start()
         self.xds_port = await self.discovery.start(self.settings.xds_address)
         self.api = AdminApi(self, token)
@@ -114,7 +122,16 @@ class Pilot:
             resources=len(self.snapshot),
         )
 
+    async def _start_ca(self, options: CaOptions) -> None:
+        import time
+
+        service, _ = open_ca(options, time.time)
+        self.ca = CaServer(service, names=serving_names(options.root_namespace, options.domain))
+        self.ca_port = await self.ca.start(self.settings.ca_address)
+
     async def stop(self) -> None:
+        if self.ca is not None:
+            await self.ca.stop()
         await self.watcher.stop()
         if self.api is not None:
             await self.api.stop()
@@ -160,12 +177,14 @@ class Pilot:
         self.discovery.update(self.ctx)
 
     # -- changes from the API ----------------------------------------------------------------
-    async def apply(self, body: str, source: str = "<apply>") -> list[Change]:
+    async def apply(
+        self, body: str, source: str = "<apply>", namespace: str | None = None
+    ) -> list[Change]:
         """Validate, store and activate ``body``. Returns once the files are written and the
         new PushContext is built; the push itself follows (debounced). Raises
         ``ValidationError`` and changes nothing when anything is wrong."""
         async with self.watcher.lock:
-            changes = plan_apply(self.directory, body, self.snapshot, source)
+            changes = plan_apply(self.directory, body, self.snapshot, source, namespace)
             await self._commit(changes)
             return changes
 
@@ -175,10 +194,13 @@ class Pilot:
         body: str | None = None,
         keys: Sequence[tuple[str, str, str]] = (),
         source: str = "<delete>",
+        namespace: str | None = None,
     ) -> list[Change]:
         async with self.watcher.lock:
             load = self.load or await self.watcher.check({})
-            changes = plan_delete(self.directory, load, body=body, keys=keys, source=source)
+            changes = plan_delete(
+                self.directory, load, body=body, keys=keys, source=source, namespace=namespace
+            )
             if any(c.action is Action.REFUSED for c in changes):
                 return changes  # nothing is removed when any part is refused
             await self._commit(changes)

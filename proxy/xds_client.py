@@ -53,6 +53,7 @@ from proxy.config.translate import (
     translate_route_configuration,
     translate_secret,
 )
+from pymesh.backoff import Backoff
 from pymesh.errors import ConfigError, ControlPlaneError
 
 __all__ = ["Backoff", "XdsClient", "ads_target"]
@@ -79,22 +80,6 @@ _PROTOS: Mapping[str, Any] = {
     ENDPOINT_TYPE: endpoint_pb2.ClusterLoadAssignment,
     SECRET_TYPE: secret_pb2.Secret,
 }
-
-
-class Backoff:
-    """Exponential from ``base`` to ``cap`` with "equal jitter": half the delay is fixed, the
-    other half random, so a fleet of proxies does not reconnect in lockstep."""
-
-    def __init__(self, rng: random.Random, base: float = 0.5, cap: float = 30.0) -> None:
-        self.rng, self.base, self.cap, self.attempt = rng, base, cap, 0
-
-    def next(self) -> float:
-        delay = min(self.cap, self.base * (2**self.attempt))
-        self.attempt += 1
-        return float(delay / 2 + self.rng.uniform(0, delay / 2))
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 def ads_target(bootstrap: Bootstrap) -> str:

@@ -11,15 +11,23 @@
     + ConnectError                  -- connect refused / timed out
     + UpstreamResetError            -- the connection died before the response was complete
   x ControlPlaneError               -- pilot / CA / mixer interaction failed
+  x IdentityError                   -- a certificate request refused by the CA (its verdict)
+    + AuthenticationError           -- the caller did not prove who it is (UNAUTHENTICATED)
+    + PermissionDeniedError         -- the caller asked for an identity not its own
+    + InvalidRequestError           -- a malformed CSR, a SAN that is not a SPIFFE ID, a bad TTL
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "ConfigError",
     "ConnectError",
     "ControlPlaneError",
+    "IdentityError",
+    "InvalidRequestError",
     "LocalProtocolError",
+    "PermissionDeniedError",
     "ProtocolError",
     "PymeshError",
     "RemoteProtocolError",
@@ -104,3 +112,19 @@ class UpstreamResetError(UpstreamError):
 
 class ControlPlaneError(PymeshError):
     """A control-plane interaction (xDS, CA, telemetry) failed."""
+
+
+class IdentityError(PymeshError):
+    """The CA refused a certificate request; the message says why (never a key or token)."""
+
+
+class AuthenticationError(IdentityError):
+    """No valid credential: a missing, expired or forged token, or no client certificate."""
+
+
+class PermissionDeniedError(IdentityError):
+    """An authenticated caller asked for an identity that is not its own."""
+
+
+class InvalidRequestError(IdentityError):
+    """The request itself is wrong: a malformed CSR, a SAN that is not a SPIFFE ID, a bad TTL."""

@@ -27,10 +27,10 @@ from pilot.generate.common import (
     to_proto,
     typed,
 )
-from pilot.generate.endpoints import load_assignment
+from pilot.generate.endpoints import load_assignment, mtls_endpoint
 from pilot.generate.policy import HTTP_OPTIONS, MAX_U32, Policy, apply_policy, merged_policy
 from pilot.generate.scope import inbound_ports
-from pilot.generate.tls import upstream_tls
+from pilot.generate.tls import auto_mtls_matches, speaks_mtls, upstream_tls
 from pilot.model.proxy import ProxyNode
 from pilot.model.push_context import PushContext
 from pilot.registry.registry import Service, ServicePort
@@ -134,7 +134,9 @@ def _outbound(ctx: PushContext, node: ProxyNode, plan: ClusterPlan) -> dict[str,
         cluster["dns_refresh_rate"] = duration(ctx.mesh.dns_refresh_rate)
         cluster["respect_dns_ttl"] = True
         instances = ctx.registry.instances(plan.service, plan.port.port)
-        assignment = load_assignment(ctx, plan.name, instances, plan.labels, allow_names=True)
+        assignment = load_assignment(
+            ctx, plan.name, instances, plan.labels, allow_names=True, mtls=speaks_mtls(node.labels)
+        )
         if plan.kind == "LOGICAL_DNS" and assignment.get("endpoints"):
             first = assignment["endpoints"][0]
             assignment["endpoints"] = [{**first, "lb_endpoints": first["lb_endpoints"][:1]}]
@@ -144,18 +146,29 @@ def _outbound(ctx: PushContext, node: ProxyNode, plan: ClusterPlan) -> dict[str,
         for i in ctx.registry.instances(plan.service, plan.port.port)
         if i.endpoint.service_account
     }
+    istio_sni = f"outbound_.{plan.port.port}_.{plan.subset}_.{plan.service.hostname}"
     tls = upstream_tls(
-        plan.policy.tls,
-        sni=plan.service.hostname,
-        istio_sni=f"outbound_.{plan.port.port}_.{plan.subset}_.{plan.service.hostname}",
-        spiffe_sans=accounts,
+        plan.policy.tls, sni=plan.service.hostname, istio_sni=istio_sni, spiffe_sans=accounts
     )
+    if plan.policy.tls is None and _auto_mtls(ctx, node, plan):
+        cluster["transport_socket_matches"] = auto_mtls_matches(istio_sni, accounts)
     # In process mode the next hop is the peer sidecar's HTTP/1.1 inbound listener, never the
     # app itself, so an HTTP/2 port still travels as HTTP/1.1 between the sidecars.
     http2 = plan.port.protocol in ("HTTP2", "GRPC", "GRPC-WEB") and not node.process_mode
     apply_policy(cluster, plan.policy, http=plan.port.is_http, http2=http2, tls=tls)
     cluster["metadata"] = _metadata(plan.service, plan.port.port, plan)
     return cluster
+
+
+def _auto_mtls(ctx: PushContext, node: ProxyNode, plan: ClusterPlan) -> bool:
+    """Istio's auto mTLS, for a client sidecar that speaks mTLS, to a mesh service with at
+    least one endpoint that does (the others get plaintext through the same cluster)."""
+    if not ctx.mesh.enable_auto_mtls or plan.service.mesh_external or plan.kind == "ORIGINAL_DST":
+        return False
+    if not speaks_mtls(node.labels):
+        return False
+    instances = ctx.registry.instances(plan.service, plan.port.port)
+    return any(mtls_endpoint(ctx, i.endpoint) for i in instances)
 
 
 def _inbound(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:

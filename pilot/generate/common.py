@@ -32,6 +32,7 @@ from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import json_format
@@ -103,6 +104,7 @@ TYPES = {
     "previous_hosts": previous_hosts_pb2.PreviousHostsPredicate,
     "http_options": http_protocol_options_pb2.HttpProtocolOptions,
     "upstream_tls": tls_pb2.UpstreamTlsContext,
+    "raw_buffer": raw_buffer_pb2.RawBuffer,
     "downstream_tls": tls_pb2.DownstreamTlsContext,
     "zipkin": zipkin_pb2.ZipkinConfig,
     "als": als_pb2.HttpGrpcAccessLogConfig,

@@ -33,7 +33,7 @@ def generate(ctx: PushContext, node: ProxyNode, type_url: str) -> list[Any]:
     if type_url == CLUSTER_TYPE:
         return build_clusters(ctx, node)
     if type_url == ENDPOINT_TYPE:
-        return load_assignments(ctx, outbound_plans(ctx, node))
+        return load_assignments(ctx, node, outbound_plans(ctx, node))
     if type_url == LISTENER_TYPE:
         if node.is_router:
             return build_gateway_listeners(ctx, node)

@@ -12,12 +12,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pilot.generate.common import ENDPOINT_TYPE, socket_address, to_proto
+from pilot.generate.tls import TRANSPORT_SOCKET_MATCH, speaks_mtls
+from pilot.model.proxy import ProxyNode
 from pilot.model.push_context import PushContext
 from pilot.registry.registry import Endpoint, ServiceInstance
 from pymesh.config.hosts import is_ip
 from pymesh.config.model.common import labels_match
+from pymesh.config.model.security import MTLSMode
 
-__all__ = ["endpoint_address", "load_assignment", "load_assignments"]
+__all__ = ["endpoint_address", "load_assignment", "load_assignments", "mtls_endpoint"]
 
 
 def endpoint_address(ctx: PushContext, endpoint: Endpoint) -> tuple[str, int]:
@@ -33,6 +36,15 @@ def _locality(text: str) -> dict[str, str]:
     return {k: v for k, v in found.items() if v}
 
 
+def mtls_endpoint(ctx: PushContext, endpoint: Endpoint) -> bool:
+    """Auto mTLS sends mTLS to an endpoint whose sidecar speaks it, unless the endpoint's
+    own PeerAuthentication disables mTLS for that port (Istio's ``mtlsChecker``)."""
+    return speaks_mtls(endpoint.labels) and (
+        ctx.workload_mtls_mode(endpoint.namespace, endpoint.labels, endpoint.port)
+        is not MTLSMode.DISABLE
+    )
+
+
 def load_assignment(
     ctx: PushContext,
     name: str,
@@ -40,8 +52,10 @@ def load_assignment(
     labels: Mapping[str, str],
     *,
     allow_names: bool = False,
+    mtls: bool = False,
 ) -> dict[str, Any]:
-    """The ClusterLoadAssignment dict for ``name``; DNS clusters pass ``allow_names``."""
+    """The ClusterLoadAssignment dict for ``name``; DNS clusters pass ``allow_names``;
+    ``mtls`` (a client that speaks mesh mTLS) marks the endpoints auto mTLS applies to."""
     groups: dict[str, list[dict[str, Any]]] = {}
     seen: set[tuple[str, int]] = set()
     for inst in instances:
@@ -60,6 +74,8 @@ def load_assignment(
         }
         if ep.weight > 0:
             lb["load_balancing_weight"] = ep.weight
+        if mtls and mtls_endpoint(ctx, ep):
+            lb["metadata"] = {"filter_metadata": {TRANSPORT_SOCKET_MATCH: {"tlsMode": "istio"}}}
         groups.setdefault(ep.locality, []).append(lb)
     endpoints = []
     for locality in sorted(groups):
@@ -73,13 +89,18 @@ def load_assignment(
     return body
 
 
-def load_assignments(ctx: PushContext, plans: Iterable[Any]) -> list[Any]:
+def load_assignments(ctx: PushContext, node: ProxyNode, plans: Iterable[Any]) -> list[Any]:
     """ClusterLoadAssignment messages for the EDS ``plans`` (see ``clusters.ClusterPlan``)."""
+    mtls = speaks_mtls(node.labels)
     return [
         to_proto(
             ENDPOINT_TYPE,
             load_assignment(
-                ctx, plan.name, ctx.registry.instances(plan.service, plan.port.port), plan.labels
+                ctx,
+                plan.name,
+                ctx.registry.instances(plan.service, plan.port.port),
+                plan.labels,
+                mtls=mtls,
             ),
         )
         for plan in plans

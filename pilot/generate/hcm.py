@@ -35,9 +35,12 @@ def http_connection_manager(
     use_remote_address: bool = False,
     allow_absolute_url: bool = False,
     inbound: bool = False,
+    client_cert: bool = False,
     security_filters: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The network filter, with routes from RDS (``rds``) or inline (``route_config``)."""
+    """The network filter, with routes from RDS (``rds``) or inline (``route_config``).
+    ``client_cert``: the inbound side of mesh mTLS, which tells the app its caller in
+    ``X-Forwarded-Client-Cert`` (Istio's ``By=…;Hash=…;Subject="";URI=spiffe://…``)."""
     hcm: dict[str, Any] = {"stat_prefix": stat_prefix, "codec_type": "AUTO"}
     if rds is not None:
         hcm["rds"] = {"config_source": ADS, "route_config_name": rds}
@@ -49,6 +52,9 @@ def http_connection_manager(
     hcm["path_with_escaped_slashes_action"] = "KEEP_UNCHANGED"
     hcm["upgrade_configs"] = [{"upgrade_type": "websocket"}]
     hcm["stream_idle_timeout"] = "0s"
+    if client_cert:
+        hcm["forward_client_cert_details"] = "APPEND_FORWARD"
+        hcm["set_current_client_cert_details"] = {"subject": True, "dns": True, "uri": True}
     if allow_absolute_url:
         # HTTP_PROXY clients send absolute-form targets (``GET http://reviews:9080/...``).
         hcm["http_protocol_options"] = {"allow_absolute_url": True}

@@ -13,6 +13,7 @@ service port (see ``README.md``). The per-port listeners are still listed, unbou
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pilot.generate.common import (
@@ -33,8 +34,10 @@ from pilot.generate.common import (
 from pilot.generate.hcm import http_connection_manager
 from pilot.generate.scope import InboundPort, OutboundPort, inbound_ports, outbound_ports
 from pilot.generate.security import security_http_filters, security_network_filters
+from pilot.generate.tls import inbound_mtls, speaks_mtls
 from pilot.model.proxy import ProxyNode
 from pilot.model.push_context import PushContext
+from pymesh.config.model.security import MTLSMode
 
 __all__ = ["build_sidecar_listeners", "inbound_route_config", "sidecar_listeners"]
 
@@ -158,24 +161,109 @@ def inbound_route_config(inbound: tuple[InboundPort, ...]) -> dict[str, Any]:
     }
 
 
+def _by_mode(
+    name: str,
+    match: dict[str, int],
+    mode: MTLSMode,
+    filters: Callable[[bool], list[dict[str, Any]]],
+    *,
+    http: bool,
+) -> list[dict[str, Any]]:
+    """Istio's inbound filter chains for one port under a PeerAuthentication mode: STRICT an
+    mTLS chain only (plaintext finds no chain: the connection is closed), PERMISSIVE the mTLS
+    chain and a plaintext one told apart by the TLS inspector, DISABLE plaintext only."""
+    chains: list[dict[str, Any]] = []
+    if mode in (MTLSMode.STRICT, MTLSMode.PERMISSIVE):
+        chains.append(
+            {
+                "name": name,
+                "filter_chain_match": {**match, "transport_protocol": "tls"},
+                "filters": filters(True),
+                "transport_socket": inbound_mtls(http=http),
+            }
+        )
+    if mode is MTLSMode.PERMISSIVE:
+        chains.append(
+            {
+                "name": name,
+                "filter_chain_match": {**match, "transport_protocol": "raw_buffer"},
+                "filters": filters(False),
+            }
+        )
+    elif mode is not MTLSMode.STRICT:
+        chain: dict[str, Any] = {"name": name, "filters": filters(False)}
+        if match:
+            chain["filter_chain_match"] = dict(match)
+        chains.append(chain)
+    return chains
+
+
+def _mode(ctx: PushContext, node: ProxyNode, port: int | None) -> MTLSMode:
+    # A sidecar that does not speak mesh mTLS (no tlsMode label) serves plaintext only.
+    return ctx.mtls_mode(node, port) if speaks_mtls(node.labels) else MTLSMode.DISABLE
+
+
+def _process_inbound(
+    ctx: PushContext, node: ProxyNode, security: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One HTTP listener for every service port: an mTLS chain with the whole route table
+    when any port accepts mTLS, a plaintext chain with the routes of the ports that accept
+    plaintext. With all ports STRICT there is no plaintext chain at all."""
+    port = ctx.mesh.inbound_port
+    inbound = inbound_ports(ctx, node)
+    http = [p for p in inbound if p.is_http]
+    modes = {p.target_port: _mode(ctx, node, p.target_port) for p in http}
+    if not modes:
+        modes = {0: _mode(ctx, node, None)}
+    secure = any(m in (MTLSMode.STRICT, MTLSMode.PERMISSIVE) for m in modes.values())
+    plain_ports = {t for t, m in modes.items() if m is not MTLSMode.STRICT}
+    client_cert = speaks_mtls(node.labels)
+
+    def hcm(ports: tuple[InboundPort, ...], tls: bool) -> dict[str, Any]:
+        return http_connection_manager(
+            ctx.mesh,
+            stat_prefix=f"inbound_{node.ip}_{port}",
+            route_config=inbound_route_config(ports),
+            inbound=True,
+            client_cert=client_cert and tls,
+            security_filters=security,
+        )
+
+    chains: list[dict[str, Any]] = []
+    if secure:
+        chains.append(
+            {
+                "name": "virtualInbound-mtls",
+                "filter_chain_match": {"transport_protocol": "tls"},
+                "filters": [hcm(inbound, True)],
+                "transport_socket": inbound_mtls(http=True),
+            }
+        )
+    if plain_ports:
+        plain = tuple(p for p in inbound if not p.is_http or p.target_port in plain_ports)
+        chain: dict[str, Any] = {"name": "virtualInbound-http", "filters": [hcm(plain, False)]}
+        if secure:
+            chain["filter_chain_match"] = {"transport_protocol": "raw_buffer"}
+        chains.append(chain)
+    return chains
+
+
 def _virtual_inbound(ctx: PushContext, node: ProxyNode) -> dict[str, Any]:
     port = ctx.mesh.inbound_port
     inbound = inbound_ports(ctx, node)
     security = security_http_filters(ctx, node)
     if node.process_mode:
-        hcm = http_connection_manager(
-            ctx.mesh,
-            stat_prefix=f"inbound_{node.ip}_{port}",
-            route_config=inbound_route_config(inbound),
-            inbound=True,
-            security_filters=security,
-        )
-        return {
+        process_chains = _process_inbound(ctx, node, security)
+        listener: dict[str, Any] = {
             "name": "virtualInbound",
             "address": socket_address(node.ip, port),
             "traffic_direction": "INBOUND",
-            "filter_chains": [{"name": "virtualInbound-http", "filters": [hcm]}],
+            "filter_chains": process_chains,
         }
+        if any("transport_socket" in c for c in process_chains):
+            listener["listener_filters"] = [_TLS_INSPECTOR]
+        return listener
+    client_cert = speaks_mtls(node.labels)
     chains: list[dict[str, Any]] = [
         {
             "name": "virtualInbound-blackhole",
@@ -185,36 +273,47 @@ def _virtual_inbound(ctx: PushContext, node: ProxyNode) -> dict[str, Any]:
     ]
     network_security = security_network_filters(ctx, node)
     for p in inbound:
-        if p.is_http:
-            filters = [
-                http_connection_manager(
-                    ctx.mesh,
-                    stat_prefix=f"inbound_0.0.0.0_{p.target_port}",
-                    route_config=_inbound_chain_routes(p),
-                    inbound=True,
-                    security_filters=security,
-                )
-            ]
-        else:
-            filters = [*network_security, tcp_proxy(inbound_cluster(p.target_port))]
-        chains.append(
-            {
-                "name": f"0.0.0.0_{p.target_port}",
-                "filter_chain_match": {"destination_port": p.target_port},
-                "filters": filters,
-            }
+
+        def network(tls: bool, p: InboundPort = p) -> list[dict[str, Any]]:
+            if p.is_http:
+                return [
+                    http_connection_manager(
+                        ctx.mesh,
+                        stat_prefix=f"inbound_0.0.0.0_{p.target_port}",
+                        route_config=_inbound_chain_routes(p),
+                        inbound=True,
+                        client_cert=client_cert and tls,
+                        security_filters=security,
+                    )
+                ]
+            return [*network_security, tcp_proxy(inbound_cluster(p.target_port))]
+
+        chains.extend(
+            _by_mode(
+                f"0.0.0.0_{p.target_port}",
+                {"destination_port": p.target_port},
+                _mode(ctx, node, p.target_port),
+                network,
+                http=p.is_http,
+            )
         )
-    chains.append(
-        {
-            "name": "virtualInbound-catchall-tcp",
-            "filters": [*network_security, tcp_proxy(INBOUND_PASSTHROUGH)],
-        }
+    chains.extend(
+        _by_mode(
+            "virtualInbound-catchall-tcp",
+            {},
+            _mode(ctx, node, None),
+            lambda tls: [*network_security, tcp_proxy(INBOUND_PASSTHROUGH)],
+            http=False,
+        )
     )
+    filters = [_ORIGINAL_DST]
+    if any("transport_socket" in c for c in chains):
+        filters.append(_TLS_INSPECTOR)
     return {
         "name": "virtualInbound",
         "address": socket_address("0.0.0.0", port),
         "traffic_direction": "INBOUND",
-        "listener_filters": [_ORIGINAL_DST],
+        "listener_filters": filters,
         "filter_chains": chains,
     }
 

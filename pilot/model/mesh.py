@@ -53,6 +53,7 @@ class MeshConfig:
     trace_sampling: float = 1.0
     connect_timeout: float = 10.0
     dns_refresh_rate: float = 60.0
+    enable_auto_mtls: bool = True
     extension_providers: tuple[ExtensionProvider, ...] = ()
 
     def extension_provider(self, name: str) -> ExtensionProvider | None:
@@ -99,6 +100,13 @@ class MeshConfig:
         ):
             if key in data:
                 kwargs[attr] = _duration(data[key], key, source)
+        if "enableAutoMtls" in data:
+            value = data["enableAutoMtls"]
+            if not isinstance(value, bool):
+                raise ValidationError(
+                    f"must be true or false, got {value!r}", source=source, path="enableAutoMtls"
+                )
+            kwargs["enable_auto_mtls"] = value
         proxy = _mapping(data, "defaultConfig", source)
         tracing = _mapping(proxy, "tracing", source)
         zipkin = _mapping(tracing, "zipkin", source)

@@ -6,7 +6,7 @@ new one, and ``version`` (a content hash) tells whether anything changed at all.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pilot.model.credentials import TlsCredential
@@ -214,24 +214,43 @@ class PushContext:
         return next((c for (_, n), c in self.credentials.items() if n == name), None)
 
     # -- security -----------------------------------------------------------------------------
-    def mtls_mode(self, node: ProxyNode, port: int) -> MTLSMode:
-        """The inbound mTLS mode for a port: workload policy (with port override), namespace
-        policy, mesh policy (root namespace), else PERMISSIVE."""
-        layers = []
+    def mtls_mode(self, node: ProxyNode, port: int | None) -> MTLSMode:
+        """The inbound mTLS mode of a proxy's port (None: the workload as a whole)."""
+        return self.workload_mtls_mode(node.namespace, node.labels, port)
+
+    def workload_mtls_mode(
+        self, namespace: str, labels: Mapping[str, str], port: int | None
+    ) -> MTLSMode:
+        """Istio's PeerAuthentication precedence for a workload port: the mesh policy (root
+        namespace, no selector), then the namespace's, then the workload's (selector), then
+        its ``portLevelMtls`` entry; UNSET inherits from the level above; PERMISSIVE when no
+        policy says anything. Where a level has several policies, the first one counts
+        (Istio takes the oldest)."""
+        mesh = namespace_wide = workload = None
         for pa in self.peer_authentications:
             selector = pa.spec.selector
-            if pa.namespace == node.namespace and selector is not None and selector.match_labels:
-                if selector.matches(node.labels):
-                    layers.append((0, pa.spec.mode_for_port(port)))
-            elif selector is None or not selector.match_labels:
-                if pa.namespace == node.namespace:
-                    layers.append((1, pa.spec.mode_for_port(port)))
-                elif pa.namespace == self.mesh.root_namespace:
-                    layers.append((2, pa.spec.mode_for_port(port)))
-        for _, mode in sorted(layers, key=lambda item: item[0]):
-            if mode is not MTLSMode.UNSET:
-                return mode
-        return MTLSMode.PERMISSIVE
+            if selector is not None and selector.match_labels:
+                if workload is None and pa.namespace == namespace and selector.matches(labels):
+                    workload = pa.spec
+            elif pa.namespace == self.mesh.root_namespace:
+                mesh = mesh or pa.spec
+            elif pa.namespace == namespace:
+                namespace_wide = namespace_wide or pa.spec
+        if namespace == self.mesh.root_namespace:
+            namespace_wide = None  # the root namespace's policy is the mesh's
+        mode = MTLSMode.PERMISSIVE
+        for level in (mesh, namespace_wide, workload):
+            if (
+                level is not None
+                and level.mtls is not None
+                and level.mtls.mode is not MTLSMode.UNSET
+            ):
+                mode = level.mtls.mode
+        if workload is not None and port is not None:
+            override = workload.port_level_mtls.get(port)
+            if override is not None and override.mode is not MTLSMode.UNSET:
+                mode = override.mode
+        return mode
 
     def authorization_policies_for(
         self, node: ProxyNode

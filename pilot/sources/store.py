@@ -106,20 +106,41 @@ def _dump(obj: Mapping[str, Any]) -> str:
     return text
 
 
+def check_namespace(obj: Any, namespace: str | None, source: str, index: int) -> None:
+    """kubectl's rule for ``-n``: it is the namespace of objects that name none, and an
+    object naming another one is an error."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    named = meta.get("namespace") if isinstance(meta, dict) else None
+    if namespace and named and named != namespace:
+        raise ValidationError(
+            f'the namespace from the provided object "{named}" does not match the namespace '
+            f"\"{namespace}\". You must pass '--namespace={named}' to perform this operation.",
+            source=source,
+            document=index,
+        )
+
+
 def plan_apply(
-    directory: ConfigDirectory, body: str, current: ConfigSnapshot, source: str = "<apply>"
+    directory: ConfigDirectory,
+    body: str,
+    current: ConfigSnapshot,
+    source: str = "<apply>",
+    namespace: str | None = None,
 ) -> list[Change]:
-    """The changes applying ``body`` makes. Raises the loader's ``ValidationError`` (located
-    in ``body``) when any object is invalid; nothing is planned then."""
-    checked = load_documents(body, source, default_namespace=directory.default_namespace)
+    """The changes applying ``body`` makes; ``namespace`` is kubectl's ``-n``. Raises the
+    loader's ``ValidationError`` (located in ``body``) when any object is invalid; nothing
+    is planned then."""
+    default_namespace = namespace or directory.default_namespace
+    checked = load_documents(body, source, default_namespace=default_namespace)
     if not checked.resources and not checked.skipped:
         raise ValidationError("no objects to apply", source=source)
     changes: list[Change] = []
-    for obj in _objects(body):
+    for index, obj in enumerate(_objects(body)):
+        check_namespace(obj, namespace, source, index)
         api_version, kind = str(obj.get("apiVersion", "")), str(obj.get("kind", ""))
         meta = obj.get("metadata") or {}
         name = str(meta.get("name", "")) if isinstance(meta, dict) else ""
-        single = load_documents(_dump(obj), source, default_namespace=directory.default_namespace)
+        single = load_documents(_dump(obj), source, default_namespace=default_namespace)
         if not single.resources:
             reason = single.skipped[0].reason if single.skipped else "not mesh configuration"
             changes.append(Change(kind, "", name, Action.SKIPPED, api_version, message=reason))
@@ -150,7 +171,9 @@ def plan_apply(
     return changes
 
 
-def _keys(body: str, directory: ConfigDirectory, source: str) -> Iterator[tuple[str, str, str]]:
+def _keys(
+    body: str, directory: ConfigDirectory, source: str, default_namespace: str | None = None
+) -> Iterator[tuple[str, str, str]]:
     try:
         docs = list(_objects(body))
     except yaml.YAMLError as exc:
@@ -165,9 +188,11 @@ def _keys(body: str, directory: ConfigDirectory, source: str) -> Iterator[tuple[
             raise ValidationError(
                 "an object needs kind and metadata.name", source=source, document=index
             )
+        check_namespace(obj, default_namespace, source, index)
         info = kind_info(str(obj.get("apiVersion", "")), kind)
         namespaced = info.namespaced if info is not None else True
-        namespace = str(meta.get("namespace") or directory.default_namespace) if namespaced else ""
+        fallback = default_namespace or directory.default_namespace
+        namespace = str(meta.get("namespace") or fallback) if namespaced else ""
         yield kind, namespace, name
 
 
@@ -178,10 +203,13 @@ def plan_delete(
     body: str | None = None,
     keys: Iterable[Key] = (),
     source: str = "<delete>",
+    namespace: str | None = None,
 ) -> list[Change]:
-    """Removing the named objects (given as a YAML body or as keys). An object pilot only
-    has from a file it did not write is refused: that file is the user's to edit."""
-    wanted = list(keys) + (list(_keys(body, directory, source)) if body is not None else [])
+    """Removing the named objects (given as a YAML body, with kubectl's ``-n`` as
+    ``namespace``, or as keys). An object pilot only has from a file it did not write is
+    refused: that file is the user's to edit."""
+    from_body = list(_keys(body, directory, source, namespace)) if body is not None else []
+    wanted = list(keys) + from_body
     changes: list[Change] = []
     for kind, namespace, name in wanted:
         origins = load.origins.get((kind, namespace, name), ())

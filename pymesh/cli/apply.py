@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="a YAML/JSON file, a directory of them, or - for stdin (repeatable)",
     )
+    parser.add_argument(
+        "-n", "--namespace", help="namespace of the objects that name none (kubectl's -n)"
+    )
     add_pilot_arguments(parser)
 
 
@@ -30,23 +33,26 @@ def object_ref(kind: str, api_version: str, name: str) -> str:
     return f"{kind.lower()}{'.' + group if group else ''}/{name}"
 
 
-def validate_inputs(inputs: list[tuple[str, str]]) -> None:
+def validate_inputs(inputs: list[tuple[str, str]], namespace: str | None = None) -> None:
     """Load each input with the same loader pilot uses, so that errors name the file."""
     from pymesh.config import load_documents
 
     for source, text in inputs:
-        result = load_documents(text, source)
+        result = load_documents(text, source, default_namespace=namespace or "default")
         if not result.resources and not result.skipped:
             raise ValidationError("no objects found", source=source)
 
 
 def _run(args: argparse.Namespace) -> int:
     inputs = read_inputs(args.filename)
-    validate_inputs(inputs)
+    validate_inputs(inputs, args.namespace)
     client = client_from_args(args)
     source = inputs[0][0] if len(inputs) == 1 else "<apply>"
     body = "\n---\n".join(text for _, text in inputs)
-    _, data = client.call("POST", "/apply", query={"source": source}, body=body.encode())
+    query = {"source": source}
+    if args.namespace:
+        query["namespace"] = args.namespace
+    _, data = client.call("POST", "/apply", query=query, body=body.encode())
     for change in data.get("changes", []):
         ref = object_ref(change["kind"], change.get("apiVersion", ""), change["name"])
         note = f" ({change['message']})" if change.get("message") else ""

@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", nargs="?", help="kind (vs, virtualservice, dr, ...)")
     parser.add_argument("names", nargs="*", help="object names")
     parser.add_argument("-f", "--filename", action="append", help="file, directory or -")
-    parser.add_argument("-n", "--namespace", default="default", help="namespace of NAME")
+    parser.add_argument(
+        "-n", "--namespace", help="namespace of NAME, or of -f objects that name none (default)"
+    )
     add_pilot_arguments(parser)
 
 
@@ -50,15 +52,17 @@ def _run(args: argparse.Namespace) -> int:
         inputs = read_inputs(args.filename)
         body = "\n---\n".join(text for _, text in inputs)
         source = inputs[0][0] if len(inputs) == 1 else "<delete>"
-        _, data = client.call(
-            "DELETE", "/resources", query={"source": source}, body=body.encode(), ok=ok
-        )
+        query = {"source": source}
+        if args.namespace:
+            query["namespace"] = args.namespace
+        _, data = client.call("DELETE", "/resources", query=query, body=body.encode(), ok=ok)
         return _report(data.get("changes", []))
     if not args.kind or not args.names:
         raise ControlPlaneError("delete needs -f FILE or KIND NAME")
     rc = 0
     for name in args.names:
-        path = "/".join(urllib.parse.quote(p, safe="") for p in (args.kind, args.namespace, name))
+        parts = (args.kind, args.namespace or "default", name)
+        path = "/".join(urllib.parse.quote(p, safe="") for p in parts)
         _, data = client.call("DELETE", f"/resources/{path}", ok=ok)
         rc |= _report(data.get("changes", []))
     return rc

@@ -20,8 +20,12 @@ __all__ = ["main"]
 COMMANDS: dict[str, tuple[str, str]] = {
     "proxy": ("proxy.cli", "run the sidecar proxy from an Envoy v3 bootstrap"),
     "pilot": ("pilot.cli", "run the control plane: a config directory in, xDS (ADS) out"),
+    "ca": ("auth.cli", "run the certificate authority (Istio's CA API); tokens, root"),
+    "agent": ("auth.agent", "a proxy's identity agent: certificates from the CA, SDS to Envoy"),
     "apply": ("pymesh.cli.apply", "apply configuration from files, a directory or stdin"),
     "delete": ("pymesh.cli.delete", "delete configuration stored by apply"),
+    "create": ("pymesh.cli.create", "create a namespace (kubectl create namespace)"),
+    "label": ("pymesh.cli.label", "label a namespace, e.g. istio-injection=enabled"),
     "get": ("pymesh.cli.get", "show the configuration pilot runs"),
     "proxy-status": ("pymesh.cli.proxy_status", "sync state of every proxy connected to pilot"),
     "proxy-config": ("pymesh.cli.proxy_config", "what pilot sent a proxy: listeners, routes, ..."),

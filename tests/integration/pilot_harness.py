@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.pilot.xds.ads_client import AdsClient, istio_node
-from tests.support.envoy import ProxyProcess, find_pymesh, make_proxy, xds_cluster
+from tests.support.envoy import ProxyProcess, find_pymesh, make_proxy, sds_cluster, xds_cluster
 from tests.support.httpclient import Response, request
 from tests.support.procs import ManagedProcess, async_wait_for_http, free_port
 
@@ -55,7 +55,13 @@ class PilotProcess:
     """``pymesh pilot`` on ``host`` with free ports, its config dir and its token."""
 
     def __init__(
-        self, host: str, config_dir: Path, log_dir: Path, *, mesh_config: str | None = None
+        self,
+        host: str,
+        config_dir: Path,
+        log_dir: Path,
+        *,
+        mesh_config: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.host = host
         self.config_dir = config_dir
@@ -67,6 +73,7 @@ class PilotProcess:
                 "--xds-address", f"{host}:{self.xds_port}",
                 "--api-address", f"{host}:{self.api_port}",
                 *(["--mesh-config", mesh_config] if mesh_config else []),
+                *extra_args,
             ],
             log_path=log_dir / f"pilot-{host}.log",
             name="pilot",
@@ -152,9 +159,11 @@ def sidecar_bootstrap(
     namespace: str = "default",
     labels: Mapping[str, str] | None = None,
     service_account: str = "default",
+    sds_socket: Path | None = None,
 ) -> dict[str, Any]:
     """What Istio's injector gives a sidecar (node id and metadata, ADS to pilot over a
-    static HTTP/2 cluster), in pymesh's process mode."""
+    static HTTP/2 cluster), in pymesh's process mode; with ``sds_socket``, the ``sds-grpc``
+    cluster on its agent's socket, where mesh mTLS certificates come from."""
     ads_source = {"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "0s"}
     return {
         "node": {
@@ -180,7 +189,12 @@ def sidecar_bootstrap(
             "cds_config": ads_source,
             "lds_config": ads_source,
         },
-        "static_resources": {"clusters": [xds_cluster(pilot[0], pilot[1])]},
+        "static_resources": {
+            "clusters": [
+                xds_cluster(pilot[0], pilot[1]),
+                *([sds_cluster(sds_socket)] if sds_socket is not None else []),
+            ]
+        },
     }
 
 

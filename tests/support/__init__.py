@@ -48,6 +48,7 @@ port (9080, 15000, 15001, …) on an address that no other test uses.
 from __future__ import annotations
 
 __all__ = [
+    "AUTH_NET",
     "DEMO_NET",
     "ENVOY_DIFF_NET",
     "H2_NET",
@@ -63,6 +64,7 @@ ENVOY_DIFF_NET = "127.0.2"
 PILOT_NET = "127.0.3"
 DEMO_NET = "127.0.4"
 SUPPORT_NET = "127.0.5"
+AUTH_NET = "127.0.6"
 POLICY_NET = "127.0.8"
 H2_NET = "127.0.10"
 

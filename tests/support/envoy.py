@@ -39,6 +39,7 @@ __all__ = [
     "make_proxy",
     "pymesh_proxy_missing",
     "router_bootstrap",
+    "sds_cluster",
 ]
 
 PROXY_KINDS = ("envoy", "pymesh")
@@ -116,6 +117,20 @@ def xds_cluster(host: str, port: int, *, http2: bool = True) -> dict[str, Any]:
                 "explicit_http_config": {"http2_protocol_options": {}},
             }
         }
+    return cluster
+
+
+def sds_cluster(socket_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The static ``sds-grpc`` cluster on an identity agent's Unix socket (Istio's
+    bootstrap), where the ``default`` / ``ROOTCA`` secrets of mesh mTLS come from."""
+    cluster = xds_cluster("0.0.0.0", 0)
+    cluster["name"] = "sds-grpc"
+    cluster["load_assignment"] = {
+        "cluster_name": "sds-grpc",
+        "endpoints": [
+            {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": str(socket_path)}}}}]}
+        ],
+    }
     return cluster
 
 

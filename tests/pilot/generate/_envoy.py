@@ -17,6 +17,7 @@ from typing import Any
 
 from pilot.generate import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE
 from tests.pilot.generate._mesh import Mesh
+from tests.support.envoy import sds_cluster
 
 _XDS_CLUSTER = {
     "name": "xds-grpc",
@@ -78,6 +79,7 @@ def static_bootstrap(mesh: Mesh, node: str) -> dict[str, Any]:
             {"name": "eds-check|" + cla["cluster_name"], "type": "STATIC", "load_assignment": cla}
         )
     clusters.append(copy.deepcopy(_XDS_CLUSTER))
+    clusters.append(sds_cluster("./var/run/secrets/workload-spiffe-uds/socket"))
     return {
         "node": {"id": proxy.id, "cluster": proxy.workload_name or "pymesh"},
         "static_resources": {

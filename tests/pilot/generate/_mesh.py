@@ -58,18 +58,28 @@ def credentials(*paths: Path | str) -> tuple[TlsCredential, ...]:
 
 
 def workload_nodes(
-    resources: Iterable[Resource[Any]], *, mode: str | None = None, subnet: str = "127.0.31"
+    resources: Iterable[Resource[Any]],
+    *,
+    mode: str | None = None,
+    subnet: str = "127.0.31",
+    mtls: bool = False,
 ) -> dict[str, ProxyNode]:
-    """A sidecar per Deployment, keyed by the Deployment name."""
+    """A sidecar per Deployment, keyed by the Deployment name (``name.namespace`` for the
+    second of two same-named Deployments). ``mtls``: the pods carry the injector's
+    ``security.istio.io/tlsMode: istio`` label (their sidecars speak mesh mTLS)."""
     nodes = {}
     deployments = [r for r in resources if isinstance(r.spec, kube.Deployment)]
     for index, r in enumerate(sorted(deployments, key=lambda r: (r.namespace, r.name)), 2):
         spec: kube.Deployment = r.spec
-        nodes[r.name] = ProxyNode.build(
+        labels = dict(spec.pod_labels)
+        if mtls:
+            labels["security.istio.io/tlsMode"] = "istio"
+        key = r.name if r.name not in nodes else f"{r.name}.{r.namespace}"
+        nodes[key] = ProxyNode.build(
             f"{subnet}.{index}",
             f"{r.name}-0",
             r.namespace,
-            labels=dict(spec.pod_labels),
+            labels=labels,
             service_account=spec.template.spec.service_account,
             mode=mode,
         )
@@ -121,13 +131,17 @@ def build_mesh(
     gateway: bool = True,
     creds: tuple[TlsCredential, ...] = (),
     extra: Mapping[str, ProxyNode] | None = None,
+    mtls: bool = False,
+    resources: Iterable[Resource[Any]] = (),
 ) -> Mesh:
-    resources = load(*paths)
-    nodes = workload_nodes(resources, mode=mode)
+    """``resources`` are added after the files' (objects loaded elsewhere, e.g. into another
+    namespace)."""
+    loaded = ConfigSnapshot((*load(*paths), *resources)).resources
+    nodes = workload_nodes(loaded, mode=mode, mtls=mtls)
     if gateway:
         nodes["gateway"] = gateway_node(mode=mode)
     nodes.update(extra or {})
-    return Mesh(resources, nodes, mesh or MeshConfig(), creds)
+    return Mesh(loaded, nodes, mesh or MeshConfig(), creds)
 
 
 def as_dict(message: Any) -> dict[str, Any]:

@@ -164,12 +164,20 @@ def test_istio_mutual_uses_the_workload_identity_over_sds() -> None:
     context = cluster["transport_socket"]["typed_config"]
     assert context["sni"] == f"outbound_.9080_.v2_.reviews{SVC}"
     common = context["common_tls_context"]
-    assert common["tls_certificate_sds_secret_configs"][0]["name"] == "default"
+    certificate = common["tls_certificate_sds_secret_configs"][0]
+    assert certificate["name"] == "default"
+    # From the agent over the bootstrap's sds-grpc cluster, as Istio's sidecars get it.
+    source = certificate["sds_config"]["api_config_source"]
+    assert source["grpc_services"] == [{"envoy_grpc": {"cluster_name": "sds-grpc"}}]
     combined = common["combined_validation_context"]
     assert combined["validation_context_sds_secret_config"]["name"] == "ROOTCA"
-    assert combined["default_validation_context"]["match_subject_alt_names"] == [
-        {"exact": "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"}
+    assert combined["default_validation_context"]["match_typed_subject_alt_names"] == [
+        {
+            "san_type": "URI",
+            "matcher": {"exact": "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"},
+        }
     ]
+    assert common["alpn_protocols"] == ["istio-peer-exchange", "istio"]
 
 
 def test_router_has_outbound_clusters_only() -> None:

@@ -134,3 +134,38 @@ spec:
         "kubernetes://bookinfo-credential-cacert"
     )
     _check(envoy_binary, mesh, "gateway", tmp_path)
+
+
+_STRICT = """
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: %s}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  portLevelMtls: {9080: {mode: DISABLE}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "peer", "rules"),
+    [
+        (None, "STRICT", "destination-rule-all.yaml"),
+        (None, "PERMISSIVE", "destination-rule-all-mtls.yaml"),
+        ("process", "STRICT", "destination-rule-all-mtls.yaml"),
+        ("process", "PERMISSIVE", "destination-rule-all.yaml"),
+    ],
+)
+def test_mesh_mtls(
+    envoy_binary: str, tmp_path: Path, mode: str | None, peer: str, rules: str
+) -> None:
+    """Auto mTLS or ISTIO_MUTUAL clusters, inbound chains per PeerAuthentication mode (with a
+    port-level exception), SDS from the agent's socket: all accepted by Envoy."""
+    policies = load_documents(_STRICT % peer).resources
+    mesh = build_mesh(BOOKINFO, NET + rules, mode=mode, mtls=True, resources=policies)
+    for node in ("productpage-v1", "reviews-v2"):
+        _check(envoy_binary, mesh, node, tmp_path)

@@ -25,7 +25,9 @@ HTTP1_RETRY_ON = "connect-failure,refused-stream,retriable-status-codes,503"
 
 KNOWN_GAPS = {
     "upstream HTTP/2 (grpc/http2 ports, the mixer ALS cluster)": r"upstream HTTP/2",
-    "ALPN istio-peer-exchange (ISTIO_MUTUAL)": r"ALPN protocol 'istio-peer-exchange'",
+    "workload certificates from the agent's SDS (ISTIO_MUTUAL)": (
+        r"sds_config\.api_config_source: field 'api_config_source'"
+    ),
     "gRPC access log service (mesh mixer_address)": r"envoy\.access_loggers\.http_grpc",
 }
 
@@ -105,7 +107,7 @@ def _gap_mesh(gap: str) -> tuple[Mesh, list[str]]:
         return build_mesh(BOOKINFO), ["productpage-v1"]
     if gap.startswith("upstream"):
         return build_mesh("features.yaml"), ["web-v1"]
-    if gap.startswith("ALPN"):
+    if gap.startswith("workload certificates"):
         return build_mesh(BOOKINFO, NET + "destination-rule-all-mtls.yaml"), ["productpage-v1"]
     mesh = MeshConfig(mixer_address="127.0.0.1:9091")
     return build_mesh(BOOKINFO, mesh=mesh), ["productpage-v1"]

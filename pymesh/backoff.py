@@ -1,0 +1,24 @@
+"""Exponential back-off with jitter, for every reconnect and retry loop of the control plane
+(xDS streams, certificate renewals)."""
+
+from __future__ import annotations
+
+import random
+
+__all__ = ["Backoff"]
+
+
+class Backoff:
+    """Exponential from ``base`` to ``cap`` with "equal jitter": half the delay is fixed, the
+    other half random, so a fleet of proxies does not retry in lockstep."""
+
+    def __init__(self, rng: random.Random, base: float = 0.5, cap: float = 30.0) -> None:
+        self.rng, self.base, self.cap, self.attempt = rng, base, cap, 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.base * (2**self.attempt))
+        self.attempt += 1
+        return float(delay / 2 + self.rng.uniform(0, delay / 2))
+
+    def reset(self) -> None:
+        self.attempt = 0
