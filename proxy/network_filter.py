@@ -12,7 +12,7 @@ made, so connections on chains without them pay nothing.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -40,6 +40,9 @@ class NetworkCallbacks(Protocol):
 
     def dynamic_metadata(self, namespace: str) -> dict[str, object]:
         """The connection's dynamic metadata (later filters read what earlier ones wrote)."""
+
+    @property
+    def all_dynamic_metadata(self) -> Mapping[str, Mapping[str, object]]: ...
 
     def continue_reading(self) -> None:
         """Hand on what the calling filter held (after an asynchronous check allowed it)."""
@@ -124,6 +127,10 @@ class ReadFilterChain:
         if metadata is None:
             metadata = self._metadata = {}
         return metadata.setdefault(namespace, {})
+
+    @property
+    def all_dynamic_metadata(self) -> Mapping[str, Mapping[str, object]]:
+        return self._metadata or {}
 
     def continue_reading(self) -> None:
         at = self._at

@@ -175,6 +175,8 @@ class ProxyServer:
             stats=self.stats,
             stat_prefix="",
             buffer_limit=listener.per_connection_buffer_limit_bytes,
+            clusters=self.cluster_manager,
+            local_cluster=self.bootstrap.node.cluster,
         )
         make: ReadFilterFactory = entry.factory(nf.config, context)
         return make
@@ -206,6 +208,8 @@ class ProxyServer:
             stats=self.stats,
             stat_prefix=model.stat_prefix,
             buffer_limit=listener.per_connection_buffer_limit_bytes,
+            clusters=self.cluster_manager,
+            local_cluster=self.bootstrap.node.cluster,
         )
         factories: list[Callable[[], HttpFilter]] = []
         terminal: Callable[[], HttpFilter] | None = None

@@ -11,7 +11,16 @@ __all__ = ["builtin_factories"]
 
 def builtin_factories() -> dict[str, Any]:
     """The runtime factories of the filters pymesh implements, by Envoy's names."""
-    from proxy.filters import cors, fault, jwt_authn, local_ratelimit, network_rbac, rbac
+    from proxy.filters import (
+        cors,
+        ext_authz,
+        fault,
+        jwt_authn,
+        local_ratelimit,
+        network_ext_authz,
+        network_rbac,
+        rbac,
+    )
     from proxy.http.router import router_factory
 
     return {
@@ -22,4 +31,6 @@ def builtin_factories() -> dict[str, Any]:
         "envoy.filters.http.rbac": rbac.factory,
         "envoy.filters.network.rbac": network_rbac.network_factory,
         "envoy.filters.http.jwt_authn": jwt_authn.factory,
+        "envoy.filters.http.ext_authz": ext_authz.factory,
+        "envoy.filters.network.ext_authz": network_ext_authz.network_factory,
     }

@@ -88,8 +88,12 @@ class HttpCall:
             callbacks.on_call_failure(ResetReason.OVERFLOW.value)
             return None
         out = [(k, v) for k, v in headers if k not in (b"content-length", b"transfer-encoding")]
-        if body or method in (b"POST", b"PUT", b"PATCH"):
-            out.append((b"content-length", b"%d" % len(body)))
+        # What Envoy's async client tells the service: its deadline, and that the request
+        # comes from the proxy itself.
+        if timeout:
+            out.append((b"x-envoy-expected-rq-timeout-ms", b"%d" % int(timeout * 1000)))
+        out.append((b"x-envoy-internal", b"true"))
+        out.append((b"content-length", b"%d" % len(body)))
         call = cls(cluster, host, (method, path, out), body, callbacks)
         if timeout:
             call._timer = timers.call_later(timeout, call._on_timeout)
@@ -163,9 +167,10 @@ class HttpCall:
 
     # -- endings ------------------------------------------------------------------------------
     def cancel_with(self, reason: str) -> None:
-        callbacks = self._callbacks
+        if self._done:
+            return
         self.cancel()
-        callbacks.on_call_failure(reason)
+        self._callbacks.on_call_failure(reason)
 
     def _on_timeout(self) -> None:
         self._timer = None

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from proxy.stats import Counter, StatsStore
 
 __all__ = [
+    "ClusterHosts",
     "DownstreamCallbacks",
     "FilterContext",
     "FilterDataStatus",
@@ -215,9 +216,18 @@ class HttpFilter:
         """The stream ended (completed or reset): cancel timers and calls in flight."""
 
 
+class ClusterHosts(Protocol):
+    """How a filter that calls a service of its own (the rate limit service) reaches it: the
+    ``host:port`` the named cluster's load balancer picks, or None (no such cluster, no
+    healthy host)."""
+
+    def pick_host(self, cluster: str) -> str | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class FilterContext:
-    """What a filter factory may hold on to: the proxy's clock, RNG and stats."""
+    """What a filter factory may hold on to: the proxy's clock, RNG and stats, its clusters
+    and the node's service cluster (``source_cluster`` in rate limit descriptors)."""
 
     loop: asyncio.AbstractEventLoop
     rng: random.Random
@@ -226,6 +236,8 @@ class FilterContext:
     stat_prefix: str
     # The listener's per_connection_buffer_limit_bytes: what a filter may buffer per stream.
     buffer_limit: int = 1024 * 1024
+    clusters: ClusterHosts | None = None
+    local_cluster: str = ""
 
 
 # (translated config, context) -> per-request instance maker

@@ -21,6 +21,7 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy.http.query import edit_query
 from proxy.security.jwks import JwksCache, RemoteJwks
 from proxy.security.jwt import (
     CLOCK_SKEW,
@@ -32,7 +33,7 @@ from proxy.security.jwt import (
     parse_jwt,
     verify_signature,
 )
-from proxy.security.jwt_extract import Extractor, Locations, Token, without_param
+from proxy.security.jwt_extract import Extractor, Locations, Token
 
 __all__ = [
     "AllowAll",
@@ -287,7 +288,7 @@ def _accept(ctx: VerifyContext, token: Token, jwt: Jwt, provider: JwtProvider) -
         if name is not None:
             headers[:] = [(k, v) for k, v in headers if k != name]
         elif token.param is not None:
-            ctx.path = without_param(ctx.path, token.param)
+            ctx.path = edit_query(ctx.path, to_remove=(token.param,))
     if provider.header_in_metadata:
         _extracted(ctx)[provider.header_in_metadata] = dict(jwt.header)
     if provider.payload_in_metadata:

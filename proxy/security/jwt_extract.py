@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 __all__ = [
     "DEFAULT_LOCATIONS",
@@ -25,7 +25,6 @@ __all__ = [
     "HeaderLocation",
     "Locations",
     "Token",
-    "without_param",
 ]
 
 Headers = list[tuple[bytes, bytes]]
@@ -48,9 +47,6 @@ class Locations:
     cookies: tuple[str, ...] = ()
     written_headers: tuple[bytes, ...] = ()
 
-
-# What a decoded query may keep as it is in a request target (RFC 3986 pchar, "/" and "?").
-_TARGET_SAFE = "!$&'()*+,;=:@/?-._~%"
 
 DEFAULT_LOCATIONS = ((HeaderLocation(b"authorization", "Bearer "),), ("access_token",))
 
@@ -167,27 +163,6 @@ def _query(path: bytes) -> dict[str, str]:
         key, _, value = part.partition("=")
         params.setdefault(unquote(key), unquote(value))
     return params
-
-
-def without_param(path: bytes, param: str) -> bytes:
-    """The path without every ``param`` in its query, rebuilt as Envoy 1.40 does it: the
-    other parameters decoded, in key order, each as ``key=value``. Unlike Envoy, what a
-    request line may not carry once decoded (a space, a control character) is encoded
-    again, so the upstream gets a valid request rather than a broken one."""
-    base, mark, rest = path.partition(b"?")
-    if not mark:
-        return path
-    query, _, _ = rest.partition(b"#")
-    found: dict[str, list[str]] = {}
-    for part in query.decode("latin-1").split("&"):
-        if part:
-            key, _, value = part.partition("=")
-            found.setdefault(unquote(key), []).append(unquote(value))
-    found.pop(param, None)
-    if not found:
-        return base
-    rebuilt = "&".join(f"{k}={v}" for k in sorted(found) for v in found[k])
-    return base + b"?" + quote(rebuilt, safe=_TARGET_SAFE, encoding="latin-1").encode()
 
 
 def _cookies(headers: Headers) -> dict[str, str]:

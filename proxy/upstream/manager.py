@@ -41,6 +41,13 @@ class ClusterManager:
         self._removed = stats.counter("cluster_manager.cluster_removed")
         self._active = stats.gauge("cluster_manager.active_clusters")
 
+    def pick_host(self, cluster: str) -> str | None:
+        """``host:port`` of a host the cluster's load balancer picks (a side call such as the
+        rate limit service's), or None."""
+        runtime = self.get(cluster)
+        host = runtime.choose_host(None) if runtime is not None else None
+        return None if host is None else f"{host.address}:{host.port}"
+
     def get(self, name: str) -> RuntimeCluster | None:
         return self._clusters.get(name)
 
