@@ -320,7 +320,8 @@ class ExtAuthzFilter(HttpFilter):
             shared.stat("ok", cluster)
             for name, value in answer.headers_to_set:
                 set_header(headers, name, value)
-            headers.extend(answer.headers_to_append)
+            for name, value in answer.headers_to_append:
+                _append(headers, name, value)
             if answer.headers_to_remove:
                 remove_headers(headers, answer.headers_to_remove)
             if answer.query_to_set or answer.query_to_remove:
@@ -370,6 +371,15 @@ class ExtAuthzFilter(HttpFilter):
         if call is not None:
             self._call = None
             call.cancel()
+
+
+def _append(headers: Headers, name: bytes, value: bytes) -> None:
+    """Envoy's ``appendCopy``: onto the existing value after a comma, or a new header."""
+    for index, (key, old) in enumerate(headers):
+        if key == name:
+            headers[index] = (key, old + b"," + value)
+            return
+    headers.append((name, value))
 
 
 def _facts(

@@ -123,10 +123,6 @@ def check_request(
         key = name.decode("latin-1")
         text = value.decode("latin-1")
         joined[key] = f"{joined[key]},{text}" if key in joined else text
-    size = -1
-    for name, value in facts.headers:
-        if name == b"content-length" and value.isdigit():
-            size = int(value)
     http = attribute_context_pb2.AttributeContext.HttpRequest(
         id=facts.request_id.decode("latin-1"),
         method=facts.method.decode("latin-1"),
@@ -134,7 +130,8 @@ def check_request(
         path=facts.path.decode("latin-1"),
         host=facts.host.decode("latin-1"),
         scheme=facts.scheme.decode("latin-1"),
-        size=len(facts.body) if facts.body is not None else size,
+        # Envoy reports the size of the body it buffered for the check, 0 otherwise.
+        size=len(facts.body) if facts.body is not None else 0,
         protocol=facts.protocol,
     )
     if facts.body is not None:
