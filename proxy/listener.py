@@ -300,9 +300,14 @@ def _listener_ssl(runtime: ListenerRuntime) -> ssl.SSLContext | None:
     assert first is not None
     several = len(chains) > 1
 
+    # Envoy learns the client's SNI (requested_server_name, which RBAC and access logs read)
+    # through the tls_inspector listener filter only.
+    inspected = "envoy.filters.listener.tls_inspector" in runtime.model.listener_filters
+
     def pick(sslobj: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
         # Python has no getter for the SNI a server received: keep it for the stream info.
-        sslobj.pymesh_sni = server_name  # type: ignore[attr-defined]
+        if inspected:
+            sslobj.pymesh_sni = server_name  # type: ignore[attr-defined]
         if several:
             chain = runtime.select_chain(None, server_name)
             if chain is not None and chain.ssl_context is not None:

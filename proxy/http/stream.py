@@ -124,7 +124,7 @@ class ActiveStream(FilterManager):
             # A fragment is the client's own business (RFC 9112 section 3.2); Envoy's
             # connection manager refuses a path that carries one.
             self.encoder.close_after_response()
-            self.send_local_reply(400, b"", details="invalid_url")
+            self.send_local_reply(400, b"", details="path_normalization_failed")
             return
         # One pass for every field this method reads (each get_header is a full scan).
         authority = request_id = forwarded_proto = None

@@ -104,7 +104,9 @@ class Jwt:
     token: str
     header: Mapping[str, Any]
     payload: Mapping[str, Any]
+    header_b64: str
     payload_b64: str
+    signature_b64: str
     alg: str
     kid: str | None
     iss: str
@@ -123,7 +125,8 @@ def _int_claim(payload: Mapping[str, Any], name: str) -> int | None:
 
 def parse_jwt(token: str) -> Jwt | JwtStatus:
     """The token, or the status saying why it is malformed."""
-    parts = token.split(".")
+    # jwt_verify_lib splits on dots skipping empty sections: "a.b." has two.
+    parts = [part for part in token.split(".") if part]
     if len(parts) != 3:
         return JwtStatus.BAD_FORMAT
     head_b64, payload_b64, signature_b64 = parts
@@ -184,7 +187,9 @@ def parse_jwt(token: str) -> Jwt | JwtStatus:
         token=token,
         header=header,
         payload=payload,
+        header_b64=head_b64,
         payload_b64=payload_b64,
+        signature_b64=signature_b64,
         alg=alg,
         kid=kid,
         iss=payload.get("iss", ""),
@@ -277,9 +282,8 @@ def verify_signature(token: Jwt, jwks: Jwks) -> JwtStatus:
     """The token's signature against the keys that fit its ``kid`` and ``alg``."""
     kty = _KTY[token.alg[0]]
     verifier = _VERIFIERS[token.alg]
-    signing_input, _, signature_b64 = token.token.rpartition(".")
-    signature = _b64decode(signature_b64)
-    message = signing_input.encode()
+    signature = _b64decode(token.signature_b64)
+    message = f"{token.header_b64}.{token.payload_b64}".encode()
     tried = False
     for key in jwks.keys:
         if token.kid is not None and key.kid is not None and key.kid != token.kid:
