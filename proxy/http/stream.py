@@ -375,9 +375,12 @@ class ActiveStream(FilterManager):
     def encode_local_reply(self, reply: LocalReply) -> None:
         body = reply.body
         if body:
+            # A filter's own content-type (an authorizer's denial) replaces the default, as
+            # Envoy's modify-headers callback does.
+            typed = any(k == b"content-type" for k, _ in reply.headers)
             hdrs = [
                 (b"content-length", b"%d" % len(body)),
-                (b"content-type", b"text/plain"),
+                *(() if typed else ((b"content-type", b"text/plain"),)),
                 *reply.headers,
             ]
         elif reply.status in (204, 304):

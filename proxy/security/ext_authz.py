@@ -45,9 +45,7 @@ Headers = list[tuple[bytes, bytes]]
 # headers it turns into the request line and Host).
 _HTTP_ALWAYS = frozenset({b"authorization"})
 # Headers a denial from the HTTP service always passes to the client.
-_DENIAL_ALWAYS = frozenset(
-    {b"www-authenticate", b"location", b"content-length", b"content-type", b"set-cookie"}
-)
+_DENIAL_ALWAYS = frozenset({b"www-authenticate", b"location"})
 _HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te"})
 
 
