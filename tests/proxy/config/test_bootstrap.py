@@ -373,7 +373,8 @@ def test_missing_certificate_file_is_refused(in_data_dir: None) -> None:
 
 def test_is_optional_unknown_filter_is_skipped_like_envoy() -> None:
     def mutation(data: dict[str, Any]) -> None:
-        _hcm(data)["http_filters"].insert(0, dict(copy.deepcopy(_UNSUPPORTED_FILTER), is_optional=True))
+        optional = dict(copy.deepcopy(_UNSUPPORTED_FILTER), is_optional=True)
+        _hcm(data)["http_filters"].insert(0, optional)
 
     bootstrap = bootstrap_from_dict(_mutated(mutation))
     hcm = bootstrap.static_resources.listeners[0].filter_chains[0].filters[0].config
