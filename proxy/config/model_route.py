@@ -14,6 +14,7 @@ from proxy.config.model_common import (
     StringMatcher,
     empty_mapping,
 )
+from proxy.security.matchers import MetadataMatcher
 
 __all__ = [
     "RETRY_ON_VALUES",
@@ -83,6 +84,8 @@ class RouteMatch:
     headers: tuple[HeaderMatcher, ...] = ()
     query_parameters: tuple[QueryParameterMatcher, ...] = ()
     runtime_fraction: float | None = None
+    # Matched against the request's dynamic metadata (a JWT's claims, once verified).
+    dynamic_metadata: tuple[MetadataMatcher, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

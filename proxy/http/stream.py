@@ -190,7 +190,13 @@ class ActiveStream(FilterManager):
         vhost = self.vhost = table.find_virtual_host(self.authority)
         if vhost is None:
             return
-        route = self.route = table.match(vhost, self.method, self.path, self.request_headers)
+        route = self.route = table.match(
+            vhost,
+            self.method,
+            self.path,
+            self.request_headers,
+            metadata=self.stream_info.all_dynamic_metadata,
+        )
         if route is None:
             return
         info = self.stream_info

@@ -56,14 +56,6 @@ EXT_AUTHZ_SUPPORTED: dict[str, frozenset[str]] = {
         "envoy.type.v3.HttpStatus": "code",
         "envoy.config.core.v3.RuntimeFeatureFlag": "default_value runtime_key",
         _MATCHER + "ListStringMatcher": "patterns",
-        _MATCHER + "MetadataMatcher": "filter path value invert",
-        _MATCHER + "MetadataMatcher.PathSegment": "key",
-        _MATCHER + "ValueMatcher": "null_match double_match string_match bool_match "
-        "present_match list_match or_match",
-        _MATCHER + "ListMatcher": "one_of",
-        _MATCHER + "OrMatcher": "value_matchers",
-        _MATCHER + "DoubleMatcher": "range exact",
-        "envoy.type.v3.DoubleRange": "start end",
     }.items()
 }
 

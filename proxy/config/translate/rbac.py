@@ -75,16 +75,7 @@ RBAC_SUPPORTED: dict[str, frozenset[str]] = {
         "present_match prefix_match suffix_match contains_match string_match invert_match "
         "treat_missing_header_as_empty",
         "envoy.type.v3.Int32Range": "start end",
-        "envoy.type.v3.DoubleRange": "start end",
         _MATCHER + "PathMatcher": "path",
-        _MATCHER + "MetadataMatcher": "filter path value invert",
-        _MATCHER + "MetadataMatcher.PathSegment": "key",
-        _MATCHER + "ValueMatcher": "null_match double_match string_match bool_match "
-        "present_match list_match or_match",
-        _MATCHER + "ValueMatcher.NullMatch": "",
-        _MATCHER + "ListMatcher": "one_of",
-        _MATCHER + "OrMatcher": "value_matchers",
-        _MATCHER + "DoubleMatcher": "range exact",
         _URI_TEMPLATE: "path_template",
     }.items()
 }

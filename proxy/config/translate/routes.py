@@ -28,6 +28,7 @@ from proxy.config.translate.common import (
     wrapped,
 )
 from proxy.config.translate.filters import FilterRegistry, cors_policy, typed_per_filter_config
+from proxy.config.translate.rbac import metadata_matcher
 from proxy.config.translate.regex import regex_matcher
 from proxy.config.translate.route_actions import (
     direct_response_action,
@@ -179,6 +180,10 @@ def route_match(proto: Any, path: str) -> RouteMatch:
             fractional_percent(proto.runtime_fraction.default_value)
             if proto.HasField("runtime_fraction")
             else None
+        ),
+        dynamic_metadata=tuple(
+            metadata_matcher(item, at(join(path, "dynamic_metadata"), index))
+            for index, item in enumerate(proto.dynamic_metadata)
         ),
     )
 

@@ -123,6 +123,15 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         _MATCHER + "StringMatcher": "exact prefix suffix safe_regex contains ignore_case",
         _MATCHER + "RegexMatcher": "regex",
         _MATCHER + "RegexMatchAndSubstitute": "pattern substitution",
+        _MATCHER + "MetadataMatcher": "filter path value invert",
+        _MATCHER + "MetadataMatcher.PathSegment": "key",
+        _MATCHER + "ValueMatcher": "null_match double_match string_match bool_match "
+        "present_match list_match or_match",
+        _MATCHER + "ValueMatcher.NullMatch": "",
+        _MATCHER + "ListMatcher": "one_of",
+        _MATCHER + "OrMatcher": "value_matchers",
+        _MATCHER + "DoubleMatcher": "range exact",
+        "envoy.type.v3.DoubleRange": "start end",
         # listeners
         _LISTENER + "Listener": "name address stat_prefix filter_chains use_original_dst "
         "default_filter_chain per_connection_buffer_limit_bytes metadata drain_type "
@@ -186,7 +195,7 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         "response_headers_to_add response_headers_to_remove",
         _ROUTE + "Decorator": "operation",
         _ROUTE + "RouteMatch": "prefix path safe_regex path_separated_prefix case_sensitive "
-        "runtime_fraction headers query_parameters",
+        "runtime_fraction headers query_parameters dynamic_metadata",
         _ROUTE + "HeaderMatcher": "name exact_match safe_regex_match range_match present_match "
         "prefix_match suffix_match contains_match string_match invert_match "
         "treat_missing_header_as_empty",
