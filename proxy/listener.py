@@ -125,9 +125,12 @@ class ListenerManager:
                 and current.model.address == model.address
                 and _tls_of(current.model) == _tls_of(model)
             ):
-                # Same socket: new connections get the new chains; open ones keep theirs.
+                # Same socket: new connections get the new chains; open ones keep theirs
+                # unless theirs changed, as Envoy drains the connections of a filter chain
+                # an update replaced (a new policy must not wait for clients to reconnect).
                 runtime.server = current.server
                 runtime.connections = current.connections
+                _drain_replaced(current.connections, runtime)
                 self.listeners[name] = runtime
                 self._index(runtime)
                 continue
@@ -267,6 +270,13 @@ class _Acceptor(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._conn is not None:
             self._conn.connection_lost(exc)
+
+
+def _drain_replaced(connections: set[DownstreamConnection], runtime: ListenerRuntime) -> None:
+    kept = [chain.hcm.model for chain in runtime.all_chains if chain.hcm is not None]
+    for conn in list(connections):
+        if not any(conn.hcm.model == model for model in kept):
+            conn.drain()
 
 
 def _tls_of(model: Listener) -> tuple[object, ...]:
