@@ -3,10 +3,16 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-APT_TEST_PACKAGES := curl iproute2 iptables openssl
+DEMO_STAMP := $(VENV)/.installed-demo
+# -qq: errors only (setuptools' notes about editable installs are not the user's business).
+PIP_INSTALL := $(BIN)/pip install -qq
+# chromium: the product page is checked in a real browser (Playwright drives Debian's build).
+APT_TEST_PACKAGES := curl iproute2 iptables openssl chromium fonts-dejavu-core redis-server prometheus
 APT_BENCH_PACKAGES := wrk hey nginx-light
+# The container tests: a private Docker engine, compose, and a base image made without a registry.
+APT_DOCKER_PACKAGES := docker.io docker-compose debootstrap
 
-.PHONY: all demo test lint typecheck unit bench clean apt-test apt-bench proto
+.PHONY: all demo test lint typecheck unit bench clean apt-test apt-bench proto web apt-docker test-docker
 
 all: test
 
@@ -18,18 +24,42 @@ $(BIN)/python:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
 	  else echo "python3 -m venv failed: install python3-venv"; exit 1; fi; \
 	  $(PYTHON) -m venv $(VENV); }
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install -qq --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+# `make demo` installs the mesh and its sample apps only; `make test` adds the test tools.
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP_INSTALL) -e .
 	touch $@
 
-demo: $(STAMP)
-	$(BIN)/pymesh demo
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(PIP_INSTALL) -e '.[test]'
+	touch $@ $(DEMO_STAMP)
+
+# DEMO_ARGS: options of `pymesh demo` (--run-dir, --control-address, --fresh, ...).
+demo: $(DEMO_STAMP) web
+	$(BIN)/pymesh demo $(DEMO_ARGS)
+
+# The service graph page's drawing library (Cytoscape.js + its dagre layout), from npm at the
+# versions mixer/web/package-lock.json pins; never committed.
+WEB_STAMP := mixer/web/node_modules/.installed
+web: $(WEB_STAMP)
+$(WEB_STAMP): mixer/web/package.json mixer/web/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; \
+	  else echo "npm not found: install nodejs and npm"; exit 1; fi; }
+	npm ci --prefix mixer/web --no-audit --no-fund --loglevel=error
+	touch $@
 
 # The tests talk to real peers: install the Debian tools they call when they are missing.
 apt-test:
 	@missing=""; for p in $(APT_TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "missing Debian packages:$$missing (run as root to install them)"; fi; fi
+
+apt-docker:
+	@missing=""; for p in $(APT_DOCKER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else echo "missing Debian packages:$$missing (run as root to install them)"; fi; fi
@@ -45,8 +75,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) apt-test
-	$(BIN)/pytest -n 2 --dist loadgroup --durations=15 -q
+unit: $(STAMP) apt-test web
+	$(BIN)/pytest -n 2 --dist loadgroup --durations=15 -q -m "not docker"
+
+# docker/docker-compose.yml on a real engine: up to ~12 minutes from a clean machine (the
+# image is built from a debootstrapped Debian), under 2 with a developer's cache.
+test-docker: $(STAMP) apt-test apt-docker
+	$(BIN)/pytest -q --durations=5 -m docker
 
 test: lint typecheck unit
 

@@ -1,4 +1,6 @@
-"""Load generators: ``wrk`` (saturation, throughput) and ``hey`` (fixed rate), parsed to numbers.
+"""Load generators: ``wrk`` (saturation, throughput), and for a fixed rate ``hey`` or the open-loop
+generator pymesh ships (:mod:`pymesh.load`, the one the demo's fortio stand-in runs), parsed to
+numbers.
 
 wrk reports through a Lua ``done()`` hook that prints one JSON line, so nothing depends on
 its human-readable output. hey writes one CSV row per request (0.1 ms resolution) and the
@@ -12,8 +14,11 @@ import io
 import json
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from pymesh.load.report import latency_ms
 
 __all__ = [
     "LoadResult",
@@ -21,6 +26,7 @@ __all__ = [
     "missing_tools",
     "percentile",
     "run_hey",
+    "run_open_loop",
     "run_wrk",
 ]
 
@@ -157,4 +163,34 @@ def run_hey(
         p50_ms=percentile(times, 50),
         p90_ms=percentile(times, 90),
         p99_ms=percentile(times, 99),
+    )
+
+
+def run_open_loop(
+    url: str,
+    *,
+    rate: float,
+    connections: int,
+    seconds: float,
+    cpus: str | None = "0",
+) -> LoadResult:
+    """pymesh's open-loop generator at a fixed arrival rate (in its own process, pinned like
+    the other tools): unlike hey's rate-limited closed loops, a slow answer does not delay
+    the requests after it, and latency counts from each request's scheduled start."""
+    argv = [*_pin(cpus), sys.executable, "-m", "pymesh.samples.fortio", "load"]
+    argv += ["-c", str(connections), "-qps", f"{rate:g}", "-t", f"{seconds:g}s"]
+    argv += ["-loglevel", "Error", "-json", "-", url]
+    doc = json.loads(_run(argv, timeout=seconds + 60))
+    codes = {int(k): int(v) for k, v in doc["RetCodes"].items()}
+    requests = sum(codes.values())
+    if not requests:
+        raise ToolError("the open-loop generator sent no request")
+    return LoadResult(
+        requests=requests,
+        seconds=int(doc["ActualDuration"]) / 1e9,
+        bytes=int(doc["Sizes"]["Sum"]),
+        errors=sum(n for code, n in codes.items() if not 200 <= code < 400),
+        p50_ms=latency_ms(doc, 50),
+        p90_ms=latency_ms(doc, 90),
+        p99_ms=latency_ms(doc, 99),
     )

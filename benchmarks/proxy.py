@@ -59,6 +59,8 @@ class Settings:
     throughput_connections: int
     load_cpus: str | None
     proxy_cpus: str | None
+    #: the fixed-rate generator: hey, or pymesh's open loop (pymesh.load)
+    rate_tool: str = "hey"
 
 
 class Target:
@@ -138,7 +140,8 @@ def measure(scenario: str, target: Target, rep: int, s: Settings, workdir: Path)
 
     def load(seconds: float) -> loadgen.LoadResult:
         if scenario == "latency":
-            return loadgen.run_hey(
+            run_rate = loadgen.run_open_loop if s.rate_tool == "pymesh" else loadgen.run_hey
+            return run_rate(
                 url, rate=s.rate, connections=s.rate_connections, seconds=seconds, cpus=s.load_cpus
             )
         conns = s.throughput_connections if scenario == "throughput" else s.connections
@@ -228,6 +231,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds before each run")
     p.add_argument("--connections", type=int, default=50, help="wrk connections (saturation)")
     p.add_argument("--rate", type=float, default=1000.0, help="fixed rate for latency, req/s")
+    p.add_argument(
+        "--rate-tool",
+        choices=("hey", "pymesh"),
+        default="hey",
+        help="fixed-rate generator: hey, or pymesh's open loop (latency from the schedule)",
+    )
     p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
     p.add_argument("--results", type=Path, default=RESULTS, help="directory for the JSON")
     return p.parse_args(argv)
@@ -263,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         throughput_connections=16,
         load_cpus="0" if pin else None,
         proxy_cpus="1" if pin else None,
+        rate_tool=args.rate_tool,
     )
     runs: list[report.Run] = []
     failures: dict[str, str] = {}

@@ -25,6 +25,7 @@ from pilot.api_views import kind_alias, proxy_config, resource_json, to_jsonable
 from pilot.generate import explain
 from pilot.sources import Action
 from pilot.xds.status import proxy_status
+from pymesh import __version__
 from pymesh.config.analyze import analyze
 from pymesh.config.kinds import KINDS
 from pymesh.errors import ConfigError, ValidationError
@@ -34,7 +35,7 @@ __all__ = ["TOKEN_FILE", "AdminApi", "ensure_token"]
 log = structlog.get_logger(__name__)
 
 TOKEN_FILE = ".pymesh-token"
-_OPEN_PATHS = frozenset({"/metrics", "/ready"})
+_OPEN_PATHS = frozenset({"/metrics", "/ready", "/version"})
 _MAX_BODY = 16 << 20
 
 
@@ -71,6 +72,7 @@ class AdminApi:
         r = app.router
         r.add_get("/ready", self._ready)
         r.add_get("/metrics", self._metrics)
+        r.add_get("/version", self._version)
         r.add_post("/apply", self._apply)
         r.add_delete("/resources", self._delete_body)
         r.add_delete("/resources/{kind}/{namespace}/{name}", self._delete_one)
@@ -126,6 +128,9 @@ class AdminApi:
     async def _ready(self, request: web.Request) -> web.Response:
         return web.Response(text="ready\n")
 
+    async def _version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": __version__})
+
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(
             text=self.pilot.discovery.metrics.render(),
@@ -145,7 +150,10 @@ class AdminApi:
     async def _apply(self, request: web.Request) -> web.Response:
         source = request.query.get("source", "<apply>")
         namespace = request.query.get("namespace") or None
-        changes = await self.pilot.apply(await self._body(request), source, namespace)
+        dry_run = request.query.get("dryRun", "") == "All"  # kubectl's ?dryRun=All
+        changes = await self.pilot.apply(
+            await self._body(request), source, namespace, dry_run=dry_run
+        )
         return web.json_response(
             {"changes": [c.to_json() for c in changes], "version": self.pilot.ctx.version}
         )
@@ -273,4 +281,6 @@ class AdminApi:
             headers[key.strip().lower()] = value.strip()
         conn = self._find_proxy(source)
         result = explain(self.pilot.ctx, conn.proxy, url, headers)
-        return web.json_response({"proxy": conn.proxy_id, "explanation": to_jsonable(result)})
+        return web.json_response(
+            {"proxy": conn.proxy_id, "explanation": to_jsonable(result), "text": result.render()}
+        )

@@ -21,43 +21,10 @@ from pilot.xds.resources import (
     SECRET_TYPE,
 )
 from pymesh.config import Resource, encode
-from pymesh.config.kinds import KINDS, kind_info
+from pymesh.config.kinds import kind_alias, kind_info
 from pymesh.errors import ValidationError
 
 __all__ = ["CONFIG_TYPES", "kind_alias", "proxy_config", "resource_json", "to_jsonable"]
-
-_SHORT_NAMES = {
-    "vs": "VirtualService",
-    "dr": "DestinationRule",
-    "gw": "Gateway",
-    "se": "ServiceEntry",
-    "we": "WorkloadEntry",
-    "pa": "PeerAuthentication",
-    "ra": "RequestAuthentication",
-    "ap": "AuthorizationPolicy",
-    "svc": "Service",
-    "sa": "ServiceAccount",
-    "ns": "Namespace",
-    "cm": "ConfigMap",
-    "po": "Pod",
-    "deploy": "Deployment",
-}
-
-
-def kind_alias(text: str) -> str | None:
-    """``virtualservices``, ``VirtualService``, ``vs``, ``virtualservice.networking.istio.io``
-    -> ``VirtualService``; None when no kind matches."""
-    wanted = text.strip().lower().split(".", 1)[0]
-    if wanted in _SHORT_NAMES:
-        return _SHORT_NAMES[wanted]
-    for info in KINDS.values():
-        kind = info.kind.lower()
-        # authorizationpolicies, serviceentries; gateways, services
-        consonant_y = kind.endswith("y") and kind[-2] not in "aeiou"
-        plural = kind[:-1] + "ies" if consonant_y else kind + "s"
-        if wanted in (kind, plural):
-            return info.kind
-    return None
 
 
 def resource_json(res: Resource[Any]) -> dict[str, Any]:

@@ -38,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ca-address",
         help="serve the CA here (host:port; default: the xDS host, port 15012) when --ca-dir",
     )
+    parser.add_argument(
+        "--kubernetes",
+        action="store_true",
+        help="also mirror a Kubernetes cluster (in-cluster credentials, or --kubeconfig)",
+    )
+    parser.add_argument("--kubeconfig", help="with --kubernetes: a kubeconfig file")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,13 +70,14 @@ def run(args: argparse.Namespace) -> int:
     import uvloop
 
     try:
-        return int(uvloop.run(_serve(settings)))
+        kube = (args.kubeconfig or "") if args.kubernetes else None
+        return int(uvloop.run(_serve(settings, kube)))
     except (ConfigError, ControlPlaneError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
 
-async def _serve(settings: object) -> int:
+async def _serve(settings: object, kubeconfig: str | None) -> int:
     from pilot.server import Pilot, PilotSettings
 
     assert isinstance(settings, PilotSettings)
@@ -80,11 +87,22 @@ async def _serve(settings: object) -> int:
     except BaseException:
         await pilot.stop()
         raise
+    watches: list[asyncio.Task[None]] = []
+    if kubeconfig is not None:
+        from pilot.sources.kube import WATCHED, KubeMirror, watch
+
+        mirror = KubeMirror(pilot)
+        watches = [
+            asyncio.create_task(watch(kind, mirror.handle, kubeconfig=kubeconfig or None))
+            for kind in WATCHED
+        ]
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    for task in watches:
+        task.cancel()
     log.info("pilot stopping")
     await pilot.stop()
     return 0

@@ -174,18 +174,27 @@ class Pilot:
             return  # the files changed, the configuration did not: no push
         self.ctx = self._build(snapshot, self.discovery.proxies(), load.credentials)
         log.info("config loaded", version=snapshot.version, resources=len(snapshot))
+        for envoy_filter in self.ctx.envoy_filters:
+            for error in envoy_filter.errors:
+                log.error("EnvoyFilter patch skipped", error=str(error))
         self.discovery.update(self.ctx)
 
     # -- changes from the API ----------------------------------------------------------------
     async def apply(
-        self, body: str, source: str = "<apply>", namespace: str | None = None
+        self,
+        body: str,
+        source: str = "<apply>",
+        namespace: str | None = None,
+        *,
+        dry_run: bool = False,
     ) -> list[Change]:
         """Validate, store and activate ``body``. Returns once the files are written and the
         new PushContext is built; the push itself follows (debounced). Raises
-        ``ValidationError`` and changes nothing when anything is wrong."""
+        ``ValidationError`` and changes nothing when anything is wrong. ``dry_run``: every
+        check, nothing stored."""
         async with self.watcher.lock:
             changes = plan_apply(self.directory, body, self.snapshot, source, namespace)
-            await self._commit(changes)
+            await self._commit(changes, dry_run=dry_run)
             return changes
 
     async def delete(
@@ -206,16 +215,32 @@ class Pilot:
             await self._commit(changes)
             return changes
 
-    async def _commit(self, changes: list[Change]) -> None:
+    async def _commit(self, changes: list[Change], *, dry_run: bool = False) -> None:
         planned = overlay(changes)
         if not planned:
             return
         # The whole tree with the change must load and build before anything is written.
         candidate = await self.watcher.check(planned)
         try:
-            self._build(candidate.snapshot, self.discovery.proxies(), candidate.credentials)
+            ctx = self._build(candidate.snapshot, self.discovery.proxies(), candidate.credentials)
         except (ConfigError, ValueError) as exc:
             raise ValidationError(f"pilot cannot use this configuration: {exc}") from None
+        _refuse_bad_envoy_filters(ctx, {c.key for c in changes if c.writes})
+        if dry_run:
+            return
         await asyncio.to_thread(commit, self.directory, changes)
         if not await self.watcher.reload():
             raise ConfigError(f"configuration stored but not loaded: {self.watcher.last_error}")
+
+
+def _refuse_bad_envoy_filters(ctx: PushContext, changed: set[tuple[str, str, str]]) -> None:
+    """An applied EnvoyFilter whose patch Envoy's protos reject is refused, the field named."""
+    for envoy_filter in ctx.envoy_filters:
+        key = ("EnvoyFilter", envoy_filter.namespace, envoy_filter.name)
+        if key in changed and envoy_filter.errors:
+            error = envoy_filter.errors[0]
+            raise type(error)(
+                error.message,
+                source=f"EnvoyFilter {envoy_filter.namespace}/{envoy_filter.name}",
+                path=error.path,
+            )

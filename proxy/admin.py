@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import enum
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -66,6 +67,8 @@ class AdminServer:
             ("GET", "/config_dump"): self._config_dump,
             ("GET", "/listeners"): self._listeners,
             ("GET", "/server_info"): self._server_info,
+            ("GET", "/logging"): self._logging,
+            ("POST", "/logging"): self._logging,
             ("POST", "/healthcheck/fail"): self._hc_fail,
             ("POST", "/healthcheck/ok"): self._hc_ok,
             ("POST", "/drain_listeners"): self._drain_listeners,
@@ -94,8 +97,10 @@ class AdminServer:
 
     async def _ready(self, request: MiniRequest) -> MiniResponse:
         state = self._state()
-        ok = state == "LIVE" and not self._proxy.health_check_failed
-        return MiniResponse(200 if ok else 503, state + "\n")
+        errors = self._proxy.bind_errors
+        ok = state == "LIVE" and not self._proxy.health_check_failed and not errors
+        detail = "".join(f"{e}\n" for e in errors)
+        return MiniResponse(200 if ok else 503, state + "\n" + detail)
 
     async def _stats(self, request: MiniRequest) -> MiniResponse:
         store = self._proxy.stats
@@ -219,6 +224,18 @@ class AdminServer:
                 "node": to_jsonable(p.bootstrap.node),
             }
         )
+
+    async def _logging(self, request: MiniRequest) -> MiniResponse:
+        # One level for the whole process, set at start (--log-level); Envoy lists a level
+        # per logger and can change them here, which pymesh cannot do at run time yet.
+        if request.query:
+            return MiniResponse(
+                501,
+                "changing log levels at run time is not supported: restart the proxy "
+                "with --log-level LEVEL\n",
+            )
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+        return MiniResponse(body=f"active loggers:\n  pymesh: {level}\n")
 
     async def _hc_fail(self, request: MiniRequest) -> MiniResponse:
         self._proxy.health_check_failed = True

@@ -18,7 +18,10 @@ log = structlog.get_logger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config-path", required=True, help="Envoy v3 bootstrap (YAML/JSON)")
+    parser.add_argument("-c", "--config-path", help="Envoy v3 bootstrap (YAML/JSON)")
+    parser.add_argument(
+        "--config-yaml", help="the bootstrap as a YAML string (instead of -c, as in Envoy)"
+    )
     parser.add_argument(
         "--validate",
         action="store_true",
@@ -27,6 +30,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--drain-time-s", type=float, default=5.0, help="graceful drain on SIGTERM (seconds)"
     )
+    parser.add_argument(
+        "--drain-inbound-only",
+        action="store_true",
+        help="on SIGTERM drain the INBOUND listeners only; outbound keeps serving the app "
+        "while it shuts down (Istio's sidecar drain)",
+    )
+    parser.add_argument(
+        "--wait-full-drain",
+        action="store_true",
+        help="wait the whole drain time even when no connection is left "
+        "(Istio's EXIT_ON_ZERO_ACTIVE_CONNECTIONS=false, its default)",
+    )
     # Accepted so that Envoy command lines keep working; one event loop is one worker.
     parser.add_argument("--concurrency", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--base-id", type=int, default=0, help=argparse.SUPPRESS)
@@ -34,6 +49,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.config_yaml:
+        if args.config_path:
+            print("error: give -c or --config-yaml, not both", file=sys.stderr)
+            return 2
+        return _run_inline(args)
+    if not args.config_path:
+        print("error: -c/--config-path or --config-yaml is required", file=sys.stderr)
+        return 2
     try:
         # Validation needs the protos anyway; a running proxy parses in a child process so
         # that they never load into it.
@@ -59,11 +82,34 @@ def run(args: argparse.Namespace) -> int:
     import uvloop
 
     try:
-        rc: int = uvloop.run(_serve(bootstrap, args.drain_time_s))
+        rc: int = uvloop.run(
+            _serve(
+                bootstrap,
+                args.drain_time_s,
+                inbound_only=args.drain_inbound_only,
+                exit_on_zero=not args.wait_full_drain,
+            )
+        )
         return rc
     except ConfigError as exc:
         print(f"error initializing configuration '{args.config_path}': {exc}", file=sys.stderr)
         return 1
+
+
+def _run_inline(args: argparse.Namespace) -> int:
+    """``--config-yaml``: a sidecar whose uid cannot read its launcher's files (the demo's
+    uid 1337 proxies) gets its bootstrap on the command line; the loader reads files."""
+    import os
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="pymesh-bootstrap-", suffix=".yaml")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(args.config_yaml)
+        args.config_path, args.config_yaml = path, None
+        return run(args)
+    finally:
+        os.unlink(path)
 
 
 def _check_runnable(bootstrap: object) -> None:
@@ -87,11 +133,19 @@ def _check_runnable(bootstrap: object) -> None:
     _asyncio.run(check())
 
 
-async def _serve(bootstrap: object, drain_time: float) -> int:
+async def _serve(
+    bootstrap: object, drain_time: float, *, inbound_only: bool, exit_on_zero: bool
+) -> int:
     from proxy.sidecar import Sidecar
 
     loop = asyncio.get_running_loop()
-    sidecar = Sidecar(bootstrap, loop=loop, drain_time=drain_time)  # type: ignore[arg-type]
+    sidecar = Sidecar(
+        bootstrap,  # type: ignore[arg-type]
+        loop=loop,
+        drain_time=drain_time,
+        inbound_drain=inbound_only,
+        exit_on_zero=exit_on_zero,
+    )
     await sidecar.start()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,9 +1,10 @@
 """Listeners: bound sockets, filter-chain selection and the connections they own.
 
-A listener with ``use_original_dst`` (Istio's ``virtualOutbound`` / ``virtualInbound``) hands
-each connection to the listener whose address matches the connection's original destination
-(exact ``ip:port`` first, then ``0.0.0.0:port``), exactly as Envoy does; when none matches, its
-own filter chains apply.
+A listener with ``use_original_dst`` (Istio's ``virtualOutbound``) hands each connection to the
+listener whose address matches the connection's original destination (exact ``ip:port`` first,
+then ``0.0.0.0:port``), exactly as Envoy does; when none matches, its own filter chains apply.
+With the ``original_dst`` listener filter (Istio's ``virtualInbound``) the connection stays on
+the listener and its filter chain is chosen by the original destination.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import itertools
+import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from proxy.config.model import FilterChain, Listener, SocketAddress
+from proxy.config.model import FilterChain, Listener, SocketAddress, TrafficDirection
 from proxy.http.connection_manager import DownstreamConnection
 from proxy.http.hcm import HcmRuntime
 from proxy.stats import ListenerStats, StatsStore
@@ -28,6 +30,8 @@ from pymesh.errors import UnsupportedError
 __all__ = ["ChainRuntime", "ListenerManager", "ListenerRuntime"]
 
 log = structlog.get_logger(__name__)
+
+_ORIGINAL_DST = "envoy.filters.listener.original_dst"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +143,10 @@ class ListenerManager:
             try:
                 await self._bind(runtime)
             except OSError as exc:
-                errors.append(f"listener {name}: cannot bind {model.address}: {exc}")
+                a = model.address
+                where = f"{a.host}:{a.port}" if isinstance(a, SocketAddress) else str(a)
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                errors.append(f"listener {name}: cannot bind {where}: {reason}")
                 continue
             self.listeners[name] = runtime
             self._index(runtime)
@@ -187,24 +194,31 @@ class ListenerManager:
         self, runtime: ListenerRuntime, sock: socket.socket | None, local: tuple[str, int] | None
     ) -> tuple[ListenerRuntime, ChainRuntime | None, tuple[str, int] | None]:
         destination = local
-        if runtime.model.use_original_dst:
-            if sock is not None:
-                destination = original_destination(sock) or local
-            if destination is not None:
-                target = self._by_address.get(destination) or self._by_address.get(
-                    ("0.0.0.0", destination[1])
-                )
-                if target is not None and target is not runtime:
-                    runtime = target
+        model = runtime.model
+        if sock is not None and (model.use_original_dst or _ORIGINAL_DST in model.listener_filters):
+            # The original_dst listener filter: chains match on the address the client dialled.
+            destination = original_destination(sock) or local
+        if model.use_original_dst and destination is not None:
+            target = self._by_address.get(destination) or self._by_address.get(
+                ("0.0.0.0", destination[1])
+            )
+            if target is not None and target is not runtime:
+                runtime = target
         return runtime, runtime.select_chain(destination), destination
 
-    def stop_accepting(self) -> None:
-        for runtime in self.listeners.values():
+    def _selected(self, inbound_only: bool) -> list[ListenerRuntime]:
+        runtimes = list(self.listeners.values())
+        if inbound_only:
+            return [r for r in runtimes if r.model.traffic_direction is TrafficDirection.INBOUND]
+        return runtimes
+
+    def stop_accepting(self, *, inbound_only: bool = False) -> None:
+        for runtime in self._selected(inbound_only):
             if runtime.server is not None:
                 runtime.server.close()
 
-    def drain_connections(self) -> None:
-        for runtime in self.listeners.values():
+    def drain_connections(self, *, inbound_only: bool = False) -> None:
+        for runtime in self._selected(inbound_only):
             for conn in list(runtime.connections):
                 conn.drain()
 

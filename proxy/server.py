@@ -75,6 +75,7 @@ class ProxyServer:
         self.date = DateCache()
         self._writers: dict[str, LogWriter] = {}
         self.ready = False
+        self.bind_errors: tuple[str, ...] = ()
         self.health_check_failed = False
         self.draining = False
         self.drain_timeout = 5.0
@@ -97,6 +98,8 @@ class ProxyServer:
         )
         for error in errors:
             log.error("listener failed", error=error)
+        # A listener that cannot bind makes the proxy not ready (admin /ready answers 503).
+        self.bind_errors = tuple(errors)
         self.holder.swap(snapshot)
         return errors
 
@@ -264,14 +267,23 @@ class ProxyServer:
         if self.bootstrap.dynamic_resources is None:
             self.ready = True
 
-    async def drain(self, timeout: float) -> None:
+    async def drain(
+        self, timeout: float, *, inbound_only: bool = False, exit_on_zero: bool = True
+    ) -> None:
         """Envoy's graceful drain: stop accepting, let in-flight requests finish, close idle
-        keep-alive connections, and answer what is left with ``connection: close``."""
+        keep-alive connections, and answer what is left with ``connection: close``.
+
+        Istio's sidecar drain is ``inbound_only``: the app, shutting down itself, may still
+        call out, so the outbound listeners keep serving; and without ``exit_on_zero``
+        (Istio's default for EXIT_ON_ZERO_ACTIVE_CONNECTIONS) the whole ``timeout`` is
+        waited even when no connection is left."""
         self.draining = True
-        self.listener_manager.stop_accepting()
-        self.listener_manager.drain_connections()
+        self.listener_manager.stop_accepting(inbound_only=inbound_only)
+        self.listener_manager.drain_connections(inbound_only=inbound_only)
         deadline = self.loop.time() + timeout
-        while self.listener_manager.connection_count() and self.loop.time() < deadline:
+        while self.loop.time() < deadline:
+            if exit_on_zero and not self.listener_manager.connection_count():
+                break
             await asyncio.sleep(0.05)
 
     async def shutdown(self) -> None:

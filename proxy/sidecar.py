@@ -23,11 +23,19 @@ log = structlog.get_logger(__name__)
 
 class Sidecar:
     def __init__(
-        self, bootstrap: Bootstrap, *, loop: asyncio.AbstractEventLoop, drain_time: float = 5.0
+        self,
+        bootstrap: Bootstrap,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        drain_time: float = 5.0,
+        inbound_drain: bool = False,
+        exit_on_zero: bool = True,
     ) -> None:
         self.server = ProxyServer(bootstrap, loop=loop)
         self.server.drain_timeout = drain_time
         self.drain_time = drain_time
+        self.inbound_drain = inbound_drain
+        self.exit_on_zero = exit_on_zero
         self.on_quit: Callable[[], None] = lambda: None
         self.admin: AdminServer | None = None
         self.xds: XdsClient | None = None
@@ -52,8 +60,10 @@ class Sidecar:
     async def stop(self) -> None:
         if self.xds is not None:
             await self.xds.stop()
-        log.info("draining", seconds=self.drain_time)
-        await self.server.drain(self.drain_time)
+        log.info("draining", seconds=self.drain_time, inbound_only=self.inbound_drain)
+        await self.server.drain(
+            self.drain_time, inbound_only=self.inbound_drain, exit_on_zero=self.exit_on_zero
+        )
         await self.server.shutdown()
         if self.admin is not None:
             await self.admin.stop()

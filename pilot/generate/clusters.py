@@ -30,6 +30,7 @@ from pilot.generate.common import (
 from pilot.generate.endpoints import load_assignment, mtls_endpoint
 from pilot.generate.policy import HTTP_OPTIONS, MAX_U32, Policy, apply_policy, merged_policy
 from pilot.generate.scope import inbound_ports
+from pilot.generate.telemetry import collector_clusters
 from pilot.generate.tls import auto_mtls_matches, speaks_mtls, upstream_tls
 from pilot.model.proxy import ProxyNode
 from pilot.model.push_context import PushContext
@@ -157,6 +158,10 @@ def _outbound(ctx: PushContext, node: ProxyNode, plan: ClusterPlan) -> dict[str,
     http2 = plan.port.protocol in ("HTTP2", "GRPC", "GRPC-WEB") and not node.process_mode
     apply_policy(cluster, plan.policy, http=plan.port.is_http, http2=http2, tls=tls)
     cluster["metadata"] = _metadata(plan.service, plan.port.port, plan)
+    if node.process_mode and ctx.mesh.mixer_address:
+        # Pods share one loopback: connect from the pod's own address, as a pod's traffic
+        # leaves from its IP, so the callee's report names this workload as its source.
+        cluster["upstream_bind_config"] = {"source_address": {"address": node.ip, "port_value": 0}}
     return cluster
 
 
@@ -246,10 +251,8 @@ def special_clusters(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:
             inbound: dict[str, Any] = {"name": INBOUND_PASSTHROUGH, "connect_timeout": timeout}
             _original_dst(inbound, node)
             clusters.append(inbound)
-    if ctx.mesh.zipkin_address:
-        clusters.append(_collector("zipkin", ctx.mesh.zipkin_address, ctx, grpc=False))
-    if ctx.mesh.mixer_address:
-        clusters.append(_collector("mixer", ctx.mesh.mixer_address, ctx, grpc=True))
+    for name, address, grpc in collector_clusters(ctx.mesh):
+        clusters.append(_collector(name, address, ctx, grpc=grpc))
     return clusters
 
 

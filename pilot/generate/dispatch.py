@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pilot.envoyfilter import apply_patches
 from pilot.generate.clusters import build_clusters, outbound_plans
 from pilot.generate.common import (
     CLUSTER_TYPE,
@@ -28,8 +29,16 @@ TYPE_URLS = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE
 
 
 def generate(ctx: PushContext, node: ProxyNode, type_url: str) -> list[Any]:
-    """Every resource of ``type_url`` for ``node`` (protobuf messages). ValueError for a
-    type pymesh does not serve."""
+    """Every resource of ``type_url`` for ``node`` (protobuf messages), EnvoyFilter patches
+    applied. ValueError for a type pymesh does not serve."""
+    resources = _build(ctx, node, type_url)
+    patches = ctx.envoy_filter_patches(node)
+    if patches:
+        resources = apply_patches(patches, type_url, resources, gateway=node.is_router)
+    return resources
+
+
+def _build(ctx: PushContext, node: ProxyNode, type_url: str) -> list[Any]:
     if type_url == CLUSTER_TYPE:
         return build_clusters(ctx, node)
     if type_url == ENDPOINT_TYPE:

@@ -3,7 +3,8 @@
 Endpoints are grouped by locality and filtered by the subset's labels. An endpoint fronted by
 a process-mode sidecar is addressed at that sidecar's inbound listener (``<pod ip>:15006``):
 in process mode the app itself listens on ``<pod ip>:<port>``, so the sidecar cannot
-intercept that port (see ``README.md``).
+intercept that port (see ``README.md``). gRPC ports are the exception: gRPC needs HTTP/2
+and the sidecar's inbound listener speaks HTTP/1.1, so they are addressed at the app.
 """
 
 from __future__ import annotations
@@ -23,9 +24,16 @@ from pymesh.config.model.security import MTLSMode
 __all__ = ["endpoint_address", "load_assignment", "load_assignments", "mtls_endpoint"]
 
 
-def endpoint_address(ctx: PushContext, endpoint: Endpoint) -> tuple[str, int]:
-    """Where mesh traffic for ``endpoint`` is sent."""
-    if endpoint.sidecar == "process":
+# gRPC needs HTTP/2 end to end (trailers), which a process-mode sidecar's inbound listener
+# does not carry: those ports are reached at the app itself (the gateway's rate limit service).
+_DIRECT_PROTOCOLS = frozenset({"GRPC"})
+
+
+def endpoint_address(
+    ctx: PushContext, endpoint: Endpoint, protocol: str = "HTTP"
+) -> tuple[str, int]:
+    """Where mesh traffic for ``endpoint`` (of a service port speaking ``protocol``) is sent."""
+    if endpoint.sidecar == "process" and protocol.upper() not in _DIRECT_PROTOCOLS:
         return endpoint.address, ctx.mesh.inbound_port
     return endpoint.address, endpoint.port
 
@@ -64,7 +72,7 @@ def load_assignment(
             continue
         if not allow_names and not is_ip(ep.address):
             continue
-        address = endpoint_address(ctx, ep)
+        address = endpoint_address(ctx, ep, inst.service_port.protocol)
         if address in seen:
             continue
         seen.add(address)

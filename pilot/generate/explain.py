@@ -24,15 +24,21 @@ from pilot.generate.explain_authz import explain_authorization
 from pilot.generate.simulate import Request, match_route, match_virtual_host, parse_duration
 from pilot.model.proxy import ProxyNode
 from pilot.model.push_context import PushContext
+from pymesh.errors import ValidationError
 
 __all__ = ["Explanation", "FaultInfo", "RetryInfo", "WeightedCluster", "explain"]
 
 
 @dataclass(frozen=True, slots=True)
 class WeightedCluster:
+    """One destination of the route: its weight, the chance (percent) a request goes there,
+    and its endpoints."""
+
     name: str
     weight: int
     subset: str = ""
+    chance: float = 100.0
+    endpoints: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +70,7 @@ class Explanation:
     virtual_service: str | None = None
     rule_index: int | None = None
     clusters: tuple[WeightedCluster, ...] = ()
-    #: the cluster taking most of the traffic (the only one without a split), its subset
+    #: the destination when there is one (no weighted split), its subset and endpoints
     cluster: str | None = None
     subset: str | None = None
     endpoints: tuple[str, ...] = ()
@@ -81,22 +87,21 @@ class Explanation:
 
     def render(self) -> str:
         rows: list[tuple[str, object]] = [("url", self.url)]
-        for label in (
-            "listener",
-            "route_config",
-            "virtual_host",
-            "route",
-            "virtual_service",
-            "rule_index",
-        ):
+        for label in ("listener", "route_config", "virtual_host"):
             rows.append((label.replace("_", " "), getattr(self, label)))
+        matched = self.route_index is not None
+        if matched:
+            # Shown as configured: Envoy's route name and timeout, "none" when there is none.
+            rows.append(("route", self.route or "none"))
+        rows += [("virtual service", self.virtual_service), ("rule index", self.rule_index)]
+        split = len(self.clusters) > 1
         for c in self.clusters:
-            rows.append(
-                ("cluster", f"{c.name} (weight {c.weight})" if len(self.clusters) > 1 else c.name)
-            )
+            share = f" (weight {c.weight}: {c.chance:g}% of requests)" if split else ""
+            rows.append(("cluster", f"{c.name}{share}"))
+            rows.append(("  endpoints", ", ".join(c.endpoints) or "none"))
+        if self.clusters or (matched and self.direct_response is None and not self.redirect):
+            rows.append(("timeout", _seconds(self.timeout)))
         rows += [
-            ("endpoints", ", ".join(self.endpoints) or "-"),
-            ("timeout", self.timeout),
             ("retries", self.retries),
             ("fault", self.fault),
             ("mirrors", ", ".join(f"{c} ({p:g}%)" for c, p in self.mirrors) or None),
@@ -107,6 +112,12 @@ class Explanation:
             ("error", self.error),
         ]
         return "\n".join(f"{k:16} {v}" for k, v in rows if v is not None)
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "none"
+    return "0s (disabled)" if value == 0 else f"{value:g}s"
 
 
 def _dicts(ctx: PushContext, node: ProxyNode, type_url: str) -> list[dict[str, Any]]:
@@ -177,9 +188,15 @@ def _endpoints(
 
 
 def _request(url: str, headers: Mapping[str, str]) -> tuple[Request, int]:
-    parts = urlsplit(url if "://" in url else f"http://{url}")
+    """The request for ``url``; ValidationError when it is not an http(s) URL with a host."""
+    try:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise ValidationError(f"malformed URL {url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError(f"malformed URL {url!r}: expected http://HOST[:PORT]/PATH")
     lowered = {k.lower(): v for k, v in headers.items()}
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     host = lowered.pop("host", None) or lowered.pop(":authority", None) or parts.netloc
     path = parts.path or "/"
     method = lowered.pop(":method", "GET")
@@ -255,7 +272,7 @@ def explain(
     result = replace(
         base,
         virtual_host=vhost["name"],
-        route=route.get("name", ""),
+        route=route.get("name") or None,
         route_index=index,
         virtual_service=vs,
         rule_index=int(rule) if rule is not None else None,
@@ -272,25 +289,34 @@ def explain(
         ]
     else:
         pairs = [(action["cluster"], 100)]
-    weighted = tuple(
-        WeightedCluster(n, w, (parse_cluster_name(n) or ("", 0, "", ""))[2]) for n, w in pairs
-    )
     clusters = {c["name"]: c for c in _dicts(ctx, node, CLUSTER_TYPE)}
     assignments = {a["cluster_name"]: a for a in _dicts(ctx, node, ENDPOINT_TYPE)}
-    best = max(weighted, key=lambda c: c.weight)
+    total = sum(w for _, w in pairs) or 1
+    weighted = tuple(
+        WeightedCluster(
+            n,
+            w,
+            (parse_cluster_name(n) or ("", 0, "", ""))[2],
+            round(100 * w / total, 2),
+            _endpoints(n, clusters, assignments),
+        )
+        for n, w in pairs
+    )
+    only = weighted[0] if len(weighted) == 1 else None
     rewrite = {k: action[k] for k in ("prefix_rewrite", "host_rewrite_literal") if k in action}
     mirrors = tuple(
         (m["cluster"], _percent(m.get("runtime_fraction", {}).get("default_value")))
         for m in action.get("request_mirror_policies", ())
     )
-    endpoints = _endpoints(best.name, clusters, assignments)
+    # The verdict of the destination most requests go to (a split's subsets are one service).
+    heaviest = max(weighted, key=lambda c: c.weight)
     return replace(
         result,
         clusters=weighted,
-        cluster=best.name,
-        subset=best.subset,
-        endpoints=endpoints,
-        authorization=_authorization(ctx, node, endpoints, request),
+        cluster=only.name if only else None,
+        subset=only.subset if only else None,
+        endpoints=only.endpoints if only else (),
+        authorization=_authorization(ctx, node, heaviest.endpoints, request),
         timeout=parse_duration(action.get("timeout")),
         retries=_retries(action.get("retry_policy")),
         mirrors=mirrors,

@@ -18,6 +18,7 @@ from pilot.generate.common import LISTENER_TYPE, ROUTE_TYPE, socket_address, to_
 from pilot.generate.hcm import http_connection_manager
 from pilot.generate.http_routes import RouteScope, virtual_service_routes
 from pilot.generate.security import security_http_filters
+from pilot.generate.telemetry import observability
 from pilot.generate.tls import downstream_tls
 from pilot.model.proxy import ProxyNode
 from pilot.model.push_context import PushContext
@@ -164,6 +165,7 @@ def gateway_listeners(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]
                 stat_prefix=stat_prefix,
                 rds=gs.route_name,
                 use_remote_address=True,
+                observe=observability(ctx, node),
                 security_filters=security,
             )
             if not gs.tls:

@@ -1,7 +1,7 @@
 """The HTTP connection manager every HTTP listener uses, in Istio's shape: HTTP filters
 [security: jwt_authn, ext_authz, rbac] → fault → cors → router (Istio's order), path
-normalisation, websocket upgrades, and tracing / access logging when the mesh names Zipkin /
-mixer."""
+normalisation, websocket upgrades, and tracing / access logging as
+:mod:`pilot.generate.telemetry` decides for the proxy."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pilot.generate.common import ADS, typed
+from pilot.generate.telemetry import Observability
 from pilot.model.mesh import MeshConfig
 
 __all__ = ["HCM_NAME", "http_connection_manager", "http_filters"]
@@ -35,6 +36,7 @@ def http_connection_manager(
     use_remote_address: bool = False,
     allow_absolute_url: bool = False,
     inbound: bool = False,
+    observe: Observability | None = None,
     client_cert: bool = False,
     security_filters: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
@@ -58,37 +60,11 @@ def http_connection_manager(
     if allow_absolute_url:
         # HTTP_PROXY clients send absolute-form targets (``GET http://reviews:9080/...``).
         hcm["http_protocol_options"] = {"allow_absolute_url": True}
-    if mesh.zipkin_address:
-        hcm["tracing"] = {
-            "random_sampling": {"value": mesh.trace_sampling},
-            "provider": {
-                "name": "envoy.tracers.zipkin",
-                "typed_config": typed(
-                    "zipkin",
-                    {
-                        "collector_cluster": "zipkin",
-                        "collector_endpoint": "/api/v2/spans",
-                        "collector_endpoint_version": "HTTP_JSON",
-                        "trace_id_128bit": True,
-                        "shared_span_context": False,
-                    },
-                ),
-            },
-        }
-    if mesh.mixer_address:
-        hcm["access_log"] = [
-            {
-                "name": "envoy.access_loggers.http_grpc",
-                "typed_config": typed(
-                    "als",
-                    {
-                        "common_config": {
-                            "log_name": "inbound" if inbound else "outbound",
-                            "grpc_service": {"envoy_grpc": {"cluster_name": "mixer"}},
-                            "transport_api_version": "V3",
-                        }
-                    },
-                ),
-            }
-        ]
+    if observe is not None:
+        tracing = observe.tracing(inbound)
+        if tracing is not None:
+            hcm["tracing"] = tracing
+        access_log = observe.access_log(inbound)
+        if access_log:
+            hcm["access_log"] = access_log
     return {"name": HCM_NAME, "typed_config": typed("hcm", hcm)}

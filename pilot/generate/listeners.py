@@ -34,6 +34,7 @@ from pilot.generate.common import (
 from pilot.generate.hcm import http_connection_manager
 from pilot.generate.scope import InboundPort, OutboundPort, inbound_ports, outbound_ports
 from pilot.generate.security import security_http_filters, security_network_filters
+from pilot.generate.telemetry import observability
 from pilot.generate.tls import inbound_mtls, speaks_mtls
 from pilot.model.proxy import ProxyNode
 from pilot.model.push_context import PushContext
@@ -64,6 +65,7 @@ def _virtual_outbound(ctx: PushContext, node: ProxyNode) -> dict[str, Any]:
             stat_prefix=f"outbound_{node.ip}_{port}",
             rds=PROCESS_OUTBOUND_ROUTE,
             allow_absolute_url=True,
+            observe=observability(ctx, node),
         )
         return {
             "name": "virtualOutbound",
@@ -154,9 +156,13 @@ def inbound_route_config(inbound: tuple[InboundPort, ...]) -> dict[str, Any]:
         routes.append(
             {"name": "default", "match": {"prefix": "/"}, "direct_response": {"status": 404}}
         )
+    # Named as Istio names the inbound virtual host of a port when the workload has one HTTP
+    # port, so EnvoyFilters written for it (``vhost: {name: "inbound|http|9080"}``) match.
+    targets = sorted({p.target_port for p in http})
+    vhost = f"inbound|http|{targets[0]}" if len(targets) == 1 else "inbound|http|*"
     return {
         "name": PROCESS_INBOUND_ROUTE,
-        "virtual_hosts": [{"name": "inbound|http|*", "domains": ["*"], "routes": routes}],
+        "virtual_hosts": [{"name": vhost, "domains": ["*"], "routes": routes}],
         "validate_clusters": False,
     }
 
@@ -218,6 +224,7 @@ def _process_inbound(
     secure = any(m in (MTLSMode.STRICT, MTLSMode.PERMISSIVE) for m in modes.values())
     plain_ports = {t for t, m in modes.items() if m is not MTLSMode.STRICT}
     client_cert = speaks_mtls(node.labels)
+    observe = observability(ctx, node)
 
     def hcm(ports: tuple[InboundPort, ...], tls: bool) -> dict[str, Any]:
         return http_connection_manager(
@@ -227,6 +234,7 @@ def _process_inbound(
             inbound=True,
             client_cert=client_cert and tls,
             security_filters=security,
+            observe=observe,
         )
 
     chains: list[dict[str, Any]] = []
@@ -272,6 +280,7 @@ def _virtual_inbound(ctx: PushContext, node: ProxyNode) -> dict[str, Any]:
         }
     ]
     network_security = security_network_filters(ctx, node)
+    observe = observability(ctx, node)
     for p in inbound:
 
         def network(tls: bool, p: InboundPort = p) -> list[dict[str, Any]]:
@@ -284,6 +293,7 @@ def _virtual_inbound(ctx: PushContext, node: ProxyNode) -> dict[str, Any]:
                         inbound=True,
                         client_cert=client_cert and tls,
                         security_filters=security,
+                        observe=observe,
                     )
                 ]
             return [*network_security, tcp_proxy(inbound_cluster(p.target_port))]
@@ -332,7 +342,10 @@ def _port_listeners(ctx: PushContext, node: ProxyNode, op: OutboundPort) -> list
     found = []
     if op.http:
         hcm = http_connection_manager(
-            ctx.mesh, stat_prefix=f"outbound_0.0.0.0_{op.port}", rds=str(op.port)
+            ctx.mesh,
+            stat_prefix=f"outbound_0.0.0.0_{op.port}",
+            rds=str(op.port),
+            observe=observability(ctx, node),
         )
         found.append(listener("0.0.0.0", [{"filters": [hcm]}]))
     for service in (s for s in op.tcp if s.address):

@@ -1,8 +1,11 @@
 """MeshConfig ``extensionProviders``: the external authorizers a CUSTOM AuthorizationPolicy
-names (``envoyExtAuthzHttp`` / ``envoyExtAuthzGrpc``), read the way istiod reads them.
+names (``envoyExtAuthzHttp`` / ``envoyExtAuthzGrpc``), read the way istiod reads them, and
+the telemetry backends Telemetry rules name (``zipkin``, ``envoyHttpAls`` ...: their
+``service`` and ``port``); plus ``defaultProviders``, the providers used when a Telemetry
+names none.
 
-Providers of other kinds (tracers, access loggers) are kept by name only, so a policy naming
-one is told it is not an authorizer rather than that it does not exist.
+Providers of other kinds are kept by name only, so a rule naming one is told it is not
+supported rather than that it does not exist.
 """
 
 from __future__ import annotations
@@ -16,7 +19,23 @@ from typing import Any
 from pymesh.config.durations import parse_duration
 from pymesh.errors import ValidationError
 
-__all__ = ["ExtAuthzProvider", "ExtensionProvider", "RequestBody", "parse_extension_providers"]
+__all__ = [
+    "BUILTIN_PROVIDERS",
+    "ExtAuthzProvider",
+    "ExtensionProvider",
+    "RequestBody",
+    "parse_default_providers",
+    "parse_extension_providers",
+]
+
+#: providers every mesh has without declaring them (Istio's built-ins)
+BUILTIN_PROVIDERS = frozenset({"prometheus", "envoy"})
+#: provider kinds with a collector at ``service:port`` (tracers and access-log services)
+_COLLECTOR_KINDS = frozenset(
+    {"zipkin", "opentelemetry", "envoyHttpAls", "envoyTcpAls", "envoyOtelAls", "skywalking",
+     "datadog", "lightstep"}
+)  # fmt: skip
+_DEFAULT_KINDS = ("tracing", "metrics", "accessLogging")
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _AUTHZ_KINDS = ("envoyExtAuthzHttp", "envoyExtAuthzGrpc")
@@ -75,6 +94,13 @@ class ExtensionProvider:
     name: str
     ext_authz: ExtAuthzProvider | None = None
     kind: str = field(default="")
+    #: a collector's address (telemetry kinds)
+    service: str = ""
+    port: int = 0
+
+    @property
+    def address(self) -> str:
+        return f"{self.service}:{self.port}"
 
 
 def _fail(source: str, path: str, message: str) -> ValidationError:
@@ -194,6 +220,43 @@ def parse_extension_providers(value: Any, source: str) -> tuple[ExtensionProvide
                 raise _fail(source, f"{path}.{kind}", "must be a mapping")
             authz = _ext_authz(kind, body, f"{path}.{kind}", source)
             found.append(ExtensionProvider(name, authz, kind))
+        elif kind in _COLLECTOR_KINDS:
+            service, port = _collector(body, f"{path}.{kind}", source)
+            found.append(ExtensionProvider(name, None, kind, service, port))
         else:
             found.append(ExtensionProvider(name, None, kind))
     return tuple(found)
+
+
+def _collector(body: Any, path: str, source: str) -> tuple[str, int]:
+    if not isinstance(body, Mapping):
+        raise _fail(source, path, "must be a mapping")
+    service, port = body.get("service"), body.get("port")
+    if not isinstance(service, str) or not service:
+        raise _fail(source, f"{path}.service", "service is required")
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise _fail(source, f"{path}.port", f"port must be in the range [1, 65535], got {port!r}")
+    return service, port
+
+
+def parse_default_providers(
+    value: Any, providers: Sequence[ExtensionProvider], source: str
+) -> Mapping[str, tuple[str, ...]]:
+    """``defaultProviders``: ``tracing``, ``metrics``, ``accessLogging`` → provider names, each
+    a built-in or one of ``providers``."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _fail(source, "defaultProviders", "must be a mapping")
+    out: dict[str, tuple[str, ...]] = {}
+    for kind, names in value.items():
+        path = f"defaultProviders.{kind}"
+        if kind not in _DEFAULT_KINDS:
+            raise _fail(source, path, f"unknown field, expected one of {_DEFAULT_KINDS}")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise _fail(source, path, "must be a list of provider names")
+        for name in names:
+            if name not in BUILTIN_PROVIDERS and not any(p.name == name for p in providers):
+                raise _fail(source, path, f"no extension provider named {name!r}")
+        out[kind] = tuple(names)
+    return out

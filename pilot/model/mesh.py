@@ -15,8 +15,13 @@ from typing import Any, Literal, cast
 
 import yaml
 
-from pilot.model.extension_providers import ExtensionProvider, parse_extension_providers
+from pilot.model.extension_providers import (
+    ExtensionProvider,
+    parse_default_providers,
+    parse_extension_providers,
+)
 from pymesh.config.durations import parse_duration
+from pymesh.config.model.common import EMPTY_MAP, FrozenMap
 from pymesh.errors import ConfigError, ValidationError
 
 __all__ = ["DEFAULT_RETRY_ON", "MeshConfig", "OutboundMode"]
@@ -55,6 +60,7 @@ class MeshConfig:
     dns_refresh_rate: float = 60.0
     enable_auto_mtls: bool = True
     extension_providers: tuple[ExtensionProvider, ...] = ()
+    default_providers: FrozenMap[str, tuple[str, ...]] = EMPTY_MAP
 
     def extension_provider(self, name: str) -> ExtensionProvider | None:
         return next((p for p in self.extension_providers if p.name == name), None)
@@ -144,6 +150,11 @@ class MeshConfig:
             kwargs["extension_providers"] = parse_extension_providers(
                 data["extensionProviders"], source
             )
+        kwargs["default_providers"] = FrozenMap(
+            parse_default_providers(
+                data.get("defaultProviders"), kwargs.get("extension_providers", ()), source
+            )
+        )
         return cls(**kwargs)
 
     @classmethod

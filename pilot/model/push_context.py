@@ -9,6 +9,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pilot.envoyfilter import CompiledFilter, CompiledPatch, compile_envoy_filters, patches_for
 from pilot.model.credentials import TlsCredential
 from pilot.model.mesh import MeshConfig
 from pilot.model.proxy import ProxyNode
@@ -23,7 +24,9 @@ from pymesh.config.hosts import (
 )
 from pymesh.config.model.common import FrozenMap, Resource
 from pymesh.config.model.networking import (
+    ApplyTo,
     DestinationRule,
+    EnvoyFilter,
     Gateway,
     Sidecar,
     VirtualService,
@@ -53,6 +56,7 @@ class PushContext:
         "credentials",
         "destination_rules",
         "domain",
+        "envoy_filters",
         "gateways",
         "mesh",
         "peer_authentications",
@@ -83,6 +87,10 @@ class PushContext:
         )
         self.authorization_policies: tuple[Resource[AuthorizationPolicy], ...] = config.of_kind(
             AuthorizationPolicy
+        )
+        # Compiled once per configuration: patch values parsed into Envoy protos.
+        self.envoy_filters: tuple[CompiledFilter, ...] = compile_envoy_filters(
+            config.of_kind(EnvoyFilter)
         )
         self.credentials: FrozenMap[tuple[str, str], TlsCredential] = FrozenMap(
             ((c.namespace, c.name), c) for c in credentials
@@ -118,6 +126,14 @@ class PushContext:
             config if isinstance(config, ConfigSnapshot) else ConfigSnapshot(as_resources(config))
         )
         return cls(snapshot, registry, mesh or MeshConfig(), credentials, domain)
+
+    def envoy_filter_patches(self, node: ProxyNode) -> dict[ApplyTo, tuple[CompiledPatch, ...]]:
+        """The EnvoyFilter patches for ``node``, by ``applyTo``, in the order they apply."""
+        if not self.envoy_filters:
+            return {}
+        return patches_for(
+            self.envoy_filters, node.namespace, node.labels, node.metadata, self.mesh.root_namespace
+        )
 
     # -- scope --------------------------------------------------------------------------------
     def sidecar_scope(self, node: ProxyNode) -> SidecarScope:

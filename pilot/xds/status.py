@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from envoy.config.core.v3 import base_pb2
+
 from pilot.xds.connection import Connection
 from pilot.xds.metrics import short_type
 from pilot.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
@@ -35,6 +37,18 @@ def _watch_status(watch: Watch | None) -> dict[str, Any]:
     return out
 
 
+def _agent(node: base_pb2.Node | None) -> str:
+    """``pymesh/0.1.0``, ``envoy/1.40.0``: who the proxy says it is (istioctl version's
+    data plane versions)."""
+    if node is None or not node.user_agent_name:
+        return ""
+    version = node.user_agent_version
+    if node.HasField("user_agent_build_version"):
+        v = node.user_agent_build_version.version
+        version = f"{v.major_number}.{v.minor_number}.{v.patch}"
+    return f"{node.user_agent_name}/{version}" if version else node.user_agent_name
+
+
 def connection_status(conn: Connection, now: float) -> dict[str, Any]:
     types = {short_type(t).upper(): _watch_status(conn.watches.get(t)) for t in STATUS_TYPES}
     for type_url, watch in conn.watches.items():
@@ -43,6 +57,7 @@ def connection_status(conn: Connection, now: float) -> dict[str, Any]:
     errors = {k: v["error"] for k, v in types.items() if "error" in v}
     node = conn.node
     return {
+        "agent": _agent(node),
         "id": conn.proxy_id,
         "cluster": node.cluster if node is not None else "",
         "connection": conn.id,

@@ -52,6 +52,7 @@ from proxy.config.translate.common import (
     struct_to_dict,
 )
 from proxy.config.translate.parse import parse_message
+from proxy.config.translate.ratelimit import rate_limit_service_clusters
 from pymesh.errors import UnsupportedError, ValidationError
 
 __all__ = [
@@ -121,7 +122,7 @@ def _translate(proto: Any, registry: FilterRegistry, source: str) -> Bootstrap:
     grpc_clusters = {
         service.envoy_grpc.cluster_name
         for service in proto.dynamic_resources.ads_config.grpc_services
-    }
+    } | rate_limit_service_clusters(static.listeners)
     clusters = tuple(
         translate_cluster(
             item, at("static_resources.clusters", index), allow_http2=item.name in grpc_clusters

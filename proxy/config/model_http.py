@@ -37,6 +37,7 @@ __all__ = [
     "HttpProtocolOptions",
     "InternalAddressConfig",
     "LocalRateLimitConfig",
+    "LocalRateLimitDescriptor",
     "PathWithEscapedSlashesAction",
     "Rds",
     "RouterConfig",
@@ -136,6 +137,20 @@ class LocalRateLimitConfig:
     request_headers_to_add_when_not_enforced: tuple[HeaderValueOption, ...] = ()
     local_rate_limit_per_downstream_connection: bool = False
     enable_x_ratelimit_headers: bool = False
+    #: per-descriptor buckets, matched against the descriptors the route's ``rate_limits``
+    #: actions of ``stage`` build (``vh_rate_limits`` says whether the virtual host's count)
+    descriptors: tuple[LocalRateLimitDescriptor, ...] = ()
+    stage: int = 0
+    vh_rate_limits: str = "OVERRIDE"
+    always_consume_default_token_bucket: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class LocalRateLimitDescriptor:
+    """A bucket for requests whose descriptor has exactly these ``entries``."""
+
+    entries: tuple[tuple[str, str], ...]
+    token_bucket: TokenBucket
 
 
 @dataclass(frozen=True, slots=True)

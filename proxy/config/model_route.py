@@ -14,6 +14,7 @@ from proxy.config.model_common import (
     StringMatcher,
     empty_mapping,
 )
+from proxy.config.model_ratelimit import RateLimitPolicyEntry
 from proxy.security.matchers import MetadataMatcher
 
 __all__ = [
@@ -235,6 +236,8 @@ class RouteAction:
     cors: CorsPolicy | None = None
     max_stream_duration: MaxStreamDuration | None = None
     priority_high: bool = False
+    rate_limits: tuple[RateLimitPolicyEntry, ...] = ()
+    include_vh_rate_limits: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +304,7 @@ class VirtualHost:
     typed_per_filter_config: Mapping[str, object] = field(default_factory=empty_mapping)
     include_request_attempt_count: bool = False
     include_attempt_count_in_response: bool = False
+    rate_limits: tuple[RateLimitPolicyEntry, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ def builtin_factories() -> dict[str, Any]:
         local_ratelimit,
         network_ext_authz,
         network_rbac,
+        ratelimit,
         rbac,
     )
     from proxy.http.router import router_factory
@@ -28,6 +29,7 @@ def builtin_factories() -> dict[str, Any]:
         "envoy.filters.http.fault": fault.factory,
         "envoy.filters.http.local_ratelimit": local_ratelimit.factory,
         "envoy.filters.http.cors": cors.factory,
+        "envoy.filters.http.ratelimit": ratelimit.factory,
         "envoy.filters.http.rbac": rbac.factory,
         "envoy.filters.network.rbac": network_rbac.network_factory,
         "envoy.filters.http.jwt_authn": jwt_authn.factory,

@@ -544,10 +544,12 @@ class Router(HttpFilter):
             # No body, and no length either: Envoy drops a content-length a 204 carries.
             remove_headers(headers, (b"content-length",))
         if not self.shared.config.suppress_envoy_headers:
-            headers.append((b"x-envoy-upstream-service-time", b"%d" % elapsed_ms))
+            # Set, not added: a value from upstream (another sidecar's) is replaced, as Envoy's
+            # setEnvoyUpstreamServiceTime does.
+            set_header(headers, b"x-envoy-upstream-service-time", b"%d" % elapsed_ms)
         vhost = cb.vhost
         if vhost is not None and vhost.include_attempt_count_in_response:
-            headers.append((b"x-envoy-attempt-count", b"%d" % self.attempts))
+            set_header(headers, b"x-envoy-attempt-count", b"%d" % self.attempts)
         if self._set_cookies:
             headers.extend((b"set-cookie", cookie) for cookie in self._set_cookies)
         cb.encode_headers(status, headers, False)

@@ -9,8 +9,9 @@ burst shape within an interval is not.
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 
 from proxy.config.model import LocalRateLimitConfig
@@ -82,6 +83,21 @@ class TokenBucket:
         missing = 1.0 - self.remaining()
         return max(0.0, missing / self._rate)
 
+    @property
+    def fill_rate(self) -> float:
+        return self._rate
+
+    def x_ratelimit(self) -> tuple[int, int, int]:
+        """``x-ratelimit-limit``, ``-remaining`` and ``-reset`` as Envoy's local filter sends
+        them: whole tokens, and the seconds until the next token, rounded up."""
+        # The epsilons absorb float drift in the bucket's arithmetic (88.9999… is 89 tokens,
+        # 30.000001 s is 30 s); Envoy rounds the wait up to whole seconds.
+        return (
+            self.max_tokens,
+            int(self.remaining() + _EPSILON),
+            max(0, math.ceil(self.next_token_in() - 1e-6)),
+        )
+
 
 class RateLimitDecision(StrEnum):
     DISABLED = "disabled"  # filter_enabled rolled off: not counted
@@ -97,7 +113,17 @@ class LocalRateLimiter:
     Counters are Envoy's ``<stat_prefix>.http_local_rate_limit.*``.
     """
 
-    __slots__ = ("_random", "bucket", "config", "enabled", "enforced", "ok", "rate_limited")
+    __slots__ = (
+        "_always_default",
+        "_descriptors",
+        "_random",
+        "bucket",
+        "config",
+        "enabled",
+        "enforced",
+        "ok",
+        "rate_limited",
+    )
 
     def __init__(
         self, config: LocalRateLimitConfig, clock: Callable[[], float], rng: random.Random
@@ -106,6 +132,14 @@ class LocalRateLimiter:
         self._random = rng.random
         tb = config.token_bucket
         self.bucket = TokenBucket.from_config(tb, clock) if tb is not None else None
+        # The strictest (slowest filling) descriptor is consumed first, as in Envoy, so that a
+        # request it refuses takes no token from the others.
+        buckets = [
+            (d.entries, TokenBucket.from_config(d.token_bucket, clock)) for d in config.descriptors
+        ]
+        buckets.sort(key=lambda item: item[1].fill_rate)
+        self._descriptors = tuple(buckets)
+        self._always_default = config.always_consume_default_token_bucket
         self.enabled = 0
         self.ok = 0
         self.rate_limited = 0
@@ -125,6 +159,42 @@ class LocalRateLimiter:
             return RateLimitDecision.LIMITED_NOT_ENFORCED
         self.enforced += 1
         return RateLimitDecision.LIMITED
+
+    def check_descriptors(
+        self, request: Sequence[tuple[tuple[str, str], ...]]
+    ) -> tuple[RateLimitDecision, TokenBucket | None]:
+        """:meth:`check` for a request whose route's actions built ``request`` descriptors;
+        also the bucket whose state the ``x-ratelimit-*`` headers report (None: none)."""
+        cfg = self.config
+        if not _roll(self._random, cfg.filter_enabled):
+            return RateLimitDecision.DISABLED, None
+        self.enabled += 1
+        allowed, context = self._allowed(request)
+        if allowed:
+            self.ok += 1
+            return RateLimitDecision.OK, context
+        self.rate_limited += 1
+        if not _roll(self._random, cfg.filter_enforced):
+            return RateLimitDecision.LIMITED_NOT_ENFORCED, context
+        self.enforced += 1
+        return RateLimitDecision.LIMITED, context
+
+    def _allowed(
+        self, request: Sequence[tuple[tuple[str, str], ...]]
+    ) -> tuple[bool, TokenBucket | None]:
+        matched = [bucket for entries, bucket in self._descriptors if entries in request]
+        for bucket in matched:
+            if not bucket.try_consume():
+                return False, bucket
+        first = matched[0] if matched else None
+        if matched and not self._always_default:
+            return True, first
+        default = self.bucket
+        if default is None:
+            return True, first
+        if not default.try_consume():
+            return False, default
+        return True, first or default
 
 
 def _roll(rnd: Callable[[], float], fraction: float) -> bool:

@@ -10,6 +10,7 @@ import sys
 import urllib.parse
 
 from pymesh.cli.pilot_client import add_pilot_arguments, client_from_args, guarded, read_inputs
+from pymesh.config.kinds import resource_name
 from pymesh.errors import ControlPlaneError
 
 __all__ = ["add_arguments", "run"]
@@ -26,20 +27,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _report(changes: list[dict[str, object]]) -> int:
+    """kubectl's lines, worded as ``apply`` and ``get`` word them, one per object."""
     failed = 0
-    for c in changes:
-        kind, name, ns = str(c["kind"]).lower(), c["name"], c.get("namespace") or ""
+    last = {(str(c["kind"]), c.get("namespace") or "", str(c["name"])): c for c in changes}
+    for c in last.values():
+        kind, name, ns = str(c["kind"]), c["name"], c.get("namespace") or ""
         action = c["action"]
         if action == "deleted":
             note = f" ({c['message']})" if c.get("message") else ""
-            print(f'{kind} "{name}" deleted{note}')
+            print(f'{resource_name(kind, singular=True)} "{name}" deleted{note}')
         elif action == "not found":
             failed += 1
             where = f" in namespace {ns}" if ns else ""
-            print(f'error: {kind} "{name}" not found{where}', file=sys.stderr)
+            print(f'error: {resource_name(kind)} "{name}" not found{where}', file=sys.stderr)
         else:
             failed += 1
-            print(f'error: {kind} "{name}": {c.get("message", action)}', file=sys.stderr)
+            print(
+                f'error: {resource_name(kind)} "{name}": {c.get("message", action)}',
+                file=sys.stderr,
+            )
     return 1 if failed else 0
 
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["add_arguments", "run"]
 
 _DEFAULT_PODS = "127.0.0.10-127.0.0.99"
+_DEFAULT_NETNS_SUBNET = "10.244.99.0/24"
 
 
 def _run_dir_argument(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -52,10 +53,11 @@ def _start_arguments(parser: argparse.ArgumentParser, suppress: bool) -> None:
         help=f"loopback addresses handed to pods, FIRST[-LAST] ({_DEFAULT_PODS})",
     )
     parser.add_argument(
-        "--keep-config",
+        "--fresh",
         action="store_true",
         default=default(False),
-        help="start from the configuration of the last run instead of the manifests",
+        help="start from the manifests, dropping what was applied in earlier runs "
+        "(by default a demo keeps its objects, as a cluster does)",
     )
     parser.add_argument(
         "--mesh-config", default=default(None), help="Istio MeshConfig YAML for pilot"
@@ -71,6 +73,22 @@ def _start_arguments(parser: argparse.ArgumentParser, suppress: bool) -> None:
         type=float,
         default=default(120.0),
         help="seconds to wait for every proxy to be SYNCED",
+    )
+    parser.add_argument(
+        "--netns",
+        action="store_true",
+        default=default(False),
+        help="each pod in its own network namespace, traffic captured by iptables (root)",
+    )
+    parser.add_argument(
+        "--netns-subnet",
+        default=default(_DEFAULT_NETNS_SUBNET),
+        help=f"with --netns: the pods' bridge subnet ({_DEFAULT_NETNS_SUBNET})",
+    )
+    parser.add_argument(
+        "--netns-prefix",
+        default=default("pymesh-"),
+        help="with --netns: name prefix of its namespaces, veths and bridge (pymesh-)",
     )
 
 
@@ -110,7 +128,16 @@ def _run_dir(args: argparse.Namespace) -> Path:
 
 def _layout(args: argparse.Namespace) -> DemoLayout:
     from pymesh.demo.layout import AddressRange, DemoLayout
+    from pymesh.demo.netns import NetnsPlan
 
+    if args.netns:
+        plan = NetnsPlan.parse(args.netns_prefix, args.netns_subnet)
+        return DemoLayout(
+            _run_dir(args),
+            control_address=args.control_address,
+            pod_addresses=AddressRange(*plan.pod_addresses()),
+            netns=plan,
+        )
     return DemoLayout(
         _run_dir(args),
         control_address=args.control_address,
@@ -124,7 +151,7 @@ def _options(args: argparse.Namespace, foreground: bool) -> DemoOptions:
     layout = _layout(args)
     return DemoOptions(
         layout=layout,
-        keep_config=args.keep_config,
+        keep_config=not args.fresh,
         mesh_config=Path(args.mesh_config) if args.mesh_config else None,
         outbound_traffic_policy=args.outbound_traffic_policy,
         log_level=args.log_level,
@@ -155,8 +182,11 @@ def _up_argv(args: argparse.Namespace) -> list[str]:
     argv += ["--control-address", args.control_address, "--pod-addresses", args.pod_addresses]
     argv += ["--outbound-traffic-policy", args.outbound_traffic_policy]
     argv += ["--timeout", str(args.timeout)]
-    if args.keep_config:
-        argv.append("--keep-config")
+    if args.netns:
+        argv += ["--netns", "--netns-subnet", args.netns_subnet]
+        argv += ["--netns-prefix", args.netns_prefix]
+    if args.fresh:
+        argv.append("--fresh")
     if args.mesh_config:
         argv += ["--mesh-config", str(Path(args.mesh_config).resolve())]
     return argv
@@ -176,7 +206,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"\nBookinfo is up: {len(state.pods)} pods, every proxy SYNCED\n")
         print(pod_table(state))
         print(hints(state, str(layout.run_dir), getattr(args, "run_dir", None) is None))
-        print("\n`pymesh demo down` stops it.")
+        from pymesh.demo.render import pymesh_command
+
+        down = f"{pymesh_command()} demo down"
+        if getattr(args, "run_dir", None) is not None:
+            down += f" --run-dir {layout.run_dir}"
+        print(f"\n`{down}` stops it.")
         return 0
     layout = DemoLayout.of_running(_run_dir(args))
     if command == "down":

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
 import yaml
 
@@ -21,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-H", "--header", action="append", default=[], help="request header 'name: value'"
     )
-    parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    parser.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
     add_pilot_arguments(parser)
 
 
@@ -32,14 +31,13 @@ def _run(args: argparse.Namespace) -> int:
             raise ControlPlaneError(f"header {h!r} is not 'name: value'")
         query.append(("header", h))
     _, data = client_from_args(args).call("GET", "/explain", query=query)
-    result: Any = data.get("explanation")
     if args.output == "json":
         print(json.dumps(data, indent=2))
-    elif isinstance(result, str):
-        print(result.rstrip())
+    elif args.output == "yaml":
+        print(yaml.safe_dump(data, sort_keys=False).rstrip())
     else:
-        print(f"proxy: {data.get('proxy')}")
-        print(yaml.safe_dump(result, sort_keys=False).rstrip())
+        print(f"{'proxy':16} {data.get('proxy')}")
+        print(str(data.get("text", "")).rstrip())
     return 0
 
 

@@ -1,9 +1,10 @@
 """How the command line reaches pilot's admin API: where it is, the token, one HTTP call.
 
 Plain ``urllib`` (no event loop, no aiohttp import) keeps ``pymesh get`` quick to start.
-Pilot is ``--pilot`` / ``PYMESH_PILOT`` (default ``http://127.0.0.1:15080``); the token is
-``--token`` / ``PYMESH_TOKEN``, else read from ``--token-file`` / ``PYMESH_TOKEN_FILE``, else
-from ``.pymesh-token`` in ``--config-dir`` / ``PYMESH_CONFIG_DIR`` (where pilot writes it).
+Pilot is ``--pilot`` / ``PYMESH_PILOT``, else the running demo's (:mod:`pymesh.cli.context`),
+else ``http://127.0.0.1:15080``. The token is ``--token`` / ``PYMESH_TOKEN``, else read from
+``--token-file`` / ``PYMESH_TOKEN_FILE``, else from ``.pymesh-token`` in ``--config-dir`` /
+``PYMESH_CONFIG_DIR`` (where pilot writes it), else the running demo's pilot's.
 Every failure becomes a :class:`~pymesh.errors.ControlPlaneError` with one line of text.
 """
 
@@ -21,12 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pymesh.cli.context import RunningDemo, running_demo
 from pymesh.errors import ControlPlaneError, PymeshError
 
 __all__ = [
     "DEFAULT_PILOT",
     "PilotClient",
     "add_pilot_arguments",
+    "add_run_dir_argument",
     "client_from_args",
     "guarded",
     "read_inputs",
@@ -45,19 +48,29 @@ def add_pilot_arguments(parser: argparse.ArgumentParser) -> None:
         "--config-dir", help="pilot's config directory, to read its token (PYMESH_CONFIG_DIR)"
     )
     group.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for pilot")
+    add_run_dir_argument(group)
 
 
-def _token(args: argparse.Namespace) -> str:
+def add_run_dir_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--run-dir", help="the running demo to use (PYMESH_DEMO_DIR, else ~/.pymesh/demo)"
+    )
+
+
+def _token(args: argparse.Namespace, demo: RunningDemo | None) -> str:
     token = getattr(args, "token", None) or os.environ.get("PYMESH_TOKEN")
     if token:
         return str(token).strip()
     token_file = getattr(args, "token_file", None) or os.environ.get("PYMESH_TOKEN_FILE")
     config_dir = getattr(args, "config_dir", None) or os.environ.get("PYMESH_CONFIG_DIR")
     path = Path(token_file) if token_file else Path(config_dir) / TOKEN_FILE if config_dir else None
+    if path is None and demo is not None:
+        path = demo.token_file
     if path is None:
         raise ControlPlaneError(
-            "no token for pilot: pass --token, set PYMESH_TOKEN, or point --config-dir "
-            "(PYMESH_CONFIG_DIR) at pilot's config directory"
+            "no token for pilot: no demo is running here (`pymesh demo up`), so pass --token, "
+            "set PYMESH_TOKEN, or point --config-dir (PYMESH_CONFIG_DIR) at pilot's config "
+            'directory; for a demo elsewhere: eval "$(pymesh demo env --run-dir DIR)"'
         )
     try:
         return path.read_text(encoding="utf-8").strip()
@@ -109,11 +122,17 @@ class PilotClient:
         return status, data
 
 
+def _url(text: str) -> str:
+    return text if "://" in text else f"http://{text}"
+
+
 def client_from_args(args: argparse.Namespace) -> PilotClient:
-    base = getattr(args, "pilot", None) or os.environ.get("PYMESH_PILOT") or DEFAULT_PILOT
-    if "://" not in base:
-        base = f"http://{base}"
-    return PilotClient(base, _token(args), getattr(args, "timeout", 30.0))
+    given = getattr(args, "pilot", None) or os.environ.get("PYMESH_PILOT")
+    demo = running_demo(args)
+    if demo is not None and given and _url(given).rstrip("/") != _url(demo.pilot_url):
+        demo = None  # another pilot was asked for: the demo's token is not its token
+    base = _url(given or (demo.pilot_url if demo is not None else DEFAULT_PILOT))
+    return PilotClient(base, _token(args, demo), getattr(args, "timeout", 30.0))
 
 
 def read_inputs(paths: Iterable[str]) -> list[tuple[str, str]]:

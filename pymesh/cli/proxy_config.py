@@ -1,18 +1,26 @@
-"""``pymesh proxy-config listeners|routes|clusters|endpoints PROXY [-o json]``.
+"""``pymesh proxy-config all|bootstrap|listeners|routes|clusters|endpoints|secret|log POD
+[-n NS] [-o json|yaml]`` (singular or plural, as istioctl takes them).
 
-Shows what pilot last sent the proxy (pilot's side of ``istioctl proxy-config``, which asks
-Envoy's admin instead), in istioctl's table layout."""
+Listeners, routes, clusters, endpoints and secrets are what pilot last sent the proxy
+(pilot's side of ``istioctl proxy-config``, which asks Envoy's admin instead), in istioctl's
+table layout; ``all`` is every one of them. ``bootstrap`` and ``log`` come from the proxy's
+own admin interface (``<pod ip>:15000``), which only the proxy knows about."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pymesh.cli.pilot_client import add_pilot_arguments, client_from_args, guarded
+import yaml
+
+from pymesh.cli.pilot_client import PilotClient, add_pilot_arguments, client_from_args, guarded
 from pymesh.cli.tables import render_table
+from pymesh.errors import ControlPlaneError, ValidationError
 
 __all__ = ["TABLES", "add_arguments", "run"]
 
@@ -20,10 +28,28 @@ _HCM = "envoy.filters.network.http_connection_manager"
 _TCP = "envoy.filters.network.tcp_proxy"
 
 
+_PILOT_TYPES = ("clusters", "listeners", "routes", "endpoints", "secrets")
+_TYPES = {
+    **{t: t for t in _PILOT_TYPES},
+    **{t[:-1]: t for t in _PILOT_TYPES},
+    "all": "all",
+    "bootstrap": "bootstrap",
+    "log": "log",
+    "logs": "log",
+}
+ADMIN_PORT = 15000
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("type", choices=("listeners", "routes", "clusters", "endpoints", "secrets"))
-    parser.add_argument("proxy", help="proxy id, pod.namespace, pod name or IP")
-    parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "type",
+        metavar="TYPE",
+        help="all, bootstrap, listeners, routes, clusters, endpoints, secret or log "
+        "(singular or plural)",
+    )
+    parser.add_argument("proxy", help="pod name (pod.namespace), proxy id or IP")
+    parser.add_argument("-n", "--namespace", help="the pod's namespace")
+    parser.add_argument("-o", "--output", choices=("short", "table", "json", "yaml"))
     add_pilot_arguments(parser)
 
 
@@ -176,15 +202,76 @@ TABLES: dict[str, Table] = {
 }
 
 
+def _dump(value: Any, output: str) -> str:
+    if output == "yaml":
+        return str(yaml.safe_dump(value, sort_keys=False)).rstrip()
+    return json.dumps(value, indent=2)
+
+
+def _admin(client: PilotClient, proxy: str, path: str) -> bytes:
+    """GET ``path`` from the proxy's admin: the address of the proxy pilot knows by that
+    name, port 15000 (Istio's)."""
+    _, data = client.call("GET", "/proxies")
+    ids = [str(p["id"]) for p in data.get("proxies", []) if _named(str(p["id"]), proxy)]
+    if not ids:
+        raise ControlPlaneError(f"proxy {proxy!r} is not connected to pilot")
+    address = f"{ids[0].split('~')[1]}:{ADMIN_PORT}"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://{address}{path}", timeout=client.timeout) as resp:
+            body: bytes = resp.read()
+            return body
+    except urllib.error.HTTPError as exc:
+        raise ControlPlaneError(
+            f"{proxy}: admin {path}: {exc.read().decode(errors='replace').strip()}"
+        ) from None
+    except OSError as exc:
+        raise ControlPlaneError(f"cannot reach the admin of {proxy} at {address}: {exc}") from None
+
+
+def _named(proxy_id: str, wanted: str) -> bool:
+    parts = proxy_id.split("~")
+    if len(parts) != 4:
+        return proxy_id == wanted
+    pod = parts[2]
+    return wanted in (proxy_id, pod, pod.split(".")[0], parts[1])
+
+
 def _run(args: argparse.Namespace) -> int:
+    kind = _TYPES.get(args.type.lower())
+    if kind is None:
+        raise ValidationError(
+            f"unknown type {args.type!r}: use all, bootstrap, listeners, routes, clusters, "
+            "endpoints, secret or log"
+        )
     client = client_from_args(args)
-    proxy = urllib.parse.quote(args.proxy, safe="")
-    _, data = client.call("GET", f"/proxies/{proxy}/config/{args.type}")
-    if args.output == "json":
-        print(json.dumps(data.get("resources", []), indent=2))
+    name = f"{args.proxy}.{args.namespace}" if args.namespace else args.proxy
+    output = args.output or "table"
+    if kind == "bootstrap":
+        dump = json.loads(_admin(client, name, "/config_dump"))
+        bootstrap: dict[str, Any] = next(
+            (c for c in dump.get("configs", []) if "BootstrapConfigDump" in c.get("@type", "")),
+            {},
+        )
+        print(_dump(bootstrap, "json" if output == "table" else output))
         return 0
-    header, rows = TABLES[args.type]
-    print(render_table(header, list(rows(data.get("resources", [])))))
+    if kind == "log":
+        print(_admin(client, name, "/logging").decode(errors="replace").rstrip())
+        return 0
+    quoted = urllib.parse.quote(name, safe="")
+    kinds = _PILOT_TYPES if kind == "all" else (kind,)
+    found = {k: client.call("GET", f"/proxies/{quoted}/config/{k}")[1] for k in kinds}
+    if output in ("json", "yaml"):
+        if kind == "all":
+            print(_dump({k: d.get("resources", []) for k, d in found.items()}, output))
+        else:
+            print(_dump(found[kind].get("resources", []), output))
+        return 0
+    tables = []
+    for k, data in found.items():
+        header, rows = TABLES[k]
+        tables.append(render_table(header, list(rows(data.get("resources", [])))))
+    print("\n\n".join(tables))
     return 0
 
 

@@ -8,12 +8,14 @@ capability lands, its entry leaves this table and the tests that expect the warn
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from pymesh.config.codec import camel_name
 from pymesh.config.issues import Reporter
 from pymesh.config.model.common import Resource
+from pymesh.config.model.telemetry import IstioMetric, Telemetry
 
 __all__ = ["NOT_ENFORCED", "NotEnforced", "report_not_enforced"]
 
@@ -34,13 +36,47 @@ NOT_ENFORCED: tuple[NotEnforced, ...] = (
         "",
         "sidecars do not require or offer mutual TLS yet; traffic between them stays plaintext",
     ),
-    NotEnforced("Telemetry", "", "metrics, access logs and traces are not changed by it yet"),
-    NotEnforced("EnvoyFilter", "", "its patches are not applied to any proxy yet"),
+    NotEnforced("Telemetry", "target_ref", "only selector picks workloads; it applies to none"),
+    NotEnforced("Telemetry", "target_refs", "only selector picks workloads; it applies to none"),
 )
+
+
+def _telemetry_gaps(spec: Telemetry) -> Iterator[tuple[str, str]]:
+    """(field path, consequence) of the Telemetry parts that change nothing yet. Metrics
+    and access-log rules are enforced by mixer, tracing rules by pilot."""
+    not_produced = {IstioMetric.GRPC_REQUEST_MESSAGES, IstioMetric.GRPC_RESPONSE_MESSAGES}
+    for i, metrics in enumerate(spec.metrics):
+        if metrics.reporting_interval is not None:
+            yield f"metrics[{i}].reportingInterval", "mixer counts each report as it arrives"
+        for j, o in enumerate(metrics.overrides):
+            where = f"metrics[{i}].overrides[{j}].match"
+            if o.match is not None and o.match.custom_metric is not None:
+                yield f"{where}.customMetric", "custom metrics are not produced"
+            elif o.match is not None and o.match.metric in not_produced:
+                yield f"{where}.metric", "gRPC message counts are not produced"
+    for i, tracing in enumerate(spec.tracing):
+        if tracing.use_request_id_for_trace_sampling is not None:
+            yield (
+                f"tracing[{i}].useRequestIdForTraceSampling",
+                "sampling follows randomSamplingPercentage only",
+            )
+    for i, logging in enumerate(spec.access_logging):
+        if logging.providers:
+            yield (
+                f"accessLogging[{i}].providers",
+                "sidecars write no access log of their own yet; mixer's recent log "
+                "(pymesh logs) follows this rule",
+            )
 
 
 def report_not_enforced(res: Resource[Any], path: str, rep: Reporter) -> None:
     """Warn, through ``rep``, about each part of ``res`` pymesh does not enforce."""
+    if isinstance(res.spec, Telemetry):
+        for field, consequence in _telemetry_gaps(res.spec):
+            rep.warn(
+                f"{path}.{field}" if path else field,
+                f"{field.rpartition('.')[2]} is accepted but not enforced: {consequence}",
+            )
     for entry in NOT_ENFORCED:
         if entry.kind != res.kind:
             continue

@@ -27,7 +27,10 @@ __all__ = [
     "KINDS",
     "KindInfo",
     "Skip",
+    "kind_alias",
     "kind_info",
+    "plural",
+    "resource_name",
     "skip_reason",
     "split_api_version",
 ]
@@ -144,3 +147,49 @@ def kind_info(api_version: str, kind: str) -> KindInfo | None:
 
 def skip_reason(api_version: str, kind: str) -> Skip | None:
     return _SKIPPED.get((split_api_version(api_version)[0], kind))
+
+
+# kubectl's and istioctl's short names.
+_SHORT_NAMES = {
+    "vs": "VirtualService",
+    "dr": "DestinationRule",
+    "gw": "Gateway",
+    "se": "ServiceEntry",
+    "we": "WorkloadEntry",
+    "pa": "PeerAuthentication",
+    "ra": "RequestAuthentication",
+    "ap": "AuthorizationPolicy",
+    "svc": "Service",
+    "sa": "ServiceAccount",
+    "ns": "Namespace",
+    "cm": "ConfigMap",
+    "po": "Pod",
+    "deploy": "Deployment",
+}
+
+
+def plural(kind: str) -> str:
+    """``virtualservices``, ``authorizationpolicies``, ``gateways`` (lower case)."""
+    kind = kind.lower()
+    consonant_y = kind.endswith("y") and kind[-2:-1] not in ("a", "e", "i", "o", "u")
+    return kind[:-1] + "ies" if consonant_y else kind + "s"
+
+
+def kind_alias(text: str) -> str | None:
+    """``virtualservices``, ``VirtualService``, ``vs``, ``virtualservice.networking.istio.io``
+    -> ``VirtualService``; None when no kind matches."""
+    wanted = text.strip().lower().split(".", 1)[0]
+    if wanted in _SHORT_NAMES:
+        return _SHORT_NAMES[wanted]
+    for info in KINDS.values():
+        if wanted in (info.kind.lower(), plural(info.kind)):
+            return info.kind
+    return None
+
+
+def resource_name(kind: str, *, singular: bool = False) -> str:
+    """kubectl's name of a kind's resource: ``virtualservices.networking.istio.io``,
+    ``services``, ``deployments.apps`` (``singular``: ``virtualservice.networking.istio.io``)."""
+    group = next((i.group for i in KINDS.values() if i.kind == kind), "")
+    name = kind.lower() if singular else plural(kind)
+    return f"{name}.{group}" if group else name

@@ -21,8 +21,9 @@ from pymesh.demo.control import ControlClient, ControlError
 from pymesh.demo.layout import ADMIN_PORT, DemoLayout
 from pymesh.demo.ports import listening
 from pymesh.demo.process import is_supervisor, marked_processes, stop_pids
-from pymesh.demo.render import status_text
+from pymesh.demo.render import bind_failure, status_text
 from pymesh.demo.state import DemoState, PodState, read_state
+from pymesh.demo.telemetry import MIXER_PORTS, PROMETHEUS_PORT
 from pymesh.errors import PymeshError
 
 __all__ = [
@@ -50,12 +51,18 @@ def running_state(layout: DemoLayout) -> DemoState | None:
     return state
 
 
-def _tail(path: os.PathLike[str] | str, lines: int = 15) -> str:
+def _since(path: os.PathLike[str] | str, offset: int, lines: int = 15) -> str:
+    """What the log got after ``offset``: its ``error:`` lines when there are any (the reason
+    a start failed), else its last ``lines`` lines; never an earlier run's."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
+        with open(path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode("utf-8", "replace")
     except OSError:
         return ""
+    new = text.splitlines()
+    errors = [line.removeprefix("error: ") for line in new if line.startswith("error:")]
+    return "\n".join(errors or new[-lines:])
 
 
 def wait_ready(
@@ -65,6 +72,7 @@ def wait_ready(
     *,
     supervisor_pid: int | None = None,
     since: float = 0.0,
+    log_offset: int = 0,
     clock: Callable[[], float] = time.monotonic,
 ) -> DemoState:
     """Follow the state file until the demo is ready; print progress as it changes.
@@ -89,6 +97,9 @@ def wait_ready(
                 print(f"{line}  ({clock() - start:.1f} s)", file=out, flush=True)
                 last = line
             for pod in state.pods:
+                failure = bind_failure(pod)
+                if failure is not None:
+                    raise DemoError(failure)
                 if pod.sync == "NACK" and pod.key not in nacked:
                     nacked.add(pod.key)
                     print(f"  {pod.key}: proxy NACK: {pod.sync_detail}", file=out, flush=True)
@@ -97,8 +108,8 @@ def wait_ready(
         pid = supervisor_pid if supervisor_pid is not None else (state and state.supervisor_pid)
         if pid and not is_supervisor(pid):
             raise DemoError(
-                f"the demo supervisor exited; the end of {layout.supervisor_log}:\n"
-                + _tail(layout.supervisor_log)
+                _since(layout.supervisor_log, log_offset)
+                or f"the demo supervisor exited; see {layout.supervisor_log}"
             )
         if clock() - start > timeout:
             detail = ""
@@ -143,6 +154,7 @@ def up(
     argv = [python, "-m", "pymesh.cli.main", *run_args]
     since = time.time()
     with open(layout.supervisor_log, "ab") as log:
+        offset = log.tell()
         log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(argv)}\n".encode())
         log.flush()
         proc = subprocess.Popen(
@@ -154,7 +166,9 @@ def up(
         )
     print(f"demo supervisor started (pid {proc.pid}); log: {layout.supervisor_log}", file=out)
     try:
-        return wait_ready(layout, timeout, out, supervisor_pid=proc.pid, since=since)
+        return wait_ready(
+            layout, timeout, out, supervisor_pid=proc.pid, since=since, log_offset=offset
+        )
     except DemoError:
         if proc.poll() is None:
             down(layout, out=None)
@@ -201,6 +215,11 @@ def down(layout: DemoLayout, out: TextIO | None, timeout: float = 30.0) -> DownR
             recorded += [p.pid for p in (pod.app, pod.proxy) if p is not None and p.running]
     stragglers = sorted(set(marked_processes(marker)) | {p for p in recorded if _ours(p, marker)})
     leftover = stop_pids(stragglers) if stragglers else []
+    networks: list[str] = []
+    if layout.netns is not None:
+        from pymesh.demo.netns import remove_all
+
+        networks = remove_all(layout.netns.prefix)
     addresses = {pod.ip for pod in state.pods} if state is not None else set()
     pod_listeners = listening(addresses - {layout.control_address})
     control_ports = {layout.pilot_xds_port, layout.pilot_api_port, ADMIN_PORT, 8080}
@@ -215,6 +234,8 @@ def down(layout: DemoLayout, out: TextIO | None, timeout: float = 30.0) -> DownR
             print(f"no demo running in {layout.run_dir}", file=out)
         if stragglers:
             print(f"killed {len(stragglers)} leftover process(es): {stragglers}", file=out)
+        if networks:
+            print(f"removed leftover namespaces and links: {', '.join(networks)}", file=out)
         if report.leftover:
             print(f"still alive: {list(report.leftover)}", file=out)
         if report.listeners:
@@ -262,6 +283,8 @@ def demo_env(layout: DemoLayout) -> str:
             f"export PYMESH_PILOT={shlex.quote(layout.pilot_url)}",
             f"export PYMESH_CONFIG_DIR={shlex.quote(str(layout.config_dir))}",
             f"export PYMESH_DEMO_DIR={shlex.quote(str(layout.run_dir))}",
+            f"export PYMESH_MIXER=http://{layout.control_address}:{MIXER_PORTS['dashboard']}",
+            f"export PYMESH_PROMETHEUS=http://{layout.control_address}:{PROMETHEUS_PORT}",
         ]
     )
 

@@ -2,7 +2,8 @@
 
 There are no containers in process mode, so a Deployment's image names the sample app that
 runs in its place. Istio's own images are recognised (``examples-bookinfo-reviews-v2``,
-``go-httpbin``, ``curlimages/curl``, ``proxyv2``), so Istio's unchanged manifests start pods
+``go-httpbin``, ``curlimages/curl``, ``proxyv2``, ``envoyproxy/ratelimit``), so Istio's
+unchanged manifests start pods
 too (``bookinfo-details-v2.yaml``, the mirroring task's two httpbin versions). The project's
 manifests use ``pymesh/<name>`` images that the same patterns match.
 """
@@ -15,7 +16,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["Role", "StandIn", "stand_in"]
+__all__ = ["KNOWN_IMAGES", "Role", "StandIn", "stand_in"]
+
+#: what a pod with an image the demo does not know is told
+KNOWN_IMAGES = (
+    "Images the demo runs: examples-bookinfo-{productpage,details,reviews,ratings}-vN and "
+    "(go-)httpbin as apps; curl, sleep, fortio, netshoot and busybox as clients (their "
+    "programs run with `pymesh exec`); proxyv2 as a gateway."
+)
 
 
 class Role(Enum):
@@ -34,17 +42,27 @@ class StandIn:
     #: set when the image is unknown: the pod runs its sidecar only, and says why
     warning: str = ""
 
-    def argv(self, host: str, port: int) -> list[str]:
-        """The app's command line, listening on ``host:port``."""
+    def argv(self, host: str, port: int, values: Mapping[str, str] | None = None) -> list[str]:
+        """The app's command line, listening on ``host:port``; ``{name}`` in ``args`` is
+        filled from ``values`` (``config_dir``, ``config_map``: what the pod mounts)."""
         if not self.module:
             return []
-        return [sys.executable, "-m", self.module, "--host", host, "--port", str(port), *self.args]
+        args = [arg.format_map(values or {}) for arg in self.args]
+        return [sys.executable, "-m", self.module, "--host", host, "--port", str(port), *args]
 
 
 _BOOKINFO = re.compile(r"examples-bookinfo-(productpage|details|reviews|ratings)-(v\d+)")
 _HTTPBIN = re.compile(r"(^|/)(go-)?httpbin(:|$)")
 _CLIENTS = re.compile(r"(^|/)(curl|sleep|curl-ssl|fortio|netshoot|busybox)(:|$)")
 _GATEWAY = re.compile(r"(^|/)(proxyv2|proxy|gateway)(:|$)")
+_RATELIMIT = re.compile(r"(^|/)envoyproxy/ratelimit(:|$)")
+# Envoy's reference rate limit service reads the ConfigMap mounted into its pod: mixer's Rate
+# Limit Service reads it from pilot's config directory instead, and answers on the same ports.
+_RATELIMIT_ARGS = (
+    "--grpc-port", "8081",
+    "--ratelimit-config", "{config_dir}",
+    "--ratelimit-config-map", "{config_map}",
+)  # fmt: skip
 
 
 def _version(labels: Mapping[str, str], default: str = "v1") -> str:
@@ -60,6 +78,8 @@ def stand_in(image: str, labels: Mapping[str, str]) -> StandIn:
         if service == "productpage":
             return StandIn(Role.APP, module)
         return StandIn(Role.APP, module, ("--version", version))
+    if _RATELIMIT.search(name):
+        return StandIn(Role.APP, "mixer.ratelimit", _RATELIMIT_ARGS)
     if _HTTPBIN.search(name):
         return StandIn(Role.APP, "pymesh.samples.httpbin", ("--version", _version(labels)))
     if _CLIENTS.search(name):
@@ -68,5 +88,6 @@ def stand_in(image: str, labels: Mapping[str, str]) -> StandIn:
         return StandIn(Role.GATEWAY)
     return StandIn(
         Role.CLIENT,
-        warning=f"no stand-in for image {image!r}: the pod runs its sidecar only",
+        warning=f"no app: the demo has no stand-in for image {image!r}, so the pod runs its "
+        f"sidecar only. {KNOWN_IMAGES}",
     )

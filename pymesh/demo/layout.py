@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pymesh.demo.netns import NetnsPlan
 from pymesh.errors import ConfigError
 
 __all__ = [
@@ -98,6 +99,8 @@ class DemoLayout:
     pod_addresses: AddressRange = AddressRange("127.0.0.10", "127.0.0.99")
     pilot_xds_port: int = PILOT_XDS_PORT
     pilot_api_port: int = PILOT_API_PORT
+    #: netns mode: pods in network namespaces on a bridge (``pod_addresses`` from its subnet)
+    netns: NetnsPlan | None = None
 
     @classmethod
     def of_running(cls, run_dir: Path) -> DemoLayout:
@@ -111,11 +114,23 @@ class DemoLayout:
         try:
             xds_port = int(state.pilot_xds.rpartition(":")[2])
             api_port = int(state.pilot_api.rpartition(":")[2])
-            pods = AddressRange.parse(state.pod_addresses) if state.pod_addresses else None
+            netns = (
+                NetnsPlan.parse(state.netns_prefix, state.netns_subnet)
+                if state.netns_prefix
+                else None
+            )
+            pods = (
+                AddressRange(*netns.pod_addresses())
+                if netns is not None
+                else AddressRange.parse(state.pod_addresses)
+                if state.pod_addresses
+                else None
+            )
         except (ValueError, ConfigError):
             return cls(run_dir)
         return cls(
             run_dir,
+            netns=netns,
             control_address=state.control_address,
             pod_addresses=pods or AddressRange("127.0.0.10", "127.0.0.99"),
             pilot_xds_port=xds_port,
@@ -142,7 +157,10 @@ class DemoLayout:
 
     @property
     def pilot_xds(self) -> str:
-        return f"{self.control_address}:{self.pilot_xds_port}"
+        """Where proxies find pilot: in netns mode the host's address on the bridge, which
+        the pods' namespaces can reach."""
+        host = self.netns.gateway if self.netns is not None else self.control_address
+        return f"{host}:{self.pilot_xds_port}"
 
     @property
     def pilot_api(self) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["SEED_FILES", "manifests_dir", "seed_files", "write_mesh_config"]
+__all__ = ["SEED_FILES", "manifests_dir", "rules_dir", "seed_files", "write_mesh_config"]
 
 #: Applied in this order when a demo starts with an empty config directory.
 SEED_FILES: tuple[str, ...] = (
@@ -23,6 +23,11 @@ SEED_FILES: tuple[str, ...] = (
 def manifests_dir() -> Path:
     """``pymesh/samples/bookinfo/manifests`` of the installed package."""
     return Path(str(resources.files("pymesh.samples.bookinfo.manifests")))
+
+
+def rules_dir() -> Path:
+    """``pymesh/samples/bookinfo/rules``: the quick start's routing rules."""
+    return manifests_dir().parent / "rules"
 
 
 def seed_files() -> list[Path]:

@@ -36,10 +36,13 @@ class PodSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     service_account: str = "default"
     image: str = ""
+    container: str = ""
     container_port: int | None = None
     stand_in: StandIn = _NO_APP
     owner: str = ""
     revision: str = ""
+    #: the ConfigMaps the pod mounts, by name (the rate limit service reads its config there)
+    config_maps: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -86,10 +89,18 @@ def _pod_from(
         labels=dict(labels),
         service_account=str(pod_spec.get("serviceAccountName") or "default"),
         image=image,
+        container=str(main.get("name", "")),
         container_port=int(port) if isinstance(port, int) else None,
         stand_in=stand_in(image, labels),
         owner=owner,
         revision=revision,
+        config_maps=tuple(
+            str(v["configMap"]["name"])
+            for v in pod_spec.get("volumes") or ()
+            if isinstance(v, Mapping)
+            and isinstance(v.get("configMap"), Mapping)
+            and v["configMap"].get("name")
+        ),
     )
 
 
@@ -130,12 +141,18 @@ def desired_pods(items: Iterable[Mapping[str, Any]]) -> list[PodSpec]:
 
 
 def pod_env(
-    name: str, namespace: str, service_account: str, ip: str, base: Mapping[str, str]
+    name: str,
+    namespace: str,
+    service_account: str,
+    ip: str,
+    base: Mapping[str, str],
+    *,
+    captured: bool = False,
 ) -> dict[str, str]:
     """The environment of every process in a pod: what Kubernetes' downward API and Istio's
-    injection would give it, plus ``HTTP_PROXY`` to the pod's sidecar (in both cases: curl
-    reads only the lower-case one)."""
-    proxy = f"http://{ip}:{OUTBOUND_PORT}"
+    injection would give it, plus (process mode) ``HTTP_PROXY`` to the pod's sidecar (in both
+    cases: curl reads only the lower-case one). A ``captured`` pod (netns mode) needs none:
+    iptables takes its traffic to the sidecar."""
     env = {k: v for k, v in base.items() if k.lower() not in _DROPPED}
     env.update(
         {
@@ -143,10 +160,16 @@ def pod_env(
             "POD_NAMESPACE": namespace,
             "INSTANCE_IP": ip,
             "SERVICE_ACCOUNT": service_account,
-            "HTTP_PROXY": proxy,
-            "http_proxy": proxy,
-            "NO_PROXY": "localhost",
-            "no_proxy": "localhost",
         }
     )
+    if not captured:
+        proxy = f"http://{ip}:{OUTBOUND_PORT}"
+        env.update(
+            {
+                "HTTP_PROXY": proxy,
+                "http_proxy": proxy,
+                "NO_PROXY": "localhost",
+                "no_proxy": "localhost",
+            }
+        )
     return env

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import socket
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["Endpoint", "busy", "listening"]
+__all__ = ["Endpoint", "busy", "holder", "listening", "time_wait"]
 
 Endpoint = tuple[str, int]
 _LISTEN = "0A"
+_TIME_WAIT = "06"
 
 
 def _proc_listeners() -> set[Endpoint] | None:
@@ -30,9 +32,7 @@ def _proc_listeners() -> set[Endpoint] | None:
         if len(fields) < 4 or fields[3] != _LISTEN:
             continue
         hex_ip, _, hex_port = fields[1].partition(":")
-        # The address is the kernel's 32-bit word, little-endian on every Linux we run on.
-        ip = str(ipaddress.IPv4Address(int.from_bytes(bytes.fromhex(hex_ip), "little")))
-        found.add((ip, int(hex_port, 16)))
+        found.add((_ip(hex_ip), int(hex_port, 16)))
     with contextlib.suppress(OSError):
         for line in Path("/proc/net/tcp6").read_text().splitlines()[1:]:
             fields = line.split()
@@ -75,3 +75,59 @@ def busy(endpoints: Iterable[Endpoint]) -> list[Endpoint]:
         return [e for e in wanted if _accepts(e)]
     wildcard = {port for ip, port in listeners if ip == "0.0.0.0"}
     return [(ip, port) for ip, port in wanted if (ip, port) in listeners or port in wildcard]
+
+
+def _ip(hex_ip: str) -> str:
+    # The address is the kernel's 32-bit word, little-endian on every Linux we run on.
+    return str(ipaddress.IPv4Address(int.from_bytes(bytes.fromhex(hex_ip), "little")))
+
+
+def _inodes(endpoint: Endpoint) -> set[str]:
+    """Socket inodes listening on ``endpoint`` (or on the wildcard and its port)."""
+    ip, port = endpoint
+    found = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != _LISTEN:
+                continue
+            hex_ip, _, hex_port = fields[1].partition(":")
+            if int(hex_port, 16) == port and _ip(hex_ip) in (ip, "0.0.0.0"):
+                found.add(fields[9])
+    return found
+
+
+def holder(endpoint: Endpoint) -> str:
+    """Who listens on ``endpoint``: ``pid 4242 (python3 -m http.server 8080)``, or ``another
+    process`` when /proc does not say (another user's, or not Linux)."""
+    inodes = {f"socket:[{i}]" for i in _inodes(endpoint)}
+    if inodes:
+        with contextlib.suppress(OSError):
+            for entry in os.listdir("/proc"):
+                if not entry.isdigit():
+                    continue
+                try:
+                    fds = os.listdir(f"/proc/{entry}/fd")
+                    if not any(os.readlink(f"/proc/{entry}/fd/{fd}") in inodes for fd in fds):
+                        continue
+                    raw = Path(f"/proc/{entry}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                command = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+                return f"pid {entry} ({command[:80]})"
+    return "another process"
+
+
+def time_wait(addresses: Iterable[str]) -> int:
+    """Sockets in TIME-WAIT with either end on one of ``addresses`` (0 without /proc)."""
+    wanted = set(addresses)
+    count = 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) < 4 or fields[3] != _TIME_WAIT:
+                continue
+            ends = {_ip(fields[1].partition(":")[0]), _ip(fields[2].partition(":")[0])}
+            if ends & wanted:
+                count += 1
+    return count

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from pymesh.demo.ports import holder
 from pymesh.demo.state import DemoState, PodState
 
-__all__ = ["hints", "pod_table", "status_text"]
+__all__ = ["bind_failure", "hints", "pod_table", "status_text"]
+
+_BIND = re.compile(r"cannot bind (\d+\.\d+\.\d+\.\d+):(\d+)")
+
+
+def bind_failure(pod: PodState) -> str | None:
+    """One line when the pod's proxy could not listen on a port another process holds."""
+    m = _BIND.search(pod.sync_detail) if pod.sync == "NACK" else None
+    if m is None:
+        return None
+    endpoint = (m.group(1), int(m.group(2)))
+    return (
+        f"{endpoint[0]}:{endpoint[1]} is in use by {holder(endpoint)}: {pod.key} cannot listen "
+        "there (stop that process, or start the demo with other addresses)"
+    )
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -25,6 +44,8 @@ def _sync(pod: PodState) -> str:
 
 
 def _app(pod: PodState) -> str:
+    if pod.warning and pod.role == "client":
+        return "no stand-in"
     if pod.role != "app" or pod.port is None:
         return "-"
     if pod.app is None:
@@ -59,19 +80,43 @@ def pod_table(state: DemoState, *, pids: bool = False) -> str:
     return text + ("\nnotes:\n" + "\n".join(notes) if notes else "")
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies under it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def pymesh_command() -> str:
+    """How to type ``pymesh`` here: the bare name when the shell finds this installation's,
+    else its path (``.venv/bin/pymesh`` after ``make demo``)."""
+    ours = Path(sys.executable).parent / "pymesh"
+    found = shutil.which("pymesh")
+    if found is not None and Path(found).resolve() == ours.resolve():
+        return "pymesh"
+    return _shown(ours)
+
+
 def hints(state: DemoState, run_dir: str, default_run_dir: bool) -> str:
-    demo_flag = "" if default_run_dir else f" --run-dir {run_dir}"
+    """The commands to try next, each runnable as printed."""
+    from pymesh.demo.manifests import rules_dir
+
+    pymesh = pymesh_command()
+    rules = _shown(rules_dir())
     lines = ["", "Open:"]
     lines += [f"  {url}" for url in state.urls]
+    lines += ["", "Try:"]
+    if not default_run_dir:
+        lines.append(f"  export PYMESH_DEMO_DIR={run_dir}   # which demo pymesh talks to")
     lines += [
-        "",
-        "Try:",
-        f'  eval "$(pymesh demo env{demo_flag})"     # point pymesh apply/get/... at this pilot',
-        "  pymesh apply -f <istio>/samples/bookinfo/networking/virtual-service-all-v1.yaml",
-        f"  pymesh exec{demo_flag} sleep -- curl -s http://reviews:9080/reviews/0",
-        "  pymesh proxy-status",
-        "  pymesh proxy-config routes productpage-v1",
-        '  pymesh explain productpage-v1 http://reviews:9080/reviews/0 -H "end-user: jason"',
+        f"  {pymesh} get pods",
+        f"  {pymesh} apply -f {rules}/reviews-jason-v2.yaml   # sign in as jason: black stars",
+        f"  {pymesh} exec sleep -- curl -s http://reviews:9080/reviews/0",
+        f"  {pymesh} proxy-status",
+        f"  {pymesh} describe pod reviews-v2",
+        f"  {pymesh} proxy-config routes productpage-v1",
+        f'  {pymesh} explain productpage-v1 http://reviews:9080/reviews/0 -H "end-user: jason"',
         "",
         f"Logs: {run_dir}/logs/ (one file per process)",
     ]

@@ -8,20 +8,34 @@ the sidecar's listeners and admin are on the same address, configured by pilot.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pymesh.demo.bootstrap import node_id, write_bootstrap
+import aiohttp
+import yaml
+
+from pymesh.demo.bootstrap import HEALTH_PORT, bootstrap, node_id, write_bootstrap
 from pymesh.demo.images import Role
 from pymesh.demo.layout import ADMIN_PORT, INBOUND_PORT, OUTBOUND_PORT, DemoLayout
+from pymesh.demo.netns import PodNetwork, probe_in_namespace
 from pymesh.demo.pilot_api import SyncState
 from pymesh.demo.pods import PodSpec, pod_env
 from pymesh.demo.process import Child, spawn
 from pymesh.demo.state import PodState, ProcessState
 
-__all__ = ["PodRuntime", "clean_env", "pymesh_argv", "unprivileged_port_start"]
+__all__ = [
+    "PROXY_UID",
+    "PodRuntime",
+    "clean_env",
+    "in_namespace",
+    "pymesh_argv",
+    "unprivileged_port_start",
+]
+
+#: The sidecar's uid and gid in a captured pod: Istio's ``istio-proxy`` user, which the
+#: capture rules leave alone.
+PROXY_UID = 1337
 
 _PROXY_VARS = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_proxy", "grpc_proxy"})
 
@@ -34,6 +48,34 @@ def clean_env(base: Mapping[str, str]) -> dict[str, str]:
 
 def pymesh_argv(python: str, log_level: str, *args: str) -> list[str]:
     return [python, "-m", "pymesh.cli.main", "--log-level", log_level, *args]
+
+
+def reachable_by_others(path: str) -> bool:
+    """Whether a user other than the owner may traverse to and read ``path`` (every parent
+    directory world-searchable, the file world-readable)."""
+    real = Path(path).resolve()
+    try:
+        if not real.stat().st_mode & 0o004:
+            return False
+        return all(parent.stat().st_mode & 0o001 for parent in real.parents)
+    except OSError:
+        return False
+
+
+def in_namespace(namespace: str, argv: list[str], *, uid: int | None = None) -> list[str]:
+    """``argv`` run inside a pod's network namespace (with its ``/etc/hosts``), as ``uid``.
+
+    When ``uid`` cannot reach the Python (and pymesh) the demo runs on, for example a
+    Python installed under root's home, the process keeps one capability,
+    CAP_DAC_READ_SEARCH, so that it can load them; it runs as ``uid`` all the same, which is
+    what the capture rules look at."""
+    prefix = ["ip", "netns", "exec", namespace]
+    if uid is not None:
+        prefix += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+        if not (reachable_by_others(argv[0]) and reachable_by_others(__file__)):
+            prefix += ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+        prefix.append("--")
+    return prefix + argv
 
 
 def unprivileged_port_start() -> int:
@@ -61,6 +103,10 @@ class PodRuntime:
         self.warning = spec.stand_in.warning
         self.app_exit: int | None = None
         self.proxy_exit: int | None = None
+        #: netns mode: the pod's namespace (None for process mode and for the gateway)
+        self.network: PodNetwork | None = None
+        #: the app waits for its sidecar to be SYNCED (holdApplicationUntilProxyStarts)
+        self.app_held = False
 
     @property
     def key(self) -> str:
@@ -86,13 +132,37 @@ class PodRuntime:
 
     # -- processes ---------------------------------------------------------------------------
     def start_proxy(self, python: str, log_level: str, env: Mapping[str, str]) -> None:
+        captured = self.network is not None
         path = write_bootstrap(
             self.layout.bootstrap_file(self.spec.name, self.spec.namespace),
             self.spec,
             self.ip,
             self.layout.pilot_xds,
+            process=not captured,
         )
-        argv = pymesh_argv(python, log_level, "proxy", "-c", str(path), "--drain-time-s", "0.5")
+        if self.network is None:
+            argv = pymesh_argv(python, log_level, "proxy", "-c", str(path), "--drain-time-s", "0.5")
+        else:
+            # uid 1337 may not read the run directory: the bootstrap travels inline.
+            # Admin on every address: the host reads it (15000 is not captured inbound) and
+            # the readiness listener on 15021 asks it over 127.0.0.1.
+            inline = yaml.safe_dump(
+                bootstrap(
+                    self.spec,
+                    self.ip,
+                    self.layout.pilot_xds,
+                    process=False,
+                    admin_address="0.0.0.0",
+                    health_port=HEALTH_PORT,
+                )
+            )
+            argv = in_namespace(
+                self.network.namespace,
+                pymesh_argv(
+                    python, log_level, "proxy", "--config-yaml", inline, "--drain-time-s", "0.5"
+                ),
+                uid=PROXY_UID,
+            )
         self.proxy = spawn(
             f"{self.key}.proxy",
             argv,
@@ -104,6 +174,7 @@ class PodRuntime:
         self.sync = SyncState("NOT CONNECTED")
 
     def start_app(self, env: Mapping[str, str]) -> None:
+        self.app_held = False
         port = self.spec.container_port
         if not self.spec.runs_app or port is None:
             return
@@ -112,9 +183,24 @@ class PodRuntime:
                 f"the app listens on port {port}, which needs root here "
                 f"(or: sysctl net.ipv4.ip_unprivileged_port_start={port})"
             )
-        argv = self.spec.stand_in.argv(self.ip, port)
+        mounts = {
+            "config_dir": str(self.layout.config_dir),
+            "config_map": self.spec.config_maps[0] if self.spec.config_maps else "",
+        }
+        if self.network is None:
+            argv = self.spec.stand_in.argv(self.ip, port, mounts)
+        else:
+            # As in a pod: the app listens on every address of its namespace, unchanged.
+            argv = in_namespace(
+                self.network.namespace, self.spec.stand_in.argv("0.0.0.0", port, mounts)
+            )
         pod_environment = pod_env(
-            self.spec.name, self.spec.namespace, self.spec.service_account, self.ip, env
+            self.spec.name,
+            self.spec.namespace,
+            self.spec.service_account,
+            self.ip,
+            env,
+            captured=self.network is not None,
         )
         self.app = spawn(
             f"{self.key}.app", argv, env=pod_environment, log=self._log("app"), marker=self.marker
@@ -153,20 +239,24 @@ class PodRuntime:
             events.append(f"{self.key}: proxy exited with status {code}")
         return events
 
-    async def probe_app(self) -> bool:
-        """Whether the app accepts connections (the readiness probe)."""
+    async def probe_app(self, session: aiohttp.ClientSession) -> bool:
+        """Whether the app answers HTTP (the readiness probe; any status will do). The
+        session keeps one connection per app open, so probing every tick leaves no trail
+        of closed sockets in TIME-WAIT."""
         port = self.spec.container_port
         if self.app is None or port is None:
             self.app_ready = False
             return False
+        if self.network is not None:
+            # From the host, the capture rules would answer for the app: probe from inside.
+            self.app_ready = await probe_in_namespace(self.network.namespace, port)
+            return self.app_ready
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(self.ip, port), 0.5)
-        except (OSError, TimeoutError):
+            async with session.get(f"http://{self.ip}:{port}/", allow_redirects=False) as resp:
+                await resp.read()
+        except (aiohttp.ClientError, OSError, TimeoutError):
             self.app_ready = False
             return False
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
         self.app_ready = True
         return True
 
@@ -174,7 +264,7 @@ class PodRuntime:
     def state(self) -> PodState:
         def process(child: Child | None, exit_code: int | None, what: str) -> ProcessState | None:
             if child is not None:
-                return ProcessState(child.pid, str(child.log_path), True)
+                return ProcessState(child.pid, str(child.log_path), True, None, child.started_at)
             if exit_code is not None:
                 return ProcessState(0, str(self._log(what)), False, exit_code)
             return None
@@ -197,4 +287,7 @@ class PodRuntime:
             sync=self.sync.status,
             sync_detail=self.sync.detail,
             warning=self.warning,
+            owner=spec.owner,
+            container=spec.container,
+            netns=self.network.namespace if self.network is not None else "",
         )

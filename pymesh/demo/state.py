@@ -26,6 +26,8 @@ class ProcessState:
     log: str
     running: bool = True
     exit_code: int | None = None
+    #: wall-clock start (for kubectl's AGE)
+    started_at: float = 0.0
 
     @classmethod
     def from_json(cls, data: Any) -> ProcessState | None:
@@ -36,6 +38,7 @@ class ProcessState:
             log=str(data.get("log", "")),
             running=bool(data.get("running", False)),
             exit_code=data.get("exit_code"),
+            started_at=float(data.get("started_at", 0.0)),
         )
 
     @property
@@ -66,6 +69,12 @@ class PodState:
     sync: str = "NOT CONNECTED"
     sync_detail: str = ""
     warning: str = ""
+    #: ``Deployment/NAME`` for a Deployment's pod, "" for a bare Pod
+    owner: str = ""
+    #: the name of the app's container (``kubectl exec -c``)
+    container: str = ""
+    #: netns mode: the pod's network namespace (``ip netns exec`` it)
+    netns: str = ""
 
     @property
     def key(self) -> str:
@@ -95,6 +104,9 @@ class PodState:
             sync=str(data.get("sync", "NOT CONNECTED")),
             sync_detail=str(data.get("sync_detail", "")),
             warning=str(data.get("warning", "")),
+            owner=str(data.get("owner", "")),
+            container=str(data.get("container", "")),
+            netns=str(data.get("netns", "")),
         )
 
 
@@ -116,6 +128,9 @@ class DemoState:
     urls: tuple[str, ...] = ()
     message: str = ""
     updated_at: float = 0.0
+    #: netns mode: what its namespaces, veths and bridge are named with, and their subnet
+    netns_prefix: str = ""
+    netns_subnet: str = ""
 
     def pod(self, name: str) -> PodState | None:
         """A pod by ``name`` or ``name.namespace``; a bare name must be unambiguous."""
@@ -150,6 +165,8 @@ class DemoState:
             urls=tuple(str(u) for u in data.get("urls") or ()),
             message=str(data.get("message", "")),
             updated_at=float(data.get("updated_at", 0.0)),
+            netns_prefix=str(data.get("netns_prefix", "")),
+            netns_subnet=str(data.get("netns_subnet", "")),
         )
 
 

@@ -26,13 +26,21 @@ from pymesh.demo.control import ControlError, ControlServer
 from pymesh.demo.kubelet import Kubelet
 from pymesh.demo.layout import DemoLayout
 from pymesh.demo.manifests import seed_files, write_mesh_config
+from pymesh.demo.netns import (
+    check_host,
+    namespaces_in_use,
+    remove_all,
+    services_of,
+    setup_bridge,
+)
 from pymesh.demo.pilot_api import PilotApi
 from pymesh.demo.pods import desired_pods
-from pymesh.demo.ports import busy
+from pymesh.demo.ports import busy, holder
 from pymesh.demo.process import Child, is_supervisor, marked_processes, spawn, stop_pids
-from pymesh.demo.render import hints, pod_table
+from pymesh.demo.render import bind_failure, hints, pod_table
 from pymesh.demo.runtime import clean_env, pymesh_argv
 from pymesh.demo.state import DemoState, ProcessState, read_state, write_state
+from pymesh.demo.telemetry import Telemetry
 from pymesh.errors import ConfigError, ControlPlaneError, PymeshError
 
 __all__ = ["DemoOptions", "Supervisor"]
@@ -43,7 +51,8 @@ _TICK = 0.5
 @dataclass(frozen=True, slots=True)
 class DemoOptions:
     layout: DemoLayout
-    keep_config: bool = False
+    #: start from what the last run left in the config directory (``--fresh``: don't)
+    keep_config: bool = True
     mesh_config: Path | None = None
     outbound_traffic_policy: str = "ALLOW_ANY"
     log_level: str = "info"
@@ -76,6 +85,14 @@ class Supervisor:
             log_level=options.log_level,
             say=self.say,
         )
+        self.telemetry = Telemetry(
+            self.layout,
+            python=options.python,
+            log_level=options.log_level,
+            env=self.env,
+            marker=self.marker,
+            say=self.say,
+        )
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._phase = "starting"
@@ -83,6 +100,7 @@ class Supervisor:
         self._announced = False
         self._late = False
         self._ready_once: set[str] = set()
+        self._failures: set[str] = set()
         self._api_error = ""
         self._last_state: dict[str, Any] | None = None
         self._started = clock()
@@ -125,12 +143,32 @@ class Supervisor:
             ]
         )
         if taken:
-            shown = ", ".join(f"{ip}:{port}" for ip, port in taken)
+            ip, port = taken[0]
             raise ConfigError(
-                f"{shown} already in use: is another demo or pilot running? "
-                "(`pymesh demo down`, or choose --control-address)"
+                f"{ip}:{port} is in use by {holder(taken[0])}: pilot cannot listen there "
+                "(`pymesh demo down` if it is another demo, or choose --control-address)"
             )
+        if layout.netns is not None:
+            check_host()
+            busy_ns = namespaces_in_use(layout.netns.prefix)
+            if busy_ns:
+                raise ConfigError(
+                    f"network namespaces {', '.join(busy_ns)} have running processes: is "
+                    "another netns demo running? (`pymesh demo down`, or --netns-prefix)"
+                )
         layout.pid_file.write_text(f"{os.getpid()}\n", encoding="utf-8")
+        if layout.netns is not None:
+            # What a demo of this prefix left behind when it was killed outright.
+            remove_all(layout.netns.prefix)
+            try:
+                setup_bridge(layout.netns)
+            except ConfigError:
+                remove_all(layout.netns.prefix)
+                raise
+            self.say(
+                f"pymesh demo: netns mode, pods on bridge {layout.netns.bridge} "
+                f"({layout.netns.subnet}), pilot xDS on {layout.pilot_xds}"
+            )
 
     async def run(self) -> int:
         """Start everything, serve until a signal or ``POST /stop``, stop everything."""
@@ -143,6 +181,7 @@ class Supervisor:
             await self.control.start()
             self._write_state()
             self.say(f"pymesh demo: run directory {self.layout.run_dir}")
+            await self.telemetry.start()
             await self._start_pilot()
             self._write_state()
             await self._seed()
@@ -173,11 +212,14 @@ class Supervisor:
         async with self._lock:
             await self.kubelet.stop_all()
             await self._stop_pilot()
+            await self.telemetry.stop()
         await self.api.close()
         await self.control.stop()
         # Whatever still carries this demo's marker (a grandchild, say) goes now.
         stragglers = list(marked_processes(self.marker))
         left = await asyncio.to_thread(stop_pids, stragglers) if stragglers else []
+        if self.layout.netns is not None:
+            await asyncio.to_thread(remove_all, self.layout.netns.prefix)
         self._phase = "stopped" if self._phase != "failed" else "failed"
         self._write_state()
         self.layout.pid_file.unlink(missing_ok=True)
@@ -189,11 +231,13 @@ class Supervisor:
 
     def _kill_all(self) -> None:
         """Last resort (atexit, second signal): SIGKILL every child's group."""
-        children = self.kubelet.children()
+        children = self.kubelet.children() + self.telemetry.children()
         if self.pilot is not None:
             children.append(self.pilot)
         for child in children:
             child.kill()
+        if self.layout.netns is not None:
+            remove_all(self.layout.netns.prefix)
 
     # -- pilot -------------------------------------------------------------------------------
     async def _start_pilot(self) -> None:
@@ -243,7 +287,10 @@ class Supervisor:
     async def _seed(self) -> None:
         existing = await self.api.workloads()
         if self.options.keep_config and existing:
-            self.say(f"  keeping the configuration in {self.layout.config_dir}")
+            self.say(
+                f"  keeping the objects of the last run in {self.layout.config_dir} "
+                "(--fresh starts from the manifests)"
+            )
             return
         total = 0
         for path in seed_files():
@@ -254,6 +301,7 @@ class Supervisor:
 
     # -- the loop ----------------------------------------------------------------------------
     async def _tick(self) -> None:
+        self.telemetry.check()
         if self.pilot is not None and (code := self.pilot.poll()) is not None:
             self.pilot_exit, self.pilot, self.pilot_ready = code, None, False
             self.say(f"pilot exited with status {code}; see {self.layout.log_file('pilot')}")
@@ -267,7 +315,9 @@ class Supervisor:
 
     async def _reconcile(self) -> None:
         try:
-            desired = desired_pods(await self.api.workloads())
+            items = await self.api.workloads()
+            self.kubelet.set_services(services_of(items))
+            desired = desired_pods(items)
         except ControlPlaneError as exc:
             if str(exc) != self._api_error:
                 self._api_error = str(exc)
@@ -292,6 +342,10 @@ class Supervisor:
             if pod.ready and pod.key not in self._ready_once:
                 self._ready_once.add(pod.key)
                 self.say(f"  pod {pod.key} ready ({elapsed:.1f} s)")
+            failure = bind_failure(pod)
+            if failure is not None and failure not in self._failures:
+                self._failures.add(failure)
+                self.say(f"error: {failure}")
         if self._announced:
             return
         if not state.ready:
@@ -315,7 +369,8 @@ class Supervisor:
 
     # -- state -------------------------------------------------------------------------------
     def _urls(self) -> tuple[str, ...]:
-        return (f"http://{self.layout.gateway_address}:8080/productpage",)
+        productpage = f"http://{self.layout.gateway_address}:8080/productpage"
+        return (productpage, *self.telemetry.urls())
 
     def state(self) -> DemoState:
         pilot = None
@@ -337,6 +392,8 @@ class Supervisor:
             urls=self._urls(),
             message=self._message,
             updated_at=time.time(),
+            netns_prefix=self.layout.netns.prefix if self.layout.netns else "",
+            netns_subnet=str(self.layout.netns.subnet) if self.layout.netns else "",
         )
 
     def _write_state(self) -> None:

@@ -17,13 +17,16 @@ Istio's files are read unchanged from ``../shared/istio-samples`` (tests skip wi
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import fcntl
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -102,14 +105,112 @@ def reviews_version(page: str) -> str:
     return version
 
 
+# Inside a pod's network namespace: reads curl command lines (JSON, with an id) on stdin,
+# runs them concurrently with pymesh.samples.sleep, answers each with a JSON line.
+_CURL_SERVER = """
+import asyncio, dataclasses, json, sys
+from pymesh.samples.sleep import curl
+
+async def one(ident, argv):
+    r = await curl(argv)
+    d = dataclasses.asdict(r)
+    d["body"] = r.body.decode("latin-1"); d["stdout"] = r.stdout.decode("latin-1")
+    d["id"] = ident
+    sys.stdout.write(json.dumps(d) + "\\n"); sys.stdout.flush()
+
+async def main():
+    loop = asyncio.get_running_loop()
+    tasks = set()
+    while line := await loop.run_in_executor(None, sys.stdin.readline):
+        req = json.loads(line)
+        t = asyncio.ensure_future(one(req["id"], req["argv"]))
+        tasks.add(t); t.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.wait(tasks)
+
+asyncio.run(main())
+"""
+
+
+class _PodShell:
+    """One long-lived curl runner inside a pod's namespace, so that concurrent calls from a
+    test are concurrent in the pod too (a process per call would serialise them)."""
+
+    def __init__(self, namespace: str) -> None:
+        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", namespace, sys.executable, "-c", _CURL_SERVER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        self._lock = threading.Lock()
+        self._waiting: dict[int, concurrent.futures.Future[CurlResult]] = {}
+        self._next = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            data = json.loads(line)
+            with self._lock:
+                future = self._waiting.pop(data.pop("id"))
+            future.set_result(
+                CurlResult(
+                    exit_code=data["exit_code"],
+                    http_code=data["http_code"],
+                    headers=tuple((k, v) for k, v in data["headers"]),
+                    body=data["body"].encode("latin-1"),
+                    stdout=data["stdout"].encode("latin-1"),
+                    stderr=data["stderr"],
+                    time_total=data["time_total"],
+                )
+            )
+        with self._lock:
+            for future in self._waiting.values():
+                future.set_exception(AssertionError("the pod's curl runner exited"))
+
+    def submit(self, argv: Sequence[str]) -> concurrent.futures.Future[CurlResult]:
+        future: concurrent.futures.Future[CurlResult] = concurrent.futures.Future()
+        assert self.proc.stdin is not None
+        with self._lock:
+            self._next += 1
+            self._waiting[self._next] = future
+            self.proc.stdin.write(json.dumps({"id": self._next, "argv": list(argv)}) + "\n")
+            self.proc.stdin.flush()
+        return future
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@dataclass(frozen=True, slots=True)
+class Netns:
+    """netns mode: the name prefix and subnet of the demo's namespaces and bridge."""
+
+    prefix: str
+    subnet: str
+
+
 class Demo:
     """A demo started by a test module."""
 
-    def __init__(self, run_dir: Path, control: str, pods: str, external: str) -> None:
+    def __init__(
+        self, run_dir: Path, control: str, pods: str, external: str, netns: Netns | None = None
+    ) -> None:
         self.run_dir = run_dir
         self.control = control
         self.pods = pods
         self.external = external
+        self.netns = netns
+        self._shells: dict[str, _PodShell] = {}
         self.gateway = f"http://{control}:8080"
         self.pilot_url = f"http://{control}:15080"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -117,6 +218,9 @@ class Demo:
 
     def release(self) -> None:
         """Give the address slot back (see :func:`start_demo`)."""
+        for shell in self._shells.values():
+            shell.close()
+        self._shells.clear()
         if self.lock is not None:
             self.lock.close()
             self.lock = None
@@ -151,13 +255,17 @@ class Demo:
         return result
 
     def start_args(self) -> list[str]:
+        if self.netns is not None:
+            netns = ["--netns", "--netns-prefix", self.netns.prefix]
+            netns += ["--netns-subnet", self.netns.subnet]
+        else:
+            netns = ["--pod-addresses", self.pods]
         return [
+            *netns,
             "--run-dir",
             str(self.run_dir),
             "--control-address",
             self.control,
-            "--pod-addresses",
-            self.pods,
             "--timeout",
             "90",
         ]
@@ -268,12 +376,15 @@ class Demo:
 
     def curl_from(self, pod_name: str, *argv: str) -> CurlResult:
         """The sleep client's curl, run as inside ``pod_name`` (through its sidecar)."""
-        pod = self.pod(pod_name)
-        env = pod_env(pod.name, pod.namespace, pod.service_account, pod.ip, {})
-        return asyncio.run(curl(list(argv), env=env))
+        return asyncio.run(self.acurl_from(pod_name, *argv))
 
     async def acurl_from(self, pod_name: str, *argv: str) -> CurlResult:
         pod = self.pod(pod_name)
+        if pod.netns:
+            shell = self._shells.get(pod.netns)
+            if shell is None or shell.proc.poll() is not None:
+                shell = self._shells[pod.netns] = _PodShell(pod.netns)
+            return await asyncio.wait_for(asyncio.wrap_future(shell.submit(argv)), 60)
         env = pod_env(pod.name, pod.namespace, pod.service_account, pod.ip, {})
         return await curl(list(argv), env=env)
 
@@ -333,37 +444,49 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def start_demo(tmp_path_factory: pytest.TempPathFactory, module_index: int, name: str) -> Demo:
+def start_demo(
+    tmp_path_factory: pytest.TempPathFactory,
+    module_index: int,
+    name: str,
+    *,
+    netns: bool = False,
+) -> Demo:
     """A demo (not started yet) on the first free slot from this module's preferred one.
 
     Other pytest sessions on the machine may run the same modules at the same time: a slot
     is claimed with an exclusive lock on ``$TMPDIR/pymesh-demo-slot-<n>.lock``, held until
     :meth:`Demo.release` (or the end of the process), and its ports must be free.
+
+    ``netns=True``: a netns-mode demo in the pods area, control address
+    ``127.0.11.<1 + slot>``, namespaces ``pmpod<slot>-*`` on ``10.211.<slot>.0/24``.
     """
     from pymesh.demo.ports import busy
 
+    net = "127.0.11" if netns else "127.0.4"
+    kind = "netns" if netns else "slot"
     preferred = demo_slot(module_index)
     for slot in [*range(preferred, _SLOTS), *range(preferred)]:
-        lock = open(Path(tempfile.gettempdir()) / f"pymesh-demo-slot-{slot}.lock", "w")  # noqa: SIM115
+        lock = open(Path(tempfile.gettempdir()) / f"pymesh-demo-{kind}-{slot}.lock", "w")  # noqa: SIM115
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             lock.close()
             continue
-        if busy([(f"127.0.4.{1 + slot}", p) for p in (80, 8080, 15000, 15010, 15080)]):
+        if busy([(f"{net}.{1 + slot}", p) for p in (80, 8080, 15000, 15010, 15080)]):
             lock.close()
             continue
         base = tmp_path_factory.mktemp(name)
         first = 10 + 16 * slot
         demo = Demo(
             base / "run",
-            control=f"127.0.4.{1 + slot}",
-            pods=f"127.0.4.{first}-{first + 15}",
-            external=f"127.0.4.{200 + slot}",
+            control=f"{net}.{1 + slot}",
+            pods=f"{net}.{first}-{first + 15}",
+            external=f"{net}.{200 + slot}",
+            netns=Netns(f"pmpod{slot}-", f"10.211.{slot}.0/24") if netns else None,
         )
         demo.lock = lock
         return demo
-    pytest.fail(f"no free demo slot in 127.0.4.0/24 (all {_SLOTS} taken)")
+    pytest.fail(f"no free demo slot in {net}.0/24 (all {_SLOTS} taken)")
 
 
 def pod_pids(state: DemoState) -> dict[str, tuple[int | None, int | None]]:

@@ -265,7 +265,11 @@ def test_mirroring(demo: Demo) -> None:
             istio_file(f"{DOCS}/mirroring/0-httpbin-v1-v2-service.yaml"),
         )
         demo.apply(ours)
-        demo.wait(lambda: demo.pod("httpbin").ready, 60, "the demo's httpbin pod back")
+        demo.wait(
+            lambda: (pod := demo.state().pod("httpbin")) is not None and pod.ready,
+            60,
+            "the demo's httpbin pod back",
+        )
 
 
 @pytest.mark.skipif(not _low_ports(), reason="the httpbin Gateways listen on port 80")

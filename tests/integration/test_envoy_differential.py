@@ -205,6 +205,8 @@ async def test_routing_and_route_actions(differ: Differ, upstream_factory: Facto
                 b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nbody until close", close=True
             ),
             "/no-content": Fixed(204, b"", (("x-nothing", "1"),)),
+            # Another sidecar's timing: the proxy sets its own in its place, once.
+            "/service-time": Fixed(200, b"timed", (("x-envoy-upstream-service-time", "999"),)),
         },
     )
     vhosts = [
@@ -272,6 +274,7 @@ async def test_routing_and_route_actions(differ: Differ, upstream_factory: Facto
         get("/chunked", h),
         get("/until-close", h),
         get("/no-content", h),
+        get("/service-time", h),
         get("/", "ROUTE.test"),
         get("/", "a.wild.test"),
         get("/", "a.b.wild.test"),
@@ -717,6 +720,20 @@ async def admin_stats(proxy: Any) -> dict[str, str]:
     return {k: v for k, v in pairs if not v.startswith(("P", "No recorded"))}
 
 
+_LISTENER_FAMILIES = ("downstream_cx_total", "downstream_cx_active", "no_filter_chain_match")
+
+
+async def admin_listener_prometheus(proxy: Any) -> set[str]:
+    """The samples of the listener families both proxies keep, from /stats/prometheus."""
+    r = await request(*proxy.admin, target="/stats/prometheus", host_header="admin")
+    names = tuple(f"envoy_listener_{family}" for family in _LISTENER_FAMILIES)
+    return {
+        line
+        for line in r.text.splitlines()
+        if line.startswith(names) and "envoy_listener_address" in line
+    }
+
+
 async def test_stats_after_the_same_traffic(upstream_factory: Factory, proxy_factory: Any) -> None:
     """Every counter and gauge that both proxies print (``/stats``) has the same value after
     the same requests; Envoy prints many more, which pymesh does not keep."""
@@ -749,7 +766,7 @@ async def test_stats_after_the_same_traffic(upstream_factory: Factory, proxy_fac
         ],
         admin=(admin_host, free_port(admin_host)),
     )
-    stats = {}
+    stats, prometheus = {}, {}
     for kind in ("envoy", "pymesh"):
         up.reset()
         proxy = await proxy_factory(kind, config)
@@ -761,7 +778,10 @@ async def test_stats_after_the_same_traffic(upstream_factory: Factory, proxy_fac
             await request(*proxy.listener(), target=path, host_header="svc")
         await asyncio.sleep(0.2)  # let the connection closes land
         stats[kind] = await admin_stats(proxy)
+        prometheus[kind] = await admin_listener_prometheus(proxy)
         await proxy.astop()
+    # Per-listener stats in Prometheus: Envoy's names, the listener's address as a label.
+    assert prometheus["pymesh"] == prometheus["envoy"], prometheus
     envoy, pymesh = stats["envoy"], stats["pymesh"]
     prefixes = ("cluster.backend.", "cluster.full.", "cluster.dead.", "cluster.empty.")
     shared = {

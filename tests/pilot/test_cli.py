@@ -82,6 +82,8 @@ async def cli(
 ) -> AsyncIterator[Cli]:
     for var in ("PYMESH_TOKEN", "PYMESH_PILOT", "PYMESH_CONFIG_DIR", "PYMESH_TOKEN_FILE"):
         monkeypatch.delenv(var, raising=False)
+    # No running demo is the current context here.
+    monkeypatch.setenv("PYMESH_DEMO_DIR", str(tmp_path / "no-demo"))
     config_dir = tmp_path / "mesh"
     config_dir.mkdir()
     (config_dir / "base.yaml").write_text(SERVICE)
@@ -113,22 +115,47 @@ async def test_apply_get_delete_round_trip(cli: Cli, tmp_path: Path) -> None:
     assert out == "virtualservice.networking.istio.io/reviews unchanged\n"
     rc, out, _ = await cli("get", "vs")
     assert rc == 0
-    assert out.splitlines()[0].split() == ["NAMESPACE", "NAME", "SUMMARY", "SOURCE"]
-    assert "gateways=mesh hosts=reviews" in out
+    assert out.splitlines() == [
+        "NAME      GATEWAYS   HOSTS",
+        'reviews   ["mesh"]   ["reviews"]',
+    ]
+    rc, out, _ = await cli("get", "vs", "-A", "-o", "wide")
+    assert out.splitlines()[0].split() == ["NAMESPACE", "NAME", "GATEWAYS", "HOSTS", "SOURCE"]
+    rc, out, _ = await cli("get", "vs", "-o", "name")
+    assert out == "virtualservice.networking.istio.io/reviews\n"
+    rc, out, _ = await cli("get", "vs", "-o", "jsonpath={.items[0].spec.hosts[0]}")
+    assert out == "reviews"
+    rc, out, err = await cli("get", "vs", "-n", "other")
+    assert (rc, out, err) == (0, "", "No resources found in other namespace.\n")
     rc, out, _ = await cli("get", "virtualservice", "reviews", "-o", "yaml")
     doc = yaml.safe_load(out)
     assert doc["kind"] == "VirtualService" and "_source" not in doc
     rc, out, _ = await cli("get", "dr", "-o", "json")
     assert json.loads(out)["items"][0]["spec"]["host"] == "reviews"
+    # get, delete and apply name objects alike (kubectl's words).
+    not_found = 'virtualservices.networking.istio.io "ghost" not found in namespace default'
     rc, out, err = await cli("get", "vs", "ghost")
-    assert rc == 1 and err == 'error: VirtualService "ghost" not found\n'
-    assert await cli("delete", "-f", str(vs)) == (0, 'virtualservice "reviews" deleted\n', "")
-    rc, out, err = await cli("delete", "vs", "reviews")
-    assert rc == 1 and err == 'error: virtualservice "reviews" not found in namespace default\n'
+    assert rc == 1 and err == f"error: {not_found}\n"
+    rc, out, err = await cli("apply", "-f", str(vs), "--dry-run=server")
+    assert out == "virtualservice.networking.istio.io/reviews unchanged (server dry run)\n"
+    assert await cli("delete", "-f", str(vs)) == (
+        0,
+        'virtualservice.networking.istio.io "reviews" deleted\n',
+        "",
+    )
+    rc, out, err = await cli("delete", "vs", "ghost")
+    assert rc == 1 and err == f"error: {not_found}\n"
     rc, out, err = await cli("delete", "dr", "reviews")
     assert rc == 1 and "which pymesh apply did not write" in err
-    rc, out, _ = await cli("get", "vs")
-    assert out == "No resources found.\n"
+    rc, out, err = await cli("get", "vs")
+    assert (out, err) == ("", "No resources found in default namespace.\n")
+    # A dry run stores nothing: on pilot's side (server) or without pilot at all (client).
+    rc, out, _ = await cli("apply", "-f", str(vs), "--dry-run=server")
+    assert out == "virtualservice.networking.istio.io/reviews created (server dry run)\n"
+    rc, out, _ = await cli("apply", "-f", str(vs), "--dry-run=client", "--pilot", "http://x:1")
+    assert out == "virtualservice.networking.istio.io/reviews created (dry run)\n"
+    rc, out, err = await cli("get", "vs")
+    assert (out, err) == ("", "No resources found in default namespace.\n")
 
 
 async def test_apply_a_directory_and_stdin(cli: Cli, tmp_path: Path, monkeypatch) -> None:

@@ -329,3 +329,55 @@ def test_ads_target_is_the_first_endpoint_of_the_ads_cluster() -> None:
     bootstrap = bootstrap_from_dict(bootstrap_dict(15010))
     assert ads_target(bootstrap) == f"{PILOT}:15010"
     assert base_pb2.Node is not None
+
+
+async def test_a_listener_that_cannot_bind_is_nacked_and_the_proxy_not_ready(
+    harness: Harness,
+) -> None:
+    """As Envoy: the update's listener cannot bind a port another socket holds, so the LDS
+    update is NACKed with the address and the reason, and the proxy is not ready."""
+    import socket
+
+    held = socket.socket()
+    held.bind((LISTEN, 0))
+    held.listen()
+    port = held.getsockname()[1]
+    try:
+        ads = await harness.start_pilot()
+        await harness.start_proxy()
+        server = harness.server
+        assert server is not None
+        await harness.wait(lambda: server.ready)
+        harness.push(listen_port=port)
+        conn = next(iter(ads.connections.values()))
+        await harness.wait(lambda: conn.watches[LISTENER_TYPE].nack_error is not None)
+        error = conn.watches[LISTENER_TYPE].nack_error or ""
+        assert error == f"listener main: cannot bind {LISTEN}:{port}: Address already in use"
+        assert server.bind_errors == (error,)
+        # The port is free again: the next update binds it (the proxy is ready again), and the
+        # next listener update is ACKed.
+        held.close()
+        harness.push(tag="v2")
+        await harness.wait(lambda: server.bind_errors == ())
+        assert (await harness.get()).header("x-config") == "v2"
+        harness.push(inline_tag="v3")
+        await harness.wait(lambda: conn.watches[LISTENER_TYPE].nack_error is None)
+    finally:
+        held.close()
+
+
+async def test_losing_pilot_is_one_warning_line(harness: Harness) -> None:
+    import structlog
+
+    await harness.start_pilot()
+    client = await harness.start_proxy()
+    await harness.wait(lambda: harness.server is not None and harness.server.ready)
+    with structlog.testing.capture_logs() as logs:
+        await harness.stop_pilot()
+        await harness.wait(lambda: not client.connected.is_set())
+        await asyncio.sleep(0.5)  # several reconnection attempts (backoff 50-200 ms)
+        await harness.start_pilot()
+        await harness.wait(lambda: client.connected.is_set(), timeout=5)
+    warnings = [e for e in logs if e["log_level"] in ("warning", "error", "critical")]
+    assert [e["event"] for e in warnings] == ["xds stream lost; reconnecting"], warnings
+    assert not any("exc_info" in e or "exception" in e for e in logs)

@@ -55,7 +55,9 @@ __all__ = [
     "PILOT_NET",
     "POLICY_NET",
     "PROXY_NET",
+    "RATELIMIT_NET",
     "SUPPORT_NET",
+    "TELEMETRY_NET",
     "address",
 ]
 
@@ -64,8 +66,10 @@ ENVOY_DIFF_NET = "127.0.2"
 PILOT_NET = "127.0.3"
 DEMO_NET = "127.0.4"
 SUPPORT_NET = "127.0.5"
+TELEMETRY_NET = "127.0.7"
 AUTH_NET = "127.0.6"
 POLICY_NET = "127.0.8"
+RATELIMIT_NET = "127.0.9"
 H2_NET = "127.0.10"
 
 

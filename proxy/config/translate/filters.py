@@ -16,6 +16,7 @@ from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
+from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from google.protobuf.message import Message
 
@@ -27,6 +28,7 @@ from proxy.config.model import (
     FaultDelay,
     FilterDisabled,
     LocalRateLimitConfig,
+    LocalRateLimitDescriptor,
     RouterConfig,
     TokenBucket,
 )
@@ -42,7 +44,8 @@ from proxy.config.translate.common import (
     string_matcher,
     wrapped,
 )
-from proxy.config.translate.support import unpack
+from proxy.config.translate.ratelimit import rate_limit_filter, rate_limit_per_route
+from proxy.config.translate.support import config_type_url, unpack
 from pymesh.errors import UnsupportedError, ValidationError
 
 __all__ = [
@@ -125,7 +128,7 @@ class FilterRegistry:
 
     def translate(self, name: str, any_config: Any | None, path: str) -> tuple[FilterEntry, object]:
         """Translate an HTTP filter's ``typed_config`` (``None`` = no config: defaults)."""
-        type_url = any_config.type_url if any_config is not None else None
+        type_url = config_type_url(any_config) if any_config is not None else None
         entry = self.lookup(name, type_url, path)
         config_path = join(path, "typed_config")
         message = (
@@ -136,7 +139,7 @@ class FilterRegistry:
         return entry, entry.translate(message, config_path)
 
     def translate_per_route(self, filter_name: str, any_config: Any, path: str) -> object:
-        entry = self.per_route_by_type_url.get(any_config.type_url)
+        entry = self.per_route_by_type_url.get(config_type_url(any_config))
         if entry is None or entry.per_route_message is None or entry.per_route is None:
             raise UnsupportedError(
                 f"per-route config for filter '{filter_name}' ({any_config.type_url}) is not "
@@ -148,7 +151,8 @@ class FilterRegistry:
 
 
 def default_registry() -> FilterRegistry:
-    """A registry with pymesh's built-in filters (router, fault, local_ratelimit, cors)."""
+    """A registry with pymesh's built-in filters (router, fault, local_ratelimit, ratelimit,
+    cors)."""
     # The factories live with the filters' runtime code, which imports this package.
     from proxy.filters import builtin_factories
 
@@ -184,6 +188,17 @@ def default_registry() -> FilterRegistry:
             per_route=_local_ratelimit,
             factory=factories["envoy.filters.http.local_ratelimit"],
         )
+    )
+    registry.register(
+        FilterEntry(
+            "envoy.filters.http.ratelimit",
+            rate_limit_pb2.RateLimit,
+            rate_limit_filter,
+            per_route_message=rate_limit_pb2.RateLimitPerRoute,
+            per_route=rate_limit_per_route,
+            factory=factories["envoy.filters.http.ratelimit"],
+        ),
+        aliases=("envoy.rate_limit",),
     )
     registry.register(
         FilterEntry(
@@ -290,22 +305,42 @@ def _fault(message: Any, path: str) -> FaultConfig:
     )
 
 
+def _token_bucket(spec: Any, path: str) -> TokenBucket:
+    fill = duration(spec.fill_interval)
+    if fill < 0.05:
+        # Envoy: "local rate limit token bucket fill timer must be >= 50ms"
+        raise ValidationError(
+            "local rate limit token bucket fill timer must be >= 50ms",
+            path=join(path, "fill_interval"),
+        )
+    return TokenBucket(
+        max_tokens=spec.max_tokens,
+        tokens_per_fill=wrapped(spec, "tokens_per_fill", 1),
+        fill_interval=fill,
+    )
+
+
+def _local_descriptors(message: Any, path: str) -> tuple[LocalRateLimitDescriptor, ...]:
+    found: list[LocalRateLimitDescriptor] = []
+    for index, item in enumerate(message.descriptors):
+        item_path = at(join(path, "descriptors"), index)
+        entries = tuple((entry.key, entry.value) for entry in item.entries)
+        if any(d.entries == entries for d in found):
+            raise ValidationError(
+                f"duplicate descriptor in the local rate descriptor: {entries}", path=item_path
+            )
+        found.append(
+            LocalRateLimitDescriptor(
+                entries, _token_bucket(item.token_bucket, join(item_path, "token_bucket"))
+            )
+        )
+    return tuple(found)
+
+
 def _local_ratelimit(message: Any, path: str) -> LocalRateLimitConfig:
     bucket = None
     if message.HasField("token_bucket"):
-        spec = message.token_bucket
-        fill = duration(spec.fill_interval)
-        if fill < 0.05:
-            # Envoy: "local rate limit token bucket fill timer must be >= 50ms"
-            raise ValidationError(
-                "local rate limit token bucket fill timer must be >= 50ms",
-                path=join(path, "token_bucket.fill_interval"),
-            )
-        bucket = TokenBucket(
-            max_tokens=spec.max_tokens,
-            tokens_per_fill=wrapped(spec, "tokens_per_fill", 1),
-            fill_interval=fill,
-        )
+        bucket = _token_bucket(message.token_bucket, join(path, "token_bucket"))
     status = message.status.code if message.HasField("status") else 429
     return LocalRateLimitConfig(
         stat_prefix=message.stat_prefix,
@@ -324,6 +359,12 @@ def _local_ratelimit(message: Any, path: str) -> LocalRateLimitConfig:
             message.local_rate_limit_per_downstream_connection
         ),
         enable_x_ratelimit_headers=message.enable_x_ratelimit_headers != 0,
+        descriptors=_local_descriptors(message, path),
+        stage=message.stage,
+        vh_rate_limits=("OVERRIDE", "INCLUDE", "IGNORE")[message.vh_rate_limits],
+        always_consume_default_token_bucket=wrapped(
+            message, "always_consume_default_token_bucket", True
+        ),
     )
 
 

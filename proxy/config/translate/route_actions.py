@@ -35,6 +35,7 @@ from proxy.config.translate.common import (
     wrapped,
 )
 from proxy.config.translate.filters import FilterRegistry, cors_policy, typed_per_filter_config
+from proxy.config.translate.ratelimit import rate_limit_policy
 from proxy.config.translate.regex import re2_substitution, regex_matcher
 from proxy.config.translate.support import unpack
 from pymesh.errors import UnsupportedError, ValidationError
@@ -142,6 +143,8 @@ def route_action(
             else None
         ),
         priority_high=proto.priority == 1,
+        rate_limits=rate_limit_policy(proto.rate_limits, join(path, "rate_limits")),
+        include_vh_rate_limits=wrapped(proto, "include_vh_rate_limits", False),
     )
 
 

@@ -28,6 +28,7 @@ from proxy.config.translate.common import (
     wrapped,
 )
 from proxy.config.translate.filters import FilterRegistry, cors_policy, typed_per_filter_config
+from proxy.config.translate.ratelimit import rate_limit_policy
 from proxy.config.translate.rbac import metadata_matcher
 from proxy.config.translate.regex import regex_matcher
 from proxy.config.translate.route_actions import (
@@ -119,6 +120,7 @@ def _virtual_host(
         ),
         include_request_attempt_count=proto.include_request_attempt_count,
         include_attempt_count_in_response=proto.include_attempt_count_in_response,
+        rate_limits=rate_limit_policy(proto.rate_limits, join(path, "rate_limits")),
     )
 
 

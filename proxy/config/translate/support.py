@@ -21,13 +21,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+from udpa.type.v1 import typed_struct_pb2
 
 from proxy.config.translate.pgv import check_message_rules
 from pymesh.errors import UnsupportedError, ValidationError
 
-__all__ = ["IGNORED", "OPAQUE", "SUPPORTED", "check_supported", "unpack"]
+__all__ = ["IGNORED", "OPAQUE", "SUPPORTED", "check_supported", "config_type_url", "unpack"]
 
 _CORE = "envoy.config.core.v3."
 _ROUTE = "envoy.config.route.v3."
@@ -86,7 +88,7 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         _CORE + "ApiConfigSource": "api_type transport_api_version grpc_services "
         "set_node_on_first_message_only",
         _CORE + "GrpcService": "envoy_grpc timeout",
-        _CORE + "GrpcService.EnvoyGrpc": "cluster_name",
+        _CORE + "GrpcService.EnvoyGrpc": "cluster_name authority",
         _CORE + "DataSource": "filename inline_bytes inline_string",
         _CORE + "HeaderValueOption": "header append append_action keep_empty_value",
         _CORE + "HeaderValue": "key value raw_value",
@@ -189,7 +191,7 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         _ROUTE + "VirtualHost": "name domains routes require_tls request_headers_to_add "
         "request_headers_to_remove response_headers_to_add response_headers_to_remove cors "
         "typed_per_filter_config include_request_attempt_count "
-        "include_attempt_count_in_response retry_policy",
+        "include_attempt_count_in_response retry_policy rate_limits",
         _ROUTE + "Route": "name match route redirect direct_response metadata decorator "
         "typed_per_filter_config request_headers_to_add request_headers_to_remove "
         "response_headers_to_add response_headers_to_remove",
@@ -203,7 +205,18 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         _ROUTE + "RouteAction": "cluster cluster_header weighted_clusters "
         "cluster_not_found_response_code prefix_rewrite regex_rewrite host_rewrite_literal "
         "auto_host_rewrite host_rewrite_header append_x_forwarded_host timeout idle_timeout "
-        "retry_policy request_mirror_policies priority hash_policy cors max_stream_duration",
+        "retry_policy request_mirror_policies priority hash_policy cors max_stream_duration "
+        "rate_limits include_vh_rate_limits",
+        _ROUTE + "RateLimit": "stage disable_key actions",
+        _ROUTE + "RateLimit.Action": "source_cluster destination_cluster request_headers "
+        "remote_address generic_key header_value_match",
+        _ROUTE + "RateLimit.Action.SourceCluster": "",
+        _ROUTE + "RateLimit.Action.DestinationCluster": "",
+        _ROUTE + "RateLimit.Action.RemoteAddress": "",
+        _ROUTE + "RateLimit.Action.RequestHeaders": "header_name descriptor_key skip_if_absent",
+        _ROUTE + "RateLimit.Action.GenericKey": "descriptor_value descriptor_key",
+        _ROUTE + "RateLimit.Action.HeaderValueMatch": "descriptor_key descriptor_value "
+        "expect_match headers",
         _ROUTE + "WeightedCluster": "clusters",
         _ROUTE + "WeightedCluster.ClusterWeight": "name weight request_headers_to_add "
         "request_headers_to_remove response_headers_to_add response_headers_to_remove "
@@ -242,7 +255,15 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit": "stat_prefix status "
         "token_bucket filter_enabled filter_enforced request_headers_to_add_when_not_enforced "
         "response_headers_to_add local_rate_limit_per_downstream_connection "
-        "enable_x_ratelimit_headers",
+        "enable_x_ratelimit_headers descriptors stage vh_rate_limits "
+        "always_consume_default_token_bucket",
+        "envoy.extensions.common.ratelimit.v3.LocalRateLimitDescriptor": "entries token_bucket",
+        "envoy.extensions.filters.http.ratelimit.v3.RateLimit": "domain stage request_type "
+        "timeout failure_mode_deny rate_limited_as_resource_exhausted rate_limit_service "
+        "enable_x_ratelimit_headers disable_x_envoy_ratelimited_header status_on_error",
+        "envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute": "vh_rate_limits",
+        "envoy.config.ratelimit.v3.RateLimitServiceConfig": "grpc_service transport_api_version",
+        "envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry": "key value",
         "envoy.extensions.filters.http.cors.v3.Cors": "",
         "envoy.extensions.filters.http.cors.v3.CorsPolicy": _CORS_FIELDS,
         # network filters, listener filters, transport sockets, retry predicates
@@ -437,14 +458,49 @@ def _check_children(
         check_supported(value, path, extra)
 
 
+_TYPED_STRUCTS = frozenset(
+    {
+        "type.googleapis.com/udpa.type.v1.TypedStruct",
+        "type.googleapis.com/xds.type.v3.TypedStruct",
+    }
+)
+
+
+def config_type_url(any_message: Any) -> str:
+    """The type a typed config holds: an ``Any``'s own, or the one a ``TypedStruct`` names."""
+    if any_message.type_url in _TYPED_STRUCTS:
+        typed_struct = typed_struct_pb2.TypedStruct()
+        any_message.Unpack(typed_struct)
+        return str(typed_struct.type_url)
+    return str(any_message.type_url)
+
+
 def unpack(
     any_message: Any,
     message_class: type[Message],
     path: str,
     extra: Mapping[str, frozenset[str]] | None = None,
 ) -> Any:
-    """Unpack an ``Any`` into ``message_class`` and check it like any other message."""
+    """Unpack an ``Any`` into ``message_class`` and check it like any other message. A
+    ``TypedStruct`` (Istio's EnvoyFilters use them) holds the message as JSON: it is parsed
+    into ``message_class`` as Envoy does."""
     target = message_class()
+    if any_message.type_url in _TYPED_STRUCTS:
+        typed_struct = typed_struct_pb2.TypedStruct()
+        any_message.Unpack(typed_struct)
+        if typed_struct.type_url.rpartition("/")[2] != target.DESCRIPTOR.full_name:
+            raise ValidationError(
+                f"expected {target.DESCRIPTOR.full_name}, got {typed_struct.type_url}",
+                path=f"{path}.type_url",
+            )
+        try:
+            json_format.ParseDict(json_format.MessageToDict(typed_struct.value), target)
+        except json_format.ParseError as exc:
+            raise ValidationError(
+                f"invalid TypedStruct value: {exc}", path=f"{path}.value"
+            ) from None
+        check_supported(target, f"{path}.value", extra)
+        return target
     if not any_message.Unpack(target):
         raise ValidationError(
             f"expected {target.DESCRIPTOR.full_name}, got {any_message.type_url}", path=path

@@ -16,6 +16,7 @@ from pymesh.config.model.common import EMPTY_MAP, FrozenMap, labels_match, spec_
 
 __all__ = [
     "ConfigMap",
+    "ConfigMapVolumeSource",
     "Container",
     "ContainerPort",
     "Deployment",
@@ -29,6 +30,7 @@ __all__ = [
     "PodTemplateMetadata",
     "Service",
     "ServiceAccount",
+    "Volume",
 ]
 
 
@@ -119,8 +121,27 @@ class Container:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfigMapVolumeSource:
+    LENIENT: ClassVar[bool] = True
+
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    """A pod volume; only ConfigMap volumes are read (the demo's rate limit service reads the
+    ConfigMap its pod mounts)."""
+
+    LENIENT: ClassVar[bool] = True
+
+    name: str = spec_field(required=True)
+    config_map: ConfigMapVolumeSource | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PodSpec:
-    """The parts of a pod spec the mesh needs: containers' ports and the service account."""
+    """The parts of a pod spec the mesh needs: containers' ports, the service account and the
+    ConfigMaps it mounts."""
 
     LENIENT: ClassVar[bool] = True
 
@@ -128,6 +149,7 @@ class PodSpec:
     init_containers: tuple[Container, ...] = ()
     service_account_name: str = ""
     host_network: bool = False
+    volumes: tuple[Volume, ...] = ()
 
     @property
     def service_account(self) -> str:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import re
 
+from pymesh.config.cel import compile_cel
 from pymesh.config.issues import Reporter
 from pymesh.config.model.kube import ConfigMap
 from pymesh.config.model.networking import ApplyTo, EnvoyFilter, PatchOperation
 from pymesh.config.model.networking.envoy_filter import EnvoyConfigObjectPatch
 from pymesh.config.model.telemetry import MetricsOverrides, TagOperation, Telemetry
 from pymesh.config.validate._common import check_regex, check_selector_labels
+from pymesh.errors import ValidationError
 
 __all__ = ["validate_config_map", "validate_envoy_filter", "validate_telemetry"]
 
@@ -100,6 +102,16 @@ def validate_telemetry(tm: Telemetry, path: str, rep: Reporter) -> None:
     for i, logging in enumerate(tm.access_logging):
         if logging.filter is not None and not logging.filter.expression.strip():
             rep.fail(f"{path}.accessLogging[{i}].filter.expression", "expression is empty")
+        elif logging.filter is not None:
+            _cel(logging.filter.expression, f"{path}.accessLogging[{i}].filter.expression", rep)
+
+
+def _cel(expression: str, path: str, rep: Reporter) -> None:
+    """Only what pymesh can evaluate is accepted: the CEL subset Istio's docs use."""
+    try:
+        compile_cel(expression)
+    except ValidationError as exc:
+        rep.fail(path, exc.message)
 
 
 def _metrics_override(override: MetricsOverrides, path: str, rep: Reporter) -> None:
@@ -113,6 +125,8 @@ def _metrics_override(override: MetricsOverrides, path: str, rep: Reporter) -> N
             rep.fail(f"{tpath}.value", "value must not be set when operation is REMOVE")
         if tag.operation is TagOperation.UPSERT and not tag.value:
             rep.fail(f"{tpath}.value", "value must be set when operation is UPSERT")
+        elif tag.operation is TagOperation.UPSERT and tag.value:
+            _cel(tag.value, f"{tpath}.value", rep)
 
 
 def validate_config_map(cm: ConfigMap, path: str, rep: Reporter) -> None:

@@ -1,25 +1,34 @@
-"""productpage's HTML, laid out like the real templates.
+"""productpage's HTML, laid out like the real templates: a navbar with the sign-in form, the
+book, then its details and its reviews in two columns, styled by ``productpage.css``
+(served at :data:`STYLESHEET`).
 
 Stars keep the classic markup, ``<font color="black|red">`` around ``glyphicon-star`` spans,
-because that is what people grep for to tell reviews v2 from v3. Everything that came from
-another service is escaped; only the product description is trusted HTML, as in the real page.
+because that is what people grep for to tell reviews v2 from v3; the stylesheet draws them as
+text glyphs in that colour. Everything that came from another service is escaped; only the
+product description is trusted HTML, as in the real page.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from html import escape
+from importlib import resources
 
 from pymesh.samples.bookinfo.constants import CLUSTER_NAME_UNSET, PAGE_TITLE
 
-__all__ = ["render_index", "render_product_page"]
+__all__ = ["STYLESHEET", "render_index", "render_product_page", "stylesheet"]
+
+#: Where productpage serves its stylesheet (under ``/static``, which the Bookinfo gateway's
+#: VirtualService routes to productpage).
+STYLESHEET = "/static/bookinfo.css"
 
 _HEAD = f"""<!DOCTYPE html>
-<html>
+<html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1.0">
 <title>{PAGE_TITLE}</title>
+<link rel="stylesheet" href="{STYLESHEET}">
 </head>
 <body>
 """
@@ -30,17 +39,36 @@ def _text(value: object) -> str:
     return escape("" if value is None else str(value))
 
 
+def stylesheet() -> bytes:
+    """The contents of ``productpage.css``."""
+    return resources.files("pymesh.samples.bookinfo").joinpath("productpage.css").read_bytes()
+
+
 def _nav(user: str) -> str:
     if user:
-        who = f'<p class="user">{_text(user)}</p>\n<a href="logout">Sign out</a>'
+        who = (
+            f'<div><span class="user">{_text(user)}</span>'
+            '<a class="btn" href="logout">Sign out</a></div>'
+        )
     else:
         who = (
             '<form method="post" action="login" name="login_form">\n'
-            '<input id="username" name="username" required>\n'
-            '<input id="password" name="passwd" type="password" required>\n'
-            '<button type="submit">Sign in</button>\n</form>'
+            '<input id="username" name="username" placeholder="User Name" required>\n'
+            '<input id="password" name="passwd" type="password" placeholder="Password"'
+            " required>\n"
+            '<button class="btn" type="submit">Sign in</button>\n</form>'
         )
-    return f'<nav>\n<a href="#">BookInfo Sample</a>\n{who}\n</nav>\n'
+    return f'<nav class="navbar">\n<a class="brand" href="#">BookInfo Sample</a>\n{who}\n</nav>\n'
+
+
+_DETAILS = (
+    ("Type", "type"),
+    ("Pages", "pages"),
+    ("Publisher", "publisher"),
+    ("Language", "language"),
+    ("ISBN-10", "ISBN-10"),
+    ("ISBN-13", "ISBN-13"),
+)
 
 
 def _details(status: int, details: Mapping[str, object]) -> str:
@@ -49,15 +77,12 @@ def _details(status: int, details: Mapping[str, object]) -> str:
             '<p class="text-red-500">Error fetching product details</p>\n'
             f"<p>{_text(details.get('error'))}</p>\n"
         )
-    cells = "".join(
-        f"<td>{_text(details.get(key))}</td>"
-        for key in ("ISBN-10", "publisher", "pages", "type", "language")
+    rows = "".join(
+        f"<dt>{label}:</dt><dd>{_text(details.get(key))}</dd>\n"
+        for label, key in _DETAILS
+        if details.get(key) is not None
     )
-    return (
-        "<h4>Book Details</h4>\n<table>\n<thead><tr><th>ISBN-10</th><th>Publisher</th>"
-        "<th>Pages</th><th>Type</th><th>Language</th></tr></thead>\n"
-        f"<tbody><tr>{cells}</tr></tbody>\n</table>\n"
-    )
+    return f"<h4>Book Details</h4>\n<dl>\n{rows}</dl>\n"
 
 
 def _rating(rating: object) -> str:
@@ -93,12 +118,12 @@ def _reviews(status: int, reviews: Mapping[str, object]) -> str:
         if not isinstance(review, Mapping):
             continue
         sections.append(
-            "<section>\n"
-            f"{_rating(review.get('rating'))}"
-            f'<blockquote><p>"{_text(review.get("text"))}"</p></blockquote>\n'
+            "<blockquote>\n"
+            f'<p>"{_text(review.get("text"))}"</p>\n'
             f'<div class="reviewer">{_text(review.get("reviewer"))}</div>\n'
+            f"{_rating(review.get('rating'))}"
             f"{_served_by(reviews)}"
-            "</section>\n"
+            "</blockquote>\n"
         )
     return "<h4>Book Reviews</h4>\n" + "".join(sections)
 
@@ -115,10 +140,13 @@ def render_product_page(
     return (
         _HEAD
         + _nav(user)
+        + '<main class="container">\n'
         + f'<div class="book">\n<h1>{_text(product.get("title"))}</h1>\n'
         + f"<p>{product.get('descriptionHtml', '')}</p>\n</div>\n"
-        + f'<div class="details">\n{_details(details_status, details)}</div>\n'
-        + f'<div class="reviews">\n{_reviews(reviews_status, reviews)}</div>\n'
+        + '<div class="row">\n'
+        + f'<div class="col details">\n{_details(details_status, details)}</div>\n'
+        + f'<div class="col reviews">\n{_reviews(reviews_status, reviews)}</div>\n'
+        + "</div>\n</main>\n"
         + _TAIL
     )
 
@@ -131,6 +159,7 @@ def render_index(services: Mapping[str, Sequence[str]]) -> str:
     )
     return (
         _HEAD
+        + '<main class="container">\n'
         + (
             "<h3>Hello! This is a simple bookstore application consisting of three services"
             " as shown below</h3>\n"
@@ -141,6 +170,6 @@ def render_index(services: Mapping[str, Sequence[str]]) -> str:
             " a real user or a tester</p>\n"
         )
         + '<ul>\n<li><a href="/productpage?u=normal">Normal user</a></li>\n'
-        + '<li><a href="/productpage?u=test">Test user</a></li>\n</ul>\n'
+        + '<li><a href="/productpage?u=test">Test user</a></li>\n</ul>\n</main>\n'
         + _TAIL
     )

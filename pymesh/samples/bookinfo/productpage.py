@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -34,7 +34,12 @@ from pymesh.samples.bookinfo.constants import (
     REVIEWS_TIMEOUT_S,
     SERVICE_PORT,
 )
-from pymesh.samples.bookinfo.page import render_index, render_product_page
+from pymesh.samples.bookinfo.page import (
+    STYLESHEET,
+    render_index,
+    render_product_page,
+    stylesheet,
+)
 from pymesh.samples.runtime import (
     OUTBOUND,
     Reply,
@@ -201,6 +206,15 @@ async def _product_ratings(request: web.Request) -> web.Response:
     return _json(body, status)
 
 
+def _static(body: bytes, content_type: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(
+            body=body, content_type=content_type, headers={"Cache-Control": "max-age=300"}
+        )
+
+    return handle
+
+
 async def _metrics(request: web.Request) -> web.Response:
     return web.Response(
         body=generate_latest(request.app[_REGISTRY]),
@@ -228,6 +242,7 @@ def make_app(config: ProductPageConfig, env: Mapping[str, str]) -> web.Applicati
     app.router.add_post("/login", _login)
     app.router.add_get("/logout", _logout)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_get(STYLESHEET, _static(stylesheet(), "text/css"))
     app.router.add_get("/api/v1/products", _products)
     app.router.add_get("/api/v1/products/{product_id}", _product)
     app.router.add_get("/api/v1/products/{product_id}/reviews", _product_reviews)

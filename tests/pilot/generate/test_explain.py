@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import pytest
+
 from pilot.generate import explain
+from pymesh.errors import ValidationError
 from tests.pilot.generate._mesh import BOOKINFO, build_mesh
 
 NET = "bookinfo/networking/"
@@ -16,15 +19,35 @@ def test_render_names_every_step() -> None:
         "listener         0.0.0.0_9080",
         "route config     9080",
         "virtual service  default/reviews",
-        "(weight 80)",
-        "(weight 20)",
-        "timeout          0.0",
+        "(weight 80: 80% of requests)",
+        "(weight 20: 20% of requests)",
+        "timeout          0s (disabled)",
         "retries",
     ):
         assert expected in text
-    assert result.cluster == "outbound|9080|v1|reviews.default.svc.cluster.local"
-    assert result.subset == "v1"
+    # A split has no one cluster: every destination, its chance and its endpoints.
+    assert result.cluster is None and result.subset is None
+    split = [(c.subset, c.weight, c.chance, len(c.endpoints)) for c in result.clusters]
+    assert split == [("v1", 80, 80.0, 1), ("v2", 20, 20.0, 1)]
+    assert text.count("  endpoints") == 2
     assert result.retries is not None and result.retries.status_codes == (503,)
+
+
+def test_route_name_and_timeout_as_configured() -> None:
+    mesh = build_mesh(BOOKINFO, NET + "destination-rule-all.yaml")
+    result = explain(mesh.ctx, mesh.nodes["productpage-v1"], "http://reviews:9080/reviews/1")
+    assert result.cluster == "outbound|9080||reviews.default.svc.cluster.local"
+    text = result.render()
+    assert "route            default" in text
+    assert result.timeout == 0.0 and "timeout          0s (disabled)" in text
+
+
+def test_malformed_url_is_an_error() -> None:
+    mesh = build_mesh(BOOKINFO)
+    node = mesh.nodes["productpage-v1"]
+    for url in ("http://reviews:port/x", "ftp://reviews/x", "http:///x", "http://[::1/x"):
+        with pytest.raises(ValidationError, match="malformed URL"):
+            explain(mesh.ctx, node, url)
 
 
 def test_features_explained() -> None:

@@ -77,3 +77,49 @@ def test_local_rate_limiter_decisions():
     # Envoy's defaults: not enabled at all
     off = LocalRateLimiter(LocalRateLimitConfig(stat_prefix="rl"), clock, random.Random(1))
     assert off.check() is RateLimitDecision.DISABLED
+
+
+def _task_limiter(clock, always_default=True):
+    """The local limits of Istio's local-rate-limit-service sample: 100/min for the
+    workload, 10/min for /productpage (descriptor header_match=productpage)."""
+    from proxy.config.model import LocalRateLimitDescriptor
+
+    per_minute = TokenBucketConfig(max_tokens=100, tokens_per_fill=100, fill_interval=60.0)
+    productpage = TokenBucketConfig(max_tokens=10, tokens_per_fill=10, fill_interval=60.0)
+    cfg = LocalRateLimitConfig(
+        stat_prefix="rl",
+        token_bucket=per_minute,
+        filter_enabled=1.0,
+        filter_enforced=1.0,
+        descriptors=(LocalRateLimitDescriptor((("header_match", "productpage"),), productpage),),
+        always_consume_default_token_bucket=always_default,
+    )
+    return LocalRateLimiter(cfg, clock, random.Random(1))
+
+
+PRODUCTPAGE = ((("remote_address", "127.0.0.1"),), (("header_match", "productpage"),))
+OTHER = ((("remote_address", "127.0.0.1"),),)
+
+
+def test_descriptor_bucket_limits_its_requests_and_reports_itself():
+    clock = FakeClock()
+    limiter = _task_limiter(clock)
+    for _ in range(10):
+        decision, context = limiter.check_descriptors(PRODUCTPAGE)
+        assert decision is RateLimitDecision.OK
+    assert context.x_ratelimit() == (10, 0, 6)  # a token every 6 s
+    decision, context = limiter.check_descriptors(PRODUCTPAGE)
+    assert decision is RateLimitDecision.LIMITED and context.max_tokens == 10
+    # other paths use the workload's bucket, which the productpage requests also drew from
+    decision, context = limiter.check_descriptors(OTHER)
+    assert decision is RateLimitDecision.OK
+    assert context.x_ratelimit()[:2] == (100, 89)
+
+
+def test_descriptor_match_without_the_default_bucket():
+    clock = FakeClock()
+    limiter = _task_limiter(clock, always_default=False)
+    for _ in range(10):
+        limiter.check_descriptors(PRODUCTPAGE)
+    _, context = limiter.check_descriptors(OTHER)
+    assert context.x_ratelimit()[:2] == (100, 99)

@@ -41,6 +41,8 @@ async def cli(
 ) -> AsyncIterator[Cli]:
     for var in ("PYMESH_TOKEN", "PYMESH_PILOT", "PYMESH_CONFIG_DIR", "PYMESH_TOKEN_FILE"):
         monkeypatch.delenv(var, raising=False)
+    # No running demo is the current context here.
+    monkeypatch.setenv("PYMESH_DEMO_DIR", str(tmp_path / "no-demo"))
     config_dir = tmp_path / "mesh"
     config_dir.mkdir()
     pilot = Pilot(
@@ -69,7 +71,7 @@ async def test_apply_and_delete_with_namespace(cli: Cli) -> None:
     rc, out, _ = await cli("apply", "-n", "bar", "-f", path)
     assert out == "peerauthentication.security.istio.io/default created\n"
     rc, out, err = await cli("delete", "-n", "foo", "-f", path)
-    assert (rc, out) == (0, 'peerauthentication "default" deleted\n'), err
+    assert (rc, out) == (0, 'peerauthentication.security.istio.io "default" deleted\n'), err
     assert cli.pilot.snapshot.get("PeerAuthentication", "foo", "default") is None
     assert cli.pilot.snapshot.get("PeerAuthentication", "bar", "default") is not None
 

@@ -135,6 +135,12 @@ def test_telemetry_refusals(old: str, new: str, message: str) -> None:
         load_documents(TELEMETRY.replace(old, new, 1), "t.yaml")
 
 
+PEER_AUTHN = """\
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: foo}
+spec: {mtls: {mode: STRICT}}
+"""
 REQUEST_AUTHN = """\
 apiVersion: security.istio.io/v1
 kind: RequestAuthentication
@@ -198,7 +204,7 @@ def test_config_map_fields_sit_beside_metadata() -> None:
         load_documents(text + "spec: {}\n", "t.yaml")
 
 
-@pytest.mark.parametrize("text", [ENVOY_FILTER, TELEMETRY])
+@pytest.mark.parametrize("text", [PEER_AUTHN])
 def test_kinds_not_enforced_yet_are_reported_when_loaded(text: str) -> None:
     result = load_documents(text, "t.yaml")
     [res] = result.resources
@@ -217,3 +223,18 @@ def test_security_kinds_load_without_a_not_enforced_warning() -> None:
     for text in (REQUEST_AUTHN, policy):
         result = load_documents(text, "t.yaml")
         assert not [w for w in result.warnings if "not enforced" in w.message], result.warnings
+
+
+def test_telemetry_parts_not_enforced_yet_are_reported_by_field() -> None:
+    result = load_documents(TELEMETRY, "t.yaml")
+    assert [(w.path, w.message.partition(":")[0]) for w in result.warnings] == [
+        ("spec.accessLogging[0].providers", "providers is accepted but not enforced")
+    ]
+    target = TELEMETRY.replace("spec:\n", "spec:\n  targetRef: {kind: Service, name: reviews}\n", 1)
+    warned = [w.path for w in load_documents(target, "t.yaml").warnings]
+    assert "spec.targetRef" in warned
+
+
+def test_envoy_filter_is_enforced_so_not_reported() -> None:
+    result = load_documents(ENVOY_FILTER, "t.yaml")
+    assert not [w for w in result.warnings if "not enforced" in w.message]

@@ -78,3 +78,43 @@ def test_envoy_accepts_it(tmp_path):
     path = write_bootstrap(tmp_path / "gw.yaml", GATEWAY, "127.0.4.1", "127.0.4.1:15010")
     ok, output = envoy_validate(path)
     assert ok, output
+
+
+def _captured(tmp_path, name="captured.yaml"):
+    import yaml
+
+    data = bootstrap(
+        REVIEWS,
+        "10.211.0.5",
+        "istiod.istio-system.svc:15010",
+        process=False,
+        admin_address="0.0.0.0",
+        health_port=15021,
+    )
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return data, path
+
+
+def test_captured_sidecar_bootstrap(tmp_path):
+    """netns and container sidecars: no process mode, pilot by name, and Istio's readiness
+    listener on the pod's address asking the admin's /ready over loopback."""
+    data, path = _captured(tmp_path)
+    assert "PYMESH_MODE" not in data["node"]["metadata"]
+    loaded = load_bootstrap(path)
+    health, agent = loaded.static_resources.listeners
+    assert (health.address.host, health.address.port) == ("10.211.0.5", 15021)
+    assert (agent.address.host, agent.address.port) == ("127.0.0.1", 15020)
+    agent = next(c for c in data["static_resources"]["clusters"] if c["name"] == "agent")
+    endpoint = agent["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 15000}
+    xds = next(c for c in data["static_resources"]["clusters"] if c["name"] == XDS_CLUSTER)
+    assert xds["type"] == "STRICT_DNS"
+
+
+@needs_envoy
+@pytest.mark.envoy
+def test_envoy_accepts_the_captured_bootstrap(tmp_path):
+    _, path = _captured(tmp_path)
+    ok, output = envoy_validate(path)
+    assert ok, output

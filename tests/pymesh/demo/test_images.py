@@ -63,3 +63,13 @@ def test_unknown_image_runs_the_sidecar_only_and_says_so():
     s = stand_in("docker.io/library/nginx:1.25", {})
     assert s.role is Role.CLIENT
     assert "nginx" in s.warning
+    # demo status: the APP column says there is none, and the note says why and what runs.
+    from pymesh.demo.render import pod_table
+    from pymesh.demo.state import DemoState, PodState
+
+    pod = PodState("web", "default", "127.0.4.20", "client", "n", warning=s.warning)
+    table = pod_table(DemoState("/r", 1, "running", "127.0.4.1", "x", "y", pods=(pod,)))
+    assert table.splitlines()[1].split()[4] == "no"  # "no stand-in" in the APP column
+    note = table.split("notes:\n", 1)[1]
+    assert "no stand-in for image 'docker.io/library/nginx:1.25'" in note
+    assert "Images the demo runs: examples-bookinfo-" in note and "fortio" in note

@@ -91,11 +91,12 @@ class ForwardProxy:
 class Mesh:
     """Apps on loopback addresses behind one ForwardProxy."""
 
-    def __init__(self) -> None:
+    def __init__(self, proxy_host: str = PROXY_HOST, app_hosts: list[str] = APP_HOSTS) -> None:
         self.proxy = ForwardProxy()
         self.proxy_url = ""
+        self._proxy_host = proxy_host
         self._runners: list[web.AppRunner] = []
-        self._hosts = itertools.cycle(APP_HOSTS)
+        self._hosts = itertools.cycle(app_hosts)
 
     async def serve(self, app: web.Application, host: str | None = None) -> tuple[str, int]:
         host = host or next(self._hosts)
@@ -123,7 +124,7 @@ class Mesh:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self.proxy.handle)
-        host, port = await self.serve(app, PROXY_HOST)
+        host, port = await self.serve(app, self._proxy_host)
         self.proxy_url = f"http://{host}:{port}"
 
     async def close(self) -> None:

@@ -267,10 +267,12 @@ def test_unsupported_route_field_path_is_relative_to_the_resource() -> None:
                     "match": {"prefix": "/"},
                     "route": {
                         "cluster": "c",
-                        "rate_limits": [{"actions": [{"remote_address": {}}]}],
+                        "rate_limits": [{"actions": [{"masked_remote_address": {}}]}],
                     },
                 }
             ]
         )
-    assert caught.value.path == "virtual_hosts[0].routes[0].route.rate_limits"
+    assert caught.value.path == (
+        "virtual_hosts[0].routes[0].route.rate_limits[0].actions[0].masked_remote_address"
+    )
     assert caught.value.source is None

@@ -1,0 +1,178 @@
+"""The demo's telemetry: mixer beside pilot, on Istio's ports at the control address, and a
+Prometheus scraping the mesh when the ``prometheus`` binary is installed.
+
+Telemetry never holds the demo up: a port already taken or a process that does not come up is
+one line of output, and the mesh runs without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import yaml
+
+from pymesh.demo.layout import DemoLayout
+from pymesh.demo.ports import busy
+from pymesh.demo.process import Child, spawn
+from pymesh.demo.runtime import pymesh_argv
+
+__all__ = ["MIXER_PORTS", "PROMETHEUS_PORT", "Telemetry", "prometheus_config"]
+
+#: mixer's ports, Istio's: ALS/RLS gRPC, metrics, Zipkin API, dashboard
+MIXER_PORTS = {"grpc": 9091, "metrics": 15014, "zipkin": 9411, "dashboard": 20001}
+PROMETHEUS_PORT = 9090
+_READY_TIMEOUT = 30.0
+
+
+def prometheus_config(layout: DemoLayout) -> dict[str, object]:
+    """Istio's scrape targets for a mesh without Kubernetes: mixer and pilot, statically."""
+    host = layout.control_address
+    return {
+        "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+        "scrape_configs": [
+            {
+                "job_name": "mixer",
+                "static_configs": [{"targets": [f"{host}:{MIXER_PORTS['metrics']}"]}],
+            },
+            {"job_name": "pilot", "static_configs": [{"targets": [layout.pilot_api]}]},
+        ],
+    }
+
+
+async def _ready(url: str, child: Child, timeout: float) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def get() -> bool:
+        try:
+            with opener.open(url, timeout=1.0) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    while loop.time() < deadline:
+        if child.poll() is not None:
+            return False
+        if await asyncio.to_thread(get):
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+class Telemetry:
+    def __init__(
+        self,
+        layout: DemoLayout,
+        *,
+        python: str,
+        log_level: str,
+        env: Mapping[str, str],
+        marker: str,
+        say: Callable[[str], None],
+    ) -> None:
+        self.layout = layout
+        self.python = python
+        self.log_level = log_level
+        self.env = env
+        self.marker = marker
+        self.say = say
+        self.mixer: Child | None = None
+        self.prometheus: Child | None = None
+
+    @property
+    def host(self) -> str:
+        return self.layout.control_address
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{self.host}:{MIXER_PORTS['dashboard']}/"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{self.host}:{PROMETHEUS_PORT}"
+
+    def urls(self) -> tuple[str, ...]:
+        found = []
+        if self.mixer is not None:
+            found.append(f"{self.dashboard_url}  (service graph and traces)")
+        if self.prometheus is not None:
+            found.append(f"{self.prometheus_url}/graph  (Prometheus)")
+        return tuple(found)
+
+    def children(self) -> list[Child]:
+        return [c for c in (self.mixer, self.prometheus) if c is not None]
+
+    async def start(self) -> None:
+        await self._start_mixer()
+        if self.mixer is not None:
+            await self._start_prometheus()
+
+    async def _start_mixer(self) -> None:
+        taken = busy([(self.host, port) for port in MIXER_PORTS.values()])
+        if taken:
+            self.say(f"  mixer not started: {taken[0][0]}:{taken[0][1]} is in use")
+            return
+        args = ["mixer", "--config-dir", str(self.layout.config_dir)]
+        args += ["--mesh-config", str(self.layout.mesh_file)]
+        for name, port in MIXER_PORTS.items():
+            args += [f"--{name}-address", f"{self.host}:{port}"]
+        if shutil.which("prometheus"):
+            args += ["--prometheus-url", self.prometheus_url]
+        argv = pymesh_argv(self.python, self.log_level, *args)
+        log = self.layout.log_file("mixer")
+        child = spawn("mixer", argv, env=self.env, log=log, marker=self.marker)
+        url = f"http://{self.host}:{MIXER_PORTS['metrics']}/ready"
+        if not await _ready(url, child, _READY_TIMEOUT):
+            self.say(f"  mixer did not start; the mesh runs without telemetry (see {log})")
+            await asyncio.to_thread(child.stop, 5.0)
+            return
+        self.mixer = child
+        self.say(f"  mixer ready: {self.dashboard_url}")
+
+    async def _start_prometheus(self) -> None:
+        binary = shutil.which("prometheus")
+        if binary is None:
+            self.say("  no Prometheus (install Debian's prometheus package to get one)")
+            return
+        if busy([(self.host, PROMETHEUS_PORT)]):
+            self.say(f"  Prometheus not started: {self.host}:{PROMETHEUS_PORT} is in use")
+            return
+        workdir = self.layout.run_dir / "prometheus"
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = workdir / "prometheus.yml"
+        config.write_text(yaml.safe_dump(prometheus_config(self.layout), sort_keys=False))
+        argv = [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address={self.host}:{PROMETHEUS_PORT}",
+            "--log.level=warn",
+        ]
+        log = self.layout.log_file("prometheus")
+        child = spawn("prometheus", argv, env=self.env, log=log, marker=self.marker)
+        if not await _ready(f"{self.prometheus_url}/-/ready", child, _READY_TIMEOUT):
+            self.say(f"  Prometheus did not start (see {log})")
+            await asyncio.to_thread(child.stop, 5.0)
+            return
+        self.prometheus = child
+        self.say(f"  Prometheus ready: {self.prometheus_url}")
+
+    async def stop(self) -> None:
+        for child in (self.prometheus, self.mixer):
+            if child is not None:
+                await asyncio.to_thread(child.stop, 5.0)
+        self.mixer = self.prometheus = None
+
+    def check(self) -> None:
+        """Notice a telemetry process that died (said once; the mesh goes on)."""
+        for attr in ("mixer", "prometheus"):
+            child = getattr(self, attr)
+            if child is not None and (code := child.poll()) is not None:
+                setattr(self, attr, None)
+                log: Path = self.layout.log_file(attr)
+                self.say(f"{attr} exited with status {code}; see {log}")
