@@ -121,6 +121,11 @@ class ReadFilterChain:
                 return
         self._deliver(data)
 
+    @property
+    def holding(self) -> bool:
+        """A filter holds bytes (an asynchronous check in flight)."""
+        return self._at >= 0
+
     # -- NetworkCallbacks ----------------------------------------------------------------------
     def dynamic_metadata(self, namespace: str) -> dict[str, object]:
         metadata = self._metadata

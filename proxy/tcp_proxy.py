@@ -120,6 +120,9 @@ class TcpProxyConnection(_Side):
         self._connection_id = connection_id
         # The network filters before this one (RBAC), when the chain has any.
         self._filters: ReadFilterChain | None = None
+        # The client's FIN, when it came before its bytes could go on (the upstream not yet
+        # connected, a network filter still holding them).
+        self._eof_pending = False
         self._config = config
         self._clusters = clusters
         self._loop = loop
@@ -163,6 +166,21 @@ class TcpProxyConnection(_Side):
     def _deliver(self, data: bytes) -> None:
         """What the network filters let through."""
         super().data_received(data)
+        self._forward_eof()
+
+    def eof_received(self) -> bool:
+        filters = self._filters
+        if self.peer is None or (filters is not None and filters.holding):
+            # Half-closed before its bytes could go on: the FIN follows them.
+            self._eof_pending = True
+            return True
+        return super().eof_received()
+
+    def _forward_eof(self) -> None:
+        filters = self._filters
+        if self._eof_pending and self.peer is not None and not (filters and filters.holding):
+            self._eof_pending = False
+            super().eof_received()
 
     def on_bytes(self, side: _Side, count: int) -> None:
         # One clock read per read: the idle timer is re-armed lazily when it fires.
@@ -214,7 +232,12 @@ class TcpProxyConnection(_Side):
             cluster.stats.upstream_cx_total.value += 1
             try:
                 await asyncio.wait_for(
-                    self._loop.create_connection(lambda: upstream, host.address, host.port),
+                    self._loop.create_connection(
+                        lambda: upstream,
+                        host.address,
+                        host.port,
+                        local_addr=cluster.model.source_address,
+                    ),
                     cluster.model.connect_timeout,
                 )
                 break
@@ -240,6 +263,7 @@ class TcpProxyConnection(_Side):
         for data in self.pending:
             upstream.transport.write(data)
         self.pending.clear()
+        self._forward_eof()
         self.transport.resume_reading()
         if self._config.idle_timeout:
             self._last_activity = self._loop.time()

@@ -306,7 +306,8 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         "outlier_detection cleanup_interval ring_hash_lb_config maglev_lb_config "
         "original_dst_lb_config least_request_lb_config common_lb_config transport_socket "
         "metadata upstream_connection_options close_connections_on_host_health_failure "
-        "ignore_health_on_host_removal",
+        "ignore_health_on_host_removal upstream_bind_config",
+        _CORE + "BindConfig": "source_address",
         _CLUSTER + "Cluster.EdsClusterConfig": "eds_config service_name",
         _CLUSTER + "Cluster.RingHashLbConfig": "minimum_ring_size hash_function maximum_ring_size",
         _CLUSTER + "Cluster.MaglevLbConfig": "table_size",
