@@ -82,6 +82,9 @@ class Target:
             return None
         if self.name == "pymesh" and (why := pymesh_proxy_missing()) is not None:
             raise TargetFailed(why)
+        # Fresh ports per start: a port free when the run began may be someone else's now.
+        self.listen = (HOST, free_port(HOST))
+        self.admin = (HOST, free_port(HOST))
         boot = router_bootstrap(self.listen, [(self.nginx.host, self.nginx.port)], admin=self.admin)
         cls = EnvoyProcess if self.name == "envoy" else PymeshProxyProcess
         self.starts += 1
@@ -136,7 +139,7 @@ def _sanity(target: Target, path: str, size: int) -> None:
 def measure(scenario: str, target: Target, rep: int, s: Settings, workdir: Path) -> report.Run:
     run = report.Run(scenario, target.name, rep)
     path, size = ("/1m", FILE_1M_SIZE) if scenario == "throughput" else ("/", len(BODY_100))
-    url = target.url(path)
+    url = ""  # known once the target is started (its ports are picked then)
 
     def load(seconds: float) -> loadgen.LoadResult:
         if scenario == "latency":
@@ -151,6 +154,7 @@ def measure(scenario: str, target: Target, rep: int, s: Settings, workdir: Path)
 
     try:
         pid = target.start()
+        url = target.url(path)
         _sanity(target, path, size)
         load(s.warmup)
         cpu0 = procstat.cpu_seconds(pid) if pid else 0.0

@@ -81,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     import uvloop
 
+    from proxy.transport.allocator import tune_allocator
+
+    tune_allocator()  # streamed bodies reuse heap buffers instead of a mmap per read
     try:
         rc: int = uvloop.run(
             _serve(

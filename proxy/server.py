@@ -11,6 +11,7 @@ import asyncio
 import random
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -28,8 +29,8 @@ from proxy.config.model import (
     TcpProxy,
 )
 from proxy.config.snapshot import ProxySnapshot, SnapshotHolder
-from proxy.config.translate import FilterRegistry, default_registry
-from proxy.http.filter import FilterContext, HttpFilter
+from proxy.filters import builtin_factory_for
+from proxy.http.filter import FilterContext, FilterFactory, HttpFilter
 from proxy.http.hcm import HcmRuntime
 from proxy.http.router import router_factory
 from proxy.http.util import DateCache
@@ -43,6 +44,9 @@ from proxy.transport.tls import SecretUnavailable, server_context
 from proxy.upstream.manager import ClusterManager
 from proxy.upstream.pool import Connector
 from pymesh.errors import ConfigError, UnsupportedError
+
+if TYPE_CHECKING:
+    from proxy.config.translate import FilterRegistry
 
 __all__ = ["ProxyServer"]
 
@@ -64,8 +68,10 @@ class ProxyServer:
         self.rng = rng or random.Random()
         self.clock: Callable[[], float] = loop.time
         self.stats = StatsStore()
-        # One registration per filter: translation (for xDS) and runtime factory.
-        self.registry = registry if registry is not None else default_registry()
+        # One registration per filter: translation (for xDS) and runtime factory. Without one,
+        # the built-in filters' factories are found by type URL, so that a proxy with a
+        # static bootstrap never imports the protos (see proxy.config.isolated).
+        self.registry = registry
         self.holder = SnapshotHolder(ProxySnapshot.from_bootstrap(bootstrap))
         self.cluster_manager = ClusterManager(
             loop=loop, stats=self.stats, rng=self.rng, clock=self.clock, connector=connector
@@ -219,11 +225,9 @@ class ProxyServer:
         for spec in model.http_filters:
             if spec.disabled:
                 continue
-            entry = self.registry.entry_for(spec.name, spec.type_url)
-            if entry is None or entry.factory is None:
-                raise UnsupportedError(f"HTTP filter {spec.name!r} has no pymesh implementation")
-            make = entry.factory(spec.config, context)
-            if entry.terminal:
+            factory, is_terminal = self._filter_factory(spec.name, spec.type_url)
+            make = factory(spec.config, context)
+            if is_terminal:
                 terminal = make
                 break  # Envoy refuses filters after the terminal one at config time
             factories.append(make)
@@ -249,6 +253,17 @@ class ProxyServer:
             date=self.date,
             buffer_limit=listener.per_connection_buffer_limit_bytes,
         )
+
+    def _filter_factory(self, name: str, type_url: str) -> tuple[FilterFactory, bool]:
+        if self.registry is not None:
+            entry = self.registry.entry_for(name, type_url)
+            if entry is not None and entry.factory is not None:
+                return entry.factory, entry.terminal
+        else:
+            factory = builtin_factory_for(name, type_url)
+            if factory is not None:
+                return factory, factory is router_factory
+        raise UnsupportedError(f"HTTP filter {name!r} has no pymesh implementation")
 
     def _writer(self, sink: str, path: str | None) -> LogWriter:
         key = path or sink

@@ -47,6 +47,7 @@ from proxy.config.snapshot import (
 )
 from proxy.config.translate import (
     FilterRegistry,
+    default_registry,
     translate_cluster,
     translate_cluster_load_assignment,
     translate_listener,
@@ -154,7 +155,7 @@ class XdsClient:
         self.bootstrap: Bootstrap = server.bootstrap
         self.target = ads_target(self.bootstrap)
         self.node = _node(self.bootstrap)
-        self.registry = registry or server.registry
+        self.registry = registry or server.registry or default_registry()
         self.backoff = backoff or Backoff(rng or random.Random())
         self.static = ProxySnapshot.from_bootstrap(self.bootstrap)
         dynamic = self.bootstrap.dynamic_resources

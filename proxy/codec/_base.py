@@ -98,8 +98,10 @@ class _Connection(Generic[_E]):
         "_error",
         "_events",
         "_expect",
-        "_field_bytes",
+        "_fed",
+        "_fed_end",
         "_fields",
+        "_head_start",
         "_held",
         "_ignore",
         "_in_message",
@@ -133,7 +135,10 @@ class _Connection(Generic[_E]):
         self._stall = 0
         self._closed = self._ignore = self._in_message = self._their_done = False
         self._fields: Headers = []
-        self._field_bytes = 0
+        # Bytes fed so far, and by the end of the current feed: a message head that began
+        # at or after ``_head_start`` cannot hold more field bytes than ``_fed_end`` minus it,
+        # so fields are only counted when that bound passes the limit.
+        self._fed = self._fed_end = self._head_start = 0
         self._content_length: int | None = None
         self._chunked = False
         self._expect: bytes | None = None
@@ -179,6 +184,7 @@ class _Connection(Generic[_E]):
         if self._ignore:
             return
         before = len(self._events)
+        self._fed_end = self._fed + len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -188,6 +194,7 @@ class _Connection(Generic[_E]):
                 return  # a callback raised _Stop
             self._die(exc)
             return
+        self._fed = self._fed_end
         if len(self._events) != before:
             self._stall = 0
         else:
@@ -219,6 +226,12 @@ class _Connection(Generic[_E]):
         elif cls is self._MESSAGE:
             self._current = event  # type: ignore[assignment]
         return event
+
+    def ends_next(self) -> bool:
+        """Whether the next event is the message's end (a caller about to pass on the last
+        body piece can then say so in the same call)."""
+        events = self._events
+        return bool(events) and events[0].__class__ is EndOfMessage and not self._their_done
 
     @property
     def paused(self) -> bool:
@@ -272,7 +285,6 @@ class _Connection(Generic[_E]):
         name = name.lower()
         value = value.rstrip(b" \t")  # llhttp strips leading OWS only
         self._fields.append((name, value))
-        self._field_bytes += len(name) + len(value)
         kind = _FRAMING_FIELDS.get(name)
         if kind is not None:
             self._framing_field(kind, value)
@@ -298,14 +310,19 @@ class _Connection(Generic[_E]):
         fields = self._fields
         if len(fields) > self._max_headers:
             raise self._reject(f"more than {self._max_headers} header fields", 431)
-        if self._field_bytes > self._max_header_bytes:
-            raise self._reject(f"header fields exceed {self._max_header_bytes} bytes", 431)
+        limit = self._max_header_bytes
+        if self._fed_end - self._head_start > limit and (
+            sum(len(name) + len(value) for name, value in fields) > limit
+        ):
+            raise self._reject(f"header fields exceed {limit} bytes", 431)
 
     def _on_body(self, body: bytes) -> None:
         self._emit(Data(body))
 
     def _end_message(self) -> None:
-        self._check_limits()  # the trailers'
+        if self._fields:
+            self._head_start = 0  # trailers are rare: bound them by all that was fed
+            self._check_limits()
         self._in_message = False
         self._emit(EndOfMessage(self._fields))
 

@@ -87,7 +87,7 @@ class ClientConnection(_Connection[ClientEvent]):
         self._until_eof = False
         self._reason = b""
         self._fields = []
-        self._field_bytes = 0
+        self._head_start = self._fed
         self._content_length = None
         self._chunked = False
 
@@ -103,7 +103,6 @@ class ClientConnection(_Connection[ClientEvent]):
         status: int = parser.get_status_code()
         fields = self._fields
         self._fields = []
-        self._field_bytes = 0
         if status < 200:
             if status < 100:
                 raise self._reject(f"invalid status code {status}", 502)

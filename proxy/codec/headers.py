@@ -21,6 +21,7 @@ __all__ = [
     "connection_tokens",
     "has_token",
     "serialise_fields",
+    "strip_fields",
     "strip_hop_by_hop",
     "validate_header_name",
     "validate_header_value",
@@ -65,10 +66,15 @@ def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes
 
 def strip_hop_by_hop(headers: Headers) -> Headers:
     """A new list without the hop-by-hop fields and without any field Connection names."""
+    return strip_fields(headers, HOP_BY_HOP)
+
+
+def strip_fields(headers: Headers, drop: frozenset[bytes]) -> Headers:
+    """A new list without the ``drop`` fields (a superset of :data:`HOP_BY_HOP`) and without
+    any field Connection names."""
     # Runs on every request and response: one comprehension in the common case. Only when a
     # Connection field names something beyond the fixed set ("close", a custom option) are
     # its tokens parsed; the usual "keep-alive" names a field that is already dropped.
-    drop = HOP_BY_HOP
     kept = [header for header in headers if header[0] not in drop]
     if len(kept) == len(headers):
         return kept  # no Connection field either

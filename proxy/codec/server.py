@@ -59,7 +59,7 @@ class ServerConnection(_Connection[ServerEvent]):
         self._in_message = True
         self._target = b""
         self._fields = []
-        self._field_bytes = 0
+        self._head_start = self._fed
         self._content_length = None
         self._chunked = False
         self._expect = None
@@ -104,7 +104,6 @@ class ServerConnection(_Connection[ServerEvent]):
                 # Envoy's codec drops an h2c upgrade and serves the request as HTTP/1.1.
                 upgrade = not any(n == b"upgrade" and v.lower() == b"h2c" for n, v in fields)
         self._fields = []
-        self._field_bytes = 0
         self._emit(
             Request(
                 method,

@@ -6,7 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["builtin_factories"]
+__all__ = ["BUILTIN_TYPE_URLS", "builtin_factories", "builtin_factory_for"]
+
+_T = "type.googleapis.com/envoy.extensions.filters.http."
+# The built-in filters' config type URLs, as strings: a proxy whose bootstrap was translated
+# elsewhere (proxy.config.isolated) finds their factories without importing a single proto
+# (tests/proxy/test_filters_registration.py checks these against the registry's entries).
+BUILTIN_TYPE_URLS = {
+    "envoy.filters.http.router": _T + "router.v3.Router",
+    "envoy.filters.http.fault": _T + "fault.v3.HTTPFault",
+    "envoy.filters.http.local_ratelimit": _T + "local_ratelimit.v3.LocalRateLimit",
+    "envoy.filters.http.cors": _T + "cors.v3.Cors",
+}
 
 
 def builtin_factories() -> dict[str, Any]:
@@ -36,3 +47,12 @@ def builtin_factories() -> dict[str, Any]:
         "envoy.filters.http.ext_authz": ext_authz.factory,
         "envoy.filters.network.ext_authz": network_ext_authz.network_factory,
     }
+
+
+def builtin_factory_for(name: str, type_url: str) -> Any | None:
+    """A built-in filter's factory by its config type URL, else by its name."""
+    factories = builtin_factories()
+    for filter_name, url in BUILTIN_TYPE_URLS.items():
+        if url == type_url:
+            return factories[filter_name]
+    return factories.get(name)

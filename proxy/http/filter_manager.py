@@ -171,6 +171,19 @@ class FilterManager:
             held.read_disabled = True
             self.read_disable(True)  # type: ignore[attr-defined]
 
+    def _take_buffer(self, held: _Held) -> tuple[bytes, bool]:
+        """What a direction buffered, as one piece, and whether it ends the message."""
+        buffer = held.buffer
+        assert buffer is not None
+        held.buffer = None
+        end = held.end
+        held.end = False
+        held.size = 0
+        if held.read_disabled:
+            held.read_disabled = False
+            self.read_disable(False)  # type: ignore[attr-defined]
+        return (buffer[0] if len(buffer) == 1 else b"".join(buffer)), end
+
     def _buffer_limit(self) -> int:
         raise NotImplementedError
 
@@ -186,18 +199,10 @@ class FilterManager:
 
     def _release_decode(self, held: _Held) -> None:
         """Push what waited (data, then trailers) past the filter that held it."""
-        buffer = held.buffer
-        if buffer is not None:
-            held.buffer = None
-            end = held.end
-            held.end = False
-            held.size = 0
-            if held.read_disabled:
-                held.read_disabled = False
-                self.read_disable(False)  # type: ignore[attr-defined]
-            data = buffer[0] if len(buffer) == 1 else b"".join(buffer)
+        if held.buffer is not None:
+            data, end = self._take_buffer(held)
             self._decode_data_from(held.buffer_at + 1, data, end)
-            if held.buffer is not None or held.next >= 0:
+            if held.next >= 0 or held.buffer is not None:
                 return  # stopped again
         trailers = held.trailers
         if trailers is not None:
@@ -295,15 +300,10 @@ class FilterManager:
         self.flush()  # type: ignore[attr-defined]
 
     def _release_encode(self, held: _Held) -> None:
-        buffer = held.buffer
-        if buffer is not None:
-            held.buffer = None
-            end = held.end
-            held.end = False
-            held.size = 0
-            data = buffer[0] if len(buffer) == 1 else b"".join(buffer)
+        if held.buffer is not None:
+            data, end = self._take_buffer(held)
             self._encode_data_from(held.buffer_at + 1, data, end)
-            if held.buffer is not None or held.next >= 0:
+            if held.next >= 0 or held.buffer is not None:
                 return
         trailers = held.trailers
         if trailers is not None:

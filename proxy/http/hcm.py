@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from proxy.codec.headers import HOP_BY_HOP
 from proxy.http.util import DateCache, RequestIdGenerator
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class HcmRuntime:
         "model",
         "request_headers_timeout",
         "request_id",
+        "response_drop",
         "rng",
         "runtime",
         "server_name",
@@ -83,6 +85,11 @@ class HcmRuntime:
         self.buffer_limit = buffer_limit
         self.server_name = model.server_name
         self.server_transformation = model.server_header_transformation.value
+        # Dropped from every response in one pass (see ActiveStream._write_headers).
+        drop = {*HOP_BY_HOP, b"date"}
+        if self.server_transformation == "OVERWRITE":
+            drop.add(b"server")
+        self.response_drop = frozenset(drop)
         self.generate_request_id = model.generate_request_id
         self.use_remote_address = model.use_remote_address
         self.skip_xff_append = model.skip_xff_append

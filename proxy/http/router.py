@@ -13,6 +13,7 @@ the plumbing. It sees its stream only through
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING
 
 import structlog
@@ -37,6 +38,7 @@ from proxy.http.headers import apply_header_options, get_header, remove_headers,
 from proxy.http.local_reply import ResponseFlag
 from proxy.http.mirror import ShadowRequest
 from proxy.http.request_head import has_envoy_headers
+from proxy.http.route_plan import RoutePlan, RoutePlans
 from proxy.http.upstream_request import UpstreamAttempt
 from proxy.routing.lb_hash import compute_hash, hash64
 from proxy.routing.matcher import pick_weighted_cluster
@@ -52,8 +54,6 @@ from proxy.routing.rewrite import redirect_location, rewrite_host, rewrite_path
 from proxy.upstream.interfaces import PoolFailure, ResetReason
 
 if TYPE_CHECKING:
-    from collections.abc import Set as AbstractSet
-
     from proxy.config.model_route import WeightedCluster
     from proxy.http.filter import DownstreamCallbacks, Headers
     from proxy.upstream.cluster import RuntimeCluster
@@ -70,12 +70,13 @@ _TAKEN = FilterDataStatus.STOP_ITERATION_NO_BUFFER
 class RouterShared:
     """The router's config for one connection manager, built once per snapshot."""
 
-    __slots__ = ("buffer_limit", "config", "rng")
+    __slots__ = ("buffer_limit", "config", "plans", "rng")
 
     def __init__(self, config: RouterConfig, context: FilterContext) -> None:
         self.config = config
         self.rng = context.rng
         self.buffer_limit = context.buffer_limit
+        self.plans = RoutePlans()
 
 
 def router_factory(config: object, context: FilterContext) -> Callable[[], HttpFilter]:
@@ -103,9 +104,11 @@ class Router(HttpFilter):
         "attempts",
         "cb",
         "cluster",
+        "excluded_hosts",
         "finished",
         "hash_key",
         "headers",
+        "host_selection_attempts",
         "method",
         "original_destination",
         "path",
@@ -123,6 +126,8 @@ class Router(HttpFilter):
         self.attempts = 0
         self.retry: RetryState | None = None
         self.hash_key: int | None = None
+        self.excluded_hosts: AbstractSet[object] | None = None
+        self.host_selection_attempts = 1
         self.request_ended = False
         self.response_started = False
         self.finished = False
@@ -139,19 +144,11 @@ class Router(HttpFilter):
         self._request_end_time: float | None = None
 
     # -- LbContext ------------------------------------------------------------------------
+    # hash_key, original_destination, excluded_hosts and host_selection_attempts are plain
+    # attributes (set before each pick): the balancer reads them without a call.
     @property
     def downstream_headers(self) -> Headers | None:
         return self.headers
-
-    @property
-    def excluded_hosts(self) -> AbstractSet[object] | None:
-        retry = self.retry
-        return retry.exclude if retry is not None else None
-
-    @property
-    def host_selection_attempts(self) -> int:
-        retry = self.retry
-        return retry.host_selection_attempts if retry is not None else 1
 
     # -- decoder hooks --------------------------------------------------------------------------
     def decode_headers(
@@ -251,14 +248,19 @@ class Router(HttpFilter):
         info.upstream_cluster = cluster.name
         cb.set_downstream_watermark_listener(self)
         controls = None
-        if has_envoy_headers(headers):
+        envoy_headers = has_envoy_headers(headers)
+        if envoy_headers:
             controls = parse_envoy_request_controls(headers)
             remove_headers(headers, ENVOY_REQUEST_CONTROL_HEADERS)
         headers = self.headers = cb.request_headers = strip_hop_by_hop(headers)
-        self._mutate_request(weighted)
-        policy = action.retry_policy
-        if policy is None and cb.vhost is not None:
-            policy = cb.vhost.retry_policy
+        route = self.route
+        assert route is not None
+        plan = shared.plans.get(route, action, cb.vhost, cb.route_config)
+        if plan.request_mutations or plan.rewrites_path or plan.rewrites_host or weighted:
+            self._mutate_request(plan, weighted)
+        if plan.attempt_count_header:
+            set_header(headers, b"x-envoy-attempt-count", b"1")
+        policy = plan.retry_policy
         expected: int | None
         if policy is None and controls is None:
             # Nothing to reconcile with the route's timeout, and no retries possible: what
@@ -280,7 +282,10 @@ class Router(HttpFilter):
             )
         if expected is not None and not shared.config.suppress_envoy_headers:
             self._expected_timeout_ms = expected
-            set_header(headers, b"x-envoy-expected-rq-timeout-ms", b"%d" % expected)
+            if envoy_headers:
+                set_header(headers, b"x-envoy-expected-rq-timeout-ms", b"%d" % expected)
+            else:  # no x-envoy-* header came in: nothing to replace
+                headers.append((b"x-envoy-expected-rq-timeout-ms", b"%d" % expected))
         if action.hash_policy and cluster.needs_hash:
             _, _, query = self.path.partition(b"?")
             self.hash_key = compute_hash(
@@ -316,43 +321,50 @@ class Router(HttpFilter):
         self._set_cookies.append(cookie)
         return value
 
-    def _mutate_request(self, weighted: WeightedCluster | None) -> None:
-        """Route, virtual host and route-config header mutations plus path/host rewrites."""
+    def _mutate_request(self, plan: RoutePlan, weighted: WeightedCluster | None) -> None:
+        """Path and host rewrites, then the weighted cluster's, route's, virtual host's and
+        route configuration's header mutations (only those the plan says exist)."""
         cb = self.cb
         route = self.route
         assert route is not None
         action = self.action
         headers = self.headers
-        vhost = cb.vhost
-        config = cb.route_config
         suppress = self.shared.config.suppress_envoy_headers
-        new_path = rewrite_path(route, self.path)
-        if new_path is not None and new_path != self.path:
-            if not suppress:
-                set_header(headers, b"x-envoy-original-path", self.path)
-            self.path = new_path
-        new_host = rewrite_host(action, headers, weighted_cluster=weighted)
-        if new_host is not None:
-            if not suppress:
-                set_header(headers, b"x-envoy-original-host", cb.authority)
-            set_header(headers, b"host", new_host)
-        for owner in (weighted, route, vhost, config):
-            if owner is None:
-                continue
-            remove = owner.request_headers_to_remove
+        if plan.rewrites_path:
+            new_path = rewrite_path(route, self.path)
+            if new_path is not None and new_path != self.path:
+                if not suppress:
+                    set_header(headers, b"x-envoy-original-path", self.path)
+                self.path = new_path
+        if plan.rewrites_host:
+            new_host = rewrite_host(action, headers, weighted_cluster=weighted)
+            if new_host is not None:
+                if not suppress:
+                    set_header(headers, b"x-envoy-original-host", cb.authority)
+                set_header(headers, b"host", new_host)
+        mutations = plan.request_mutations
+        if weighted is not None and (
+            weighted.request_headers_to_remove or weighted.request_headers_to_add
+        ):
+            mutations = (
+                (weighted.request_headers_to_remove, weighted.request_headers_to_add),
+                *mutations,
+            )
+        for remove, add in mutations:
             if remove:
                 remove_headers(headers, remove)
-            add = owner.request_headers_to_add
             if add:
                 apply_header_options(headers, add, cb.expand)
-        if vhost is not None and vhost.include_request_attempt_count:
-            set_header(headers, b"x-envoy-attempt-count", b"1")
 
     # -- attempts ---------------------------------------------------------------------------
     def _new_attempt(self) -> None:
         cluster = self.cluster
         assert cluster is not None
         cb = self.cb
+        retry = self.retry
+        if retry is not None:
+            self.excluded_hosts = retry.exclude
+            self.host_selection_attempts = retry.host_selection_attempts
         host = cluster.choose_host(self)
         if host is None:
             cluster.stats.upstream_cx_none_healthy.value += 1
@@ -369,7 +381,6 @@ class Router(HttpFilter):
                 set_header(self.headers, b"x-envoy-attempt-count", b"%d" % self.attempts)
             if self._expected_timeout_ms is not None:
                 self._update_expected_timeout()
-        retry = self.retry
         if retry is not None:
             retry.on_host_attempted(host)
         pool = cluster.pool_for(host)
@@ -539,7 +550,7 @@ class Router(HttpFilter):
         stats.upstream_rq_time.record(elapsed_ms)
         if retry is not None and retry.retry_succeeded:
             stats.upstream_rq_retry_success.value += 1
-        headers = strip_hop_by_hop(headers)
+        # Hop-by-hop fields are the stream's to drop, with Date and Server, in one pass.
         if status == 204:
             # No body, and no length either: Envoy drops a content-length a 204 carries.
             remove_headers(headers, (b"content-length",))
@@ -554,10 +565,11 @@ class Router(HttpFilter):
             headers.extend((b"set-cookie", cookie) for cookie in self._set_cookies)
         cb.encode_headers(status, headers, False)
 
-    def on_attempt_end(self, attempt: UpstreamAttempt) -> None:
-        attempt.cancel_timer()
+    def on_attempt_end(self, attempt: UpstreamAttempt, last: bytes = b"") -> None:
+        if attempt.per_try_handle is not None:
+            attempt.cancel_timer()
         self.attempt = None
-        self.cb.encode_data(b"", True)
+        self.cb.encode_data(last, True)
 
     def on_attempt_failure(self, attempt: UpstreamAttempt, kind: str, reason: ResetReason) -> None:
         """A try failed before a usable response: ``kind`` is connect_failure / reset /

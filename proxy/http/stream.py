@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from proxy.access_log import compile_format, render_format
 from proxy.codec import Request
+from proxy.codec.headers import strip_fields
 from proxy.config.model_route import RouteAction, RouteActionType
 from proxy.http.filter_manager import FilterManager
 from proxy.http.headers import apply_header_options, get_header, remove_headers, set_header
@@ -25,12 +26,14 @@ from proxy.http.stream_info import StreamInfo
 if TYPE_CHECKING:
     from proxy.config.model_route import Route, RouteConfiguration, VirtualHost
     from proxy.http.codec_api import StreamEncoder
-    from proxy.http.filter import Headers, Timers, WatermarkListener
+    from proxy.http.filter import Headers, HttpFilter, Timers, WatermarkListener
     from proxy.http.hcm import HcmRuntime
     from proxy.runtime import RuntimeSnapshot
     from proxy.stats import Counter
 
 __all__ = ["ActiveStream"]
+
+_NONE: list[HttpFilter] = []  # never appended to: a finished stream's filter lists
 
 
 class ActiveStream(FilterManager):
@@ -310,16 +313,18 @@ class ActiveStream(FilterManager):
         """The response head leaves the filters: route mutations, Server and Date, codec."""
         self.last_activity = self.timers.time()
         hcm = self.hcm
+        # One pass drops the hop-by-hop fields, Date (the proxy's clock replaces it, as Envoy's
+        # date provider does) and, when overwriting, Server.
+        headers = strip_fields(headers, hcm.response_drop)
         route = self.route
         if route is not None:
             self._mutate_response_headers(headers, route)
         transformation = hcm.server_transformation
-        if transformation == "OVERWRITE":
-            set_header(headers, b"server", hcm.server_name)
-        elif transformation == "APPEND_IF_ABSENT" and get_header(headers, b"server") is None:
+        if transformation == "OVERWRITE" or (
+            transformation == "APPEND_IF_ABSENT" and get_header(headers, b"server") is None
+        ):
             headers.append((b"server", hcm.server_name))
-        # Like Envoy's date provider: the proxy's clock replaces any upstream Date.
-        set_header(headers, b"date", hcm.date())
+        headers.append((b"date", hcm.date()))
         self.stream_info.response_code = status
         self.response_headers = headers
         self.response_started = True
@@ -328,20 +333,20 @@ class ActiveStream(FilterManager):
             self._finish()
 
     def _mutate_response_headers(self, headers: Headers, route: Route) -> None:
-        expand = self.expand
         for owner in (route, self.vhost, self.route_config):
             if owner is None:
                 continue
             if owner.response_headers_to_remove:
                 remove_headers(headers, owner.response_headers_to_remove)
             if owner.response_headers_to_add:
-                apply_header_options(headers, owner.response_headers_to_add, expand)
+                apply_header_options(headers, owner.response_headers_to_add, self.expand)
 
     def _write_data(self, data: bytes, end_stream: bool) -> None:
         if self.done:
             return
-        self.last_activity = self.timers.time()
         if data and not self.is_head:
+            if not end_stream:  # the end needs no idle tracking: the stream is over
+                self.last_activity = self.timers.time()
             # bytes_sent counts body bytes only, as Envoy's %BYTES_SENT%.
             self.stream_info.bytes_sent += len(data)
             self.encoder.encode_data(data, end_stream)
@@ -437,6 +442,12 @@ class ActiveStream(FilterManager):
         if hcm.access_loggers:
             for logger in hcm.access_loggers:
                 logger.log(info, self.request_headers, self.response_headers)
+        # The filters (the router among them) point back at the stream: let go of them so
+        # the exchange is freed by reference counting, not left to the cyclic collector.
+        self._d_aborted = True
+        self._filters = self._decoders = self._encoders = _NONE
+        self._d_held = self._e_held = None
+        self._watermark_listener = None
         disables = self._read_disables
         if disables:
             self._read_disables = 0

@@ -67,7 +67,8 @@ class UpstreamAttempt:
         self.stats.upstream_rq_total.value += 1
         self.stats.upstream_rq_active.value += 1
         router.cb.stream_info.upstream_local_address = local_address
-        self.hold_downstream(False)  # the body that waited for this connection may flow
+        if self._held_downstream:
+            self.hold_downstream(False)  # the body that waited for this connection may flow
         router.write_request(self)
         router.on_attempt_ready(self)
 
@@ -87,9 +88,7 @@ class UpstreamAttempt:
     def on_upstream_data(self, data: bytes, end_stream: bool) -> None:
         if end_stream:
             self.finish()
-            if data:
-                self.router.cb.encode_data(data, False)
-            self.router.on_attempt_end(self)
+            self.router.on_attempt_end(self, data)
         else:
             self.router.cb.encode_data(data, False)
 

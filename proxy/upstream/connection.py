@@ -93,6 +93,12 @@ class UpstreamConnection(asyncio.Protocol):
                 event = codec.next_event()
                 kind = type(event)
                 if kind is Data:
+                    if codec.ends_next():
+                        # The last piece and the end in one call (HTTP/1.1 trailers dropped).
+                        codec.next_event()
+                        self._finish_exchange(cb, event.data)  # type: ignore[union-attr]
+                        cb.on_upstream_batch_end()
+                        return
                     cb.on_upstream_data(event.data, False)  # type: ignore[union-attr]
                 elif kind is Response:
                     self._mid_response = True
@@ -226,7 +232,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self.transport.abort()
 
     # -- internals ----------------------------------------------------------------------------
-    def _finish_exchange(self, cb: UpstreamCallbacks) -> None:
+    def _finish_exchange(self, cb: UpstreamCallbacks, last: bytes = b"") -> None:
         self.callbacks = None
         self._mid_response = False
         if self._flow is not None:
@@ -239,7 +245,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.pool.release(self)
         else:
             self.close()
-        cb.on_upstream_data(b"", True)
+        cb.on_upstream_data(last, True)
 
     def _reset(self, reason: ResetReason) -> None:
         cb, self.callbacks = self.callbacks, None

@@ -85,7 +85,7 @@ def test_two_streams_at_once_with_trailers() -> None:
     up_b.data_received(b"HTTP/1.1 201 Created\r\ncontent-length: 1\r\n\r\nB")
     up_a.data_received(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nA")
     assert second.frames[0][0] == "headers" and second.frames[0][1][0] == 201
-    assert ("data", (b"B", False)) in second.frames and second.completed
+    assert ("data", (b"B", True)) in second.frames and second.completed
     assert first.frames[0][1][0] == 200 and first.completed
     assert a.stream_info.protocol == b"HTTP/2" and b.stream_info.response_code == 201
 
