@@ -11,7 +11,7 @@ import asyncio
 import random
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import structlog
 
@@ -174,9 +174,7 @@ class ProxyServer:
         raise UnsupportedError(f"listener {listener.name}: a filter chain with no terminal filter")
 
     def _read_filter(self, listener: Listener, nf: NetworkFilter) -> ReadFilterFactory:
-        entry = self.registry.entry_for(nf.name, nf.type_url)
-        if entry is None or entry.factory is None or not entry.network:
-            raise UnsupportedError(f"network filter {nf.name!r} has no pymesh implementation")
+        factory = self._network_factory(nf.name, nf.type_url)
         context = FilterContext(
             loop=self.loop,
             rng=self.rng,
@@ -187,8 +185,17 @@ class ProxyServer:
             clusters=self.cluster_manager,
             local_cluster=self.bootstrap.node.cluster,
         )
-        make: ReadFilterFactory = entry.factory(nf.config, context)
+        make: ReadFilterFactory = factory(nf.config, context)
         return make
+
+    def _network_factory(self, name: str, type_url: str) -> Callable[..., ReadFilterFactory]:
+        if self.registry is not None:
+            entry = self.registry.entry_for(name, type_url)
+            if entry is not None and entry.factory is not None and entry.network:
+                return cast("Callable[..., ReadFilterFactory]", entry.factory)
+        elif (factory := builtin_factory_for(name, type_url, network=True)) is not None:
+            return cast("Callable[..., ReadFilterFactory]", factory)
+        raise UnsupportedError(f"network filter {name!r} has no pymesh implementation")
 
     def _tcp_factory(
         self, config: TcpProxy, read_filters: tuple[ReadFilterFactory, ...]

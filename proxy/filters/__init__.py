@@ -9,6 +9,7 @@ from typing import Any
 __all__ = ["BUILTIN_TYPE_URLS", "builtin_factories", "builtin_factory_for"]
 
 _T = "type.googleapis.com/envoy.extensions.filters.http."
+_N = "type.googleapis.com/envoy.extensions.filters.network."
 # The built-in filters' config type URLs, as strings: a proxy whose bootstrap was translated
 # elsewhere (proxy.config.isolated) finds their factories without importing a single proto
 # (tests/proxy/test_filters_registration.py checks these against the registry's entries).
@@ -17,6 +18,11 @@ BUILTIN_TYPE_URLS = {
     "envoy.filters.http.fault": _T + "fault.v3.HTTPFault",
     "envoy.filters.http.local_ratelimit": _T + "local_ratelimit.v3.LocalRateLimit",
     "envoy.filters.http.cors": _T + "cors.v3.Cors",
+    "envoy.filters.http.rbac": _T + "rbac.v3.RBAC",
+    "envoy.filters.http.jwt_authn": _T + "jwt_authn.v3.JwtAuthentication",
+    "envoy.filters.http.ext_authz": _T + "ext_authz.v3.ExtAuthz",
+    "envoy.filters.network.rbac": _N + "rbac.v3.RBAC",
+    "envoy.filters.network.ext_authz": _N + "ext_authz.v3.ExtAuthz",
 }
 
 
@@ -49,10 +55,11 @@ def builtin_factories() -> dict[str, Any]:
     }
 
 
-def builtin_factory_for(name: str, type_url: str) -> Any | None:
-    """A built-in filter's factory by its config type URL, else by its name."""
+def builtin_factory_for(name: str, type_url: str, *, network: bool = False) -> Any | None:
+    """A built-in HTTP filter's factory (a network read filter's with ``network``) by its
+    config type URL, else by its name."""
     factories = builtin_factories()
-    for filter_name, url in BUILTIN_TYPE_URLS.items():
-        if url == type_url:
-            return factories[filter_name]
-    return factories.get(name)
+    found = next((n for n, url in BUILTIN_TYPE_URLS.items() if url == type_url), name)
+    if found.startswith("envoy.filters.network.") != network:
+        return None
+    return factories.get(found)

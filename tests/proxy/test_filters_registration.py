@@ -16,8 +16,12 @@ def test_builtin_type_urls_are_the_registrations() -> None:
         entry = registry.by_name[name]
         assert entry.type_url == url
         assert entry.factory is factories[name]
-        assert builtin_factory_for("any-name", url) is factories[name]
-        assert builtin_factory_for(name, "") is factories[name]
+        network = name.startswith("envoy.filters.network.")
+        assert entry.network == network
+        assert builtin_factory_for("any-name", url, network=network) is factories[name]
+        assert builtin_factory_for(name, "", network=network) is factories[name]
+        # A network read filter is no HTTP filter, nor the other way round.
+        assert builtin_factory_for(name, url, network=not network) is None
     assert builtin_factory_for("example.unknown", "type.googleapis.com/x.Y") is None
 
 
