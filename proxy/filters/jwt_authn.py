@@ -34,7 +34,7 @@ from proxy.http.filter import (
 )
 from proxy.http.headers import get_header
 from proxy.security.jwks import JwksCache, RemoteJwks
-from proxy.security.jwt import JwtStatus
+from proxy.security.jwt import JwtStatus, TokenMemo
 from proxy.security.jwt_authn import (
     JwtProvider,
     Requirement,
@@ -129,7 +129,8 @@ class _Fetcher:
 
 
 class _Shared:
-    """One filter config: its providers' JWKS caches and fetchers, and the stats."""
+    """One filter config: its providers' JWKS caches and fetchers, its memo of token checks,
+    and the stats."""
 
     def __init__(
         self, config: JwtAuthnConfig, context: FilterContext, wall: Callable[[], float]
@@ -140,6 +141,7 @@ class _Shared:
         self.caches = {
             name: JwksCache(p.remote, p.local_jwks) for name, p in config.providers.items()
         }
+        self.memo = TokenMemo()
         self.fetchers = {
             name: _Fetcher(p.remote, self.caches[name], self)
             for name, p in config.providers.items()
@@ -212,6 +214,7 @@ class JwtAuthnFilter(HttpFilter):
             shared.context.clock(),
             shared.by_issuer,
             shared.caches,
+            shared.memo,
         )
         self._verification = verify(requirement, self._ctx)
         return self._advance()

@@ -33,6 +33,7 @@ __all__ = [
     "JwksError",
     "Jwt",
     "JwtStatus",
+    "TokenMemo",
     "audiences_allowed",
     "check_time",
     "parse_jwks",
@@ -297,3 +298,43 @@ def verify_signature(token: Jwt, jwks: Jwks) -> JwtStatus:
         except (PyJWTError, ValueError, TypeError):
             continue
     return JwtStatus.VERIFICATION_FAIL if tried else JwtStatus.JWKS_KID_ALG_MISMATCH
+
+
+class TokenMemo:
+    """The pure parts of a token's check, remembered: how it parses, and its signature's
+    verdict against one key set. A client sends the same token with every request, and
+    decoding and an RSA or EC verification are most of what a check costs; the checks
+    that depend on the request or the clock (issuer, ``exp`` / ``nbf``, audiences) still run
+    every time, in Envoy's order. This is not Envoy's ``jwt_cache_config`` (which skips those
+    too): verdicts are exactly those of checking anew. New keys (a JWKS refresh) are a new
+    ``Jwks``, so verdicts against the old ones are not reused. Bounded: once ``limit``
+    tokens are held it starts over, so a stream of distinct tokens costs what no memo costs.
+    """
+
+    __slots__ = ("_limit", "_parsed", "_signatures")
+
+    def __init__(self, limit: int = 256) -> None:
+        self._limit = limit
+        self._parsed: dict[str, Jwt | JwtStatus] = {}
+        self._signatures: dict[str, tuple[Jwks, JwtStatus]] = {}
+
+    def __len__(self) -> int:
+        return max(len(self._parsed), len(self._signatures))
+
+    def parse(self, token: str) -> Jwt | JwtStatus:
+        parsed = self._parsed.get(token)
+        if parsed is None:
+            if len(self._parsed) >= self._limit:
+                self._parsed.clear()
+            parsed = self._parsed[token] = parse_jwt(token)
+        return parsed
+
+    def verify_signature(self, token: Jwt, jwks: Jwks) -> JwtStatus:
+        seen = self._signatures.get(token.token)
+        if seen is not None and seen[0] is jwks:
+            return seen[1]
+        status = verify_signature(token, jwks)
+        if len(self._signatures) >= self._limit:
+            self._signatures.clear()
+        self._signatures[token.token] = (jwks, status)
+        return status

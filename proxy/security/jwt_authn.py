@@ -28,10 +28,9 @@ from proxy.security.jwt import (
     Jwks,
     Jwt,
     JwtStatus,
+    TokenMemo,
     audiences_allowed,
     check_time,
-    parse_jwt,
-    verify_signature,
 )
 from proxy.security.jwt_extract import Extractor, Locations, Token
 
@@ -117,7 +116,8 @@ Requirement = (
 class VerifyContext:
     """One request's verification: its headers (edited in place), the wall clock (``now``,
     for ``exp`` / ``nbf``) and the monotonic one (``mono``, for the JWKS caches), the
-    providers by issuer (for ``allow_missing``), the JWKS caches and what was learnt."""
+    providers by issuer (for ``allow_missing``), the JWKS caches, the filter's memo of
+    token checks and what was learnt."""
 
     __slots__ = (
         "by_issuer",
@@ -127,6 +127,7 @@ class VerifyContext:
         "extracted",
         "fetch_failed",
         "headers",
+        "memo",
         "mono",
         "now",
         "path",
@@ -141,8 +142,10 @@ class VerifyContext:
         mono: float,
         by_issuer: Callable[[str], JwtProvider | None],
         caches: Mapping[str, JwksCache],
+        memo: TokenMemo | None = None,
     ) -> None:
         self.caches = caches
+        self.memo = memo if memo is not None else TokenMemo()
         self.headers = headers
         self.path = path
         self.now = now
@@ -242,8 +245,8 @@ def _verify_token(
     audiences: tuple[str, ...] | None,
 ) -> Verification:
     if provider is not None:
-        ctx.cache_misses += 1  # no JWT cache: every token is parsed and checked
-    jwt = parse_jwt(token.value)
+        ctx.cache_misses += 1  # no JWT cache (jwt_cache_config): every token is checked
+    jwt = ctx.memo.parse(token.value)
     if not isinstance(jwt, Jwt):
         return jwt
     if not token.issuers.allows(jwt.iss):
@@ -266,7 +269,7 @@ def _verify_token(
             ctx.fetch_failed.add(found.name)
     if keys is None:
         return JwtStatus.JWKS_NO_VALID_KEYS if cache.remote is None else JwtStatus.JWKS_FETCH_FAIL
-    status = verify_signature(jwt, keys)
+    status = ctx.memo.verify_signature(jwt, keys)
     if status is JwtStatus.OK:
         _accept(ctx, token, jwt, found)
     return status

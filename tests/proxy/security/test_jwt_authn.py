@@ -3,13 +3,14 @@ error wins, what a verified token changes in the request, and the pause for a JW
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from proxy.http.query import edit_query
 from proxy.security.jwks import JwksCache, RemoteJwks
-from proxy.security.jwt import JwtStatus, parse_jwks
+from proxy.security.jwt import JwtStatus, TokenMemo, parse_jwks
 from proxy.security.jwt_authn import (
     AllowMissing,
     AllowMissingOrFailed,
@@ -158,3 +159,42 @@ def test_query_edits_as_envoy_writes_them() -> None:
     assert edit_query(b"/p?a=%2F+x&t=1", to_remove=("t",)) == b"/p?a=/+x"
     assert edit_query(b"/p?a=%20", to_set=(("k", "v"),)) == b"/p?a=%20&k=v"
     assert edit_query(b"/p?t=1", to_remove=("t",)) == b"/p"
+
+
+def _verify_at(
+    now: float, token: str, memo: TokenMemo, keys: str | None = None
+) -> tuple[JwtStatus, VerifyContext]:
+    jwks = parse_jwks(keys) if keys is not None else PA.local_jwks
+    caches = {"a": JwksCache(local=jwks)}
+    bearer = (b"authorization", f"Bearer {token}".encode())
+    ctx = VerifyContext([bearer], b"/", now, 0.0, {"iss-a": PA}.get, caches, memo)
+    run = verify(_a(), ctx)
+    with pytest.raises(StopIteration) as done:
+        next(run)
+    return done.value.value, ctx
+
+
+def test_a_remembered_token_is_still_checked_against_the_clock_and_the_keys() -> None:
+    """The memo spares decoding and the signature, never a verdict: the same token expires,
+    fails against other keys, and a tampered copy fails, as checked afresh."""
+    memo = TokenMemo()
+    token = _tok(exp=NOW + 60)
+    for _ in range(2):
+        status, ctx = _verify_at(NOW, token, memo)
+        assert status is JwtStatus.OK
+        assert ctx.extracted is not None and ctx.extracted["payload"]["sub"] == "alice"
+    assert _verify_at(NOW + 61 + 60, token, memo)[0] is JwtStatus.EXPIRED
+    other = jwks_json(replace(KEYS["RS256"], private=make_keys()["RS256"].private))
+    assert _verify_at(NOW, token, memo, other)[0] is JwtStatus.VERIFICATION_FAIL
+    assert _verify_at(NOW, token, memo)[0] is JwtStatus.OK
+    assert _verify_at(NOW, tamper(token), memo)[0] is JwtStatus.VERIFICATION_FAIL
+    assert _verify_at(NOW, "a.b", memo)[0] is JwtStatus.BAD_FORMAT
+
+
+def test_the_memo_is_bounded() -> None:
+    memo = TokenMemo(limit=4)
+    tokens = [_tok(jti=str(i)) for i in range(10)]
+    for token in tokens:
+        assert _verify_at(NOW, token, memo)[0] is JwtStatus.OK
+    assert len(memo) <= 4
+    assert _verify_at(NOW, tokens[0], memo)[0] is JwtStatus.OK
