@@ -175,6 +175,40 @@ def test_authz_http_deny_all_then_productpage_viewer(demo: Demo, rules: Apply) -
     assert from_sleep.http_code == 403  # productpage-viewer allows GET only
 
 
+# -- the README's walk-through: deny all, then allow by principal ----------------------------
+
+RULES = Path(__file__).resolve().parents[2] / "pymesh/samples/bookinfo/rules"
+
+
+def test_readme_deny_all_then_allow_by_principal(demo: Demo, rules: Apply) -> None:
+    """The README's steps with the rules pymesh ships: deny-all refuses the page; with
+    productpage-reader only the reader's token opens it (none: 403, a bad one: 401); the
+    viewers' principals open details and reviews exactly when ``pymesh explain`` says the
+    call from productpage carries productpage's identity (mesh mTLS), and explain names the
+    policy that decided."""
+    rules(RULES / "deny-all.yaml")
+    assert (demo.product_page().status, demo.product_page().body) == (403, DENIED)
+    rules(RULES / "productpage-reader.yaml")
+    token = (RULES / "reader.jwt").read_text().strip()
+    page = f"{demo.gateway}/productpage"
+    assert (demo.get(page).status, demo.get(page).body) == (403, DENIED)
+    bad = demo.get(page, {"Authorization": f"Bearer {token[:-4]}AAAA"})
+    assert (bad.status, bad.body) == (401, "Jwt verification fails")
+    read = demo.get(page, {"Authorization": f"Bearer {token}"})
+    assert read.status == 200 and PAGE_TITLE in read.body and DETAILS_ERROR in read.body
+    rules(RULES / "bookinfo-viewers.yaml")
+    read = demo.get(page, {"Authorization": f"Bearer {token}"})
+    assert read.status == 200 and PAGE_TITLE in read.body
+    said = demo.pymesh("explain", "productpage-v1", "http://details:9080/details/0").stdout
+    verdict = next(ln for ln in said.splitlines() if ln.startswith("authorization"))
+    if "plaintext" in verdict:  # the demo's sidecars speak no mesh mTLS: no principal
+        assert "denied (403 RBAC: access denied)" in verdict
+        assert DETAILS_ERROR in read.body and REVIEWS_ERROR in read.body
+    else:
+        assert "allowed by ns[default]-policy[details-viewer]-rule[0]" in verdict
+        assert DETAILS_ERROR not in read.body and REVIEWS_ERROR not in read.body
+
+
 # -- authz-deny ------------------------------------------------------------------------------
 
 
