@@ -4,6 +4,7 @@ translation, per-route config, factory) is a :class:`~proxy.config.translate.Fil
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __all__ = ["BUILTIN_TYPE_URLS", "builtin_factories", "builtin_factory_for"]
@@ -26,40 +27,37 @@ BUILTIN_TYPE_URLS = {
 }
 
 
+# Where each built-in filter's runtime factory lives. Modules are imported when a filter is
+# first used, so a proxy pays (in memory and start-up) only for the filters it runs: the
+# security filters alone bring in JWT and crypto libraries worth ~16 MB.
+_FACTORIES = {
+    "envoy.filters.http.router": ("proxy.http.router", "router_factory"),
+    "envoy.filters.http.fault": ("proxy.filters.fault", "factory"),
+    "envoy.filters.http.local_ratelimit": ("proxy.filters.local_ratelimit", "factory"),
+    "envoy.filters.http.cors": ("proxy.filters.cors", "factory"),
+    "envoy.filters.http.ratelimit": ("proxy.filters.ratelimit", "factory"),
+    "envoy.filters.http.rbac": ("proxy.filters.rbac", "factory"),
+    "envoy.filters.network.rbac": ("proxy.filters.network_rbac", "network_factory"),
+    "envoy.filters.http.jwt_authn": ("proxy.filters.jwt_authn", "factory"),
+    "envoy.filters.http.ext_authz": ("proxy.filters.ext_authz", "factory"),
+    "envoy.filters.network.ext_authz": ("proxy.filters.network_ext_authz", "network_factory"),
+}
+
+
+def _load(name: str) -> Any:
+    module, attr = _FACTORIES[name]
+    return getattr(importlib.import_module(module), attr)
+
+
 def builtin_factories() -> dict[str, Any]:
     """The runtime factories of the filters pymesh implements, by Envoy's names."""
-    from proxy.filters import (
-        cors,
-        ext_authz,
-        fault,
-        jwt_authn,
-        local_ratelimit,
-        network_ext_authz,
-        network_rbac,
-        ratelimit,
-        rbac,
-    )
-    from proxy.http.router import router_factory
-
-    return {
-        "envoy.filters.http.router": router_factory,
-        "envoy.filters.http.fault": fault.factory,
-        "envoy.filters.http.local_ratelimit": local_ratelimit.factory,
-        "envoy.filters.http.cors": cors.factory,
-        "envoy.filters.http.ratelimit": ratelimit.factory,
-        "envoy.filters.http.rbac": rbac.factory,
-        "envoy.filters.network.rbac": network_rbac.network_factory,
-        "envoy.filters.http.jwt_authn": jwt_authn.factory,
-        "envoy.filters.http.ext_authz": ext_authz.factory,
-        "envoy.filters.network.ext_authz": network_ext_authz.network_factory,
-    }
+    return {name: _load(name) for name in _FACTORIES}
 
 
 def builtin_factory_for(name: str, type_url: str, *, network: bool = False) -> Any | None:
     """A built-in HTTP filter's factory (a network read filter's with ``network``) by its
     config type URL, else by its name."""
-    factories = builtin_factories()
     found = next((n for n, url in BUILTIN_TYPE_URLS.items() if url == type_url), name)
-    if found.startswith("envoy.filters.network.") != network:
+    if found not in _FACTORIES or found.startswith("envoy.filters.network.") != network:
         return None
-    return factories.get(found)
+    return _load(found)

@@ -37,3 +37,22 @@ def test_the_running_proxy_never_imports_the_protos() -> None:
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a_filter_s_module_is_loaded_when_it_is_used() -> None:
+    """A proxy that runs no security filter never loads them nor their JWT and crypto
+    libraries (~16 MB of resident memory)."""
+    code = (
+        "import sys\n"
+        "import proxy.server, proxy.sidecar\n"
+        "from proxy.filters import builtin_factory_for\n"
+        "for name in ('router', 'fault', 'cors', 'local_ratelimit'):\n"
+        "    assert builtin_factory_for('envoy.filters.http.' + name, '') is not None\n"
+        "heavy = ('proxy.filters.rbac', 'proxy.filters.jwt_authn', 'proxy.filters.ext_authz',\n"
+        "         'proxy.security.jwt', 'proxy.security.rbac', 'jwt', 'grpc')\n"
+        "loaded = [m for m in sys.modules if m.startswith(heavy)]\n"
+        "assert not loaded, loaded\n"
+        "assert builtin_factory_for('envoy.filters.http.jwt_authn', '') is not None\n"
+        "assert 'proxy.filters.jwt_authn' in sys.modules and 'jwt' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
