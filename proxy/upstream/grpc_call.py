@@ -1,4 +1,5 @@
-"""Unary gRPC calls of the proxy's own (an external authorizer's ``Check``), to a host a
+"""Unary gRPC calls of the proxy's own (an external authorizer's ``Check``, a rate limit
+service's ``ShouldRateLimit``), to a host a
 cluster picks: grpcio's asyncio channel, one per host address, kept for the life of the
 filter config that made it. A call never outlives its timeout and is cancelled with the
 stream that made it; its outcome (the response, or why there is none) goes to a callback.
@@ -66,15 +67,23 @@ class GrpcUnary:
         self._deserialize = deserialize
         self._authority = authority
         self._stubs: dict[str, Any] = {}
+        self._channels: list[Any] = []
 
     def call(self, target: str, request: Any, timeout: float | None, done: Done) -> GrpcCall:
         stub = self._stubs.get(target)
         if stub is None:
             options = [("grpc.default_authority", self._authority)] if self._authority else []
             channel = grpc.aio.insecure_channel(target, options=options)
+            self._channels.append(channel)
             stub = self._stubs[target] = channel.unary_unary(
                 self._method,
                 request_serializer=self._serialize,
                 response_deserializer=self._deserialize,
             )
         return GrpcCall(stub(request, timeout=timeout), done)
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+        self._channels.clear()
+        self._stubs.clear()
