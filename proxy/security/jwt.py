@@ -305,10 +305,11 @@ class TokenMemo:
     verdict against one key set. A client sends the same token with every request, and
     decoding and an RSA or EC verification are most of what a check costs; the checks
     that depend on the request or the clock (issuer, ``exp`` / ``nbf``, audiences) still run
-    every time, in Envoy's order. This is not Envoy's ``jwt_cache_config`` (which skips those
-    too): verdicts are exactly those of checking anew. New keys (a JWKS refresh) are a new
-    ``Jwks``, so verdicts against the old ones are not reused. Bounded: once ``limit``
-    tokens are held it starts over, so a stream of distinct tokens costs what no memo costs.
+    every time, in Envoy's order. Verdicts and stats are exactly those of checking anew (this
+    is not Envoy's opt-in ``jwt_cache_config``, which pymesh does not take). New keys (a JWKS
+    refresh) are a new ``Jwks``, so verdicts against the old ones are not reused. Bounded:
+    once ``limit`` tokens are held it starts over, so a stream of distinct tokens costs what
+    no memo costs.
     """
 
     __slots__ = ("_limit", "_parsed", "_signatures")
