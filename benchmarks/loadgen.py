@@ -15,6 +15,8 @@ import json
 import shutil
 import subprocess
 import sys
+import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,11 +98,16 @@ def run_wrk(
     workdir: Path,
     threads: int = 1,
     cpus: str | None = "0",
+    headers: Mapping[str, str] | None = None,
 ) -> LoadResult:
-    """``wrk -t1 -cN -dS`` against ``url``."""
-    script = workdir / "report.lua"
+    """``wrk -t1 -cN -dS`` against ``url``, every request with ``headers`` added."""
+    lua = "".join(
+        f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in (headers or {}).items()
+    )
+    lua += _WRK_LUA
+    script = workdir / f"report-{zlib.crc32(lua.encode()):08x}.lua"
     if not script.exists():
-        script.write_text(_WRK_LUA)
+        script.write_text(lua)
     argv = [*_pin(cpus), "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s"]
     argv += ["--timeout", "5s", "-s", str(script), url]
     out = _run(argv, timeout=seconds + 30)

@@ -84,6 +84,39 @@ def _header(arg: str, response: bool) -> Operator:
     return render
 
 
+def _metadata_text(value: object) -> str:
+    """A metadata value as Envoy prints one: strings bare, the rest as compact JSON with
+    integral numbers without a fraction (protobuf ``Value`` numbers are doubles)."""
+    if isinstance(value, str):
+        return value
+
+    def plain(v: object) -> object:
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        return v
+
+    return json.dumps(plain(value), separators=(",", ":"), sort_keys=True)
+
+
+def _dynamic_metadata(arg: str) -> Operator:
+    """``%DYNAMIC_METADATA(NAMESPACE:KEY:...)%``: a namespace, or a value inside it."""
+    namespace, *keys = arg.split(":")
+
+    def render(s: StreamInfo, req: Headers, resp: Headers | None) -> str | None:
+        value: object = s.all_dynamic_metadata.get(namespace)
+        for key in keys:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(key)
+        return None if value is None else _metadata_text(value)
+
+    return render
+
+
 def _duration(s: StreamInfo, req: Headers, resp: Headers | None) -> int:
     end = s.end_time if s.end_time is not None else time.monotonic()
     return int((end - s.start_time) * 1000)
@@ -112,9 +145,9 @@ def _operator(name: str, arg: str | None) -> Operator:
         ),
         "CONNECTION_TERMINATION_DETAILS": lambda s, q, r: s.connection_termination_details or None,
         "ROUTE_NAME": lambda s, q, r: s.route_name,
-        "DOWNSTREAM_REMOTE_ADDRESS": lambda s, q, r: _address(s.connection.remote_address, True),
+        "DOWNSTREAM_REMOTE_ADDRESS": lambda s, q, r: _address(s.downstream_remote_address, True),
         "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT": lambda s, q, r: _address(
-            s.connection.remote_address, False
+            s.downstream_remote_address, False
         ),
         "DOWNSTREAM_DIRECT_REMOTE_ADDRESS": lambda s, q, r: _address(
             s.connection.remote_address, True
@@ -134,6 +167,8 @@ def _operator(name: str, arg: str | None) -> Operator:
         return _start_time(arg)
     if name in ("REQ", "RESP") and arg:
         return _header(arg, name == "RESP")
+    if name == "DYNAMIC_METADATA" and arg:
+        return _dynamic_metadata(arg)
     raise UnsupportedError(f"access log command operator %{name}% is not supported by pymesh")
 
 

@@ -118,7 +118,10 @@ class AdminServer:
             return _json({"stats": stats})
         text = render_text(store)
         if pattern is not None:
-            text = "".join(line + "\n" for line in text.splitlines() if pattern.search(line))
+            # Envoy matches the filter against the stat's name, not the whole line.
+            text = "".join(
+                line + "\n" for line in text.splitlines() if pattern.search(line.partition(": ")[0])
+            )
         return MiniResponse(body=text)
 
     async def _prometheus(self, request: MiniRequest) -> MiniResponse:

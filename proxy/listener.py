@@ -41,8 +41,9 @@ class ChainRuntime:
     model: FilterChain
     hcm: HcmRuntime | None
     ssl_context: ssl.SSLContext | None = None
-    # For a tcp_proxy chain: builds the connection's protocol from its original destination.
-    tcp: Callable[[tuple[str, int] | None], asyncio.Protocol] | None = None
+    # For a tcp_proxy chain: builds the connection's protocol from its original destination
+    # and connection id.
+    tcp: Callable[[tuple[str, int] | None, int], asyncio.Protocol] | None = None
 
 
 class ListenerRuntime:
@@ -128,9 +129,12 @@ class ListenerManager:
                 and current.model.address == model.address
                 and _tls_of(current.model) == _tls_of(model)
             ):
-                # Same socket: new connections get the new chains; open ones keep theirs.
+                # Same socket: new connections get the new chains; open ones keep theirs
+                # unless theirs changed, as Envoy drains the connections of a filter chain
+                # an update replaced (a new policy must not wait for clients to reconnect).
                 runtime.server = current.server
                 runtime.connections = current.connections
+                _drain_replaced(current.connections, runtime)
                 self.listeners[name] = runtime
                 self._index(runtime)
                 continue
@@ -252,7 +256,7 @@ class _Acceptor(asyncio.Protocol):
             )
         runtime.stats.downstream_cx_total.value += 1
         if chain is not None and chain.tcp is not None:
-            tcp = chain.tcp(destination)
+            tcp = chain.tcp(destination, next(self._manager.connection_ids))
             transport.set_protocol(tcp)
             tcp.connection_made(transport)
             return
@@ -280,6 +284,13 @@ class _Acceptor(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._conn is not None:
             self._conn.connection_lost(exc)
+
+
+def _drain_replaced(connections: set[DownstreamConnection], runtime: ListenerRuntime) -> None:
+    kept = [chain.hcm.model for chain in runtime.all_chains if chain.hcm is not None]
+    for conn in list(connections):
+        if not any(conn.hcm.model == model for model in kept):
+            conn.drain()
 
 
 def _tls_of(model: Listener) -> tuple[object, ...]:
@@ -313,9 +324,14 @@ def _listener_ssl(runtime: ListenerRuntime) -> ssl.SSLContext | None:
     assert first is not None
     several = len(chains) > 1
 
+    # Envoy learns the client's SNI (requested_server_name, which RBAC and access logs read)
+    # through the tls_inspector listener filter only.
+    inspected = "envoy.filters.listener.tls_inspector" in runtime.model.listener_filters
+
     def pick(sslobj: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
         # Python has no getter for the SNI a server received: keep it for the stream info.
-        sslobj.pymesh_sni = server_name  # type: ignore[attr-defined]
+        if inspected:
+            sslobj.pymesh_sni = server_name  # type: ignore[attr-defined]
         if several:
             chain = runtime.select_chain(None, server_name)
             if chain is not None and chain.ssl_context is not None:

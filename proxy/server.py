@@ -11,7 +11,7 @@ import asyncio
 import random
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import structlog
 
@@ -21,6 +21,7 @@ from proxy.config.model import (
     FilterChain,
     HttpConnectionManager,
     Listener,
+    NetworkFilter,
     RouteAction,
     RouteConfiguration,
     RouterConfig,
@@ -34,6 +35,7 @@ from proxy.http.hcm import HcmRuntime
 from proxy.http.router import router_factory
 from proxy.http.util import DateCache
 from proxy.listener import ChainRuntime, ListenerManager, ListenerRuntime
+from proxy.network_filter import ReadFilterFactory
 from proxy.routing.matcher import RouteTable
 from proxy.runtime import RuntimeHolder, RuntimeSnapshot
 from proxy.stats import HttpStats, StatsStore
@@ -161,21 +163,55 @@ class ProxyServer:
     ) -> ChainRuntime:
         tls = chain.transport_socket
         context = server_context(tls, secrets) if tls is not None else None
+        read_filters: list[ReadFilterFactory] = []
         for nf in chain.filters:
             if isinstance(nf.config, HttpConnectionManager):
                 return ChainRuntime(chain, self._build_hcm(listener, nf.config), context)
             if isinstance(nf.config, TcpProxy):
-                return ChainRuntime(chain, None, context, tcp=self._tcp_factory(nf.config))
+                tcp = self._tcp_factory(nf.config, tuple(read_filters))
+                return ChainRuntime(chain, None, context, tcp=tcp)
+            read_filters.append(self._read_filter(listener, nf))
         raise UnsupportedError(f"listener {listener.name}: a filter chain with no terminal filter")
 
+    def _read_filter(self, listener: Listener, nf: NetworkFilter) -> ReadFilterFactory:
+        factory = self._network_factory(nf.name, nf.type_url)
+        context = FilterContext(
+            loop=self.loop,
+            rng=self.rng,
+            clock=self.clock,
+            stats=self.stats,
+            stat_prefix="",
+            buffer_limit=listener.per_connection_buffer_limit_bytes,
+            clusters=self.cluster_manager,
+            local_cluster=self.bootstrap.node.cluster,
+        )
+        make: ReadFilterFactory = factory(nf.config, context)
+        return make
+
+    def _network_factory(self, name: str, type_url: str) -> Callable[..., ReadFilterFactory]:
+        if self.registry is not None:
+            entry = self.registry.entry_for(name, type_url)
+            if entry is not None and entry.factory is not None and entry.network:
+                return cast("Callable[..., ReadFilterFactory]", entry.factory)
+        elif (factory := builtin_factory_for(name, type_url, network=True)) is not None:
+            return cast("Callable[..., ReadFilterFactory]", factory)
+        raise UnsupportedError(f"network filter {name!r} has no pymesh implementation")
+
     def _tcp_factory(
-        self, config: TcpProxy
-    ) -> Callable[[tuple[str, int] | None], TcpProxyConnection]:
+        self, config: TcpProxy, read_filters: tuple[ReadFilterFactory, ...]
+    ) -> Callable[[tuple[str, int] | None, int], TcpProxyConnection]:
         stats = TcpProxyStats(self.stats, config.stat_prefix)
 
-        def make(destination: tuple[str, int] | None) -> TcpProxyConnection:
+        def make(destination: tuple[str, int] | None, connection_id: int) -> TcpProxyConnection:
             return TcpProxyConnection(
-                config, self.cluster_manager, self.loop, self.rng, destination, stats
+                config,
+                self.cluster_manager,
+                self.loop,
+                self.rng,
+                destination,
+                stats,
+                read_filters=read_filters,
+                connection_id=connection_id,
             )
 
         return make

@@ -17,6 +17,8 @@ from typing import cast
 import structlog
 
 from proxy.config.model_http import TcpProxy
+from proxy.http.stream_info import connection_info
+from proxy.network_filter import ReadFilterChain, ReadFilterFactory
 from proxy.stats import ClusterStats, StatsStore
 from proxy.upstream.manager import ClusterManager
 
@@ -108,9 +110,19 @@ class TcpProxyConnection(_Side):
         rng: random.Random,
         destination: tuple[str, int] | None,
         stats: TcpProxyStats,
+        *,
+        read_filters: tuple[ReadFilterFactory, ...] = (),
+        connection_id: int = 0,
     ) -> None:
         super().__init__()
         self.owner = self
+        self._read_filters = read_filters
+        self._connection_id = connection_id
+        # The network filters before this one (RBAC), when the chain has any.
+        self._filters: ReadFilterChain | None = None
+        # The client's FIN, when it came before its bytes could go on (the upstream not yet
+        # connected, a network filter still holding them).
+        self._eof_pending = False
         self._config = config
         self._clusters = clusters
         self._loop = loop
@@ -127,6 +139,14 @@ class TcpProxyConnection(_Side):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         assert self.transport is not None
+        if self._read_filters:
+            info = connection_info(
+                transport,
+                scheme=b"tcp",
+                original_destination=self._destination,
+                connection_id=self._connection_id,
+            )
+            self._filters = ReadFilterChain(self._read_filters, info, self._deliver, self._close)
         self._stats.downstream_cx_total.value += 1
         self.transport.pause_reading()  # until the upstream side exists
         self._task = self._loop.create_task(self._connect())
@@ -135,6 +155,32 @@ class TcpProxyConnection(_Side):
             self._lifetime = self._loop.call_later(
                 config.max_downstream_connection_duration, self._lifetime_over
             )
+
+    def data_received(self, data: bytes) -> None:
+        filters = self._filters
+        if filters is None:
+            super().data_received(data)
+        else:
+            filters.on_data(data)
+
+    def _deliver(self, data: bytes) -> None:
+        """What the network filters let through."""
+        super().data_received(data)
+        self._forward_eof()
+
+    def eof_received(self) -> bool:
+        filters = self._filters
+        if self.peer is None or (filters is not None and filters.holding):
+            # Half-closed before its bytes could go on: the FIN follows them.
+            self._eof_pending = True
+            return True
+        return super().eof_received()
+
+    def _forward_eof(self) -> None:
+        filters = self._filters
+        if self._eof_pending and self.peer is not None and not (filters and filters.holding):
+            self._eof_pending = False
+            super().eof_received()
 
     def on_bytes(self, side: _Side, count: int) -> None:
         # One clock read per read: the idle timer is re-armed lazily when it fires.
@@ -186,7 +232,12 @@ class TcpProxyConnection(_Side):
             cluster.stats.upstream_cx_total.value += 1
             try:
                 await asyncio.wait_for(
-                    self._loop.create_connection(lambda: upstream, host.address, host.port),
+                    self._loop.create_connection(
+                        lambda: upstream,
+                        host.address,
+                        host.port,
+                        local_addr=cluster.model.source_address,
+                    ),
                     cluster.model.connect_timeout,
                 )
                 break
@@ -212,6 +263,7 @@ class TcpProxyConnection(_Side):
         for data in self.pending:
             upstream.transport.write(data)
         self.pending.clear()
+        self._forward_eof()
         self.transport.resume_reading()
         if self._config.idle_timeout:
             self._last_activity = self._loop.time()
@@ -243,6 +295,8 @@ class TcpProxyConnection(_Side):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        if self._filters is not None:
+            self._filters.on_close()
         if self._task is not None and not self._task.done():
             self._task.cancel()
         for timer in (self._idle, self._lifetime):

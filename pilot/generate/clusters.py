@@ -250,6 +250,12 @@ def special_clusters(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:
         if not node.process_mode:
             inbound: dict[str, Any] = {"name": INBOUND_PASSTHROUGH, "connect_timeout": timeout}
             _original_dst(inbound, node)
+            if not node.process_mode:
+                # As istiod: connect to the app from 127.0.0.6, which the capture rules never
+                # take back to the inbound listener (a connection to the pod's own IP would).
+                inbound["upstream_bind_config"] = {
+                    "source_address": {"address": "127.0.0.6", "port_value": 0}
+                }
             clusters.append(inbound)
     for name, address, grpc in collector_clusters(ctx.mesh):
         clusters.append(_collector(name, address, ctx, grpc=grpc))

@@ -3,7 +3,10 @@ workload's inbound listener, translated and evaluated by the proxy's own RBAC en
 (``proxy.security.rbac``) for a request from the source workload, naming the policy and rule
 that allow or deny it.
 
-The source is taken to present its SPIFFE identity over mutual TLS; JWT attributes are absent
+The source presents its SPIFFE identity when its sidecar would call the destination over mesh
+mTLS (Istio's auto mTLS: both pods carry the injector's ``tlsMode: istio`` label and the
+destination port's PeerAuthentication is not DISABLE); otherwise the request is plaintext and
+``principals`` / ``namespaces`` match nothing, as on the data plane. JWT attributes are absent
 (explain verifies no token), so policies on ``request.auth.*`` read as for a request without
 one.
 """
@@ -20,11 +23,13 @@ from google.protobuf import json_format
 
 from pilot.generate.authz import HTTP_EXT_AUTHZ, HTTP_RBAC
 from pilot.generate.listeners import sidecar_listeners
+from pilot.generate.tls import speaks_mtls
 from pilot.model.proxy import ProxyNode
 from pilot.model.push_context import PushContext
 from proxy.config.translate.rbac import RbacFilterConfig, http_rbac
 from proxy.security.matchers import DynamicMetadata
 from proxy.security.rbac import PeerCertificate, RbacAction
+from pymesh.config.model.security import MTLSMode
 
 __all__ = ["AuthzStep", "explain_authorization"]
 
@@ -81,6 +86,20 @@ def _config(f: Mapping[str, Any]) -> RbacFilterConfig:
     return http_rbac(json_format.ParseDict(body, rbac_pb2.RBAC()), f["name"])
 
 
+def _peer_certificate(
+    ctx: PushContext, source: ProxyNode, destination: ProxyNode, port: int
+) -> PeerCertificate | None:
+    """The source's certificate as the destination sees it, if the call is mesh mTLS."""
+    if not (speaks_mtls(source.labels) and speaks_mtls(destination.labels)):
+        return None
+    if ctx.mtls_mode(destination, port) is MTLSMode.DISABLE:
+        return None
+    sa = source.service_account
+    return PeerCertificate(
+        uri_sans=(f"spiffe://{ctx.mesh.trust_domain}/ns/{source.namespace}/sa/{sa}",)
+    )
+
+
 def explain_authorization(
     ctx: PushContext,
     source: ProxyNode,
@@ -92,7 +111,7 @@ def explain_authorization(
     headers: Mapping[str, str],
 ) -> AuthzStep:
     """The verdict of ``destination``'s inbound RBAC filters on a request from ``source``."""
-    spiffe = f"spiffe://{ctx.mesh.trust_domain}/ns/{source.namespace}/sa/{source.service_account}"
+    peer = _peer_certificate(ctx, source, destination, port)
     lowered = {k.lower().encode(): v.encode() for k, v in headers.items()}
     lowered[b":method"] = method.encode()
     lowered[b":authority"] = authority.encode()
@@ -103,10 +122,12 @@ def explain_authorization(
         remote_ip=ipaddress.ip_address(source.ip),
         local_ip=ipaddress.ip_address(destination.ip),
         local_port=port,
-        tls=PeerCertificate(uri_sans=(spiffe,)),
+        tls=peer,
     )
-    notes: list[str] = []
     filters = _rbac_filters(ctx, destination, port)
+    notes: list[str] = []
+    if peer is None and filters:
+        notes.append("plaintext: the caller presents no identity")
     for f in filters:
         if f["name"] != HTTP_RBAC:
             continue

@@ -7,6 +7,7 @@ Each function is a direct translation of one Istio field group, following Istio'
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 from pilot.generate.common import duration, fractional, typed
@@ -56,6 +57,10 @@ _PREVIOUS_HOSTS = {
 }
 
 
+#: A VirtualService header match on a JWT claim (``@request.auth.claims.groups``).
+JWT_CLAIM_HEADER = "@request.auth.claims"
+
+
 def _string_match(sm: StringMatch, *, ignore_case: bool = False) -> dict[str, Any]:
     out: dict[str, Any]
     if sm.exact is not None:
@@ -80,6 +85,24 @@ def _header(name: str, sm: StringMatch, *, invert: bool = False) -> dict[str, An
     return out
 
 
+def _claim_matcher(name: str, sm: StringMatch, invert: bool) -> dict[str, Any]:
+    """``@request.auth.claims.a.b`` (or ``[a][b]``): istiod matches the verified JWT payload
+    that jwt_authn left in dynamic metadata, as an element of a list claim or the claim."""
+    rest = name[len(JWT_CLAIM_HEADER) :]
+    keys = (
+        re.findall(r"\[([^\]]*)\]", rest) if rest.startswith("[") else rest.lstrip(".").split(".")
+    )
+    value = {"string_match": _string_match(sm)}
+    out: dict[str, Any] = {
+        "filter": "envoy.filters.http.jwt_authn",
+        "path": [{"key": k} for k in ("payload", *keys)],
+        "value": {"or_match": {"value_matchers": [{"list_match": {"one_of": value}}, value]}},
+    }
+    if invert:
+        out["invert"] = True
+    return out
+
+
 def route_match(match: HTTPMatchRequest | None) -> dict[str, Any]:
     """An Envoy ``RouteMatch``; no match (or no ``uri``) is prefix ``/``."""
     out: dict[str, Any] = {}
@@ -96,7 +119,19 @@ def route_match(match: HTTPMatchRequest | None) -> dict[str, Any]:
         return out
     if match.ignore_uri_case:
         out["case_sensitive"] = False
-    headers = [_header(name, sm) for name, sm in match.headers.items()]
+    claims = [
+        _claim_matcher(name, sm, invert)
+        for items, invert in ((match.headers, False), (match.without_headers, True))
+        for name, sm in items.items()
+        if name.lower().startswith(JWT_CLAIM_HEADER)
+    ]
+    if claims:
+        out["dynamic_metadata"] = claims
+    headers = [
+        _header(name, sm)
+        for name, sm in match.headers.items()
+        if not name.lower().startswith(JWT_CLAIM_HEADER)
+    ]
     for pseudo, sm in (
         (":authority", match.authority),
         (":method", match.method),
@@ -104,7 +139,11 @@ def route_match(match: HTTPMatchRequest | None) -> dict[str, Any]:
     ):
         if sm is not None:
             headers.append(_header(pseudo, sm))
-    headers.extend(_header(name, sm, invert=True) for name, sm in match.without_headers.items())
+    headers.extend(
+        _header(name, sm, invert=True)
+        for name, sm in match.without_headers.items()
+        if not name.lower().startswith(JWT_CLAIM_HEADER)
+    )
     if headers:
         out["headers"] = headers
     params = []

@@ -335,6 +335,9 @@ class Cluster:
     tcp_keepalive: TcpKeepalive | None = None
     alt_stat_name: str = ""
     metadata: Mapping[str, object] = field(default_factory=empty_mapping)
+    # upstream_bind_config.source_address: where the proxy's connections to the hosts leave
+    # from (Istio binds its inbound passthrough to 127.0.0.6, which capture never takes).
+    source_address: tuple[str, int] | None = None
 
     @property
     def max_requests_per_connection(self) -> int | None:

@@ -57,10 +57,13 @@ class FilterChainMatch:
 
 @dataclass(frozen=True, slots=True)
 class NetworkFilter:
-    """A network filter; pymesh implements the two terminal ones."""
+    """A network filter: one of the two terminal ones pymesh implements
+    (``HttpConnectionManager``, ``TcpProxy``), or a read filter before the TCP proxy whose
+    ``config`` is what its registered translator returned (``type_url`` finds the entry)."""
 
     name: str
-    config: HttpConnectionManager | TcpProxy
+    config: HttpConnectionManager | TcpProxy | object
+    type_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from proxy.config.model_common import (
     empty_mapping,
 )
 from proxy.config.model_ratelimit import RateLimitPolicyEntry
+from proxy.security.matchers import MetadataMatcher
 
 __all__ = [
     "RETRY_ON_VALUES",
@@ -84,6 +85,8 @@ class RouteMatch:
     headers: tuple[HeaderMatcher, ...] = ()
     query_parameters: tuple[QueryParameterMatcher, ...] = ()
     runtime_fraction: float | None = None
+    # Matched against the request's dynamic metadata (a JWT's claims, once verified).
+    dynamic_metadata: tuple[MetadataMatcher, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from proxy.config.model_common import CidrRange
     from proxy.http.filter import Headers
 
-__all__ = ["append_xff", "has_envoy_headers", "mark_internal"]
+__all__ = ["append_xff", "forwarded_client", "has_envoy_headers", "mark_internal"]
 
 # What Envoy removes from external requests (cleanInternalHeaders), and from edge requests.
 _EXTERNAL_STRIPPED = ENVOY_REQUEST_CONTROL_HEADERS | {
@@ -81,3 +81,20 @@ def append_xff(headers: Headers, peer: str) -> None:
     address = peer.encode()
     xff = get_header(headers, b"x-forwarded-for")
     set_header(headers, b"x-forwarded-for", xff + b"," + address if xff else address)
+
+
+def forwarded_client(headers: Headers, skip: int) -> str | None:
+    """The client address ``x-forwarded-for`` names after skipping ``skip`` trusted hops from
+    its right end (Envoy's ``getLastAddressFromXFF``); repeated headers count as one list.
+    None when the list is too short or the entry is not an IP address."""
+    values = get_all(headers, b"x-forwarded-for")
+    if not values:
+        return None
+    entries = b",".join(values).split(b",")
+    if skip >= len(entries):
+        return None
+    candidate = entries[len(entries) - 1 - skip].strip().decode("latin-1")
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return None

@@ -20,7 +20,7 @@ from proxy.config.model_route import RouteAction, RouteActionType
 from proxy.http.filter_manager import FilterManager
 from proxy.http.headers import apply_header_options, get_header, remove_headers, set_header
 from proxy.http.local_reply import LocalReply, ResponseFlag
-from proxy.http.request_head import append_xff, mark_internal
+from proxy.http.request_head import append_xff, forwarded_client, mark_internal
 from proxy.http.stream_info import StreamInfo
 
 if TYPE_CHECKING:
@@ -127,11 +127,11 @@ class ActiveStream(FilterManager):
             # A fragment is the client's own business (RFC 9112 section 3.2); Envoy's
             # connection manager refuses a path that carries one.
             self.encoder.close_after_response()
-            self.send_local_reply(400, b"", details="invalid_url")
+            self.send_local_reply(400, b"", details="path_normalization_failed")
             return
         # One pass for every field this method reads (each get_header is a full scan).
         authority = request_id = forwarded_proto = None
-        envoy_headers = False
+        envoy_headers = forwarded_for = False
         for name, value in headers:
             if name == b"host":
                 if authority is None:
@@ -142,6 +142,8 @@ class ActiveStream(FilterManager):
             elif name == b"x-forwarded-proto":
                 if forwarded_proto is None:
                     forwarded_proto = value
+            elif name == b"x-forwarded-for":
+                forwarded_for = True
             elif name[:8] == b"x-envoy-":
                 envoy_headers = True
         if authority is None:
@@ -174,6 +176,12 @@ class ActiveStream(FilterManager):
                 append_xff(headers, peer)
         elif forwarded_proto is None:
             headers.append((b"x-forwarded-proto", scheme))
+        if forwarded_for and (hcm.xff_num_trusted_hops or not hcm.use_remote_address):
+            # Envoy trusts the XFF entry this many hops from the right as the client; with
+            # use_remote_address the peer was just appended, so the count is the same.
+            client = forwarded_client(headers, hcm.xff_num_trusted_hops)
+            if client is not None:
+                info.set_forwarded_remote((client, 0))
         self._match_route()
         self._decode_headers_from(0, end_stream)
 
@@ -185,7 +193,13 @@ class ActiveStream(FilterManager):
         vhost = self.vhost = table.find_virtual_host(self.authority)
         if vhost is None:
             return
-        route = self.route = table.match(vhost, self.method, self.path, self.request_headers)
+        route = self.route = table.match(
+            vhost,
+            self.method,
+            self.path,
+            self.request_headers,
+            metadata=self.stream_info.all_dynamic_metadata,
+        )
         if route is None:
             return
         info = self.stream_info
@@ -273,6 +287,12 @@ class ActiveStream(FilterManager):
         if self._complete_callbacks is None:
             self._complete_callbacks = []
         self._complete_callbacks.append(callback)
+
+    def clear_route_cache(self) -> None:
+        self.route = self.vhost = self.route_config = None
+        info = self.stream_info
+        info.route_name = info.upstream_cluster = None
+        self._match_route()
 
     def per_route_config(self, filter_name: str) -> object | None:
         route = self.route
@@ -366,9 +386,12 @@ class ActiveStream(FilterManager):
     def encode_local_reply(self, reply: LocalReply) -> None:
         body = reply.body
         if body:
+            # A filter's own content-type (an authorizer's denial) replaces the default, as
+            # Envoy's modify-headers callback does.
+            typed = any(k == b"content-type" for k, _ in reply.headers)
             hdrs = [
                 (b"content-length", b"%d" % len(body)),
-                (b"content-type", b"text/plain"),
+                *(() if typed else ((b"content-type", b"text/plain"),)),
                 *reply.headers,
             ]
         elif reply.status in (204, 304):

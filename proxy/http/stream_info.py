@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from proxy.http.local_reply import ResponseFlag
@@ -20,6 +22,7 @@ from proxy.http.local_reply import ResponseFlag
 __all__ = ["ConnectionInfo", "StreamInfo", "connection_info"]
 
 Address = tuple[str, int]
+_NO_METADATA: Mapping[str, Mapping[str, object]] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +142,7 @@ class StreamInfo:
     __slots__ = (
         "_dynamic_metadata",
         "_filter_state",
+        "_forwarded_remote",
         "attempt_count",
         "authority",
         "bytes_received",
@@ -193,6 +197,19 @@ class StreamInfo:
         self.attempt_count = 0
         self._filter_state: dict[str, object] | None = None
         self._dynamic_metadata: dict[str, dict[str, object]] | None = None
+        self._forwarded_remote: Address | None = None
+
+    # -- the client, as the connection manager trusts it ------------------------------------
+    @property
+    def downstream_remote_address(self) -> Address | None:
+        """Envoy's downstream remote address: the client named by ``x-forwarded-for`` when
+        the connection manager trusts it (see ``request_head.forwarded_client``), else the
+        connection's peer. RBAC's ``remote_ip`` and ``%DOWNSTREAM_REMOTE_ADDRESS%`` read it."""
+        forwarded = self._forwarded_remote
+        return forwarded if forwarded is not None else self.connection.remote_address
+
+    def set_forwarded_remote(self, address: Address) -> None:
+        self._forwarded_remote = address
 
     # -- response flags ----------------------------------------------------------------------
     def add_response_flag(self, flag: str) -> None:
@@ -240,3 +257,9 @@ class StreamInfo:
     @property
     def metadata_namespaces(self) -> tuple[str, ...]:
         return tuple(self._dynamic_metadata or ())
+
+    @property
+    def all_dynamic_metadata(self) -> Mapping[str, Mapping[str, object]]:
+        """Every namespace, read-only and without allocating (matchers read it)."""
+        metadata = self._dynamic_metadata
+        return metadata if metadata is not None else _NO_METADATA

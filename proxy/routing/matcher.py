@@ -19,7 +19,8 @@ random value, so complementary fractions split traffic exactly.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from proxy.config.model import (
     HeaderMatcher,
@@ -80,6 +81,7 @@ class _CompiledRoute:
         "headers",
         "kind",
         "literal",
+        "metadata",
         "query",
         "regex",
         "route",
@@ -97,6 +99,7 @@ class _CompiledRoute:
         self.case_sensitive = m.case_sensitive
         self.headers: tuple[HeaderMatcher, ...] = m.headers
         self.query: tuple[QueryParameterMatcher, ...] = m.query_parameters
+        self.metadata = m.dynamic_metadata
         self.runtime_fraction = m.runtime_fraction
         if self.kind == _REGEX and self.regex is None:
             raise ValidationError("safe_regex route without a regex", path=f"route {route.name}")
@@ -244,8 +247,10 @@ class RouteTable:
         rng: random.Random | None = None,
         *,
         scheme: bytes | None = None,
+        metadata: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Route | None:
-        """The first route of ``vhost`` matching the request, or None."""
+        """The first route of ``vhost`` matching the request, or None. ``metadata`` is the
+        request's dynamic metadata, for routes that match on it."""
         compiled = self._compiled.get(id(vhost))
         if compiled is None or compiled.vhost is not vhost:
             compiled = _CompiledVirtualHost(vhost)
@@ -294,6 +299,10 @@ class RouteTable:
                         None if q < 0 else path[q + 1 : frag if frag > q else len(path)]
                     )
                 if not all(query_matches(q, params) for q in r.query):
+                    continue
+            if r.metadata:
+                found = metadata if metadata is not None else {}
+                if not all(m.matches(found) for m in r.metadata):
                     continue
             if r.runtime_fraction is not None:
                 if draw < 0.0:

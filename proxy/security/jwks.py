@@ -71,6 +71,10 @@ class JwksCache:
     def fetching(self) -> bool:
         return self._fetching
 
+    @property
+    def keys(self) -> Jwks | None:
+        return self._keys
+
     def fetched(self, body: bytes | str, now: float) -> JwksError | None:
         """A fetch answered 200 with ``body``; returns the parse error when it is unusable
         (then counted as a failure)."""

@@ -19,6 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt as pyjwt
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_der_public_key,
+)
 from jwt.exceptions import PyJWKError, PyJWTError
 
 __all__ = [
@@ -28,6 +33,7 @@ __all__ = [
     "JwksError",
     "Jwt",
     "JwtStatus",
+    "TokenMemo",
     "audiences_allowed",
     "check_time",
     "parse_jwks",
@@ -65,7 +71,7 @@ class JwtStatus(enum.Enum):
     PAYLOAD_EXP_NOT_INTEGER = "Jwt payload [exp] field is not an integer"
     PAYLOAD_JTI_NOT_STRING = "Jwt payload [jti] field is not a string"
     PAYLOAD_AUD_NOT_STRING = "Jwt payload [aud] field is not a string or string list"
-    SIGNATURE_BAD_BASE64 = "Jwt signature is an invalid Base64url input"
+    SIGNATURE_BAD_BASE64 = "Jwt signature is an invalid Base64url encoded"
     UNKNOWN_ISSUER = "Jwt issuer is not configured"
     AUDIENCE_NOT_ALLOWED = "Audiences in Jwt are not allowed"
     VERIFICATION_FAIL = "Jwt verification fails"
@@ -79,10 +85,17 @@ class JwtStatus(enum.Enum):
         return self.value
 
 
+_WHITESPACE = str.maketrans("", "", " \t\n\r\v\f")
+
+
 def _b64decode(text: str) -> bytes:
-    if not text or "=" in text:
-        raise ValueError("not base64url without padding")
-    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    """base64url as jwt_verify_lib reads it (absl's ``WebSafeBase64Unescape``): whitespace is
+    skipped, trailing padding is optional, anything else outside the alphabet is an error."""
+    text = text.translate(_WHITESPACE)
+    bare = text.rstrip("=")
+    if not bare or "=" in bare or len(text) - len(bare) > 2:
+        raise ValueError("not base64url")
+    return base64.b64decode(bare + "=" * (-len(bare) % 4), altchars=b"-_", validate=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +105,9 @@ class Jwt:
     token: str
     header: Mapping[str, Any]
     payload: Mapping[str, Any]
+    header_b64: str
     payload_b64: str
+    signature_b64: str
     alg: str
     kid: str | None
     iss: str
@@ -100,10 +115,6 @@ class Jwt:
     audiences: tuple[str, ...]
     nbf: int
     exp: int
-
-    @property
-    def signing_input(self) -> bytes:
-        return self.token.rsplit(".", 1)[0].encode()
 
 
 def _int_claim(payload: Mapping[str, Any], name: str) -> int | None:
@@ -115,7 +126,8 @@ def _int_claim(payload: Mapping[str, Any], name: str) -> int | None:
 
 def parse_jwt(token: str) -> Jwt | JwtStatus:
     """The token, or the status saying why it is malformed."""
-    parts = token.split(".")
+    # jwt_verify_lib splits on dots skipping empty sections: "a.b." has two.
+    parts = [part for part in token.split(".") if part]
     if len(parts) != 3:
         return JwtStatus.BAD_FORMAT
     head_b64, payload_b64, signature_b64 = parts
@@ -176,7 +188,9 @@ def parse_jwt(token: str) -> Jwt | JwtStatus:
         token=token,
         header=header,
         payload=payload,
+        header_b64=head_b64,
         payload_b64=payload_b64,
+        signature_b64=signature_b64,
         alg=alg,
         kid=kid,
         iss=payload.get("iss", ""),
@@ -219,6 +233,16 @@ class Jwk:
     kty: str
     key: Any  # the PyJWK's public key object
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Key objects do not pickle (configs cross from the loader process as pickles): send
+        # the public key as DER and load it again on the other side.
+        der = self.key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        return _jwk_from_der, (self.kid, self.alg, self.kty, der)
+
+
+def _jwk_from_der(kid: str | None, alg: str | None, kty: str, der: bytes) -> Jwk:
+    return Jwk(kid, alg, kty, load_der_public_key(der))
+
 
 @dataclass(frozen=True, slots=True)
 class Jwks:
@@ -251,12 +275,16 @@ def parse_jwks(text: str | bytes) -> Jwks:
     return Jwks(tuple(keys))
 
 
-_JWS = pyjwt.PyJWS()
+# Stateless verifiers, one per algorithm jwt_authn accepts.
+_VERIFIERS = {name: pyjwt.get_algorithm_by_name(name) for name in _ALGORITHMS}
 
 
 def verify_signature(token: Jwt, jwks: Jwks) -> JwtStatus:
     """The token's signature against the keys that fit its ``kid`` and ``alg``."""
     kty = _KTY[token.alg[0]]
+    verifier = _VERIFIERS[token.alg]
+    signature = _b64decode(token.signature_b64)
+    message = f"{token.header_b64}.{token.payload_b64}".encode()
     tried = False
     for key in jwks.keys:
         if token.kid is not None and key.kid is not None and key.kid != token.kid:
@@ -265,8 +293,49 @@ def verify_signature(token: Jwt, jwks: Jwks) -> JwtStatus:
             continue
         tried = True
         try:
-            _JWS.decode_complete(token.token, key.key, algorithms=[token.alg])
-        except PyJWTError:
+            if verifier.verify(message, key.key, signature):
+                return JwtStatus.OK
+        except (PyJWTError, ValueError, TypeError):
             continue
-        return JwtStatus.OK
     return JwtStatus.VERIFICATION_FAIL if tried else JwtStatus.JWKS_KID_ALG_MISMATCH
+
+
+class TokenMemo:
+    """The pure parts of a token's check, remembered: how it parses, and its signature's
+    verdict against one key set. A client sends the same token with every request, and
+    decoding and an RSA or EC verification are most of what a check costs; the checks
+    that depend on the request or the clock (issuer, ``exp`` / ``nbf``, audiences) still run
+    every time, in Envoy's order. Verdicts and stats are exactly those of checking anew (this
+    is not Envoy's opt-in ``jwt_cache_config``, which pymesh does not take). New keys (a JWKS
+    refresh) are a new ``Jwks``, so verdicts against the old ones are not reused. Bounded:
+    once ``limit`` tokens are held it starts over, so a stream of distinct tokens costs what
+    no memo costs.
+    """
+
+    __slots__ = ("_limit", "_parsed", "_signatures")
+
+    def __init__(self, limit: int = 256) -> None:
+        self._limit = limit
+        self._parsed: dict[str, Jwt | JwtStatus] = {}
+        self._signatures: dict[str, tuple[Jwks, JwtStatus]] = {}
+
+    def __len__(self) -> int:
+        return max(len(self._parsed), len(self._signatures))
+
+    def parse(self, token: str) -> Jwt | JwtStatus:
+        parsed = self._parsed.get(token)
+        if parsed is None:
+            if len(self._parsed) >= self._limit:
+                self._parsed.clear()
+            parsed = self._parsed[token] = parse_jwt(token)
+        return parsed
+
+    def verify_signature(self, token: Jwt, jwks: Jwks) -> JwtStatus:
+        seen = self._signatures.get(token.token)
+        if seen is not None and seen[0] is jwks:
+            return seen[1]
+        status = verify_signature(token, jwks)
+        if len(self._signatures) >= self._limit:
+            self._signatures.clear()
+        self._signatures[token.token] = (jwks, status)
+        return status

@@ -106,6 +106,7 @@ class RuntimeCluster:
                     model.http_protocol_options.common.max_requests_per_connection
                 ),
                 on_local_failure=self.report_local_failure,
+                source_address=model.source_address,
             )
         return pool
 

@@ -44,8 +44,10 @@ class Connector(Protocol):
         host: Host,
         timeout: float,
         done: Callable[[BaseException | None], None],
+        source: tuple[str, int] | None = None,
     ) -> Callable[[], None]:
-        """Start connecting; returns a function that cancels the attempt."""
+        """Start connecting (from ``source`` when given); returns a function that cancels
+        the attempt."""
         ...
 
 
@@ -62,9 +64,10 @@ class LoopConnector:
         host: Host,
         timeout: float,
         done: Callable[[BaseException | None], None],
+        source: tuple[str, int] | None = None,
     ) -> Callable[[], None]:
         # A Task per *connection*, never per request: connects are rare with keep-alive.
-        task = self._loop.create_task(self._open(conn, host, timeout, done))
+        task = self._loop.create_task(self._open(conn, host, timeout, done, source))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -79,10 +82,14 @@ class LoopConnector:
         host: Host,
         timeout: float,
         done: Callable[[BaseException | None], None],
+        source: tuple[str, int] | None,
     ) -> None:
         try:
             await asyncio.wait_for(
-                self._loop.create_connection(lambda: conn, host.address, host.port), timeout
+                self._loop.create_connection(
+                    lambda: conn, host.address, host.port, local_addr=source
+                ),
+                timeout,
             )
         except (TimeoutError, OSError) as exc:
             done(exc)
@@ -107,6 +114,7 @@ class ConnectionPool:
         "limits",
         "max_requests_per_connection",
         "on_local_failure",
+        "source_address",
         "stats",
     )
 
@@ -120,6 +128,7 @@ class ConnectionPool:
         connect_timeout: float,
         max_requests_per_connection: int | None,
         on_local_failure: Callable[[Host, str], None],
+        source_address: tuple[str, int] | None = None,
     ) -> None:
         self.host = host
         self._connector = connector
@@ -127,6 +136,7 @@ class ConnectionPool:
         self.limits = limits
         self.connect_timeout = connect_timeout
         self.max_requests_per_connection = max_requests_per_connection
+        self.source_address = source_address
         # Reports connect failures to the cluster (outlier detection counts them).
         self.on_local_failure = on_local_failure
         self._idle: list[UpstreamConnection] = []
@@ -248,7 +258,9 @@ class ConnectionPool:
             self._cancels.discard(cancel)
             self._connected(conn, error)
 
-        cancel = self._connector.connect(conn, self.host, self.connect_timeout, done)
+        cancel = self._connector.connect(
+            conn, self.host, self.connect_timeout, done, self.source_address
+        )
         if not finished:  # a connector may finish before returning (a fake one does)
             self._cancels.add(cancel)
 

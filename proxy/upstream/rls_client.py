@@ -9,15 +9,14 @@ error, a malformed answer) is an ``ERROR`` answer naming it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import grpc
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
 
 from proxy.routing.ratelimit_answer import LimitStatus, RlsAnswer, RlsStatus
+from proxy.upstream.grpc_call import GrpcCall, GrpcUnary
 
 __all__ = ["RlsCall", "RlsClient"]
 
@@ -27,36 +26,8 @@ _OVER = rls_pb2.RateLimitResponse.OVER_LIMIT
 _METHOD = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
 
 
-class RlsCall:
-    """One call in flight; :meth:`cancel` drops its answer."""
-
-    __slots__ = ("_call", "_done", "_future")
-
-    def __init__(self, call: Any, done: Callable[[RlsAnswer], None]) -> None:
-        self._call = call
-        self._done: Callable[[RlsAnswer], None] | None = done
-        # grpc.aio hands the response only to an awaiter: one future per call, which exists
-        # only where a rate limit filter is configured.
-        self._future = asyncio.ensure_future(call)
-        self._future.add_done_callback(self._finished)
-
-    def cancel(self) -> None:
-        self._done = None
-        self._call.cancel()
-
-    def _finished(self, future: asyncio.Future[Any]) -> None:
-        done, self._done = self._done, None
-        if done is None:
-            return
-        try:
-            response = future.result()
-        except grpc.aio.AioRpcError as exc:
-            done(RlsAnswer(LimitStatus.ERROR, error=f"{exc.code().name}: {exc.details()}"))
-            return
-        except Exception as exc:  # cancelled by grpc itself, or a transport failure
-            done(RlsAnswer(LimitStatus.ERROR, error=repr(exc)))
-            return
-        done(answer_from_proto(response))
+RlsCall = GrpcCall
+"""One call in flight; ``cancel()`` drops its answer."""
 
 
 class RlsClient:
@@ -64,9 +35,12 @@ class RlsClient:
 
     def __init__(self, pick: Callable[[], str | None], *, authority: str = "") -> None:
         self._pick = pick
-        self._authority = authority
-        self._stubs: dict[str, Any] = {}
-        self._channels: list[Any] = []
+        self._unary = GrpcUnary(
+            _METHOD,
+            rls_pb2.RateLimitRequest.SerializeToString,
+            rls_pb2.RateLimitResponse.FromString,
+            authority=authority,
+        )
 
     def limit(
         self,
@@ -81,16 +55,6 @@ class RlsClient:
         if target is None:
             done(RlsAnswer(LimitStatus.ERROR, error="no healthy host in the rate limit cluster"))
             return None
-        stub = self._stubs.get(target)
-        if stub is None:
-            options = [("grpc.default_authority", self._authority)] if self._authority else []
-            channel = grpc.aio.insecure_channel(target, options=options)
-            self._channels.append(channel)
-            stub = self._stubs[target] = channel.unary_unary(
-                _METHOD,
-                request_serializer=rls_pb2.RateLimitRequest.SerializeToString,
-                response_deserializer=rls_pb2.RateLimitResponse.FromString,
-            )
         request = rls_pb2.RateLimitRequest(
             domain=domain,
             descriptors=[
@@ -100,13 +64,17 @@ class RlsClient:
                 for d in descriptors
             ],
         )
-        return RlsCall(stub(request, timeout=timeout), done)
+
+        def answered(response: Any, error: str | None) -> None:
+            if error is not None:
+                done(RlsAnswer(LimitStatus.ERROR, error=error))
+            else:
+                done(answer_from_proto(response))
+
+        return self._unary.call(target, request, timeout, answered)
 
     async def close(self) -> None:
-        for channel in self._channels:
-            await channel.close()
-        self._channels.clear()
-        self._stubs.clear()
+        await self._unary.close()
 
 
 def answer_from_proto(response: Any) -> RlsAnswer:

@@ -36,18 +36,6 @@ NOT_ENFORCED: tuple[NotEnforced, ...] = (
         "",
         "sidecars do not require or offer mutual TLS yet; traffic between them stays plaintext",
     ),
-    NotEnforced(
-        "AuthorizationPolicy",
-        "",
-        "Envoy sidecars and gateways enforce it; pymesh proxies do not check requests against "
-        "it yet and allow them all",
-    ),
-    NotEnforced(
-        "RequestAuthentication",
-        "",
-        "Envoy sidecars and gateways verify JWTs; pymesh proxies do not yet and pass requests "
-        "with any token",
-    ),
     NotEnforced("Telemetry", "target_ref", "only selector picks workloads; it applies to none"),
     NotEnforced("Telemetry", "target_refs", "only selector picks workloads; it applies to none"),
 )

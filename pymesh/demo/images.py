@@ -20,9 +20,9 @@ __all__ = ["KNOWN_IMAGES", "Role", "StandIn", "stand_in"]
 
 #: what a pod with an image the demo does not know is told
 KNOWN_IMAGES = (
-    "Images the demo runs: examples-bookinfo-{productpage,details,reviews,ratings}-vN and "
-    "(go-)httpbin as apps; curl, sleep, fortio, netshoot and busybox as clients (their "
-    "programs run with `pymesh exec`); proxyv2 as a gateway."
+    "Images the demo runs: examples-bookinfo-{productpage,details,reviews,ratings}-vN, "
+    "(go-)httpbin and tcp-echo-server as apps; curl, sleep, fortio, netshoot and busybox as "
+    "clients (their programs run with `pymesh exec`); proxyv2 as a gateway."
 )
 
 
@@ -41,6 +41,8 @@ class StandIn:
     args: tuple[str, ...] = ()
     #: set when the image is unknown: the pod runs its sidecar only, and says why
     warning: str = ""
+    #: the app speaks no HTTP: it is ready once it accepts a connection (a TCP probe)
+    tcp: bool = False
 
     def argv(self, host: str, port: int, values: Mapping[str, str] | None = None) -> list[str]:
         """The app's command line, listening on ``host:port``; ``{name}`` in ``args`` is
@@ -56,6 +58,7 @@ _HTTPBIN = re.compile(r"(^|/)(go-)?httpbin(:|$)")
 _CLIENTS = re.compile(r"(^|/)(curl|sleep|curl-ssl|fortio|netshoot|busybox)(:|$)")
 _GATEWAY = re.compile(r"(^|/)(proxyv2|proxy|gateway)(:|$)")
 _RATELIMIT = re.compile(r"(^|/)envoyproxy/ratelimit(:|$)")
+_TCP_ECHO = re.compile(r"(^|/)tcp-echo(-server)?(:|$)")
 # Envoy's reference rate limit service reads the ConfigMap mounted into its pod: mixer's Rate
 # Limit Service reads it from pilot's config directory instead, and answers on the same ports.
 _RATELIMIT_ARGS = (
@@ -80,6 +83,9 @@ def stand_in(image: str, labels: Mapping[str, str]) -> StandIn:
         return StandIn(Role.APP, module, ("--version", version))
     if _RATELIMIT.search(name):
         return StandIn(Role.APP, "mixer.ratelimit", _RATELIMIT_ARGS)
+    if _TCP_ECHO.search(name):
+        # The sample's container arguments: "9000,9001,9002" "hello".
+        return StandIn(Role.APP, "pymesh.samples.tcp_echo", ("--ports", "9000,9001,9002"), tcp=True)
     if _HTTPBIN.search(name):
         return StandIn(Role.APP, "pymesh.samples.httpbin", ("--version", _version(labels)))
     if _CLIENTS.search(name):

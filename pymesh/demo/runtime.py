@@ -252,8 +252,13 @@ class PodRuntime:
             self.app_ready = await probe_in_namespace(self.network.namespace, port)
             return self.app_ready
         try:
-            async with session.get(f"http://{self.ip}:{port}/", allow_redirects=False) as resp:
-                await resp.read()
+            if self.spec.stand_in.tcp:
+                async with asyncio.timeout(1.0):
+                    _, writer = await asyncio.open_connection(self.ip, port)
+                writer.close()
+            else:
+                async with session.get(f"http://{self.ip}:{port}/", allow_redirects=False) as resp:
+                    await resp.read()
         except (aiohttp.ClientError, OSError, TimeoutError):
             self.app_ready = False
             return False

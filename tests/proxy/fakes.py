@@ -135,7 +135,12 @@ class FakeConnector:
         self.cancelled = 0
 
     def connect(
-        self, conn: Any, host: Any, timeout: float, done: Callable[[BaseException | None], None]
+        self,
+        conn: Any,
+        host: Any,
+        timeout: float,
+        done: Callable[[BaseException | None], None],
+        source: tuple[str, int] | None = None,
     ) -> Callable[[], None]:
         entry = (conn, host, done)
         self.pending.append(entry)

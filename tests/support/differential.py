@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +39,17 @@ VOLATILE_HEADERS = frozenset({"date", "x-envoy-upstream-service-time", "x-reques
 
 @dataclass(frozen=True, slots=True)
 class Exchange:
-    """Exact request bytes to send; ``method`` tells the parser whether a body follows."""
+    """Exact request bytes to send; ``method`` tells the parser whether a body follows.
+    ``listener`` (a listener's name) overrides the run's; ``tls`` opens a TLS connection with
+    that client context (its certificate, if any, for mTLS) and ``server_name`` as SNI."""
 
     request: bytes
     method: str = "GET"
     name: str = ""
     timeout: float = 5.0
+    listener: str | None = None
+    tls: ssl.SSLContext | None = None
+    server_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,13 +114,21 @@ async def _run_exchanges(
     volatile: frozenset[str],
     body_fn: Callable[[bytes], bytes],
 ) -> list[Observed]:
-    host, port = proxy.listener(listener)
     out: list[Observed] = []
     conn: AsyncConnection | None = None
+    opened_for: tuple[object, ...] | None = None
     for ex in exchanges:
+        target = (ex.listener or listener, ex.tls, ex.server_name)
+        if conn is not None and target != opened_for:
+            await conn.close()
+            conn = None
         try:
             if conn is None:
-                conn = await AsyncConnection.open(host, port)
+                host, port = proxy.listener(ex.listener or listener)
+                opened_for = target
+                conn = await AsyncConnection.open(
+                    host, port, tls=ex.tls, server_name=ex.server_name
+                )
             await conn.send(ex.request)
             resp = await conn.read_response(ex.method, ex.timeout)
             out.append(_observe(resp, volatile, body_fn))
@@ -128,6 +142,9 @@ async def _run_exchanges(
             out.append(Observed(exc.status, outcome="timeout"))
         except BadResponse:
             out.append(Observed(None, outcome="bad-response"))
+        except (ssl.SSLError, ConnectionError):
+            # The TLS handshake failed (a client certificate the listener refuses).
+            out.append(Observed(None, outcome="refused"))
         if conn is not None:
             await conn.close()
             conn = None
@@ -147,11 +164,13 @@ async def differential(
     volatile_headers: Iterable[str] = VOLATILE_HEADERS,
     body: Callable[[bytes], bytes] = lambda b: b,
     before_each: Callable[[str], Awaitable[None] | None] | None = None,
+    after_each: Callable[[str, ProxyProcess], Awaitable[None]] | None = None,
 ) -> DiffReport:
     """Send ``exchanges`` through each proxy kind in turn (same bootstrap, same addresses).
 
     Each kind gets a fresh process; ``before_each(kind)`` runs before it starts (reset the
-    upstreams there). One connection per exchange unless ``keep_alive``. ``body`` normalises
+    upstreams there), ``after_each(kind, proxy)`` after the exchanges, before it stops (read
+    its stats there). One connection per exchange unless ``keep_alive``. ``body`` normalises
     response bodies (:func:`normalize_echo` for echo upstreams).
     """
     report = DiffReport(list(exchanges))
@@ -167,6 +186,8 @@ async def differential(
             report.observed[kind] = await _run_exchanges(
                 proxy, exchanges, listener, keep_alive, volatile, body
             )
+            if after_each is not None:
+                await after_each(kind, proxy)
         finally:
             await proxy.astop()
     return report

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -212,11 +213,27 @@ class AsyncConnection:
 
     @classmethod
     async def open(
-        cls, host: str, port: int, *, timeout: float = 5.0, source: str | None = None
+        cls,
+        host: str,
+        port: int,
+        *,
+        timeout: float = 5.0,
+        source: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        server_name: str | None = None,
     ) -> AsyncConnection:
+        """``tls``: a client context (with its certificate, for mTLS); ``server_name`` is the
+        SNI and the name checked in the server's certificate."""
         local = (source, 0) if source else None
         async with asyncio.timeout(timeout):
-            r, w = await asyncio.open_connection(host, port, local_addr=local, limit=1 << 22)
+            r, w = await asyncio.open_connection(
+                host,
+                port,
+                local_addr=local,
+                limit=1 << 22,
+                ssl=tls,
+                server_hostname=server_name if tls is not None else None,
+            )
         return cls(r, w)
 
     async def send(self, data: bytes) -> None:

@@ -154,7 +154,18 @@ def translate_cluster(
         tcp_keepalive=tcp_keepalive(proto),
         alt_stat_name=proto.alt_stat_name,
         metadata=metadata(proto),
+        source_address=_source_address(proto, path),
     )
+
+
+def _source_address(proto: Any, path: str) -> tuple[str, int] | None:
+    if not proto.HasField("upstream_bind_config"):
+        return None
+    bind = proto.upstream_bind_config
+    if not bind.HasField("source_address"):
+        return None
+    address = socket_address(bind.source_address, join(path, "upstream_bind_config.source_address"))
+    return (address.host, address.port)
 
 
 def translate_cluster_load_assignment(

@@ -88,6 +88,8 @@ class FilterEntry:
     terminal: bool = False
     supported: Mapping[str, frozenset[str]] = field(default_factory=dict)
     factory: RuntimeFactory | None = None
+    # A network read filter (on a filter chain, before the TCP proxy), not an HTTP filter.
+    network: bool = False
 
     @property
     def type_url(self) -> str:
@@ -117,6 +119,8 @@ class FilterRegistry:
     def lookup(self, name: str, type_url: str | None, path: str) -> FilterEntry:
         """The entry for a filter: by type URL when it has a typed_config, else by name."""
         entry = self.by_type_url.get(type_url) if type_url else self.by_name.get(name)
+        if entry is not None and entry.network:
+            entry = None
         if entry is None:
             shown = f" ({type_url})" if type_url else ""
             raise UnsupportedError(f"filter '{name}'{shown} is not supported by pymesh", path=path)
@@ -207,6 +211,10 @@ def default_registry() -> FilterRegistry:
         ),
         aliases=("envoy.cors",),
     )
+    from proxy.config.translate.security_filters import security_entries
+
+    for entry, aliases in security_entries(factories):
+        registry.register(entry, aliases)
     return registry
 
 

@@ -20,6 +20,7 @@ from proxy.config.model import (
     DrainType,
     FilterChain,
     FilterChainMatch,
+    HttpConnectionManager,
     Listener,
     NetworkFilter,
     TcpProxy,
@@ -162,19 +163,33 @@ def _listener_filter(proto: Any, path: str) -> str:
 
 
 def _filter_chain(proto: Any, registry: FilterRegistry, path: str) -> FilterChain:
-    filters = []
+    filters: list[NetworkFilter] = []
     count = len(proto.filters)
     for index, item in enumerate(proto.filters):
         filter_path = at(join(path, "filters"), index)
-        filters.append(_network_filter(item, registry, filter_path))
-        if index != count - 1:
-            # Both filters pymesh implements are terminal, so only the last may be one.
+        network_filter = _network_filter(item, registry, filter_path)
+        terminal = isinstance(network_filter.config, HttpConnectionManager | TcpProxy)
+        if terminal and index != count - 1:
             raise ValidationError(
                 f"Error: terminal filter named {item.name} of type "
                 f"{item.typed_config.type_url.removeprefix(_TYPE)} must be the last filter in "
                 "a network filter chain.",
                 path=filter_path,
             )
+        if not terminal and index == count - 1:
+            raise ValidationError(
+                f"Error: non-terminal filter named {item.name} of type "
+                f"{item.typed_config.type_url.removeprefix(_TYPE)} is the last filter in a "
+                "network filter chain.",
+                path=filter_path,
+            )
+        if isinstance(network_filter.config, HttpConnectionManager) and filters:
+            raise UnsupportedError(
+                f"network filter '{filters[0].name}' before the HTTP connection manager is not "
+                "supported by pymesh (only before the TCP proxy)",
+                path=at(join(path, "filters"), 0),
+            )
+        filters.append(network_filter)
     return FilterChain(
         filters=tuple(filters),
         match=_filter_chain_match(proto.filter_chain_match, join(path, "filter_chain_match")),
@@ -204,6 +219,10 @@ def _network_filter(proto: Any, registry: FilterRegistry, path: str) -> NetworkF
     if url == _TCP_PROXY_URL:
         message = unpack(proto.typed_config, tcp_proxy_pb2.TcpProxy, config_path)
         return NetworkFilter(proto.name, _tcp_proxy(message, config_path))
+    entry = registry.by_type_url.get(url)
+    if entry is not None and entry.network:
+        message = unpack(proto.typed_config, entry.message, config_path, entry.supported)
+        return NetworkFilter(proto.name, entry.translate(message, config_path), url)
     raise UnsupportedError(
         f"network filter '{proto.name}' ({url}) is not supported by pymesh", path=path
     )

@@ -38,6 +38,7 @@ __all__ = [
     "RBAC_SUPPORTED",
     "RbacFilterConfig",
     "http_rbac",
+    "http_rbac_per_route",
     "metadata_matcher",
     "network_rbac",
     "permission",
@@ -58,6 +59,7 @@ RBAC_SUPPORTED: dict[str, frozenset[str]] = {
     for name, fields in {
         "envoy.extensions.filters.http.rbac.v3.RBAC": "rules shadow_rules rules_stat_prefix "
         "shadow_rules_stat_prefix",
+        "envoy.extensions.filters.http.rbac.v3.RBACPerRoute": "rbac",
         "envoy.extensions.filters.network.rbac.v3.RBAC": "rules shadow_rules stat_prefix "
         "shadow_rules_stat_prefix enforcement_type",
         _RBAC + "RBAC": "action policies",
@@ -73,16 +75,7 @@ RBAC_SUPPORTED: dict[str, frozenset[str]] = {
         "present_match prefix_match suffix_match contains_match string_match invert_match "
         "treat_missing_header_as_empty",
         "envoy.type.v3.Int32Range": "start end",
-        "envoy.type.v3.DoubleRange": "start end",
         _MATCHER + "PathMatcher": "path",
-        _MATCHER + "MetadataMatcher": "filter path value invert",
-        _MATCHER + "MetadataMatcher.PathSegment": "key",
-        _MATCHER + "ValueMatcher": "null_match double_match string_match bool_match "
-        "present_match list_match or_match",
-        _MATCHER + "ValueMatcher.NullMatch": "",
-        _MATCHER + "ListMatcher": "one_of",
-        _MATCHER + "OrMatcher": "value_matchers",
-        _MATCHER + "DoubleMatcher": "range exact",
         _URI_TEMPLATE: "path_template",
     }.items()
 }
@@ -293,6 +286,14 @@ def http_rbac(message: Any, path: str) -> RbacFilterConfig:
         rules_stat_prefix=message.rules_stat_prefix,
         shadow_rules_stat_prefix=message.shadow_rules_stat_prefix,
     )
+
+
+def http_rbac_per_route(message: Any, path: str) -> RbacFilterConfig:
+    """``RBACPerRoute``: its ``rbac`` replaces the filter's engines on the route; without one
+    the filter enforces nothing there (Envoy's "disabled for this route")."""
+    if not message.HasField("rbac"):
+        return RbacFilterConfig(None, None)
+    return http_rbac(message.rbac, join(path, "rbac"))
 
 
 def network_rbac(message: Any, path: str) -> RbacFilterConfig:

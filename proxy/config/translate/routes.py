@@ -29,6 +29,7 @@ from proxy.config.translate.common import (
 )
 from proxy.config.translate.filters import FilterRegistry, cors_policy, typed_per_filter_config
 from proxy.config.translate.ratelimit import rate_limit_policy
+from proxy.config.translate.rbac import metadata_matcher
 from proxy.config.translate.regex import regex_matcher
 from proxy.config.translate.route_actions import (
     direct_response_action,
@@ -41,6 +42,7 @@ from pymesh.errors import ValidationError
 
 __all__ = [
     "route_configuration",
+    "route_match",
     "translate_route_configuration",
 ]
 
@@ -136,7 +138,7 @@ def _route(proto: Any, registry: FilterRegistry, path: str, clusters: set[str]) 
             "one of [route, redirect, direct_response] is required", path=join(path, "action")
         )
     return Route(
-        match=_route_match(proto.match, join(path, "match")),
+        match=route_match(proto.match, join(path, "match")),
         action=action,
         name=proto.name,
         **header_mutations(proto, path),
@@ -148,7 +150,7 @@ def _route(proto: Any, registry: FilterRegistry, path: str, clusters: set[str]) 
     )
 
 
-def _route_match(proto: Any, path: str) -> RouteMatch:
+def route_match(proto: Any, path: str) -> RouteMatch:
     kind = proto.WhichOneof("path_specifier")
     case_sensitive = wrapped(proto, "case_sensitive", True)
     regex = None
@@ -180,6 +182,10 @@ def _route_match(proto: Any, path: str) -> RouteMatch:
             fractional_percent(proto.runtime_fraction.default_value)
             if proto.HasField("runtime_fraction")
             else None
+        ),
+        dynamic_metadata=tuple(
+            metadata_matcher(item, at(join(path, "dynamic_metadata"), index))
+            for index, item in enumerate(proto.dynamic_metadata)
         ),
     )
 

@@ -125,6 +125,15 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         _MATCHER + "StringMatcher": "exact prefix suffix safe_regex contains ignore_case",
         _MATCHER + "RegexMatcher": "regex",
         _MATCHER + "RegexMatchAndSubstitute": "pattern substitution",
+        _MATCHER + "MetadataMatcher": "filter path value invert",
+        _MATCHER + "MetadataMatcher.PathSegment": "key",
+        _MATCHER + "ValueMatcher": "null_match double_match string_match bool_match "
+        "present_match list_match or_match",
+        _MATCHER + "ValueMatcher.NullMatch": "",
+        _MATCHER + "ListMatcher": "one_of",
+        _MATCHER + "OrMatcher": "value_matchers",
+        _MATCHER + "DoubleMatcher": "range exact",
+        "envoy.type.v3.DoubleRange": "start end",
         # listeners
         _LISTENER + "Listener": "name address stat_prefix filter_chains use_original_dst "
         "default_filter_chain per_connection_buffer_limit_bytes metadata drain_type "
@@ -188,7 +197,7 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         "response_headers_to_add response_headers_to_remove",
         _ROUTE + "Decorator": "operation",
         _ROUTE + "RouteMatch": "prefix path safe_regex path_separated_prefix case_sensitive "
-        "runtime_fraction headers query_parameters",
+        "runtime_fraction headers query_parameters dynamic_metadata",
         _ROUTE + "HeaderMatcher": "name exact_match safe_regex_match range_match present_match "
         "prefix_match suffix_match contains_match string_match invert_match "
         "treat_missing_header_as_empty",
@@ -297,7 +306,8 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         "outlier_detection cleanup_interval ring_hash_lb_config maglev_lb_config "
         "original_dst_lb_config least_request_lb_config common_lb_config transport_socket "
         "metadata upstream_connection_options close_connections_on_host_health_failure "
-        "ignore_health_on_host_removal",
+        "ignore_health_on_host_removal upstream_bind_config",
+        _CORE + "BindConfig": "source_address",
         _CLUSTER + "Cluster.EdsClusterConfig": "eds_config service_name",
         _CLUSTER + "Cluster.RingHashLbConfig": "minimum_ring_size hash_function maximum_ring_size",
         _CLUSTER + "Cluster.MaglevLbConfig": "table_size",

@@ -1,10 +1,8 @@
 """RequestAuthentication → jwt_authn in istiod's shape, ahead of the RBAC filters that read its
-payload; pymesh proxies get no security filters until they run them; the real Envoy accepts the
-output."""
+payload; the real Envoy accepts the output."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -126,19 +124,6 @@ def test_gateway_reroutes_after_verification() -> None:
         hcm = listener["filter_chains"][0]["filters"][-1]["typed_config"]
         jwt = hcm["http_filters"][0]["typed_config"]
         assert jwt["providers"]["origins-0"]["clear_route_cache"] is True
-
-
-def test_pymesh_proxies_get_no_security_filters() -> None:
-    mesh = _mesh(files=(JWT_RA, JWT_TASK + "2-authorizationpolicy-require-jwt.yaml"))
-    pymesh_node = replace(mesh.nodes["httpbin"], user_agent="pymesh")
-    names = [f["name"] for f in _filters(mesh, "httpbin")]
-    assert "envoy.filters.http.jwt_authn" in names and "envoy.filters.http.rbac" in names
-    mesh.nodes["pymesh"] = pymesh_node
-    assert [f["name"] for f in _filters(mesh, "pymesh")] == [
-        "envoy.filters.http.fault",
-        "envoy.filters.http.cors",
-        "envoy.filters.http.router",
-    ]
 
 
 @pytest.mark.envoy

@@ -128,11 +128,11 @@ _AGGREGATE = {
         },
     },
 }
-_EXT_AUTHZ = {
-    "name": "envoy.filters.http.ext_authz",
+_UNSUPPORTED_FILTER = {
+    "name": "envoy.filters.http.buffer",
     "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-        "grpc_service": {"envoy_grpc": {"cluster_name": "productpage"}},
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+        "max_request_bytes": 1024,
     },
 }
 
@@ -173,10 +173,10 @@ REJECTIONS: dict[str, tuple[Mutation, type[ValidationError], str, bool]] = {
         False,
     ),
     "unsupported http filter": (
-        lambda d: _hcm(d)["http_filters"].insert(0, copy.deepcopy(_EXT_AUTHZ)),
+        lambda d: _hcm(d)["http_filters"].insert(0, copy.deepcopy(_UNSUPPORTED_FILTER)),
         UnsupportedError,
-        f"{_HCM_PATH}.http_filters[0]: filter 'envoy.filters.http.ext_authz' "
-        "(type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz) is not "
+        f"{_HCM_PATH}.http_filters[0]: filter 'envoy.filters.http.buffer' "
+        "(type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer) is not "
         "supported by pymesh",
         True,
     ),
@@ -373,7 +373,8 @@ def test_missing_certificate_file_is_refused(in_data_dir: None) -> None:
 
 def test_is_optional_unknown_filter_is_skipped_like_envoy() -> None:
     def mutation(data: dict[str, Any]) -> None:
-        _hcm(data)["http_filters"].insert(0, dict(copy.deepcopy(_EXT_AUTHZ), is_optional=True))
+        optional = dict(copy.deepcopy(_UNSUPPORTED_FILTER), is_optional=True)
+        _hcm(data)["http_filters"].insert(0, optional)
 
     bootstrap = bootstrap_from_dict(_mutated(mutation))
     hcm = bootstrap.static_resources.listeners[0].filter_chains[0].filters[0].config

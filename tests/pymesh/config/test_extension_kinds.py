@@ -135,6 +135,12 @@ def test_telemetry_refusals(old: str, new: str, message: str) -> None:
         load_documents(TELEMETRY.replace(old, new, 1), "t.yaml")
 
 
+PEER_AUTHN = """\
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: foo}
+spec: {mtls: {mode: STRICT}}
+"""
 REQUEST_AUTHN = """\
 apiVersion: security.istio.io/v1
 kind: RequestAuthentication
@@ -198,7 +204,7 @@ def test_config_map_fields_sit_beside_metadata() -> None:
         load_documents(text + "spec: {}\n", "t.yaml")
 
 
-@pytest.mark.parametrize("text", [REQUEST_AUTHN])
+@pytest.mark.parametrize("text", [PEER_AUTHN])
 def test_kinds_not_enforced_yet_are_reported_when_loaded(text: str) -> None:
     result = load_documents(text, "t.yaml")
     [res] = result.resources
@@ -206,6 +212,17 @@ def test_kinds_not_enforced_yet_are_reported_when_loaded(text: str) -> None:
     messages = [w.message for w in result.warnings if "not enforced" in w.message]
     assert len(messages) == len(entries) >= 1, result.warnings
     assert all(m.startswith(f"{res.kind} is accepted but not enforced: ") for m in messages)
+
+
+def test_security_kinds_load_without_a_not_enforced_warning() -> None:
+    """Both proxies enforce AuthorizationPolicy and RequestAuthentication."""
+    policy = (
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+        "metadata: {name: deny-all, namespace: foo}\nspec: {}\n"
+    )
+    for text in (REQUEST_AUTHN, policy):
+        result = load_documents(text, "t.yaml")
+        assert not [w for w in result.warnings if "not enforced" in w.message], result.warnings
 
 
 def test_telemetry_parts_not_enforced_yet_are_reported_by_field() -> None:

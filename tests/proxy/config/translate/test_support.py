@@ -41,8 +41,8 @@ def test_unsupported_field_names_path_and_type() -> None:
     cluster.upstream_bind_config.freebind.value = True
     with pytest.raises(UnsupportedError) as caught:
         check_supported(cluster, "clusters[3]")
-    assert caught.value.path == "clusters[3].upstream_bind_config"
-    assert "envoy.config.cluster.v3.Cluster" in caught.value.message
+    assert caught.value.path == "clusters[3].upstream_bind_config.freebind"
+    assert "envoy.config.core.v3.BindConfig" in caught.value.message
 
 
 def test_nested_and_map_paths() -> None:

@@ -1,7 +1,7 @@
-"""The real Envoy (1.40) enforcing what pilot generates for Istio's security task files,
-unchanged: authz-deny, authz-jwt (the sample token and JWKS) and authz-dry-run, on a
-process-mode httpbin sidecar (its inbound listener on ``<pod ip>:15006``). Each test asserts
-the task's documented outcome, which is also the ground truth the pymesh proxy must match.
+"""The real Envoy (1.40) and the pymesh proxy enforcing what pilot generates for Istio's
+security task files, unchanged: authz-deny, authz-jwt (the sample token and JWKS) and
+authz-dry-run, on a process-mode httpbin sidecar (its inbound listener on
+``<pod ip>:15006``). Each test runs on both proxies and asserts the task's documented outcome.
 
 The JWKS of the tasks' ``jwksUri`` is served inline here (``jwks:`` in a RequestAuthentication
 for the same issuer), since the URI points to the internet.
@@ -23,7 +23,7 @@ from pymesh.config.loader import load_documents, load_path
 from pymesh.config.snapshot import ConfigSnapshot
 from tests.pilot.generate._mesh import Mesh, sample, workload_nodes
 from tests.support import POLICY_NET, address
-from tests.support.envoy import EnvoyProcess
+from tests.support.envoy import PROXY_KINDS, ProxyProcess, make_proxy
 from tests.support.httpclient import Response, request
 from tests.support.upstream import Echo
 
@@ -64,7 +64,7 @@ spec:
 @dataclass(frozen=True)
 class Pod:
     where: tuple[str, int]  # the sidecar's inbound listener
-    envoy: EnvoyProcess
+    proxy: ProxyProcess
 
 
 Sidecar = Callable[..., Awaitable[Pod]]
@@ -81,16 +81,21 @@ def _bootstrap(mesh: Mesh, node: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
+@pytest.fixture(params=PROXY_KINDS)
 async def sidecar(
-    envoy_binary: str, tmp_path: Path, upstream_factory: Any, request: pytest.FixtureRequest
+    request: pytest.FixtureRequest, tmp_path: Path, upstream_factory: Any
 ) -> AsyncIterator[Sidecar]:
     """``await sidecar(*policies)`` (sample paths or YAML texts) → the httpbin pod, an echo
-    app behind a real Envoy sidecar configured by pilot. Each test has a pod address of its
-    own, so the well-known ports never collide between parallel tests."""
-    started: list[EnvoyProcess] = []
+    app behind a sidecar (Envoy or pymesh, the fixture's parameter) configured by pilot. Each
+    test has a pod address of its own, so the well-known ports never collide between parallel
+    tests."""
+    kind: str = request.param
+    if kind == "envoy":
+        request.getfixturevalue("envoy_binary")
+    started: list[ProxyProcess] = []
     tests = sorted(n for n in dir(request.module) if n.startswith("test_"))
-    pod_ip = address(POLICY_NET, 10 + tests.index(request.node.originalname))
+    index = tests.index(request.node.originalname) * len(PROXY_KINDS) + PROXY_KINDS.index(kind)
+    pod_ip = address(POLICY_NET, 10 + index)
 
     async def make(*policies: str) -> Pod:
         resources = list(load_documents(HTTPBIN).resources)
@@ -104,14 +109,14 @@ async def sidecar(
         node = replace(node, ip=pod_ip, instance_ips=(pod_ip,), id=node.id.replace(node.ip, pod_ip))
         mesh = Mesh(snapshot, {"httpbin": node})
         await upstream_factory(pod_ip, 8000, default=Echo())
-        envoy = EnvoyProcess(_bootstrap(mesh, "httpbin"), workdir=tmp_path / "envoy")
-        started.append(envoy)
-        await envoy.astart()
-        return Pod((pod_ip, 15006), envoy)
+        proxy = make_proxy(kind, _bootstrap(mesh, "httpbin"), workdir=tmp_path / kind)
+        started.append(proxy)
+        await proxy.astart()
+        return Pod((pod_ip, 15006), proxy)
 
     yield make
-    for envoy in started:
-        await envoy.astop()
+    for proxy in started:
+        await proxy.astop()
 
 
 async def _get(
@@ -190,7 +195,7 @@ async def test_authz_jwt_claim(sidecar: Sidecar) -> None:
 
 
 async def _stat(pod: Pod, name: str) -> int:
-    host, port = pod.envoy.admin
+    host, port = pod.proxy.admin
     resp = await request(host, port, "GET", f"/stats?filter=^{re.escape(name)}$")
     for line in resp.text.splitlines():
         key, _, value = line.partition(": ")
