@@ -1,20 +1,25 @@
 """``docker/docker-compose.yml`` on a real Docker engine: the image is built from
-``docker/Dockerfile``, ``docker-compose up`` starts pilot, the ingress gateway and every
-Bookinfo pod (pause, init with ``pymesh iptables``, sidecar as uid 1337, the app after its
-sidecar is ready), and the product page answers through the gateway with every reviews
-version, each hop through a sidecar that captured the traffic transparently.
+``docker/Dockerfile``, ``docker-compose up`` starts pilot, the CA, mixer, Prometheus, the
+ingress gateway and every Bookinfo pod (pause, init with ``pymesh iptables``, the identity
+agent, sidecar as uid 1337, the app after its sidecar is ready), and the product page
+answers through the gateway with every reviews version, each hop through a sidecar that
+captured the traffic transparently; every hop's report reaches Prometheus through mixer, and
+every pod holds a certificate from the CA for its service account.
 
 One engine, one image and one compose project serve the module.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +32,7 @@ from tests.support.docker import (
     has_network,
     image_build,
     missing_tools,
+    prometheus_image,
 )
 
 pytestmark = [
@@ -38,7 +44,7 @@ pytestmark = [
     pytest.mark.skipif(
         bool(missing_tools()),
         reason=f"needs {', '.join(missing_tools())} (apt-get install docker.io docker-compose "
-        "debootstrap)",
+        "debootstrap prometheus)",
     ),
 ]
 
@@ -49,20 +55,31 @@ PROJECT = "pmpod"
 GATEWAY = "127.0.11.200"
 
 
+PODS = ("details-v1", "ratings-v1", "reviews-v1", "reviews-v2", "reviews-v3", "productpage-v1")
+ACCOUNTS = {pod: f"bookinfo-{pod.partition('-')[0]}" for pod in PODS}
+
+
 class Mesh:
-    def __init__(self, engine: DockerEngine, port: int) -> None:
+    def __init__(self, engine: DockerEngine, prometheus: str) -> None:
+        from tests.support.procs import free_port
+
         self.engine = engine
+        port, prom_port, dashboard = (free_port(GATEWAY) for _ in range(3))
         self.url = f"http://{GATEWAY}:{port}"
+        self.prometheus = f"http://{GATEWAY}:{prom_port}"
         self.env = {"PYMESH_IMAGE": IMAGE, "PYMESH_INGRESS_BIND": GATEWAY}
         self.env |= {"PYMESH_INGRESS_PORT": str(port), "PYMESH_NETWORK": "pmpod-mesh"}
+        self.env |= {"PROMETHEUS_IMAGE": prometheus, "PYMESH_TELEMETRY_BIND": GATEWAY}
+        self.env |= {"PYMESH_PROMETHEUS_PORT": str(prom_port)}
+        self.env |= {"PYMESH_DASHBOARD_PORT": str(dashboard)}
 
     def compose(self, *args: str, timeout: float = 600) -> str:
         return compose(self.engine, PROJECT, FILE, *args, env=self.env, timeout=timeout)
 
-    def get(self, path: str) -> tuple[int, str]:
+    def get(self, path: str, base: str = "") -> tuple[int, str]:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
-            with opener.open(self.url + path, timeout=10) as resp:
+            with opener.open((base or self.url) + path, timeout=10) as resp:
                 return resp.status, resp.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
@@ -72,11 +89,18 @@ class Mesh:
     def logs(self) -> str:
         return self.compose("logs", "--no-color", "--tail", "30")
 
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """Prometheus' instant query API: the result vector (empty while not scraped yet)."""
+        query = urllib.parse.urlencode({"query": promql})
+        status, body = self.get(f"/api/v1/query?{query}", self.prometheus)
+        if status != 200:
+            return []
+        result: list[dict[str, Any]] = json.loads(body)["data"]["result"]
+        return result
+
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    from tests.support.procs import free_port
-
     scratch = tmp_path_factory.mktemp("docker")
     with docker_engine(scratch) as engine:
         if not engine.has_image(base_image()) and not has_network():
@@ -95,8 +119,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
                 "pyproject.toml changed since the cached image was built and this namespace "
                 "has no route to the package registries; run the test once with network"
             )
+        prometheus = prometheus_image(engine, base, scratch)
         built = time.monotonic() - started
-        mesh = Mesh(engine, free_port(GATEWAY))
+        mesh = Mesh(engine, prometheus)
         try:
             mesh.compose("up", "-d", "--no-build")
             yield mesh
@@ -151,3 +176,52 @@ def test_pods_are_captured(mesh: Mesh) -> None:
         "-S",
     ).stdout
     assert "-A OUTPUT -p tcp -j ISTIO_OUTPUT" in nat and "--uid-owner 1337" in nat
+
+
+def test_prometheus_scrapes_mixer_and_pilot(mesh: Mesh) -> None:
+    """Every sidecar sends its spans to mixer (the mesh config's Zipkin address); Prometheus
+    scrapes mixer and pilot, and what it holds is the mesh's: the spans of the product page's
+    requests, and every proxy connected to pilot. Mixer's Zipkin API has the call graph."""
+    for _ in range(3):
+        assert mesh.get("/productpage")[0] == 200
+    deadline = time.monotonic() + 120
+    spans = connected = 0.0
+    while time.monotonic() < deadline and not (spans >= 15 and connected == 7):
+        spans = sum(float(r["value"][1]) for r in mesh.query("mixer_zipkin_spans_total"))
+        connected = sum(float(r["value"][1]) for r in mesh.query("pilot_xds"))
+        time.sleep(1)
+    # Three pages: the gateway, productpage, details and reviews each report every one.
+    assert spans >= 15 and connected == 7, f"spans {spans}, proxies {connected}\n{mesh.logs()}"
+    up = {r["metric"]["job"]: r["value"][1] for r in mesh.query("up")}
+    assert up == {"mixer": "1", "pilot": "1"}, up
+    probe = (
+        "import time, urllib.request as u; o = u.build_opener(u.ProxyHandler({}));"
+        "url = 'http://127.0.0.1:9411/api/v2/dependencies?endTs=%d' % (time.time() * 1000);"
+        "print(o.open(url, timeout=5).read().decode())"
+    )
+    out = mesh.compose("exec", "-T", "mixer", "/opt/pymesh/bin/python", "-c", probe)
+    links = {(d["parent"], d["child"]) for d in json.loads(out.strip().splitlines()[-1])}
+    assert {("productpage", "details"), ("productpage", "reviews")} <= {
+        (p.split(".")[0], c.split(".")[0]) for p, c in links
+    }, links
+
+
+def test_every_pod_has_its_identity(mesh: Mesh) -> None:
+    """Every pod's agent holds a certificate from the compose CA for its own service
+    account (its ``/ready`` is what the sidecar waited on), served to the sidecar over SDS
+    on the socket the two containers share."""
+    probe = (
+        "import urllib.request as u; o = u.build_opener(u.ProxyHandler({}));"
+        "print(o.open('http://127.0.0.1:15024/stats', timeout=5).read().decode())"
+    )
+    for pod in PODS:
+        stats = mesh.compose("exec", "-T", f"{pod}-agent", "/opt/pymesh/bin/python", "-c", probe)
+        assert "pymesh_agent.certificate_ready: 1" in stats, f"{pod}: {stats}"
+        socket = mesh.compose(
+            "exec", "-T", f"{pod}-proxy", "stat", "-c", "%U %a %F",
+            "/var/run/secrets/workload-spiffe-uds/socket",
+        )  # fmt: skip
+        assert socket.strip().splitlines()[-1] == "istio-proxy 600 socket", socket
+    issued = mesh.compose("logs", "--no-color", "ca")
+    for pod, account in ACCOUNTS.items():
+        assert f"spiffe://cluster.local/ns/default/sa/{account}" in issued, (pod, issued[-2000:])
