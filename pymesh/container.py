@@ -187,6 +187,7 @@ def _ca(args: Sequence[str]) -> int:
 def _tokens(args: Sequence[str]) -> int:
     from auth.server import CaOptions, open_ca
     from auth.tokens import CA_AUDIENCE
+    from pymesh.errors import ConfigError
 
     accounts = [a.partition("/") for a in args]
     bad = [f"{ns}{sep}{sa}" for ns, sep, sa in accounts if not (ns and sep and sa)]
@@ -194,11 +195,15 @@ def _tokens(args: Sequence[str]) -> int:
         print(f"usage: tokens NAMESPACE/SERVICE_ACCOUNT... (got {bad or 'none'})", file=sys.stderr)
         return 2
     out = Path(os.environ.get("SECRETS_DIR", "/var/run/secrets/pymesh"))
-    uid = int(os.environ.get("PROXY_UID", "1337"))
-    ttl = float(os.environ.get("TOKEN_TTL_SECONDS", str(30 * 24 * 3600)))
     options = CaOptions(_ca_dir(), trust_domain=os.environ.get("TRUST_DOMAIN", "cluster.local"))
-    service, issuer = open_ca(options, time.time)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        uid = int(os.environ.get("PROXY_UID", "1337"))
+        ttl = float(os.environ.get("TOKEN_TTL_SECONDS", str(30 * 24 * 3600)))
+        service, issuer = open_ca(options, time.time)
+        out.mkdir(parents=True, exist_ok=True)
+    except (ConfigError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     (out / "root-cert.pem").write_text(service.ca.root_pem, encoding="ascii")
     for namespace, _, account in accounts:
         path = out / namespace / account / "istio-token"

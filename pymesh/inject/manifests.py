@@ -124,8 +124,8 @@ def _pilot(image: str) -> list[dict[str, Any]]:
         "defaultConfig": {
             "discoveryAddress": PILOT_ADDRESS,
             "terminationDrainDuration": "5s",
-            # Spans to mixer; Istio's request metrics need envoyAccessLogService, which only
-            # Envoy sidecars stream (pymesh's own sidecar does not send gRPC access logs yet).
+            # Spans to mixer (from Envoy sidecars: pymesh's does not send them yet). Istio's
+            # request metrics need envoyAccessLogService, which pymesh's sidecar refuses.
             "tracing": {"sampling": 1, "zipkin": {"address": ZIPKIN_ADDRESS}},
         },
         "outboundTrafficPolicy": {"mode": "ALLOW_ANY"},

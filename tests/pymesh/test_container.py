@@ -154,3 +154,12 @@ def test_wait_for_a_url_times_out_with_its_reason() -> None:
     done = _role(["wait", "0.5", f"http://{IP}:{port}/ready"], {})
     assert done.returncode == 1
     assert f"http://{IP}:{port}/ready is not ready after" in done.stderr
+
+
+def test_tokens_report_a_bad_ca_directory(tmp_path: Path) -> None:
+    (tmp_path / "ca").mkdir()
+    (tmp_path / "ca/token-key.pem").write_text("not a key")
+    env = {"CA_DIR": str(tmp_path / "ca"), "SECRETS_DIR": str(tmp_path / "secrets")}
+    done = _role(["tokens", "default/sleep"], env)
+    assert done.returncode == 1 and done.stderr.startswith("error: "), done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "secrets").exists()

@@ -269,7 +269,7 @@ def prometheus_image(engine: DockerEngine, base: str, scratch: Path) -> str:
     (context / "Dockerfile").write_text(_PROMETHEUS_DOCKERFILE)
     shutil.copy2(_PROMETHEUS, context / "prometheus")
     tag = "pymesh-test-prometheus:local"
-    engine.run("build", "--network", "host", "--build-arg", f"BASE={base}", "-t", tag, ".",
-               cwd=context, timeout=600)  # fmt: skip
+    args = ["build", "--network", "host", "--build-arg", f"BASE={base}", "-t", tag, "."]
+    engine.run(*args, cwd=context, timeout=600)
     shutil.rmtree(context, ignore_errors=True)
     return tag
