@@ -4,14 +4,24 @@ Istio's 15012) and mixer (its own Deployment, scraped by a Prometheus with Istio
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
-__all__ = ["CA_ADDRESS", "ZIPKIN_ADDRESS", "ca_container", "ca_volumes", "mixer_manifests"]
+__all__ = [
+    "CA_ADDRESS",
+    "NAMESPACE",
+    "NON_ROOT",
+    "ZIPKIN_ADDRESS",
+    "ca_container",
+    "ca_volumes",
+    "mixer_manifests",
+]
 
 CA_ADDRESS = "istiod.istio-system.svc:15012"
 ZIPKIN_ADDRESS = "mixer.istio-system.svc:9411"
-_NS = "istio-system"
-_NON_ROOT = {
+NAMESPACE = "istio-system"
+#: The control plane's containers: Istio's uid, nothing else.
+NON_ROOT = {
     "runAsUser": 1337,
     "runAsGroup": 1337,
     "runAsNonRoot": True,
@@ -42,7 +52,7 @@ def ca_container(image: str) -> dict[str, Any]:
         "ports": [{"containerPort": 15012, "name": "grpc-ca", "protocol": "TCP"}],
         "readinessProbe": {"tcpSocket": {"port": 15012}, "periodSeconds": 3},
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
-        "securityContext": _NON_ROOT,
+        "securityContext": copy.deepcopy(NON_ROOT),
         "volumeMounts": [
             {"name": "ca-data", "mountPath": "/var/lib/pymesh/ca"},
             {"name": "cacerts", "mountPath": "/etc/cacerts", "readOnly": True},
@@ -66,7 +76,7 @@ def mixer_manifests(image: str) -> list[dict[str, Any]]:
         "ports": [{"containerPort": p, "name": n, "protocol": "TCP"} for n, p in ports],
         "readinessProbe": {"httpGet": {"path": "/ready", "port": 15014}, "periodSeconds": 3},
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
-        "securityContext": _NON_ROOT,
+        "securityContext": copy.deepcopy(NON_ROOT),
         "volumeMounts": [{"name": "config-volume", "mountPath": "/etc/istio/config"}],
     }
     scrape = {
@@ -79,12 +89,12 @@ def mixer_manifests(image: str) -> list[dict[str, Any]]:
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
-            "metadata": {"name": "mixer", "namespace": _NS},
+            "metadata": {"name": "mixer", "namespace": NAMESPACE},
         },
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {"name": "mixer", "namespace": _NS, "labels": labels},
+            "metadata": {"name": "mixer", "namespace": NAMESPACE, "labels": labels},
             "spec": {
                 "replicas": 1,
                 "selector": {"matchLabels": labels},
@@ -101,7 +111,7 @@ def mixer_manifests(image: str) -> list[dict[str, Any]]:
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {"name": "mixer", "namespace": _NS, "labels": labels},
+            "metadata": {"name": "mixer", "namespace": NAMESPACE, "labels": labels},
             "spec": {
                 "selector": labels,
                 "ports": [{"name": n, "port": p, "targetPort": p} for n, p in ports],

@@ -13,23 +13,22 @@ from typing import Any
 import yaml
 
 from pymesh.config.kinds import KINDS
-from pymesh.inject.control_plane import ZIPKIN_ADDRESS, ca_container, ca_volumes, mixer_manifests
+from pymesh.inject.control_plane import (
+    NAMESPACE,
+    NON_ROOT,
+    ZIPKIN_ADDRESS,
+    ca_container,
+    ca_volumes,
+    mixer_manifests,
+)
 
 __all__ = ["PILOT_ADDRESS", "crd_name", "install_manifests", "plural", "render"]
 
 PILOT_ADDRESS = "istiod.istio-system.svc:15010"
-_NS = "istio-system"
 _INJECTOR_TLS = "istiod-injector-tls"
 _PYTHON = "/opt/pymesh/bin/python"
 # Istio validates its kinds in its webhook; pilot does the same when it reads them.
 _SCHEMA = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-_NON_ROOT = {
-    "runAsUser": 1337,
-    "runAsGroup": 1337,
-    "runAsNonRoot": True,
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-}
 _HEADER = """\
 # pymesh on Kubernetes: the istio-system namespace, Istio's CRDs (the kinds pilot reads),
 # pilot ("istiod", with the sidecar injector and the CA beside it), mixer (scraped through
@@ -110,7 +109,7 @@ def _account(name: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": {"name": name, "namespace": _NS},
+        "metadata": {"name": name, "namespace": NAMESPACE},
     }
 
 
@@ -143,7 +142,7 @@ def _pilot(image: str) -> list[dict[str, Any]]:
         ],
         "readinessProbe": {"httpGet": {"path": "/ready", "port": 15080}, "periodSeconds": 3},
         "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}},
-        "securityContext": _NON_ROOT,
+        "securityContext": NON_ROOT,
         "volumeMounts": [{"name": "config-volume", "mountPath": "/etc/istio/config"}],
     }
     injector = {
@@ -166,14 +165,14 @@ def _pilot(image: str) -> list[dict[str, Any]]:
             "periodSeconds": 3,
         },
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
-        "securityContext": _NON_ROOT,
+        "securityContext": NON_ROOT,
         "volumeMounts": [{"name": "injector-tls", "mountPath": "/etc/injector", "readOnly": True}],
     }
     return [
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
-            "metadata": {"name": "istiod", "namespace": _NS},
+            "metadata": {"name": "istiod", "namespace": NAMESPACE},
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -216,18 +215,18 @@ def _pilot(image: str) -> list[dict[str, Any]]:
                 "kind": "ClusterRole",
                 "name": "istiod-istio-system",
             },
-            "subjects": [{"kind": "ServiceAccount", "name": "istiod", "namespace": _NS}],
+            "subjects": [{"kind": "ServiceAccount", "name": "istiod", "namespace": NAMESPACE}],
         },
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": {"name": "istio", "namespace": _NS},
+            "metadata": {"name": "istio", "namespace": NAMESPACE},
             "data": {"mesh": yaml.safe_dump(mesh, sort_keys=False)},
         },
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {"name": "istiod", "namespace": _NS, "labels": labels},
+            "metadata": {"name": "istiod", "namespace": NAMESPACE, "labels": labels},
             "spec": {
                 "replicas": 1,
                 "selector": {"matchLabels": labels},
@@ -254,7 +253,7 @@ def _pilot(image: str) -> list[dict[str, Any]]:
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {"name": "istiod", "namespace": _NS, "labels": labels},
+            "metadata": {"name": "istiod", "namespace": NAMESPACE, "labels": labels},
             "spec": {
                 "selector": labels,
                 "ports": [
@@ -295,18 +294,18 @@ def _gateway(image: str) -> list[dict[str, Any]]:
             "exec": {"command": [_PYTHON, "-m", "pymesh.container", "wait", "1"]},
             "periodSeconds": 2,
         },
-        "securityContext": _NON_ROOT,
+        "securityContext": NON_ROOT,
     }
     return [
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
-            "metadata": {"name": account, "namespace": _NS},
+            "metadata": {"name": account, "namespace": NAMESPACE},
         },
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {"name": "istio-ingressgateway", "namespace": _NS, "labels": labels},
+            "metadata": {"name": "istio-ingressgateway", "namespace": NAMESPACE, "labels": labels},
             "spec": {
                 "replicas": 1,
                 "selector": {"matchLabels": labels},
@@ -322,7 +321,7 @@ def _gateway(image: str) -> list[dict[str, Any]]:
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {"name": "istio-ingressgateway", "namespace": _NS, "labels": labels},
+            "metadata": {"name": "istio-ingressgateway", "namespace": NAMESPACE, "labels": labels},
             "spec": {
                 "type": "LoadBalancer",
                 "selector": labels,
@@ -349,7 +348,12 @@ def _webhook() -> dict[str, Any]:
                 "reinvocationPolicy": "Never",
                 "timeoutSeconds": 10,
                 "clientConfig": {
-                    "service": {"name": "istiod", "namespace": _NS, "path": "/inject", "port": 443},
+                    "service": {
+                        "name": "istiod",
+                        "namespace": NAMESPACE,
+                        "path": "/inject",
+                        "port": 443,
+                    },
                     "caBundle": "",
                 },
                 "rules": [
@@ -372,7 +376,7 @@ def _webhook() -> dict[str, Any]:
 
 
 def install_manifests(image: str = "pymesh:latest") -> list[dict[str, Any]]:
-    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": _NS}}
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
     control = [*_pilot(image), *mixer_manifests(image)]
     return [namespace, *_crds(), *control, *_gateway(image), _webhook()]
 

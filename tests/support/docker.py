@@ -259,6 +259,9 @@ def image_build(engine: DockerEngine, root: Path, tag: str, build_args: Sequence
         cwd=root,
         timeout=900,
     )
+    # The images this build replaced: a developer's cached data root would grow by one
+    # image per change otherwise (the build cache is kept).
+    engine.run("image", "prune", "--force", timeout=300)
 
 
 def prometheus_image(engine: DockerEngine, base: str, scratch: Path) -> str:
