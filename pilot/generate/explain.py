@@ -48,6 +48,14 @@ class RetryInfo:
     per_try_timeout: float | None = None
     status_codes: tuple[int, ...] = ()
 
+    def render(self) -> str:
+        text = f"{self.attempts} attempts on {self.retry_on}"
+        if self.status_codes:
+            text += f" (status {', '.join(map(str, self.status_codes))})"
+        if self.per_try_timeout is not None:
+            text += f", per try timeout {_seconds(self.per_try_timeout)}"
+        return text
+
 
 @dataclass(frozen=True, slots=True)
 class FaultInfo:
@@ -55,6 +63,14 @@ class FaultInfo:
     delay_percent: float | None = None
     abort_status: int | None = None
     abort_percent: float | None = None
+
+    def render(self) -> str:
+        parts = []
+        if self.delay is not None:
+            parts.append(f"delay {self.delay:g}s for {self.delay_percent or 0:g}% of requests")
+        if self.abort_status is not None:
+            parts.append(f"abort {self.abort_status} for {self.abort_percent or 0:g}% of requests")
+        return "; ".join(parts) or "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +118,8 @@ class Explanation:
         if self.clusters or (matched and self.direct_response is None and not self.redirect):
             rows.append(("timeout", _seconds(self.timeout)))
         rows += [
-            ("retries", self.retries),
-            ("fault", self.fault),
+            ("retries", self.retries and self.retries.render()),
+            ("fault", self.fault and self.fault.render()),
             ("mirrors", ", ".join(f"{c} ({p:g}%)" for c, p in self.mirrors) or None),
             ("direct response", self.direct_response),
             ("redirect", self.redirect),

@@ -58,7 +58,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(_USAGE_EXIT, f"error: {message}\nSee '{self.prog} --help' for more.\n")
 
 
-def _build_parser(selected: str | None) -> argparse.ArgumentParser:
+def _build_parser(
+    selected: str | None,
+) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser | None]:
+    """The top-level parser and the selected command's own (``None`` when none is)."""
     parser = _Parser(
         prog="pymesh",
         description="pymesh: a service mesh in Python, with Istio's configuration and "
@@ -69,11 +72,13 @@ def _build_parser(selected: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--log-format", default="console", choices=["console", "json"])
     parser.add_argument("--version", action="store_true", help="the same as `pymesh version`")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    command_parser = None
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == selected:
             importlib.import_module(module).add_arguments(p)
-    return parser
+            command_parser = p
+    return parser, command_parser
 
 
 def _split_command(args: list[str], selected: str | None) -> tuple[list[str], list[str] | None]:
@@ -96,12 +101,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: unknown command {args_list[1]!r}; `pymesh help` lists them")
             return _USAGE_EXIT
     selected = next((a for a in args_list if a in COMMANDS), None)
-    parser = _build_parser(selected)
+    parser, command_parser = _build_parser(selected)
     if not args_list:
         parser.print_help()
         return 0
     args_list, command_tail = _split_command(args_list, selected)
-    args = parser.parse_args(args_list)
+    args, extra = parser.parse_known_args(args_list)
+    if extra:
+        # argparse reports a command's unknown options with the top-level usage; kubectl
+        # shows the command's own.
+        (command_parser or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if command_tail is not None:
         args.cmd = command_tail
     if args.command is None:

@@ -22,7 +22,8 @@ def test_render_names_every_step() -> None:
         "(weight 80: 80% of requests)",
         "(weight 20: 20% of requests)",
         "timeout          0s (disabled)",
-        "retries",
+        "retries          2 attempts on connect-failure,refused-stream,unavailable,"
+        "cancelled,retriable-status-codes (status 503)",
     ):
         assert expected in text
     # A split has no one cluster: every destination, its chance and its endpoints.
@@ -69,11 +70,13 @@ def test_features_explained() -> None:
     # case_sensitive for regexes).
     assert explain(mesh.ctx, web, api + "/V2/items", {":method": "POST"}).rule_index == 7
     assert canary.retries is not None and canary.retries.per_try_timeout == 2.0
+    assert ", per try timeout 2s" in canary.render()
     by_query = explain(mesh.ctx, web, api + "/x?debug=1", {"x-user": "tester"})
     assert by_query.route == "canary.by-user"
     slow = explain(mesh.ctx, web, api + "/slow")
     assert slow.fault is not None and slow.fault.delay == 1.5
     assert slow.fault.delay_percent == 12.5 and slow.fault.abort_percent == 0.1
+    assert "fault            delay 1.5s for 12.5% of requests; abort " in slow.render()
     skipped = explain(mesh.ctx, web, api + "/slow", {"x-skip-fault": ""})
     assert skipped.rule_index == 7 and skipped.fault is None
     assert skipped.mirrors == (

@@ -48,7 +48,7 @@ COMMIT
 
 
 def _cfg(*argv: str) -> CaptureConfig:
-    args = _build_parser("iptables").parse_args(["iptables", *argv])
+    args = _build_parser("iptables")[0].parse_args(["iptables", *argv])
     cfg = config_from_args(args)
     assert isinstance(cfg, CaptureConfig)
     return cfg

@@ -55,6 +55,13 @@ def test_usage_errors_print_the_commands_usage(capsys) -> None:
     with pytest.raises(SystemExit):
         cli.main(["proxy-config"])
     assert capsys.readouterr().err.startswith("usage: pymesh proxy-config ")
+    # An option the command does not know: still the command's usage, not pymesh's.
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["get", "pods", "--bogus"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: pymesh get ")
+    assert "error: unrecognized arguments: --bogus" in err
 
 
 def test_version_without_a_pilot(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
