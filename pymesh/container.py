@@ -10,9 +10,18 @@ Istio way, by environment:
 * ``pilot``: ``pymesh pilot`` on ``0.0.0.0``, serving a writable copy of ``CONFIG_DIR``
   (``/etc/pymesh/config``, usually a read-only mount of manifests).
 * ``iptables``: ``pymesh iptables`` (the init container), Istio's flags by default.
-* ``wait``: exits 0 once this pod's proxy is ready (``pilot-agent wait``; health checks and
-  ``holdApplicationUntilProxyStarts``).
-* ``injector``, ``ca``, ``agent``: ``pymesh injector|ca|agent`` with the arguments given.
+* ``wait [SECONDS [URL]]``: exits 0 once this pod's proxy is ready (``pilot-agent wait``;
+  health checks and ``holdApplicationUntilProxyStarts``), or once ``URL`` answers 200.
+* ``mixer``: ``pymesh mixer`` on ``0.0.0.0`` (Istio's ports), ``MESH_CONFIG`` for its mesh.
+* ``ca``: ``pymesh ca`` on ``CA_ADDRESS`` (``0.0.0.0:15012``) with its key material in
+  ``CA_DIR`` (``/var/lib/pymesh/ca``, a new root when empty); Istio's plugged-in ``cacerts``
+  files in ``CACERTS_DIR`` (``/etc/cacerts``) are copied in first when present.
+* ``tokens NS/SA...``: what an API server gives pods where there is none (docker-compose):
+  the mesh root and a service-account token per ``NS/SA``, under ``SECRETS_DIR``
+  (``<ns>/<sa>/istio-token``, readable by the proxy's uid only).
+* ``agent``: ``pymesh agent`` (``CA_ADDR``, ``POD_NAMESPACE``, ``SERVICE_ACCOUNT`` from the
+  environment; ``TOKEN_FILE``, ``CA_ROOT``, ``STATUS_ADDRESS``).
+* ``injector``: ``pymesh injector`` with the arguments given.
 
 Adding a role is one entry in :data:`ROLES`.
 """
@@ -126,7 +135,7 @@ def _iptables(args: Sequence[str]) -> int:
 
 def _wait(args: Sequence[str]) -> int:
     timeout = float(args[0]) if args else 60.0
-    url = "http://127.0.0.1:15000/ready"
+    url = args[1] if len(args) > 1 else "http://127.0.0.1:15000/ready"
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     deadline = time.monotonic() + timeout
     while True:
@@ -137,19 +146,97 @@ def _wait(args: Sequence[str]) -> int:
         except OSError:
             pass
         if time.monotonic() > deadline:
-            print(f"the proxy at {url} is not ready after {timeout:.0f} s", file=sys.stderr)
+            print(f"{url} is not ready after {timeout:g} s", file=sys.stderr)
             return 1
         time.sleep(0.2)
+
+
+def _mixer(args: Sequence[str]) -> int:
+    env = os.environ.get
+    argv = ["mixer", "--grpc-address", env("GRPC_ADDRESS", "0.0.0.0:9091")]
+    argv += ["--metrics-address", env("METRICS_ADDRESS", "0.0.0.0:15014")]
+    argv += ["--zipkin-address", env("ZIPKIN_ADDRESS", "0.0.0.0:9411")]
+    argv += ["--dashboard-address", env("DASHBOARD_ADDRESS", "0.0.0.0:20001")]
+    if env("MESH_CONFIG"):
+        argv += ["--mesh-config", os.environ["MESH_CONFIG"]]
+    if env("PROMETHEUS_URL"):
+        argv += ["--prometheus-url", os.environ["PROMETHEUS_URL"]]
+    return _exec_pymesh([*argv, *args])
+
+
+def _ca_dir() -> Path:
+    return Path(os.environ.get("CA_DIR", "/var/lib/pymesh/ca"))
+
+
+def _ca(args: Sequence[str]) -> int:
+    directory = _ca_dir()
+    plugged = Path(os.environ.get("CACERTS_DIR", "/etc/cacerts"))
+    if plugged.is_dir() and any(plugged.glob("*.pem")):
+        # A Secret mount is read-only, and the CA keeps its token key beside the root.
+        directory.mkdir(parents=True, exist_ok=True)
+        for pem in plugged.glob("*.pem"):
+            shutil.copyfile(pem, directory / pem.name)
+    argv = ["ca", "--ca-dir", str(directory)]
+    if os.environ.get("TRUST_DOMAIN"):
+        argv += ["--trust-domain", os.environ["TRUST_DOMAIN"]]
+    if not args or args[0].startswith("-"):
+        argv += ["--address", os.environ.get("CA_ADDRESS", "0.0.0.0:15012")]
+    return _exec_pymesh([*argv, *args])
+
+
+def _tokens(args: Sequence[str]) -> int:
+    from auth.server import CaOptions, open_ca
+    from auth.tokens import CA_AUDIENCE
+    from pymesh.errors import ConfigError
+
+    accounts = [a.partition("/") for a in args]
+    bad = [f"{ns}{sep}{sa}" for ns, sep, sa in accounts if not (ns and sep and sa)]
+    if not accounts or bad:
+        print(f"usage: tokens NAMESPACE/SERVICE_ACCOUNT... (got {bad or 'none'})", file=sys.stderr)
+        return 2
+    out = Path(os.environ.get("SECRETS_DIR", "/var/run/secrets/pymesh"))
+    options = CaOptions(_ca_dir(), trust_domain=os.environ.get("TRUST_DOMAIN", "cluster.local"))
+    try:
+        uid = int(os.environ.get("PROXY_UID", "1337"))
+        ttl = float(os.environ.get("TOKEN_TTL_SECONDS", str(30 * 24 * 3600)))
+        service, issuer = open_ca(options, time.time)
+        out.mkdir(parents=True, exist_ok=True)
+    except (ConfigError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    (out / "root-cert.pem").write_text(service.ca.root_pem, encoding="ascii")
+    for namespace, _, account in accounts:
+        path = out / namespace / account / "istio-token"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        token = issuer.issue(namespace, account, audiences=[CA_AUDIENCE], ttl=ttl)
+        path.write_text(token, encoding="ascii")
+        path.chmod(0o600)
+        os.chown(path, uid, uid)
+        print(f"token for {namespace}/{account}: {path}")
+    return 0
+
+
+def _agent(args: Sequence[str]) -> int:
+    env = os.environ.get
+    argv = ["agent", "--ca-address", env("CA_ADDR", "istiod.istio-system.svc:15012")]
+    argv += ["--token-file", env("TOKEN_FILE", "/var/run/secrets/tokens/istio-token")]
+    argv += ["--ca-root", env("CA_ROOT", "/var/run/secrets/istio/root-cert.pem")]
+    argv += ["--sds-socket", env("SDS_SOCKET", "/var/run/secrets/workload-spiffe-uds/socket")]
+    if env("STATUS_ADDRESS"):
+        argv += ["--status-address", os.environ["STATUS_ADDRESS"]]
+    return _exec_pymesh([*argv, *args])
 
 
 ROLES: dict[str, Callable[[Sequence[str]], int]] = {
     "proxy": _proxy,
     "pilot": _pilot,
+    "mixer": _mixer,
+    "ca": _ca,
+    "tokens": _tokens,
+    "agent": _agent,
     "iptables": _iptables,
     "wait": _wait,
     "injector": lambda args: _exec_pymesh(["injector", *args]),
-    "ca": lambda args: _exec_pymesh(["ca", *args]),
-    "agent": lambda args: _exec_pymesh(["agent", *args]),
 }
 
 

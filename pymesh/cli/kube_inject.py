@@ -21,6 +21,11 @@ def inject_arguments(parser: argparse.ArgumentParser) -> None:
         help="where sidecars find pilot's xDS (PILOT_ADDRESS)",
     )
     parser.add_argument(
+        "--ca-address",
+        default="istiod.istio-system.svc:15012",
+        help="where sidecars get their certificates (CA_ADDR)",
+    )
+    parser.add_argument(
         "--hold-application-until-proxy-starts",
         action="store_true",
         help="mesh default for holdApplicationUntilProxyStarts",
@@ -45,6 +50,7 @@ def inject_config(args: argparse.Namespace) -> InjectConfig:
     return InjectConfig(
         image=args.image,
         pilot_address=args.pilot_address,
+        ca_address=args.ca_address,
         hold_application_until_proxy_starts=args.hold_application_until_proxy_starts,
         termination_drain_duration=parse_duration(args.termination_drain_duration),
     )

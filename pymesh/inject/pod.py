@@ -3,7 +3,9 @@ Istio's injector would make out.
 
 What is added, with Istio's names: the init container ``istio-init`` (``pymesh iptables``
 with the capture flags, NET_ADMIN/NET_RAW), the sidecar ``istio-proxy`` (uid 1337, the pod's
-identity from the downward API, drain time, readiness), its volumes, the
+identity from the downward API, drain time, readiness, the CA's address), its volumes (the
+service-account token for the CA, audience ``istio-ca``; the mesh root from the
+``istio-ca-root-cert`` ConfigMap; the workload's SDS socket directory), the
 ``sidecar.istio.io/status`` annotation and the ``security.istio.io/tlsMode`` and canonical
 service labels.
 
@@ -27,6 +29,7 @@ import yaml
 from pymesh.capture.rules import parse_cidrs, parse_ports
 from pymesh.config.durations import parse_duration
 from pymesh.errors import ConfigError
+from pymesh.inject.control_plane import CA_ADDRESS
 
 __all__ = [
     "INJECT",
@@ -44,7 +47,14 @@ _TRAFFIC = "traffic.sidecar.istio.io/"
 _PROXY_CONFIG_FIELDS = frozenset(
     {"terminationDrainDuration", "holdApplicationUntilProxyStarts", "proxyMetadata"}
 )
-_VOLUMES = ("istio-envoy", "istio-data", "istio-podinfo")
+_VOLUMES = (
+    "workload-socket",
+    "istio-envoy",
+    "istio-data",
+    "istio-podinfo",
+    "istio-token",
+    "istiod-ca-cert",
+)
 _PYTHON = "/opt/pymesh/bin/python"
 
 
@@ -54,6 +64,7 @@ class InjectConfig:
 
     image: str = "pymesh:latest"
     pilot_address: str = "istiod.istio-system.svc:15010"
+    ca_address: str = CA_ADDRESS
     proxy_uid: int = 1337
     termination_drain_duration: float = 5.0
     hold_application_until_proxy_starts: bool = False
@@ -169,6 +180,7 @@ def _sidecar(
         _field_env("INSTANCE_IP", "status.podIP"),
         _field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
         {"name": "PILOT_ADDRESS", "value": cfg.pilot_address},
+        {"name": "CA_ADDR", "value": cfg.ca_address},
         {"name": "ISTIO_METAJSON_LABELS", "value": json.dumps(dict(labels), sort_keys=True)},
         {"name": "WORKLOAD_NAME", "value": workload},
         {"name": "TERMINATION_DRAIN_DURATION_SECONDS", "value": f"{drain:g}"},
@@ -207,10 +219,14 @@ def _sidecar(
             "runAsNonRoot": True,
             "runAsUser": cfg.proxy_uid,
         },
+        # Istio's paths: the CA client reads the token and the root where pilot-agent does.
         "volumeMounts": [
+            {"name": "workload-socket", "mountPath": "/var/run/secrets/workload-spiffe-uds"},
             {"name": "istio-envoy", "mountPath": "/etc/istio/proxy"},
             {"name": "istio-data", "mountPath": "/var/lib/istio/data"},
             {"name": "istio-podinfo", "mountPath": "/etc/istio/pod"},
+            {"name": "istio-token", "mountPath": "/var/run/secrets/tokens"},
+            {"name": "istiod-ca-cert", "mountPath": "/var/run/secrets/istio"},
         ],
     }
     if hold:
@@ -238,7 +254,9 @@ def _init(args: list[str], cfg: InjectConfig) -> dict[str, Any]:
 
 
 def _volumes() -> list[dict[str, Any]]:
+    token = {"audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token"}
     return [
+        {"name": "workload-socket", "emptyDir": {}},
         {"name": "istio-envoy", "emptyDir": {"medium": "Memory"}},
         {"name": "istio-data", "emptyDir": {}},
         {
@@ -250,6 +268,8 @@ def _volumes() -> list[dict[str, Any]]:
                 ]
             },
         },
+        {"name": "istio-token", "projected": {"sources": [{"serviceAccountToken": token}]}},
+        {"name": "istiod-ca-cert", "configMap": {"name": "istio-ca-root-cert"}},
     ]
 
 

@@ -4,10 +4,14 @@ readiness on 15021, which answers 503 until pilot has configured the proxy."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 import yaml
@@ -100,3 +104,62 @@ def test_readiness_and_quitquitquit() -> None:
         if proc.poll() is None:
             proc.kill()
         proc.wait(10)
+
+
+def _role(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pymesh.container", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_tokens_are_what_the_ca_accepts(tmp_path: Path) -> None:
+    """``tokens`` (docker-compose's stand-in for the API server's projected tokens): the
+    mesh root and one token per account, readable by the proxy's uid only, that the CA of
+    the same directory (the ``ca`` role's) verifies for that account."""
+    env = {"CA_DIR": str(tmp_path / "ca"), "SECRETS_DIR": str(tmp_path / "secrets")}
+    env["PROXY_UID"] = str(os.getuid())
+    done = _role(["tokens", "default/bookinfo-reviews", "istio-system/gw"], env)
+    assert done.returncode == 0, done.stderr
+    from auth.server import CaOptions, open_ca
+    from auth.tokens import ServiceAccount
+
+    service, issuer = open_ca(CaOptions(tmp_path / "ca"), time.time)
+    assert (tmp_path / "secrets/root-cert.pem").read_text() == service.ca.root_pem
+    token = tmp_path / "secrets/default/bookinfo-reviews/istio-token"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert token.stat().st_uid == os.getuid()
+    verifier = issuer.verifier()
+    assert verifier.verify(token.read_text()) == ServiceAccount("default", "bookinfo-reviews")
+    gateway = (tmp_path / "secrets/istio-system/gw/istio-token").read_text()
+    assert verifier.verify(gateway) == ServiceAccount("istio-system", "gw")
+    # The ca role's own subcommands on the same directory: the same root.
+    root = _role(["ca", "root"], env)
+    assert root.returncode == 0 and root.stdout == service.ca.root_pem, root.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["bookinfo-reviews"], ["default/"]])
+def test_tokens_usage_errors(tmp_path: Path, args: list[str]) -> None:
+    done = _role(["tokens", *args], {"CA_DIR": str(tmp_path), "SECRETS_DIR": str(tmp_path)})
+    assert done.returncode == 2 and "usage: tokens NAMESPACE/SERVICE_ACCOUNT" in done.stderr
+    assert not (tmp_path / "root-cert.pem").exists()
+
+
+def test_wait_for_a_url_times_out_with_its_reason() -> None:
+    port = free_port(IP)  # nothing listens there
+    done = _role(["wait", "0.5", f"http://{IP}:{port}/ready"], {})
+    assert done.returncode == 1
+    assert f"http://{IP}:{port}/ready is not ready after" in done.stderr
+
+
+def test_tokens_report_a_bad_ca_directory(tmp_path: Path) -> None:
+    (tmp_path / "ca").mkdir()
+    (tmp_path / "ca/token-key.pem").write_text("not a key")
+    env = {"CA_DIR": str(tmp_path / "ca"), "SECRETS_DIR": str(tmp_path / "secrets")}
+    done = _role(["tokens", "default/sleep"], env)
+    assert done.returncode == 1 and done.stderr.startswith("error: "), done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "secrets").exists()

@@ -36,6 +36,7 @@ __all__ = [
     "has_network",
     "image_build",
     "missing_tools",
+    "prometheus_image",
 ]
 
 BASE_IMAGE = "pymesh-test-base:bookworm"
@@ -45,8 +46,19 @@ _CACHE = Path.home() / ".cache" / "pymesh" / "docker"
 _HOST_CAS = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
+_PROMETHEUS = Path("/usr/bin/prometheus")
+_PROMETHEUS_DOCKERFILE = """\
+ARG BASE
+FROM ${BASE}
+COPY prometheus /bin/prometheus
+RUN mkdir -p /prometheus && chown 65534:65534 /prometheus
+USER 65534
+ENTRYPOINT ["/bin/prometheus"]
+"""
+
+
 def missing_tools() -> list[str]:
-    tools = ("dockerd", "docker", "docker-compose", "debootstrap")
+    tools = ("dockerd", "docker", "docker-compose", "debootstrap", "prometheus")
     return [t for t in tools if shutil.which(t, path="/usr/sbin:/usr/bin:/sbin:/bin") is None]
 
 
@@ -247,3 +259,20 @@ def image_build(engine: DockerEngine, root: Path, tag: str, build_args: Sequence
         cwd=root,
         timeout=900,
     )
+    # The images this build replaced: a developer's cached data root would grow by one
+    # image per change otherwise (the build cache is kept).
+    engine.run("image", "prune", "--force", timeout=300)
+
+
+def prometheus_image(engine: DockerEngine, base: str, scratch: Path) -> str:
+    """An image standing in for ``prom/prometheus`` (same entry point, storage in
+    ``/prometheus``, user nobody): Debian's Prometheus binary on the base image."""
+    context = scratch / "prometheus-image"
+    context.mkdir(exist_ok=True)
+    (context / "Dockerfile").write_text(_PROMETHEUS_DOCKERFILE)
+    shutil.copy2(_PROMETHEUS, context / "prometheus")
+    tag = "pymesh-test-prometheus:local"
+    args = ["build", "--network", "host", "--build-arg", f"BASE={base}", "-t", tag, "."]
+    engine.run(*args, cwd=context, timeout=600)
+    shutil.rmtree(context, ignore_errors=True)
+    return tag

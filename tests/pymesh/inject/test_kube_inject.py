@@ -70,6 +70,16 @@ def test_kube_inject_bookinfo_passes_kubernetes_validate() -> None:
         assert status["containers"] == ["istio-proxy"]
         assert {v["name"] for v in spec["volumes"]} >= set(status["volumes"])
         assert pod["metadata"]["labels"]["security.istio.io/tlsMode"] == "istio"
+        # The identity: pilot-agent's CA address, token (for the CA's audience) and root.
+        assert env["CA_ADDR"]["value"] == "istiod.istio-system.svc:15012"
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        token = volumes["istio-token"]["projected"]["sources"][0]["serviceAccountToken"]
+        assert token["audience"] == "istio-ca" and token["path"] == "istio-token"
+        assert volumes["istiod-ca-cert"]["configMap"]["name"] == "istio-ca-root-cert"
+        mounts = {m["name"]: m["mountPath"] for m in proxy["volumeMounts"]}
+        assert mounts["istio-token"] == "/var/run/secrets/tokens"
+        assert mounts["istiod-ca-cert"] == "/var/run/secrets/istio"
+        assert mounts["workload-socket"] == "/var/run/secrets/workload-spiffe-uds"
 
 
 def test_injecting_twice_changes_nothing() -> None:
@@ -185,3 +195,18 @@ def test_install_manifests_pass_kubernetes_validate() -> None:
     webhook = next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration")["webhooks"][0]
     assert webhook["admissionReviewVersions"] == ["v1"] and webhook["failurePolicy"] == "Fail"
     assert webhook["namespaceSelector"] == {"matchLabels": {"istio-injection": "enabled"}}
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    istiod = deployments["istiod"]["spec"]["template"]["spec"]["containers"]
+    ca = next(c for c in istiod if c["name"] == "ca")
+    assert ca["args"] == ["ca"] and ca["ports"][0]["containerPort"] == 15012
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    assert {"name": "grpc-ca", "port": 15012, "targetPort": 15012} in services["istiod"]["spec"][
+        "ports"
+    ]
+    # mixer, found by a Prometheus with the standard pod annotations
+    mixer = deployments["mixer"]["spec"]["template"]
+    assert mixer["metadata"]["annotations"]["prometheus.io/port"] == "15014"
+    assert mixer["spec"]["containers"][0]["args"] == ["mixer"]
+    assert {p["port"] for p in services["mixer"]["spec"]["ports"]} == {9091, 15014, 9411, 20001}
+    mesh = yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["mesh"])
+    assert mesh["defaultConfig"]["tracing"]["zipkin"]["address"] == "mixer.istio-system.svc:9411"
