@@ -573,7 +573,8 @@ async def test_graph_page_draws_bookinfo_live_with_edge_metrics_and_a_trace(mesh
                 return len(await get_json(f"{base}/trace/{trace_id}")) == 8
 
             await wait_until(complete, "every span of the trace")
-            await item.click()
+            # by its id: the list refreshes live, and ``.first`` may be another trace by now
+            await page_.locator(f'#trace-list li[data-trace="{trace_id}"]').click()
             await page_.locator("#waterfall .row").first.wait_for(timeout=5_000)
             assert await page_.locator("#trace-id").inner_text() == trace_id
             spans = await page_.locator("#waterfall .row").count()
