@@ -42,6 +42,7 @@ class DownstreamConnection(asyncio.Protocol):
         "_deadline_timer_at",
         "_flow",
         "_head_started",
+        "_streamed",
         "_header_timer",
         "_idle_since",
         "_idle_timer",
@@ -96,6 +97,7 @@ class DownstreamConnection(asyncio.Protocol):
         self._header_timer: asyncio.TimerHandle | None = None
         # Bytes of a request head arrived but no stream yet: the connection is not idle.
         self._head_started = False
+        self._streamed = False
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
         self._deadline = self._deadline_timer_at = 0.0
@@ -209,6 +211,7 @@ class DownstreamConnection(asyncio.Protocol):
 
     def _start_stream(self, request: Request) -> None:
         self._head_started = False
+        self._streamed = True
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
@@ -337,12 +340,14 @@ class DownstreamConnection(asyncio.Protocol):
         self.closed = True
 
     def drain(self) -> None:
-        """Stop reusing this connection: close it now if idle, else after the response. A
-        request whose head is still arriving is served (with ``connection: close``), as
-        Envoy does: its stream exists from the first byte there."""
+        """Stop reusing this connection: close it now if idle between requests, else after
+        the response. A request whose head is still arriving is served (with ``connection:
+        close``), as Envoy does: its stream exists from the first byte there. So is the first
+        request of a connection just accepted: its bytes may be in flight, and closing would
+        reset it (the client has not had a response to learn the connection was idle)."""
         self.draining = True
         self._close_after = True
-        if self.stream is None and not self._head_started:
+        if self.stream is None and not self._head_started and self._streamed:
             self._close()
 
     def _close(self) -> None:

@@ -201,3 +201,25 @@ def test_connect_failure_reports_the_transport_failure_reason() -> None:
     assert info.response_code_details == (
         "upstream_reset_before_response_started{remote_connection_failure}"
     )
+
+
+def test_drain_serves_a_fresh_connections_first_request_and_closes_an_idle_one() -> None:
+    """A listener update or a shutdown drains open connections. One just accepted may have
+    its request in flight: closing it would reset that request, so it is served with
+    ``connection: close``. One idle between requests closes at once."""
+    h = Harness(one_route(cluster="backend"))
+    fresh = h.client()
+    fresh.conn.drain()
+    assert not fresh.transport.closed
+    fresh.send(GET)
+    up, _ = h.upstream()
+    up.data_received(OK)
+    reply = fresh.reply()
+    assert reply.status == 200 and reply.headers["connection"] == "close"
+    assert fresh.transport.closed
+    idle = h.client(peer=("127.0.1.100", 40001))
+    idle.send(GET)
+    up.data_received(OK)
+    assert idle.reply().status == 200 and not idle.transport.closed
+    idle.conn.drain()
+    assert idle.transport.closed
