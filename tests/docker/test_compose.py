@@ -152,14 +152,17 @@ def test_productpage_answers_through_the_mesh(mesh: Mesh) -> None:
     assert status == 200, f"{status} {body[:500]}\n{mesh.logs()}"
     # Each reviews pod serves once its app is up, which on a busy machine can be well after
     # the first one does (until then its sidecar's retries land on the others).
+    # The details pod likewise: the page says "Error fetching product details" until it is.
     served: set[str] = set()
+    details = False
     deadline = time.monotonic() + 180
-    while len(served) < 3 and time.monotonic() < deadline:
+    while not (len(served) == 3 and details) and time.monotonic() < deadline:
         status, body = mesh.get("/productpage")
         assert status == 200, body[:500]
         served |= set(re.findall(r"Reviews served by: ([\w.-]+)", body))
+        details = "Error fetching product details" not in body
     assert served == {"reviews-v1", "reviews-v2", "reviews-v3"}, served
-    assert "Error fetching product details" not in body
+    assert details, body[:2000]
 
 
 def test_pods_are_captured(mesh: Mesh) -> None:
