@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from proxy.codec import Response
+from proxy.http.mirror import send_whole_request
 from proxy.upstream.interfaces import Headers, PoolFailure, RequestEncoder, ResetReason
 
 if TYPE_CHECKING:
@@ -123,12 +124,7 @@ class HttpCall:
             return
         self._conn = encoder
         self._cluster.stats.upstream_rq_total.value += 1
-        method, path, headers = self._head
-        if self._body:
-            encoder.encode_headers(method, path, headers, False)
-            encoder.encode_data(self._body, True)
-        else:
-            encoder.encode_headers(method, path, headers, True)
+        send_whole_request(encoder, self._head, self._body)
 
     def on_pool_failure(self, failure: PoolFailure) -> None:
         self._fail(failure.value)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from proxy.upstream.cluster import RuntimeCluster
     from proxy.upstream.host import Host
 
-__all__ = ["ShadowRequest", "shadow_authority"]
+__all__ = ["ShadowRequest", "send_whole_request", "shadow_authority"]
 
 
 def shadow_authority(authority: bytes) -> bytes:
@@ -89,12 +89,7 @@ class ShadowRequest:
             return
         self._conn = encoder
         self._cluster.stats.upstream_rq_total.value += 1
-        method, path, headers = self._head
-        if self._body:
-            encoder.encode_headers(method, path, headers, False)
-            encoder.encode_data(self._body, True)
-        else:
-            encoder.encode_headers(method, path, headers, True)
+        send_whole_request(encoder, self._head, self._body)
 
     def on_pool_failure(self, failure: PoolFailure) -> None:
         self._finish()
@@ -140,3 +135,15 @@ class ShadowRequest:
             self._timer.cancel()  # type: ignore[attr-defined]
             self._timer = None
         self._cluster.limits.release_request()
+
+
+def send_whole_request(
+    encoder: RequestEncoder, head: tuple[bytes, bytes, Headers], body: bytes
+) -> None:
+    """A request whose body is all here (a shadow, a side call): head and body in one go."""
+    method, path, headers = head
+    if body:
+        encoder.encode_headers(method, path, headers, False)
+        encoder.encode_data(body, True)
+    else:
+        encoder.encode_headers(method, path, headers, True)
