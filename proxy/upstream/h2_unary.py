@@ -2,8 +2,9 @@
 
 An external authorizer's ``Check`` or a rate limit service's ``ShouldRateLimit`` sits on the
 request path, so its cost is every request's cost. grpcio's asyncio channel runs its own
-poller beside the event loop and spends on the order of 100 µs per call, and its completion
-reaches the loop a poll later; here a call is one stream on a connection the proxy owns:
+poller thread beside the event loop and cost the caller 57 µs of CPU per call here, against
+26 µs for this client (``python -m benchmarks.side_call``); here a call is one stream on a
+connection the proxy owns:
 a request head, one DATA frame, then the response read from the codec's events in the same
 loop turn as the bytes arrive.
 
