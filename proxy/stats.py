@@ -185,11 +185,13 @@ class HttpStats(_Scope):
         c, g = store.counter, store.gauge
         self.downstream_cx_total = c(p + "downstream_cx_total")
         self.downstream_cx_http1_total = c(p + "downstream_cx_http1_total")
+        self.downstream_cx_http2_total = c(p + "downstream_cx_http2_total")
         self.downstream_cx_destroy = c(p + "downstream_cx_destroy")
         self.downstream_cx_protocol_error = c(p + "downstream_cx_protocol_error")
         self.downstream_cx_idle_timeout = c(p + "downstream_cx_idle_timeout")
         self.downstream_rq_total = c(p + "downstream_rq_total")
         self.downstream_rq_http1_total = c(p + "downstream_rq_http1_total")
+        self.downstream_rq_http2_total = c(p + "downstream_rq_http2_total")
         self.downstream_rq_completed = c(p + "downstream_rq_completed")
         self.downstream_rq_timeout = c(p + "downstream_rq_timeout")
         self.downstream_rq_idle_timeout = c(p + "downstream_rq_idle_timeout")

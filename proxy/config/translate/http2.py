@@ -1,10 +1,10 @@
 """``config.core.v3.Http2ProtocolOptions`` → :class:`H2Settings`, for the connection manager
 (downstream) and for clusters (upstream).
 
-Until HTTP/2 is wired into the proxy's connections and pools, a configuration that would need
-it on the data path (``codec_type: HTTP2``, a cluster speaking HTTP/2 to its hosts) is
-refused by :func:`require_http2_data_path` with its path, never accepted and served as
-HTTP/1.1. The settings themselves are translated and checked either way.
+Listeners serve HTTP/2 (``codec_type: HTTP2``, or ``AUTO`` by client preface or ALPN). Until
+the upstream pools speak it, a cluster that would speak HTTP/2 to its hosts is refused by
+:func:`require_http2_data_path` with its path, never accepted and served as HTTP/1.1. The
+settings themselves are translated and checked either way.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from pymesh.errors import UnsupportedError, ValidationError
 
 __all__ = ["HTTP2_DATA_PATH", "http2_settings", "require_http2_data_path"]
 
-# Whether connections, streams and pools speak HTTP/2 yet (the codec does).
+# Whether the upstream pools speak HTTP/2 yet (downstream connections do).
 HTTP2_DATA_PATH: Final = False
 
 
 def require_http2_data_path(what: str, path: str) -> None:
     if not HTTP2_DATA_PATH:
         raise UnsupportedError(
-            f"{what} is not supported by pymesh yet (the proxy's connections speak HTTP/1.1)",
+            f"{what} is not supported by pymesh yet (upstream connections speak HTTP/1.1)",
             path=path,
         )
 

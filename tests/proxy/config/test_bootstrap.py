@@ -200,10 +200,10 @@ REJECTIONS: dict[str, tuple[Mutation, type[ValidationError], str, bool]] = {
         "static_resources.listeners[0].freebind: field 'freebind'",
         True,
     ),
-    "unsupported codec": (
-        lambda d: _hcm(d).update(codec_type="HTTP2"),
+    "unsupported HTTP/2 option": (
+        lambda d: _hcm(d).update(http2_protocol_options={"allow_metadata": True}),
         UnsupportedError,
-        f"{_HCM_PATH}.codec_type: codec_type HTTP2 is not supported",
+        f"{_HCM_PATH}.http2_protocol_options.allow_metadata: field 'allow_metadata'",
         True,
     ),
     "empty cluster name (PGV)": (

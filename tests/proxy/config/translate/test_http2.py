@@ -13,6 +13,7 @@ from google.protobuf import json_format  # type: ignore[import-untyped]
 
 from proxy.codec.h2_settings import H2Keepalive, H2Settings
 from proxy.config.model import HttpConnectionManager, UpstreamProtocol
+from proxy.config.model_http import CodecType
 from proxy.config.translate import default_registry, translate_cluster, translate_listener
 from proxy.config.translate.parse import parse_message
 from pymesh.errors import UnsupportedError, ValidationError
@@ -119,10 +120,8 @@ def test_unimplemented_http2_fields_are_refused_with_their_path(field: dict[str,
     assert caught.value.path == f"{HCM_PATH}.http2_protocol_options.{next(iter(field))}"
 
 
-def test_http2_only_codec_is_refused_until_connections_speak_it() -> None:
-    with pytest.raises(UnsupportedError, match="codec_type HTTP2") as caught:
-        _hcm(codec_type="HTTP2")
-    assert caught.value.path == HCM_PATH + ".codec_type"
+def test_http2_only_codec_is_served() -> None:
+    assert _hcm(codec_type="HTTP2").codec_type is CodecType.HTTP2
 
 
 def test_http3_codec_is_refused() -> None:
