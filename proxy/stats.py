@@ -145,6 +145,7 @@ class ClusterStats(_Scope):
         self.upstream_rq_cancelled = c(p + "upstream_rq_cancelled")
         self.upstream_cx_total = c(p + "upstream_cx_total")
         self.upstream_cx_http1_total = c(p + "upstream_cx_http1_total")
+        self.upstream_cx_http2_total = c(p + "upstream_cx_http2_total")
         self.upstream_cx_connect_fail = c(p + "upstream_cx_connect_fail")
         self.upstream_cx_connect_timeout = c(p + "upstream_cx_connect_timeout")
         self.upstream_cx_overflow = c(p + "upstream_cx_overflow")
