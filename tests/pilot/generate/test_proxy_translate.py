@@ -1,7 +1,7 @@
 """pymesh's own proxy accepts what pilot generates: every resource goes through the proxy's
 translator (``proxy.config.translate``), the code its xDS client runs on a push.
 
-The proxy rejects a few Istio defaults outright (it is HTTP/1.1 only); those are listed in
+The proxy rejects a few Istio defaults outright; those are listed in
 ``KNOWN_GAPS``, each checked to still be a gap so the list shrinks when the proxy grows.
 """
 
@@ -24,7 +24,6 @@ NET = "bookinfo/networking/"
 HTTP1_RETRY_ON = "connect-failure,refused-stream,retriable-status-codes,503"
 
 KNOWN_GAPS = {
-    "upstream HTTP/2 (grpc/http2 ports, the mixer ALS cluster)": r"upstream HTTP/2",
     "workload certificates from the agent's SDS (ISTIO_MUTUAL)": (
         r"sds_config\.api_config_source: field 'api_config_source'"
     ),
@@ -97,16 +96,14 @@ def test_proxy_accepts_everything_but_the_known_gaps() -> None:
 def test_proxy_accepts_everything_with_http1_retry_conditions() -> None:
     """With the gRPC retry conditions left out (``defaultHttpRetryPolicy.retryOn`` in
     mesh.yaml), the proxy takes every resource the Bookinfo and fixture meshes produce,
-    except HTTP/2 upstreams (the fixture's gRPC port)."""
+    HTTP/2 upstreams (the fixture's gRPC port) included."""
     rejections = [r for mesh, nodes in _meshes(HTTP1_RETRY_ON) for r in _rejections(mesh, nodes)]
-    assert all("upstream HTTP/2" in r for r in rejections), "\n".join(rejections)
+    assert not rejections, "\n".join(rejections)
 
 
 def _gap_mesh(gap: str) -> tuple[Mesh, list[str]]:
     if gap.startswith("retry_on"):
         return build_mesh(BOOKINFO), ["productpage-v1"]
-    if gap.startswith("upstream"):
-        return build_mesh("features.yaml"), ["web-v1"]
     if gap.startswith("workload certificates"):
         return build_mesh(BOOKINFO, NET + "destination-rule-all-mtls.yaml"), ["productpage-v1"]
     mesh = MeshConfig(mixer_address="127.0.0.1:9091")
