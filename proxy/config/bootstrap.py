@@ -39,7 +39,11 @@ from proxy.config.translate import (
     translate_listener,
     translate_secret,
 )
-from proxy.config.translate.access_log import access_logs, file_access_log
+from proxy.config.translate.access_log import (
+    access_log_service_clusters,
+    access_logs,
+    file_access_log,
+)
 from proxy.config.translate.common import (
     api_version,
     at,
@@ -119,10 +123,14 @@ def _translate(proto: Any, registry: FilterRegistry, source: str) -> Bootstrap:
     shallow.CopyFrom(proto)
     shallow.static_resources.Clear()
     check_supported(shallow, "")
-    grpc_clusters = {
-        service.envoy_grpc.cluster_name
-        for service in proto.dynamic_resources.ads_config.grpc_services
-    } | rate_limit_service_clusters(static.listeners)
+    grpc_clusters = (
+        {
+            service.envoy_grpc.cluster_name
+            for service in proto.dynamic_resources.ads_config.grpc_services
+        }
+        | rate_limit_service_clusters(static.listeners)
+        | access_log_service_clusters(static.listeners)
+    )
     clusters = tuple(
         translate_cluster(
             item, at("static_resources.clusters", index), allow_http2=item.name in grpc_clusters
