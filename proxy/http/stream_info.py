@@ -158,6 +158,7 @@ class StreamInfo:
         "response_code",
         "response_code_details",
         "response_flags",
+        "response_trailers",
         "route_name",
         "start_time",
         "upstream_cluster",
@@ -186,6 +187,8 @@ class StreamInfo:
         self.response_code = 0
         self.response_code_details = ""
         self.response_flags: list[str] | None = None
+        # The response's trailer section, when it had one (%GRPC_STATUS% reads it first).
+        self.response_trailers: list[tuple[bytes, bytes]] | None = None
         self.bytes_received = 0
         self.bytes_sent = 0
         self.route_name: str | None = None
