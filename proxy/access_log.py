@@ -60,7 +60,7 @@ def _pseudo(s: StreamInfo, name: str) -> bytes | None:
     if name == ":method":
         return s.method
     if name == ":path":
-        return s.original_path
+        return s.path
     if name == ":authority":
         return s.authority
     if name == ":scheme":

@@ -338,7 +338,7 @@ class Router(HttpFilter):
             if new_path is not None and new_path != self.path:
                 if not suppress:
                     set_header(headers, b"x-envoy-original-path", self.path)
-                self.path = new_path
+                self.path = cb.stream_info.path = new_path
         if plan.rewrites_host:
             new_host = rewrite_host(action, headers, weighted_cluster=weighted)
             if new_host is not None:
@@ -442,7 +442,7 @@ class Router(HttpFilter):
             if not body:
                 conn.encode_headers(self.method, self.path, headers, True)
                 return
-            if get_header(headers, b"content-length") is None:
+            if conn.chunks_bodies and get_header(headers, b"content-length") is None:
                 # The whole body is here: send it with a length instead of chunk framing.
                 joined = b"".join(body)
                 conn.encode_headers(
@@ -598,7 +598,8 @@ class Router(HttpFilter):
                 else ResponseFlag.UPSTREAM_CONNECTION_TERMINATION
             )
             info.response_code_details = f"upstream_reset_after_response_started{{{reason.detail}}}"
-            cluster.stats.upstream_rq_rx_reset.value += 1
+            if reason is not ResetReason.REMOTE_RESET:  # an HTTP/2 connection counted that one
+                cluster.stats.upstream_rq_rx_reset.value += 1
             self.attempt = None
             cb.reset()
             return

@@ -295,7 +295,9 @@ class ActiveStream(FilterManager):
             return False
         authority, slash, path = rest.partition(b"/")
         self.authority = authority
-        self.path = self.stream_info.original_path = slash + path if slash else b"/"
+        self.path = self.stream_info.original_path = self.stream_info.path = (
+            slash + path if slash else b"/"
+        )
         set_header(self.request_headers, b"host", authority)
         return True
 

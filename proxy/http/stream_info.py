@@ -154,6 +154,7 @@ class StreamInfo:
         "last_downstream_rx_byte",
         "method",
         "original_path",
+        "path",
         "protocol",
         "response_code",
         "response_code_details",
@@ -179,6 +180,8 @@ class StreamInfo:
         self.start_time = start_time
         self.method = method
         self.original_path = path
+        # What the request's :path is now: a route's rewrite changes it (%REQ(:PATH)%).
+        self.path = path
         self.authority = b""
         self.protocol = protocol
         self.end_time: float | None = None

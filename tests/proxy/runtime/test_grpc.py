@@ -26,9 +26,9 @@ from tests.proxy.runtime.bootstrap import (
 )
 from tests.proxy.runtime.conftest import StartProxy, listen_address, upstream_ip
 from tests.support.grpc_echo import GrpcEcho, grpc_client_channel, method
+from tests.support.h2upstream import H2Held, H2Upstream
 from tests.support.httpclient import AsyncConnection
 from tests.support.upstream import Hang
-from tests.support.waiting import wait_until
 
 H2_OPTIONS = {
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -57,7 +57,10 @@ async def grpc_server() -> AsyncIterator[GrpcFactory]:
 
 
 def grpc_config(
-    listen: tuple[str, int], server: tuple[str, int], log: Path | None = None
+    listen: tuple[str, int],
+    server: tuple[str, int],
+    log: Path | None = None,
+    held: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
     routes = [
         direct(403, "denied here", match={"prefix": f"{method('Unary')}/denied"}),
@@ -67,11 +70,18 @@ def grpc_config(
             cluster="echo",
             retry_policy={"retry_on": "unavailable", "num_retries": 2},
         ),
+        # The client's grpc-timeout bounds the call, capped at 300 ms: to the echo server, and
+        # to an origin that never answers (so that only the proxy's timer can end the call;
+        # the gRPC server would enforce the deadline it is passed at the same moment).
         route(
-            "/echo.Echo/Deadline",
+            "/echo.Echo/DeadlineOk",
             cluster="echo",
             prefix_rewrite=method("Sleep"),
-            # The client's grpc-timeout bounds the call, capped at 300 ms.
+            max_stream_duration={"grpc_timeout_header_max": "0.3s"},
+        ),
+        route(
+            "/echo.Echo/Deadline",
+            cluster="held" if held is not None else "echo",
             max_stream_duration={"grpc_timeout_header_max": "0.3s"},
         ),
         route("/echo.Echo/", cluster="echo"),
@@ -91,7 +101,14 @@ def grpc_config(
         ]
     return bootstrap(
         [listener(listen, hcm([vhost(routes, domains=["echo.svc"])], **extra))],
-        [cluster("echo", [server], typed_extension_protocol_options=H2_OPTIONS)],
+        [
+            cluster("echo", [server], typed_extension_protocol_options=H2_OPTIONS),
+            *(
+                [cluster("held", [held], typed_extension_protocol_options=H2_OPTIONS)]
+                if held is not None
+                else []
+            ),
+        ],
     )
 
 
@@ -182,21 +199,23 @@ async def test_grpc_timeout_bounds_the_call_under_grpc_timeout_header_max(
     grpc_server: GrpcFactory, start_proxy: StartProxy
 ) -> None:
     server = await grpc_server(upstream_ip(0))
-    proxy = await start_proxy(grpc_config(listen_address(), server.address))
-    async with grpc_client_channel(*proxy.address) as channel:
-        call = channel.unary_unary("/echo.Echo/Deadline")
-        # A call well within both the client's deadline and the cap completes.
-        assert await call(b"10", timeout=5.0) == b"10"
-        # The proxy holds the call to the cap (the client would wait 5 s) and answers
-        # DEADLINE_EXCEEDED itself, as Envoy does.
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await call(b"3000", timeout=5.0)
-        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert caught.value.details() == "downstream duration timeout"
-    await wait_until(
-        lambda: proxy.stat("http.ingress.downstream_rq_max_duration_reached") == 1,
-        "the proxy's duration limit",
-    )
+    held = await H2Upstream(upstream_ip(2), default=H2Held("never")).start()
+    try:
+        proxy = await start_proxy(grpc_config(listen_address(), server.address, held=held.address))
+        async with grpc_client_channel(*proxy.address) as channel:
+            # A call well within both the client's deadline and the cap completes.
+            ok = channel.unary_unary("/echo.Echo/DeadlineOk")
+            assert await ok(b"10", timeout=5.0) == b"10"
+            # The proxy holds the call to the cap (the client would wait 5 s) and answers
+            # DEADLINE_EXCEEDED itself, as Envoy does; the origin was told the deadline.
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await channel.unary_unary("/echo.Echo/Deadline")(b"x", timeout=5.0)
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert caught.value.details() == "downstream duration timeout"
+            assert held.received[-1].headers["grpc-timeout"] == "300m"
+        assert proxy.stat("http.ingress.downstream_rq_max_duration_reached") == 1
+    finally:
+        await held.stop()
 
 
 async def test_retry_on_unavailable(grpc_server: GrpcFactory, start_proxy: StartProxy) -> None:
