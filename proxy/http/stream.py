@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from proxy.http.hcm import HcmRuntime
     from proxy.runtime import RuntimeSnapshot
     from proxy.stats import Counter
+    from proxy.tracing.span import ActiveSpan
 
 __all__ = ["ActiveStream"]
 
@@ -58,6 +59,7 @@ class ActiveStream(FilterManager):
         "route",
         "route_config",
         "runtime",
+        "span",
         "stream_info",
         "timers",
         "vhost",
@@ -91,6 +93,7 @@ class ActiveStream(FilterManager):
         self._read_disables = 0
         self._watermark_listener: WatermarkListener | None = None
         self._complete_callbacks: list[Callable[[], None]] | None = None
+        self.span: ActiveSpan | None = None
 
     # -- decode path (the connection calls these) ----------------------------------------
     def decode_headers(self, end_stream: bool) -> None:
@@ -183,6 +186,10 @@ class ActiveStream(FilterManager):
             if client is not None:
                 info.set_forwarded_remote((client, 0))
         self._match_route()
+        tracer = hcm.tracer
+        if tracer is not None:
+            route = self.route
+            self.span = tracer.start(info, headers, route.decorator_operation if route else None)
         self._decode_headers_from(0, end_stream)
 
     def _match_route(self) -> None:
@@ -439,6 +446,8 @@ class ActiveStream(FilterManager):
         if callbacks is not None:
             for cb in callbacks:
                 cb()
+        if self.span is not None and hcm.tracer is not None:
+            hcm.tracer.finish(self.span, info, self.request_headers)
         if hcm.access_loggers:
             for logger in hcm.access_loggers:
                 logger.log(info, self.request_headers, self.response_headers)
