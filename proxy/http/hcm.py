@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from proxy.routing.matcher import RouteTable
     from proxy.runtime import RuntimeHolder, RuntimeSnapshot
     from proxy.stats import HttpStats
+    from proxy.tracing.tracer import HttpTracer
 
 __all__ = ["HcmRuntime"]
 
@@ -55,6 +56,7 @@ class HcmRuntime:
         "skip_xff_append",
         "stats",
         "stream_idle_timeout",
+        "tracer",
         "use_remote_address",
         "xff_num_trusted_hops",
     )
@@ -71,8 +73,10 @@ class HcmRuntime:
         rng: random.Random,
         date: DateCache,
         buffer_limit: int,
+        tracer: HttpTracer | None = None,
     ) -> None:
         self.model = model
+        self.tracer = tracer
         self.stats = stats
         self.runtime = runtime
         self._inline_table = inline_table

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from proxy.http.hcm import HcmRuntime
     from proxy.runtime import RuntimeSnapshot
     from proxy.stats import Counter
+    from proxy.tracing.span import ActiveSpan
 
 __all__ = ["ActiveStream"]
 
@@ -67,6 +68,7 @@ class ActiveStream(FilterManager):
         "route",
         "route_config",
         "runtime",
+        "span",
         "stream_info",
         "timers",
         "vhost",
@@ -101,6 +103,7 @@ class ActiveStream(FilterManager):
         self._watermark_listener: WatermarkListener | None = None
         self._complete_callbacks: list[Callable[[], None]] | None = None
         self._duration_timer: Any = None  # the Timers' handle (has cancel())
+        self.span: ActiveSpan | None = None
 
     # -- decode path (the connection calls these) ----------------------------------------
     def decode_headers(self, end_stream: bool) -> None:
@@ -199,6 +202,10 @@ class ActiveStream(FilterManager):
             and self.route.action.max_stream_duration is not None
         ):
             self._arm_stream_duration()
+        tracer = hcm.tracer
+        if tracer is not None:
+            route = self.route
+            self.span = tracer.start(info, headers, route.decorator_operation if route else None)
         self._decode_headers_from(0, end_stream)
 
     def _arm_stream_duration(self) -> None:
@@ -517,6 +524,8 @@ class ActiveStream(FilterManager):
         if callbacks is not None:
             for cb in callbacks:
                 cb()
+        if self.span is not None and hcm.tracer is not None:
+            hcm.tracer.finish(self.span, info, self.request_headers)
         if hcm.access_loggers:
             for logger in hcm.access_loggers:
                 logger.log(info, self.request_headers, self.response_headers)
