@@ -130,6 +130,8 @@ def _dependencies(
 
     for c in clusters:
         secrets(c.transport_socket)
+        for m in c.transport_socket_matches:
+            secrets(m.transport_socket)
     for lst in listeners:
         chains = [*lst.filter_chains, lst.default_filter_chain]
         for chain in chains:

@@ -571,9 +571,11 @@ class Router(HttpFilter):
         self.attempt = None
         self.cb.encode_data(last, True)
 
-    def on_attempt_failure(self, attempt: UpstreamAttempt, kind: str, reason: ResetReason) -> None:
+    def on_attempt_failure(
+        self, attempt: UpstreamAttempt, kind: str, reason: ResetReason, transport_failure: str = ""
+    ) -> None:
         """A try failed before a usable response: ``kind`` is connect_failure / reset /
-        timeout (per try)."""
+        timeout (per try); ``transport_failure`` is why a TLS handshake failed."""
         cluster = self.cluster
         assert cluster is not None
         cb = self.cb
@@ -593,7 +595,7 @@ class Router(HttpFilter):
             cb.reset()
             return
         if kind == "connect_failure":
-            info.upstream_transport_failure_reason = reason.value
+            info.upstream_transport_failure_reason = transport_failure or reason.value
         cluster.report_local_failure(attempt.host, kind)
         retry = self.retry
         if retry is not None and self._retry_decided(retry.decide_reset(ResetKind(kind)), attempt):
@@ -614,6 +616,9 @@ class Router(HttpFilter):
             flag = ResponseFlag.UPSTREAM_CONNECTION_TERMINATION
         prefix = "retried and the latest " if self.attempts > 1 else ""
         body = f"{_RESET_PREFIX}{prefix}reset reason: {reason.value}".encode()
+        transport_failure = info.upstream_transport_failure_reason
+        if transport_failure.startswith("TLS_error"):
+            body += b", transport failure reason: " + transport_failure.encode()
         self.attempt = None
         # An upstream that does not speak HTTP is a bad gateway; one that went away is not
         # available (Envoy's codes).

@@ -40,6 +40,7 @@ from proxy.config.translate.upstream import (
     health_check,
     outlier_detection,
     tcp_keepalive,
+    transport_socket_matches,
     upstream_http_options,
     upstream_socket,
 )
@@ -132,6 +133,7 @@ def translate_cluster(
         ),
         http_protocol_options=upstream_http_options(proto, path, allow_http2),
         transport_socket=upstream_socket(proto, path),
+        transport_socket_matches=transport_socket_matches(proto, path),
         common_lb_config=CommonLbConfig(
             healthy_panic_threshold=percent(proto.common_lb_config, "healthy_panic_threshold", 0.5),
             close_connections_on_host_set_change=(

@@ -143,9 +143,15 @@ def _common(proto: Any, path: str) -> CommonTls:
     )
 
 
+#: Istio's mesh mTLS names: ``istio`` marks sidecar-to-sidecar TLS for the server's TLS
+#: inspector, ``istio-peer-exchange`` asks for metadata exchange (which pymesh never selects,
+#: so offering it changes nothing).
+_ALPN = frozenset({"http/1.1", "http/1.0", "istio", "istio-peer-exchange"})
+
+
 def _alpn(protocols: Any, path: str) -> list[str]:
     for index, protocol in enumerate(protocols):
-        if protocol not in ("http/1.1", "http/1.0"):
+        if protocol not in _ALPN:
             # Offering h2 would let a peer pick a protocol pymesh does not speak.
             raise UnsupportedError(
                 f"ALPN protocol '{protocol}' is not supported by pymesh (HTTP/1.1 only)",
@@ -203,6 +209,17 @@ def _validation(proto: Any, path: str) -> CertificateValidation:
     for index, item in enumerate(proto.match_subject_alt_names):
         item_path = at(join(path, "match_subject_alt_names"), index)
         matchers.append(SanMatcher(SanType.ANY, string_matcher(item, item_path)))
+    if proto.allow_expired_certificate:
+        raise UnsupportedError(
+            "allow_expired_certificate is not supported by pymesh (OpenSSL always checks "
+            "validity through Python's ssl module)",
+            path=join(path, "allow_expired_certificate"),
+        )
+    if proto.trust_chain_verification == 1:
+        raise UnsupportedError(
+            "trust_chain_verification ACCEPT_UNTRUSTED is not supported by pymesh",
+            path=join(path, "trust_chain_verification"),
+        )
     return CertificateValidation(
         trusted_ca=trusted_ca,
         trusted_ca_path=trusted_ca_path,
