@@ -1,5 +1,6 @@
-"""``pymesh mixer``: the telemetry hub — Envoy's Access Log Service (gRPC), Istio's metrics,
-a Zipkin-compatible collector and query API, and the service graph dashboard."""
+"""``pymesh mixer``: telemetry and policy — Envoy's Access Log Service and Rate Limit Service
+(gRPC, one port), Istio's metrics, a Zipkin-compatible collector and query API, and the
+service graph dashboard."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import argparse
 import asyncio
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import structlog
 
 from pymesh.errors import ConfigError, ControlPlaneError
+
+if TYPE_CHECKING:
+    from mixer.ratelimit.app import RateLimitOptions
+    from mixer.server import MixerSettings
 
 __all__ = ["add_arguments", "run"]
 
@@ -42,9 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config-dir", default="", help="the directory pilot serves (Telemetry resources)"
     )
     parser.add_argument("--mesh-config", help="Istio MeshConfig YAML (or the istio ConfigMap)")
+    from mixer.ratelimit.app import add_arguments as add_ratelimit_arguments
+
+    add_ratelimit_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from mixer.ratelimit.app import RateLimitOptions
     from mixer.server import MixerSettings
     from pilot.model import MeshConfig
 
@@ -53,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, OSError) as exc:
         print(f"error: mesh config: {exc}", file=sys.stderr)
         return 1
+    ratelimit = RateLimitOptions.from_args(args)
     settings = MixerSettings(
         grpc_address=args.grpc_address,
         metrics_address=args.metrics_address,
@@ -68,17 +79,21 @@ def run(args: argparse.Namespace) -> int:
     import uvloop
 
     try:
-        return int(uvloop.run(_serve(settings)))
+        return int(uvloop.run(_serve(settings, ratelimit)))
     except (ConfigError, ControlPlaneError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
 
-async def _serve(settings: object) -> int:
-    from mixer.server import MixerSettings, build_mixer
+async def _serve(settings: MixerSettings, ratelimit: RateLimitOptions) -> int:
+    from mixer.ratelimit.app import RateLimitApp
+    from mixer.ratelimit.stats import RateLimitCollector
+    from mixer.server import build_mixer
 
-    assert isinstance(settings, MixerSettings)
-    mixer = build_mixer(settings)
+    # Built inside the loop: its Redis pool and config watcher belong to this loop.
+    rls = RateLimitApp(ratelimit)
+    mixer = build_mixer(settings, extra_services=[rls])
+    mixer.registry.register(RateLimitCollector(rls.stats))
     await mixer.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -5,10 +5,14 @@ after adding its hits. A counter's key names its window (see ``decide``), so a w
 when its key expires: after ``ttl`` seconds (Redis ``EXPIRE``), or when the memory store's
 clock passes it.
 
-Redis: one pipelined round trip of ``INCRBY key hits`` + ``EXPIRE key ttl`` per hit (the
-reference service's fixed-window cache). Every call is bounded by ``timeout``; a refused
-connection, a reset, a timeout or a Redis error is one :class:`CounterError`, and the service
-turns it into a gRPC error so the caller's ``failure_mode_deny`` decides.
+Redis: ``INCRBY key hits`` + ``EXPIRE key ttl`` per hit (the reference service's
+fixed-window cache), pipelined. The calls that arrive in one turn of the event loop share one
+pipeline, so a burst of N concurrent decisions costs one round trip, not N, and a burst larger
+than the connection pool waits for a connection instead of failing ("Too many connections"
+would turn into UNAVAILABLE, and the caller's filter would then let the request through
+unlimited). Every call is bounded by ``timeout``; a refused connection, a reset, a timeout or
+a Redis error is one :class:`CounterError`, and the service turns it into a gRPC error so the
+caller's ``failure_mode_deny`` decides.
 """
 
 from __future__ import annotations
@@ -91,32 +95,75 @@ class RedisCounters:
     def __init__(self, url: str, *, timeout: float = 1.0, pool_size: int = 16) -> None:
         self.url = url
         self.timeout = timeout
-        self._client = aioredis.Redis.from_url(
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=pool_size,
+            # waiting for a free connection counts against the same bound as the call
+            timeout=timeout,
             socket_connect_timeout=timeout,
             socket_timeout=timeout,
-            max_connections=pool_size,
             # A dead Redis must fail fast: the filter's own timeout and failure mode decide.
             retry_on_timeout=False,
             retry=None,
             health_check_interval=0,
         )
+        self._client = aioredis.Redis(connection_pool=pool)
+        # The hits of the calls waiting for this loop turn's pipeline, and their futures.
+        self._pending: list[tuple[Sequence[Hit], asyncio.Future[list[int]]]] = []
+        # The event loop keeps only weak references to tasks.
+        self._running: set[asyncio.Task[None]] = set()
 
     async def increment(self, hits: Sequence[Hit]) -> list[int]:
         if not hits:
             return []
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[int]] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((hits, future))
         try:
-            return await asyncio.wait_for(self._pipeline(hits), self.timeout)
+            return await asyncio.wait_for(future, self.timeout)
         except TimeoutError as exc:
             raise CounterError(f"redis {self.url}: no answer within {self.timeout}s") from exc
-        except (redis.exceptions.RedisError, OSError) as exc:
-            raise CounterError(f"redis {self.url}: {exc}") from exc
 
-    async def _pipeline(self, hits: Sequence[Hit]) -> list[int]:
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[tuple[Sequence[Hit], asyncio.Future[list[int]]]]) -> None:
+        try:
+            replies = await asyncio.wait_for(self._pipeline(batch), self.timeout)
+        except TimeoutError:
+            error: CounterError = CounterError(
+                f"redis {self.url}: no answer within {self.timeout}s"
+            )
+        except (redis.exceptions.RedisError, OSError) as exc:
+            error = CounterError(f"redis {self.url}: {exc}")
+        except asyncio.CancelledError:
+            for _, future in batch:
+                future.cancel()
+            raise
+        else:
+            start = 0
+            for hits, future in batch:
+                if not future.done():
+                    future.set_result(replies[start : start + len(hits)])
+                start += len(hits)
+            return
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(error)
+
+    async def _pipeline(
+        self, batch: list[tuple[Sequence[Hit], asyncio.Future[list[int]]]]
+    ) -> list[int]:
         pipe = self._client.pipeline(transaction=False)
-        for hit in hits:
-            pipe.incrby(hit.key, hit.hits)
-            pipe.expire(hit.key, hit.ttl)
+        for hits, _ in batch:
+            for hit in hits:
+                pipe.incrby(hit.key, hit.hits)
+                pipe.expire(hit.key, hit.ttl)
         replies = await pipe.execute()
         return [int(value) for value in replies[0::2]]
 
@@ -129,4 +176,7 @@ class RedisCounters:
             raise CounterError(f"redis {self.url}: {exc}") from exc
 
     async def close(self) -> None:
+        for task in list(self._running):
+            task.cancel()
         await self._client.aclose()
+        await self._client.connection_pool.disconnect()

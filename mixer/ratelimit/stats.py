@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["LIMIT_STATS", "SERVICE_STATS", "RateLimitStats", "Sample"]
+from prometheus_client.core import CounterMetricFamily, Metric
+
+__all__ = ["LIMIT_STATS", "SERVICE_STATS", "RateLimitCollector", "RateLimitStats", "Sample"]
 
 LIMIT_STATS = ("total_hits", "over_limit", "near_limit", "within_limit", "shadow_mode")
 SERVICE_STATS = (
@@ -102,3 +104,37 @@ class RateLimitStats:
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class RateLimitCollector:
+    """The service's counters as a ``prometheus_client`` collector, for mixer's ``/metrics``
+    (counter families gain the ``_total`` suffix there, as Prometheus names counters)."""
+
+    def __init__(self, stats: RateLimitStats) -> None:
+        self._stats = stats
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, CounterMetricFamily] = {}
+        for sample in self._stats.samples():
+            family = families.get(sample.name)
+            if family is None:
+                label_names = [name for name, _ in sample.labels]
+                family = families[sample.name] = CounterMetricFamily(
+                    sample.name,
+                    _HELP.get(sample.name, "rate limit service counter"),
+                    labels=label_names,
+                )
+            family.add_metric([value for _, value in sample.labels], sample.value)
+        yield from families.values()
+
+
+_HELP = {
+    "ratelimit_service_rate_limit_total_hits": "hits counted against a limit",
+    "ratelimit_service_rate_limit_over_limit": "hits over their limit",
+    "ratelimit_service_rate_limit_near_limit": "hits within 80% of their limit",
+    "ratelimit_service_rate_limit_within_limit": "hits within their limit",
+    "ratelimit_service_rate_limit_shadow_mode": "over-limit hits let through by shadow_mode",
+}

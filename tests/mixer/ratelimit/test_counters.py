@@ -37,6 +37,23 @@ async def test_counters_are_shared_and_expire_with_their_window(
         await two.close()
 
 
+async def test_a_burst_larger_than_the_pool_is_counted_not_refused(
+    redis_server: RedisServer,
+) -> None:
+    # More calls in flight than pooled connections: each must wait its turn (or share a
+    # pipeline), never fail; a failure here lets the caller's request through unlimited.
+    counters = RedisCounters(redis_server.url, pool_size=2)
+    try:
+        key = f"burst_{time.monotonic_ns()}"
+        values = await asyncio.gather(
+            *(counters.increment([Hit(key, 1, 60), Hit(f"{key}_{i}", 2, 60)]) for i in range(200))
+        )
+        assert sorted(v[0] for v in values) == list(range(1, 201))
+        assert {v[1] for v in values} == {2}
+    finally:
+        await counters.close()
+
+
 async def test_redis_down_fails_fast_and_recovers(tmp_path) -> None:
     server = RedisServer(address(RATELIMIT_NET, 101), tmp_path / "redis").start()
     counters = RedisCounters(server.url, timeout=0.5)
