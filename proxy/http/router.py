@@ -595,7 +595,11 @@ class Router(HttpFilter):
             cb.reset()
             return
         if kind == "connect_failure":
-            info.upstream_transport_failure_reason = transport_failure or reason.value
+            # Envoy names no transport failure when the connect timed out.
+            timed_out = reason is ResetReason.CONNECTION_TIMEOUT
+            info.upstream_transport_failure_reason = transport_failure or (
+                "" if timed_out else reason.value
+            )
         cluster.report_local_failure(attempt.host, kind)
         retry = self.retry
         if retry is not None and self._retry_decided(retry.decide_reset(ResetKind(kind)), attempt):
@@ -616,9 +620,6 @@ class Router(HttpFilter):
             flag = ResponseFlag.UPSTREAM_CONNECTION_TERMINATION
         prefix = "retried and the latest " if self.attempts > 1 else ""
         body = f"{_RESET_PREFIX}{prefix}reset reason: {reason.value}".encode()
-        transport_failure = info.upstream_transport_failure_reason
-        if transport_failure.startswith("TLS_error"):
-            body += b", transport failure reason: " + transport_failure.encode()
         self.attempt = None
         # An upstream that does not speak HTTP is a bad gateway; one that went away is not
         # available (Envoy's codes).

@@ -21,7 +21,7 @@ from typing import cast
 import structlog
 
 from proxy.config.model import CertificateValidation, Cluster, Secret, UpstreamTls
-from proxy.transport.peer_checks import PeerCheckFailure, check_peer
+from proxy.transport.peer_checks import PeerCheckFailure, check_peer, peer_sans
 from proxy.transport.tls import SecretUnavailable, client_context, validation_of
 
 __all__ = [
@@ -143,17 +143,20 @@ def _socket(tls: UpstreamTls, secrets: Mapping[str, Secret]) -> TransportSocket:
 class _PeerGate(asyncio.Protocol):
     """The protocol of a new TLS connection until its peer passed the checks."""
 
-    __slots__ = ("failure", "protocol", "socket")
+    __slots__ = ("detail", "failure", "protocol", "socket")
 
     def __init__(self, protocol: asyncio.Protocol, socket: UpstreamTlsSocket) -> None:
         self.protocol = protocol
         self.socket = socket
         self.failure: PeerCheckFailure | None = None
+        self.detail = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Runs when the handshake has completed.
-        self.failure = self.socket.check(transport.get_extra_info("ssl_object"))
+        ssl_object = transport.get_extra_info("ssl_object")
+        self.failure = self.socket.check(ssl_object)
         if self.failure is not None:
+            self.detail = _failure_detail(self.failure, ssl_object)
             cast(asyncio.Transport, transport).abort()
             return
         transport.set_protocol(self.protocol)
@@ -161,6 +164,16 @@ class _PeerGate(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         pass  # only a refused peer's connection ends while the gate is its protocol
+
+
+def _failure_detail(failure: PeerCheckFailure, ssl_object: ssl.SSLObject | None) -> str:
+    if failure is PeerCheckFailure.SAN and ssl_object is not None:
+        der = ssl_object.getpeercert(binary_form=True)
+        sans = [v for values in peer_sans(der).values() for v in values] if der else []
+        return f"SAN matcher, certificate SANs are [{','.join(sans)}]"
+    if failure is PeerCheckFailure.PIN:
+        return "certificate hash or SPKI pin"
+    return "no peer certificate"
 
 
 async def open_connection(
@@ -201,20 +214,24 @@ async def open_connection(
     except ssl.SSLError as exc:
         raise TlsConnectError(_reason(exc), _stat(exc)) from exc
     if gate.failure is not None:
-        raise TlsConnectError(
-            "TLS_error:|268435581:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED"
-            ":TLS_error_end",
-            gate.failure.value,
-        )
+        raise TlsConnectError(_VERIFY_FAILED.format(gate.detail), gate.failure.value)
+
+
+# Envoy's reasons: ``TLS_error:|<BoringSSL code>:<library>:OPENSSL_internal:<reason>:<detail>
+# :TLS_error_end``; BoringSSL's code is known for the one failure a verifier reports.
+_VERIFY_FAILED = (
+    "TLS_error:|268435581:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:"
+    "verify cert failed: {}:TLS_error_end"
+)
 
 
 def _reason(exc: ssl.SSLError) -> str:
-    # Envoy: ``TLS_error:|<code>:<library>:<function>:<reason>:TLS_error_end``.
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        # Python does not say at which depth of the chain OpenSSL failed.
+        detail = f"X509_verify_cert: certificate verification error: {exc.verify_message}"
+        return _VERIFY_FAILED.format(detail)
     reason = exc.reason or type(exc).__name__
-    library = exc.library or "SSL routines"
-    if library == "SSL":
-        library = "SSL routines"
-    return f"TLS_error:|{library}:OPENSSL_internal:{reason}:TLS_error_end"
+    return f"TLS_error:|SSL routines:OPENSSL_internal:{reason}:TLS_error_end"
 
 
 def _stat(exc: ssl.SSLError) -> str:

@@ -301,9 +301,8 @@ class ConnectionPool:
         transport_failure = ""
         if isinstance(exc, TlsConnectError):
             transport_failure = exc.reason
-            self.stats.counter("ssl.connection_error").value += 1
-            if exc.stat != "connection_error":
-                self.stats.counter(f"ssl.{exc.stat}").value += 1
+            # Envoy counts a refused certificate as that, not also as a connection error.
+            self.stats.counter(f"ssl.{exc.stat}").value += 1
         if isinstance(exc, TimeoutError):
             self.stats.upstream_cx_connect_timeout.value += 1
             self.stats.upstream_cx_destroy_local.value += 1

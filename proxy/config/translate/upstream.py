@@ -330,18 +330,22 @@ def _socket(socket: Any, path: str) -> UpstreamTls | None:
 
 
 def transport_socket_matches(proto: Any, path: str) -> tuple[TransportSocketMatch, ...]:
-    """``Cluster.transport_socket_matches``; an entry without a socket is plaintext."""
+    """``Cluster.transport_socket_matches``; a raw_buffer entry is plaintext (None)."""
     found = []
     for index, item in enumerate(proto.transport_socket_matches):
         item_path = at(join(path, "transport_socket_matches"), index)
+        if not item.HasField("transport_socket"):
+            # Envoy's refusal too: the socket has no default.
+            raise ValidationError(
+                "Didn't find a registered implementation for '' with type URL: ''",
+                path=join(item_path, "transport_socket"),
+            )
         found.append(
             TransportSocketMatch(
                 name=item.name,
                 match=MappingProxyType(struct_to_dict(item.match)),
-                transport_socket=(
-                    _socket(item.transport_socket, join(item_path, "transport_socket"))
-                    if item.HasField("transport_socket")
-                    else None
+                transport_socket=_socket(
+                    item.transport_socket, join(item_path, "transport_socket")
                 ),
             )
         )

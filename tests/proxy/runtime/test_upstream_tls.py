@@ -138,16 +138,16 @@ async def test_a_server_that_fails_verification_gets_503_uf_urx(
     )
     response = await request(*address, "GET", "/", host_header="server")
     assert response.status == 503
-    assert b"transport failure reason: TLS_error" in response.body
-    assert b"CERTIFICATE_VERIFY_FAILED" in response.body
+    assert response.body.endswith(b"retried and the latest reset reason: remote connection failure")
     assert up.received == []
     assert proxy.stat(stat) == 3  # the try and two retries
-    assert proxy.stat("cluster.backend.ssl.connection_error") == 3
+    assert proxy.stat("cluster.backend.ssl.connection_error") == 0
     assert proxy.stat("cluster.backend.ssl.handshake") == 0
     await proxy.stop()
     (entry,) = _log_lines(log)
-    assert entry["flags"] == "UF,URX"
+    assert entry["flags"] == "URX,UF"  # set in that order, rendered so by Envoy 1.40
     assert entry["reason"].startswith("TLS_error:|")
+    assert ":CERTIFICATE_VERIFY_FAILED:verify_cert_failed:_" in entry["reason"]
 
 
 async def test_a_plaintext_server_fails_the_handshake(
@@ -179,11 +179,11 @@ async def test_a_plaintext_server_fails_the_handshake(
     finally:
         server.close()
     assert response.status == 503
-    assert b"transport failure reason: TLS_error" in response.body
-    assert b"WRONG_VERSION_NUMBER" in response.body
     assert seen and seen[0].startswith(b"\x16\x03")  # a TLS handshake record, not HTTP
     await proxy.stop()
-    assert _log_lines(log)[0]["flags"] == "UF"
+    (entry,) = _log_lines(log)
+    assert entry["flags"] == "UF"
+    assert "WRONG_VERSION_NUMBER" in entry["reason"]
 
 
 async def test_auto_mtls_matches_tls_mode_istio_endpoints_only(

@@ -254,3 +254,8 @@ def test_upstream_tls_fields_pymesh_cannot_honour_are_refused(socket: Any, messa
                 ],
             }
         )
+
+
+def test_a_socket_match_without_a_socket_is_refused_as_envoy_does() -> None:
+    with pytest.raises(ValidationError, match="registered implementation"):
+        _cluster({"name": "c", "transport_socket_matches": [{"name": "m", "match": {}}]})
