@@ -48,7 +48,7 @@ from proxy.security.ext_authz import (
     check_request,
     http_check_headers,
 )
-from proxy.upstream.grpc_call import GrpcUnary
+from proxy.upstream.h2_unary import H2Unary
 
 if TYPE_CHECKING:
     from proxy.stats import Counter
@@ -63,8 +63,8 @@ _STATS = ("ok", "denied", "error", "failure_mode_allowed", "disabled")
 _IDLE, _BUFFERING, _STARTING, _CHECKING, _DONE = range(5)
 
 
-def grpc_client(service: GrpcAuthzService) -> GrpcUnary:
-    return GrpcUnary(
+def grpc_client(service: GrpcAuthzService) -> H2Unary:
+    return H2Unary(
         _CHECK,
         external_auth_pb2.CheckRequest.SerializeToString,
         external_auth_pb2.CheckResponse.FromString,

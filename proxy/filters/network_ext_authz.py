@@ -19,7 +19,7 @@ from proxy.filters.ext_authz import grpc_client
 from proxy.http.filter import FilterContext
 from proxy.network_filter import NetworkCallbacks, ReadFilter, ReadFilterStatus
 from proxy.security.ext_authz import CheckRequestFacts, Verdict, answer_from_grpc, check_request
-from proxy.upstream.grpc_call import GrpcCall, GrpcUnary
+from proxy.upstream.h2_unary import H2Unary, H2UnaryCall
 
 __all__ = ["NetworkExtAuthzFilter", "network_factory"]
 
@@ -32,7 +32,7 @@ class _Shared:
         self.config = config
         self.service = config.service
         self.context = context
-        self.client: GrpcUnary = grpc_client(config.service)
+        self.client: H2Unary = grpc_client(config.service)
         prefix = f"ext_authz.{config.stat_prefix}"
         self.counters = {n: context.stats.counter(prefix + n) for n in _STATS}
 
@@ -46,7 +46,7 @@ class NetworkExtAuthzFilter(ReadFilter):
     def __init__(self, shared: _Shared) -> None:
         self._shared = shared
         self._decided = False
-        self._call: GrpcCall | None = None
+        self._call: H2UnaryCall | None = None
         self._cb: NetworkCallbacks | None = None
 
     def on_data(self, cb: NetworkCallbacks, data: bytes) -> ReadFilterStatus:

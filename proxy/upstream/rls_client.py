@@ -1,10 +1,10 @@
 """A client of the Rate Limit Service (``envoy.service.ratelimit.v3``) for the proxy's filter.
 
-Calls go over gRPC (HTTP/2, grpcio's asyncio channel) to a host the proxy's cluster picks,
-one channel per host address, kept while the host is. A call never outlives its ``timeout``
-and is cancelled with its stream. The answer is handed to a callback as an
-:class:`~proxy.routing.ratelimit_answer.RlsAnswer`; every failure (no host, deadline, a gRPC
-error, a malformed answer) is an ``ERROR`` answer naming it.
+Calls go over gRPC (:mod:`proxy.upstream.h2_unary`, the proxy's own HTTP/2 codec) to a host
+the proxy's cluster picks, one connection per host address, kept while the host is. A call
+never outlives its ``timeout`` and is cancelled with its stream. The answer is handed to a
+callback as an :class:`~proxy.routing.ratelimit_answer.RlsAnswer`; every failure (no host,
+deadline, a gRPC error, a malformed answer) is an ``ERROR`` answer naming it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
 
 from proxy.routing.ratelimit_answer import LimitStatus, RlsAnswer, RlsStatus
-from proxy.upstream.grpc_call import GrpcCall, GrpcUnary
+from proxy.upstream.h2_unary import H2Unary, H2UnaryCall
 
 __all__ = ["RlsCall", "RlsClient"]
 
@@ -26,7 +26,7 @@ _OVER = rls_pb2.RateLimitResponse.OVER_LIMIT
 _METHOD = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
 
 
-RlsCall = GrpcCall
+RlsCall = H2UnaryCall
 """One call in flight; ``cancel()`` drops its answer."""
 
 
@@ -35,7 +35,7 @@ class RlsClient:
 
     def __init__(self, pick: Callable[[], str | None], *, authority: str = "") -> None:
         self._pick = pick
-        self._unary = GrpcUnary(
+        self._unary = H2Unary(
             _METHOD,
             rls_pb2.RateLimitRequest.SerializeToString,
             rls_pb2.RateLimitResponse.FromString,
