@@ -55,6 +55,8 @@ class HcmRuntime:
         "stats",
         "stream_idle_timeout",
         "use_remote_address",
+        "xfcc",
+        "xfcc_details",
         "xff_num_trusted_hops",
     )
 
@@ -103,6 +105,8 @@ class HcmRuntime:
         self.request_headers_timeout = model.request_headers_timeout
         self.idle_timeout = model.common_http_protocol_options.idle_timeout
         self.stream_idle_timeout = model.stream_idle_timeout
+        self.xfcc = model.forward_client_cert_details.value
+        self.xfcc_details = model.set_current_client_cert_details
 
     def route_table(self, runtime: RuntimeSnapshot) -> RouteTable | None:
         """The inline route table, or the RDS one from the stream's snapshot."""

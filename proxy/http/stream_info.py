@@ -42,6 +42,8 @@ class ConnectionInfo:
     peer_subject: str | None = None
     peer_certificate_sha256: str | None = None
     connection_id: int = 0
+    # The URI SANs of the certificate this proxy presented (Envoy's uriSanLocalCertificate).
+    local_uri_sans: tuple[str, ...] = ()
 
     @property
     def remote_host(self) -> str:
@@ -114,6 +116,7 @@ def _tls_info(
         peer_subject=subject,
         peer_certificate_sha256=digest,
         connection_id=connection_id,
+        local_uri_sans=getattr(ssl_object.context, "pymesh_local_uri_sans", ()),
     )
 
 

@@ -8,6 +8,9 @@ import ssl
 import tempfile
 from collections.abc import Mapping
 
+import structlog
+from cryptography import x509
+
 from proxy.config.model import (
     CertificateValidation,
     CommonTls,
@@ -18,6 +21,8 @@ from proxy.config.model import (
     UpstreamTls,
 )
 from pymesh.errors import ConfigError
+
+log = structlog.get_logger(__name__)
 
 __all__ = ["SecretUnavailable", "client_context", "server_context", "validation_of"]
 
@@ -42,6 +47,15 @@ def _certificates(common: CommonTls, secrets: Mapping[str, Secret]) -> list[TlsC
             raise SecretUnavailable(f"TLS certificate secret '{sds.name}' is not available")
         certs.append(secret.tls_certificate)
     return certs
+
+
+def _uri_sans(chain: bytes) -> tuple[str, ...]:
+    leaf = x509.load_pem_x509_certificates(chain)[0]
+    try:
+        sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(sans.get_values_for_type(x509.UniformResourceIdentifier))
 
 
 def validation_of(common: CommonTls, secrets: Mapping[str, Secret]) -> CertificateValidation | None:
@@ -86,8 +100,11 @@ def _apply_params(context: ssl.SSLContext, common: CommonTls, *, server: bool) -
             context.set_ciphers(names)
         except ssl.SSLError as exc:
             raise ConfigError(f"cipher_suites {names!r}: {exc}") from exc
-    if common.alpn_protocols:
-        context.set_alpn_protocols(list(common.alpn_protocols))
+    alpn = [p for p in common.alpn_protocols if not (server and p == "h2")]
+    if len(alpn) < len(common.alpn_protocols):
+        log.info("ALPN h2 not offered: pymesh serves HTTP/1.1 to downstream clients")
+    if alpn:
+        context.set_alpn_protocols(alpn)
 
 
 def _load_chain(context: ssl.SSLContext, cert: TlsCertificate) -> None:
@@ -115,6 +132,9 @@ def server_context(tls: DownstreamTls, secrets: Mapping[str, Secret]) -> ssl.SSL
         raise ConfigError("a downstream TLS context needs at least one certificate")
     for cert in certs:
         _load_chain(context, cert)
+    # Python cannot read a connection's own certificate back: its URI SANs (``By=`` of
+    # x-forwarded-client-cert) are kept on the context.
+    context.pymesh_local_uri_sans = _uri_sans(certs[0].certificate_chain)  # type: ignore[attr-defined]
     validation = validation_of(tls.common, secrets)
     if validation is not None and validation.trusted_ca:
         context.load_verify_locations(cadata=validation.trusted_ca.decode("ascii"))

@@ -67,7 +67,7 @@ def downstream_tls(proto: Any, path: str) -> DownstreamTls:
     """A checked ``DownstreamTlsContext``; a server needs a certificate. With
     ``require_client_certificate`` and no validation context, any client certificate is
     accepted unverified (Envoy's behaviour)."""
-    common = _common(proto.common_tls_context, join(path, "common_tls_context"))
+    common = _common(proto.common_tls_context, join(path, "common_tls_context"), server=True)
     if not common.tls_certificates and not common.tls_certificate_sds:
         raise ValidationError(
             "No TLS certificates found for server context", path=join(path, "common_tls_context")
@@ -100,7 +100,7 @@ def _sds(proto: Any, path: str) -> SdsSecretConfig:
     )
 
 
-def _common(proto: Any, path: str) -> CommonTls:
+def _common(proto: Any, path: str, *, server: bool = False) -> CommonTls:
     params = proto.tls_params
     validation = None
     validation_sds = None
@@ -139,7 +139,9 @@ def _common(proto: Any, path: str) -> CommonTls:
         ),
         validation_context=validation,
         validation_context_sds=validation_sds,
-        alpn_protocols=tuple(_alpn(proto.alpn_protocols, join(path, "alpn_protocols"))),
+        alpn_protocols=tuple(
+            _alpn(proto.alpn_protocols, join(path, "alpn_protocols"), server=server)
+        ),
     )
 
 
@@ -149,9 +151,11 @@ def _common(proto: Any, path: str) -> CommonTls:
 _ALPN = frozenset({"http/1.1", "http/1.0", "istio", "istio-peer-exchange"})
 
 
-def _alpn(protocols: Any, path: str) -> list[str]:
+def _alpn(protocols: Any, path: str, *, server: bool) -> list[str]:
     for index, protocol in enumerate(protocols):
-        if protocol not in _ALPN:
+        # A server offers only what a client also asks for: ``h2`` is kept in the model and
+        # left out of the handshake (Istio's inbound lists it; pymesh serves HTTP/1.1).
+        if protocol not in _ALPN and not (server and protocol == "h2"):
             # Offering h2 would let a peer pick a protocol pymesh does not speak.
             raise UnsupportedError(
                 f"ALPN protocol '{protocol}' is not supported by pymesh (HTTP/1.1 only)",

@@ -153,30 +153,28 @@ def test_secret_with_garbage_certificate_is_invalid() -> None:
     assert caught.value.path == "validation_context.trusted_ca"
 
 
-def test_h2_alpn_is_unsupported() -> None:
-    proto = json_format.ParseDict(
-        {"name": "s", "validation_context": {"trusted_ca": {"filename": str(CERTS / "ca.pem")}}},
-        secret_pb2.Secret(),
-    )
-    assert translate_secret(proto).validation_context is not None
-    with pytest.raises(UnsupportedError, match="ALPN protocol 'h2'"):
-        _listener(
-            {
-                "filter_chains": [
-                    _tcp_chain("a")
-                    | {
-                        "transport_socket": {
-                            "name": "tls",
-                            "typed_config": {
-                                "@type": _TYPE
-                                + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                                "common_tls_context": {
-                                    "alpn_protocols": ["h2"],
-                                    "tls_certificate_sds_secret_configs": [{"name": "default"}],
-                                },
+def test_h2_alpn_is_kept_in_the_model_and_not_offered() -> None:
+    """Istio's inbound lists ``h2, http/1.1``: accepted, and the server leaves h2 out of the
+    handshake (pymesh serves HTTP/1.1 downstream); upstream, h2 is refused (test_clusters)."""
+    listener = _listener(
+        {
+            "filter_chains": [
+                _tcp_chain("a")
+                | {
+                    "transport_socket": {
+                        "name": "tls",
+                        "typed_config": {
+                            "@type": _TYPE
+                            + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                            "common_tls_context": {
+                                "alpn_protocols": ["h2", "http/1.1"],
+                                "tls_certificate_sds_secret_configs": [{"name": "default"}],
                             },
-                        }
+                        },
                     }
-                ]
-            }
-        )
+                }
+            ]
+        }
+    )
+    tls = listener.filter_chains[0].transport_socket
+    assert tls is not None and tls.common.alpn_protocols == ("h2", "http/1.1")
