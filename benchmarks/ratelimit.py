@@ -28,7 +28,7 @@ from benchmarks import procstat
 from tests.support.procs import ManagedProcess, free_port, wait_for_port
 from tests.support.redis import RedisServer
 
-__all__ = ["main"]
+__all__ = ["CONFIG", "main", "median"]
 
 HOST = "127.0.0.1"
 CONFIG = """
@@ -133,8 +133,9 @@ def grpc_rate(
         service.stop()
 
 
-def _median(values: list[float]) -> str:
-    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+def median(values: list[float], fmt: str = ",.0f") -> str:
+    """The median and the range of ``values``, for a table cell."""
+    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, label in (("core", "decision only, in process"), ("memory", "gRPC, memory"),
                         ("redis", "gRPC, Redis")):  # fmt: skip
         rows = results[name]
-        print(f"| {label} | {_median([r[0] for r in rows])} | {_median([r[1] for r in rows])} |")
+        print(f"| {label} | {median([r[0] for r in rows])} | {median([r[1] for r in rows])} |")
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -26,17 +25,12 @@ from typing import Any
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
+from benchmarks.ratelimit import CONFIG, median
 from tests.support.procs import ManagedProcess, free_port, wait_for_port
 
 __all__ = ["main"]
 
 HOST = "127.0.0.1"
-CONFIG = """
-domain: bench
-descriptors:
-  - key: client
-    rate_limit: {unit: hour, requests_per_unit: 4000000000}
-"""
 _METHOD = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
 
 Call = Callable[[Any], Awaitable[Any]]
@@ -113,10 +107,6 @@ async def _grpcio(target: str, calls: int, concurrency: int) -> tuple[float, flo
         await channel.close()
 
 
-def _median(values: list[float], fmt: str) -> str:
-    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.side_call")
     parser.add_argument("--calls", type=int, default=20_000)
@@ -150,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, label in (("h2_unary", "proxy's HTTP/2 codec"), ("grpcio", "grpcio aio channel")):
         rows = results[name]
         print(
-            f"| {label} | {_median([r[0] for r in rows], ',.1f')} "
-            f"| {_median([r[1] for r in rows], ',.0f')} |"
+            f"| {label} | {median([r[0] for r in rows], ',.1f')} "
+            f"| {median([r[1] for r in rows], ',.0f')} |"
         )
     return 0
 
