@@ -83,7 +83,7 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         _CORE + "Address": "socket_address pipe",
         _CORE + "SocketAddress": "protocol address port_value ipv4_compat",
         _CORE + "Pipe": "path mode",
-        _CORE + "ConfigSource": "ads initial_fetch_timeout resource_api_version",
+        _CORE + "ConfigSource": "ads api_config_source initial_fetch_timeout resource_api_version",
         _CORE + "AggregatedConfigSource": "",
         _CORE + "ApiConfigSource": "api_type transport_api_version grpc_services "
         "set_node_on_first_message_only",

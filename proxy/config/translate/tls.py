@@ -93,7 +93,7 @@ def _sds(proto: Any, path: str) -> SdsSecretConfig:
     return SdsSecretConfig(
         name=proto.name,
         config_source=(
-            config_source(proto.sds_config, join(path, "sds_config"))
+            config_source(proto.sds_config, join(path, "sds_config"), api=True)
             if proto.HasField("sds_config")
             else None
         ),
