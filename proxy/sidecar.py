@@ -46,15 +46,22 @@ class Sidecar:
         self.on_quit()
 
     async def start(self) -> None:
-        await self.server.start()
+        # The admin port first, as Envoy opens it: a static listener may route to it (Istio's
+        # readiness port does), and must not find it closed while the rest starts.
+        if self.admin is not None:
+            await self.admin.start()
+        try:
+            await self.server.start()
+        except BaseException:
+            if self.admin is not None:
+                await self.admin.stop()
+            raise
         dynamic = self.server.bootstrap.dynamic_resources
         if dynamic is not None and dynamic.ads_config is not None:
             from proxy.xds_client import XdsClient  # gRPC is only loaded for ADS bootstraps
 
             self.xds = XdsClient(self.server)
             self.xds.start()
-        if self.admin is not None:
-            await self.admin.start()
         log.info("proxy started", node=self.server.bootstrap.node.id or None)
 
     async def stop(self) -> None:
