@@ -34,7 +34,8 @@ from tests.integration.test_mtls_envoy import (
 from tests.support.httpclient import AsyncConnection
 from tests.support.upstream import Upstream
 
-pytestmark = [pytest.mark.envoy, pytest.mark.timeout(240)]
+# Same pod addresses in both modules: one xdist worker runs them.
+pytestmark = [pytest.mark.envoy, pytest.mark.xdist_group("auth-mesh"), pytest.mark.timeout(240)]
 
 PAIRS = [("pymesh", "pymesh"), ("envoy", "pymesh"), ("pymesh", "envoy")]
 
