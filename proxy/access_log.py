@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Protocol
 
 from proxy.config.model_http import (
     AccessLog,
@@ -31,7 +31,14 @@ from pymesh.errors import UnsupportedError
 if TYPE_CHECKING:
     from proxy.http.stream_info import StreamInfo
 
-__all__ = ["AccessLogger", "LogWriter", "compile_format", "render_format"]
+__all__ = [
+    "AccessLogger",
+    "LogWriter",
+    "RequestLogger",
+    "compile_format",
+    "passes_filter",
+    "render_format",
+]
 
 Headers = list[tuple[bytes, bytes]]
 # (stream info, request headers, response headers or None) -> value; operators read only
@@ -210,6 +217,12 @@ def render_format(
     return "".join(out)
 
 
+class RequestLogger(Protocol):
+    """What the connection manager calls once per finished request."""
+
+    def log(self, info: StreamInfo, req: Headers, resp: Headers | None) -> None: ...
+
+
 class LogWriter:
     """A buffered sink shared by every logger that writes to the same path."""
 
@@ -269,7 +282,7 @@ class AccessLogger:
             self._text = compile_format(config.text_format or "")
 
     def log(self, info: StreamInfo, req: Headers, resp: Headers | None) -> None:
-        if self._filter is not None and not _evaluate(self._filter, info, req):
+        if self._filter is not None and not passes_filter(self._filter, info, req):
             return
         if self._json is not None:
             record: dict[str, object] = {}
@@ -303,7 +316,7 @@ def _compare(op: ComparisonOp, left: float, right: float) -> bool:
     return left != right
 
 
-def _evaluate(f: AccessLogFilter, s: StreamInfo, req: Headers) -> bool:
+def passes_filter(f: AccessLogFilter, s: StreamInfo, req: Headers) -> bool:
     kind = f.kind
     if kind is AccessLogFilterKind.STATUS_CODE:
         return _compare(f.op, s.response_code, f.value)
@@ -318,5 +331,5 @@ def _evaluate(f: AccessLogFilter, s: StreamInfo, req: Headers) -> bool:
     if kind is AccessLogFilterKind.HEADER:
         return f.header is not None and headers_match((f.header,), req)
     if kind is AccessLogFilterKind.AND:
-        return all(_evaluate(c, s, req) for c in f.children)
-    return any(_evaluate(c, s, req) for c in f.children)
+        return all(passes_filter(c, s, req) for c in f.children)
+    return any(passes_filter(c, s, req) for c in f.children)

@@ -10,6 +10,7 @@ the listener and its filter chain is chosen by the original destination.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import itertools
 import os
@@ -28,7 +29,9 @@ from proxy.config.model import (
     SocketAddress,
     TrafficDirection,
 )
+from proxy.config.model_http import CodecType
 from proxy.http.connection_manager import DownstreamConnection
+from proxy.http.h2_connection import H2DownstreamConnection
 from proxy.http.hcm import HcmRuntime
 from proxy.listener_tls import TLS_INSPECTOR, listener_ssl, reset, sni_matches, tls_of
 from proxy.stats import ListenerStats, StatsStore
@@ -67,7 +70,7 @@ class ListenerRuntime:
         self.chains = chains
         self.default_chain: ChainRuntime | None = None
         self.server: asyncio.Server | None = None
-        self.connections: set[DownstreamConnection] = set()
+        self.connections: set[DownstreamConnection | H2DownstreamConnection] = set()
         address = model.address
         stat_name = (
             f"{address.host}_{address.port}" if isinstance(address, SocketAddress) else model.name
@@ -283,7 +286,7 @@ class _Acceptor(asyncio.Protocol):
     def __init__(self, manager: ListenerManager, runtime: ListenerRuntime) -> None:
         self._manager = manager
         self._runtime = runtime
-        self._conn: DownstreamConnection | None = None
+        self._conn: DownstreamConnection | H2DownstreamConnection | None = None
         self._transport: asyncio.BaseTransport | None = None
         self._destination: tuple[str, int] | None = None
         self._received = b""
@@ -314,7 +317,7 @@ class _Acceptor(asyncio.Protocol):
                 runtime.stats.counter(f"ssl.{refused.value}").value += 1
                 cast(asyncio.Transport, transport).abort()
                 return
-        protocol = self._protocol_for(runtime, chain, destination)
+        protocol = self._protocol_for(runtime, chain, destination, transport)
         if protocol is None:
             transport.close()
             return
@@ -326,20 +329,43 @@ class _Acceptor(asyncio.Protocol):
         runtime: ListenerRuntime,
         chain: ChainRuntime | None,
         destination: tuple[str, int] | None,
+        transport: asyncio.BaseTransport,
     ) -> asyncio.Protocol | None:
+        """The chain's protocol for ``transport`` (after the TLS handshake, if any: the
+        negotiated ALPN picks HTTP/2)."""
         if chain is not None and chain.tcp is not None:
             return chain.tcp(destination, next(self._manager.connection_ids))
         if chain is None or chain.hcm is None:
             runtime.stats.no_filter_chain_match.value += 1
             return None
-        conn = DownstreamConnection(
-            chain.hcm,
-            self._manager._loop,
-            scheme=b"https" if chain.ssl_context is not None else b"http",
-            on_close=runtime.connections.discard,
-            original_destination=destination,
-            connection_id=next(self._manager.connection_ids),
-        )
+        ssl_object = transport.get_extra_info("ssl_object")
+        alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        codec = chain.hcm.model.codec_type
+        scheme = b"https" if chain.ssl_context is not None else b"http"
+        conn: DownstreamConnection | H2DownstreamConnection
+        if codec is CodecType.HTTP2 or (codec is CodecType.AUTO and alpn == "h2"):
+            conn = H2DownstreamConnection(
+                chain.hcm,
+                self._manager._loop,
+                scheme=scheme,
+                on_close=runtime.connections.discard,
+                original_destination=destination,
+                connection_id=next(self._manager.connection_ids),
+            )
+        else:
+            # AUTO without ALPN h2: the first bytes decide (an HTTP/2 client preface, or not).
+            sniff = codec is CodecType.AUTO and alpn in (None, "istio", "istio-peer-exchange")
+            conn = DownstreamConnection(
+                chain.hcm,
+                self._manager._loop,
+                scheme=scheme,
+                on_close=runtime.connections.discard,
+                original_destination=destination,
+                connection_id=next(self._manager.connection_ids),
+                on_h2_preface=(
+                    functools.partial(_switch_to_h2, transport, runtime) if sniff else None
+                ),
+            )
         runtime.connections.add(conn)
         self._conn = conn
         return conn
@@ -364,19 +390,21 @@ class _Acceptor(asyncio.Protocol):
             self._transport.close()
 
     def _dispatch(self, inspection: Inspection) -> None:
-        transport, runtime = self._transport, self._runtime
+        transport, runtime, destination = self._transport, self._runtime, self._destination
         assert transport is not None
         self._transport = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         received, self._received = self._received, b""
-        chain = runtime.select_chain(self._destination, inspection=inspection)
-        protocol = self._protocol_for(runtime, chain, self._destination)
-        if protocol is None or chain is None:
+        chain = runtime.select_chain(destination, inspection=inspection)
+        if chain is None or (chain.hcm is None and chain.tcp is None):
+            runtime.stats.no_filter_chain_match.value += 1
             reset(transport)
             return
         if chain.ssl_context is None:
+            protocol = self._protocol_for(runtime, chain, destination, transport)
+            assert protocol is not None
             transport.set_protocol(protocol)
             protocol.connection_made(transport)
             if received:
@@ -384,15 +412,18 @@ class _Acceptor(asyncio.Protocol):
             return
         stats = runtime.stats
 
+        def handed_over(tls_transport: asyncio.BaseTransport) -> asyncio.Protocol:
+            protocol = self._protocol_for(runtime, chain, destination, tls_transport)
+            assert protocol is not None
+            return protocol
+
         def outcome(failure: str | None) -> None:
             stats.counter("ssl.handshake" if failure is None else f"ssl.{failure}").value += 1
-            if failure is not None and isinstance(protocol, DownstreamConnection):
-                runtime.connections.discard(protocol)
 
         start_server_tls(
             self._manager._loop,
             transport,
-            protocol,
+            handed_over,
             chain.ssl_context,
             received,
             validation=chain.validation,
@@ -409,7 +440,31 @@ class _Acceptor(asyncio.Protocol):
             self._conn.connection_lost(exc)
 
 
-def _drain_replaced(connections: set[DownstreamConnection], runtime: ListenerRuntime) -> None:
+def _switch_to_h2(
+    transport: asyncio.BaseTransport,
+    runtime: ListenerRuntime,
+    http1: DownstreamConnection,
+    data: bytes,
+) -> None:
+    """``codec_type: AUTO`` saw the HTTP/2 client preface: the connection is HTTP/2 from its
+    first byte, as in Envoy."""
+    runtime.connections.discard(http1)
+    conn = H2DownstreamConnection(
+        http1.hcm,
+        http1.loop,
+        scheme=http1.scheme,
+        on_close=runtime.connections.discard,
+        original_destination=http1.original_destination,
+        connection_id=http1.connection_id,
+    )
+    runtime.connections.add(conn)
+    transport.set_protocol(conn)
+    conn.adopt(transport, counted=True, data=data)
+
+
+def _drain_replaced(
+    connections: set[DownstreamConnection | H2DownstreamConnection], runtime: ListenerRuntime
+) -> None:
     kept = [chain.hcm.model for chain in runtime.all_chains if chain.hcm is not None]
     for conn in list(connections):
         if not any(conn.hcm.model == model for model in kept):

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, cast
 
 import structlog
 
-from proxy.access_log import AccessLogger, LogWriter, compile_format
+from proxy.access_log import AccessLogger, LogWriter, RequestLogger, compile_format
 from proxy.config.model import (
+    AccessLog,
+    AccessLogSink,
     Bootstrap,
     FilterChain,
     HttpConnectionManager,
@@ -47,6 +49,8 @@ from proxy.upstream.pool import Connector
 from pymesh.errors import ConfigError, UnsupportedError
 
 if TYPE_CHECKING:
+    from proxy.als.facts import ConnectionLogger
+    from proxy.als.logger import GrpcLogStreams
     from proxy.config.translate import FilterRegistry
 
 __all__ = ["ProxyServer"]
@@ -81,6 +85,7 @@ class ProxyServer:
         self.runtime = RuntimeHolder()
         self.date = DateCache()
         self._writers: dict[str, LogWriter] = {}
+        self._log_streams: GrpcLogStreams | None = None
         self.ready = False
         self.bind_errors: tuple[str, ...] = ()
         self.health_check_failed = False
@@ -208,6 +213,17 @@ class ProxyServer:
         self, config: TcpProxy, read_filters: tuple[ReadFilterFactory, ...]
     ) -> Callable[[tuple[str, int] | None, int], TcpProxyConnection]:
         stats = TcpProxyStats(self.stats, config.stat_prefix)
+        loggers: list[ConnectionLogger] = []
+        for cfg in config.access_log:
+            if cfg.sink is AccessLogSink.GRPC:
+                loggers.append(self.log_streams.tcp_logger(cfg))
+            else:
+                log.warning(
+                    "TCP proxy access logs are written only to gRPC services (tcp_grpc)",
+                    logger=cfg.name,
+                    stat_prefix=config.stat_prefix,
+                )
+        access_loggers = tuple(loggers)
 
         def make(destination: tuple[str, int] | None, connection_id: int) -> TcpProxyConnection:
             return TcpProxyConnection(
@@ -219,6 +235,7 @@ class ProxyServer:
                 stats,
                 read_filters=read_filters,
                 connection_id=connection_id,
+                access_loggers=access_loggers,
             )
 
         return make
@@ -253,9 +270,7 @@ class ProxyServer:
             inline = RouteTable.build(model.route_config, rng=self.rng)
         else:
             assert model.rds is not None
-        loggers = tuple(
-            AccessLogger(cfg, self._writer(cfg.sink.value, cfg.path)) for cfg in model.access_log
-        )
+        loggers = tuple(self._request_logger(cfg) for cfg in model.access_log)
         return HcmRuntime(
             model,
             stats=HttpStats(self.stats, model.stat_prefix),
@@ -279,12 +294,31 @@ class ProxyServer:
                 return factory, factory is router_factory
         raise UnsupportedError(f"HTTP filter {name!r} has no pymesh implementation")
 
+    @property
+    def log_streams(self) -> GrpcLogStreams:
+        """The access-log streams to gRPC services, made when a logger first needs one (the
+        gRPC and protobuf modules are loaded only then)."""
+        if self._log_streams is None:
+            from proxy.als.logger import GrpcLogStreams
+
+            self._log_streams = GrpcLogStreams(
+                self.bootstrap.node,
+                self.cluster_manager.pick_host,
+                loop=self.loop,
+                stats=self.stats,
+                rng=self.rng,
+            )
+        return self._log_streams
+
+    def _request_logger(self, cfg: AccessLog) -> RequestLogger:
+        if cfg.sink is AccessLogSink.GRPC:
+            return self.log_streams.http_logger(cfg)
+        return AccessLogger(cfg, self._writer(cfg.sink.value, cfg.path))
+
     def _writer(self, sink: str, path: str | None) -> LogWriter:
         key = path or sink
         writer = self._writers.get(key)
         if writer is None:
-            from proxy.config.model_http import AccessLogSink
-
             writer = self._writers[key] = LogWriter.open(AccessLogSink(sink), path)
         return writer
 
@@ -320,6 +354,8 @@ class ProxyServer:
         self.cluster_manager.close()
         for writer in self._writers.values():
             writer.flush()
+        if self._log_streams is not None:
+            await self._log_streams.close()
         self.stopped.set()
 
 

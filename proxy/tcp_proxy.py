@@ -16,8 +16,9 @@ from typing import cast
 
 import structlog
 
+from proxy.als.facts import ConnectionLogger, TcpFacts
 from proxy.config.model_http import TcpProxy
-from proxy.http.stream_info import connection_info
+from proxy.http.stream_info import ConnectionInfo, connection_info
 from proxy.network_filter import ReadFilterChain, ReadFilterFactory
 from proxy.stats import ClusterStats, StatsStore
 from proxy.transport.upstream_tls import open_connection
@@ -63,6 +64,7 @@ class _Side(asyncio.Protocol):
         self.owner = owner
         self.pending: list[bytes] = []
         self.closed = False
+        self.read_eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -79,9 +81,17 @@ class _Side(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         # Half-close passes through, so protocols that finish with a FIN keep working.
+        self.read_eof = True
         peer = self.peer
+        if peer is None and self.owner is not self:
+            return True  # an upstream that spoke first: its FIN follows its bytes on pairing
         if peer is not None and peer.transport is not None and peer.transport.can_write_eof():
             peer.transport.write_eof()
+            if peer.read_eof:
+                # Both directions have ended: the connection is over (Envoy closes it then;
+                # half-closed sockets would otherwise wait for the idle timeout).
+                peer.transport.close()
+                return False
             return True
         return False
 
@@ -114,9 +124,16 @@ class TcpProxyConnection(_Side):
         *,
         read_filters: tuple[ReadFilterFactory, ...] = (),
         connection_id: int = 0,
+        access_loggers: tuple[ConnectionLogger, ...] = (),
     ) -> None:
         super().__init__()
         self.owner = self
+        self._loggers = access_loggers
+        self._info: ConnectionInfo | None = None
+        self._started = 0.0
+        self._rx = self._tx = 0
+        self._upstream: tuple[str | None, str | None, tuple[str, int] | None] = (None, None, None)
+        self._flag: str | None = None
         self._read_filters = read_filters
         self._connection_id = connection_id
         # The network filters before this one (RBAC), when the chain has any.
@@ -140,13 +157,15 @@ class TcpProxyConnection(_Side):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         assert self.transport is not None
-        if self._read_filters:
-            info = connection_info(
+        self._started = self._loop.time()
+        if self._read_filters or self._loggers:
+            info = self._info = connection_info(
                 transport,
                 scheme=b"tcp",
                 original_destination=self._destination,
                 connection_id=self._connection_id,
             )
+        if self._read_filters:
             self._filters = ReadFilterChain(self._read_filters, info, self._deliver, self._close)
         self._stats.downstream_cx_total.value += 1
         self.transport.pause_reading()  # until the upstream side exists
@@ -181,17 +200,20 @@ class TcpProxyConnection(_Side):
         filters = self._filters
         if self._eof_pending and self.peer is not None and not (filters and filters.holding):
             self._eof_pending = False
-            super().eof_received()
+            if not super().eof_received() and self.transport is not None:
+                self.transport.close()  # what asyncio does when eof_received says so
 
     def on_bytes(self, side: _Side, count: int) -> None:
         # One clock read per read: the idle timer is re-armed lazily when it fires.
         self._last_activity = self._loop.time()
         stats = self._cluster_stats
         if side is self:
+            self._rx += count
             self._stats.downstream_cx_rx_bytes_total.value += count
             if stats is not None:
                 stats.upstream_cx_tx_bytes_total.value += count
         else:
+            self._tx += count
             self._stats.downstream_cx_tx_bytes_total.value += count
             if stats is not None:
                 stats.upstream_cx_rx_bytes_total.value += count
@@ -214,6 +236,7 @@ class TcpProxyConnection(_Side):
         name = self._cluster_name()
         cluster = self._clusters.get(name) if name else None
         if cluster is None:
+            self._flag = "NC"
             self._stats.downstream_cx_no_route.value += 1
             log.info("tcp proxy: no route", cluster=name)
             self._close()
@@ -225,7 +248,9 @@ class TcpProxyConnection(_Side):
                 if cluster.original_dst
                 else cluster.choose_host(None)
             )
+            self._upstream = (cluster.name, host.address_str if host else None, None)
             if host is None:
+                self._flag = "UH"
                 cluster.stats.upstream_cx_none_healthy.value += 1
                 log.info("tcp proxy: no healthy upstream", cluster=cluster.name)
                 self._close()
@@ -249,6 +274,7 @@ class TcpProxyConnection(_Side):
                 if self.closed:
                     return
         else:
+            self._flag = "UF"
             self._stats.upstream_cx_connect_attempts_exceeded.value += 1
             self._close()
             return
@@ -256,6 +282,10 @@ class TcpProxyConnection(_Side):
             if upstream.transport is not None:
                 upstream.transport.close()
             return
+        if self._loggers and upstream.transport is not None:
+            local = upstream.transport.get_extra_info("sockname")
+            if isinstance(local, tuple):
+                self._upstream = (*self._upstream[:2], (str(local[0]), int(local[1])))
         self._cluster_stats = cluster.stats
         cluster.stats.upstream_cx_active.value += 1
         self._active = True
@@ -264,6 +294,13 @@ class TcpProxyConnection(_Side):
         for data in self.pending:
             upstream.transport.write(data)
         self.pending.clear()
+        # A server that speaks first (SMTP, MySQL) may have sent bytes, even its FIN, before
+        # the two sides were paired.
+        for data in upstream.pending:
+            self.transport.write(data)
+        upstream.pending.clear()
+        if upstream.read_eof and self.transport.can_write_eof():
+            self.transport.write_eof()
         self._forward_eof()
         self.transport.resume_reading()
         if self._config.idle_timeout:
@@ -306,3 +343,23 @@ class TcpProxyConnection(_Side):
         if self._active and self._cluster_stats is not None:
             self._active = False
             self._cluster_stats.upstream_cx_active.value -= 1
+        if self._loggers and self._info is not None:
+            self._log()
+
+    def _log(self) -> None:
+        assert self._info is not None
+        cluster, host, local = self._upstream
+        facts = TcpFacts(
+            connection=self._info,
+            start_time=self._started,
+            end_time=self._loop.time(),
+            received_bytes=self._rx,
+            sent_bytes=self._tx,
+            upstream_cluster=cluster,
+            upstream_host=host,
+            upstream_local_address=local,
+            response_flags=(self._flag,) if self._flag else (),
+        )
+        self._info = None  # logged once
+        for logger in self._loggers:
+            logger.log_connection(facts)

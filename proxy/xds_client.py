@@ -360,7 +360,9 @@ class XdsClient:
         if type_url == ROUTE_TYPE:
             return translate_route_configuration(message, self.registry)
         if type_url == CLUSTER_TYPE:
-            return translate_cluster(message)
+            # HTTP/2 clusters serve the proxy's gRPC side calls (access logs, rate limits); a
+            # route to one is refused when the snapshot is checked (ProxyServer._validate).
+            return translate_cluster(message, allow_http2=True)
         if type_url == ENDPOINT_TYPE:
             return translate_cluster_load_assignment(message)
         return translate_secret(message)

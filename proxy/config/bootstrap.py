@@ -39,7 +39,11 @@ from proxy.config.translate import (
     translate_listener,
     translate_secret,
 )
-from proxy.config.translate.access_log import access_logs, file_access_log
+from proxy.config.translate.access_log import (
+    access_log_service_clusters,
+    access_logs,
+    file_access_log,
+)
 from proxy.config.translate.common import (
     api_version,
     at,
@@ -126,10 +130,14 @@ def _translate(proto: Any, registry: FilterRegistry, source: str) -> Bootstrap:
     shallow.CopyFrom(proto)
     shallow.static_resources.Clear()
     check_supported(shallow, "")
-    grpc_clusters = {
-        service.envoy_grpc.cluster_name
-        for service in proto.dynamic_resources.ads_config.grpc_services
-    } | rate_limit_service_clusters(static.listeners)
+    grpc_clusters = (
+        {
+            service.envoy_grpc.cluster_name
+            for service in proto.dynamic_resources.ads_config.grpc_services
+        }
+        | rate_limit_service_clusters(static.listeners)
+        | access_log_service_clusters(static.listeners)
+    )
     # A cluster on Unix sockets only is a gRPC side call's (the identity agent's SDS,
     # Istio's ``sds-grpc``): the data path never connects there.
     grpc_clusters |= {item.name for item in static.clusters if _pipes_only(item)}
@@ -326,14 +334,6 @@ def _check_hcm_clusters(
             if name not in clusters:
                 raise ValidationError(
                     f"route: unknown cluster '{name}'", path=join(path, "route_config")
-                )
-    if route_config is not None:
-        for name in sorted(route_config.cluster_names):
-            found = clusters.get(name)
-            if found is not None and found.http_protocol_options.http2:
-                raise UnsupportedError(
-                    f"route to HTTP/2 cluster '{name}' is not supported by pymesh",
-                    path=join(path, "route_config"),
                 )
     if config.tracing is not None and config.tracing.provider is not None:
         name = config.tracing.provider.collector_cluster

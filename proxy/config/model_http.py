@@ -30,6 +30,7 @@ __all__ = [
     "FaultConfig",
     "FaultDelay",
     "ForwardClientCertDetails",
+    "GrpcAccessLogService",
     "HeadersWithUnderscoresAction",
     "Http1ProtocolOptions",
     "HttpConnectionManager",
@@ -178,6 +179,7 @@ class AccessLogSink(StrEnum):
     FILE = "file"
     STDOUT = "stdout"
     STDERR = "stderr"
+    GRPC = "grpc"
 
 
 class ComparisonOp(StrEnum):
@@ -212,10 +214,28 @@ class AccessLogFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class GrpcAccessLogService:
+    """``envoy.access_loggers.http_grpc`` / ``tcp_grpc``: entries streamed to an Access Log
+    Service (``envoy.service.accesslog.v3``) in ``cluster_name``, batched until
+    ``buffer_size_bytes`` or ``buffer_flush_interval`` seconds (Envoy's 16 KiB and 1 s).
+    The ``additional_*`` names are lower-cased header names logged in the entry's maps."""
+
+    log_name: str
+    cluster_name: str
+    authority: str = ""
+    buffer_size_bytes: int = 16384
+    buffer_flush_interval: float = 1.0
+    tcp: bool = False
+    additional_request_headers: tuple[str, ...] = ()
+    additional_response_headers: tuple[str, ...] = ()
+    additional_response_trailers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class AccessLog:
     """One access logger. Exactly one of ``text_format`` / ``json_format`` is set; when the
     Envoy config set no format, ``text_format`` is ``DEFAULT_ACCESS_LOG_FORMAT``.
-    ``path`` is set for FILE sinks."""
+    ``path`` is set for FILE sinks, ``grpc`` for GRPC ones (which have no format)."""
 
     name: str
     sink: AccessLogSink
@@ -224,6 +244,7 @@ class AccessLog:
     json_format: Mapping[str, object] | None = None
     omit_empty_values: bool = False
     filter: AccessLogFilter | None = None
+    grpc: GrpcAccessLogService | None = None
 
 
 # --- connection manager --------------------------------------------------------------------

@@ -16,7 +16,7 @@ from proxy.codec.headers import HOP_BY_HOP
 from proxy.http.util import DateCache, RequestIdGenerator
 
 if TYPE_CHECKING:
-    from proxy.access_log import AccessLogger
+    from proxy.access_log import RequestLogger
     from proxy.config.model_http import HttpConnectionManager
     from proxy.http.filter import HttpFilter
     from proxy.routing.matcher import RouteTable
@@ -68,7 +68,7 @@ class HcmRuntime:
         runtime: RuntimeHolder,
         inline_table: RouteTable | None,
         filter_factories: tuple[Callable[[], HttpFilter], ...],
-        access_loggers: tuple[AccessLogger, ...],
+        access_loggers: tuple[RequestLogger, ...],
         rng: random.Random,
         date: DateCache,
         buffer_limit: int,

@@ -100,11 +100,8 @@ def _apply_params(context: ssl.SSLContext, common: CommonTls, *, server: bool) -
             context.set_ciphers(names)
         except ssl.SSLError as exc:
             raise ConfigError(f"cipher_suites {names!r}: {exc}") from exc
-    alpn = [p for p in common.alpn_protocols if not (server and p == "h2")]
-    if len(alpn) < len(common.alpn_protocols):
-        log.info("ALPN h2 not offered: pymesh serves HTTP/1.1 to downstream clients")
-    if alpn:
-        context.set_alpn_protocols(alpn)
+    if common.alpn_protocols:
+        context.set_alpn_protocols(list(common.alpn_protocols))
 
 
 def _load_chain(context: ssl.SSLContext, cert: TlsCertificate) -> None:

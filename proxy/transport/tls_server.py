@@ -64,11 +64,11 @@ class _Handover(asyncio.Protocol):
 
     def __init__(
         self,
-        protocol: asyncio.Protocol,
+        make: Callable[[asyncio.BaseTransport], asyncio.Protocol],
         validation: CertificateValidation | None,
         outcome: HandshakeOutcome,
     ) -> None:
-        self._protocol = protocol
+        self._make = make
         self._validation = validation
         self._outcome = outcome
 
@@ -79,8 +79,9 @@ class _Handover(asyncio.Protocol):
             cast(asyncio.Transport, transport).abort()
             return
         self._outcome(None)
-        transport.set_protocol(self._protocol)
-        self._protocol.connection_made(transport)
+        protocol = self._make(transport)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         pass  # a refused client's connection
@@ -98,7 +99,7 @@ def _failure_stat(exc: BaseException) -> str:
 def start_server_tls(
     loop: asyncio.AbstractEventLoop,
     transport: asyncio.BaseTransport,
-    protocol: asyncio.Protocol,
+    make: Callable[[asyncio.BaseTransport], asyncio.Protocol],
     context: ssl.SSLContext,
     received: bytes,
     *,
@@ -107,9 +108,10 @@ def start_server_tls(
     outcome: HandshakeOutcome,
 ) -> None:
     """Run the server side of a TLS handshake on ``transport``, whose first ``received``
-    bytes were already read; ``protocol`` gets the TLS transport when it succeeds."""
+    bytes were already read; when it succeeds, ``make`` builds the protocol for the TLS
+    transport (which knows the negotiated ALPN)."""
     waiter = loop.create_future()
-    handover = _Handover(protocol, validation, outcome)
+    handover = _Handover(make, validation, outcome)
     tls = _ssl_protocol_class(loop)(
         loop,
         handover,

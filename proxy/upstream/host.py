@@ -7,7 +7,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from proxy.upstream.pool import ConnectionPool
+    from proxy.upstream.interfaces import UpstreamPool
 
 __all__ = ["Host"]
 
@@ -57,7 +57,7 @@ class Host:
         self.ejected = False
         self.healthy = eds_healthy
         self.active_requests = 0
-        self.pool: ConnectionPool | None = None
+        self.pool: UpstreamPool | None = None
         # The endpoint's ``envoy.transport_socket_match`` metadata (Istio's ``tlsMode``).
         self.socket_match: Mapping[str, object] = _NONE
 

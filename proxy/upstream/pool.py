@@ -41,7 +41,7 @@ class Connector(Protocol):
 
     def connect(
         self,
-        conn: UpstreamConnection,
+        conn: asyncio.Protocol,
         host: Host,
         timeout: float,
         done: Callable[[BaseException | None], None],
@@ -62,7 +62,7 @@ class LoopConnector:
 
     def connect(
         self,
-        conn: UpstreamConnection,
+        conn: asyncio.Protocol,
         host: Host,
         timeout: float,
         done: Callable[[BaseException | None], None],
@@ -81,7 +81,7 @@ class LoopConnector:
 
     async def _open(
         self,
-        conn: UpstreamConnection,
+        conn: asyncio.Protocol,
         host: Host,
         timeout: float,
         done: Callable[[BaseException | None], None],

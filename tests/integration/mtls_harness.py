@@ -134,6 +134,7 @@ class MtlsMesh:
             name, ip, self.pilot.xds, namespace=namespace,
             labels={**labels, **(TLS_MODE if mtls else {})},
             service_account=service_account, sds_socket=socket_path,
+            admin_port=15000,  # Istio's, where `pymesh proxy-config` finds it
         )  # fmt: skip
         pod.proxy = await start_proxy(kind, bootstrap, self.workdir / name, f"{kind}-{name}")
         self.pods.append(pod)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -70,6 +71,21 @@ async def test_sidecars_permissive_then_strict(mesh: MtlsMesh, tmp_path: Path) -
 
     await _until(mtls_works, timeout=20)
     assert await _plaintext_to_httpbin() == 200
+
+    # istioctl's view of the certificates each sidecar holds, from its admin interface.
+    for pod in mesh.pods:
+        shown = await mesh.pilot.cli("proxy-config", "secret", pod.name, "-n", "foo")
+        assert shown.rc == 0, shown.err
+        rows = [line.split() for line in shown.out.splitlines()[1:]]
+        leaf = next(r for r in rows if r[0] == "default")
+        assert leaf[1:4] == ["Cert", "Chain", "ACTIVE"] and leaf[4] == "true", shown.out
+        assert leaf[-1] == f"spiffe://cluster.local/ns/foo/sa/{pod.service_account}"
+        assert any(r[0] == "ROOTCA" and r[1] == "CA" for r in rows), shown.out
+        assert pod.proxy is not None
+        dump = await asyncio.to_thread(
+            urllib.request.urlopen, f"{pod.proxy.admin_url}/config_dump", None, 5
+        )
+        assert b"PRIVATE KEY" not in dump.read()
 
     # Connections between the sidecars are reused: a handful of handshakes for 30 requests.
     assert httpbin.proxy is not None

@@ -8,12 +8,12 @@ naming its full path and the message type; it also applies Envoy's PGV rules (``
 every message it visits. ``Any`` payloads are not entered: the translator that unpacks one
 checks it (``unpack``), so unknown extensions are reported by their type URL.
 
-The list is the runtime's contract: HTTP/1.1 on the data path (codec AUTO/HTTP1; HTTP/2
-settings are translated, and ``translate/http2.py`` refuses what would need HTTP/2 on a
-connection until it is wired), plain TCP and TLS
+The list is the runtime's contract: HTTP/1.1 and HTTP/2 downstream (codec AUTO/HTTP1/HTTP2),
+HTTP/1.1 or prior-knowledge HTTP/2 upstream (``translate/http2.py`` refuses the protocol
+choices the pools do not make yet: per request, or by ALPN), plain TCP and TLS
 transport sockets, the router / fault / local_ratelimit / cors HTTP filters, the HCM and TCP
 proxy network filters, STATIC / STRICT_DNS / LOGICAL_DNS / EDS / ORIGINAL_DST clusters, file /
-stdout / stderr access loggers, and ADS as the only config source.
+stdout / stderr / gRPC (ALS) access loggers, and ADS as the only config source.
 """
 
 from __future__ import annotations
@@ -161,6 +161,12 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         "envoy.extensions.access_loggers.file.v3.FileAccessLog": "path log_format",
         "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog": "log_format",
         "envoy.extensions.access_loggers.stream.v3.StderrAccessLog": "log_format",
+        "envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig": "common_config "
+        "additional_request_headers_to_log additional_response_headers_to_log "
+        "additional_response_trailers_to_log",
+        "envoy.extensions.access_loggers.grpc.v3.TcpGrpcAccessLogConfig": "common_config",
+        "envoy.extensions.access_loggers.grpc.v3.CommonGrpcAccessLogConfig": "log_name "
+        "grpc_service transport_api_version buffer_flush_interval buffer_size_bytes",
         # connection manager
         _HCM + "HttpConnectionManager": "codec_type stat_prefix rds route_config http_filters "
         "add_user_agent tracing common_http_protocol_options http_protocol_options "

@@ -67,7 +67,7 @@ def downstream_tls(proto: Any, path: str) -> DownstreamTls:
     """A checked ``DownstreamTlsContext``; a server needs a certificate. With
     ``require_client_certificate`` and no validation context, any client certificate is
     accepted unverified (Envoy's behaviour)."""
-    common = _common(proto.common_tls_context, join(path, "common_tls_context"), server=True)
+    common = _common(proto.common_tls_context, join(path, "common_tls_context"), downstream=True)
     if not common.tls_certificates and not common.tls_certificate_sds:
         raise ValidationError(
             "No TLS certificates found for server context", path=join(path, "common_tls_context")
@@ -100,7 +100,7 @@ def _sds(proto: Any, path: str) -> SdsSecretConfig:
     )
 
 
-def _common(proto: Any, path: str, *, server: bool = False) -> CommonTls:
+def _common(proto: Any, path: str, *, downstream: bool = False) -> CommonTls:
     params = proto.tls_params
     validation = None
     validation_sds = None
@@ -140,7 +140,7 @@ def _common(proto: Any, path: str, *, server: bool = False) -> CommonTls:
         validation_context=validation,
         validation_context_sds=validation_sds,
         alpn_protocols=tuple(
-            _alpn(proto.alpn_protocols, join(path, "alpn_protocols"), server=server)
+            _alpn(proto.alpn_protocols, join(path, "alpn_protocols"), downstream=downstream)
         ),
     )
 
@@ -148,17 +148,21 @@ def _common(proto: Any, path: str, *, server: bool = False) -> CommonTls:
 #: Istio's mesh mTLS names: ``istio`` marks sidecar-to-sidecar TLS for the server's TLS
 #: inspector, ``istio-peer-exchange`` asks for metadata exchange (which pymesh never selects,
 #: so offering it changes nothing).
-_ALPN = frozenset({"http/1.1", "http/1.0", "istio", "istio-peer-exchange"})
+_ISTIO_ALPN = ("istio-peer-exchange", "istio")
 
 
-def _alpn(protocols: Any, path: str, *, server: bool) -> list[str]:
+def _alpn(protocols: Any, path: str, *, downstream: bool) -> list[str]:
+    # A listener serves a client that picks h2 with HTTP/2 (codec_type AUTO); an upstream
+    # connection still speaks HTTP/1.1 only, so it must not let a server pick h2.
+    http: tuple[str, ...] = (
+        ("h2", "http/1.1", "http/1.0") if downstream else ("http/1.1", "http/1.0")
+    )
+    allowed = http + _ISTIO_ALPN
     for index, protocol in enumerate(protocols):
-        # A server offers only what a client also asks for: ``h2`` is kept in the model and
-        # left out of the handshake (Istio's inbound lists it; pymesh serves HTTP/1.1).
-        if protocol not in _ALPN and not (server and protocol == "h2"):
-            # Offering h2 would let a peer pick a protocol pymesh does not speak.
+        if protocol not in allowed:
             raise UnsupportedError(
-                f"ALPN protocol '{protocol}' is not supported by pymesh (HTTP/1.1 only)",
+                f"ALPN protocol '{protocol}' is not supported by pymesh here "
+                f"(supported: {', '.join(allowed)})",
                 path=at(path, index),
             )
     return list(protocols)

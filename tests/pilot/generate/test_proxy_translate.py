@@ -1,7 +1,7 @@
 """pymesh's own proxy accepts what pilot generates: every resource goes through the proxy's
 translator (``proxy.config.translate``), the code its xDS client runs on a push.
 
-The proxy rejects a few Istio defaults outright (it is HTTP/1.1 only); those are listed in
+The proxy rejects a few Istio defaults outright; those are listed in
 ``KNOWN_GAPS``, each checked to still be a gap so the list shrinks when the proxy grows.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -24,11 +25,9 @@ NET = "bookinfo/networking/"
 HTTP1_RETRY_ON = "connect-failure,refused-stream,retriable-status-codes,503"
 
 KNOWN_GAPS = {
-    "upstream HTTP/2 (grpc/http2 ports, the mixer ALS cluster)": r"upstream HTTP/2",
     "workload certificates from the agent's SDS (ISTIO_MUTUAL)": (
         r"sds_config\.api_config_source: field 'api_config_source'"
     ),
-    "gRPC access log service (mesh mixer_address)": r"envoy\.access_loggers\.http_grpc",
 }
 
 
@@ -37,18 +36,24 @@ def _translators() -> dict[str, Callable[[Any], Any]]:
     return {
         LISTENER_TYPE: lambda m: translate.translate_listener(m, registry, m.name),
         ROUTE_TYPE: lambda m: translate.translate_route_configuration(m, registry, m.name),
-        CLUSTER_TYPE: lambda m: translate.translate_cluster(m, m.name),
+        # as the xDS client: HTTP/2 clusters serve gRPC side calls (the mixer ALS cluster)
+        CLUSTER_TYPE: lambda m: translate.translate_cluster(m, m.name, allow_http2=True),
         ENDPOINT_TYPE: lambda m: translate.translate_cluster_load_assignment(m, m.cluster_name),
         SECRET_TYPE: lambda m: translate.translate_secret(m, m.name),
     }
 
 
+def _name(message: Any, index: int) -> str:
+    return str(getattr(message, "name", "") or getattr(message, "cluster_name", "") or index)
+
+
 def _rejections(mesh: Mesh, nodes: list[str]) -> Iterator[str]:
     for node in nodes:
+        translated: dict[str, dict[str, Any]] = {}
         for type_url, fn in _translators().items():
-            for message in mesh.generate(node, type_url):
+            for index, message in enumerate(mesh.generate(node, type_url)):
                 try:
-                    fn(message)
+                    translated.setdefault(type_url, {})[_name(message, index)] = fn(message)
                 except Exception as e:
                     yield f"{node}: {type(e).__name__}: {e}"
 
@@ -76,6 +81,9 @@ def _meshes(retry_on: str | None) -> Iterator[tuple[Mesh, list[str]]]:
         ["productpage-v1", "reviews-v1"],
     )
     yield build_mesh("features.yaml", mesh=base), ["web-v1", "api-v1", "db-v1"]
+    # telemetry: access logs to mixer over its HTTP/2 (gRPC) cluster, traces to Zipkin
+    reporting = replace(base, mixer_address="127.0.0.1:9091", zipkin_address="127.0.0.1:9411")
+    yield build_mesh(BOOKINFO, mode="process", mesh=reporting), ["productpage-v1"]
     yield build_mesh("features.yaml", mode="process", mesh=base), ["web-v1", "api-v2"]
     yield build_mesh("egress.yaml", "features.yaml", mesh=base), ["web-v1"]
     yield (
@@ -97,20 +105,16 @@ def test_proxy_accepts_everything_but_the_known_gaps() -> None:
 def test_proxy_accepts_everything_with_http1_retry_conditions() -> None:
     """With the gRPC retry conditions left out (``defaultHttpRetryPolicy.retryOn`` in
     mesh.yaml), the proxy takes every resource the Bookinfo and fixture meshes produce,
-    except HTTP/2 upstreams (the fixture's gRPC port)."""
+    HTTP/2 upstreams (the fixture's gRPC port) included."""
     rejections = [r for mesh, nodes in _meshes(HTTP1_RETRY_ON) for r in _rejections(mesh, nodes)]
-    assert all("upstream HTTP/2" in r for r in rejections), "\n".join(rejections)
+    assert not rejections, "\n".join(rejections)
 
 
 def _gap_mesh(gap: str) -> tuple[Mesh, list[str]]:
     if gap.startswith("retry_on"):
         return build_mesh(BOOKINFO), ["productpage-v1"]
-    if gap.startswith("upstream"):
-        return build_mesh("features.yaml"), ["web-v1"]
-    if gap.startswith("workload certificates"):
-        return build_mesh(BOOKINFO, NET + "destination-rule-all-mtls.yaml"), ["productpage-v1"]
-    mesh = MeshConfig(mixer_address="127.0.0.1:9091")
-    return build_mesh(BOOKINFO, mesh=mesh), ["productpage-v1"]
+    assert gap.startswith("workload certificates"), gap
+    return build_mesh(BOOKINFO, NET + "destination-rule-all-mtls.yaml"), ["productpage-v1"]
 
 
 @pytest.mark.parametrize("gap", sorted(KNOWN_GAPS))

@@ -13,6 +13,7 @@ from tests.proxy.runtime.bootstrap import bootstrap, cluster, sa
 from tests.proxy.runtime.conftest import StartProxy, listen_address, upstream_ip
 from tests.support import H2_NET
 from tests.support.procs import free_port
+from tests.support.waiting import wait_until
 
 TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 
@@ -67,6 +68,34 @@ async def test_bytes_flow_both_ways_through_a_half_close(
     echoed = await asyncio.wait_for(reader.read(), 5)
     writer.close()
     assert echoed == payload.upper()
+
+
+async def test_a_connection_half_closed_both_ways_is_closed(start_proxy: StartProxy) -> None:
+    """The upstream answers and half-closes, then the client half-closes: both directions
+    have ended, so the proxy closes both sockets rather than waiting for the idle timeout."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"bye")
+        writer.write_eof()
+        await reader.read()  # until the client's FIN comes through the proxy
+        upstream_closed.set()
+
+    upstream_closed = asyncio.Event()
+    host = upstream_ip(5)
+    server = await asyncio.start_server(answer, host, free_port(host))
+    address = listen_address()
+    upstream = (host, server.sockets[0].getsockname()[1])
+    proxy = await start_proxy(bootstrap([tcp_listener(address, "db")], [cluster("db", [upstream])]))
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), 5)
+    assert await asyncio.wait_for(reader.read(), 5) == b"bye"
+    writer.write_eof()
+    await asyncio.wait_for(upstream_closed.wait(), 5)
+    await wait_until(
+        lambda: proxy.stat("cluster.db.upstream_cx_active") == 0, "the upstream side closed"
+    )
+    writer.close()
+    server.close()
+    await server.wait_closed()
 
 
 async def test_a_dead_upstream_closes_the_client_connection(start_proxy: StartProxy) -> None:

@@ -1,0 +1,264 @@
+"""One ``StreamAccessLogs`` stream (``envoy.service.accesslog.v3``) of the proxy's own.
+
+Entries are batched: a batch is sent when it reaches ``buffer_size_bytes`` or
+``buffer_flush_interval`` after its first entry (Envoy's rules). Logging never waits and
+never fails a request: batches wait in a bounded outbox while the stream is being opened or
+is slow, and a batch that does not fit is dropped and counted
+(``access_logs.grpc_access_log.logs_dropped``), as is every entry of a batch the service
+cannot be reached for. A failed stream is opened again after a jittered exponential
+back-off; each new stream names the proxy first (the node and log name), as Envoy's does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import structlog
+
+from proxy.stats import StatsStore
+
+__all__ = ["AlsStream", "Backoff", "StreamSettings"]
+
+log = structlog.get_logger(__name__)
+
+_METHOD = "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs"
+# StreamAccessLogsMessage field numbers: a batch is encoded by hand around entries that are
+# serialized once, so the wire bytes are the same as building the whole message.
+_HTTP_LOGS = 2
+_TCP_LOGS = 3
+_LOG_ENTRY = 1
+# grpc's own reconnect back-off would wait up to two minutes after the service restarts.
+_CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    """How one logger's stream batches and reconnects; sizes in bytes, times in seconds."""
+
+    buffer_size_bytes: int = 16384
+    buffer_flush_interval: float = 1.0
+    max_pending_bytes: int = 1 << 20
+    backoff_base: float = 0.5
+    backoff_max: float = 10.0
+    drain_timeout: float = 1.0
+
+
+class Backoff:
+    """Exponential back-off with jitter: the n-th delay is in [c/2, c] for
+    c = min(max, base * 2**n), so many proxies do not come back at once."""
+
+    def __init__(self, base: float, maximum: float, rng: random.Random) -> None:
+        self._base = base
+        self._max = maximum
+        self._rng = rng
+        self._attempt = 0
+
+    def next(self) -> float:
+        ceiling = min(self._max, self._base * (2**self._attempt))
+        self._attempt = min(self._attempt + 1, 30)
+        return float(ceiling / 2 + self._rng.random() * ceiling / 2)
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+
+class AlsStream:
+    """Batches of one kind of entry (HTTP or TCP) to the service ``pick`` chooses a host of."""
+
+    def __init__(
+        self,
+        *,
+        identifier: bytes,
+        pick: Callable[[], str | None],
+        tcp: bool,
+        loop: asyncio.AbstractEventLoop,
+        stats: StatsStore,
+        settings: StreamSettings,
+        rng: random.Random,
+        authority: str = "",
+    ) -> None:
+        self._identifier = identifier  # a serialized StreamAccessLogsMessage with only it set
+        self._pick = pick
+        self._kind = _TCP_LOGS if tcp else _HTTP_LOGS
+        self._loop = loop
+        self._settings = settings
+        self._authority = authority
+        self._backoff = Backoff(settings.backoff_base, settings.backoff_max, rng)
+        self._written = stats.counter("access_logs.grpc_access_log.logs_written")
+        self._dropped = stats.counter("access_logs.grpc_access_log.logs_dropped")
+        self._batch: list[bytes] = []
+        self._batch_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
+        # (encoded batch, entries in it)
+        self._outbox: deque[tuple[bytes, int]] = deque()
+        self._outbox_bytes = 0
+        self._wake = asyncio.Event()
+        self._empty = asyncio.Event()  # the outbox is empty (what close() waits for)
+        self._empty.set()
+        self._writer: asyncio.Task[None] | None = None
+        self._channels: dict[str, Any] = {}
+        self._call: Any = None
+        self._fresh = True  # the current call has not named the proxy yet
+        self._closing = False
+
+    # -- the request path: never waits ---------------------------------------------------------
+    def log(self, entry: bytes) -> None:
+        """Queue one serialized entry (``HTTPAccessLogEntry`` / ``TCPAccessLogEntry``)."""
+        if self._closing:
+            self._dropped.value += 1
+            return
+        self._batch.append(entry)
+        self._batch_bytes += len(entry)
+        if self._batch_bytes >= self._settings.buffer_size_bytes:
+            self.flush()
+        elif self._timer is None:
+            self._timer = self._loop.call_later(self._settings.buffer_flush_interval, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch = self._batch
+        if not batch:
+            return
+        self._batch = []
+        self._batch_bytes = 0
+        encoded = _field(self._kind, b"".join(_field(_LOG_ENTRY, e) for e in batch))
+        if self._outbox_bytes + len(encoded) > self._settings.max_pending_bytes:
+            self._dropped.value += len(batch)
+            return
+        self._outbox.append((encoded, len(batch)))
+        self._outbox_bytes += len(encoded)
+        self._empty.clear()
+        self._wake.set()
+        if self._writer is None:
+            self._writer = self._loop.create_task(self._write_forever())
+
+    # -- the stream ----------------------------------------------------------------------------
+    def _open(self) -> Any | None:
+        target = self._pick()
+        if target is None:
+            return None
+        channel = self._channels.get(target)
+        if channel is None:
+            options: list[tuple[str, object]] = list(_CHANNEL_OPTIONS)
+            if self._authority:
+                options.append(("grpc.default_authority", self._authority))
+            channel = self._channels[target] = grpc.aio.insecure_channel(target, options=options)
+        # Raw bytes both ways: the batches are encoded here, the response is empty.
+        call = channel.stream_unary(_METHOD)()
+        call.add_done_callback(self._ended)
+        self._fresh = True
+        return call
+
+    def _ended(self, call: Any) -> None:
+        if call is self._call:
+            self._call = None
+
+    def _drop_outbox(self) -> None:
+        while self._outbox:
+            _, count = self._outbox.popleft()
+            self._dropped.value += count
+        self._outbox_bytes = 0
+        self._empty.set()
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._outbox:
+                if not await self._write_one():
+                    if self._closing:
+                        self._drop_outbox()
+                        return
+                    await asyncio.sleep(self._backoff.next())
+            self._empty.set()
+
+    async def _write_one(self) -> bool:
+        call = self._call
+        if call is None:
+            call = self._call = self._open()
+            if call is None:
+                # No host to send to: what waits is dropped rather than kept for a service
+                # that may never be configured.
+                log.debug("access log service has no host")
+                self._drop_outbox()
+                return False
+        data, count = self._outbox[0]
+        try:
+            await call.write(self._identifier + data if self._fresh else data)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
+            self._call = None
+            call.cancel()
+            log.info("access log stream failed", error=_describe(exc, call))
+            if self._outbox_bytes > self._settings.max_pending_bytes // 2:
+                # A long outage: keep the newest half of the budget.
+                while self._outbox and self._outbox_bytes > self._settings.max_pending_bytes // 2:
+                    old, dropped = self._outbox.popleft()
+                    self._outbox_bytes -= len(old)
+                    self._dropped.value += dropped
+            return False
+        self._fresh = False
+        self._outbox.popleft()
+        self._outbox_bytes -= len(data)
+        self._written.value += count
+        self._backoff.reset()
+        return True
+
+    async def close(self) -> None:
+        """Send what is buffered (for at most ``drain_timeout``), then end the stream."""
+        self.flush()
+        self._closing = True
+        writer = self._writer
+        if writer is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._empty.wait(), self._settings.drain_timeout)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        self._drop_outbox()
+        call, self._call = self._call, None
+        if call is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(call.done_writing(), 0.5)
+            call.cancel()
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+
+
+def _describe(exc: BaseException, call: Any) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    with contextlib.suppress(Exception):
+        if call.done():
+            code = call.code()
+            return str(code.name) if hasattr(code, "name") else repr(code)
+    return type(exc).__name__
