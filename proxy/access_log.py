@@ -167,8 +167,9 @@ def _operator(name: str, arg: str | None) -> Operator:
         "UPSTREAM_HOST": lambda s, q, r: s.upstream_host,
         "UPSTREAM_CLUSTER": lambda s, q, r: s.upstream_cluster,
         "UPSTREAM_LOCAL_ADDRESS": lambda s, q, r: s.upstream_local_address,
+        # Envoy writes the reason with its spaces as underscores (one token per field).
         "UPSTREAM_TRANSPORT_FAILURE_REASON": lambda s, q, r: (
-            s.upstream_transport_failure_reason or None
+            s.upstream_transport_failure_reason.replace(" ", "_") or None
         ),
         "CONNECTION_TERMINATION_DETAILS": lambda s, q, r: s.connection_termination_details or None,
         "ROUTE_NAME": lambda s, q, r: s.route_name,

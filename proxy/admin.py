@@ -6,6 +6,7 @@ Mutating endpoints require POST, as in Envoy.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import enum
 import json
@@ -16,8 +17,14 @@ from typing import Any
 
 import structlog
 
-from proxy.config.model import SocketAddress
-from proxy.config.snapshot import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
+from proxy.config.model import Secret, SocketAddress
+from proxy.config.snapshot import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    SECRET_TYPE,
+)
 from proxy.stats import render_prometheus, render_text
 from proxy.transport.mini_http import MiniHttpServer, MiniRequest, MiniResponse
 
@@ -28,11 +35,33 @@ __all__ = ["AdminServer", "to_jsonable"]
 log = structlog.get_logger(__name__)
 
 
+REDACTED = "[redacted]"
+
+
+def _secret_dump(secret: Secret, version: str) -> dict[str, Any]:
+    """A secret as Envoy's ``SecretsConfigDump`` shows it: PEM as base64 ``inline_bytes``,
+    the private key redacted."""
+
+    def inline(data: bytes) -> dict[str, str]:
+        return {"inline_bytes": base64.b64encode(data).decode("ascii")}
+
+    body: dict[str, Any] = {"@type": SECRET_TYPE, "name": secret.name}
+    if secret.tls_certificate is not None:
+        body["tls_certificate"] = {
+            "certificate_chain": inline(secret.tls_certificate.certificate_chain),
+            "private_key": inline(REDACTED.encode()),
+        }
+    if secret.validation_context is not None and secret.validation_context.trusted_ca:
+        body["validation_context"] = {"trusted_ca": inline(secret.validation_context.trusted_ca)}
+    return {"name": secret.name, "version_info": version, "secret": body}
+
+
 def to_jsonable(value: Any) -> Any:
     """The model (frozen dataclasses, enums, bytes, regexes) as JSON-ready data."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
-            f.name: to_jsonable(getattr(value, f.name))
+            # Private keys never leave the proxy (Envoy writes "[redacted]" too).
+            f.name: REDACTED if f.name == "private_key" else to_jsonable(getattr(value, f.name))
             for f in dataclasses.fields(value)
             if getattr(value, f.name) not in (None, (), {}, "")
         }
@@ -202,9 +231,22 @@ class AdminServer:
                     "version_info": snap.versions.get(ENDPOINT_TYPE, ""),
                     "endpoint_configs": to_jsonable(list(snap.load_assignments.values())),
                 },
+                self._secrets_dump(snap),
             ]
         }
         return _json(dump)
+
+    def _secrets_dump(self, snap: Any) -> dict[str, Any]:
+        static_names = {s.name for s in self._proxy.bootstrap.static_resources.secrets}
+        version = snap.versions.get(SECRET_TYPE, "")
+        secrets = sorted(snap.secrets.values(), key=lambda s: s.name)
+        return {
+            "@type": "type.googleapis.com/envoy.admin.v3.SecretsConfigDump",
+            "static_secrets": [_secret_dump(s, "") for s in secrets if s.name in static_names],
+            "dynamic_active_secrets": [
+                _secret_dump(s, version) for s in secrets if s.name not in static_names
+            ],
+        }
 
     async def _listeners(self, request: MiniRequest) -> MiniResponse:
         lines = []

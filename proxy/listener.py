@@ -18,17 +18,27 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import structlog
 
-from proxy.config.model import FilterChain, Listener, SocketAddress, TrafficDirection
+from proxy.config.model import (
+    CertificateValidation,
+    FilterChain,
+    Listener,
+    SocketAddress,
+    TrafficDirection,
+)
 from proxy.config.model_http import CodecType
 from proxy.http.connection_manager import DownstreamConnection
 from proxy.http.h2_connection import H2DownstreamConnection
 from proxy.http.hcm import HcmRuntime
+from proxy.listener_tls import TLS_INSPECTOR, listener_ssl, reset, sni_matches, tls_of
 from proxy.stats import ListenerStats, StatsStore
 from proxy.transport.original_dst import original_destination
-from pymesh.errors import UnsupportedError
+from proxy.transport.tls_inspector import Inspection
+from proxy.transport.tls_inspector import inspect as inspect_client_hello
+from proxy.transport.tls_server import peer_refused, start_server_tls
 
 __all__ = ["ChainRuntime", "ListenerManager", "ListenerRuntime"]
 
@@ -47,6 +57,9 @@ class ChainRuntime:
     # For a tcp_proxy chain: builds the connection's protocol from its original destination
     # and connection id.
     tcp: Callable[[tuple[str, int] | None, int], asyncio.Protocol] | None = None
+    # The SAN matchers and pins the client certificate must pass (the chain's effective
+    # validation context).
+    validation: CertificateValidation | None = None
 
 
 class ListenerRuntime:
@@ -63,6 +76,9 @@ class ListenerRuntime:
             f"{address.host}_{address.port}" if isinstance(address, SocketAddress) else model.name
         )
         self.stats = ListenerStats(stats, model.stat_prefix or stat_name)
+        # Envoy's tls_inspector: the chain is chosen from the client's first bytes (TLS or
+        # not, SNI, ALPN) before any handshake.
+        self.inspect_tls = TLS_INSPECTOR in model.listener_filters
 
     @property
     def all_chains(self) -> tuple[ChainRuntime, ...]:
@@ -70,12 +86,19 @@ class ListenerRuntime:
         return self.chains + default
 
     def select_chain(
-        self, destination: tuple[str, int] | None, server_name: str | None = None
+        self,
+        destination: tuple[str, int] | None,
+        server_name: str | None = None,
+        inspection: Inspection | None = None,
     ) -> ChainRuntime | None:
-        """Envoy's filter chain match, on destination port, destination IP ranges, transport
-        protocol and SNI."""
+        """Envoy's filter chain match: destination port, destination IP ranges, SNI,
+        transport protocol, application protocols, in that order of precedence. Without an
+        ``inspection`` (no tls_inspector) a chain's own transport socket stands in for the
+        transport protocol, and ALPN is not known."""
+        if inspection is not None:
+            server_name = inspection.server_name
         best: ChainRuntime | None = None
-        best_score = -1
+        best_score: tuple[bool, ...] | None = None
         ip = None
         if destination is not None:
             try:
@@ -84,25 +107,42 @@ class ListenerRuntime:
                 ip = None
         for chain in self.chains:
             match = chain.model.match
-            score = 0
-            if match.destination_port is not None:
-                if destination is None or match.destination_port != destination[1]:
-                    continue
-                score += 2
-            if match.prefix_ranges:
-                if ip is None or not any(r.contains(ip) for r in match.prefix_ranges):
-                    continue
-                score += 1
-            tls = chain.ssl_context is not None
-            if match.transport_protocol not in ("", "tls" if tls else "raw_buffer"):
+            if match.destination_port is not None and (
+                destination is None or match.destination_port != destination[1]
+            ):
                 continue
-            if match.server_names:
-                if server_name is None or not any(
-                    _sni_matches(pattern, server_name) for pattern in match.server_names
-                ):
-                    continue
-                score += 1
-            if score > best_score:
+            if match.prefix_ranges and (
+                ip is None or not any(r.contains(ip) for r in match.prefix_ranges)
+            ):
+                continue
+            if match.server_names and (
+                server_name is None
+                or not any(sni_matches(pattern, server_name) for pattern in match.server_names)
+            ):
+                continue
+            if inspection is not None:
+                protocol = inspection.transport_protocol
+            else:
+                protocol = "tls" if chain.ssl_context is not None else "raw_buffer"
+            if match.transport_protocol not in ("", protocol):
+                continue
+            # ALPN is known from a TLS ClientHello only; plaintext chains keep matching on
+            # it as before (pymesh's http_inspector does not detect protocols).
+            alpn_known = inspection is not None and inspection.tls
+            if (
+                match.application_protocols
+                and alpn_known
+                and not set(match.application_protocols) & set(inspection.alpn)  # type: ignore[union-attr]
+            ):
+                continue
+            score = (
+                match.destination_port is not None,
+                bool(match.prefix_ranges),
+                bool(match.server_names),
+                bool(match.transport_protocol),
+                bool(match.application_protocols) and alpn_known,
+            )
+            if best_score is None or score > best_score:
                 best, best_score = chain, score
         return best if best is not None else self.default_chain
 
@@ -130,7 +170,8 @@ class ListenerManager:
             if (
                 current is not None
                 and current.model.address == model.address
-                and _tls_of(current.model) == _tls_of(model)
+                and tls_of(current.model) == tls_of(model)
+                and current.inspect_tls == runtime.inspect_tls
             ):
                 # Same socket: new connections get the new chains; open ones keep theirs
                 # unless theirs changed, as Envoy drains the connections of a filter chain
@@ -179,7 +220,8 @@ class ListenerManager:
             port=address.port,
             reuse_address=True,
             backlog=1024,
-            ssl=_listener_ssl(runtime),
+            # Inspected listeners start TLS per connection, after choosing the chain.
+            ssl=None if runtime.inspect_tls else listener_ssl(runtime),
         )
         log.info("listener bound", listener=model.name, address=f"{address.host}:{address.port}")
 
@@ -236,13 +278,19 @@ class ListenerManager:
 
 
 class _Acceptor(asyncio.Protocol):
-    """Decides the listener and chain for a new connection, then becomes that chain's
-    connection manager (the transport is handed over on ``connection_made``)."""
+    """Decides the listener and chain for a new connection, then hands the transport to
+    that chain's protocol (the connection manager or the TCP proxy). On a listener with the
+    TLS inspector it first reads the client's opening bytes, and starts TLS itself when the
+    chosen chain has a transport socket."""
 
     def __init__(self, manager: ListenerManager, runtime: ListenerRuntime) -> None:
         self._manager = manager
         self._runtime = runtime
         self._conn: DownstreamConnection | H2DownstreamConnection | None = None
+        self._transport: asyncio.BaseTransport | None = None
+        self._destination: tuple[str, int] | None = None
+        self._received = b""
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         sock = transport.get_extra_info("socket")
@@ -251,30 +299,51 @@ class _Acceptor(asyncio.Protocol):
         runtime, chain, destination = self._manager.route_connection(
             self._runtime, sock, local_addr
         )
+        runtime.stats.downstream_cx_total.value += 1
+        if runtime.inspect_tls:
+            self._runtime, self._transport, self._destination = runtime, transport, destination
+            timeout = runtime.model.listener_filters_timeout
+            if timeout > 0:
+                self._timer = self._manager._loop.call_later(timeout, self._inspect_timeout)
+            return
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             # SNI already chose the chain during the handshake: its context is the one in use.
             chain = next(
                 (c for c in runtime.all_chains if c.ssl_context is ssl_object.context), chain
             )
-        runtime.stats.downstream_cx_total.value += 1
-        if chain is not None and chain.tcp is not None:
-            tcp = chain.tcp(destination, next(self._manager.connection_ids))
-            transport.set_protocol(tcp)
-            tcp.connection_made(transport)
-            return
-        if chain is None or chain.hcm is None:
-            runtime.stats.no_filter_chain_match.value += 1
+            refused = chain is not None and peer_refused(chain.validation, ssl_object)
+            if refused:
+                runtime.stats.counter(f"ssl.{refused.value}").value += 1
+                cast(asyncio.Transport, transport).abort()
+                return
+        protocol = self._protocol_for(runtime, chain, destination, transport)
+        if protocol is None:
             transport.close()
             return
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+
+    def _protocol_for(
+        self,
+        runtime: ListenerRuntime,
+        chain: ChainRuntime | None,
+        destination: tuple[str, int] | None,
+        transport: asyncio.BaseTransport,
+    ) -> asyncio.Protocol | None:
+        """The chain's protocol for ``transport`` (after the TLS handshake, if any: the
+        negotiated ALPN picks HTTP/2)."""
+        if chain is not None and chain.tcp is not None:
+            return chain.tcp(destination, next(self._manager.connection_ids))
+        if chain is None or chain.hcm is None:
+            runtime.stats.no_filter_chain_match.value += 1
+            return None
+        ssl_object = transport.get_extra_info("ssl_object")
+        alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
         codec = chain.hcm.model.codec_type
         scheme = b"https" if chain.ssl_context is not None else b"http"
         conn: DownstreamConnection | H2DownstreamConnection
-        if codec is CodecType.HTTP2 or (
-            codec is CodecType.AUTO
-            and ssl_object is not None
-            and ssl_object.selected_alpn_protocol() == "h2"
-        ):
+        if codec is CodecType.HTTP2 or (codec is CodecType.AUTO and alpn == "h2"):
             conn = H2DownstreamConnection(
                 chain.hcm,
                 self._manager._loop,
@@ -284,10 +353,8 @@ class _Acceptor(asyncio.Protocol):
                 connection_id=next(self._manager.connection_ids),
             )
         else:
-            # AUTO without ALPN: the first bytes decide (an HTTP/2 client preface, or not).
-            sniff = codec is CodecType.AUTO and (
-                ssl_object is None or ssl_object.selected_alpn_protocol() is None
-            )
+            # AUTO without ALPN h2: the first bytes decide (an HTTP/2 client preface, or not).
+            sniff = codec is CodecType.AUTO and alpn in (None, "istio", "istio-peer-exchange")
             conn = DownstreamConnection(
                 chain.hcm,
                 self._manager._loop,
@@ -301,15 +368,75 @@ class _Acceptor(asyncio.Protocol):
             )
         runtime.connections.add(conn)
         self._conn = conn
-        transport.set_protocol(conn)
-        conn.connection_made(transport)
+        return conn
 
-    def data_received(self, data: bytes) -> None:  # pragma: no cover - handed over
-        if self._conn is not None:
+    # -- the TLS inspector --------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self._conn is not None:  # pragma: no cover - handed over
             self._conn.data_received(data)
+            return
+        if self._transport is None:
+            return
+        self._received += data
+        found = inspect_client_hello(self._received)
+        if isinstance(found, Inspection):
+            self._dispatch(found)
+
+    def _inspect_timeout(self) -> None:
+        self._timer = None
+        if self._runtime.model.continue_on_listener_filters_timeout:
+            self._dispatch(Inspection("raw_buffer"))
+        elif self._transport is not None:
+            self._transport.close()
+
+    def _dispatch(self, inspection: Inspection) -> None:
+        transport, runtime, destination = self._transport, self._runtime, self._destination
+        assert transport is not None
+        self._transport = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        received, self._received = self._received, b""
+        chain = runtime.select_chain(destination, inspection=inspection)
+        if chain is None or (chain.hcm is None and chain.tcp is None):
+            runtime.stats.no_filter_chain_match.value += 1
+            reset(transport)
+            return
+        if chain.ssl_context is None:
+            protocol = self._protocol_for(runtime, chain, destination, transport)
+            assert protocol is not None
+            transport.set_protocol(protocol)
+            protocol.connection_made(transport)
+            if received:
+                protocol.data_received(received)
+            return
+        stats = runtime.stats
+
+        def handed_over(tls_transport: asyncio.BaseTransport) -> asyncio.Protocol:
+            protocol = self._protocol_for(runtime, chain, destination, tls_transport)
+            assert protocol is not None
+            return protocol
+
+        def outcome(failure: str | None) -> None:
+            stats.counter("ssl.handshake" if failure is None else f"ssl.{failure}").value += 1
+
+        start_server_tls(
+            self._manager._loop,
+            transport,
+            handed_over,
+            chain.ssl_context,
+            received,
+            validation=chain.validation,
+            handshake_timeout=chain.model.transport_socket_connect_timeout or 60.0,
+            outcome=outcome,
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._conn is not None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._transport = None
+        if self._conn is not None:  # pragma: no cover - handed over
             self._conn.connection_lost(exc)
 
 
@@ -342,53 +469,3 @@ def _drain_replaced(
     for conn in list(connections):
         if not any(conn.hcm.model == model for model in kept):
             conn.drain()
-
-
-def _tls_of(model: Listener) -> tuple[object, ...]:
-    chains = (*model.filter_chains, model.default_filter_chain)
-    return tuple(c.transport_socket if c is not None else None for c in chains)
-
-
-def _sni_matches(pattern: str, server_name: str) -> bool:
-    if pattern.startswith("*."):
-        return (
-            server_name.lower().endswith(pattern[1:].lower())
-            and len(server_name) > len(pattern) - 1
-        )
-    return pattern.lower() == server_name.lower()
-
-
-def _listener_ssl(runtime: ListenerRuntime) -> ssl.SSLContext | None:
-    """The server context for the socket. TLS chains are told apart by SNI during the
-    handshake (the chosen chain's own context is swapped in); plaintext and TLS chains cannot
-    share a socket without the tls_inspector, which pymesh does not implement."""
-    chains = runtime.all_chains
-    contexts = [c.ssl_context for c in chains]
-    if not any(contexts):
-        return None
-    if not all(contexts):
-        raise UnsupportedError(
-            f"listener {runtime.model.name}: TLS and plaintext filter chains on one socket "
-            "(needs envoy.filters.listener.tls_inspector, not implemented)"
-        )
-    first = contexts[0]
-    assert first is not None
-    several = len(chains) > 1
-
-    # Envoy learns the client's SNI (requested_server_name, which RBAC and access logs read)
-    # through the tls_inspector listener filter only.
-    inspected = "envoy.filters.listener.tls_inspector" in runtime.model.listener_filters
-
-    def pick(sslobj: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
-        # Python has no getter for the SNI a server received: keep it for the stream info.
-        if inspected:
-            sslobj.pymesh_sni = server_name  # type: ignore[attr-defined]
-        if several:
-            chain = runtime.select_chain(None, server_name)
-            if chain is not None and chain.ssl_context is not None:
-                sslobj.context = chain.ssl_context
-
-    for context in contexts:
-        assert context is not None
-        context.sni_callback = pick
-    return first

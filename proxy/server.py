@@ -44,7 +44,8 @@ from proxy.routing.matcher import RouteTable
 from proxy.runtime import RuntimeHolder, RuntimeSnapshot
 from proxy.stats import HttpStats, StatsStore
 from proxy.tcp_proxy import TcpProxyConnection, TcpProxyStats
-from proxy.transport.tls import SecretUnavailable, server_context
+from proxy.transport.tls import SecretUnavailable, server_context, validation_of
+from proxy.transport.tls_server import record_sni
 from proxy.upstream.manager import ClusterManager
 from proxy.upstream.pool import Connector
 from pymesh.errors import ConfigError, UnsupportedError
@@ -173,13 +174,19 @@ class ProxyServer:
     ) -> ChainRuntime:
         tls = chain.transport_socket
         context = server_context(tls, secrets) if tls is not None else None
+        validation = validation_of(tls.common, secrets) if tls is not None else None
+        if context is not None and "envoy.filters.listener.tls_inspector" in (
+            listener.listener_filters
+        ):
+            context.sni_callback = record_sni
         read_filters: list[ReadFilterFactory] = []
         for nf in chain.filters:
             if isinstance(nf.config, HttpConnectionManager):
-                return ChainRuntime(chain, self._build_hcm(listener, nf.config), context)
+                hcm = self._build_hcm(listener, nf.config)
+                return ChainRuntime(chain, hcm, context, validation=validation)
             if isinstance(nf.config, TcpProxy):
                 tcp = self._tcp_factory(nf.config, tuple(read_filters))
-                return ChainRuntime(chain, None, context, tcp=tcp)
+                return ChainRuntime(chain, None, context, tcp=tcp, validation=validation)
             read_filters.append(self._read_filter(listener, nf))
         raise UnsupportedError(f"listener {listener.name}: a filter chain with no terminal filter")
 

@@ -219,9 +219,14 @@ class HttpStats(_Scope):
 class ListenerStats:
     def __init__(self, store: StatsStore, listener_stat_name: str) -> None:
         p = f"listener.{listener_stat_name}."
+        self._store = store
+        self._prefix = p
         self.downstream_cx_total = store.counter(p + "downstream_cx_total")
         self.downstream_cx_active = store.gauge(p + "downstream_cx_active")
         self.no_filter_chain_match = store.counter(p + "no_filter_chain_match")
+
+    def counter(self, suffix: str) -> Counter:
+        return self._store.counter(self._prefix + suffix)
 
 
 def render_text(store: StatsStore) -> str:

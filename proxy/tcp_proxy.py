@@ -21,6 +21,7 @@ from proxy.config.model_http import TcpProxy
 from proxy.http.stream_info import ConnectionInfo, connection_info
 from proxy.network_filter import ReadFilterChain, ReadFilterFactory
 from proxy.stats import ClusterStats, StatsStore
+from proxy.transport.upstream_tls import open_connection
 from proxy.upstream.manager import ClusterManager
 
 __all__ = ["TcpProxyConnection", "TcpProxyStats"]
@@ -256,14 +257,14 @@ class TcpProxyConnection(_Side):
                 return
             cluster.stats.upstream_cx_total.value += 1
             try:
-                await asyncio.wait_for(
-                    self._loop.create_connection(
-                        lambda: upstream,
-                        host.address,
-                        host.port,
-                        local_addr=cluster.model.source_address,
-                    ),
-                    cluster.model.connect_timeout,
+                await open_connection(
+                    self._loop,
+                    upstream,
+                    host.address,
+                    host.port,
+                    cluster.socket_for(host),
+                    timeout=cluster.model.connect_timeout,
+                    source=cluster.model.source_address,
                 )
                 break
             except (OSError, TimeoutError) as exc:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -54,6 +54,7 @@ from proxy.config.translate import (
     translate_route_configuration,
     translate_secret,
 )
+from proxy.sds_client import SdsStream, agent_secret_names, grpc_target
 from pymesh import __version__
 from pymesh.backoff import Backoff
 from pymesh.errors import ConfigError, ControlPlaneError
@@ -115,7 +116,7 @@ def _node(bootstrap: Bootstrap) -> base_pb2.Node:
 def _dependencies(
     listeners: Iterable[Listener], clusters: Iterable[Cluster]
 ) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
-    """The EDS, RDS and SDS names the given listeners and clusters need."""
+    """The EDS, RDS and SDS (over ADS) names the given listeners and clusters need."""
     eds = {c.service_name for c in clusters if c.type.value == "EDS"}
     rds: set[str] = set()
     sds: set[str] = set()
@@ -125,11 +126,13 @@ def _dependencies(
             return
         common = tls.common
         for ref in (*common.tls_certificate_sds, common.validation_context_sds):
-            if ref is not None and ref.config_source is not None:
+            if ref is not None and ref.config_source is not None and ref.config_source.ads:
                 sds.add(ref.name)
 
     for c in clusters:
         secrets(c.transport_socket)
+        for m in c.transport_socket_matches:
+            secrets(m.transport_socket)
     for lst in listeners:
         chains = [*lst.filter_chains, lst.default_filter_chain]
         for chain in chains:
@@ -184,6 +187,10 @@ class XdsClient:
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._lost = False  # the stream broke and no response came since
+        # SDS from the identity agent: a stream per config-source cluster, and what each
+        # has delivered (merged into every snapshot's secrets).
+        self.agent_streams: dict[str, SdsStream] = {}
+        self.agent_secrets: dict[str, Mapping[str, Any]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -193,6 +200,8 @@ class XdsClient:
             self._timer = loop.call_later(self.initial_fetch_timeout, self._initial_timeout)
 
     async def stop(self) -> None:
+        for stream in self.agent_streams.values():
+            await stream.stop()
         if self._timer is not None:
             self._timer.cancel()
         if self._task is not None:
@@ -380,12 +389,55 @@ class XdsClient:
         if type_url == LISTENER_TYPE:
             self._resubscribe(ROUTE_TYPE, rds)
             self._resubscribe(SECRET_TYPE, sds)
+        if type_url in (CLUSTER_TYPE, LISTENER_TYPE):
+            self._subscribe_agent(agent_secret_names(listeners, clusters))
         clusters_ready = CLUSTER_TYPE not in self.types or (
             CLUSTER_TYPE in self.received and (not eds or ENDPOINT_TYPE in self.received)
         )
         if LISTENER_TYPE in self.types and LISTENER_TYPE not in self.names and clusters_ready:
             self.names[LISTENER_TYPE] = frozenset()
             self._send(LISTENER_TYPE)
+
+    def _subscribe_agent(self, wanted: Mapping[str, frozenset[str]]) -> None:
+        for cluster, names in wanted.items():
+            stream = self.agent_streams.get(cluster)
+            if stream is None:
+                stream = SdsStream(
+                    cluster,
+                    grpc_target(self.bootstrap, cluster),
+                    self.node,
+                    self._receiver(cluster),
+                )
+                self.agent_streams[cluster] = stream
+                stream.start()
+            stream.subscribe(names)
+        for cluster, stream in self.agent_streams.items():
+            if cluster not in wanted:
+                stream.subscribe(frozenset())
+
+    def _receiver(self, cluster: str) -> Callable[[Mapping[str, Any]], Awaitable[None]]:
+        async def receive(secrets: Mapping[str, Any]) -> None:
+            await self._on_agent_secrets(cluster, secrets)
+
+        return receive
+
+    async def _on_agent_secrets(self, cluster: str, secrets: Mapping[str, Any]) -> None:
+        previous = self.agent_secrets.get(cluster)
+        self.agent_secrets[cluster] = secrets
+        for name, secret in secrets.items():
+            if previous is None or previous.get(name) != secret:
+                # Envoy's count of a secret's accepted versions.
+                self.server.stats.counter(f"sds.{name}.update_success").value += 1
+        if not (self.applied or self._complete()):
+            return
+        try:
+            await self._apply()
+        except ConfigError:
+            if previous is None:
+                self.agent_secrets.pop(cluster, None)
+            else:
+                self.agent_secrets[cluster] = previous
+            raise
 
     # -- the snapshot ------------------------------------------------------------------------
     def _complete(self) -> bool:
@@ -398,10 +450,14 @@ class XdsClient:
         listeners = [*self.accepted[LISTENER_TYPE].values(), *self.static.listeners.values()]
         clusters = [*self.accepted[CLUSTER_TYPE].values(), *self.static.clusters.values()]
         eds, rds, sds = _dependencies(listeners, clusters)
+        # As Envoy with Istio's initial_fetch_timeout 0: what uses the agent's certificates
+        # waits for them.
+        agent = agent_secret_names(listeners, clusters)
         return (
             eds <= set(self.accepted[ENDPOINT_TYPE]) | set(self.static.load_assignments)
             and rds <= set(self.accepted[ROUTE_TYPE])
             and sds <= set(self.accepted[SECRET_TYPE]) | set(self.static.secrets)
+            and all(names <= set(self.agent_secrets.get(c, ())) for c, names in agent.items())
         )
 
     def snapshot(self) -> ProxySnapshot:
@@ -418,7 +474,11 @@ class XdsClient:
             route_configurations=merged(a[ROUTE_TYPE], s.route_configurations),
             clusters=merged(a[CLUSTER_TYPE], s.clusters),
             load_assignments=merged(a[ENDPOINT_TYPE], s.load_assignments),
-            secrets=merged(a[SECRET_TYPE], s.secrets),
+            secrets=merged(
+                {k: v for pushed in self.agent_secrets.values() for k, v in pushed.items()}
+                | a[SECRET_TYPE],
+                s.secrets,
+            ),
         )
 
     async def _apply(self) -> list[str]:

@@ -7,6 +7,7 @@ when it failed, the logs of the proxies it ran are printed with the report.
 from __future__ import annotations
 
 import os
+import ssl
 import time
 
 # gRPC's fork handlers can crash a child forked (preexec_fn) while gRPC threads run in the
@@ -107,8 +108,9 @@ async def upstream_factory() -> AsyncIterator[UpstreamFactory]:
         name: str | None = None,
         routes: Mapping[str, Behaviour] | None = None,
         default: Behaviour | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> Upstream:
-        up = Upstream(host, port, name=name, routes=routes, default=default)
+        up = Upstream(host, port, name=name, routes=routes, default=default, tls=tls)
         started.append(up)
         return await up.start()
 

@@ -116,6 +116,13 @@ def translate_bootstrap(
         raise type(exc)(exc.message, source=source or None, path=exc.path) from None
 
 
+def _pipes_only(cluster: Any) -> bool:
+    endpoints = [
+        item.endpoint for group in cluster.load_assignment.endpoints for item in group.lb_endpoints
+    ]
+    return bool(endpoints) and all(e.address.WhichOneof("address") == "pipe" for e in endpoints)
+
+
 def _translate(proto: Any, registry: FilterRegistry, source: str) -> Bootstrap:
     static = proto.static_resources
     # Top-level fields first, so an unsupported section is named before its contents.
@@ -131,6 +138,9 @@ def _translate(proto: Any, registry: FilterRegistry, source: str) -> Bootstrap:
         | rate_limit_service_clusters(static.listeners)
         | access_log_service_clusters(static.listeners)
     )
+    # A cluster on Unix sockets only is a gRPC side call's (the identity agent's SDS,
+    # Istio's ``sds-grpc``): the data path never connects there.
+    grpc_clusters |= {item.name for item in static.clusters if _pipes_only(item)}
     clusters = tuple(
         translate_cluster(
             item, at("static_resources.clusters", index), allow_http2=item.name in grpc_clusters

@@ -16,7 +16,7 @@ from proxy.config.model_common import (
     empty_mapping,
 )
 from proxy.config.model_http import Http1ProtocolOptions, HttpProtocolOptions
-from proxy.config.model_tls import UpstreamTls
+from proxy.config.model_tls import TransportSocketMatch, UpstreamTls
 
 __all__ = [
     "CircuitBreakerThresholds",
@@ -327,6 +327,7 @@ class Cluster:
         default_factory=UpstreamHttpProtocolOptions
     )
     transport_socket: UpstreamTls | None = None
+    transport_socket_matches: tuple[TransportSocketMatch, ...] = ()
     common_lb_config: CommonLbConfig = field(default_factory=CommonLbConfig)
     original_dst_lb_config: OriginalDstLbConfig = field(default_factory=OriginalDstLbConfig)
     cleanup_interval: float = 5.0

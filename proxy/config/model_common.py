@@ -180,9 +180,13 @@ class Locality:
 
 @dataclass(frozen=True, slots=True)
 class ConfigSource:
-    """Where a dynamic resource comes from. pymesh only speaks ADS (``ads: {}``);
+    """Where a dynamic resource comes from: ADS (``ads: {}``), or for SDS secrets a gRPC
+    ``api_config_source`` to a static cluster;
     ``initial_fetch_timeout`` defaults to Envoy's 15 s (0 = wait forever)."""
 
     ads: bool = True
     resource_api_version: str = "V3"
     initial_fetch_timeout: float = 15.0
+    # An ``api_config_source`` over gRPC to this static cluster (SDS from the identity
+    # agent, as Istio's bootstrap names ``sds-grpc``); ``ads`` is then False.
+    api_cluster: str | None = None

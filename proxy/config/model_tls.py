@@ -6,6 +6,7 @@ Certificates and keys are PEM ``bytes`` read at translation time (as Envoy reads
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -22,6 +23,7 @@ __all__ = [
     "TlsCertificate",
     "TlsParameters",
     "TlsVersion",
+    "TransportSocketMatch",
     "UpstreamTls",
 ]
 
@@ -124,6 +126,17 @@ class UpstreamTls:
     sni: str | None = None
     allow_renegotiation: bool = False
     max_session_keys: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class TransportSocketMatch:
+    """A cluster's ``transport_socket_matches`` entry: hosts whose
+    ``envoy.transport_socket_match`` metadata holds every key/value of ``match`` use
+    ``transport_socket`` (None = plaintext). The first match wins (Istio's auto mTLS)."""
+
+    name: str
+    match: Mapping[str, object]
+    transport_socket: UpstreamTls | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,7 +126,7 @@ class HttpCall:
         self._cluster.stats.upstream_rq_total.value += 1
         send_whole_request(encoder, self._head, self._body)
 
-    def on_pool_failure(self, failure: PoolFailure) -> None:
+    def on_pool_failure(self, failure: PoolFailure, transport_failure: str = "") -> None:
         self._fail(failure.value)
 
     # -- UpstreamCallbacks ------------------------------------------------------------------

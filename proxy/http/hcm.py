@@ -58,6 +58,8 @@ class HcmRuntime:
         "stream_idle_timeout",
         "tracer",
         "use_remote_address",
+        "xfcc",
+        "xfcc_details",
         "xff_num_trusted_hops",
     )
 
@@ -109,6 +111,8 @@ class HcmRuntime:
         self.idle_timeout = model.common_http_protocol_options.idle_timeout
         self.stream_idle_timeout = model.stream_idle_timeout
         self.max_stream_duration = model.common_http_protocol_options.max_stream_duration
+        self.xfcc = model.forward_client_cert_details.value
+        self.xfcc_details = model.set_current_client_cert_details
 
     def route_table(self, runtime: RuntimeSnapshot) -> RouteTable | None:
         """The inline route table, or the RDS one from the stream's snapshot."""

@@ -8,7 +8,8 @@ __all__ = ["LocalReply", "ResponseFlag"]
 
 
 class ResponseFlag:
-    """Envoy's access-log response flags (short names), in Envoy's rendering order."""
+    """Envoy's access-log response flags (short names); ``ORDER`` is Envoy's declaration
+    order (rendering follows the order flags were set)."""
 
     FAILED_LOCAL_HEALTH_CHECK = "LH"
     NO_HEALTHY_UPSTREAM = "UH"

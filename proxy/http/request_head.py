@@ -12,9 +12,20 @@ from proxy.routing.retry import ENVOY_REQUEST_CONTROL_HEADERS
 
 if TYPE_CHECKING:
     from proxy.config.model_common import CidrRange
+    from proxy.config.model_http import SetCurrentClientCertDetails
     from proxy.http.filter import Headers
+    from proxy.http.stream_info import ConnectionInfo
 
-__all__ = ["append_xff", "forwarded_client", "has_envoy_headers", "mark_internal"]
+__all__ = [
+    "XFCC",
+    "append_xff",
+    "forward_client_cert",
+    "forwarded_client",
+    "has_envoy_headers",
+    "mark_internal",
+]
+
+XFCC = b"x-forwarded-client-cert"
 
 # What Envoy removes from external requests (cleanInternalHeaders), and from edge requests.
 _EXTERNAL_STRIPPED = ENVOY_REQUEST_CONTROL_HEADERS | {
@@ -98,3 +109,36 @@ def forwarded_client(headers: Headers, skip: int) -> str | None:
         return str(ipaddress.ip_address(candidate))
     except ValueError:
         return None
+
+
+def forward_client_cert(
+    headers: Headers,
+    mode: str,
+    details: SetCurrentClientCertDetails | None,
+    connection: ConnectionInfo,
+) -> None:
+    """Envoy's ``forward_client_cert_details`` on ``x-forwarded-client-cert``: without a
+    client certificate the header is dropped (unless ALWAYS_FORWARD_ONLY); with one it is
+    kept (FORWARD_ONLY), dropped (SANITIZE), or this hop's element is appended
+    (APPEND_FORWARD) or made the whole header (SANITIZE_SET)."""
+    if connection.peer_certificate_sha256 is None:
+        if mode != "ALWAYS_FORWARD_ONLY":
+            remove_headers(headers, (XFCC,))
+        return
+    if mode in ("FORWARD_ONLY", "ALWAYS_FORWARD_ONLY"):
+        return
+    if mode == "SANITIZE":
+        remove_headers(headers, (XFCC,))
+        return
+    element = [f"By={uri}" for uri in connection.local_uri_sans]
+    element.append(f"Hash={connection.peer_certificate_sha256}")
+    if details is not None:
+        if details.subject:
+            element.append(f'Subject="{connection.peer_subject or ""}"')
+        if details.uri:
+            element.extend(f"URI={uri}" for uri in connection.peer_uri_sans)
+        if details.dns:
+            element.extend(f"DNS={dns}" for dns in connection.peer_dns_sans)
+    value = ";".join(element).encode()
+    current = get_all(headers, XFCC) if mode == "APPEND_FORWARD" else []
+    set_header(headers, XFCC, b",".join([*current, value]))

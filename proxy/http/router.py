@@ -579,9 +579,11 @@ class Router(HttpFilter):
         self.attempt = None
         self.cb.encode_data(last, True)
 
-    def on_attempt_failure(self, attempt: UpstreamAttempt, kind: str, reason: ResetReason) -> None:
+    def on_attempt_failure(
+        self, attempt: UpstreamAttempt, kind: str, reason: ResetReason, transport_failure: str = ""
+    ) -> None:
         """A try failed before a usable response: ``kind`` is connect_failure / reset /
-        timeout (per try)."""
+        timeout (per try); ``transport_failure`` is why a TLS handshake failed."""
         cluster = self.cluster
         assert cluster is not None
         cb = self.cb
@@ -604,7 +606,11 @@ class Router(HttpFilter):
             cb.reset()
             return
         if kind == "connect_failure":
-            info.upstream_transport_failure_reason = reason.value
+            # Envoy names no transport failure when the connect timed out.
+            timed_out = reason is ResetReason.CONNECTION_TIMEOUT
+            info.upstream_transport_failure_reason = transport_failure or (
+                "" if timed_out else reason.value
+            )
         cluster.report_local_failure(attempt.host, kind)
         retry = self.retry
         reset_kind = (

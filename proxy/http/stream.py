@@ -20,7 +20,13 @@ from proxy.config.model_route import RouteAction, RouteActionType
 from proxy.http.filter_manager import FilterManager
 from proxy.http.headers import apply_header_options, get_header, remove_headers, set_header
 from proxy.http.local_reply import LocalReply, ResponseFlag
-from proxy.http.request_head import append_xff, forwarded_client, mark_internal
+from proxy.http.request_head import (
+    XFCC,
+    append_xff,
+    forward_client_cert,
+    forwarded_client,
+    mark_internal,
+)
 from proxy.http.stream_info import StreamInfo
 from proxy.routing.grpc import (
     GrpcStatus,
@@ -144,7 +150,7 @@ class ActiveStream(FilterManager):
             return
         # One pass for every field this method reads (each get_header is a full scan).
         authority = request_id = forwarded_proto = None
-        envoy_headers = forwarded_for = False
+        envoy_headers = forwarded_for = client_cert = False
         for name, value in headers:
             if name == b"host":
                 if authority is None:
@@ -159,6 +165,8 @@ class ActiveStream(FilterManager):
                 forwarded_for = True
             elif name[:8] == b"x-envoy-":
                 envoy_headers = True
+            elif name == XFCC:
+                client_cert = True
         if authority is None:
             if self.authority:
                 headers.append((b"host", self.authority))
@@ -189,6 +197,8 @@ class ActiveStream(FilterManager):
                 append_xff(headers, peer)
         elif forwarded_proto is None:
             headers.append((b"x-forwarded-proto", scheme))
+        if client_cert or info.connection.peer_certificate_sha256 is not None:
+            forward_client_cert(headers, hcm.xfcc, hcm.xfcc_details, info.connection)
         if forwarded_for and (hcm.xff_num_trusted_hops or not hcm.use_remote_address):
             # Envoy trusts the XFF entry this many hops from the right as the client; with
             # use_remote_address the peer was just appended, so the count is the same.

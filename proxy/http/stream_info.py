@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from proxy.http.local_reply import ResponseFlag
-
 __all__ = ["ConnectionInfo", "StreamInfo", "connection_info"]
 
 Address = tuple[str, int]
@@ -44,6 +42,8 @@ class ConnectionInfo:
     peer_subject: str | None = None
     peer_certificate_sha256: str | None = None
     connection_id: int = 0
+    # The URI SANs of the certificate this proxy presented (Envoy's uriSanLocalCertificate).
+    local_uri_sans: tuple[str, ...] = ()
 
     @property
     def remote_host(self) -> str:
@@ -116,6 +116,7 @@ def _tls_info(
         peer_subject=subject,
         peer_certificate_sha256=digest,
         connection_id=connection_id,
+        local_uri_sans=getattr(ssl_object.context, "pymesh_local_uri_sans", ()),
     )
 
 
@@ -229,12 +230,12 @@ class StreamInfo:
         return self.response_flags is not None and flag in self.response_flags
 
     def response_flags_text(self) -> str:
-        """Flags in Envoy's rendering order, comma-separated; ``-`` when there is none."""
+        """Flags in the order they were set, comma-separated (Envoy 1.40 keeps them as a list
+        and renders a retried connect failure ``URX,UF``); ``-`` when there is none."""
         flags = self.response_flags
         if not flags:
             return "-"
-        order = ResponseFlag.ORDER
-        return ",".join(sorted(flags, key=lambda f: order.index(f) if f in order else len(order)))
+        return ",".join(flags)
 
     def duration(self, now: float) -> float:
         """Seconds from the first request byte to the end (or to ``now`` while running)."""

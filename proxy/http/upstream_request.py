@@ -72,11 +72,13 @@ class UpstreamAttempt:
         router.write_request(self)
         router.on_attempt_ready(self)
 
-    def on_pool_failure(self, failure: PoolFailure) -> None:
+    def on_pool_failure(self, failure: PoolFailure, transport_failure: str = "") -> None:
         if self.done:
             return
         self.finish()
-        self.router.on_attempt_failure(self, "connect_failure", failure.reset_reason)
+        self.router.on_attempt_failure(
+            self, "connect_failure", failure.reset_reason, transport_failure
+        )
         self.router.cb.flush()
 
     # -- UpstreamCallbacks ---------------------------------------------------------------------

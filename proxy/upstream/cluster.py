@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 
 import structlog
 
@@ -26,6 +27,12 @@ from proxy.routing.circuit_breaker import ResourceLimits
 from proxy.routing.lb import LoadBalancer, build_load_balancer
 from proxy.routing.outlier import LocalFailure, OutlierAction, OutlierDetector, OutlierEvent
 from proxy.stats import ClusterStats, StatsStore
+from proxy.transport.upstream_tls import (
+    MATCH_NAMESPACE,
+    PLAINTEXT,
+    TransportSocket,
+    TransportSockets,
+)
 from proxy.upstream.h2_pool import H2ConnectionPool
 from proxy.upstream.host import Host
 from proxy.upstream.interfaces import LbContext, UpstreamPool
@@ -35,6 +42,7 @@ __all__ = ["RuntimeCluster"]
 
 log = structlog.get_logger(__name__)
 
+_NO_MATCH: Mapping[str, object] = MappingProxyType({})
 _UNHEALTHY = frozenset({HealthStatus.UNHEALTHY, HealthStatus.DRAINING, HealthStatus.TIMEOUT})
 
 
@@ -56,6 +64,8 @@ class RuntimeCluster:
         self._clock = clock
         self._connector = connector if connector is not None else LoopConnector(loop)
         self.stats = ClusterStats(stats, model.name)
+        # Replaced by the cluster manager when the secrets the sockets use change.
+        self.sockets: TransportSockets = PLAINTEXT
         self.limits = ResourceLimits(model.circuit_breakers.default)
         self.hosts: list[Host] = []
         self._by_key: dict[tuple[str, int], Host] = {}
@@ -110,6 +120,7 @@ class RuntimeCluster:
                     buffer_limit=model.per_connection_buffer_limit_bytes,
                     on_local_failure=self.report_local_failure,
                     source_address=model.source_address,
+                    socket_for=None if self.sockets is PLAINTEXT else self.socket_for,
                 )
                 return pool
             pool = host.pool = ConnectionPool(
@@ -123,8 +134,12 @@ class RuntimeCluster:
                 ),
                 on_local_failure=self.report_local_failure,
                 source_address=model.source_address,
+                socket_for=None if self.sockets is PLAINTEXT else self.socket_for,
             )
         return pool
+
+    def socket_for(self, host: Host) -> TransportSocket:
+        return self.sockets.for_host(host.socket_match)
 
     def report_response(self, host: Host, status: int) -> None:
         outlier = self.outlier
@@ -176,6 +191,8 @@ class RuntimeCluster:
             if host is None:
                 host = Host(ep.address, ep.port, hostname=ep.hostname, priority=ep.priority)
             host.weight = ep.weight
+            match = ep.metadata.get(MATCH_NAMESPACE)
+            host.socket_match = match if isinstance(match, Mapping) else _NO_MATCH
             host.set_eds_healthy(ep.health_status not in _UNHEALTHY)
             hosts.append(host)
             by_key[key] = host

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from proxy.transport.upstream_tls import TlsConnectError, TransportSocket
 from proxy.upstream.h2_connection import H2UpstreamConnection, H2UpstreamStream
 from proxy.upstream.interfaces import PoolFailure, PoolWaiter
 
@@ -50,9 +51,12 @@ class H2ConnectionPool:
         buffer_limit: int,
         on_local_failure: Callable[[Host, str], None],
         source_address: tuple[str, int] | None = None,
+        socket_for: Callable[[Host], TransportSocket] | None = None,
     ) -> None:
         self.host = host
         self._connector = connector
+        # As the HTTP/1.1 pool: the cluster's transport socket, asked at every connect.
+        self.socket_for = socket_for
         self.stats = stats
         self.limits = limits
         self.connect_timeout = connect_timeout
@@ -174,8 +178,9 @@ class H2ConnectionPool:
             self._cancels.discard(cancel)
             self._connected(conn, error)
 
+        socket = self.socket_for(self.host) if self.socket_for is not None else None
         cancel = self._connector.connect(
-            conn, self.host, self.connect_timeout, done, self.source_address
+            conn, self.host, self.connect_timeout, done, self.source_address, socket
         )
         if not finished:
             self._cancels.add(cancel)
@@ -195,6 +200,8 @@ class H2ConnectionPool:
         self.on_capacity(conn)
 
     def _on_connect_failure(self, exc: BaseException) -> None:
+        if isinstance(exc, TlsConnectError):
+            self.stats.counter(f"ssl.{exc.stat}").value += 1
         if isinstance(exc, TimeoutError):
             self.stats.upstream_cx_connect_timeout.value += 1
             self.stats.upstream_cx_destroy_local.value += 1

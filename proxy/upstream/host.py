@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from proxy.upstream.interfaces import UpstreamPool
 
 __all__ = ["Host"]
+
+_NONE: Mapping[str, object] = MappingProxyType({})
 
 
 class Host:
@@ -27,6 +31,7 @@ class Host:
         "pool",
         "port",
         "priority",
+        "socket_match",
         "weight",
     )
 
@@ -53,6 +58,8 @@ class Host:
         self.healthy = eds_healthy
         self.active_requests = 0
         self.pool: UpstreamPool | None = None
+        # The endpoint's ``envoy.transport_socket_match`` metadata (Istio's ``tlsMode``).
+        self.socket_match: Mapping[str, object] = _NONE
 
     @property
     def key(self) -> tuple[str, int]:

@@ -136,7 +136,10 @@ class UpstreamCallbacks(Protocol):
 
 class PoolCallbacks(Protocol):
     def on_pool_ready(self, encoder: RequestEncoder, local_address: str | None) -> None: ...
-    def on_pool_failure(self, failure: PoolFailure) -> None: ...
+    def on_pool_failure(self, failure: PoolFailure, transport_failure: str = "") -> None:
+        """No connection: ``transport_failure`` says why the TLS handshake failed, if it
+        did (Envoy's ``%UPSTREAM_TRANSPORT_FAILURE_REASON%``)."""
+        ...
 
 
 class PoolWaiter(UpstreamCallbacks, PoolCallbacks, Protocol):

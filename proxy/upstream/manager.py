@@ -12,10 +12,13 @@ import structlog
 from proxy.config.model import DiscoveryType
 from proxy.config.snapshot import ProxySnapshot
 from proxy.stats import StatsStore
+from proxy.transport.upstream_tls import build_sockets, secret_names
 from proxy.upstream.cluster import RuntimeCluster
 from proxy.upstream.pool import Connector
 
 __all__ = ["ClusterManager"]
+
+_UNSET: tuple[object, ...] = (object(),)
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +39,8 @@ class ClusterManager:
         self._rng = rng
         self._clock = clock
         self._clusters: dict[str, RuntimeCluster] = {}
+        # The secrets each cluster's sockets were built with: a rotation rebuilds them.
+        self._socket_secrets: dict[str, tuple[object, ...]] = {}
         self._added = stats.counter("cluster_manager.cluster_added")
         self._modified = stats.counter("cluster_manager.cluster_modified")
         self._removed = stats.counter("cluster_manager.cluster_removed")
@@ -62,6 +67,7 @@ class ClusterManager:
         wanted = snapshot.clusters
         for name in [n for n in self._clusters if n not in wanted]:
             self._clusters.pop(name).drain()
+            self._socket_secrets.pop(name, None)
             self._removed.value += 1
         for name, model in wanted.items():
             current = self._clusters.get(name)
@@ -79,12 +85,25 @@ class ClusterManager:
                     clock=self._clock,
                     connector=self._connector,
                 )
+                self._socket_secrets.pop(name, None)
+            self._update_sockets(current, snapshot)
             if model.type is DiscoveryType.EDS:
                 assignment = snapshot.load_assignments.get(model.eds_service_name or name)
                 if assignment is not None and assignment is not current.load_assignment:
                     current.update_endpoints(assignment)
         self._active.value = len(self._clusters)
         return MappingProxyType(dict(self._clusters))
+
+    def _update_sockets(self, cluster: RuntimeCluster, snapshot: ProxySnapshot) -> None:
+        names = secret_names(cluster.model)
+        used = tuple(snapshot.secrets.get(n) for n in names)
+        if self._socket_secrets.get(cluster.name, _UNSET) == used:
+            return
+        self._socket_secrets[cluster.name] = used
+        # New connections use the new certificate; open ones keep the one they began with.
+        cluster.sockets = build_sockets(cluster.model, snapshot.secrets)
+        if names:
+            log.info("cluster transport sockets built", cluster=cluster.name, secrets=names)
 
     def close(self) -> None:
         for cluster in self._clusters.values():

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
+from proxy.transport.upstream_tls import TlsConnectError, TransportSocket, open_connection
 from proxy.upstream.connection import UpstreamConnection
 from proxy.upstream.interfaces import PoolFailure, PoolWaiter
 
@@ -45,9 +46,10 @@ class Connector(Protocol):
         timeout: float,
         done: Callable[[BaseException | None], None],
         source: tuple[str, int] | None = None,
+        socket: TransportSocket = None,
     ) -> Callable[[], None]:
-        """Start connecting (from ``source`` when given); returns a function that cancels
-        the attempt."""
+        """Start connecting (from ``source`` when given, through ``socket``: None is
+        plaintext); returns a function that cancels the attempt."""
         ...
 
 
@@ -65,9 +67,10 @@ class LoopConnector:
         timeout: float,
         done: Callable[[BaseException | None], None],
         source: tuple[str, int] | None = None,
+        socket: TransportSocket = None,
     ) -> Callable[[], None]:
         # A Task per *connection*, never per request: connects are rare with keep-alive.
-        task = self._loop.create_task(self._open(conn, host, timeout, done, source))
+        task = self._loop.create_task(self._open(conn, host, timeout, done, source, socket))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -83,13 +86,11 @@ class LoopConnector:
         timeout: float,
         done: Callable[[BaseException | None], None],
         source: tuple[str, int] | None,
+        socket: TransportSocket,
     ) -> None:
         try:
-            await asyncio.wait_for(
-                self._loop.create_connection(
-                    lambda: conn, host.address, host.port, local_addr=source
-                ),
-                timeout,
+            await open_connection(
+                self._loop, conn, host.address, host.port, socket, timeout=timeout, source=source
             )
         except (TimeoutError, OSError) as exc:
             done(exc)
@@ -114,6 +115,7 @@ class ConnectionPool:
         "limits",
         "max_requests_per_connection",
         "on_local_failure",
+        "socket_for",
         "source_address",
         "stats",
     )
@@ -129,8 +131,12 @@ class ConnectionPool:
         max_requests_per_connection: int | None,
         on_local_failure: Callable[[Host, str], None],
         source_address: tuple[str, int] | None = None,
+        socket_for: Callable[[Host], TransportSocket] | None = None,
     ) -> None:
         self.host = host
+        # The cluster's transport socket for this host, asked at every connect so that a
+        # rotated certificate serves the next connection (open ones keep theirs).
+        self.socket_for = socket_for
         self._connector = connector
         self.stats = stats
         self.limits = limits
@@ -239,10 +245,13 @@ class ConnectionPool:
         self.limits.release_pending()
         self.stats.upstream_rq_pending_active.value -= 1
 
-    def _fail_one(self, failure: PoolFailure) -> None:
+    def _fail_one(self, failure: PoolFailure, transport_failure: str = "") -> None:
         waiter = self._pending.popleft()
         self._release_pending()
-        waiter.on_pool_failure(failure)
+        if transport_failure:
+            waiter.on_pool_failure(failure, transport_failure)
+        else:
+            waiter.on_pool_failure(failure)
 
     def _connect(self) -> None:
         self._connecting += 1
@@ -256,21 +265,26 @@ class ConnectionPool:
             nonlocal finished
             finished = True
             self._cancels.discard(cancel)
-            self._connected(conn, error)
+            self._connected(conn, error, tls=socket is not None)
 
+        socket = self.socket_for(self.host) if self.socket_for is not None else None
         cancel = self._connector.connect(
-            conn, self.host, self.connect_timeout, done, self.source_address
+            conn, self.host, self.connect_timeout, done, self.source_address, socket
         )
         if not finished:  # a connector may finish before returning (a fake one does)
             self._cancels.add(cancel)
 
-    def _connected(self, conn: UpstreamConnection, error: BaseException | None) -> None:
+    def _connected(
+        self, conn: UpstreamConnection, error: BaseException | None, *, tls: bool
+    ) -> None:
         self._connecting -= 1
         if error is not None:
             self.limits.release_connection()
             if not isinstance(error, asyncio.CancelledError):
                 self._on_connect_failure(error)
             return
+        if tls:
+            self.stats.counter("ssl.handshake").value += 1
         self.active.add(conn)
         self.stats.upstream_cx_active.value += 1
         if self._pending:
@@ -284,6 +298,11 @@ class ConnectionPool:
         # Envoy's reset reasons, as its local replies and access logs spell them.
         # A connection that never opened is destroyed all the same, in Envoy's counts: by us
         # when we gave up waiting, by the peer when it refused.
+        transport_failure = ""
+        if isinstance(exc, TlsConnectError):
+            transport_failure = exc.reason
+            # Envoy counts a refused certificate as that, not also as a connection error.
+            self.stats.counter(f"ssl.{exc.stat}").value += 1
         if isinstance(exc, TimeoutError):
             self.stats.upstream_cx_connect_timeout.value += 1
             self.stats.upstream_cx_destroy_local.value += 1
@@ -292,11 +311,16 @@ class ConnectionPool:
             self.stats.upstream_cx_destroy_remote.value += 1
             failure = PoolFailure.CONNECTION_FAILURE
         self.stats.upstream_cx_connect_fail.value += 1
-        log.debug("upstream connect failed", host=self.host.address_str, reason=failure.value)
+        log.debug(
+            "upstream connect failed",
+            host=self.host.address_str,
+            reason=failure.value,
+            transport_failure=transport_failure or None,
+        )
         self.on_local_failure(self.host, "connect_failure")
         if self._pending:
             self.stats.upstream_rq_pending_failure_eject.value += 1
-            self._fail_one(failure)
+            self._fail_one(failure, transport_failure)
             self._maybe_connect()
 
 

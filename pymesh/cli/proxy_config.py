@@ -1,15 +1,19 @@
 """``pymesh proxy-config all|bootstrap|listeners|routes|clusters|endpoints|secret|log POD
 [-n NS] [-o json|yaml]`` (singular or plural, as istioctl takes them).
 
-Listeners, routes, clusters, endpoints and secrets are what pilot last sent the proxy
-(pilot's side of ``istioctl proxy-config``, which asks Envoy's admin instead), in istioctl's
-table layout; ``all`` is every one of them. ``bootstrap`` and ``log`` come from the proxy's
-own admin interface (``<pod ip>:15000``), which only the proxy knows about."""
+Listeners, routes, clusters and endpoints are what pilot last sent the proxy (pilot's side
+of ``istioctl proxy-config``, which asks Envoy's admin instead), in istioctl's table layout;
+``all`` is every one of them. ``bootstrap``, ``log`` and ``secret`` come from the proxy's own
+admin interface (``<pod ip>:15000``), which only the proxy knows about: ``secret`` shows the
+certificates the proxy holds (from its agent's SDS), with serial, validity and SPIFFE ID."""
 
 from __future__ import annotations
 
 import argparse
+import base64
+import datetime
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import yaml
+from cryptography import x509
 
 from pymesh.cli.pilot_client import PilotClient, add_pilot_arguments, client_from_args, guarded
 from pymesh.cli.tables import render_table
@@ -181,6 +186,51 @@ def _endpoint_rows(items: list[dict[str, Any]]) -> Iterator[tuple[str, ...]]:
                 yield addr, status, "OK", cluster
 
 
+SECRET_HEADER = (
+    "RESOURCE NAME", "TYPE", "STATUS", "VALID CERT", "SERIAL NUMBER", "NOT AFTER",
+    "NOT BEFORE", "IDENTITY",
+)  # fmt: skip
+
+
+def secret_rows(dump: dict[str, Any], now: float) -> Iterator[tuple[str, ...]]:
+    """istioctl's secret table from a ``SecretsConfigDump``: one row per certificate (a
+    chain's leaf first, then its CAs), with the SPIFFE ID of the leaf."""
+    entries = [*dump.get("dynamic_active_secrets", []), *dump.get("static_secrets", [])]
+    for entry in entries:
+        secret = entry.get("secret") or {}
+        name = str(entry.get("name") or secret.get("name", ""))
+        if "tls_certificate" in secret:
+            kind, field = "Cert Chain", secret["tls_certificate"].get("certificate_chain", {})
+        else:
+            kind = "CA"
+            field = (secret.get("validation_context") or {}).get("trusted_ca", {})
+        pem = base64.b64decode(field.get("inline_bytes", "")) if field else b""
+        try:
+            certs = x509.load_pem_x509_certificates(pem) if pem else []
+        except ValueError:
+            certs = []
+        for index, cert in enumerate(certs):
+            before, after = cert.not_valid_before_utc, cert.not_valid_after_utc
+            valid = before.timestamp() <= now <= after.timestamp()
+            yield (
+                name, kind, "ACTIVE", str(valid).lower(), f"{cert.serial_number:x}",
+                _when(after), _when(before), _spiffe(cert) if index == 0 else "",
+            )  # fmt: skip
+
+
+def _when(moment: datetime.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _spiffe(cert: x509.Certificate) -> str:
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ""
+    uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
+    return ",".join(u for u in uris if u.startswith("spiffe://"))
+
+
 def _secret_rows(items: list[dict[str, Any]]) -> Iterator[tuple[str, ...]]:
     for s in items:
         kind = (
@@ -257,6 +307,18 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if kind == "log":
         print(_admin(client, name, "/logging").decode(errors="replace").rstrip())
+        return 0
+    if kind == "secrets":
+        # As istioctl: the proxy's own view (the agent's certificates never pass pilot).
+        dump = json.loads(_admin(client, name, "/config_dump"))
+        secrets: dict[str, Any] = next(
+            (c for c in dump.get("configs", []) if "SecretsConfigDump" in c.get("@type", "")),
+            {},
+        )
+        if output in ("json", "yaml"):
+            print(_dump(secrets, output))
+        else:
+            print(render_table(SECRET_HEADER, list(secret_rows(secrets, time.time()))))
         return 0
     quoted = urllib.parse.quote(name, safe="")
     kinds = _PILOT_TYPES if kind == "all" else (kind,)

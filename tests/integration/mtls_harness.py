@@ -124,15 +124,17 @@ class MtlsMesh:
         service_account: str,
         *,
         mtls: bool = True,
+        cert_ttl: str = "24h",
     ) -> MeshPod:
         """A pod with a sidecar of ``kind`` (``envoy``, ``pymesh``); ``mtls`` gives it an
         agent and the injector's ``tlsMode: istio`` label."""
         pod = MeshPod(name, namespace, ip, service_account)
-        socket_path = await self.start_agent(pod) if mtls else None
+        socket_path = await self.start_agent(pod, cert_ttl=cert_ttl) if mtls else None
         bootstrap = sidecar_bootstrap(
             name, ip, self.pilot.xds, namespace=namespace,
             labels={**labels, **(TLS_MODE if mtls else {})},
             service_account=service_account, sds_socket=socket_path,
+            admin_port=15000,  # Istio's, where `pymesh proxy-config` finds it
         )  # fmt: skip
         pod.proxy = await start_proxy(kind, bootstrap, self.workdir / name, f"{kind}-{name}")
         self.pods.append(pod)

@@ -160,11 +160,13 @@ def sidecar_bootstrap(
     labels: Mapping[str, str] | None = None,
     service_account: str = "default",
     sds_socket: Path | None = None,
+    admin_port: int | None = None,
 ) -> dict[str, Any]:
     """What Istio's injector gives a sidecar (node id and metadata, ADS to pilot over a
     static HTTP/2 cluster), in pymesh's process mode; with ``sds_socket``, the ``sds-grpc``
     cluster on its agent's socket, where mesh mTLS certificates come from."""
     ads_source = {"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "0s"}
+    admin = admin_port or free_port(ip)
     return {
         "node": {
             "id": f"sidecar~{ip}~{pod}.{namespace}~{namespace}.svc.cluster.local",
@@ -178,7 +180,7 @@ def sidecar_bootstrap(
                 "PYMESH_MODE": "process",
             },
         },
-        "admin": {"address": {"socket_address": {"address": ip, "port_value": free_port(ip)}}},
+        "admin": {"address": {"socket_address": {"address": ip, "port_value": admin}}},
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "GRPC",

@@ -25,7 +25,8 @@ from tests.support import AUTH_NET, address
 from tests.support.httpclient import request
 from tests.support.upstream import Upstream
 
-pytestmark = [pytest.mark.envoy, pytest.mark.timeout(180)]
+# Same pod addresses in both modules: one xdist worker runs them.
+pytestmark = [pytest.mark.envoy, pytest.mark.xdist_group("auth-mesh"), pytest.mark.timeout(180)]
 
 PILOT = address(AUTH_NET, 200)
 HTTPBIN = address(AUTH_NET, 21)

@@ -141,6 +141,7 @@ class FakeConnector:
         timeout: float,
         done: Callable[[BaseException | None], None],
         source: tuple[str, int] | None = None,
+        socket: Any = None,
     ) -> Callable[[], None]:
         entry = (conn, host, done)
         self.pending.append(entry)

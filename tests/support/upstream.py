@@ -26,6 +26,7 @@ import hashlib
 import json
 import signal
 import socket
+import ssl
 import struct
 from collections import Counter
 from collections.abc import Mapping
@@ -147,8 +148,12 @@ class Upstream:
         default: Behaviour | None = None,
         control: bool = False,
         record_body_limit: int = 64 * 1024,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        self.tls = tls
+        # Per TLS connection: the ALPN protocol chosen and the client certificate's URI SANs.
+        self.tls_peers: list[tuple[str | None, tuple[str, ...]]] = []
         self.port = port
         self.name = name or f"{host}:{port}"
         self.routes: dict[str, Behaviour] = dict(routes or {})
@@ -168,7 +173,7 @@ class Upstream:
     # -- control ------------------------------------------------------------------------
     async def start(self) -> Upstream:
         self._server = await asyncio.start_server(
-            self._handle, self.host, self.port, limit=1 << 20, reuse_address=True
+            self._handle, self.host, self.port, limit=1 << 20, reuse_address=True, ssl=self.tls
         )
         self.port = self._server.sockets[0].getsockname()[1]
         if self.name == f"{self.host}:0":
@@ -237,6 +242,11 @@ class Upstream:
         assert task is not None
         self._tasks.add(task)
         self._writers.add(writer)
+        ssl_object = writer.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            cert = ssl_object.getpeercert() or {}
+            uris = tuple(v for k, v in cert.get("subjectAltName", ()) if k == "URI")
+            self.tls_peers.append((ssl_object.selected_alpn_protocol(), uris))
         self.stats.connections += 1
         self.stats.open_connections += 1
         self._conn_ids += 1

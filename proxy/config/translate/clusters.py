@@ -40,12 +40,17 @@ from proxy.config.translate.upstream import (
     health_check,
     outlier_detection,
     tcp_keepalive,
+    transport_socket_matches,
     upstream_http_options,
     upstream_socket,
 )
 from pymesh.errors import UnsupportedError, ValidationError
 
-__all__ = ["translate_cluster", "translate_cluster_load_assignment"]
+__all__ = ["PIPE_PREFIX", "translate_cluster", "translate_cluster_load_assignment"]
+
+#: How an endpoint on a Unix socket (``pipe``) is written in the model: ``unix:<path>``,
+#: port 0 (gRPC's own spelling of such a target).
+PIPE_PREFIX = "unix:"
 
 _HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _C = cluster_pb2.Cluster
@@ -132,6 +137,7 @@ def translate_cluster(
         ),
         http_protocol_options=upstream_http_options(proto, path, allow_http2),
         transport_socket=upstream_socket(proto, path),
+        transport_socket_matches=transport_socket_matches(proto, path),
         common_lb_config=CommonLbConfig(
             healthy_panic_threshold=percent(proto.common_lb_config, "healthy_panic_threshold", 0.5),
             close_connections_on_host_set_change=(
@@ -205,19 +211,26 @@ def _load_assignment(proto: Any, path: str, *, allow_hostnames: bool) -> Cluster
                 raise ValidationError("endpoint is required", path=join(item_path, "endpoint"))
             endpoint = item.endpoint
             address_path = join(item_path, "endpoint.address")
-            if endpoint.address.WhichOneof("address") != "socket_address":
-                raise UnsupportedError(
-                    "only socket_address endpoints are supported by pymesh", path=address_path
+            kind = endpoint.address.WhichOneof("address")
+            if kind == "pipe":
+                # A Unix socket: the gRPC side calls (the identity agent's SDS) use it.
+                host, port = PIPE_PREFIX + endpoint.address.pipe.path, 0
+            elif kind == "socket_address":
+                address = socket_address(
+                    endpoint.address.socket_address,
+                    join(address_path, "socket_address"),
+                    resolve=allow_hostnames,
                 )
-            address = socket_address(
-                endpoint.address.socket_address,
-                join(address_path, "socket_address"),
-                resolve=allow_hostnames,
-            )
+                host, port = address.host, address.port
+            else:
+                raise UnsupportedError(
+                    "only socket_address and pipe endpoints are supported by pymesh",
+                    path=address_path,
+                )
             endpoints.append(
                 Endpoint(
-                    address=address.host,
-                    port=address.port,
+                    address=host,
+                    port=port,
                     hostname=endpoint.hostname,
                     weight=wrapped(item, "load_balancing_weight", 1),
                     health_status=HealthStatus(

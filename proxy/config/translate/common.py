@@ -342,9 +342,12 @@ def api_version(message: Any, field: str, path: str) -> str:
     return "V3"
 
 
-def config_source(message: Any, path: str) -> ConfigSource:
-    """Only ADS (``ads: {}``) is supported; paths and API config sources are not."""
+def config_source(message: Any, path: str, *, api: bool = False) -> ConfigSource:
+    """ADS (``ads: {}``); with ``api`` (SDS) also a gRPC ``api_config_source`` to one
+    static cluster. Paths and REST sources are not supported."""
     kind = message.WhichOneof("config_source_specifier")
+    if api and kind == "api_config_source":
+        return _api_config_source(message, path)
     if kind != "ads":
         raise UnsupportedError(
             f"config source '{kind}' is not supported by pymesh (use 'ads: {{}}')",
@@ -355,6 +358,29 @@ def config_source(message: Any, path: str) -> ConfigSource:
         ads=True,
         resource_api_version=api_version(message, "resource_api_version", path),
         initial_fetch_timeout=15.0 if timeout is None else timeout,
+    )
+
+
+def _api_config_source(message: Any, path: str) -> ConfigSource:
+    source = message.api_config_source
+    source_path = join(path, "api_config_source")
+    if source.api_type != 2 or source.transport_api_version != 2:  # GRPC, V3
+        raise UnsupportedError(
+            "only api_type GRPC with transport_api_version V3 is supported by pymesh",
+            path=join(source_path, "api_type"),
+        )
+    services = source.grpc_services
+    if len(services) != 1 or services[0].WhichOneof("target_specifier") != "envoy_grpc":
+        raise UnsupportedError(
+            "pymesh needs exactly one grpc_services entry with envoy_grpc",
+            path=join(source_path, "grpc_services"),
+        )
+    timeout = opt_duration(message, "initial_fetch_timeout")
+    return ConfigSource(
+        ads=False,
+        resource_api_version=api_version(message, "resource_api_version", path),
+        initial_fetch_timeout=15.0 if timeout is None else timeout,
+        api_cluster=services[0].envoy_grpc.cluster_name,
     )
 
 

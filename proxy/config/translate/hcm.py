@@ -146,13 +146,7 @@ def http_connection_manager(
             _HCM.ForwardClientCertDetails.Name(proto.forward_client_cert_details)
         ),
         set_current_client_cert_details=(
-            SetCurrentClientCertDetails(
-                subject=wrapped(proto.set_current_client_cert_details, "subject", False),
-                cert=proto.set_current_client_cert_details.cert,
-                chain=proto.set_current_client_cert_details.chain,
-                dns=proto.set_current_client_cert_details.dns,
-                uri=proto.set_current_client_cert_details.uri,
-            )
+            _client_cert_details(proto, join(path, "set_current_client_cert_details"))
             if proto.HasField("set_current_client_cert_details")
             else None
         ),
@@ -281,4 +275,18 @@ def _tracing(proto: Any, path: str) -> Tracing:
         max_path_tag_length=wrapped(proto, "max_path_tag_length", 256),
         spawn_upstream_span=wrapped(proto, "spawn_upstream_span", None),
         provider=provider,
+    )
+
+
+def _client_cert_details(proto: Any, path: str) -> SetCurrentClientCertDetails:
+    details = proto.set_current_client_cert_details
+    for name in ("cert", "chain"):
+        if getattr(details, name):
+            raise UnsupportedError(
+                f"x-forwarded-client-cert '{name.capitalize()}=' is not supported by pymesh "
+                "(By, Hash, Subject, URI and DNS are)",
+                path=join(path, name),
+            )
+    return SetCurrentClientCertDetails(
+        subject=wrapped(details, "subject", False), dns=details.dns, uri=details.uri
     )

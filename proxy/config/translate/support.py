@@ -83,7 +83,7 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         _CORE + "Address": "socket_address pipe",
         _CORE + "SocketAddress": "protocol address port_value ipv4_compat",
         _CORE + "Pipe": "path mode",
-        _CORE + "ConfigSource": "ads initial_fetch_timeout resource_api_version",
+        _CORE + "ConfigSource": "ads api_config_source initial_fetch_timeout resource_api_version",
         _CORE + "AggregatedConfigSource": "",
         _CORE + "ApiConfigSource": "api_type transport_api_version grpc_services "
         "set_node_on_first_message_only",
@@ -313,9 +313,11 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         "dns_refresh_rate respect_dns_ttl dns_lookup_family "
         "outlier_detection cleanup_interval ring_hash_lb_config maglev_lb_config "
         "original_dst_lb_config least_request_lb_config common_lb_config transport_socket "
-        "metadata upstream_connection_options close_connections_on_host_health_failure "
-        "ignore_health_on_host_removal upstream_bind_config",
+        "transport_socket_matches metadata upstream_connection_options "
+        "close_connections_on_host_health_failure ignore_health_on_host_removal "
+        "upstream_bind_config",
         _CORE + "BindConfig": "source_address",
+        _CLUSTER + "Cluster.TransportSocketMatch": "name match transport_socket",
         _CLUSTER + "Cluster.EdsClusterConfig": "eds_config service_name",
         _CLUSTER + "Cluster.RingHashLbConfig": "minimum_ring_size hash_function maximum_ring_size",
         _CLUSTER + "Cluster.MaglevLbConfig": "table_size",

@@ -93,7 +93,7 @@ def _sds(proto: Any, path: str) -> SdsSecretConfig:
     return SdsSecretConfig(
         name=proto.name,
         config_source=(
-            config_source(proto.sds_config, join(path, "sds_config"))
+            config_source(proto.sds_config, join(path, "sds_config"), api=True)
             if proto.HasField("sds_config")
             else None
         ),
@@ -145,10 +145,19 @@ def _common(proto: Any, path: str, *, downstream: bool = False) -> CommonTls:
     )
 
 
+#: Istio's mesh mTLS names: ``istio`` marks sidecar-to-sidecar TLS for the server's TLS
+#: inspector, ``istio-peer-exchange`` asks for metadata exchange (which pymesh never selects,
+#: so offering it changes nothing).
+_ISTIO_ALPN = ("istio-peer-exchange", "istio")
+
+
 def _alpn(protocols: Any, path: str, *, downstream: bool) -> list[str]:
     # A listener serves a client that picks h2 with HTTP/2 (codec_type AUTO); an upstream
     # connection still speaks HTTP/1.1 only, so it must not let a server pick h2.
-    allowed = ("h2", "http/1.1", "http/1.0") if downstream else ("http/1.1", "http/1.0")
+    http: tuple[str, ...] = (
+        ("h2", "http/1.1", "http/1.0") if downstream else ("http/1.1", "http/1.0")
+    )
+    allowed = http + _ISTIO_ALPN
     for index, protocol in enumerate(protocols):
         if protocol not in allowed:
             raise UnsupportedError(
@@ -208,6 +217,17 @@ def _validation(proto: Any, path: str) -> CertificateValidation:
     for index, item in enumerate(proto.match_subject_alt_names):
         item_path = at(join(path, "match_subject_alt_names"), index)
         matchers.append(SanMatcher(SanType.ANY, string_matcher(item, item_path)))
+    if proto.allow_expired_certificate:
+        raise UnsupportedError(
+            "allow_expired_certificate is not supported by pymesh (OpenSSL always checks "
+            "validity through Python's ssl module)",
+            path=join(path, "allow_expired_certificate"),
+        )
+    if proto.trust_chain_verification == 1:
+        raise UnsupportedError(
+            "trust_chain_verification ACCEPT_UNTRUSTED is not supported by pymesh",
+            path=join(path, "trust_chain_verification"),
+        )
     return CertificateValidation(
         trusted_ca=trusted_ca,
         trusted_ca_path=trusted_ca_path,

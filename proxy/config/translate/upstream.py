@@ -3,6 +3,7 @@ and transport socket."""
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
@@ -22,6 +23,7 @@ from proxy.config.model import (
     RoutingPriority,
     TcpHealthCheck,
     TcpKeepalive,
+    TransportSocketMatch,
     UpstreamHttpProtocolOptions,
     UpstreamProtocol,
     UpstreamTls,
@@ -34,6 +36,7 @@ from proxy.config.translate.common import (
     join,
     opt_duration,
     percent,
+    struct_to_dict,
     wrapped,
 )
 from proxy.config.translate.hcm import http1_protocol_options, http_protocol_options
@@ -48,6 +51,7 @@ __all__ = [
     "health_check",
     "outlier_detection",
     "tcp_keepalive",
+    "transport_socket_matches",
     "upstream_http_options",
     "upstream_socket",
 ]
@@ -306,9 +310,9 @@ def _upstream_protocol(cluster: Any, options: Any, path: str) -> tuple[UpstreamP
             "alternate_protocols_cache_options (HTTP/3) is not supported by pymesh",
             path=join(config_path, "alternate_protocols_cache_options"),
         )
-    if not cluster.HasField("transport_socket") or cluster.transport_socket.name in (
-        "envoy.transport_sockets.raw_buffer",
-        "raw_buffer",
+    if not cluster.transport_socket_matches and (
+        not cluster.HasField("transport_socket")
+        or cluster.transport_socket.name in ("envoy.transport_sockets.raw_buffer", "raw_buffer")
     ):
         # Envoy's own refusal: ALPN needs a TLS transport socket.
         raise ValidationError(
@@ -321,12 +325,38 @@ def _upstream_protocol(cluster: Any, options: Any, path: str) -> tuple[UpstreamP
 def upstream_socket(proto: Any, path: str) -> UpstreamTls | None:
     if not proto.HasField("transport_socket"):
         return None
-    socket_path = join(path, "transport_socket")
-    if transport_socket_type(proto.transport_socket, socket_path, upstream=True) is None:
+    return _socket(proto.transport_socket, join(path, "transport_socket"))
+
+
+def _socket(socket: Any, path: str) -> UpstreamTls | None:
+    if transport_socket_type(socket, path, upstream=True) is None:
         return None
-    config_path = join(socket_path, "typed_config")
-    message = unpack(proto.transport_socket.typed_config, tls_pb2.UpstreamTlsContext, config_path)
+    config_path = join(path, "typed_config")
+    message = unpack(socket.typed_config, tls_pb2.UpstreamTlsContext, config_path)
     return upstream_tls(message, config_path)
+
+
+def transport_socket_matches(proto: Any, path: str) -> tuple[TransportSocketMatch, ...]:
+    """``Cluster.transport_socket_matches``; a raw_buffer entry is plaintext (None)."""
+    found = []
+    for index, item in enumerate(proto.transport_socket_matches):
+        item_path = at(join(path, "transport_socket_matches"), index)
+        if not item.HasField("transport_socket"):
+            # Envoy's refusal too: the socket has no default.
+            raise ValidationError(
+                "Didn't find a registered implementation for '' with type URL: ''",
+                path=join(item_path, "transport_socket"),
+            )
+        found.append(
+            TransportSocketMatch(
+                name=item.name,
+                match=MappingProxyType(struct_to_dict(item.match)),
+                transport_socket=_socket(
+                    item.transport_socket, join(item_path, "transport_socket")
+                ),
+            )
+        )
+    return tuple(found)
 
 
 def tcp_keepalive(proto: Any) -> TcpKeepalive | None:

@@ -110,8 +110,8 @@ def test_access_log_reads_only_stream_info_and_headers() -> None:
     )
     line = render_format(compile_format(fmt), info, [(b"x-id", b"7")], [(b"server", b"envoy")])
     assert line == (
-        "POST /orig 7 envoy 503 UF,URX 250 127.0.1.10:80 r1 svc.example TLSv1.3 "
-        "spiffe://cluster.local/ns/default/sa/sleep remote connection failure 127.0.1.100:40000"
+        "POST /orig 7 envoy 503 URX,UF 250 127.0.1.10:80 r1 svc.example TLSv1.3 "
+        "spiffe://cluster.local/ns/default/sa/sleep remote_connection_failure 127.0.1.100:40000"
     )
 
 

@@ -25,7 +25,7 @@ class Waiter:
     def on_pool_ready(self, encoder, local_address):
         self.encoder = encoder
 
-    def on_pool_failure(self, failure):
+    def on_pool_failure(self, failure, transport_failure=""):
         self.failure = failure
 
     def on_upstream_headers(self, response, end_stream):

@@ -181,3 +181,81 @@ def test_load_assignment_rejects_host_names_for_eds() -> None:
     assert (
         translate_cluster_load_assignment(proto, allow_hostnames=True).endpoints[0].address == "db"
     )
+
+
+def _tls_socket(validation: dict[str, Any] | None = None, alpn: list[str] | None = None) -> Any:
+    common: dict[str, Any] = {"alpn_protocols": alpn or ["istio-peer-exchange", "istio"]}
+    if validation is not None:
+        common["validation_context"] = validation
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": common,
+            "sni": "outbound_.9080_._.reviews.default.svc.cluster.local",
+        },
+    }
+
+
+def test_istio_auto_mtls_transport_socket_matches() -> None:
+    san = {"san_type": "URI", "matcher": {"exact": "spiffe://cluster.local/ns/default/sa/r"}}
+    cluster = _cluster(
+        {
+            "name": "outbound|9080||reviews",
+            "transport_socket_matches": [
+                {
+                    "name": "tlsMode-istio",
+                    "match": {"tlsMode": "istio"},
+                    "transport_socket": _tls_socket({"match_typed_subject_alt_names": [san]}),
+                },
+                {
+                    "name": "tlsMode-disabled",
+                    "match": {},
+                    "transport_socket": {
+                        "name": "envoy.transport_sockets.raw_buffer",
+                        "typed_config": {
+                            "@type": _TYPE
+                            + "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
+                        },
+                    },
+                },
+            ],
+        }
+    )
+    istio, plain = cluster.transport_socket_matches
+    assert dict(istio.match) == {"tlsMode": "istio"} and dict(plain.match) == {}
+    assert istio.transport_socket is not None and plain.transport_socket is None
+    assert istio.transport_socket.sni == "outbound_.9080_._.reviews.default.svc.cluster.local"
+    assert istio.transport_socket.common.alpn_protocols == ("istio-peer-exchange", "istio")
+    validation = istio.transport_socket.common.validation_context
+    assert validation is not None
+    assert validation.match_subject_alt_names[0].matcher.value == (
+        b"spiffe://cluster.local/ns/default/sa/r"
+    )
+
+
+@pytest.mark.parametrize(
+    ("socket", "message"),
+    [
+        (_tls_socket(alpn=["h2"]), "ALPN protocol 'h2'"),
+        (_tls_socket({"allow_expired_certificate": True}), "allow_expired_certificate"),
+        (_tls_socket({"trust_chain_verification": "ACCEPT_UNTRUSTED"}), "ACCEPT_UNTRUSTED"),
+    ],
+)
+def test_upstream_tls_fields_pymesh_cannot_honour_are_refused(socket: Any, message: str) -> None:
+    with pytest.raises(UnsupportedError, match=message):
+        _cluster({"name": "c", "transport_socket": socket})
+    with pytest.raises(UnsupportedError, match=message):
+        _cluster(
+            {
+                "name": "c",
+                "transport_socket_matches": [
+                    {"name": "m", "match": {}, "transport_socket": socket}
+                ],
+            }
+        )
+
+
+def test_a_socket_match_without_a_socket_is_refused_as_envoy_does() -> None:
+    with pytest.raises(ValidationError, match="registered implementation"):
+        _cluster({"name": "c", "transport_socket_matches": [{"name": "m", "match": {}}]})
