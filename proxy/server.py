@@ -29,6 +29,8 @@ from proxy.config.model import (
     RouterConfig,
     Secret,
     TcpProxy,
+    TrafficDirection,
+    ZipkinConfig,
 )
 from proxy.config.snapshot import ProxySnapshot, SnapshotHolder
 from proxy.filters import builtin_factory_for
@@ -52,6 +54,8 @@ if TYPE_CHECKING:
     from proxy.als.facts import ConnectionLogger
     from proxy.als.logger import GrpcLogStreams
     from proxy.config.translate import FilterRegistry
+    from proxy.tracing.reporter import ZipkinReporter
+    from proxy.tracing.tracer import HttpTracer
 
 __all__ = ["ProxyServer"]
 
@@ -86,6 +90,7 @@ class ProxyServer:
         self.date = DateCache()
         self._writers: dict[str, LogWriter] = {}
         self._log_streams: GrpcLogStreams | None = None
+        self._reporters: dict[tuple[str, str, str | None], ZipkinReporter] = {}
         self.ready = False
         self.bind_errors: tuple[str, ...] = ()
         self.health_check_failed = False
@@ -273,6 +278,7 @@ class ProxyServer:
         loggers = tuple(self._request_logger(cfg) for cfg in model.access_log)
         return HcmRuntime(
             model,
+            tracer=self._tracer(listener, model),
             stats=HttpStats(self.stats, model.stat_prefix),
             runtime=self.runtime,
             inline_table=inline,
@@ -293,6 +299,42 @@ class ProxyServer:
             if factory is not None:
                 return factory, factory is router_factory
         raise UnsupportedError(f"HTTP filter {name!r} has no pymesh implementation")
+
+    def _tracer(self, listener: Listener, model: HttpConnectionManager) -> HttpTracer | None:
+        tracing = model.tracing
+        if tracing is None or tracing.provider is None:
+            return None
+        from proxy.tracing.tracer import HttpTracer, TracerSettings
+
+        node = self.bootstrap.node
+        settings = TracerSettings(
+            node_id=node.id,
+            zone=node.locality.zone,
+            egress=listener.traffic_direction is TrafficDirection.OUTBOUND,
+        )
+        return HttpTracer(tracing, settings, self._zipkin_reporter(tracing.provider), self.rng)
+
+    def _zipkin_reporter(self, zipkin: ZipkinConfig) -> ZipkinReporter:
+        """One reporter per collector, kept across snapshots (its batch survives a push)."""
+        key = (zipkin.collector_cluster, zipkin.collector_endpoint, zipkin.collector_hostname)
+        reporter = self._reporters.get(key)
+        if reporter is None:
+            from proxy.tracing.reporter import ZipkinReporter
+            from proxy.tracing.span import LocalEndpoint
+
+            node = self.bootstrap.node
+            ips = str(node.metadata.get("INSTANCE_IPS", "") or "").split(",")
+            local = LocalEndpoint(node.cluster, ips[0].strip() or "127.0.0.1")
+            reporter = self._reporters[key] = ZipkinReporter(
+                cluster=zipkin.collector_cluster,
+                endpoint=zipkin.collector_endpoint,
+                hostname=zipkin.collector_hostname,
+                local=local,
+                clusters=self.cluster_manager.get,
+                loop=self.loop,
+                stats=self.stats,
+            )
+        return reporter
 
     @property
     def log_streams(self) -> GrpcLogStreams:
@@ -351,6 +393,8 @@ class ProxyServer:
 
     async def shutdown(self) -> None:
         self.listener_manager.close_all()
+        for reporter in self._reporters.values():
+            reporter.close()  # best effort, as Envoy: the clusters close next
         self.cluster_manager.close()
         for writer in self._writers.values():
             writer.flush()

@@ -347,6 +347,9 @@ class ZipkinConfig:
     trace_id_128bit: bool = False
     shared_span_context: bool = True
     collector_hostname: str | None = None
+    #: ``trace_context_option: USE_B3_WITH_W3C_PROPAGATION``: W3C ``traceparent`` is read
+    #: when no B3 context came, and written beside B3
+    w3c_propagation: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from proxy.routing.matcher import RouteTable
     from proxy.runtime import RuntimeHolder, RuntimeSnapshot
     from proxy.stats import HttpStats
+    from proxy.tracing.tracer import HttpTracer
 
 __all__ = ["HcmRuntime"]
 
@@ -43,6 +44,7 @@ class HcmRuntime:
         "internal_ranges",
         "max_header_bytes",
         "max_headers",
+        "max_stream_duration",
         "model",
         "request_headers_timeout",
         "request_id",
@@ -54,6 +56,7 @@ class HcmRuntime:
         "skip_xff_append",
         "stats",
         "stream_idle_timeout",
+        "tracer",
         "use_remote_address",
         "xfcc",
         "xfcc_details",
@@ -72,8 +75,10 @@ class HcmRuntime:
         rng: random.Random,
         date: DateCache,
         buffer_limit: int,
+        tracer: HttpTracer | None = None,
     ) -> None:
         self.model = model
+        self.tracer = tracer
         self.stats = stats
         self.runtime = runtime
         self._inline_table = inline_table
@@ -107,6 +112,7 @@ class HcmRuntime:
         self.stream_idle_timeout = model.stream_idle_timeout
         self.xfcc = model.forward_client_cert_details.value
         self.xfcc_details = model.set_current_client_cert_details
+        self.max_stream_duration = model.common_http_protocol_options.max_stream_duration
 
     def route_table(self, runtime: RuntimeSnapshot) -> RouteTable | None:
         """The inline route table, or the RDS one from the stream's snapshot."""

@@ -30,7 +30,7 @@ from tests.integration.pilot_harness import (
     start_proxy,
     via_sidecar,
 )
-from tests.mixer.harness import get_text, running_mixer, samples, url, wait_until
+from tests.mixer.harness import get_json, get_text, running_mixer, samples, url, wait_until
 from tests.support.procs import ManagedProcess, async_wait_for_port, free_port
 
 pytestmark = [
@@ -53,6 +53,7 @@ class Mesh:
     pilot: PilotProcess
     proxies: dict[str, Any]
     grpc_address: str
+    zipkin_address: str
     tmp: Path
 
 
@@ -73,9 +74,12 @@ async def mesh(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
     config_dir.mkdir()
     shutil.copy(BOOKINFO, config_dir / "bookinfo.yaml")
     grpc_address = f"{MIXER}:{free_port(MIXER)}"
+    zipkin_address = f"{MIXER}:{free_port(MIXER)}"
     mesh_yaml = tmp / "mesh.yaml"
     mesh_yaml.write_text(
-        f"defaultConfig:\n  envoyAccessLogService: {{address: '{grpc_address}'}}\n"
+        "defaultConfig:\n"
+        f"  envoyAccessLogService: {{address: '{grpc_address}'}}\n"
+        f"  tracing: {{sampling: 100, zipkin: {{address: '{zipkin_address}'}}}}\n"
     )
     pilot = PilotProcess(PILOT, config_dir, tmp / "logs", mesh_config=str(mesh_yaml))
     env = pod_env("details-v1-79f774bdb9-x1", "default", "bookinfo-details", DETAILS, os.environ)
@@ -99,7 +103,7 @@ async def mesh(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
         await pilot.wait_synced(
             [node_id("details-v1-79f774bdb9-x1", DETAILS), node_id("sleep-9454cc476-x1", SLEEP)]
         )
-        yield Mesh(pilot, proxies, grpc_address, tmp)
+        yield Mesh(pilot, proxies, grpc_address, zipkin_address, tmp)
     finally:
         for proxy in proxies.values():
             await proxy.astop()
@@ -128,7 +132,10 @@ async def test_requests_succeed_while_mixer_is_down_and_are_reported_once_it_is_
         assert await _stat(proxy, "access_logs.grpc_access_log.logs_written") == 0
         assert await _stat(proxy, "access_logs.grpc_access_log.logs_dropped") == 0
 
-    async with running_mixer(MIXER, grpc_address=mesh.grpc_address) as mixer:
+    running = running_mixer(
+        MIXER, grpc_address=mesh.grpc_address, zipkin_address=mesh.zipkin_address
+    )
+    async with running as mixer:
         for _ in range(AFTER):
             resp = await _details()
             assert resp.status == 200, resp
@@ -187,3 +194,34 @@ async def test_requests_succeed_while_mixer_is_down_and_are_reported_once_it_is_
                 BEFORE + AFTER
             )
             assert await _stat(proxy, "access_logs.grpc_access_log.logs_dropped") == 0
+
+
+async def test_a_call_is_one_trace_of_the_caller_s_and_the_callee_s_spans(mesh: Mesh) -> None:
+    running = running_mixer(
+        MIXER, grpc_address=mesh.grpc_address, zipkin_address=mesh.zipkin_address
+    )
+    async with running as mixer:
+        for _ in range(3):
+            assert (await _details()).status == 200
+        base = url(mixer, "zipkin", "/api/v2")
+
+        async def whole() -> Any:
+            traces = await get_json(base + "/traces?serviceName=details.default&limit=50")
+            complete = [t for t in traces if len(t) == 2]
+            return complete if len(complete) >= 3 else None
+
+        # the sidecars flush every 5 spans or 5 s
+        traces = await wait_until(whole, "three traces of two spans", timeout=30.0)
+        for trace in traces:
+            by_kind = {s["kind"]: s for s in trace}
+            client, server = by_kind["CLIENT"], by_kind["SERVER"]
+            assert client["localEndpoint"]["serviceName"] == "sleep.default"
+            assert server["localEndpoint"]["serviceName"] == "details.default"
+            assert server["parentId"] == client["id"] and "parentId" not in client
+            assert client["traceId"] == server["traceId"] and len(client["traceId"]) == 32
+            assert client["name"] == server["name"] == "details.default.svc.cluster.local:9080/*"
+            assert client["tags"]["upstream_cluster"] == (
+                "outbound|9080||details.default.svc.cluster.local"
+            )
+            assert server["tags"]["http.status_code"] == "200"
+            assert server["duration"] <= client["duration"]

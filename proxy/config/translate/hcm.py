@@ -265,6 +265,7 @@ def _tracing(proto: Any, path: str) -> Tracing:
             trace_id_128bit=zipkin.trace_id_128bit,
             shared_span_context=wrapped(zipkin, "shared_span_context", True),
             collector_hostname=zipkin.collector_hostname or None,
+            w3c_propagation=zipkin.trace_context_option == 1,  # USE_B3_WITH_W3C_PROPAGATION
         )
     return Tracing(
         client_sampling=percent(proto, "client_sampling", 1.0),

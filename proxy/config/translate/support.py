@@ -188,7 +188,8 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         _HCM + "HttpConnectionManager.UpgradeConfig": "upgrade_type enabled",
         "envoy.config.trace.v3.Tracing.Http": "name typed_config",
         "envoy.config.trace.v3.ZipkinConfig": "collector_cluster collector_endpoint "
-        "trace_id_128bit shared_span_context collector_endpoint_version collector_hostname",
+        "trace_id_128bit shared_span_context collector_endpoint_version collector_hostname "
+        "trace_context_option",
         # routes
         _ROUTE + "RouteConfiguration": "name virtual_hosts internal_only_headers "
         "response_headers_to_add response_headers_to_remove request_headers_to_add "
@@ -241,7 +242,8 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         _ROUTE + "RouteAction.HashPolicy.ConnectionProperties": "source_ip",
         _ROUTE + "RouteAction.HashPolicy.QueryParameter": "name",
         _ROUTE + "RouteAction.HashPolicy.FilterState": "key",
-        _ROUTE + "RouteAction.MaxStreamDuration": "max_stream_duration",
+        _ROUTE + "RouteAction.MaxStreamDuration": "max_stream_duration grpc_timeout_header_max "
+        "grpc_timeout_header_offset",
         _ROUTE + "CorsPolicy": _CORS_FIELDS,
         _ROUTE + "RedirectAction": "https_redirect scheme_redirect host_redirect port_redirect "
         "path_redirect prefix_rewrite regex_rewrite response_code strip_query",
