@@ -75,6 +75,13 @@ def _start_arguments(parser: argparse.ArgumentParser, suppress: bool) -> None:
         help="seconds to wait for every proxy to be SYNCED",
     )
     parser.add_argument(
+        "--mtls",
+        action="store_true",
+        default=default(False),
+        help="Istio's mesh mTLS: pilot runs the CA, each sidecar gets its identity from an "
+        "agent (pymesh agent), traffic between sidecars is mTLS (process mode)",
+    )
+    parser.add_argument(
         "--netns",
         action="store_true",
         default=default(False),
@@ -130,6 +137,7 @@ def _layout(args: argparse.Namespace) -> DemoLayout:
     from pymesh.demo.layout import AddressRange, DemoLayout
     from pymesh.demo.netns import NetnsPlan
 
+    mtls = bool(getattr(args, "mtls", False))
     if args.netns:
         plan = NetnsPlan.parse(args.netns_prefix, args.netns_subnet)
         return DemoLayout(
@@ -137,11 +145,13 @@ def _layout(args: argparse.Namespace) -> DemoLayout:
             control_address=args.control_address,
             pod_addresses=AddressRange(*plan.pod_addresses()),
             netns=plan,
+            mtls=mtls,
         )
     return DemoLayout(
         _run_dir(args),
         control_address=args.control_address,
         pod_addresses=AddressRange.parse(args.pod_addresses),
+        mtls=mtls,
     )
 
 
@@ -187,6 +197,8 @@ def _up_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--netns-prefix", args.netns_prefix]
     if args.fresh:
         argv.append("--fresh")
+    if getattr(args, "mtls", False):
+        argv.append("--mtls")
     if args.mesh_config:
         argv += ["--mesh-config", str(Path(args.mesh_config).resolve())]
     return argv

@@ -29,6 +29,8 @@ __all__ = [
 ]
 
 XDS_CLUSTER = "xds-grpc"
+SDS_CLUSTER = "sds-grpc"
+TLS_MODE_LABEL = "security.istio.io/tlsMode"
 HEALTH_CLUSTER = "agent"
 HEALTH_PORT = 15021
 AGENT_PORT = 15020
@@ -162,6 +164,7 @@ def bootstrap(
     process: bool = True,
     admin_address: str | None = None,
     health_port: int | None = None,
+    sds_socket: Path | None = None,
 ) -> dict[str, Any]:
     """The bootstrap for ``pod`` at ``ip``, talking to pilot's ADS at ``pilot_xds``;
     ``process=False`` for a pod whose traffic iptables captures (netns mode): pilot then
@@ -180,6 +183,12 @@ def bootstrap(
     }
     clusters = [xds]
     listeners = []
+    metadata = _metadata(pod, ip, process)
+    if sds_socket is not None:
+        # As Istio's injector: the sidecar speaks mesh mTLS (pilot's auto mTLS and inbound
+        # chains read this label), with certificates from its agent's SDS socket.
+        metadata["LABELS"] = {**metadata["LABELS"], TLS_MODE_LABEL: "istio"}
+        clusters.append(_sds_cluster(sds_socket))
     admin = admin_address or ip
     if health_port is not None:
         local_admin = "127.0.0.1" if admin == "0.0.0.0" else admin
@@ -189,7 +198,7 @@ def bootstrap(
         "node": {
             "id": node_id(pod, ip),
             "cluster": f"{pod.app_name}.{pod.namespace}",
-            "metadata": _metadata(pod, ip, process),
+            "metadata": metadata,
         },
         "admin": {"address": {"socket_address": {"address": admin, "port_value": ADMIN_PORT}}},
         "dynamic_resources": {
@@ -206,10 +215,38 @@ def bootstrap(
     }
 
 
+def _sds_cluster(socket: Path) -> dict[str, Any]:
+    """Istio's ``sds-grpc``: the agent's Unix socket, spoken to in gRPC (HTTP/2)."""
+    return {
+        "name": SDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            _HTTP_OPTIONS: {
+                "@type": f"type.googleapis.com/{_HTTP_OPTIONS}",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": SDS_CLUSTER,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": str(socket)}}}}]}
+            ],
+        },
+    }
+
+
 def write_bootstrap(
-    path: Path, pod: PodSpec, ip: str, pilot_xds: str, *, process: bool = True
+    path: Path,
+    pod: PodSpec,
+    ip: str,
+    pilot_xds: str,
+    *,
+    process: bool = True,
+    sds_socket: Path | None = None,
 ) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(bootstrap(pod, ip, pilot_xds, process=process), sort_keys=False)
+    boot = bootstrap(pod, ip, pilot_xds, process=process, sds_socket=sds_socket)
+    text = yaml.safe_dump(boot, sort_keys=False)
     path.write_text(text, encoding="utf-8")
     return path

@@ -19,6 +19,8 @@ from pymesh.errors import ConfigError
 
 __all__ = [
     "ADMIN_PORT",
+    "AGENT_STATUS_PORT",
+    "CA_PORT",
     "DEFAULT_RUN_DIR",
     "INBOUND_PORT",
     "OUTBOUND_PORT",
@@ -34,6 +36,9 @@ OUTBOUND_PORT = 15001
 INBOUND_PORT = 15006
 PILOT_XDS_PORT = 15010
 PILOT_API_PORT = 15080
+CA_PORT = 15012
+#: A pod's identity agent answers /ready and /stats here (Istio's agent port).
+AGENT_STATUS_PORT = 15020
 DEFAULT_RUN_DIR = "~/.pymesh/demo"
 
 
@@ -101,6 +106,8 @@ class DemoLayout:
     pilot_api_port: int = PILOT_API_PORT
     #: netns mode: pods in network namespaces on a bridge (``pod_addresses`` from its subnet)
     netns: NetnsPlan | None = None
+    #: Istio's mesh mTLS: pilot serves its CA, every sidecar gets its identity from an agent
+    mtls: bool = False
 
     @classmethod
     def of_running(cls, run_dir: Path) -> DemoLayout:
@@ -199,6 +206,16 @@ class DemoLayout:
     @property
     def control_socket(self) -> Path:
         return self.run_dir / "control.sock"
+
+    @property
+    def ca_dir(self) -> Path:
+        """The CA's root and key (Istio's ``cacerts`` layout) and the token signing key."""
+        return self.run_dir / "ca"
+
+    @property
+    def ca_address(self) -> str:
+        """Where pilot serves the CA (istiod's 15012)."""
+        return f"{self.control_address}:{CA_PORT}"
 
     @property
     def token_file(self) -> Path:

@@ -8,16 +8,27 @@ the sidecar's listeners and admin are on the same address, configured by pilot.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import aiohttp
 import yaml
 
+from auth.pem import write_private
+from auth.tokens import TokenIssuer, load_or_create_token_key
 from pymesh.demo.bootstrap import HEALTH_PORT, bootstrap, node_id, write_bootstrap
 from pymesh.demo.images import Role
-from pymesh.demo.layout import ADMIN_PORT, INBOUND_PORT, OUTBOUND_PORT, DemoLayout
+from pymesh.demo.layout import (
+    ADMIN_PORT,
+    AGENT_STATUS_PORT,
+    INBOUND_PORT,
+    OUTBOUND_PORT,
+    DemoLayout,
+)
 from pymesh.demo.netns import PodNetwork, probe_in_namespace
 from pymesh.demo.pilot_api import SyncState
 from pymesh.demo.pods import PodSpec, pod_env
@@ -98,6 +109,8 @@ class PodRuntime:
         self.marker = marker
         self.app: Child | None = None
         self.proxy: Child | None = None
+        #: mesh mTLS: the pod's identity agent (Istio's pilot-agent), serving its sidecar SDS
+        self.agent: Child | None = None
         self.app_ready = False
         self.sync = SyncState("NOT CONNECTED")
         self.warning = spec.stand_in.warning
@@ -131,14 +144,49 @@ class PodRuntime:
         return self.layout.log_file(f"{self.spec.name}.{self.spec.namespace}.{what}")
 
     # -- processes ---------------------------------------------------------------------------
+    def start_agent(self, python: str, log_level: str, env: Mapping[str, str]) -> Path:
+        """``pymesh agent`` for this pod: a token for its service account (as the kubelet
+        projects one), a certificate from pilot's CA, SDS on a Unix socket of its own."""
+        spec, layout = self.spec, self.layout
+        home = layout.run_dir / "identity" / self.key
+        home.mkdir(parents=True, exist_ok=True)
+        token = home / "token"
+        issuer = TokenIssuer(load_or_create_token_key(layout.ca_dir), time.time)
+        write_private(token, issuer.issue(spec.namespace, spec.service_account).encode("ascii"))
+        # Unix socket paths are short (108 bytes): under the temp dir, one per demo run.
+        digest = hashlib.sha256(str(layout.run_dir.resolve()).encode()).hexdigest()[:10]
+        sockets = Path(tempfile.gettempdir()) / f"pymesh-sds-{digest}"
+        sockets.mkdir(mode=0o700, exist_ok=True)
+        socket_path = sockets / f"{self.key}.sock"
+        argv = pymesh_argv(
+            python, log_level, "agent",
+            "--ca-address", layout.ca_address,
+            "--ca-root", str(layout.ca_dir / "root-cert.pem"),
+            "--token-file", str(token),
+            "--namespace", spec.namespace,
+            "--service-account", spec.service_account,
+            "--sds-socket", str(socket_path),
+            "--status-address", f"{self.ip}:{AGENT_STATUS_PORT}",
+        )  # fmt: skip
+        self.agent = spawn(
+            f"{self.key}.agent", argv, env=clean_env(env), log=self._log("agent"),
+            marker=self.marker,
+        )  # fmt: skip
+        return socket_path
+
     def start_proxy(self, python: str, log_level: str, env: Mapping[str, str]) -> None:
         captured = self.network is not None
+        sds_socket = None
+        if self.layout.mtls and not captured:
+            # The sidecar waits for its certificate, as Envoy does for its SDS secrets.
+            sds_socket = self.start_agent(python, log_level, env)
         path = write_bootstrap(
             self.layout.bootstrap_file(self.spec.name, self.spec.namespace),
             self.spec,
             self.ip,
             self.layout.pilot_xds,
             process=not captured,
+            sds_socket=sds_socket,
         )
         if self.network is None:
             argv = pymesh_argv(python, log_level, "proxy", "-c", str(path), "--drain-time-s", "0.5")
@@ -218,13 +266,16 @@ class PodRuntime:
         if self.proxy is not None:
             child, self.proxy = self.proxy, None
             self.proxy_exit = await asyncio.to_thread(child.stop, 3.0)
+        if self.agent is not None:
+            agent, self.agent = self.agent, None
+            await asyncio.to_thread(agent.stop, 3.0)
         self.sync = SyncState("NOT CONNECTED")
 
     async def stop(self) -> None:
         await asyncio.gather(self.stop_app(), self.stop_proxy())
 
     def children(self) -> list[Child]:
-        return [c for c in (self.app, self.proxy) if c is not None]
+        return [c for c in (self.app, self.proxy, self.agent) if c is not None]
 
     # -- health ------------------------------------------------------------------------------
     def reap(self) -> list[str]:
@@ -237,6 +288,11 @@ class PodRuntime:
             self.proxy_exit, self.proxy = code, None
             self.sync = SyncState("NOT CONNECTED")
             events.append(f"{self.key}: proxy exited with status {code}")
+        if self.agent is not None and (code := self.agent.poll()) is not None:
+            self.agent = None
+            events.append(
+                f"{self.key}: identity agent exited with status {code}; see {self._log('agent')}"
+            )
         return events
 
     async def probe_app(self, session: aiohttp.ClientSession) -> bool:

@@ -256,6 +256,12 @@ class Supervisor:
             layout.pilot_api,
             "--mesh-config",
             str(layout.mesh_file),
+            # Mesh mTLS: istiod's CA on 15012, its root and keys in the run directory.
+            *(
+                ("--ca-dir", str(layout.ca_dir), "--ca-address", layout.ca_address)
+                if layout.mtls
+                else ()
+            ),
         )
         self.pilot = spawn(
             "pilot", argv, env=self.env, log=layout.log_file("pilot"), marker=self.marker

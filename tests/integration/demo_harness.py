@@ -215,6 +215,8 @@ class Demo:
         self.pilot_url = f"http://{control}:15080"
         self.proc: subprocess.Popen[bytes] | None = None
         self.lock: IO[str] | None = None
+        #: more ``pymesh demo`` options (``--mtls``)
+        self.extra_args: list[str] = []
 
     def release(self) -> None:
         """Give the address slot back (see :func:`start_demo`)."""
@@ -268,6 +270,7 @@ class Demo:
             self.control,
             "--timeout",
             "90",
+            *self.extra_args,
         ]
 
     # -- state -------------------------------------------------------------------------------

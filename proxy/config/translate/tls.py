@@ -81,6 +81,12 @@ def downstream_tls(proto: Any, path: str) -> DownstreamTls:
 
 
 def upstream_tls(proto: Any, path: str) -> UpstreamTls:
+    if proto.allow_renegotiation:
+        # Python's ssl module never lets a server renegotiate: refused, not ignored.
+        raise UnsupportedError(
+            "allow_renegotiation is not supported by pymesh",
+            path=join(path, "allow_renegotiation"),
+        )
     return UpstreamTls(
         common=_common(proto.common_tls_context, join(path, "common_tls_context")),
         sni=proto.sni or None,
@@ -102,6 +108,13 @@ def _sds(proto: Any, path: str) -> SdsSecretConfig:
 
 def _common(proto: Any, path: str, *, downstream: bool = False) -> CommonTls:
     params = proto.tls_params
+    if params.ecdh_curves:
+        # Python's ssl module sets one curve at most, under OpenSSL's names: refused rather
+        # than half applied.
+        raise UnsupportedError(
+            "ecdh_curves is not supported by pymesh (OpenSSL's default groups are used)",
+            path=join(path, "tls_params.ecdh_curves"),
+        )
     validation = None
     validation_sds = None
     kind = proto.WhichOneof("validation_context_type")

@@ -183,8 +183,13 @@ def test_load_assignment_rejects_host_names_for_eds() -> None:
     )
 
 
-def _tls_socket(validation: dict[str, Any] | None = None, alpn: list[str] | None = None) -> Any:
+def _tls_socket(
+    validation: dict[str, Any] | None = None,
+    alpn: list[str] | None = None,
+    **common_extra: Any,
+) -> Any:
     common: dict[str, Any] = {"alpn_protocols": alpn or ["istio-peer-exchange", "istio"]}
+    common.update(common_extra)
     if validation is not None:
         common["validation_context"] = validation
     return {
@@ -240,6 +245,12 @@ def test_istio_auto_mtls_transport_socket_matches() -> None:
         (_tls_socket(alpn=["h2"]), "ALPN protocol 'h2'"),
         (_tls_socket({"allow_expired_certificate": True}), "allow_expired_certificate"),
         (_tls_socket({"trust_chain_verification": "ACCEPT_UNTRUSTED"}), "ACCEPT_UNTRUSTED"),
+        (_tls_socket(tls_params={"ecdh_curves": ["X25519", "P-256"]}), "ecdh_curves"),
+        (
+            _tls_socket()
+            | {"typed_config": {**_tls_socket()["typed_config"], "allow_renegotiation": True}},
+            "allow_renegotiation",
+        ),
     ],
 )
 def test_upstream_tls_fields_pymesh_cannot_honour_are_refused(socket: Any, message: str) -> None:

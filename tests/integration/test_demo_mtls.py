@@ -1,0 +1,106 @@
+"""``pymesh demo --mtls``: Istio's mesh mTLS on the Bookinfo demo. Pilot serves its CA, every
+pod's sidecar (the ingress gateway's too) gets its identity from its own ``pymesh agent``
+(the service account of the manifests, ``bookinfo-productpage``, ...), and auto mTLS makes
+every sidecar-to-sidecar call mTLS without a policy. Istio's mesh-wide STRICT
+PeerAuthentication (the mTLS migration task's file, unchanged) keeps the product page
+working and refuses plaintext at the sidecars.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from pymesh.samples.bookinfo.constants import PAGE_TITLE
+from tests.integration.demo_harness import (
+    ISTIO,
+    Demo,
+    istio_file,
+    no_demo_processes,
+    reviews_version,
+)
+from tests.support.httpclient import request
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("pymesh-demo-mtls")]
+
+NET = "127.0.0"
+MIGRATION = "docs-extracted/security/mtls-migration"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    if not ISTIO.is_dir():
+        pytest.skip("../shared/istio-samples is not present")
+    base = tmp_path_factory.mktemp("demo-mtls")
+    demo = Demo(
+        base / "run",
+        control=f"{NET}.120",
+        pods=f"{NET}.121-{NET}.139",
+        external=f"{NET}.140",
+    )
+    demo.extra_args = ["--mtls"]
+    try:
+        demo.up()
+        demo.wait(lambda: demo.state().ready, 90, "every pod ready")
+        demo.settle()
+        yield demo
+    finally:
+        result = demo.down()
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert not no_demo_processes(demo.run_dir)
+
+
+def _handshakes(demo: Demo, pod: str) -> int:
+    stats = demo.admin_stats(pod)
+    return sum(int(v) for k, v in stats.items() if k.endswith(".ssl.handshake"))
+
+
+def _plaintext_status(ip: str) -> int | None:
+    async def call() -> int | None:
+        try:
+            resp = await request(
+                ip, 15006, "GET", "/reviews/0", [("x-pymesh-service-port", "9080")],
+                host_header="reviews:9080", timeout=3.0,
+            )  # fmt: skip
+        except (OSError, TimeoutError, ConnectionError):
+            return None
+        except Exception as exc:  # the connection ended before a response
+            if isinstance(exc, AssertionError):
+                raise
+            return None
+        return resp.status
+
+    return asyncio.run(call())
+
+
+def test_sidecars_talk_mtls_with_their_service_account_identities(demo: Demo) -> None:
+    page = demo.product_page()
+    assert page.status == 200 and PAGE_TITLE in page.body
+    assert reviews_version(page.body) in ("v1", "v2", "v3"), page.body
+    # The page went gateway → productpage → reviews (→ ratings), each hop over mTLS.
+    for pod in ("productpage-v1", "details-v1"):
+        demo.wait(lambda pod=pod: _handshakes(demo, pod) > 0, 20, f"an mTLS handshake at {pod}")
+    reviews = ("reviews-v1", "reviews-v2", "reviews-v3")
+    assert sum(_handshakes(demo, pod) for pod in reviews) > 0
+    shown = demo.pymesh("proxy-config", "secret", "productpage-v1")
+    leaf = next(line.split() for line in shown.stdout.splitlines() if line.startswith("default"))
+    assert leaf[-1] == "spiffe://cluster.local/ns/default/sa/bookinfo-productpage", shown.stdout
+    assert leaf[4] == "true"  # valid now
+
+
+def test_mesh_wide_strict_keeps_the_page_and_refuses_plaintext(demo: Demo) -> None:
+    reviews = demo.pod("reviews-v1")
+    assert _plaintext_status(reviews.ip) == 200  # PERMISSIVE: a client without a sidecar
+    strict = istio_file(
+        "docs-extracted/security/mtls-migration/2-peerauthentication-mesh-strict.yaml"
+    )
+    demo.apply(strict)
+    try:
+        demo.wait(lambda: _plaintext_status(reviews.ip) is None, 30, "plaintext refused")
+        page = demo.product_page()
+        assert page.status == 200 and reviews_version(page.body) in ("v1", "v2", "v3")
+    finally:
+        demo.delete(strict)
+    demo.wait(lambda: _plaintext_status(reviews.ip) == 200, 30, "plaintext accepted again")
