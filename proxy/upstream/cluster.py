@@ -110,6 +110,7 @@ class RuntimeCluster:
                     buffer_limit=model.per_connection_buffer_limit_bytes,
                     on_local_failure=self.report_local_failure,
                     source_address=model.source_address,
+                    jitter=self._rng.random,
                 )
                 return pool
             pool = host.pool = ConnectionPool(
