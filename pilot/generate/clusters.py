@@ -153,9 +153,9 @@ def _outbound(ctx: PushContext, node: ProxyNode, plan: ClusterPlan) -> dict[str,
     )
     if plan.policy.tls is None and _auto_mtls(ctx, node, plan):
         cluster["transport_socket_matches"] = auto_mtls_matches(istio_sni, accounts)
-    # In process mode the next hop is the peer sidecar's HTTP/1.1 inbound listener, never the
-    # app itself, so an HTTP/2 port still travels as HTTP/1.1 between the sidecars.
-    http2 = plan.port.protocol in ("HTTP2", "GRPC", "GRPC-WEB") and not node.process_mode
+    # In process mode the next hop may be the peer sidecar's inbound listener, which tells
+    # HTTP/2 by its client preface (codec_type AUTO), as Envoy's does.
+    http2 = plan.port.protocol in _HTTP2_PROTOCOLS
     apply_policy(cluster, plan.policy, http=plan.port.is_http, http2=http2, tls=tls)
     cluster["metadata"] = _metadata(plan.service, plan.port.port, plan)
     if node.process_mode and ctx.mesh.mixer_address:
@@ -176,6 +176,9 @@ def _auto_mtls(ctx: PushContext, node: ProxyNode, plan: ClusterPlan) -> bool:
     return any(mtls_endpoint(ctx, i.endpoint) for i in instances)
 
 
+_HTTP2_PROTOCOLS = frozenset({"HTTP2", "GRPC", "GRPC-WEB"})
+
+
 def _inbound(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:
     # In process mode the app listens on the pod's own loopback address, not 127.0.0.1.
     address = node.ip if node.process_mode else "127.0.0.1"
@@ -183,30 +186,31 @@ def _inbound(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:
     for inbound in inbound_ports(ctx, node):
         name = inbound_cluster(inbound.target_port)
         first = inbound.instances[0]
-        clusters.append(
-            {
-                "name": name,
-                "type": "STATIC",
-                "connect_timeout": duration(ctx.mesh.connect_timeout),
-                "lb_policy": "ROUND_ROBIN",
-                "circuit_breakers": {"thresholds": [dict(_DEFAULT_THRESHOLDS)]},
-                "load_assignment": {
-                    "cluster_name": name,
-                    "endpoints": [
-                        {
-                            "lb_endpoints": [
-                                {
-                                    "endpoint": {
-                                        "address": socket_address(address, inbound.target_port)
-                                    }
-                                }
-                            ]
-                        }
-                    ],
-                },
-                "metadata": _metadata(first.service, first.service_port.port),
+        cluster: dict[str, Any] = {
+            "name": name,
+            "type": "STATIC",
+            "connect_timeout": duration(ctx.mesh.connect_timeout),
+            "lb_policy": "ROUND_ROBIN",
+            "circuit_breakers": {"thresholds": [dict(_DEFAULT_THRESHOLDS)]},
+            "load_assignment": {
+                "cluster_name": name,
+                "endpoints": [
+                    {
+                        "lb_endpoints": [
+                            {"endpoint": {"address": socket_address(address, inbound.target_port)}}
+                        ]
+                    }
+                ],
+            },
+            "metadata": _metadata(first.service, first.service_port.port),
+        }
+        if all(i.service_port.protocol in _HTTP2_PROTOCOLS for i in inbound.instances):
+            # As istiod: an app serving HTTP/2 or gRPC gets HTTP/2 from its sidecar too.
+            options: dict[str, Any] = {"explicit_http_config": {"http2_protocol_options": {}}}
+            cluster["typed_extension_protocol_options"] = {
+                HTTP_OPTIONS: typed("http_options", options)
             }
-        )
+        clusters.append(cluster)
     return clusters
 
 

@@ -3,8 +3,8 @@
 Endpoints are grouped by locality and filtered by the subset's labels. An endpoint fronted by
 a process-mode sidecar is addressed at that sidecar's inbound listener (``<pod ip>:15006``):
 in process mode the app itself listens on ``<pod ip>:<port>``, so the sidecar cannot
-intercept that port (see ``README.md``). gRPC ports are the exception: gRPC needs HTTP/2
-and the sidecar's inbound listener speaks HTTP/1.1, so they are addressed at the app.
+intercept that port (see ``README.md``). gRPC ports are the exception: they are addressed at
+the app, which the client sidecar reaches over HTTP/2 directly.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from pymesh.config.model.security import MTLSMode
 __all__ = ["endpoint_address", "load_assignment", "load_assignments", "mtls_endpoint"]
 
 
-# gRPC needs HTTP/2 end to end (trailers), which a process-mode sidecar's inbound listener
-# does not carry: those ports are reached at the app itself (the gateway's rate limit service).
+# gRPC ports are reached at the app itself (the gateway's rate limit service relies on it);
+# the server sidecar's inbound listener would carry HTTP/2 too (codec_type AUTO).
 _DIRECT_PROTOCOLS = frozenset({"GRPC"})
 
 

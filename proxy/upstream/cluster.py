@@ -121,6 +121,7 @@ class RuntimeCluster:
                     on_local_failure=self.report_local_failure,
                     source_address=model.source_address,
                     socket_for=None if self.sockets is PLAINTEXT else self.socket_for,
+                    jitter=self._rng.random,
                 )
                 return pool
             pool = host.pool = ConnectionPool(

@@ -28,6 +28,7 @@ from proxy.codec.h2_events import (
     H2ConnectionError,
     H2Data,
     H2GoAway,
+    H2PingAck,
     H2RemoteSettings,
     H2Response,
     H2StreamReset,
@@ -172,6 +173,8 @@ class H2UpstreamConnection(asyncio.Protocol):
         self.max_streams = settings.max_concurrent_streams
         self.remaining_requests = pool.max_requests_per_connection or 2**63
         self.goaway = False
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._ping_payload = b""
 
     # -- capacity -------------------------------------------------------------------------
     @property
@@ -200,6 +203,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.flush()  # the preface and our SETTINGS
+        self._schedule_ping()
 
     def data_received(self, data: bytes) -> None:
         self.pool.stats.upstream_cx_rx_bytes_total.value += len(data)
@@ -222,6 +226,8 @@ class H2UpstreamConnection(asyncio.Protocol):
             self.closed = True
             self.pool.stats.upstream_cx_destroy_remote.value += 1
         self.transport = None
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
         self._reset_all(ResetReason.CONNECTION_TERMINATION)
         self.pool.on_connection_closed(self)
 
@@ -313,10 +319,44 @@ class H2UpstreamConnection(asyncio.Protocol):
                 self.pool.on_capacity(self)
                 if not streams:
                     self.close()
+            elif kind is H2PingAck:
+                if cast(H2PingAck, event).opaque == self._ping_payload:
+                    self._schedule_ping()
             elif kind is H2ConnectionClosed:
                 self._reset_all(ResetReason.CONNECTION_TERMINATION)
                 self.close()
                 return
+
+    # -- keepalive ---------------------------------------------------------------------------
+    def _schedule_ping(self) -> None:
+        """``connection_keepalive``: a PING every ``interval`` (plus up to ``interval_jitter``
+        percent); a server that does not answer within ``timeout`` is given up on."""
+        keepalive = self.codec.settings.keepalive
+        if keepalive is None or not keepalive.interval or self.closed:
+            return
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+        loop = asyncio.get_running_loop()
+        delay = keepalive.interval * (1.0 + self.pool.jitter() * keepalive.interval_jitter / 100)
+        self._ping_timer = loop.call_later(delay, self._send_ping)
+
+    def _send_ping(self) -> None:
+        keepalive = self.codec.settings.keepalive
+        if keepalive is None or self.closed:
+            return
+        self._ping_payload = b"%08d" % (len(self.streams) % 10**8)
+        self.codec.ping(self._ping_payload)
+        self.flush()
+        self._ping_timer = asyncio.get_running_loop().call_later(
+            keepalive.timeout, self._ping_timeout
+        )
+
+    def _ping_timeout(self) -> None:
+        if self.closed:
+            return
+        log.debug("upstream h2 keepalive timeout", host=self.pool.host.address_str)
+        self._reset_all(ResetReason.CONNECTION_TERMINATION)
+        self.close()
 
     def _stream_done(self, stream: H2UpstreamStream) -> None:
         """The response has ended: the stream is over (its request too, or it is reset)."""

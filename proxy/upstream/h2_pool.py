@@ -52,6 +52,7 @@ class H2ConnectionPool:
         on_local_failure: Callable[[Host, str], None],
         source_address: tuple[str, int] | None = None,
         socket_for: Callable[[Host], TransportSocket] | None = None,
+        jitter: Callable[[], float] | None = None,
     ) -> None:
         self.host = host
         self._connector = connector
@@ -65,6 +66,9 @@ class H2ConnectionPool:
         self.buffer_limit = buffer_limit
         self.on_local_failure = on_local_failure
         self.source_address = source_address
+        # Keepalive PINGs are jittered so that connections opened together do not ping
+        # together; the fraction comes from the cluster's RNG.
+        self.jitter: Callable[[], float] = jitter or (lambda: 0.5)
         self._pending: deque[PoolWaiter] = deque()
         self._connecting = 0
         self._cancels: set[Callable[[], None]] = set()

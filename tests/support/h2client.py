@@ -50,6 +50,7 @@ class H2Client:
         self.settings_acked = asyncio.Event()
         self.remote_settings: dict[int, int] = {}
         self._window = asyncio.Event()
+        self.pings = 0
         self._reader_task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -209,6 +210,8 @@ class H2Client:
             if reply is not None:
                 reply.reset_code = int(event.error_code)
                 reply.done.set()
+        elif isinstance(event, h2.events.PingReceived):
+            self.pings += 1  # the library answers it
         elif isinstance(event, h2.events.WindowUpdated):
             self._window.set()
         elif isinstance(event, h2.events.ConnectionTerminated):

@@ -144,6 +144,8 @@ class _Connection(asyncio.Protocol):
                 self.server.resets_received.append(event.error_code)
             elif isinstance(event, h2.events.WindowUpdated):
                 self.server.window_opened.set()
+            elif isinstance(event, h2.events.PingReceived):
+                self.server.pings += 1  # the library answers it
         self._flush()
 
     async def _answer(self, sid: int, stream: _Stream) -> None:
@@ -246,6 +248,7 @@ class H2Upstream:
         self.streams = 0
         self.peak_concurrency = 0
         self.goaways = 0
+        self.pings = 0
         self.received: list[H2UpstreamRequest] = []
         self.resets_received: list[int] = []
         self.open: set[_Connection] = set()

@@ -255,6 +255,25 @@ def upstream_http_options(proto: Any, path: str, allow_http2: bool) -> UpstreamH
             headers_with_underscores_action=common.headers_with_underscores_action,
             max_requests_per_connection=proto.max_requests_per_connection.value or None,
         )
+    h2_settings = (
+        None
+        if protocol is UpstreamProtocol.HTTP1
+        else http2_settings(
+            h2_proto,
+            join(options_path, "http2_protocol_options"),
+            max_header_bytes=60 * 1024,
+            max_headers=common.max_headers_count,
+        )
+    )
+    keepalive = h2_settings.keepalive if h2_settings is not None else None
+    if keepalive is not None and keepalive.connection_idle_interval:
+        raise UnsupportedError(
+            "connection_idle_interval (a PING before reusing an idle connection) is not "
+            "supported by pymesh",
+            path=join(
+                options_path, "http2_protocol_options.connection_keepalive.connection_idle_interval"
+            ),
+        )
     return UpstreamHttpProtocolOptions(
         common=common,
         http1=http1,
@@ -262,16 +281,7 @@ def upstream_http_options(proto: Any, path: str, allow_http2: bool) -> UpstreamH
         auto_san_validation=auto_san,
         override_auto_sni_header=override_sni,
         protocol=protocol,
-        http2_settings=(
-            None
-            if protocol is UpstreamProtocol.HTTP1
-            else http2_settings(
-                h2_proto,
-                join(options_path, "http2_protocol_options"),
-                max_header_bytes=60 * 1024,
-                max_headers=common.max_headers_count,
-            )
-        ),
+        http2_settings=h2_settings,
     )
 
 

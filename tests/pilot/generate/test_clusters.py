@@ -220,3 +220,17 @@ spec:
     assert "10.96.0.30_3306" not in mesh.by_name("web-v1", LISTENER_TYPE)
     # Other workloads are not scoped by it.
     assert f"outbound|3306||db{API}" in set(mesh.by_name("api-v1", CLUSTER_TYPE))
+
+
+def test_grpc_ports_speak_http2_in_process_mode_and_to_the_app() -> None:
+    """Sidecars no longer downgrade gRPC/HTTP/2 ports in process mode: the client sidecar's
+    cluster speaks HTTP/2, and so does the server sidecar's inbound cluster to its app."""
+    mesh = build_mesh("features.yaml", mode="process")
+    web = mesh.by_name("web-v1", CLUSTER_TYPE)
+    options = web[f"outbound|9090||api{API}"]["typed_extension_protocol_options"]
+    assert options[HTTP_OPTIONS]["explicit_http_config"] == {"http2_protocol_options": {}}
+    api = mesh.by_name("api-v2", CLUSTER_TYPE)
+    inbound = api["inbound|9090||"]["typed_extension_protocol_options"]
+    assert inbound[HTTP_OPTIONS]["explicit_http_config"] == {"http2_protocol_options": {}}
+    # A plain HTTP port keeps HTTP/1.1 to the app.
+    assert "typed_extension_protocol_options" not in api["inbound|8082||"]

@@ -320,3 +320,28 @@ async def test_alpn_h2_over_tls_with_codec_auto(
     assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 200 ")
     writer.close()
     assert proxy.stat("http.ingress.downstream_cx_http1_total") == 1
+
+
+async def test_keepalive_closes_a_client_that_does_not_answer_pings(
+    upstream_factory: Any, start_proxy: StartProxy
+) -> None:
+    up = await upstream_factory(upstream_ip(0))
+    keepalive = {"connection_keepalive": {"interval": "0.1s", "timeout": "0.2s"}}
+    proxy = await start_proxy(h2_config(listen_address(), up, http2_protocol_options=keepalive))
+    reader, writer = await asyncio.open_connection(*proxy.address)
+    try:
+        # The preface and an empty SETTINGS, then silence: no PING is ever answered.
+        writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        data = b""
+        while chunk := await asyncio.wait_for(reader.read(65536), 5.0):
+            data += chunk
+    finally:
+        writer.close()
+    pings = [payload for kind, payload in _frames(data) if kind == 0x6]
+    assert pings, "the proxy sent no PING"
+    # An answering client (the h2 library acks every PING) keeps its connection.
+    async with await H2Client.open(*proxy.address) as client:
+        assert (await client.request("GET", "/one")).status == 200
+        await wait_until(lambda: client.pings >= 3, "three answered PINGs")
+        assert (await client.request("GET", "/two")).status == 200
+    assert proxy.stat("http.ingress.downstream_cx_total") == 2

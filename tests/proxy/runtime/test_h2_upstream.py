@@ -8,6 +8,7 @@ The origin is the pure-Python ``h2`` library (:mod:`tests.support.h2upstream`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -288,3 +289,58 @@ async def test_a_headers_only_answer_keeps_its_framing(
         r = await conn.request("GET", "/ho", host="svc")
     assert r.status == 200 and r.header("content-length") == "0"
     assert r.header("transfer-encoding") is None
+
+
+async def test_keepalive_gives_up_on_a_silent_server(start_proxy: StartProxy) -> None:
+    # A server that accepts and reads but never answers anything, PINGs included.
+    host = upstream_ip(3)
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        while await reader.read(65536):
+            pass
+
+    server = await asyncio.start_server(silent, host, 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        options = {
+            "explicit_http_config": {
+                "http2_protocol_options": {
+                    "connection_keepalive": {"interval": "0.1s", "timeout": "0.2s"}
+                }
+            }
+        }
+        proxy = await start_proxy(
+            h2_cluster_config(listen_address(), (host, port), options=options)
+        )
+        async with await AsyncConnection.open(*proxy.address) as conn:
+            r = await conn.request("GET", "/", host="svc", timeout=5.0)
+        assert r.status == 503
+        assert r.body.endswith(b"reset reason: connection termination")
+        assert proxy.stat("cluster.backend.upstream_cx_destroy_local") == 1
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+
+
+async def test_keepalive_pings_keep_an_answering_server(
+    h2_upstream: H2Factory, start_proxy: StartProxy
+) -> None:
+    up = await h2_upstream(upstream_ip(0), routes={"/held": H2Held("g")})
+    options = {
+        "explicit_http_config": {
+            "http2_protocol_options": {
+                "connection_keepalive": {"interval": "0.05s", "timeout": "1s"}
+            }
+        }
+    }
+    proxy = await start_proxy(h2_cluster_config(listen_address(), up.address, options=options))
+    async with await AsyncConnection.open(*proxy.address) as conn:
+        task = asyncio.ensure_future(conn.request("GET", "/held", host="svc", timeout=5.0))
+        # Several PINGs come and are answered while the request waits.
+        await wait_until(lambda: up.pings >= 3, "keepalive PINGs")
+        up.release("g")
+        assert (await task).status == 200
+    assert up.connections == 1

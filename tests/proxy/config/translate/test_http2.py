@@ -189,3 +189,29 @@ def test_http3_upstream_is_refused() -> None:
 def test_protocol_selection_is_required() -> None:
     with pytest.raises(ValidationError, match="one of"):
         _cluster({"common_http_protocol_options": {"idle_timeout": "1s"}})
+
+
+def test_upstream_connection_idle_interval_is_refused() -> None:
+    keepalive = {"interval": "1s", "timeout": "1s", "connection_idle_interval": "5s"}
+    with pytest.raises(UnsupportedError, match="connection_idle_interval") as caught:
+        _cluster(
+            {
+                "explicit_http_config": {
+                    "http2_protocol_options": {"connection_keepalive": keepalive}
+                }
+            }
+        )
+    assert caught.value.path is not None
+    assert caught.value.path.endswith("connection_keepalive.connection_idle_interval")
+    # Interval and timeout alone are served (PINGs on the pool's connections).
+    options = _cluster(
+        {
+            "explicit_http_config": {
+                "http2_protocol_options": {
+                    "connection_keepalive": {"interval": "1s", "timeout": "2s"}
+                }
+            }
+        }
+    ).http_protocol_options
+    assert options.http2_settings is not None and options.http2_settings.keepalive is not None
+    assert options.http2_settings.keepalive.timeout == 2.0
