@@ -10,6 +10,7 @@ the listener and its filter chain is chosen by the original destination.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import itertools
 import os
@@ -21,7 +22,9 @@ from dataclasses import dataclass
 import structlog
 
 from proxy.config.model import FilterChain, Listener, SocketAddress, TrafficDirection
+from proxy.config.model_http import CodecType
 from proxy.http.connection_manager import DownstreamConnection
+from proxy.http.h2_connection import H2DownstreamConnection
 from proxy.http.hcm import HcmRuntime
 from proxy.stats import ListenerStats, StatsStore
 from proxy.transport.original_dst import original_destination
@@ -54,7 +57,7 @@ class ListenerRuntime:
         self.chains = chains
         self.default_chain: ChainRuntime | None = None
         self.server: asyncio.Server | None = None
-        self.connections: set[DownstreamConnection] = set()
+        self.connections: set[DownstreamConnection | H2DownstreamConnection] = set()
         address = model.address
         stat_name = (
             f"{address.host}_{address.port}" if isinstance(address, SocketAddress) else model.name
@@ -239,7 +242,7 @@ class _Acceptor(asyncio.Protocol):
     def __init__(self, manager: ListenerManager, runtime: ListenerRuntime) -> None:
         self._manager = manager
         self._runtime = runtime
-        self._conn: DownstreamConnection | None = None
+        self._conn: DownstreamConnection | H2DownstreamConnection | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         sock = transport.get_extra_info("socket")
@@ -264,14 +267,38 @@ class _Acceptor(asyncio.Protocol):
             runtime.stats.no_filter_chain_match.value += 1
             transport.close()
             return
-        conn = DownstreamConnection(
-            chain.hcm,
-            self._manager._loop,
-            scheme=b"https" if chain.ssl_context is not None else b"http",
-            on_close=runtime.connections.discard,
-            original_destination=destination,
-            connection_id=next(self._manager.connection_ids),
-        )
+        codec = chain.hcm.model.codec_type
+        scheme = b"https" if chain.ssl_context is not None else b"http"
+        conn: DownstreamConnection | H2DownstreamConnection
+        if codec is CodecType.HTTP2 or (
+            codec is CodecType.AUTO
+            and ssl_object is not None
+            and ssl_object.selected_alpn_protocol() == "h2"
+        ):
+            conn = H2DownstreamConnection(
+                chain.hcm,
+                self._manager._loop,
+                scheme=scheme,
+                on_close=runtime.connections.discard,
+                original_destination=destination,
+                connection_id=next(self._manager.connection_ids),
+            )
+        else:
+            # AUTO without ALPN: the first bytes decide (an HTTP/2 client preface, or not).
+            sniff = codec is CodecType.AUTO and (
+                ssl_object is None or ssl_object.selected_alpn_protocol() is None
+            )
+            conn = DownstreamConnection(
+                chain.hcm,
+                self._manager._loop,
+                scheme=scheme,
+                on_close=runtime.connections.discard,
+                original_destination=destination,
+                connection_id=next(self._manager.connection_ids),
+                on_h2_preface=(
+                    functools.partial(_switch_to_h2, transport, runtime) if sniff else None
+                ),
+            )
         runtime.connections.add(conn)
         self._conn = conn
         transport.set_protocol(conn)
@@ -286,7 +313,31 @@ class _Acceptor(asyncio.Protocol):
             self._conn.connection_lost(exc)
 
 
-def _drain_replaced(connections: set[DownstreamConnection], runtime: ListenerRuntime) -> None:
+def _switch_to_h2(
+    transport: asyncio.BaseTransport,
+    runtime: ListenerRuntime,
+    http1: DownstreamConnection,
+    data: bytes,
+) -> None:
+    """``codec_type: AUTO`` saw the HTTP/2 client preface: the connection is HTTP/2 from its
+    first byte, as in Envoy."""
+    runtime.connections.discard(http1)
+    conn = H2DownstreamConnection(
+        http1.hcm,
+        http1.loop,
+        scheme=http1.scheme,
+        on_close=runtime.connections.discard,
+        original_destination=http1.original_destination,
+        connection_id=http1.connection_id,
+    )
+    runtime.connections.add(conn)
+    transport.set_protocol(conn)
+    conn.adopt(transport, counted=True, data=data)
+
+
+def _drain_replaced(
+    connections: set[DownstreamConnection | H2DownstreamConnection], runtime: ListenerRuntime
+) -> None:
     kept = [chain.hcm.model for chain in runtime.all_chains if chain.hcm is not None]
     for conn in list(connections):
         if not any(conn.hcm.model == model for model in kept):

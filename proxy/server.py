@@ -20,7 +20,6 @@ from proxy.config.model import (
     AccessLog,
     AccessLogSink,
     Bootstrap,
-    Cluster,
     FilterChain,
     HttpConnectionManager,
     Listener,
@@ -57,7 +56,7 @@ if TYPE_CHECKING:
     from proxy.tracing.reporter import ZipkinReporter
     from proxy.tracing.tracer import HttpTracer
 
-__all__ = ["ProxyServer", "check_data_path_protocol"]
+__all__ = ["ProxyServer"]
 
 log = structlog.get_logger(__name__)
 
@@ -148,7 +147,6 @@ class ProxyServer:
         values with a ``%COMMAND%`` the proxy cannot render are refused here too."""
         for rc in snapshot.route_configurations.values():
             _check_dynamic_headers(rc)
-            check_data_path_protocol(rc, snapshot.clusters)
         for listener in snapshot.listeners.values():
             for chain in _chains(listener):
                 for nf in chain.filters:
@@ -157,7 +155,6 @@ class ProxyServer:
                         continue
                     rc = hcm.route_config
                     _check_dynamic_headers(rc)
-                    check_data_path_protocol(rc, snapshot.clusters)
                     if rc.validate_clusters is False:
                         continue
                     missing = sorted(n for n in rc.cluster_names if n not in snapshot.clusters)
@@ -404,22 +401,6 @@ def _chains(listener: Listener) -> list[FilterChain]:
     if listener.default_filter_chain is not None:
         chains.append(listener.default_filter_chain)
     return chains
-
-
-def check_data_path_protocol(rc: RouteConfiguration, clusters: Mapping[str, Cluster]) -> None:
-    """HTTP/2 clusters are accepted for the proxy's gRPC side calls, whose client speaks
-    HTTP/2 itself; requests are not routed to one until the data path speaks it too."""
-    for name in sorted(rc.cluster_names):
-        cluster = clusters.get(name)
-        if cluster is not None and cluster.http_protocol_options.http2:
-            from proxy.config.translate.http2 import HTTP2_DATA_PATH
-
-            if HTTP2_DATA_PATH:
-                return
-            raise ConfigError(
-                f"route configuration '{rc.name}': route to HTTP/2 cluster '{name}' is not "
-                "supported by pymesh yet (the proxy's connections speak HTTP/1.1)"
-            )
 
 
 def _check_dynamic_headers(rc: RouteConfiguration) -> None:

@@ -65,8 +65,17 @@ def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes
 
 
 def strip_hop_by_hop(headers: Headers) -> Headers:
-    """A new list without the hop-by-hop fields and without any field Connection names."""
-    return strip_fields(headers, HOP_BY_HOP)
+    """A new list without the hop-by-hop fields and without any field Connection names, for a
+    request: ``te`` naming ``trailers`` is kept as ``te: trailers`` (Envoy's TE sanitising,
+    which gRPC servers rely on to know the client reads trailers)."""
+    kept = strip_fields(headers, HOP_BY_HOP)
+    if len(kept) != len(headers):
+        for name, value in headers:
+            if name == b"te":
+                if b"trailers" in value.lower():
+                    kept.append((b"te", b"trailers"))
+                break
+    return kept
 
 
 def strip_fields(headers: Headers, drop: frozenset[bytes]) -> Headers:

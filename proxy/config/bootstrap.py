@@ -325,14 +325,6 @@ def _check_hcm_clusters(
                 raise ValidationError(
                     f"route: unknown cluster '{name}'", path=join(path, "route_config")
                 )
-    if route_config is not None:
-        for name in sorted(route_config.cluster_names):
-            found = clusters.get(name)
-            if found is not None and found.http_protocol_options.http2:
-                raise UnsupportedError(
-                    f"route to HTTP/2 cluster '{name}' is not supported by pymesh",
-                    path=join(path, "route_config"),
-                )
     if config.tracing is not None and config.tracing.provider is not None:
         name = config.tracing.provider.collector_cluster
         if name not in clusters:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, cast
 import structlog
 
 from proxy.codec import NEED_DATA, ConnectionClosed, Data, EndOfMessage, Request, ServerConnection
+from proxy.codec.h2 import is_h2_preface
 from proxy.http.stream import ActiveStream
 from proxy.http.stream_info import ConnectionInfo, connection_info
 from proxy.transport.flow_control import FlowControl
@@ -46,6 +47,8 @@ class DownstreamConnection(asyncio.Protocol):
         "_idle_since",
         "_idle_timer",
         "_processing",
+        "_sniff",
+        "_sniffed",
         "_streamed",
         "_wbuf",
         "closed",
@@ -73,6 +76,7 @@ class DownstreamConnection(asyncio.Protocol):
         on_close: Callable[[DownstreamConnection], None] | None = None,
         original_destination: tuple[str, int] | None = None,
         connection_id: int = 0,
+        on_h2_preface: Callable[[DownstreamConnection, bytes], None] | None = None,
     ) -> None:
         self.hcm = hcm
         self.loop = loop
@@ -81,6 +85,10 @@ class DownstreamConnection(asyncio.Protocol):
         self.on_close = on_close
         self.original_destination = original_destination
         self.connection_id = connection_id
+        # codec_type AUTO: the first bytes decide (Envoy's prior-knowledge inference); the
+        # callback hands the connection to the HTTP/2 side when they are the client preface.
+        self._sniff = on_h2_preface
+        self._sniffed = b""
         self.codec = ServerConnection(
             max_header_bytes=hcm.max_header_bytes, max_headers=hcm.max_headers
         )
@@ -124,7 +132,8 @@ class DownstreamConnection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         stats = self.hcm.stats
         stats.downstream_cx_total.value += 1
-        stats.downstream_cx_http1_total.value += 1
+        if self._sniff is None:
+            stats.downstream_cx_http1_total.value += 1
         stats.downstream_cx_active.value += 1
         self._idle_since = self.timers.time()
         period = _shortest(self.hcm.idle_timeout, self.hcm.stream_idle_timeout)
@@ -132,6 +141,10 @@ class DownstreamConnection(asyncio.Protocol):
             self._idle_timer = self.timers.call_later(period, self._on_idle_timer)
 
     def data_received(self, data: bytes) -> None:
+        if self._sniff is not None:
+            data = self._sniff_preface(data)
+            if not data:
+                return
         if self.stream is None:
             self._head_started = True
             if self.hcm.request_headers_timeout and self._header_timer is None:
@@ -145,6 +158,26 @@ class DownstreamConnection(asyncio.Protocol):
             return
         self._process()
         self.flush()
+
+    def _sniff_preface(self, data: bytes) -> bytes:
+        """The bytes to parse as HTTP/1.1; b"" while undecided or once handed to HTTP/2."""
+        data = self._sniffed + data
+        verdict = is_h2_preface(data)
+        if verdict is None:
+            self._sniffed = data
+            return b""
+        switch, self._sniff, self._sniffed = self._sniff, None, b""
+        if not verdict:
+            self.hcm.stats.downstream_cx_http1_total.value += 1
+            return data
+        assert switch is not None
+        # From here on this object is out of the picture: its timers must not fire.
+        self.closed = True
+        for timer in (self._header_timer, self._idle_timer, self._deadline_timer):
+            if timer is not None:
+                timer.cancel()
+        switch(self, data)
+        return b""
 
     def eof_received(self) -> bool | None:
         # Like Envoy's connection manager, no half-close: a client that shuts its side down

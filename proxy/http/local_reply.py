@@ -37,11 +37,12 @@ class ResponseFlag:
     NO_CLUSTER_FOUND = "NC"
     OVERLOAD_MANAGER = "OM"
     DNS_RESOLUTION_FAILURE = "DF"
+    DOWNSTREAM_REMOTE_RESET = "DR"
 
     ORDER: tuple[str, ...] = (
         "LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX",
         "RLSE", "DC", "URX", "SI", "IH", "DPE", "UMSDR", "RFCF", "NFCF", "DT", "UPE", "NC",
-        "OM", "DF",
+        "OM", "DF", "DR",
     )  # fmt: skip
 
 

@@ -585,6 +585,8 @@ class Router(HttpFilter):
             info.add_response_flag(
                 ResponseFlag.UPSTREAM_PROTOCOL_ERROR
                 if protocol_error
+                else ResponseFlag.UPSTREAM_REMOTE_RESET
+                if reason is ResetReason.REMOTE_RESET
                 else ResponseFlag.UPSTREAM_CONNECTION_TERMINATION
             )
             info.response_code_details = f"upstream_reset_after_response_started{{{reason.detail}}}"
@@ -596,7 +598,12 @@ class Router(HttpFilter):
             info.upstream_transport_failure_reason = reason.value
         cluster.report_local_failure(attempt.host, kind)
         retry = self.retry
-        if retry is not None and self._retry_decided(retry.decide_reset(ResetKind(kind)), attempt):
+        reset_kind = (
+            ResetKind.REFUSED_STREAM
+            if reason is ResetReason.REMOTE_REFUSED_STREAM
+            else ResetKind(kind)
+        )
+        if retry is not None and self._retry_decided(retry.decide_reset(reset_kind), attempt):
             return
         if kind == "timeout":
             self.attempt = None
@@ -608,6 +615,8 @@ class Router(HttpFilter):
             return
         if kind == "connect_failure":
             flag = ResponseFlag.UPSTREAM_CONNECTION_FAILURE
+        elif reason in (ResetReason.REMOTE_RESET, ResetReason.REMOTE_REFUSED_STREAM):
+            flag = ResponseFlag.UPSTREAM_REMOTE_RESET
         elif protocol_error:
             flag = ResponseFlag.UPSTREAM_PROTOCOL_ERROR
         else:

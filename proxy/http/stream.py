@@ -474,14 +474,20 @@ class ActiveStream(FilterManager):
         self._finish()
         self.encoder.reset_stream()
 
-    def on_downstream_reset(self) -> None:
-        """The client went away before the response completed."""
+    def on_downstream_reset(
+        self,
+        flag: str = ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION,
+        details: str = "downstream_remote_disconnect",
+    ) -> None:
+        """The client went away before the response completed: its connection closed, or
+        (HTTP/2) it reset the stream, which ``flag`` and ``details`` then say."""
         if self.done:
             return
         info = self.stream_info
-        info.add_response_flag(ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION)
-        info.response_code_details = "downstream_remote_disconnect"
-        info.connection_termination_details = "downstream_remote_disconnect"
+        info.add_response_flag(flag)
+        info.response_code_details = details
+        if flag == ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION:
+            info.connection_termination_details = details
         self._d_aborted = True
         self.hcm.stats.downstream_rq_rx_reset.value += 1
         if not self.response_started:

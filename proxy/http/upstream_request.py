@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from proxy.http.router import Router
     from proxy.stats import ClusterStats
     from proxy.upstream.host import Host
-    from proxy.upstream.pool import ConnectionPool
+    from proxy.upstream.interfaces import UpstreamPool
 
 __all__ = ["UpstreamAttempt"]
 
@@ -40,7 +40,7 @@ class UpstreamAttempt:
     )
 
     def __init__(
-        self, router: Router, host: Host, pool: ConnectionPool, stats: ClusterStats, timers: Timers
+        self, router: Router, host: Host, pool: UpstreamPool, stats: ClusterStats, timers: Timers
     ) -> None:
         self.router = router
         self.host = host

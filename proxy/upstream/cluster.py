@@ -26,8 +26,9 @@ from proxy.routing.circuit_breaker import ResourceLimits
 from proxy.routing.lb import LoadBalancer, build_load_balancer
 from proxy.routing.outlier import LocalFailure, OutlierAction, OutlierDetector, OutlierEvent
 from proxy.stats import ClusterStats, StatsStore
+from proxy.upstream.h2_pool import H2ConnectionPool
 from proxy.upstream.host import Host
-from proxy.upstream.interfaces import LbContext
+from proxy.upstream.interfaces import LbContext, UpstreamPool
 from proxy.upstream.pool import ConnectionPool, Connector, LoopConnector
 
 __all__ = ["RuntimeCluster"]
@@ -92,10 +93,25 @@ class RuntimeCluster:
             context.hash_key, context.excluded_hosts, context.host_selection_attempts
         )
 
-    def pool_for(self, host: Host) -> ConnectionPool:
+    def pool_for(self, host: Host) -> UpstreamPool:
         pool = host.pool
         if pool is None:
             model = self.model
+            options = model.http_protocol_options
+            if options.http2 and options.http2_settings is not None:
+                pool = host.pool = H2ConnectionPool(
+                    host,
+                    connector=self._connector,
+                    stats=self.stats,
+                    limits=self.limits,
+                    connect_timeout=model.connect_timeout,
+                    max_requests_per_connection=options.common.max_requests_per_connection,
+                    settings=options.http2_settings,
+                    buffer_limit=model.per_connection_buffer_limit_bytes,
+                    on_local_failure=self.report_local_failure,
+                    source_address=model.source_address,
+                )
+                return pool
             pool = host.pool = ConnectionPool(
                 host,
                 connector=self._connector,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from proxy.upstream.pool import ConnectionPool
+    from proxy.upstream.interfaces import UpstreamPool
 
 __all__ = ["Host"]
 
@@ -52,7 +52,7 @@ class Host:
         self.ejected = False
         self.healthy = eds_healthy
         self.active_requests = 0
-        self.pool: ConnectionPool | None = None
+        self.pool: UpstreamPool | None = None
 
     @property
     def key(self) -> tuple[str, int]:

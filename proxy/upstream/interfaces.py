@@ -19,6 +19,7 @@ these types only.
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Protocol
 
@@ -34,6 +35,7 @@ __all__ = [
     "RequestEncoder",
     "ResetReason",
     "UpstreamCallbacks",
+    "UpstreamPool",
 ]
 
 Headers = list[tuple[bytes, bytes]]
@@ -50,6 +52,7 @@ class ResetReason(enum.StrEnum):
     OVERFLOW = "overflow"
     LOCAL_RESET = "local reset"
     REMOTE_RESET = "remote reset"
+    REMOTE_REFUSED_STREAM = "remote refused stream reset"
     POOL_CLOSED = "pool closed"
 
     @property
@@ -95,7 +98,10 @@ class LbContext(Protocol):
 
 
 class RequestEncoder(Protocol):
-    """One request's way out. ``end_stream`` marks the last frame of the request."""
+    """One request's way out. ``end_stream`` marks the last frame of the request;
+    ``local_address`` is the connection's own address (``%UPSTREAM_LOCAL_ADDRESS%``)."""
+
+    local_address: str | None
 
     def encode_headers(
         self, method: bytes, path: bytes, headers: Headers, end_stream: bool
@@ -133,3 +139,17 @@ class PoolCallbacks(Protocol):
 class PoolWaiter(UpstreamCallbacks, PoolCallbacks, Protocol):
     """A request waiting for a connection: the pool attaches it as the connection's
     :class:`UpstreamCallbacks` before ``on_pool_ready``."""
+
+
+class UpstreamPool(Protocol):
+    """One host's connections (HTTP/1.1 or HTTP/2): what the router and the cluster use."""
+
+    @property
+    def active(self) -> Collection[object]: ...
+    def new_stream(self, waiter: PoolWaiter) -> RequestEncoder | PoolFailure | None:
+        """An encoder already attached to ``waiter`` (its ``local_address`` says where from);
+        None when the waiter was queued; or why there will be none."""
+
+    def cancel(self, waiter: PoolWaiter) -> None: ...
+    def drain(self) -> None: ...
+    def close(self) -> None: ...

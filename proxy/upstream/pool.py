@@ -40,7 +40,7 @@ class Connector(Protocol):
 
     def connect(
         self,
-        conn: UpstreamConnection,
+        conn: asyncio.Protocol,
         host: Host,
         timeout: float,
         done: Callable[[BaseException | None], None],
@@ -60,7 +60,7 @@ class LoopConnector:
 
     def connect(
         self,
-        conn: UpstreamConnection,
+        conn: asyncio.Protocol,
         host: Host,
         timeout: float,
         done: Callable[[BaseException | None], None],
@@ -78,7 +78,7 @@ class LoopConnector:
 
     async def _open(
         self,
-        conn: UpstreamConnection,
+        conn: asyncio.Protocol,
         host: Host,
         timeout: float,
         done: Callable[[BaseException | None], None],

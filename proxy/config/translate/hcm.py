@@ -37,7 +37,7 @@ from proxy.config.translate.common import (
     wrapped,
 )
 from proxy.config.translate.filters import FilterEntry, FilterRegistry
-from proxy.config.translate.http2 import http2_settings, require_http2_data_path
+from proxy.config.translate.http2 import http2_settings
 from proxy.config.translate.routes import route_configuration
 from proxy.config.translate.support import unpack
 from pymesh.errors import UnsupportedError, ValidationError
@@ -61,9 +61,7 @@ def http_connection_manager(
     """Unpack, check and translate an HCM ``typed_config``."""
     proto = unpack(any_config, _HCM, path)
     codec = _HCM.CodecType.Name(proto.codec_type)
-    if codec == "HTTP2":
-        require_http2_data_path("codec_type HTTP2", join(path, "codec_type"))
-    elif codec not in ("AUTO", "HTTP1"):
+    if codec not in ("AUTO", "HTTP1", "HTTP2"):
         raise UnsupportedError(
             f"codec_type {codec} is not supported by pymesh", path=join(path, "codec_type")
         )

@@ -1,8 +1,9 @@
 """``config.core.v3.Http2ProtocolOptions`` → :class:`H2Settings`, for the connection manager
 (downstream) and for clusters (upstream).
 
-Until HTTP/2 is wired into the proxy's connections and pools, a configuration that would need
-it on the data path (``codec_type: HTTP2``, a cluster speaking HTTP/2 to its hosts) is
+Listeners serve HTTP/2 (``codec_type: HTTP2``, or ``AUTO`` by client preface or ALPN) and
+clusters speak it to their hosts (``explicit_http_config``). A cluster that would choose its
+protocol per request (``use_downstream_protocol_config``) or by ALPN (``auto_config``) is
 refused by :func:`require_http2_data_path` with its path, never accepted and served as
 HTTP/1.1. The settings themselves are translated and checked either way.
 """
@@ -17,14 +18,14 @@ from pymesh.errors import UnsupportedError, ValidationError
 
 __all__ = ["HTTP2_DATA_PATH", "http2_settings", "require_http2_data_path"]
 
-# Whether connections, streams and pools speak HTTP/2 yet (the codec does).
+# Whether the upstream pools choose HTTP/2 per request or by ALPN yet (explicit HTTP/2 is).
 HTTP2_DATA_PATH: Final = False
 
 
 def require_http2_data_path(what: str, path: str) -> None:
     if not HTTP2_DATA_PATH:
         raise UnsupportedError(
-            f"{what} is not supported by pymesh yet (the proxy's connections speak HTTP/1.1)",
+            f"{what} is not supported by pymesh yet (upstream connections speak HTTP/1.1)",
             path=path,
         )
 

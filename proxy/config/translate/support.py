@@ -8,9 +8,9 @@ naming its full path and the message type; it also applies Envoy's PGV rules (``
 every message it visits. ``Any`` payloads are not entered: the translator that unpacks one
 checks it (``unpack``), so unknown extensions are reported by their type URL.
 
-The list is the runtime's contract: HTTP/1.1 on the data path (codec AUTO/HTTP1; HTTP/2
-settings are translated, and ``translate/http2.py`` refuses what would need HTTP/2 on a
-connection until it is wired), plain TCP and TLS
+The list is the runtime's contract: HTTP/1.1 and HTTP/2 downstream (codec AUTO/HTTP1/HTTP2),
+HTTP/1.1 or prior-knowledge HTTP/2 upstream (``translate/http2.py`` refuses the protocol
+choices the pools do not make yet: per request, or by ALPN), plain TCP and TLS
 transport sockets, the router / fault / local_ratelimit / cors HTTP filters, the HCM and TCP
 proxy network filters, STATIC / STRICT_DNS / LOGICAL_DNS / EDS / ORIGINAL_DST clusters, file /
 stdout / stderr / gRPC (ALS) access loggers, and ADS as the only config source.

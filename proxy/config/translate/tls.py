@@ -67,7 +67,7 @@ def downstream_tls(proto: Any, path: str) -> DownstreamTls:
     """A checked ``DownstreamTlsContext``; a server needs a certificate. With
     ``require_client_certificate`` and no validation context, any client certificate is
     accepted unverified (Envoy's behaviour)."""
-    common = _common(proto.common_tls_context, join(path, "common_tls_context"))
+    common = _common(proto.common_tls_context, join(path, "common_tls_context"), downstream=True)
     if not common.tls_certificates and not common.tls_certificate_sds:
         raise ValidationError(
             "No TLS certificates found for server context", path=join(path, "common_tls_context")
@@ -100,7 +100,7 @@ def _sds(proto: Any, path: str) -> SdsSecretConfig:
     )
 
 
-def _common(proto: Any, path: str) -> CommonTls:
+def _common(proto: Any, path: str, *, downstream: bool = False) -> CommonTls:
     params = proto.tls_params
     validation = None
     validation_sds = None
@@ -139,16 +139,21 @@ def _common(proto: Any, path: str) -> CommonTls:
         ),
         validation_context=validation,
         validation_context_sds=validation_sds,
-        alpn_protocols=tuple(_alpn(proto.alpn_protocols, join(path, "alpn_protocols"))),
+        alpn_protocols=tuple(
+            _alpn(proto.alpn_protocols, join(path, "alpn_protocols"), downstream=downstream)
+        ),
     )
 
 
-def _alpn(protocols: Any, path: str) -> list[str]:
+def _alpn(protocols: Any, path: str, *, downstream: bool) -> list[str]:
+    # A listener serves a client that picks h2 with HTTP/2 (codec_type AUTO); an upstream
+    # connection still speaks HTTP/1.1 only, so it must not let a server pick h2.
+    allowed = ("h2", "http/1.1", "http/1.0") if downstream else ("http/1.1", "http/1.0")
     for index, protocol in enumerate(protocols):
-        if protocol not in ("http/1.1", "http/1.0"):
-            # Offering h2 would let a peer pick a protocol pymesh does not speak.
+        if protocol not in allowed:
             raise UnsupportedError(
-                f"ALPN protocol '{protocol}' is not supported by pymesh (HTTP/1.1 only)",
+                f"ALPN protocol '{protocol}' is not supported by pymesh here "
+                f"(supported: {', '.join(allowed)})",
                 path=at(path, index),
             )
     return list(protocols)

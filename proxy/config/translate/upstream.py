@@ -225,9 +225,16 @@ def upstream_http_options(proto: Any, path: str, allow_http2: bool) -> UpstreamH
         auto_sni = upstream.auto_sni
         auto_san = upstream.auto_san_validation
         override_sni = upstream.override_auto_sni_header.lower().encode() or None
-        if protocol in (UpstreamProtocol.HTTP2, UpstreamProtocol.AUTO) and not allow_http2:
+        if protocol is UpstreamProtocol.AUTO and not allow_http2:
+            # The pools do not pick a protocol per connection by ALPN yet.
             require_http2_data_path(
-                "upstream HTTP/2", join(key_path, options.WhichOneof("upstream_protocol_options"))
+                "auto_config (ALPN)",
+                join(key_path, options.WhichOneof("upstream_protocol_options")),
+            )
+        elif protocol is UpstreamProtocol.USE_DOWNSTREAM and not allow_http2:
+            require_http2_data_path(
+                "use_downstream_protocol_config",
+                join(key_path, options.WhichOneof("upstream_protocol_options")),
             )
     if proto.HasField("max_requests_per_connection"):
         if common.max_requests_per_connection is not None:

@@ -1,7 +1,7 @@
 """pymesh's own proxy accepts what pilot generates: every resource goes through the proxy's
 translator (``proxy.config.translate``), the code its xDS client runs on a push.
 
-The proxy rejects a few Istio defaults outright (it is HTTP/1.1 only); those are listed in
+The proxy rejects a few Istio defaults outright; those are listed in
 ``KNOWN_GAPS``, each checked to still be a gap so the list shrinks when the proxy grows.
 """
 
@@ -19,14 +19,12 @@ from pilot.model import MeshConfig
 from tests.pilot.generate._mesh import BOOKINFO, Mesh, build_mesh, credentials
 
 translate = pytest.importorskip("proxy.config.translate")
-check_data_path_protocol = pytest.importorskip("proxy.server").check_data_path_protocol
 
 NET = "bookinfo/networking/"
 #: Istio's default retryOn minus the gRPC-only conditions the proxy refuses.
 HTTP1_RETRY_ON = "connect-failure,refused-stream,retriable-status-codes,503"
 
 KNOWN_GAPS = {
-    "upstream HTTP/2 (routes to grpc/http2 ports)": r"route to HTTP/2 cluster",
     "workload certificates from the agent's SDS (ISTIO_MUTUAL)": (
         r"sds_config\.api_config_source: field 'api_config_source'"
     ),
@@ -58,13 +56,6 @@ def _rejections(mesh: Mesh, nodes: list[str]) -> Iterator[str]:
                     translated.setdefault(type_url, {})[_name(message, index)] = fn(message)
                 except Exception as e:
                     yield f"{node}: {type(e).__name__}: {e}"
-        # what the proxy checks when it applies the whole snapshot
-        clusters = translated.get(CLUSTER_TYPE, {})
-        for rc in translated.get(ROUTE_TYPE, {}).values():
-            try:
-                check_data_path_protocol(rc, clusters)
-            except Exception as e:
-                yield f"{node}: {type(e).__name__}: {e}"
 
 
 def _meshes(retry_on: str | None) -> Iterator[tuple[Mesh, list[str]]]:
@@ -114,16 +105,14 @@ def test_proxy_accepts_everything_but_the_known_gaps() -> None:
 def test_proxy_accepts_everything_with_http1_retry_conditions() -> None:
     """With the gRPC retry conditions left out (``defaultHttpRetryPolicy.retryOn`` in
     mesh.yaml), the proxy takes every resource the Bookinfo and fixture meshes produce,
-    except routes to HTTP/2 upstreams (the fixture's gRPC port)."""
+    HTTP/2 upstreams (the fixture's gRPC port) included."""
     rejections = [r for mesh, nodes in _meshes(HTTP1_RETRY_ON) for r in _rejections(mesh, nodes)]
-    assert all("route to HTTP/2 cluster" in r for r in rejections), "\n".join(rejections)
+    assert not rejections, "\n".join(rejections)
 
 
 def _gap_mesh(gap: str) -> tuple[Mesh, list[str]]:
     if gap.startswith("retry_on"):
         return build_mesh(BOOKINFO), ["productpage-v1"]
-    if gap.startswith("upstream"):
-        return build_mesh("features.yaml"), ["web-v1"]
     assert gap.startswith("workload certificates"), gap
     return build_mesh(BOOKINFO, NET + "destination-rule-all-mtls.yaml"), ["productpage-v1"]
 

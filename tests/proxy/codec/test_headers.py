@@ -41,13 +41,15 @@ def test_strip_hop_by_hop() -> None:
         (b"upgrade", b"h2c"),
         (b"x-kept", b"2"),
     ]
-    assert strip_hop_by_hop(headers) == [(b"host", b"a"), (b"x-kept", b"2")]
+    # te naming trailers survives, sanitised, as Envoy keeps it for gRPC servers.
+    assert strip_hop_by_hop(headers) == [(b"host", b"a"), (b"x-kept", b"2"), (b"te", b"trailers")]
     assert len(headers) == 10  # a new list
 
 
 def test_strip_without_connection_field_uses_the_fixed_set() -> None:
-    headers = [(b"x-secret", b"1"), (b"te", b"trailers")]
-    assert strip_hop_by_hop(headers) == [(b"x-secret", b"1")]
+    headers = [(b"x-secret", b"1"), (b"te", b"gzip, Trailers")]
+    assert strip_hop_by_hop(headers) == [(b"x-secret", b"1"), (b"te", b"trailers")]
+    assert strip_hop_by_hop([(b"te", b"gzip"), (b"a", b"1")]) == [(b"a", b"1")]
 
 
 def test_tokens() -> None:

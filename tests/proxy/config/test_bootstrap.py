@@ -200,10 +200,10 @@ REJECTIONS: dict[str, tuple[Mutation, type[ValidationError], str, bool]] = {
         "static_resources.listeners[0].freebind: field 'freebind'",
         True,
     ),
-    "unsupported codec": (
-        lambda d: _hcm(d).update(codec_type="HTTP2"),
+    "unsupported HTTP/2 option": (
+        lambda d: _hcm(d).update(http2_protocol_options={"allow_metadata": True}),
         UnsupportedError,
-        f"{_HCM_PATH}.codec_type: codec_type HTTP2 is not supported",
+        f"{_HCM_PATH}.http2_protocol_options.allow_metadata: field 'allow_metadata'",
         True,
     ),
     "empty cluster name (PGV)": (
@@ -341,7 +341,7 @@ def test_ads_cluster_must_be_static() -> None:
     )
 
 
-def test_http2_is_only_accepted_on_the_ads_cluster() -> None:
+def test_http2_clusters_are_served_and_use_downstream_is_refused() -> None:
     data = yaml.safe_load((DATA / "ads.yaml").read_text())
     data["dynamic_resources"]["ads_config"]["grpc_services"][0]["envoy_grpc"]["cluster_name"] = (
         "other"
@@ -349,7 +349,14 @@ def test_http2_is_only_accepted_on_the_ads_cluster() -> None:
     other = copy.deepcopy(data["static_resources"]["clusters"][0])
     other["name"] = "other"
     data["static_resources"]["clusters"].append(other)
-    with pytest.raises(UnsupportedError, match="upstream HTTP/2") as caught:
+    # An explicit HTTP/2 cluster is served by the HTTP/2 pool, whoever uses it.
+    boot = bootstrap_from_dict(copy.deepcopy(data))
+    assert all(c.http_protocol_options.http2 for c in boot.static_resources.clusters)
+    options = data["static_resources"]["clusters"][0]["typed_extension_protocol_options"]
+    key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    del options[key]["explicit_http_config"]
+    options[key]["use_downstream_protocol_config"] = {"http2_protocol_options": {}}
+    with pytest.raises(UnsupportedError, match="use_downstream_protocol_config") as caught:
         bootstrap_from_dict(data)
     assert caught.value.path is not None
     assert caught.value.path.startswith("static_resources.clusters[0].typed_extension_protocol")

@@ -8,9 +8,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-
-from pymesh.errors import UnsupportedError
 from tests.proxy.als_recorder import Recorder, als_server
 from tests.proxy.runtime.bootstrap import bootstrap, cluster, hcm, listener, route, vhost
 from tests.proxy.runtime.conftest import StartProxy, listen_address, upstream_ip
@@ -109,13 +106,3 @@ async def test_a_missing_service_fails_no_request(
     assert proxy.stat("access_logs.grpc_access_log.logs_written") == 0
     await proxy.stop()  # what is buffered is dropped, and counted, at shutdown
     assert proxy.stat("access_logs.grpc_access_log.logs_dropped") == 3
-
-
-async def test_a_route_to_the_http2_cluster_is_refused(start_proxy: StartProxy) -> None:
-    http, tcp = listen_address(), listen_address()
-    als = (upstream_ip(24), 9)
-    bad = config(http, tcp, als, als)
-    routes = bad["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-    routes["typed_config"]["route_config"]["virtual_hosts"] = [vhost(routes=[route(cluster="als")])]
-    with pytest.raises(UnsupportedError, match="route to HTTP/2 cluster 'als'"):
-        await start_proxy(bad)

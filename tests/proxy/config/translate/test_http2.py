@@ -13,6 +13,7 @@ from google.protobuf import json_format  # type: ignore[import-untyped]
 
 from proxy.codec.h2_settings import H2Keepalive, H2Settings
 from proxy.config.model import HttpConnectionManager, UpstreamProtocol
+from proxy.config.model_http import CodecType
 from proxy.config.translate import default_registry, translate_cluster, translate_listener
 from proxy.config.translate.parse import parse_message
 from pymesh.errors import UnsupportedError, ValidationError
@@ -119,10 +120,8 @@ def test_unimplemented_http2_fields_are_refused_with_their_path(field: dict[str,
     assert caught.value.path == f"{HCM_PATH}.http2_protocol_options.{next(iter(field))}"
 
 
-def test_http2_only_codec_is_refused_until_connections_speak_it() -> None:
-    with pytest.raises(UnsupportedError, match="codec_type HTTP2") as caught:
-        _hcm(codec_type="HTTP2")
-    assert caught.value.path == HCM_PATH + ".codec_type"
+def test_http2_only_codec_is_served() -> None:
+    assert _hcm(codec_type="HTTP2").codec_type is CodecType.HTTP2
 
 
 def test_http3_codec_is_refused() -> None:
@@ -138,26 +137,28 @@ def test_explicit_http1() -> None:
     assert options.http1.enable_trailers and options.http2_settings is None
 
 
-def test_explicit_http2_is_refused_until_pools_speak_it() -> None:
-    with pytest.raises(UnsupportedError, match="upstream HTTP/2") as caught:
-        _cluster({"explicit_http_config": {"http2_protocol_options": {}}})
-    assert (
-        caught.value.path == f"typed_extension_protocol_options[{OPTIONS_KEY}].explicit_http_config"
-    )
-
-
-def test_use_downstream_protocol_is_http1_while_downstreams_are() -> None:
+def test_explicit_http2_gives_the_pool_its_settings() -> None:
     options = _cluster(
-        {
-            "use_downstream_protocol_config": {
-                "http_protocol_options": {},
-                "http2_protocol_options": {"max_concurrent_streams": 10},
-            }
-        }
+        {"explicit_http_config": {"http2_protocol_options": {"max_concurrent_streams": 10}}}
     ).http_protocol_options
-    assert options.protocol is UpstreamProtocol.USE_DOWNSTREAM
+    assert options.protocol is UpstreamProtocol.HTTP2 and options.http2
     assert options.http2_settings is not None
     assert options.http2_settings.max_concurrent_streams == 10
+
+
+def test_use_downstream_protocol_is_refused_until_pools_follow_the_request() -> None:
+    with pytest.raises(UnsupportedError, match="use_downstream_protocol_config") as caught:
+        _cluster(
+            {
+                "use_downstream_protocol_config": {
+                    "http_protocol_options": {},
+                    "http2_protocol_options": {"max_concurrent_streams": 10},
+                }
+            }
+        )
+    assert caught.value.path == (
+        f"typed_extension_protocol_options[{OPTIONS_KEY}].use_downstream_protocol_config"
+    )
 
 
 def test_auto_config_needs_tls_as_in_envoy() -> None:
@@ -173,7 +174,7 @@ def test_auto_config_over_tls_is_refused_until_pools_speak_http2() -> None:
             "sni": "svc",
         },
     }
-    with pytest.raises(UnsupportedError, match="upstream HTTP/2") as caught:
+    with pytest.raises(UnsupportedError, match="auto_config") as caught:
         _cluster({"auto_config": {"http2_protocol_options": {}}}, transport_socket=tls)
     assert caught.value.path is not None and caught.value.path.endswith("auto_config")
 

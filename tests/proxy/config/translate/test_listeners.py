@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 from envoy.config.listener.v3 import listener_pb2
-from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 from google.protobuf import json_format  # type: ignore[import-untyped]
 
 from proxy.config.model import HttpConnectionManager, TcpProxy
 from proxy.config.translate import default_registry, translate_listener, translate_secret
 from proxy.config.translate.parse import parse_message
+from proxy.config.translate.tls import upstream_tls
 from pymesh.errors import UnsupportedError, ValidationError
 
 CERTS = Path(__file__).parent.parent / "data" / "certs"
@@ -153,30 +154,33 @@ def test_secret_with_garbage_certificate_is_invalid() -> None:
     assert caught.value.path == "validation_context.trusted_ca"
 
 
-def test_h2_alpn_is_unsupported() -> None:
+def _tls_chain_with_alpn(alpn: list[str]) -> dict[str, Any]:
+    return _tcp_chain("a") | {
+        "transport_socket": {
+            "name": "tls",
+            "typed_config": {
+                "@type": _TYPE + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "common_tls_context": {
+                    "alpn_protocols": alpn,
+                    "tls_certificate_sds_secret_configs": [{"name": "default"}],
+                },
+            },
+        }
+    }
+
+
+def test_h2_alpn_is_offered_by_listeners_and_refused_upstream() -> None:
+    # A listener serves a client that picks h2 over TLS with HTTP/2.
+    listener = _listener({"filter_chains": [_tls_chain_with_alpn(["h2", "http/1.1"])]})
+    tls = listener.filter_chains[0].transport_socket
+    assert tls is not None and tls.common.alpn_protocols == ("h2", "http/1.1")
+    with pytest.raises(UnsupportedError, match="ALPN protocol 'spdy/3'"):
+        _listener({"filter_chains": [_tls_chain_with_alpn(["spdy/3"])]})
+    # An upstream connection speaks HTTP/1.1 only: a server must not be let to pick h2.
     proto = json_format.ParseDict(
-        {"name": "s", "validation_context": {"trusted_ca": {"filename": str(CERTS / "ca.pem")}}},
-        secret_pb2.Secret(),
+        {"common_tls_context": {"alpn_protocols": ["h2"]}},
+        tls_pb2.UpstreamTlsContext(),
     )
-    assert translate_secret(proto).validation_context is not None
-    with pytest.raises(UnsupportedError, match="ALPN protocol 'h2'"):
-        _listener(
-            {
-                "filter_chains": [
-                    _tcp_chain("a")
-                    | {
-                        "transport_socket": {
-                            "name": "tls",
-                            "typed_config": {
-                                "@type": _TYPE
-                                + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                                "common_tls_context": {
-                                    "alpn_protocols": ["h2"],
-                                    "tls_certificate_sds_secret_configs": [{"name": "default"}],
-                                },
-                            },
-                        }
-                    }
-                ]
-            }
-        )
+    with pytest.raises(UnsupportedError, match="ALPN protocol 'h2'") as caught:
+        upstream_tls(proto, "tls")
+    assert caught.value.path == "tls.common_tls_context.alpn_protocols[0]"
