@@ -25,6 +25,7 @@ from proxy.config.model_http import (
     ComparisonOp,
 )
 from proxy.http.headers import get_header
+from proxy.routing.grpc import GrpcStatus, is_grpc_content_type, response_grpc_status
 from proxy.routing.header_match import headers_match
 from pymesh.errors import UnsupportedError
 
@@ -66,7 +67,7 @@ def _pseudo(s: StreamInfo, name: str) -> bytes | None:
     if name == ":method":
         return s.method
     if name == ":path":
-        return s.original_path
+        return s.path
     if name == ":authority":
         return s.authority
     if name == ":scheme":
@@ -87,6 +88,25 @@ def _header(arg: str, response: bool) -> Operator:
             if value is not None:
                 return value.decode("latin-1")
         return None
+
+    return render
+
+
+def _grpc_status(arg: str | None) -> Operator:
+    """Envoy's ``%GRPC_STATUS%``: for a gRPC request only, the status in the trailers, else in
+    the headers (trailers-only), else the HTTP status mapped; named as ``arg`` asks."""
+
+    def render(s: StreamInfo, req: Headers, resp: Headers | None) -> str | int | None:
+        if not is_grpc_content_type(get_header(req, b"content-type")):
+            return None
+        status = response_grpc_status(resp, s.response_trailers, s.response_code or None)
+        if status is None or arg == "NUMBER":
+            return status
+        try:
+            known = GrpcStatus(status)
+        except ValueError:
+            return str(status)  # a code of the application's own
+        return known.snake if arg == "SNAKE_STRING" else known.camel
 
     return render
 
@@ -176,6 +196,8 @@ def _operator(name: str, arg: str | None) -> Operator:
         return _header(arg, name == "RESP")
     if name == "DYNAMIC_METADATA" and arg:
         return _dynamic_metadata(arg)
+    if name == "GRPC_STATUS" and arg in (None, "CAMEL_STRING", "SNAKE_STRING", "NUMBER"):
+        return _grpc_status(arg)
     raise UnsupportedError(f"access log command operator %{name}% is not supported by pymesh")
 
 

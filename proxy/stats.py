@@ -196,6 +196,7 @@ class HttpStats(_Scope):
         self.downstream_rq_completed = c(p + "downstream_rq_completed")
         self.downstream_rq_timeout = c(p + "downstream_rq_timeout")
         self.downstream_rq_idle_timeout = c(p + "downstream_rq_idle_timeout")
+        self.downstream_rq_max_duration_reached = c(p + "downstream_rq_max_duration_reached")
         self.downstream_rq_header_timeout = c(p + "downstream_rq_header_timeout")
         self.downstream_rq_rx_reset = c(p + "downstream_rq_rx_reset")
         self.downstream_rq_tx_reset = c(p + "downstream_rq_tx_reset")

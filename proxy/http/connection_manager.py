@@ -311,6 +311,15 @@ class DownstreamConnection(asyncio.Protocol):
                 # Answered before its body was read (a local reply, an early upstream
                 # answer): like Envoy, the connection is not reused.
                 self._close_after = True
+        if (
+            end_stream
+            and not head_request
+            and status not in (204, 304)
+            and not any(name == b"content-length" for name, _ in headers)
+        ):
+            # A head that ends the response (an HTTP/2 upstream's headers-only answer): Envoy
+            # frames it with an explicit zero length rather than an empty chunked body.
+            headers.append((b"content-length", b"0"))
         if self._close_after:
             headers.append((b"connection", b"close"))
         codec = self.codec

@@ -128,6 +128,7 @@ class DownstreamCallbacks(Protocol):
         flag: str | None = None,
         headers: tuple[tuple[bytes, bytes], ...] = (),
         details: str = "",
+        grpc_status: int | None = None,
     ) -> None: ...
     def set_response_status(self, status: int) -> None:
         """From an ``encode_headers`` hook: the status that goes out instead."""

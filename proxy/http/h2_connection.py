@@ -239,6 +239,7 @@ class H2DownstreamConnection(asyncio.Protocol):
             # answer): the client is told to stop sending, as Envoy does, once the response
             # has left (Envoy's deferred reset).
             self.flush()
+            self.hcm.stats.downstream_rq_rx_reset.value += 1  # as Envoy counts it (h2_stream)
             if self.codec.queued(encoder.stream_id):
                 self._deferred_resets.add(encoder.stream_id)
             else:

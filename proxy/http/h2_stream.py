@@ -138,10 +138,16 @@ class H2StreamEncoder:
         self.conn.flush()
 
     def reset_stream(self) -> None:
-        # Envoy resets a stream it gives up on with NO_ERROR (REFUSED_STREAM only for a
-        # stream it never processed).
-        self.conn.codec.reset_stream(self.stream_id, ErrorCode.NO_ERROR)
-        self.conn.flush()
+        # What was already encoded (a response head) leaves first: a reset submitted before it
+        # is flushed would discard it. Envoy resets a stream it gives up on mid-response with
+        # INTERNAL_ERROR.
+        conn = self.conn
+        conn.flush()
+        conn.codec.reset_stream(self.stream_id, ErrorCode.INTERNAL_ERROR)
+        # Envoy's connection manager counts every reset of an HTTP/2 stream it hears from the
+        # codec, the ones it sends included.
+        conn.hcm.stats.downstream_rq_rx_reset.value += 1
+        conn.flush()
 
     def close_after_response(self) -> None:
         """HTTP/2 never closes the connection for one stream's sake."""

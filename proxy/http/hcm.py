@@ -44,6 +44,7 @@ class HcmRuntime:
         "internal_ranges",
         "max_header_bytes",
         "max_headers",
+        "max_stream_duration",
         "model",
         "request_headers_timeout",
         "request_id",
@@ -107,6 +108,7 @@ class HcmRuntime:
         self.request_headers_timeout = model.request_headers_timeout
         self.idle_timeout = model.common_http_protocol_options.idle_timeout
         self.stream_idle_timeout = model.stream_idle_timeout
+        self.max_stream_duration = model.common_http_protocol_options.max_stream_duration
 
     def route_table(self, runtime: RuntimeSnapshot) -> RouteTable | None:
         """The inline route table, or the RDS one from the stream's snapshot."""

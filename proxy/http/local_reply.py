@@ -56,3 +56,5 @@ class LocalReply:
     flag: str | None = None
     headers: tuple[tuple[bytes, bytes], ...] = ()
     details: str = ""
+    # The grpc-status a gRPC caller gets instead of the one mapped from ``status``.
+    grpc_status: int | None = None

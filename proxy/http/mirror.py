@@ -97,6 +97,9 @@ class ShadowRequest:
     # UpstreamCallbacks
     def on_upstream_headers(self, response: Response, end_stream: bool) -> None:
         self._cluster.stats.response(response.status)
+        if end_stream:  # a headers-only answer (HTTP/2, e.g. gRPC trailers-only)
+            self._conn = None
+            self._finish()
 
     def on_upstream_data(self, data: bytes, end_stream: bool) -> None:
         if end_stream:

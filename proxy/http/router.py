@@ -262,14 +262,17 @@ class Router(HttpFilter):
             set_header(headers, b"x-envoy-attempt-count", b"1")
         policy = plan.retry_policy
         expected: int | None
+        # A route with max_stream_duration uses Envoy's "new timeouts": the stream's duration
+        # limit (see ActiveStream) replaces the route timeout.
+        route_timeout = action.timeout if action.max_stream_duration is None else 0.0
         if policy is None and controls is None:
             # Nothing to reconcile with the route's timeout, and no retries possible: what
             # final_timeouts() and RetryState.create() would give, without their allocations.
-            self._timeout = action.timeout or None
-            expected = int(action.timeout * 1000) if action.timeout else None
+            self._timeout = route_timeout or None
+            expected = int(route_timeout * 1000) if route_timeout else None
         else:
             timeouts = final_timeouts(
-                action.timeout,
+                route_timeout,
                 policy.per_try_timeout if policy is not None else None,
                 controls,
                 respect_expected_rq_timeout=shared.config.respect_expected_rq_timeout,
@@ -335,7 +338,7 @@ class Router(HttpFilter):
             if new_path is not None and new_path != self.path:
                 if not suppress:
                     set_header(headers, b"x-envoy-original-path", self.path)
-                self.path = new_path
+                self.path = cb.stream_info.path = new_path
         if plan.rewrites_host:
             new_host = rewrite_host(action, headers, weighted_cluster=weighted)
             if new_host is not None:
@@ -439,7 +442,7 @@ class Router(HttpFilter):
             if not body:
                 conn.encode_headers(self.method, self.path, headers, True)
                 return
-            if get_header(headers, b"content-length") is None:
+            if conn.chunks_bodies and get_header(headers, b"content-length") is None:
                 # The whole body is here: send it with a length instead of chunk framing.
                 joined = b"".join(body)
                 conn.encode_headers(
@@ -525,7 +528,9 @@ class Router(HttpFilter):
                 self._per_try_timeout, self._on_per_try_timeout, attempt
             )
 
-    def on_attempt_response(self, attempt: UpstreamAttempt, response: Response) -> None:
+    def on_attempt_response(
+        self, attempt: UpstreamAttempt, response: Response, end_stream: bool = False
+    ) -> None:
         cluster = self.cluster
         assert cluster is not None
         cb = self.cb
@@ -563,7 +568,10 @@ class Router(HttpFilter):
             set_header(headers, b"x-envoy-attempt-count", b"%d" % self.attempts)
         if self._set_cookies:
             headers.extend((b"set-cookie", cookie) for cookie in self._set_cookies)
-        cb.encode_headers(status, headers, False)
+        if end_stream:
+            attempt.finish()
+            self.attempt = None
+        cb.encode_headers(status, headers, end_stream)
 
     def on_attempt_end(self, attempt: UpstreamAttempt, last: bytes = b"") -> None:
         if attempt.per_try_handle is not None:
@@ -590,7 +598,8 @@ class Router(HttpFilter):
                 else ResponseFlag.UPSTREAM_CONNECTION_TERMINATION
             )
             info.response_code_details = f"upstream_reset_after_response_started{{{reason.detail}}}"
-            cluster.stats.upstream_rq_rx_reset.value += 1
+            if reason is not ResetReason.REMOTE_RESET:  # an HTTP/2 connection counted that one
+                cluster.stats.upstream_rq_rx_reset.value += 1
             self.attempt = None
             cb.reset()
             return

@@ -11,7 +11,7 @@ callbacks. It fills a :class:`StreamInfo` on the way; it never awaits.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from proxy.access_log import compile_format, render_format
 from proxy.codec import Request
@@ -22,6 +22,14 @@ from proxy.http.headers import apply_header_options, get_header, remove_headers,
 from proxy.http.local_reply import LocalReply, ResponseFlag
 from proxy.http.request_head import append_xff, forwarded_client, mark_internal
 from proxy.http.stream_info import StreamInfo
+from proxy.routing.grpc import (
+    GrpcStatus,
+    format_grpc_timeout,
+    grpc_local_reply_headers,
+    is_grpc_content_type,
+    parse_grpc_timeout,
+    stream_duration_timeout,
+)
 
 if TYPE_CHECKING:
     from proxy.config.model_route import Route, RouteConfiguration, VirtualHost
@@ -40,6 +48,7 @@ _NONE: list[HttpFilter] = []  # never appended to: a finished stream's filter li
 class ActiveStream(FilterManager):
     __slots__ = (
         "_complete_callbacks",
+        "_duration_timer",
         "_read_disables",
         "_watermark_listener",
         "authority",
@@ -93,6 +102,7 @@ class ActiveStream(FilterManager):
         self._read_disables = 0
         self._watermark_listener: WatermarkListener | None = None
         self._complete_callbacks: list[Callable[[], None]] | None = None
+        self._duration_timer: Any = None  # the Timers' handle (has cancel())
         self.span: ActiveSpan | None = None
 
     # -- decode path (the connection calls these) ----------------------------------------
@@ -186,11 +196,59 @@ class ActiveStream(FilterManager):
             if client is not None:
                 info.set_forwarded_remote((client, 0))
         self._match_route()
+        if hcm.max_stream_duration or (
+            self.route is not None
+            and type(self.route.action) is RouteAction
+            and self.route.action.max_stream_duration is not None
+        ):
+            self._arm_stream_duration()
         tracer = hcm.tracer
         if tracer is not None:
             route = self.route
             self.span = tracer.start(info, headers, route.decorator_operation if route else None)
         self._decode_headers_from(0, end_stream)
+
+    def _arm_stream_duration(self) -> None:
+        """Envoy's stream duration limit: the route's ``max_stream_duration`` (a gRPC
+        request's ``grpc-timeout`` under ``grpc_timeout_header_max``), else the connection
+        manager's. A route that sets one also tells a gRPC upstream the deadline it computed
+        in ``grpc-timeout``, as Envoy does."""
+        route = self.route
+        limits = None
+        if route is not None and type(route.action) is RouteAction:
+            limits = route.action.max_stream_duration
+        grpc = self.is_grpc_request()
+        header = get_header(self.request_headers, b"grpc-timeout") if grpc else None
+        duration = stream_duration_timeout(
+            limits, self.hcm.max_stream_duration, parse_grpc_timeout(header)
+        )
+        if not duration:
+            return
+        if grpc and limits is not None:
+            set_header(self.request_headers, b"grpc-timeout", format_grpc_timeout(duration))
+        self._duration_timer = self.timers.call_later(duration, self._on_max_duration)
+
+    def _on_max_duration(self) -> None:
+        self._duration_timer = None
+        if self.done:
+            return
+        self.hcm.stats.downstream_rq_max_duration_reached.value += 1
+        if self.response_started:
+            self.reset()
+            return
+        # 408 while the client still owes request bytes, 504 once it has sent them all.
+        self.send_local_reply(
+            504 if self.request_complete else 408,
+            b"downstream duration timeout",
+            details="max_duration_timeout",
+            grpc_status=GrpcStatus.DEADLINE_EXCEEDED,
+        )
+        self.encoder.flush()
+
+    def is_grpc_request(self) -> bool:
+        """``content-type: application/grpc[+...]``, as Envoy tells a gRPC request (looked up
+        only when it matters: local replies, stream durations)."""
+        return is_grpc_content_type(get_header(self.request_headers, b"content-type"))
 
     def _match_route(self) -> None:
         table = self.hcm.route_table(self.runtime)
@@ -244,7 +302,9 @@ class ActiveStream(FilterManager):
             return False
         authority, slash, path = rest.partition(b"/")
         self.authority = authority
-        self.path = self.stream_info.original_path = slash + path if slash else b"/"
+        self.path = self.stream_info.original_path = self.stream_info.path = (
+            slash + path if slash else b"/"
+        )
         set_header(self.request_headers, b"host", authority)
         return True
 
@@ -364,6 +424,7 @@ class ActiveStream(FilterManager):
 
     def _write_trailers(self, trailers: Headers) -> None:
         if not self.done:
+            self.stream_info.response_trailers = trailers
             self.encoder.encode_trailers(trailers)
             self._finish()
 
@@ -375,6 +436,7 @@ class ActiveStream(FilterManager):
         flag: str | None = None,
         headers: tuple[tuple[bytes, bytes], ...] = (),
         details: str = "",
+        grpc_status: int | None = None,
     ) -> None:
         """Answer from the proxy itself, through the encoder filters. After the response
         head went out, the only honest thing left is to reset the stream."""
@@ -388,9 +450,12 @@ class ActiveStream(FilterManager):
         if self.response_started:
             self.reset()
             return
-        self.encode_local_reply(LocalReply(status, body, flag, headers, details))
+        self.encode_local_reply(LocalReply(status, body, flag, headers, details, grpc_status))
 
     def encode_local_reply(self, reply: LocalReply) -> None:
+        if self.is_grpc_request():
+            self._encode_grpc_local_reply(reply)
+            return
         body = reply.body
         if body:
             # A filter's own content-type (an authorizer's denial) replaces the default, as
@@ -410,6 +475,16 @@ class ActiveStream(FilterManager):
         else:
             self.encode_headers(reply.status, hdrs, False)
             self.encode_data(body, True)
+        self.encoder.flush()
+
+    def _encode_grpc_local_reply(self, reply: LocalReply) -> None:
+        """A gRPC caller reads a trailers-only response: status 200, ``grpc-status`` from the
+        HTTP status (gRPC's mapping) and the body as ``grpc-message``, as Envoy answers."""
+        fields = grpc_local_reply_headers(
+            reply.status, reply.body.decode("utf-8", "replace"), reply.grpc_status
+        )
+        extra = [field for field in reply.headers if field[0] != b"content-type"]
+        self.encode_headers(200, [*fields, *extra], True)
         self.encoder.flush()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -442,6 +517,9 @@ class ActiveStream(FilterManager):
         stats.response(info.response_code)
         stats.downstream_rq_time.record((end - info.start_time) * 1000.0)
         self.destroy_filters()
+        if self._duration_timer is not None:
+            self._duration_timer.cancel()
+            self._duration_timer = None
         callbacks = self._complete_callbacks
         if callbacks is not None:
             for cb in callbacks:

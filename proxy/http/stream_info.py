@@ -154,10 +154,12 @@ class StreamInfo:
         "last_downstream_rx_byte",
         "method",
         "original_path",
+        "path",
         "protocol",
         "response_code",
         "response_code_details",
         "response_flags",
+        "response_trailers",
         "route_name",
         "start_time",
         "upstream_cluster",
@@ -178,6 +180,8 @@ class StreamInfo:
         self.start_time = start_time
         self.method = method
         self.original_path = path
+        # What the request's :path is now: a route's rewrite changes it (%REQ(:PATH)%).
+        self.path = path
         self.authority = b""
         self.protocol = protocol
         self.end_time: float | None = None
@@ -186,6 +190,8 @@ class StreamInfo:
         self.response_code = 0
         self.response_code_details = ""
         self.response_flags: list[str] | None = None
+        # The response's trailer section, when it had one (%GRPC_STATUS% reads it first).
+        self.response_trailers: list[tuple[bytes, bytes]] | None = None
         self.bytes_received = 0
         self.bytes_sent = 0
         self.route_name: str | None = None

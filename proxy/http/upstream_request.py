@@ -81,9 +81,9 @@ class UpstreamAttempt:
 
     # -- UpstreamCallbacks ---------------------------------------------------------------------
     def on_upstream_headers(self, response: Response, end_stream: bool) -> None:
-        self.router.on_attempt_response(self, response)
-        if end_stream:
-            self.on_upstream_data(b"", True)
+        # A head that ends the response (HTTP/2 HEADERS with END_STREAM: a gRPC trailers-only
+        # answer) goes downstream as one, so the client sees the same framing.
+        self.router.on_attempt_response(self, response, end_stream)
 
     def on_upstream_data(self, data: bytes, end_stream: bool) -> None:
         if end_stream:

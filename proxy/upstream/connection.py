@@ -40,6 +40,8 @@ _BODYLESS = frozenset({b"GET", b"HEAD", b"DELETE", b"TRACE", b"CONNECT"})
 
 
 class UpstreamConnection(asyncio.Protocol):
+    chunks_bodies = True
+
     __slots__ = (
         "_codec",
         "_flow",

@@ -49,6 +49,8 @@ log = structlog.get_logger(__name__)
 class H2UpstreamStream:
     """One request on an upstream HTTP/2 connection (its :class:`RequestEncoder`)."""
 
+    chunks_bodies = False
+
     __slots__ = (
         "_disabled",
         "_unacked",
@@ -282,10 +284,15 @@ class H2UpstreamConnection(asyncio.Protocol):
                 if stream is None:
                     continue
                 stream.release()
+                reason = _reset_reason(code, remote)
+                if reason is ResetReason.REMOTE_RESET:
+                    # Counted here, as Envoy's multiplexed pool client counts a server's reset
+                    # (a refused stream is not).
+                    self.pool.stats.upstream_rq_rx_reset.value += 1
                 cb, stream.callbacks = stream.callbacks, None
                 if cb is not None:
                     touched.add(cb)
-                    cb.on_upstream_reset(_reset_reason(code, remote))
+                    cb.on_upstream_reset(reason)
                 self.pool.on_capacity(self)
             elif kind is H2WindowOpen:
                 sid = cast(H2WindowOpen, event).stream_id

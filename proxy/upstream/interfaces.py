@@ -99,9 +99,12 @@ class LbContext(Protocol):
 
 class RequestEncoder(Protocol):
     """One request's way out. ``end_stream`` marks the last frame of the request;
-    ``local_address`` is the connection's own address (``%UPSTREAM_LOCAL_ADDRESS%``)."""
+    ``local_address`` is the connection's own address (``%UPSTREAM_LOCAL_ADDRESS%``);
+    ``chunks_bodies`` is True when a body without a content-length goes chunked (HTTP/1.1),
+    False when the protocol frames it anyway (HTTP/2)."""
 
     local_address: str | None
+    chunks_bodies: bool
 
     def encode_headers(
         self, method: bytes, path: bytes, headers: Headers, end_stream: bool

@@ -37,6 +37,8 @@ class H2Echo:
     status: int = 200
     trailers: tuple[tuple[str, str], ...] = ()
     body: bytes | None = None  # a fixed body instead of the JSON description
+    # HEADERS with END_STREAM and these extra fields (a gRPC trailers-only answer).
+    headers_only: tuple[tuple[str, str], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,13 @@ class _Connection(asyncio.Protocol):
             self._flush()
             return
         request = stream.request
+        if behaviour.headers_only is not None:
+            self.conn.send_headers(
+                sid, [(":status", str(behaviour.status)), *behaviour.headers_only], end_stream=True
+            )
+            self.streams.pop(sid, None)
+            self._flush()
+            return
         if behaviour.body is not None:
             body = behaviour.body
         else:

@@ -137,7 +137,13 @@ def route_action(
         cors=cors_policy(proto.cors, join(path, "cors")) if proto.HasField("cors") else None,
         max_stream_duration=(
             MaxStreamDuration(
-                max_stream_duration=opt_duration(proto.max_stream_duration, "max_stream_duration")
+                max_stream_duration=opt_duration(proto.max_stream_duration, "max_stream_duration"),
+                grpc_timeout_header_max=opt_duration(
+                    proto.max_stream_duration, "grpc_timeout_header_max"
+                ),
+                grpc_timeout_header_offset=opt_duration(
+                    proto.max_stream_duration, "grpc_timeout_header_offset"
+                ),
             )
             if proto.HasField("max_stream_duration")
             else None

@@ -242,7 +242,8 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         _ROUTE + "RouteAction.HashPolicy.ConnectionProperties": "source_ip",
         _ROUTE + "RouteAction.HashPolicy.QueryParameter": "name",
         _ROUTE + "RouteAction.HashPolicy.FilterState": "key",
-        _ROUTE + "RouteAction.MaxStreamDuration": "max_stream_duration",
+        _ROUTE + "RouteAction.MaxStreamDuration": "max_stream_duration grpc_timeout_header_max "
+        "grpc_timeout_header_offset",
         _ROUTE + "CorsPolicy": _CORS_FIELDS,
         _ROUTE + "RedirectAction": "https_redirect scheme_redirect host_redirect port_redirect "
         "path_redirect prefix_rewrite regex_rewrite response_code strip_query",

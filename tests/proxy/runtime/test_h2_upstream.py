@@ -270,3 +270,21 @@ async def test_a_client_reset_resets_the_upstream_stream(
         await wait_until(lambda: up.resets_received, "the reset upstream")
         assert (await client.request("GET", "/next")).status == 200
     assert up.connections == 1
+
+
+async def test_a_headers_only_answer_keeps_its_framing(
+    h2_upstream: H2Factory, start_proxy: StartProxy
+) -> None:
+    trailers_only = (("content-type", "application/grpc"), ("grpc-status", "5"))
+    up = await h2_upstream(upstream_ip(0), routes={"/ho": H2Echo(headers_only=trailers_only)})
+    proxy = await start_proxy(h2_cluster_config(listen_address(), up.address))
+    # An HTTP/2 client gets HEADERS with END_STREAM: a gRPC trailers-only answer stays one.
+    async with await H2Client.open(*proxy.address) as client:
+        reply = await client.request("GET", "/ho")
+    assert reply.status == 200 and reply.header("grpc-status") == "5" and reply.body == b""
+    assert reply.trailers == []
+    # An HTTP/1.1 client gets an explicit zero length, as Envoy frames it.
+    async with await AsyncConnection.open(*proxy.address) as conn:
+        r = await conn.request("GET", "/ho", host="svc")
+    assert r.status == 200 and r.header("content-length") == "0"
+    assert r.header("transfer-encoding") is None

@@ -276,3 +276,22 @@ def test_unsupported_route_field_path_is_relative_to_the_resource() -> None:
         "virtual_hosts[0].routes[0].route.rate_limits[0].actions[0].masked_remote_address"
     )
     assert caught.value.source is None
+
+
+def test_max_stream_duration_with_grpc_timeout_header_fields() -> None:
+    action = _action(
+        {
+            "match": {"prefix": "/"},
+            "route": {
+                "cluster": "c",
+                "max_stream_duration": {
+                    "max_stream_duration": "2s",
+                    "grpc_timeout_header_max": "1.5s",
+                    "grpc_timeout_header_offset": "0.1s",
+                },
+            },
+        }
+    )
+    limits = action.max_stream_duration
+    assert (limits.max_stream_duration, limits.grpc_timeout_header_max) == (2.0, 1.5)
+    assert limits.grpc_timeout_header_offset == pytest.approx(0.1)
