@@ -1,4 +1,5 @@
-"""One ``StreamAccessLogs`` stream (``envoy.service.accesslog.v3``) of the proxy's own.
+"""One ``StreamAccessLogs`` stream (``envoy.service.accesslog.v3``) of the proxy's own, over
+its HTTP/2 codec (:mod:`proxy.als.h2_call`).
 
 Entries are batched: a batch is sent when it reaches ``buffer_size_bytes`` or
 ``buffer_flush_interval`` after its first entry (Envoy's rules). Logging never waits and
@@ -17,29 +18,22 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import grpc
 import structlog
 
+from proxy.als.h2_call import H2StreamCall
 from proxy.stats import StatsStore
 
 __all__ = ["AlsStream", "Backoff", "StreamSettings"]
 
 log = structlog.get_logger(__name__)
 
-_METHOD = "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs"
+_METHOD = b"/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs"
 # StreamAccessLogsMessage field numbers: a batch is encoded by hand around entries that are
 # serialized once, so the wire bytes are the same as building the whole message.
 _HTTP_LOGS = 2
 _TCP_LOGS = 3
 _LOG_ENTRY = 1
-# grpc's own reconnect back-off would wait up to two minutes after the service restarts.
-_CHANNEL_OPTIONS = (
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 5000),
-)
 
 
 def _varint(value: int) -> bytes:
@@ -68,6 +62,9 @@ class StreamSettings:
     backoff_base: float = 0.5
     backoff_max: float = 10.0
     drain_timeout: float = 1.0
+    connect_timeout: float = 5.0
+    #: written bytes the service may hold back before the proxy stops writing
+    max_backlog_bytes: int = 256 << 10
 
 
 class Backoff:
@@ -123,8 +120,7 @@ class AlsStream:
         self._empty = asyncio.Event()  # the outbox is empty (what close() waits for)
         self._empty.set()
         self._writer: asyncio.Task[None] | None = None
-        self._channels: dict[str, Any] = {}
-        self._call: Any = None
+        self._call: H2StreamCall | None = None
         self._fresh = True  # the current call has not named the proxy yet
         self._closing = False
 
@@ -162,25 +158,51 @@ class AlsStream:
             self._writer = self._loop.create_task(self._write_forever())
 
     # -- the stream ----------------------------------------------------------------------------
-    def _open(self) -> Any | None:
+    async def _connect(self) -> bool:
+        """Open a new stream to a host of the service; False (and the reason logged) when
+        that fails."""
         target = self._pick()
         if target is None:
-            return None
-        channel = self._channels.get(target)
-        if channel is None:
-            options: list[tuple[str, object]] = list(_CHANNEL_OPTIONS)
-            if self._authority:
-                options.append(("grpc.default_authority", self._authority))
-            channel = self._channels[target] = grpc.aio.insecure_channel(target, options=options)
-        # Raw bytes both ways: the batches are encoded here, the response is empty.
-        call = channel.stream_unary(_METHOD)()
-        call.add_done_callback(self._ended)
+            # No host to send to: what waits is dropped rather than kept for a service that
+            # may never be configured.
+            log.debug("access log service has no host")
+            self._drop_outbox()
+            return False
+        host, _, port = target.rpartition(":")
+        call = H2StreamCall(
+            _METHOD,
+            (self._authority or target).encode(),
+            on_end=lambda why: self._ended(call, why),
+            on_writable=self._wake.set,
+        )
+        try:
+            await asyncio.wait_for(
+                self._loop.create_connection(lambda: call, host.strip("[]"), int(port)),
+                self._settings.connect_timeout,
+            )
+        except (OSError, TimeoutError) as exc:
+            log.info("access log stream failed", target=target, error=str(exc) or repr(exc))
+            self._trim()
+            return False
+        self._call = call
         self._fresh = True
-        return call
+        return True
 
-    def _ended(self, call: Any) -> None:
+    def _ended(self, call: H2StreamCall, why: str) -> None:
         if call is self._call:
             self._call = None
+            if not self._closing:
+                log.info("access log stream ended", error=why)
+                if self._outbox:
+                    self._wake.set()
+
+    def _trim(self) -> None:
+        """A long outage keeps only the newest half of the budget."""
+        half = self._settings.max_pending_bytes // 2
+        while self._outbox and self._outbox_bytes > half:
+            old, dropped = self._outbox.popleft()
+            self._outbox_bytes -= len(old)
+            self._dropped.value += dropped
 
     def _drop_outbox(self) -> None:
         while self._outbox:
@@ -194,43 +216,24 @@ class AlsStream:
             await self._wake.wait()
             self._wake.clear()
             while self._outbox:
-                if not await self._write_one():
-                    if self._closing:
-                        self._drop_outbox()
-                        return
-                    await asyncio.sleep(self._backoff.next())
-            self._empty.set()
-
-    async def _write_one(self) -> bool:
-        call = self._call
-        if call is None:
-            call = self._call = self._open()
-            if call is None:
-                # No host to send to: what waits is dropped rather than kept for a service
-                # that may never be configured.
-                log.debug("access log service has no host")
-                self._drop_outbox()
-                return False
-        data, count = self._outbox[0]
-        try:
-            await call.write(self._identifier + data if self._fresh else data)
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
-            self._call = None
-            call.cancel()
-            log.info("access log stream failed", error=_describe(exc, call))
-            if self._outbox_bytes > self._settings.max_pending_bytes // 2:
-                # A long outage: keep the newest half of the budget.
-                while self._outbox and self._outbox_bytes > self._settings.max_pending_bytes // 2:
-                    old, dropped = self._outbox.popleft()
-                    self._outbox_bytes -= len(old)
-                    self._dropped.value += dropped
-            return False
-        self._fresh = False
-        self._outbox.popleft()
-        self._outbox_bytes -= len(data)
-        self._written.value += count
-        self._backoff.reset()
-        return True
+                call = self._call
+                if call is None or not call.open:
+                    if not await self._connect():
+                        if self._closing:
+                            self._drop_outbox()
+                            return
+                        await asyncio.sleep(self._backoff.next())
+                    continue
+                if call.backlog > self._settings.max_backlog_bytes:
+                    break  # a slow service: wait until it takes what it has (on_writable)
+                data, count = self._outbox.popleft()
+                self._outbox_bytes -= len(data)
+                call.write(self._identifier + data if self._fresh else data)
+                self._fresh = False
+                self._written.value += count
+                self._backoff.reset()
+            if not self._outbox:
+                self._empty.set()
 
     async def close(self) -> None:
         """Send what is buffered (for at most ``drain_timeout``), then end the stream."""
@@ -246,19 +249,4 @@ class AlsStream:
         self._drop_outbox()
         call, self._call = self._call, None
         if call is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(call.done_writing(), 0.5)
-            call.cancel()
-        for channel in self._channels.values():
-            await channel.close()
-        self._channels.clear()
-
-
-def _describe(exc: BaseException, call: Any) -> str:
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return f"{exc.code().name}: {exc.details()}"
-    with contextlib.suppress(Exception):
-        if call.done():
-            code = call.code()
-            return str(code.name) if hasattr(code, "name") else repr(code)
-    return type(exc).__name__
+            call.close()

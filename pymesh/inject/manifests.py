@@ -123,8 +123,8 @@ def _pilot(image: str) -> list[dict[str, Any]]:
         "defaultConfig": {
             "discoveryAddress": PILOT_ADDRESS,
             "terminationDrainDuration": "5s",
-            # Spans to mixer (from Envoy sidecars: pymesh's does not send them yet). Istio's
-            # request metrics need envoyAccessLogService, which pymesh's sidecar refuses.
+            # Spans to mixer. Istio's request metrics need envoyAccessLogService as well
+            # (both Envoy's and pymesh's sidecars stream access logs to it).
             "tracing": {"sampling": 1, "zipkin": {"address": ZIPKIN_ADDRESS}},
         },
         "outboundTrafficPolicy": {"mode": "ALLOW_ANY"},
