@@ -10,7 +10,6 @@ the listener and its filter chain is chosen by the original destination.
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 import itertools
 import os
@@ -18,10 +17,10 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 
 import structlog
 
+from proxy.acceptor import Acceptor
 from proxy.config.model import (
     CertificateValidation,
     FilterChain,
@@ -29,16 +28,13 @@ from proxy.config.model import (
     SocketAddress,
     TrafficDirection,
 )
-from proxy.config.model_http import CodecType
 from proxy.http.connection_manager import DownstreamConnection
 from proxy.http.h2_connection import H2DownstreamConnection
 from proxy.http.hcm import HcmRuntime
-from proxy.listener_tls import TLS_INSPECTOR, listener_ssl, reset, sni_matches, tls_of
+from proxy.listener_tls import TLS_INSPECTOR, listener_ssl, sni_matches, tls_of
 from proxy.stats import ListenerStats, StatsStore
 from proxy.transport.original_dst import original_destination
 from proxy.transport.tls_inspector import Inspection
-from proxy.transport.tls_inspector import inspect as inspect_client_hello
-from proxy.transport.tls_server import peer_refused, start_server_tls
 
 __all__ = ["ChainRuntime", "ListenerManager", "ListenerRuntime"]
 
@@ -212,7 +208,7 @@ class ListenerManager:
 
         def factory() -> asyncio.Protocol:
             # Looked up per connection: an update in place swaps the runtime under the socket.
-            return _Acceptor(self, self.listeners.get(name, runtime))
+            return Acceptor(self, self.listeners.get(name, runtime))
 
         runtime.server = await self._loop.create_server(
             factory,
@@ -275,191 +271,6 @@ class ListenerManager:
         for runtime in self.listeners.values():
             for conn in list(runtime.connections):
                 conn.abort()
-
-
-class _Acceptor(asyncio.Protocol):
-    """Decides the listener and chain for a new connection, then hands the transport to
-    that chain's protocol (the connection manager or the TCP proxy). On a listener with the
-    TLS inspector it first reads the client's opening bytes, and starts TLS itself when the
-    chosen chain has a transport socket."""
-
-    def __init__(self, manager: ListenerManager, runtime: ListenerRuntime) -> None:
-        self._manager = manager
-        self._runtime = runtime
-        self._conn: DownstreamConnection | H2DownstreamConnection | None = None
-        self._transport: asyncio.BaseTransport | None = None
-        self._destination: tuple[str, int] | None = None
-        self._received = b""
-        self._timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        sock = transport.get_extra_info("socket")
-        local = transport.get_extra_info("sockname")
-        local_addr = (local[0], local[1]) if isinstance(local, tuple) else None
-        runtime, chain, destination = self._manager.route_connection(
-            self._runtime, sock, local_addr
-        )
-        runtime.stats.downstream_cx_total.value += 1
-        if runtime.inspect_tls:
-            self._runtime, self._transport, self._destination = runtime, transport, destination
-            timeout = runtime.model.listener_filters_timeout
-            if timeout > 0:
-                self._timer = self._manager._loop.call_later(timeout, self._inspect_timeout)
-            return
-        ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is not None:
-            # SNI already chose the chain during the handshake: its context is the one in use.
-            chain = next(
-                (c for c in runtime.all_chains if c.ssl_context is ssl_object.context), chain
-            )
-            refused = chain is not None and peer_refused(chain.validation, ssl_object)
-            if refused:
-                runtime.stats.counter(f"ssl.{refused.value}").value += 1
-                cast(asyncio.Transport, transport).abort()
-                return
-        protocol = self._protocol_for(runtime, chain, destination, transport)
-        if protocol is None:
-            transport.close()
-            return
-        transport.set_protocol(protocol)
-        protocol.connection_made(transport)
-
-    def _protocol_for(
-        self,
-        runtime: ListenerRuntime,
-        chain: ChainRuntime | None,
-        destination: tuple[str, int] | None,
-        transport: asyncio.BaseTransport,
-    ) -> asyncio.Protocol | None:
-        """The chain's protocol for ``transport`` (after the TLS handshake, if any: the
-        negotiated ALPN picks HTTP/2)."""
-        if chain is not None and chain.tcp is not None:
-            return chain.tcp(destination, next(self._manager.connection_ids))
-        if chain is None or chain.hcm is None:
-            runtime.stats.no_filter_chain_match.value += 1
-            return None
-        ssl_object = transport.get_extra_info("ssl_object")
-        alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
-        codec = chain.hcm.model.codec_type
-        scheme = b"https" if chain.ssl_context is not None else b"http"
-        conn: DownstreamConnection | H2DownstreamConnection
-        if codec is CodecType.HTTP2 or (codec is CodecType.AUTO and alpn == "h2"):
-            conn = H2DownstreamConnection(
-                chain.hcm,
-                self._manager._loop,
-                scheme=scheme,
-                on_close=runtime.connections.discard,
-                original_destination=destination,
-                connection_id=next(self._manager.connection_ids),
-            )
-        else:
-            # AUTO without ALPN h2: the first bytes decide (an HTTP/2 client preface, or not).
-            sniff = codec is CodecType.AUTO and alpn in (None, "istio", "istio-peer-exchange")
-            conn = DownstreamConnection(
-                chain.hcm,
-                self._manager._loop,
-                scheme=scheme,
-                on_close=runtime.connections.discard,
-                original_destination=destination,
-                connection_id=next(self._manager.connection_ids),
-                on_h2_preface=(
-                    functools.partial(_switch_to_h2, transport, runtime) if sniff else None
-                ),
-            )
-        runtime.connections.add(conn)
-        self._conn = conn
-        return conn
-
-    # -- the TLS inspector --------------------------------------------------------------------
-    def data_received(self, data: bytes) -> None:
-        if self._conn is not None:  # pragma: no cover - handed over
-            self._conn.data_received(data)
-            return
-        if self._transport is None:
-            return
-        self._received += data
-        found = inspect_client_hello(self._received)
-        if isinstance(found, Inspection):
-            self._dispatch(found)
-
-    def _inspect_timeout(self) -> None:
-        self._timer = None
-        if self._runtime.model.continue_on_listener_filters_timeout:
-            self._dispatch(Inspection("raw_buffer"))
-        elif self._transport is not None:
-            self._transport.close()
-
-    def _dispatch(self, inspection: Inspection) -> None:
-        transport, runtime, destination = self._transport, self._runtime, self._destination
-        assert transport is not None
-        self._transport = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        received, self._received = self._received, b""
-        chain = runtime.select_chain(destination, inspection=inspection)
-        if chain is None or (chain.hcm is None and chain.tcp is None):
-            runtime.stats.no_filter_chain_match.value += 1
-            reset(transport)
-            return
-        if chain.ssl_context is None:
-            protocol = self._protocol_for(runtime, chain, destination, transport)
-            assert protocol is not None
-            transport.set_protocol(protocol)
-            protocol.connection_made(transport)
-            if received:
-                protocol.data_received(received)
-            return
-        stats = runtime.stats
-
-        def handed_over(tls_transport: asyncio.BaseTransport) -> asyncio.Protocol:
-            protocol = self._protocol_for(runtime, chain, destination, tls_transport)
-            assert protocol is not None
-            return protocol
-
-        def outcome(failure: str | None) -> None:
-            stats.counter("ssl.handshake" if failure is None else f"ssl.{failure}").value += 1
-
-        start_server_tls(
-            self._manager._loop,
-            transport,
-            handed_over,
-            chain.ssl_context,
-            received,
-            validation=chain.validation,
-            handshake_timeout=chain.model.transport_socket_connect_timeout or 60.0,
-            outcome=outcome,
-        )
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._transport = None
-        if self._conn is not None:  # pragma: no cover - handed over
-            self._conn.connection_lost(exc)
-
-
-def _switch_to_h2(
-    transport: asyncio.BaseTransport,
-    runtime: ListenerRuntime,
-    http1: DownstreamConnection,
-    data: bytes,
-) -> None:
-    """``codec_type: AUTO`` saw the HTTP/2 client preface: the connection is HTTP/2 from its
-    first byte, as in Envoy."""
-    runtime.connections.discard(http1)
-    conn = H2DownstreamConnection(
-        http1.hcm,
-        http1.loop,
-        scheme=http1.scheme,
-        on_close=runtime.connections.discard,
-        original_destination=http1.original_destination,
-        connection_id=http1.connection_id,
-    )
-    runtime.connections.add(conn)
-    transport.set_protocol(conn)
-    conn.adopt(transport, counted=True, data=data)
 
 
 def _drain_replaced(

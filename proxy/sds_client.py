@@ -28,10 +28,11 @@ from proxy.config.model import Bootstrap, Cluster, Listener, Secret
 from proxy.config.snapshot import SECRET_TYPE
 from proxy.config.translate import translate_secret
 from proxy.config.translate.clusters import PIPE_PREFIX
+from proxy.stats import StatsStore
 from pymesh.backoff import Backoff
 from pymesh.errors import ConfigError
 
-__all__ = ["SdsStream", "agent_secret_names", "grpc_target"]
+__all__ = ["AgentSds", "SdsStream", "agent_secret_names", "grpc_target"]
 
 log = structlog.get_logger(__name__)
 
@@ -212,3 +213,65 @@ def grpc_target(bootstrap: Bootstrap, cluster_name: str) -> str:
         return endpoint.address
     host = f"[{endpoint.address}]" if ":" in endpoint.address else endpoint.address
     return f"{host}:{endpoint.port}"
+
+
+class AgentSds:
+    """The proxy's SDS streams to gRPC config sources (the identity agent): one per cluster,
+    asking for the names the configuration uses; ``on_change`` applies what arrived."""
+
+    def __init__(
+        self,
+        bootstrap: Bootstrap,
+        node: base_pb2.Node,
+        on_change: Callable[[], Awaitable[None]],
+        stats: StatsStore,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._node = node
+        self._on_change = on_change
+        self._stats = stats
+        self._streams: dict[str, SdsStream] = {}
+        self._received: dict[str, Mapping[str, Secret]] = {}
+
+    def subscribe(self, wanted: Mapping[str, frozenset[str]]) -> None:
+        for cluster, names in wanted.items():
+            stream = self._streams.get(cluster)
+            if stream is None:
+                target = grpc_target(self._bootstrap, cluster)
+                stream = SdsStream(cluster, target, self._node, self._receiver(cluster))
+                self._streams[cluster] = stream
+                stream.start()
+            stream.subscribe(names)
+        for cluster, stream in self._streams.items():
+            if cluster not in wanted:
+                stream.subscribe(frozenset())
+
+    def has(self, wanted: Mapping[str, frozenset[str]]) -> bool:
+        """Whether every wanted secret has arrived."""
+        return all(names <= set(self._received.get(c, ())) for c, names in wanted.items())
+
+    def secrets(self) -> dict[str, Secret]:
+        return {name: s for got in self._received.values() for name, s in got.items()}
+
+    async def stop(self) -> None:
+        for stream in self._streams.values():
+            await stream.stop()
+
+    def _receiver(self, cluster: str) -> OnSecrets:
+        async def receive(secrets: Mapping[str, Secret]) -> None:
+            previous = self._received.get(cluster)
+            self._received[cluster] = secrets
+            try:
+                await self._on_change()
+            except ConfigError:
+                if previous is None:
+                    self._received.pop(cluster, None)
+                else:
+                    self._received[cluster] = previous
+                raise
+            for name, secret in secrets.items():
+                if previous is None or previous.get(name) != secret:
+                    # Envoy's count of a secret's accepted versions.
+                    self._stats.counter(f"sds.{name}.update_success").value += 1
+
+        return receive

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -54,7 +54,7 @@ from proxy.config.translate import (
     translate_route_configuration,
     translate_secret,
 )
-from proxy.sds_client import SdsStream, agent_secret_names, grpc_target
+from proxy.sds_client import AgentSds, agent_secret_names
 from pymesh import __version__
 from pymesh.backoff import Backoff
 from pymesh.errors import ConfigError, ControlPlaneError
@@ -187,10 +187,8 @@ class XdsClient:
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._lost = False  # the stream broke and no response came since
-        # SDS from the identity agent: a stream per config-source cluster, and what each
-        # has delivered (merged into every snapshot's secrets).
-        self.agent_streams: dict[str, SdsStream] = {}
-        self.agent_secrets: dict[str, Mapping[str, Any]] = {}
+        # SDS from the identity agent (merged into every snapshot's secrets).
+        self.agent = AgentSds(self.bootstrap, self.node, self._agent_changed, self.server.stats)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -200,8 +198,7 @@ class XdsClient:
             self._timer = loop.call_later(self.initial_fetch_timeout, self._initial_timeout)
 
     async def stop(self) -> None:
-        for stream in self.agent_streams.values():
-            await stream.stop()
+        await self.agent.stop()
         if self._timer is not None:
             self._timer.cancel()
         if self._task is not None:
@@ -390,7 +387,7 @@ class XdsClient:
             self._resubscribe(ROUTE_TYPE, rds)
             self._resubscribe(SECRET_TYPE, sds)
         if type_url in (CLUSTER_TYPE, LISTENER_TYPE):
-            self._subscribe_agent(agent_secret_names(listeners, clusters))
+            self.agent.subscribe(agent_secret_names(listeners, clusters))
         clusters_ready = CLUSTER_TYPE not in self.types or (
             CLUSTER_TYPE in self.received and (not eds or ENDPOINT_TYPE in self.received)
         )
@@ -398,46 +395,10 @@ class XdsClient:
             self.names[LISTENER_TYPE] = frozenset()
             self._send(LISTENER_TYPE)
 
-    def _subscribe_agent(self, wanted: Mapping[str, frozenset[str]]) -> None:
-        for cluster, names in wanted.items():
-            stream = self.agent_streams.get(cluster)
-            if stream is None:
-                stream = SdsStream(
-                    cluster,
-                    grpc_target(self.bootstrap, cluster),
-                    self.node,
-                    self._receiver(cluster),
-                )
-                self.agent_streams[cluster] = stream
-                stream.start()
-            stream.subscribe(names)
-        for cluster, stream in self.agent_streams.items():
-            if cluster not in wanted:
-                stream.subscribe(frozenset())
-
-    def _receiver(self, cluster: str) -> Callable[[Mapping[str, Any]], Awaitable[None]]:
-        async def receive(secrets: Mapping[str, Any]) -> None:
-            await self._on_agent_secrets(cluster, secrets)
-
-        return receive
-
-    async def _on_agent_secrets(self, cluster: str, secrets: Mapping[str, Any]) -> None:
-        previous = self.agent_secrets.get(cluster)
-        self.agent_secrets[cluster] = secrets
-        for name, secret in secrets.items():
-            if previous is None or previous.get(name) != secret:
-                # Envoy's count of a secret's accepted versions.
-                self.server.stats.counter(f"sds.{name}.update_success").value += 1
-        if not (self.applied or self._complete()):
-            return
-        try:
+    async def _agent_changed(self) -> None:
+        """The agent delivered secrets: live at once, or with the first complete snapshot."""
+        if self.applied or self._complete():
             await self._apply()
-        except ConfigError:
-            if previous is None:
-                self.agent_secrets.pop(cluster, None)
-            else:
-                self.agent_secrets[cluster] = previous
-            raise
 
     # -- the snapshot ------------------------------------------------------------------------
     def _complete(self) -> bool:
@@ -457,7 +418,7 @@ class XdsClient:
             eds <= set(self.accepted[ENDPOINT_TYPE]) | set(self.static.load_assignments)
             and rds <= set(self.accepted[ROUTE_TYPE])
             and sds <= set(self.accepted[SECRET_TYPE]) | set(self.static.secrets)
-            and all(names <= set(self.agent_secrets.get(c, ())) for c, names in agent.items())
+            and self.agent.has(agent)
         )
 
     def snapshot(self) -> ProxySnapshot:
@@ -475,8 +436,7 @@ class XdsClient:
             clusters=merged(a[CLUSTER_TYPE], s.clusters),
             load_assignments=merged(a[ENDPOINT_TYPE], s.load_assignments),
             secrets=merged(
-                {k: v for pushed in self.agent_secrets.values() for k, v in pushed.items()}
-                | a[SECRET_TYPE],
+                {**self.agent.secrets(), **a[SECRET_TYPE]},
                 s.secrets,
             ),
         )
