@@ -26,6 +26,7 @@ from tests.support.envoy import PROXY_KINDS, find_envoy, make_proxy
 from tests.support.grpc_echo import GrpcEcho, grpc_client_channel, method
 from tests.support.h2client import H2Client
 from tests.support.h2upstream import H2Echo, H2GoAway, H2Held, H2Reset, H2Upstream
+from tests.support.httpclient import AsyncConnection
 from tests.support.procs import free_port
 from tests.support.waiting import wait_until
 
@@ -195,6 +196,24 @@ async def _raw(path: str, listen: tuple[str, int]) -> Any:
     }
 
 
+async def _http1(
+    listen: tuple[str, int],
+    method: str,
+    path: str,
+    headers: list[tuple[str, str]],
+    body: bytes | list[bytes] = b"",
+) -> Any:
+    """An HTTP/1.1 client to the HTTP/2 origin: what the translation both ways gives."""
+    async with await AsyncConnection.open(*listen) as conn:
+        r = await conn.request(method, path, headers, body, host="echo.svc")
+    response_headers = {k: ("<present>" if k in VOLATILE else v) for k, v in r.headers}
+    parsed: Any = r.body
+    if response_headers.get("content-type") == "application/json":
+        parsed = json.loads(r.body)
+        parsed["headers"]["x-request-id"] = "<present>"
+    return {"status": r.status, "headers": response_headers, "body": parsed}
+
+
 CASES: dict[str, Case] = {
     "unary with metadata and trailers": lambda ch, _: _unary(
         ch.unary_unary(method("Unary")), b"hello", metadata=(("x-echo", "e"),)
@@ -228,6 +247,21 @@ CASES: dict[str, Case] = {
     "origin resets after the head": lambda _, listen: _raw("/raw/reset-late", listen),
     "origin goaway refuses the stream": lambda _, listen: _raw("/raw/goaway", listen),
     "refused stream retried": lambda _, listen: _raw("/raw/retried", listen),
+    "HTTP/1.1 to HTTP/2: hop-by-hop fields and te": lambda _, listen: _http1(
+        listen,
+        "GET",
+        "/raw/echo?q=1",
+        [("connection", "keep-alive, x-drop"), ("x-drop", "1"), ("te", "gzip, trailers")],
+    ),
+    "HTTP/1.1 to HTTP/2: chunked body": lambda _, listen: _http1(
+        listen, "POST", "/raw/echo", [], [b"part one, ", b"part two"]
+    ),
+    "HTTP/1.1 to HTTP/2: content-length body": lambda _, listen: _http1(
+        listen, "PUT", "/raw/echo", [], b"x" * 70000
+    ),
+    "HTTP/1.1 to HTTP/2: headers-only answer": lambda _, listen: _http1(
+        listen, "GET", "/raw/headers-only", []
+    ),
 }
 
 
@@ -248,6 +282,7 @@ async def run(kind: str, tmp: Path) -> tuple[dict[str, Any], list[str], dict[str
             "/raw/reset-late": H2Reset(code=2, after_headers=True),
             "/raw/goaway": H2GoAway(),
             "/raw/retried": H2GoAway(),
+            "/raw/echo": H2Echo(),
             "/raw/*": H2Echo(headers_only=(("grpc-status", "0"),)),
             "/echo.Echo/Deadline": H2Held("never"),
         },
