@@ -120,6 +120,7 @@ class RuntimeCluster:
                 max_requests_per_connection=options.common.max_requests_per_connection,
                 on_local_failure=self.report_local_failure,
                 source_address=model.source_address,
+                enable_trailers=options.http1.enable_trailers,
             )
         return pool
 

@@ -110,6 +110,7 @@ class ConnectionPool:
         "active",
         "closed",
         "connect_timeout",
+        "enable_trailers",
         "host",
         "limits",
         "max_requests_per_connection",
@@ -129,8 +130,10 @@ class ConnectionPool:
         max_requests_per_connection: int | None,
         on_local_failure: Callable[[Host, str], None],
         source_address: tuple[str, int] | None = None,
+        enable_trailers: bool = False,
     ) -> None:
         self.host = host
+        self.enable_trailers = enable_trailers
         self._connector = connector
         self.stats = stats
         self.limits = limits
