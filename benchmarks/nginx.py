@@ -36,7 +36,9 @@ class NginxPaths:
     one_m: str = "/1m"
 
 
-def render_config(workdir: Path, host: str, port: int, *, as_root: bool) -> str:
+def render_config(
+    workdir: Path, host: str, port: int, *, as_root: bool, http2: bool = False
+) -> str:
     temp = {name: workdir / "temp" / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
     # Workers of a root master drop to "nobody", which cannot read a 0700 tmp dir.
     user = "user root;\n" if as_root else ""
@@ -59,7 +61,8 @@ http {{
     uwsgi_temp_path {temp["uwsgi"]};
     scgi_temp_path {temp["scgi"]};
     server {{
-        listen {host}:{port} backlog=4096;
+        listen {host}:{port}{" http2" if http2 else ""} backlog=4096;
+        {"http2_max_concurrent_streams 1024;" if http2 else ""}
         location = / {{ return 200 "{BODY_100}"; }}
         location = /1k {{ return 200 "{BODY_1K}"; }}
         location = /1m {{ root {workdir}/files; }}
@@ -71,8 +74,17 @@ http {{
 class Nginx:
     """One nginx master + one worker on ``host:port``, pinned with ``cpus``."""
 
-    def __init__(self, workdir: Path, *, host: str = "127.0.0.1", cpus: str | None = "0") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        host: str = "127.0.0.1",
+        cpus: str | None = "0",
+        http2: bool = False,
+    ) -> None:
+        """``http2``: prior-knowledge h2c only (nginx's plaintext ``listen ... http2``)."""
         self.workdir = workdir
+        self.http2 = http2
         self.host = host
         self.port = free_port(host)
         self.cpus = cpus
@@ -99,7 +111,9 @@ class Nginx:
             (self.workdir / "temp" / d).mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "nginx.conf"
         conf.write_text(
-            render_config(self.workdir, self.host, self.port, as_root=os.geteuid() == 0)
+            render_config(
+                self.workdir, self.host, self.port, as_root=os.geteuid() == 0, http2=self.http2
+            )
         )
         argv = [nginx, "-p", str(self.workdir), "-e", str(self.workdir / "error.log")]
         argv += ["-c", str(conf), "-g", "daemon off;"]

@@ -303,8 +303,7 @@ class AdminServer:
 
 
 def _active(host: Any) -> int:
-    pool = host.pool
-    return len(pool.active) if pool is not None else 0
+    return sum(len(pool.active) for pool in (host.pool, host.h2_pool) if pool is not None)
 
 
 def _json(data: Any) -> MiniResponse:

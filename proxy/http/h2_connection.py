@@ -76,6 +76,7 @@ class H2DownstreamConnection(asyncio.Protocol):
         self._ping_timer: asyncio.TimerHandle | None = None
         self._ping_payload = b""
         self._error_counted = False
+        self._flush_handle: asyncio.Handle | None = None
         # Streams answered before their request ended, whose RST_STREAM waits for the
         # response to leave (a reset would discard what the client's window still holds).
         self._deferred_resets: set[int] = set()
@@ -263,6 +264,16 @@ class H2DownstreamConnection(asyncio.Protocol):
                 self._close()
 
     # -- output -------------------------------------------------------------------------------
+    def flush_soon(self) -> None:
+        """Write what the streams encoded once this loop turn ends: the responses an upstream
+        read completed leave in one write, not one per stream."""
+        if self._flush_handle is None and not self.closed:
+            self._flush_handle = self.loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_handle = None
+        self.flush()
+
     def flush(self) -> None:
         transport = self.transport
         if transport is None or self.closed:

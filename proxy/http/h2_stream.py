@@ -125,7 +125,7 @@ class H2StreamEncoder:
             if not self.disabled and self._unacked:
                 unacked, self._unacked = self._unacked, 0
                 self.conn.codec.consumed(self.stream_id, unacked)
-                self.conn.flush()
+                self.conn.flush_soon()
 
     def release(self) -> None:
         """The stream is over: what it held back no longer counts against the connection."""
@@ -135,7 +135,7 @@ class H2StreamEncoder:
             self.conn.codec.consumed(self.stream_id, unacked)
 
     def flush(self) -> None:
-        self.conn.flush()
+        self.conn.flush_soon()
 
     def reset_stream(self) -> None:
         # What was already encoded (a response head) leaves first: a reset submitted before it

@@ -386,7 +386,7 @@ class Router(HttpFilter):
                 self._update_expected_timeout()
         if retry is not None:
             retry.on_host_attempted(host)
-        pool = cluster.pool_for(host)
+        pool = cluster.pool_for(host, cb.stream_info.protocol == b"HTTP/2")
         attempt = self.attempt = UpstreamAttempt(self, host, pool, cluster.stats, cb.timers)
         info.upstream_host = host.address_str
         result = pool.new_stream(attempt)

@@ -22,6 +22,7 @@ from proxy.config.model import (
     DnsLookupFamily,
     HealthStatus,
     LbPolicy,
+    UpstreamProtocol,
 )
 from proxy.routing.circuit_breaker import ResourceLimits
 from proxy.routing.lb import LoadBalancer, build_load_balancer
@@ -67,6 +68,10 @@ class RuntimeCluster:
         # Replaced by the cluster manager when the secrets the sockets use change.
         self.sockets: TransportSockets = PLAINTEXT
         self.limits = ResourceLimits(model.circuit_breakers.default)
+        # Which pool a request takes, worked out once (pool_for runs on every request).
+        protocol = model.http_protocol_options.protocol
+        self._h2_always = protocol is UpstreamProtocol.HTTP2
+        self._h2_follows = protocol is UpstreamProtocol.USE_DOWNSTREAM
         self.hosts: list[Host] = []
         self._by_key: dict[tuple[str, int], Host] = {}
         self.original_dst = model.type is DiscoveryType.ORIGINAL_DST
@@ -103,44 +108,54 @@ class RuntimeCluster:
             context.hash_key, context.excluded_hosts, context.host_selection_attempts
         )
 
-    def pool_for(self, host: Host) -> UpstreamPool:
+    def pool_for(self, host: Host, downstream_http2: bool = False) -> UpstreamPool:
+        """The host's pool for the cluster's protocol: HTTP/2, HTTP/1.1, or with
+        ``use_downstream_protocol_config`` the protocol the request came in with (a host then
+        has one pool of each, as Envoy keeps one per protocol)."""
+        if self._h2_always or (downstream_http2 and self._h2_follows):
+            pool = host.h2_pool
+            if pool is None:
+                pool = host.h2_pool = self._h2_pool(host)
+            return pool
         pool = host.pool
         if pool is None:
             model = self.model
             options = model.http_protocol_options
-            if options.http2 and options.http2_settings is not None:
-                pool = host.pool = H2ConnectionPool(
-                    host,
-                    connector=self._connector,
-                    stats=self.stats,
-                    limits=self.limits,
-                    connect_timeout=model.connect_timeout,
-                    max_requests_per_connection=options.common.max_requests_per_connection,
-                    settings=options.http2_settings,
-                    buffer_limit=model.per_connection_buffer_limit_bytes,
-                    on_local_failure=self.report_local_failure,
-                    source_address=model.source_address,
-                    socket_for=None if self.sockets is PLAINTEXT else self.socket_for,
-                    jitter=self._rng.random,
-                )
-                return pool
             pool = host.pool = ConnectionPool(
                 host,
                 connector=self._connector,
                 stats=self.stats,
                 limits=self.limits,
                 connect_timeout=model.connect_timeout,
-                max_requests_per_connection=(
-                    model.http_protocol_options.common.max_requests_per_connection
-                ),
+                max_requests_per_connection=options.common.max_requests_per_connection,
                 on_local_failure=self.report_local_failure,
                 source_address=model.source_address,
                 socket_for=None if self.sockets is PLAINTEXT else self.socket_for,
+                enable_trailers=options.http1.enable_trailers,
             )
         return pool
 
     def socket_for(self, host: Host) -> TransportSocket:
         return self.sockets.for_host(host.socket_match)
+
+    def _h2_pool(self, host: Host) -> H2ConnectionPool:
+        model = self.model
+        options = model.http_protocol_options
+        assert options.http2_settings is not None  # set for every protocol but HTTP/1.1
+        return H2ConnectionPool(
+            host,
+            connector=self._connector,
+            stats=self.stats,
+            limits=self.limits,
+            connect_timeout=model.connect_timeout,
+            max_requests_per_connection=options.common.max_requests_per_connection,
+            settings=options.http2_settings,
+            buffer_limit=model.per_connection_buffer_limit_bytes,
+            on_local_failure=self.report_local_failure,
+            source_address=model.source_address,
+            socket_for=None if self.sockets is PLAINTEXT else self.socket_for,
+            jitter=self._rng.random,
+        )
 
     def report_response(self, host: Host, status: int) -> None:
         outlier = self.outlier
@@ -204,8 +219,9 @@ class RuntimeCluster:
         self.hosts = hosts
         self._by_key = by_key
         for host in removed:
-            if host.pool is not None:
-                host.pool.drain()
+            for pool in (host.pool, host.h2_pool):
+                if pool is not None:
+                    pool.drain()
         if self.outlier is not None:
             self.outlier.set_hosts(hosts)
         self.lb = build_load_balancer(
@@ -311,15 +327,17 @@ class RuntimeCluster:
         if self._dns_task is not None:
             self._dns_task.cancel()
         for host in self.hosts:
-            if host.pool is not None:
-                host.pool.drain()
+            for pool in (host.pool, host.h2_pool):
+                if pool is not None:
+                    pool.drain()
 
     def close(self) -> None:
         """Shut down: fail what waits for a connection too."""
         self.drain()
         for host in self.hosts:
-            if host.pool is not None:
-                host.pool.close()
+            for pool in (host.pool, host.h2_pool):
+                if pool is not None:
+                    pool.close()
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:

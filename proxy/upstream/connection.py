@@ -197,7 +197,9 @@ class UpstreamConnection(asyncio.Protocol):
             self._end()
 
     def encode_trailers(self, trailers: Headers) -> None:
-        end = self._codec.send_end(trailers)
+        # Envoy's HTTP/1.1 codec sends request trailers only with enable_trailers; without it
+        # the chunked body just ends (an HTTP/2 client's trailers stop here).
+        end = self._codec.send_end(trailers if self.pool.enable_trailers else None)
         if end:
             self.write(end)
 

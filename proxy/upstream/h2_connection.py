@@ -97,7 +97,7 @@ class H2UpstreamStream:
         self.stream_id = sid
         self.request_ended = end_stream
         conn.streams[sid] = self
-        conn.flush()
+        conn.flush_soon()
 
     def encode_data(self, data: bytes, end_stream: bool) -> None:
         conn = self.conn
@@ -112,13 +112,13 @@ class H2UpstreamStream:
             self.above_watermark = True
             if self.callbacks is not None:
                 self.callbacks.on_upstream_watermark(True)
-        conn.flush()
+        conn.flush_soon()
 
     def encode_trailers(self, trailers: Headers) -> None:
         if self.stream_id:
             self.conn.codec.send_trailers(self.stream_id, trailers)
             self.request_ended = True
-            self.conn.flush()
+            self.conn.flush_soon()
 
     def read_disable(self, disable: bool) -> None:
         if disable:
@@ -128,7 +128,7 @@ class H2UpstreamStream:
             if not self._disabled and self._unacked:
                 unacked, self._unacked = self._unacked, 0
                 self.conn.codec.consumed(self.stream_id, unacked)
-                self.conn.flush()
+                self.conn.flush_soon()
 
     def reset(self) -> None:
         """Give the stream up; the connection stays for the others."""
@@ -175,6 +175,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         self.goaway = False
         self._ping_timer: asyncio.TimerHandle | None = None
         self._ping_payload = b""
+        self._flush_handle: asyncio.Handle | None = None
 
     # -- capacity -------------------------------------------------------------------------
     @property
@@ -404,6 +405,16 @@ class H2UpstreamConnection(asyncio.Protocol):
                 cb.on_upstream_batch_end()
 
     # -- output ----------------------------------------------------------------------------
+    def flush_soon(self) -> None:
+        """Write what the streams encoded once this loop turn ends: the requests of one
+        downstream read leave in one write, not one each."""
+        if self._flush_handle is None and not self.closed:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_handle = None
+        self.flush()
+
     def flush(self) -> None:
         transport = self.transport
         if transport is None or self.closed:

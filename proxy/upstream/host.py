@@ -25,6 +25,7 @@ class Host:
         "address_str",
         "eds_healthy",
         "ejected",
+        "h2_pool",
         "healthy",
         "hostname",
         "locality",
@@ -57,7 +58,10 @@ class Host:
         self.ejected = False
         self.healthy = eds_healthy
         self.active_requests = 0
+        # The HTTP/2 pool (a cluster speaking HTTP/2, or the downstream's protocol); ``pool``
+        # is the HTTP/1.1 one.
         self.pool: UpstreamPool | None = None
+        self.h2_pool: UpstreamPool | None = None
         # The endpoint's ``envoy.transport_socket_match`` metadata (Istio's ``tlsMode``).
         self.socket_match: Mapping[str, object] = _NONE
 

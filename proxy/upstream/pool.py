@@ -111,6 +111,7 @@ class ConnectionPool:
         "active",
         "closed",
         "connect_timeout",
+        "enable_trailers",
         "host",
         "limits",
         "max_requests_per_connection",
@@ -132,11 +133,13 @@ class ConnectionPool:
         on_local_failure: Callable[[Host, str], None],
         source_address: tuple[str, int] | None = None,
         socket_for: Callable[[Host], TransportSocket] | None = None,
+        enable_trailers: bool = False,
     ) -> None:
         self.host = host
         # The cluster's transport socket for this host, asked at every connect so that a
         # rotated certificate serves the next connection (open ones keep theirs).
         self.socket_for = socket_for
+        self.enable_trailers = enable_trailers
         self._connector = connector
         self.stats = stats
         self.limits = limits

@@ -26,7 +26,9 @@ from tests.support.envoy import PROXY_KINDS, find_envoy, make_proxy
 from tests.support.grpc_echo import GrpcEcho, grpc_client_channel, method
 from tests.support.h2client import H2Client
 from tests.support.h2upstream import H2Echo, H2GoAway, H2Held, H2Reset, H2Upstream
+from tests.support.httpclient import AsyncConnection
 from tests.support.procs import free_port
+from tests.support.upstream import Upstream
 from tests.support.waiting import wait_until
 
 pytestmark = [
@@ -38,6 +40,7 @@ PROXY = address(ENVOY_DIFF_NET, 5)
 ADMIN = address(ENVOY_DIFF_NET, 6)
 GRPC_UPSTREAM = address(ENVOY_DIFF_NET, 60)
 RAW_UPSTREAM = address(ENVOY_DIFF_NET, 61)
+H1_UPSTREAM = address(ENVOY_DIFF_NET, 62)
 H2_OPTIONS = {
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
         "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -54,7 +57,9 @@ VOLATILE = {"date", "x-envoy-upstream-service-time"}
 STATS_THAT_DIFFER_BY_DESIGN = ("_bytes_total", "_bytes_buffered", "_time")
 
 
-def config(listen: tuple[str, int], log: Path, grpc_server: Any, raw: Any) -> dict[str, Any]:
+def config(
+    listen: tuple[str, int], log: Path, grpc_server: Any, raw: Any, http1: Any
+) -> dict[str, Any]:
     routes = [
         direct(403, "denied here", match={"prefix": f"{method('Unary')}/denied"}),
         route(method("Sleep"), cluster="echo", timeout="0.3s"),
@@ -83,6 +88,7 @@ def config(listen: tuple[str, int], log: Path, grpc_server: Any, raw: Any) -> di
             retry_policy={"retry_on": "refused-stream,reset", "num_retries": 1},
         ),
         route("/raw/", cluster="raw"),
+        route("/h1/", cluster="h1"),
     ]
     access_log = {
         "name": "envoy.access_loggers.file",
@@ -102,6 +108,7 @@ def config(listen: tuple[str, int], log: Path, grpc_server: Any, raw: Any) -> di
         [
             cluster("echo", [grpc_server.address], typed_extension_protocol_options=H2_OPTIONS),
             cluster("raw", [raw.address], typed_extension_protocol_options=H2_OPTIONS),
+            cluster("h1", [http1.address]),
         ],
         admin=(ADMIN, free_port(ADMIN)),
     )
@@ -195,6 +202,53 @@ async def _raw(path: str, listen: tuple[str, int]) -> Any:
     }
 
 
+async def _http1(
+    listen: tuple[str, int],
+    method: str,
+    path: str,
+    headers: list[tuple[str, str]],
+    body: bytes | list[bytes] = b"",
+) -> Any:
+    """An HTTP/1.1 client to the HTTP/2 origin: what the translation both ways gives."""
+    async with await AsyncConnection.open(*listen) as conn:
+        r = await conn.request(method, path, headers, body, host="echo.svc")
+    response_headers = {k: ("<present>" if k in VOLATILE else v) for k, v in r.headers}
+    parsed: Any = r.body
+    if response_headers.get("content-type") == "application/json":
+        parsed = json.loads(r.body)
+        parsed["headers"]["x-request-id"] = "<present>"
+    return {"status": r.status, "headers": response_headers, "body": parsed}
+
+
+async def _h2_to_http1(listen: tuple[str, int], name: str) -> Any:
+    """An HTTP/2 client to an HTTP/1.1 origin (which echoes what it got as JSON)."""
+    async with await H2Client.open(*listen) as client:
+        if name == "cookies":
+            reply = await client.request(
+                "GET",
+                "/h1/echo",
+                authority="echo.svc",
+                headers=[("cookie", "a=1"), ("cookie", "b=2")],
+            )
+        elif name == "streamed body":
+            sid = client.start("POST", "/h1/echo", authority="echo.svc", end_stream=False)
+            await client.send_body(sid, b"first ", end_stream=False)
+            await client.send_body(sid, b"second", end_stream=True)
+            reply = await client.wait(sid)
+        else:  # request trailers: an HTTP/1.1 upstream without enable_trailers drops them
+            reply = await client.request(
+                "POST", "/h1/echo", authority="echo.svc", body=b"data", trailers=[("x-t", "1")]
+            )
+    # The origin's port and the request id differ per run; header order is not compared.
+    volatile = VOLATILE | {"x-upstream-name"}
+    headers = {k: ("<present>" if k in volatile else v) for k, v in reply.headers}
+    body = json.loads(reply.body)
+    body["headers"]["x-request-id"] = "<present>"
+    for key in ("raw_headers", "upstream", "connection_id", "index_on_connection", "client"):
+        body.pop(key, None)
+    return {"status": reply.status, "headers": headers, "body": body}
+
+
 CASES: dict[str, Case] = {
     "unary with metadata and trailers": lambda ch, _: _unary(
         ch.unary_unary(method("Unary")), b"hello", metadata=(("x-echo", "e"),)
@@ -228,6 +282,26 @@ CASES: dict[str, Case] = {
     "origin resets after the head": lambda _, listen: _raw("/raw/reset-late", listen),
     "origin goaway refuses the stream": lambda _, listen: _raw("/raw/goaway", listen),
     "refused stream retried": lambda _, listen: _raw("/raw/retried", listen),
+    "HTTP/1.1 to HTTP/2: hop-by-hop fields and te": lambda _, listen: _http1(
+        listen,
+        "GET",
+        "/raw/echo?q=1",
+        [("connection", "keep-alive, x-drop"), ("x-drop", "1"), ("te", "gzip, trailers")],
+    ),
+    "HTTP/1.1 to HTTP/2: chunked body": lambda _, listen: _http1(
+        listen, "POST", "/raw/echo", [], [b"part one, ", b"part two"]
+    ),
+    "HTTP/1.1 to HTTP/2: content-length body": lambda _, listen: _http1(
+        listen, "PUT", "/raw/echo", [], b"x" * 70000
+    ),
+    "HTTP/1.1 to HTTP/2: headers-only answer": lambda _, listen: _http1(
+        listen, "GET", "/raw/headers-only", []
+    ),
+    "HTTP/2 to HTTP/1.1: cookie crumbs": lambda _, listen: _h2_to_http1(listen, "cookies"),
+    "HTTP/2 to HTTP/1.1: body without a length": lambda _, listen: _h2_to_http1(
+        listen, "streamed body"
+    ),
+    "HTTP/2 to HTTP/1.1: request trailers": lambda _, listen: _h2_to_http1(listen, "trailers"),
 }
 
 
@@ -248,12 +322,14 @@ async def run(kind: str, tmp: Path) -> tuple[dict[str, Any], list[str], dict[str
             "/raw/reset-late": H2Reset(code=2, after_headers=True),
             "/raw/goaway": H2GoAway(),
             "/raw/retried": H2GoAway(),
+            "/raw/echo": H2Echo(),
             "/raw/*": H2Echo(headers_only=(("grpc-status", "0"),)),
             "/echo.Echo/Deadline": H2Held("never"),
         },
     ).start()
+    http1 = await Upstream(H1_UPSTREAM, 0).start()
     listen = (PROXY, free_port(PROXY))
-    proxy = make_proxy(kind, config(listen, log, grpc_server, raw), workdir=work)
+    proxy = make_proxy(kind, config(listen, log, grpc_server, raw, http1), workdir=work)
     await proxy.astart()
     results: dict[str, Any] = {}
     try:
@@ -269,6 +345,7 @@ async def run(kind: str, tmp: Path) -> tuple[dict[str, Any], list[str], dict[str
         await proxy.astop()
         await grpc_server.stop()
         await raw.stop()
+        await http1.stop()
     return results, log.read_text().splitlines(), stats
 
 

@@ -2,10 +2,10 @@
 (downstream) and for clusters (upstream).
 
 Listeners serve HTTP/2 (``codec_type: HTTP2``, or ``AUTO`` by client preface or ALPN) and
-clusters speak it to their hosts (``explicit_http_config``). A cluster that would choose its
-protocol per request (``use_downstream_protocol_config``) or by ALPN (``auto_config``) is
-refused by :func:`require_http2_data_path` with its path, never accepted and served as
-HTTP/1.1. The settings themselves are translated and checked either way.
+clusters speak it to their hosts (``explicit_http_config``, or per request with
+``use_downstream_protocol_config``). A cluster that would choose its protocol by ALPN
+(``auto_config``) is refused by :func:`require_http2_data_path` with its path, never accepted
+and served as HTTP/1.1. The settings themselves are translated and checked either way.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pymesh.errors import UnsupportedError, ValidationError
 
 __all__ = ["HTTP2_DATA_PATH", "http2_settings", "require_http2_data_path"]
 
-# Whether the upstream pools choose HTTP/2 per request or by ALPN yet (explicit HTTP/2 is).
+# Whether upstream connections choose HTTP/2 by ALPN yet.
 HTTP2_DATA_PATH: Final = False
 
 

@@ -9,8 +9,8 @@ every message it visits. ``Any`` payloads are not entered: the translator that u
 checks it (``unpack``), so unknown extensions are reported by their type URL.
 
 The list is the runtime's contract: HTTP/1.1 and HTTP/2 downstream (codec AUTO/HTTP1/HTTP2),
-HTTP/1.1 or prior-knowledge HTTP/2 upstream (``translate/http2.py`` refuses the protocol
-choices the pools do not make yet: per request, or by ALPN), plain TCP and TLS
+HTTP/1.1 or prior-knowledge HTTP/2 upstream, or the downstream's protocol
+(``translate/http2.py`` refuses the choice by ALPN), plain TCP and TLS
 transport sockets, the router / fault / local_ratelimit / cors HTTP filters, the HCM and TCP
 proxy network filters, STATIC / STRICT_DNS / LOGICAL_DNS / EDS / ORIGINAL_DST clusters, file /
 stdout / stderr / gRPC (ALS) access loggers, and ADS as the only config source.

@@ -235,11 +235,6 @@ def upstream_http_options(proto: Any, path: str, allow_http2: bool) -> UpstreamH
                 "auto_config (ALPN)",
                 join(key_path, options.WhichOneof("upstream_protocol_options")),
             )
-        elif protocol is UpstreamProtocol.USE_DOWNSTREAM and not allow_http2:
-            require_http2_data_path(
-                "use_downstream_protocol_config",
-                join(key_path, options.WhichOneof("upstream_protocol_options")),
-            )
     if proto.HasField("max_requests_per_connection"):
         if common.max_requests_per_connection is not None:
             raise ValidationError(

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from proxy.config.bootstrap import bootstrap_from_dict, load_bootstrap
-from proxy.config.model import HttpConnectionManager
+from proxy.config.model import HttpConnectionManager, UpstreamProtocol
 from pymesh.errors import UnsupportedError, ValidationError
 from tests.proxy.config.envoy_validate import envoy_validate, needs_envoy
 from tests.proxy.config.golden import check_golden
@@ -341,7 +341,7 @@ def test_ads_cluster_must_be_static() -> None:
     )
 
 
-def test_http2_clusters_are_served_and_use_downstream_is_refused() -> None:
+def test_http2_and_use_downstream_clusters_are_served() -> None:
     data = yaml.safe_load((DATA / "ads.yaml").read_text())
     data["dynamic_resources"]["ads_config"]["grpc_services"][0]["envoy_grpc"]["cluster_name"] = (
         "other"
@@ -356,10 +356,10 @@ def test_http2_clusters_are_served_and_use_downstream_is_refused() -> None:
     key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
     del options[key]["explicit_http_config"]
     options[key]["use_downstream_protocol_config"] = {"http2_protocol_options": {}}
-    with pytest.raises(UnsupportedError, match="use_downstream_protocol_config") as caught:
-        bootstrap_from_dict(data)
-    assert caught.value.path is not None
-    assert caught.value.path.startswith("static_resources.clusters[0].typed_extension_protocol")
+    # The downstream's protocol picks the pool per request.
+    boot = bootstrap_from_dict(data)
+    chosen = boot.static_resources.clusters[0].http_protocol_options.protocol
+    assert chosen is UpstreamProtocol.USE_DOWNSTREAM
 
 
 def test_missing_static_secret_is_refused(in_data_dir: None) -> None:

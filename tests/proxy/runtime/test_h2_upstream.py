@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.proxy.runtime.bootstrap import bootstrap, cluster, hcm, listener, route, vhost
+from tests.proxy.runtime.bootstrap import bootstrap, cluster, direct, hcm, listener, route, vhost
 from tests.proxy.runtime.conftest import StartProxy, listen_address, upstream_ip
 from tests.support.h2client import H2Client
 from tests.support.h2upstream import H2Echo, H2GoAway, H2Held, H2Reset, H2Upstream
@@ -344,3 +344,39 @@ async def test_keepalive_pings_keep_an_answering_server(
         up.release("g")
         assert (await task).status == 200
     assert up.connections == 1
+
+
+async def test_use_downstream_protocol_follows_each_request(start_proxy: StartProxy) -> None:
+    # The origin is a second listener of the same proxy: it speaks both protocols (codec AUTO)
+    # and counts which one each connection used.
+    origin = listen_address(upstream_ip(4))
+    front = listen_address()
+    options = {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "use_downstream_protocol_config": {
+                "http_protocol_options": {},
+                "http2_protocol_options": {},
+            },
+        }
+    }
+    config = bootstrap(
+        [
+            listener(front, hcm([vhost([route("/", cluster="dual")])])),
+            listener(
+                origin, hcm([vhost([direct(200, "origin")])], stat_prefix="origin"), name="origin"
+            ),
+        ],
+        [cluster("dual", [origin], typed_extension_protocol_options=options)],
+    )
+    proxy = await start_proxy(config)
+    async with await AsyncConnection.open(*front) as conn:
+        r = await conn.request("GET", "/", host="svc")
+        assert r.status == 200 and r.body == b"origin"
+    async with await H2Client.open(*front) as client:
+        reply = await client.request("GET", "/")
+        assert reply.status == 200 and reply.body == b"origin"
+    assert proxy.stat("cluster.dual.upstream_cx_http1_total") == 1
+    assert proxy.stat("cluster.dual.upstream_cx_http2_total") == 1
+    assert proxy.stat("http.origin.downstream_cx_http1_total") == 1
+    assert proxy.stat("http.origin.downstream_cx_http2_total") == 1

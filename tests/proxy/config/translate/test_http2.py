@@ -146,19 +146,18 @@ def test_explicit_http2_gives_the_pool_its_settings() -> None:
     assert options.http2_settings.max_concurrent_streams == 10
 
 
-def test_use_downstream_protocol_is_refused_until_pools_follow_the_request() -> None:
-    with pytest.raises(UnsupportedError, match="use_downstream_protocol_config") as caught:
-        _cluster(
-            {
-                "use_downstream_protocol_config": {
-                    "http_protocol_options": {},
-                    "http2_protocol_options": {"max_concurrent_streams": 10},
-                }
+def test_use_downstream_protocol_keeps_both_protocols_options() -> None:
+    options = _cluster(
+        {
+            "use_downstream_protocol_config": {
+                "http_protocol_options": {},
+                "http2_protocol_options": {"max_concurrent_streams": 10},
             }
-        )
-    assert caught.value.path == (
-        f"typed_extension_protocol_options[{OPTIONS_KEY}].use_downstream_protocol_config"
-    )
+        }
+    ).http_protocol_options
+    assert options.protocol is UpstreamProtocol.USE_DOWNSTREAM
+    assert options.http2_settings is not None
+    assert options.http2_settings.max_concurrent_streams == 10
 
 
 def test_auto_config_needs_tls_as_in_envoy() -> None:
