@@ -135,7 +135,12 @@ class Supervisor:
         if self.options.mesh_config is not None:
             shutil.copyfile(self.options.mesh_config, layout.mesh_file)
         elif not (self.options.keep_config and layout.mesh_file.exists()):
-            write_mesh_config(layout.mesh_file, self.options.outbound_traffic_policy)
+            # Mixer listens on the control address, which pods in network namespaces do not
+            # reach: netns pods do not report (yet).
+            telemetry = layout.control_address if layout.netns is None else None
+            write_mesh_config(
+                layout.mesh_file, self.options.outbound_traffic_policy, telemetry=telemetry
+            )
         taken = busy(
             [
                 (layout.control_address, layout.pilot_xds_port),
