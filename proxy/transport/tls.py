@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from proxy.config.model import DownstreamTls, Secret, TlsCertificate, TlsVersion
 from pymesh.errors import ConfigError
 
-__all__ = ["SecretUnavailable", "server_context"]
+__all__ = ["SecretUnavailable", "local_uri_sans", "server_context"]
 
 
 class SecretUnavailable(ConfigError):
@@ -85,3 +85,18 @@ def server_context(tls: DownstreamTls, secrets: Mapping[str, Secret]) -> ssl.SSL
     elif tls.require_client_certificate:
         raise ConfigError("require_client_certificate needs a validation context with a CA")
     return context
+
+
+def local_uri_sans(tls: DownstreamTls, secrets: Mapping[str, Secret]) -> tuple[str, ...]:
+    """The URI SANs of the chain's own (first) certificate: the workload's SPIFFE identity,
+    which access logs report as the local certificate's (Istio's destination principal).
+    Python's ssl module cannot tell a server its own certificate, so it is read here."""
+    from cryptography import x509  # only for a chain that reports its identity
+
+    certificate = _certificates(tls, secrets)[0]
+    try:
+        leaf = x509.load_pem_x509_certificates(certificate.certificate_chain)[0]
+        sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, IndexError, x509.ExtensionNotFound):
+        return ()
+    return tuple(sans.get_values_for_type(x509.UniformResourceIdentifier))
