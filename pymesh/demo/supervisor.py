@@ -135,11 +135,8 @@ class Supervisor:
         if self.options.mesh_config is not None:
             shutil.copyfile(self.options.mesh_config, layout.mesh_file)
         elif not (self.options.keep_config and layout.mesh_file.exists()):
-            # Mixer listens on the control address, which pods in network namespaces do not
-            # reach: netns pods do not report (yet).
-            telemetry = layout.control_address if layout.netns is None else None
             write_mesh_config(
-                layout.mesh_file, self.options.outbound_traffic_policy, telemetry=telemetry
+                layout.mesh_file, self.options.outbound_traffic_policy, telemetry=layout.report_host
             )
         taken = busy(
             [

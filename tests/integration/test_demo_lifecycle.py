@@ -165,7 +165,10 @@ def test_egress_registry_only(demo: Demo, external: str, tmp_path: Path) -> None
     assert open_call.http_code == 200 and b"external answered /open" in open_call.body
 
     mesh = tmp_path / "mesh.yaml"
-    mesh.write_text("outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n")
+    # the demo's own mesh config (ALLOW_ANY, reporting to mixer) comes back at the end
+    original = (demo.run_dir / "mesh.yaml").read_text()
+    assert "mode: ALLOW_ANY" in original and "envoyAccessLogService" in original
+    mesh.write_text(original.replace("mode: ALLOW_ANY", "mode: REGISTRY_ONLY"))
     run_dir = str(demo.run_dir)
     demo.pymesh("demo", "restart", "pilot", "--mesh-config", str(mesh), "--run-dir", run_dir)
     entry = tmp_path / "serviceentry.yaml"
@@ -200,7 +203,7 @@ def test_egress_registry_only(demo: Demo, external: str, tmp_path: Path) -> None
                     "1-serviceentry-httpbin-ext.yaml"
                 )
             )
-        mesh.write_text("outboundTrafficPolicy:\n  mode: ALLOW_ANY\n")
+        mesh.write_text(original)
         demo.pymesh("demo", "restart", "pilot", "--mesh-config", str(mesh), "--run-dir", run_dir)
     assert demo.curl_from("sleep", "-s", f"http://{external}/again").http_code == 200
 

@@ -6,7 +6,15 @@ from pilot.generate import CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from pilot.generate.policy import MAX_U32
 from pilot.model import MeshConfig
 from pymesh.config.loader import load_documents
-from tests.pilot.generate._mesh import BOOKINFO, Mesh, build_mesh, load, workload_nodes
+from pymesh.config.snapshot import ConfigSnapshot
+from tests.pilot.generate._mesh import (
+    BOOKINFO,
+    Mesh,
+    build_mesh,
+    gateway_node,
+    load,
+    workload_nodes,
+)
 
 SVC = ".default.svc.cluster.local"
 API = ".shop.svc.cluster.local"
@@ -220,3 +228,22 @@ spec:
     assert "10.96.0.30_3306" not in mesh.by_name("web-v1", LISTENER_TYPE)
     # Other workloads are not scoped by it.
     assert f"outbound|3306||db{API}" in set(mesh.by_name("api-v1", CLUSTER_TYPE))
+
+
+def test_process_mode_reports_bind_the_pod_address_only_towards_loopback_pods() -> None:
+    """With access logs to mixer, a process-mode sidecar connects from its pod's own address
+    so that the callee's report names it; pods on a bridge (netns mode, which the demo's
+    process-mode ingress gateway calls) are not reachable from a loopback source: no
+    binding there, or every connection would fail."""
+    reporting = MeshConfig(mixer_address="127.0.0.1:9091")
+    process = build_mesh(BOOKINFO, mode="process", mesh=reporting)
+    details = process.by_name("productpage-v1", CLUSTER_TYPE)[f"outbound|9080||details{SVC}"]
+    assert details["upstream_bind_config"] == {
+        "source_address": {"address": process.nodes["productpage-v1"].ip, "port_value": 0}
+    }
+    loaded = ConfigSnapshot(load(BOOKINFO)).resources
+    nodes = workload_nodes(loaded, subnet="10.211.0")  # captured pods on a bridge
+    nodes["gateway"] = gateway_node(mode="process")
+    bridged = Mesh(loaded, nodes, reporting)
+    productpage = bridged.by_name("gateway", CLUSTER_TYPE)[f"outbound|9080||productpage{SVC}"]
+    assert "upstream_bind_config" not in productpage
