@@ -145,7 +145,13 @@ class GrpcAccessLogger:
         if self._filter is not None and not passes_filter(self._filter, info, req):
             return
         entry = http_entry(
-            info, req, resp, self._service, _wall_offset(), local_uri_sans=self._identity
+            info,
+            req,
+            resp,
+            self._service,
+            _wall_offset(),
+            info.response_trailers,
+            local_uri_sans=self._identity,
         )
         self._stream.log(entry.SerializeToString())
 
