@@ -183,7 +183,6 @@ def http_entry(
     ``wall_offset`` turns the loop times of ``info`` into Unix time."""
     entry = accesslog_pb2.HTTPAccessLogEntry()
     common = entry.common_properties
-    common.sample_rate = 1.0
     connection = info.connection
     _set_address(common.downstream_remote_address, info.downstream_remote_address)
     _set_address(common.downstream_direct_remote_address, connection.remote_address)
@@ -275,7 +274,6 @@ def tcp_entry(
     """One connection, as ``envoy.access_loggers.tcp_grpc`` logs it when it closes."""
     entry = accesslog_pb2.TCPAccessLogEntry()
     common = entry.common_properties
-    common.sample_rate = 1.0
     connection = facts.connection
     _set_address(common.downstream_remote_address, connection.remote_address)
     _set_address(common.downstream_direct_remote_address, connection.remote_address)
