@@ -2,10 +2,9 @@
 
 ``python -m benchmarks.telemetry [--reps 3] [--seconds 10]``
 
-1. **Sidecar cost**: Envoy 1.40 (alone on CPU 1) routing to nginx (CPU 0) with ``wrk -c50``,
-   with and without Envoy's ALS (``http_grpc`` to mixer) plus Zipkin tracing at 100%,
-   interleaved; req/s and CPU µs per request. (pymesh's sidecar reports once its ALS client
-   and tracer exist; until then only Envoy is measured.)
+1. **Sidecar cost**: Envoy 1.40 and ``pymesh proxy`` (each alone on CPU 1) routing to nginx
+   (CPU 0) with ``wrk -c50``, with and without the ALS (``http_grpc`` to mixer) plus Zipkin
+   tracing at 100%, interleaved; req/s and CPU µs per request.
 2. **Mixer ingest**: ``pymesh mixer`` alone on CPU 1; 20 concurrent ALS streams from this
    process (CPU 0) send batches of Envoy-shaped HTTP entries as fast as mixer takes them;
    entries per CPU-second of mixer.
@@ -36,7 +35,7 @@ from google.protobuf import struct_pb2
 
 from benchmarks import loadgen, procstat
 from benchmarks.nginx import Nginx
-from tests.support.envoy import EnvoyProcess, find_envoy, find_pymesh, router_bootstrap
+from tests.support.envoy import find_envoy, find_pymesh, make_proxy, router_bootstrap
 from tests.support.procs import ManagedProcess, free_port, wait_for_http
 
 __all__ = ["main"]
@@ -280,7 +279,8 @@ def _envoy_bootstrap(listen: int, nginx: Nginx, mixer: Mixer | None) -> dict[str
     return boot
 
 
-def sidecar_cost(workdir: Path, reps: int, seconds: float) -> dict[str, Any]:
+def sidecar_cost(workdir: Path, reps: int, seconds: float, kind: str) -> dict[str, Any]:
+    """``kind`` (``envoy`` or ``pymesh``) with reporting off and on, interleaved."""
     nginx = Nginx(workdir / "nginx", cpus="0").start()
     runs: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
     try:
@@ -289,16 +289,18 @@ def sidecar_cost(workdir: Path, reps: int, seconds: float) -> dict[str, Any]:
                 for mode in ("off", "on"):
                     listen = free_port(HOST)
                     boot = _envoy_bootstrap(listen, nginx, mixer if mode == "on" else None)
-                    envoy = EnvoyProcess(boot, workdir=workdir / f"envoy-{mode}-{rep}", cpus="1")
-                    envoy.start()
+                    proxy = make_proxy(
+                        kind, boot, workdir=workdir / f"{kind}-{mode}-{rep}", cpus="1"
+                    )
+                    proxy.start()
                     try:
                         url = f"http://{HOST}:{listen}/"
                         loadgen.run_wrk(url, connections=50, seconds=2, workdir=workdir)
-                        cpu0 = procstat.cpu_seconds(envoy.pid)
+                        cpu0 = procstat.cpu_seconds(proxy.pid)
                         res = loadgen.run_wrk(url, connections=50, seconds=seconds, workdir=workdir)
-                        cpu = procstat.cpu_seconds(envoy.pid) - cpu0
+                        cpu = procstat.cpu_seconds(proxy.pid) - cpu0
                     finally:
-                        envoy.stop()
+                        proxy.stop()
                     runs[mode].append(
                         {
                             "rps": res.rps,
@@ -307,7 +309,7 @@ def sidecar_cost(workdir: Path, reps: int, seconds: float) -> dict[str, Any]:
                         }
                     )
                     print(
-                        f"  envoy reporting {mode}: {res.rps:,.0f} req/s, "
+                        f"  {kind} reporting {mode}: {res.rps:,.0f} req/s, "
                         f"{cpu * 1e6 / res.requests:.1f} µs CPU/req",
                         file=sys.stderr,
                     )
@@ -330,17 +332,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--skip-envoy", action="store_true")
+    parser.add_argument("--skip-mixer", action="store_true", help="sidecar costs only")
     args = parser.parse_args(argv)
     result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="bench-telemetry-") as tmp:
         work = Path(tmp)
-        ingests = [ingest(work, args.seconds, "1") for _ in range(args.reps)]
-        result["ingest"] = {k: statistics.median(r[k] for r in ingests) for k in ingests[0]}
-        print(f"mixer ingest: {result['ingest']}", file=sys.stderr)
-        result["memory"] = memory(work, "1")
-        print(f"mixer memory: {result['memory']}", file=sys.stderr)
-        if not args.skip_envoy and find_envoy() is not None and Nginx.binary() is not None:
-            result["sidecar"] = sidecar_cost(work, args.reps, args.seconds)
+        if not args.skip_mixer:
+            ingests = [ingest(work, args.seconds, "1") for _ in range(args.reps)]
+            result["ingest"] = {k: statistics.median(r[k] for r in ingests) for k in ingests[0]}
+            print(f"mixer ingest: {result['ingest']}", file=sys.stderr)
+            result["memory"] = memory(work, "1")
+            print(f"mixer memory: {result['memory']}", file=sys.stderr)
+        if Nginx.binary() is not None:
+            if not args.skip_envoy and find_envoy() is not None:
+                result["sidecar"] = sidecar_cost(work, args.reps, args.seconds, "envoy")
+            result["pymesh_sidecar"] = sidecar_cost(work, args.reps, args.seconds, "pymesh")
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"telemetry-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=2))

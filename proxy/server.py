@@ -44,7 +44,7 @@ from proxy.routing.matcher import RouteTable
 from proxy.runtime import RuntimeHolder, RuntimeSnapshot
 from proxy.stats import HttpStats, StatsStore
 from proxy.tcp_proxy import TcpProxyConnection, TcpProxyStats
-from proxy.transport.tls import SecretUnavailable, server_context, validation_of
+from proxy.transport.tls import SecretUnavailable, local_uri_sans, server_context, validation_of
 from proxy.transport.tls_server import record_sni
 from proxy.upstream.manager import ClusterManager
 from proxy.upstream.pool import Connector
@@ -179,13 +179,15 @@ class ProxyServer:
             listener.listener_filters
         ):
             context.sni_callback = record_sni
+        # The workload's identity, for access logs to a service (Istio's principals).
+        identity = local_uri_sans(tls, secrets) if tls is not None and _reports(chain) else ()
         read_filters: list[ReadFilterFactory] = []
         for nf in chain.filters:
             if isinstance(nf.config, HttpConnectionManager):
-                hcm = self._build_hcm(listener, nf.config)
+                hcm = self._build_hcm(listener, nf.config, identity)
                 return ChainRuntime(chain, hcm, context, validation=validation)
             if isinstance(nf.config, TcpProxy):
-                tcp = self._tcp_factory(nf.config, tuple(read_filters))
+                tcp = self._tcp_factory(nf.config, tuple(read_filters), identity)
                 return ChainRuntime(chain, None, context, tcp=tcp, validation=validation)
             read_filters.append(self._read_filter(listener, nf))
         raise UnsupportedError(f"listener {listener.name}: a filter chain with no terminal filter")
@@ -215,13 +217,16 @@ class ProxyServer:
         raise UnsupportedError(f"network filter {name!r} has no pymesh implementation")
 
     def _tcp_factory(
-        self, config: TcpProxy, read_filters: tuple[ReadFilterFactory, ...]
+        self,
+        config: TcpProxy,
+        read_filters: tuple[ReadFilterFactory, ...],
+        identity: tuple[str, ...] = (),
     ) -> Callable[[tuple[str, int] | None, int], TcpProxyConnection]:
         stats = TcpProxyStats(self.stats, config.stat_prefix)
         loggers: list[ConnectionLogger] = []
         for cfg in config.access_log:
             if cfg.sink is AccessLogSink.GRPC:
-                loggers.append(self.log_streams.tcp_logger(cfg))
+                loggers.append(self.log_streams.tcp_logger(cfg, identity))
             else:
                 log.warning(
                     "TCP proxy access logs are written only to gRPC services (tcp_grpc)",
@@ -245,7 +250,9 @@ class ProxyServer:
 
         return make
 
-    def _build_hcm(self, listener: Listener, model: HttpConnectionManager) -> HcmRuntime:
+    def _build_hcm(
+        self, listener: Listener, model: HttpConnectionManager, identity: tuple[str, ...] = ()
+    ) -> HcmRuntime:
         context = FilterContext(
             loop=self.loop,
             rng=self.rng,
@@ -275,7 +282,7 @@ class ProxyServer:
             inline = RouteTable.build(model.route_config, rng=self.rng)
         else:
             assert model.rds is not None
-        loggers = tuple(self._request_logger(cfg) for cfg in model.access_log)
+        loggers = tuple(self._request_logger(cfg, identity) for cfg in model.access_log)
         return HcmRuntime(
             model,
             tracer=self._tracer(listener, model),
@@ -352,9 +359,9 @@ class ProxyServer:
             )
         return self._log_streams
 
-    def _request_logger(self, cfg: AccessLog) -> RequestLogger:
+    def _request_logger(self, cfg: AccessLog, identity: tuple[str, ...]) -> RequestLogger:
         if cfg.sink is AccessLogSink.GRPC:
-            return self.log_streams.http_logger(cfg)
+            return self.log_streams.http_logger(cfg, identity)
         return AccessLogger(cfg, self._writer(cfg.sink.value, cfg.path))
 
     def _writer(self, sink: str, path: str | None) -> LogWriter:
@@ -401,6 +408,17 @@ class ProxyServer:
         if self._log_streams is not None:
             await self._log_streams.close()
         self.stopped.set()
+
+
+def _reports(chain: FilterChain) -> bool:
+    """Whether the chain's connection manager or TCP proxy logs to an access log service."""
+    for nf in chain.filters:
+        logs = getattr(nf.config, "access_log", ())
+        if isinstance(nf.config, (HttpConnectionManager, TcpProxy)) and any(
+            log.sink is AccessLogSink.GRPC for log in logs
+        ):
+            return True
+    return False
 
 
 def _chains(listener: Listener) -> list[FilterChain]:

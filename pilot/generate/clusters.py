@@ -9,6 +9,7 @@ STRICT_DNS (LOGICAL_DNS for DNS_ROUND_ROBIN), NONE ones ORIGINAL_DST.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -158,11 +159,23 @@ def _outbound(ctx: PushContext, node: ProxyNode, plan: ClusterPlan) -> dict[str,
     http2 = plan.port.protocol in _HTTP2_PROTOCOLS
     apply_policy(cluster, plan.policy, http=plan.port.is_http, http2=http2, tls=tls)
     cluster["metadata"] = _metadata(plan.service, plan.port.port, plan)
-    if node.process_mode and ctx.mesh.mixer_address:
+    if node.process_mode and ctx.mesh.mixer_address and _loopback_only(ctx, plan):
         # Pods share one loopback: connect from the pod's own address, as a pod's traffic
-        # leaves from its IP, so the callee's report names this workload as its source.
+        # leaves from its IP, so the callee's report names this workload as its source. Only
+        # towards loopback endpoints: a loopback source cannot reach a pod on a bridge
+        # (netns mode), where the connection would be refused outright.
         cluster["upstream_bind_config"] = {"source_address": {"address": node.ip, "port_value": 0}}
     return cluster
+
+
+def _loopback_only(ctx: PushContext, plan: ClusterPlan) -> bool:
+    instances = ctx.registry.instances(plan.service, plan.port.port)
+    try:
+        return bool(instances) and all(
+            ipaddress.ip_address(i.endpoint.address).is_loopback for i in instances
+        )
+    except ValueError:  # a hostname endpoint (DNS): not a pod on this machine's loopback
+        return False
 
 
 def _auto_mtls(ctx: PushContext, node: ProxyNode, plan: ClusterPlan) -> bool:

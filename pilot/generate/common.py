@@ -108,6 +108,7 @@ TYPES = {
     "downstream_tls": tls_pb2.DownstreamTlsContext,
     "zipkin": zipkin_pb2.ZipkinConfig,
     "als": als_pb2.HttpGrpcAccessLogConfig,
+    "tcp_als": als_pb2.TcpGrpcAccessLogConfig,
     "http_rbac": http_rbac_pb2.RBAC,
     "network_rbac": network_rbac_pb2.RBAC,
     "http_ext_authz": http_ext_authz_pb2.ExtAuthz,
@@ -142,13 +143,15 @@ def socket_address(address: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": address, "port_value": port}}
 
 
-def tcp_proxy(cluster: str, stat_prefix: str | None = None) -> dict[str, Any]:
-    return {
-        "name": "envoy.filters.network.tcp_proxy",
-        "typed_config": typed(
-            "tcp_proxy", {"stat_prefix": stat_prefix or cluster, "cluster": cluster}
-        ),
-    }
+def tcp_proxy(
+    cluster: str,
+    stat_prefix: str | None = None,
+    access_log: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"stat_prefix": stat_prefix or cluster, "cluster": cluster}
+    if access_log:
+        body["access_log"] = access_log
+    return {"name": "envoy.filters.network.tcp_proxy", "typed_config": typed("tcp_proxy", body)}
 
 
 # -- Istio's cluster names ------------------------------------------------------------------

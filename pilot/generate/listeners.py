@@ -296,7 +296,10 @@ def _virtual_inbound(ctx: PushContext, node: ProxyNode) -> dict[str, Any]:
                         observe=observe,
                     )
                 ]
-            return [*network_security, tcp_proxy(inbound_cluster(p.target_port))]
+            return [
+                *network_security,
+                tcp_proxy(inbound_cluster(p.target_port), access_log=observe.tcp_access_log(True)),
+            ]
 
         chains.extend(
             _by_mode(
@@ -340,17 +343,20 @@ def _port_listeners(ctx: PushContext, node: ProxyNode, op: OutboundPort) -> list
         }
 
     found = []
+    observe = observability(ctx, node)
+    logs = observe.tcp_access_log(False)
     if op.http:
         hcm = http_connection_manager(
             ctx.mesh,
             stat_prefix=f"outbound_0.0.0.0_{op.port}",
             rds=str(op.port),
-            observe=observability(ctx, node),
+            observe=observe,
         )
         found.append(listener("0.0.0.0", [{"filters": [hcm]}]))
     for service in (s for s in op.tcp if s.address):
         cluster = outbound_cluster(op.port, service.hostname)
-        found.append(listener(service.address, [{"filters": [tcp_proxy(cluster)]}]))
+        proxy = tcp_proxy(cluster, access_log=logs)
+        found.append(listener(service.address, [{"filters": [proxy]}]))
     shared = [s for s in op.tcp if not s.address]
     tls = [s for s in shared if s in op.tls]
     if shared and not op.http:
@@ -361,7 +367,7 @@ def _port_listeners(ctx: PushContext, node: ProxyNode, op: OutboundPort) -> list
                         "server_names": [s.hostname],
                         "transport_protocol": "tls",
                     },
-                    "filters": [tcp_proxy(outbound_cluster(op.port, s.hostname))],
+                    "filters": [tcp_proxy(outbound_cluster(op.port, s.hostname), access_log=logs)],
                 }
                 for s in tls
             ]
@@ -378,7 +384,8 @@ def _port_listeners(ctx: PushContext, node: ProxyNode, op: OutboundPort) -> list
             # Without a VIP, plain TCP services on one port cannot be told apart: Istio keeps
             # the first.
             cluster = outbound_cluster(op.port, shared[0].hostname)
-            found.append(listener("0.0.0.0", [{"filters": [tcp_proxy(cluster)]}]))
+            proxy = tcp_proxy(cluster, access_log=logs)
+            found.append(listener("0.0.0.0", [{"filters": [proxy]}]))
     return found
 
 

@@ -70,6 +70,23 @@ class Observability:
     def tracing(self, inbound: bool) -> dict[str, Any] | None:
         return self.server_tracing if inbound else self.client_tracing
 
+    def tcp_access_log(self, inbound: bool) -> list[dict[str, Any]]:
+        """A TCP proxy's connections to mixer (``envoy.access_loggers.tcp_grpc``): what
+        Istio's ``istio_tcp_*`` metrics are made of."""
+        if not self.mixer:
+            return []
+        common = {
+            "log_name": "inbound" if inbound else "outbound",
+            "grpc_service": {"envoy_grpc": {"cluster_name": MIXER_CLUSTER}},
+            "transport_api_version": "V3",
+        }
+        return [
+            {
+                "name": "envoy.access_loggers.tcp_grpc",
+                "typed_config": typed("tcp_als", {"common_config": common}),
+            }
+        ]
+
     def access_log(self, inbound: bool) -> list[dict[str, Any]]:
         if not self.mixer:
             return []

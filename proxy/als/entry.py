@@ -121,10 +121,16 @@ def _set_duration(target: Any, seconds: float | None) -> None:
         target.FromNanoseconds(max(0, int(seconds * 1e9)))
 
 
-def _tls(common: accesslog_pb2.AccessLogCommon, connection: ConnectionInfo) -> None:
+def _tls(
+    common: accesslog_pb2.AccessLogCommon,
+    connection: ConnectionInfo,
+    local_uri_sans: Sequence[str],
+) -> None:
     if connection.tls_version is None:
         return
     tls = common.tls_properties
+    for uri in local_uri_sans:
+        tls.local_certificate_properties.subject_alt_name.add(uri=uri)
     version = _TLS_VERSIONS.get(connection.tls_version)
     if version is not None:
         tls.tls_version = version
@@ -170,17 +176,18 @@ def http_entry(
     config: GrpcAccessLogService,
     wall_offset: float,
     response_trailers: Headers | None = None,
+    *,
+    local_uri_sans: Sequence[str] = (),
 ) -> accesslog_pb2.HTTPAccessLogEntry:
     """One request, as ``envoy.access_loggers.http_grpc`` logs it when the stream ends.
     ``wall_offset`` turns the loop times of ``info`` into Unix time."""
     entry = accesslog_pb2.HTTPAccessLogEntry()
     common = entry.common_properties
-    common.sample_rate = 1.0
     connection = info.connection
     _set_address(common.downstream_remote_address, info.downstream_remote_address)
     _set_address(common.downstream_direct_remote_address, connection.remote_address)
     _set_address(common.downstream_local_address, connection.original_destination)
-    _tls(common, connection)
+    _tls(common, connection, local_uri_sans)
     start = info.start_time
     common.start_time.FromNanoseconds(int((start + wall_offset) * 1e9))
     end = info.end_time
@@ -261,16 +268,17 @@ def _request(
     _logged(request.request_headers, headers, config.additional_request_headers)
 
 
-def tcp_entry(facts: TcpFacts, wall_offset: float) -> accesslog_pb2.TCPAccessLogEntry:
+def tcp_entry(
+    facts: TcpFacts, wall_offset: float, *, local_uri_sans: Sequence[str] = ()
+) -> accesslog_pb2.TCPAccessLogEntry:
     """One connection, as ``envoy.access_loggers.tcp_grpc`` logs it when it closes."""
     entry = accesslog_pb2.TCPAccessLogEntry()
     common = entry.common_properties
-    common.sample_rate = 1.0
     connection = facts.connection
     _set_address(common.downstream_remote_address, connection.remote_address)
     _set_address(common.downstream_direct_remote_address, connection.remote_address)
     _set_address(common.downstream_local_address, connection.original_destination)
-    _tls(common, connection)
+    _tls(common, connection, local_uri_sans)
     common.start_time.FromNanoseconds(int((facts.start_time + wall_offset) * 1e9))
     if facts.end_time is not None:
         _set_duration(common.duration, facts.end_time - facts.start_time)

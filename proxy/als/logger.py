@@ -100,16 +100,16 @@ class GrpcLogStreams:
         )
         return stream
 
-    def http_logger(self, config: AccessLog) -> GrpcAccessLogger:
+    def http_logger(self, config: AccessLog, identity: tuple[str, ...] = ()) -> GrpcAccessLogger:
         assert config.grpc is not None
         if config.grpc.tcp:
             raise UnsupportedError(
                 f"access logger '{config.name}': envoy.access_loggers.tcp_grpc logs TCP "
                 "connections, not HTTP requests"
             )
-        return GrpcAccessLogger(config, self.stream(config.grpc))
+        return GrpcAccessLogger(config, self.stream(config.grpc), identity)
 
-    def tcp_logger(self, config: AccessLog) -> GrpcTcpAccessLogger:
+    def tcp_logger(self, config: AccessLog, identity: tuple[str, ...] = ()) -> GrpcTcpAccessLogger:
         assert config.grpc is not None
         if not config.grpc.tcp:
             raise UnsupportedError(
@@ -121,7 +121,7 @@ class GrpcLogStreams:
                 f"access logger '{config.name}': filters on TCP access logs are not supported "
                 "by pymesh"
             )
-        return GrpcTcpAccessLogger(config.grpc, self.stream(config.grpc))
+        return GrpcTcpAccessLogger(config.grpc, self.stream(config.grpc), identity)
 
     async def close(self) -> None:
         streams = list(self._streams.values())
@@ -132,29 +132,42 @@ class GrpcLogStreams:
 class GrpcAccessLogger:
     """``envoy.access_loggers.http_grpc``: one entry per finished request."""
 
-    __slots__ = ("_filter", "_service", "_stream")
+    __slots__ = ("_filter", "_identity", "_service", "_stream")
 
-    def __init__(self, config: AccessLog, stream: AlsStream) -> None:
+    def __init__(self, config: AccessLog, stream: AlsStream, identity: tuple[str, ...]) -> None:
         assert config.grpc is not None
         self._filter = config.filter
         self._service = config.grpc
         self._stream = stream
+        self._identity = identity  # the URI SANs of the listener's own certificate
 
     def log(self, info: StreamInfo, req: Headers, resp: Headers | None) -> None:
         if self._filter is not None and not passes_filter(self._filter, info, req):
             return
-        entry = http_entry(info, req, resp, self._service, _wall_offset())
+        entry = http_entry(
+            info,
+            req,
+            resp,
+            self._service,
+            _wall_offset(),
+            info.response_trailers,
+            local_uri_sans=self._identity,
+        )
         self._stream.log(entry.SerializeToString())
 
 
 class GrpcTcpAccessLogger:
     """``envoy.access_loggers.tcp_grpc``: one entry per closed connection."""
 
-    __slots__ = ("_service", "_stream")
+    __slots__ = ("_identity", "_service", "_stream")
 
-    def __init__(self, service: GrpcAccessLogService, stream: AlsStream) -> None:
+    def __init__(
+        self, service: GrpcAccessLogService, stream: AlsStream, identity: tuple[str, ...]
+    ) -> None:
         self._service = service
         self._stream = stream
+        self._identity = identity
 
     def log_connection(self, facts: TcpFacts) -> None:
-        self._stream.log(tcp_entry(facts, _wall_offset()).SerializeToString())
+        entry = tcp_entry(facts, _wall_offset(), local_uri_sans=self._identity)
+        self._stream.log(entry.SerializeToString())

@@ -24,7 +24,13 @@ from pymesh.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["SecretUnavailable", "client_context", "server_context", "validation_of"]
+__all__ = [
+    "SecretUnavailable",
+    "client_context",
+    "local_uri_sans",
+    "server_context",
+    "validation_of",
+]
 
 
 class SecretUnavailable(ConfigError):
@@ -159,3 +165,16 @@ def client_context(tls: UpstreamTls, secrets: Mapping[str, Secret]) -> ssl.SSLCo
     else:
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def local_uri_sans(tls: DownstreamTls, secrets: Mapping[str, Secret]) -> tuple[str, ...]:
+    """The URI SANs of the chain's own (first) certificate: the workload's SPIFFE identity,
+    which access logs report as the local certificate's (Istio's destination principal).
+    Python's ssl module cannot tell a server its own certificate, so it is read here."""
+    certificate = _certificates(tls.common, secrets)[0]
+    try:
+        leaf = x509.load_pem_x509_certificates(certificate.certificate_chain)[0]
+        sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, IndexError, x509.ExtensionNotFound):
+        return ()
+    return tuple(sans.get_values_for_type(x509.UniformResourceIdentifier))

@@ -170,6 +170,12 @@ class DemoLayout:
         return f"{host}:{self.pilot_xds_port}"
 
     @property
+    def report_host(self) -> str:
+        """Where sidecars send access logs and spans (mixer's ALS and Zipkin ports): like
+        pilot's xDS, the host's bridge address in netns mode."""
+        return self.netns.gateway if self.netns is not None else self.control_address
+
+    @property
     def pilot_api(self) -> str:
         return f"{self.control_address}:{self.pilot_api_port}"
 

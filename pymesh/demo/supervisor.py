@@ -135,7 +135,9 @@ class Supervisor:
         if self.options.mesh_config is not None:
             shutil.copyfile(self.options.mesh_config, layout.mesh_file)
         elif not (self.options.keep_config and layout.mesh_file.exists()):
-            write_mesh_config(layout.mesh_file, self.options.outbound_traffic_policy)
+            write_mesh_config(
+                layout.mesh_file, self.options.outbound_traffic_policy, telemetry=layout.report_host
+            )
         taken = busy(
             [
                 (layout.control_address, layout.pilot_xds_port),

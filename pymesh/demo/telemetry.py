@@ -113,14 +113,21 @@ class Telemetry:
             await self._start_prometheus()
 
     async def _start_mixer(self) -> None:
-        taken = busy([(self.host, port) for port in MIXER_PORTS.values()])
+        # What the sidecars send to (ALS, spans) listens where they reach the host; what a
+        # user opens (metrics, dashboard) on the control address.
+        report = self.layout.report_host
+        addresses = {
+            name: (report if name in ("grpc", "zipkin") else self.host, port)
+            for name, port in MIXER_PORTS.items()
+        }
+        taken = busy(list(addresses.values()))
         if taken:
             self.say(f"  mixer not started: {taken[0][0]}:{taken[0][1]} is in use")
             return
         args = ["mixer", "--config-dir", str(self.layout.config_dir)]
         args += ["--mesh-config", str(self.layout.mesh_file)]
-        for name, port in MIXER_PORTS.items():
-            args += [f"--{name}-address", f"{self.host}:{port}"]
+        for name, (host, port) in addresses.items():
+            args += [f"--{name}-address", f"{host}:{port}"]
         if shutil.which("prometheus"):
             args += ["--prometheus-url", self.prometheus_url]
         argv = pymesh_argv(self.python, self.log_level, *args)

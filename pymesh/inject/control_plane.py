@@ -8,6 +8,7 @@ import copy
 from typing import Any
 
 __all__ = [
+    "ALS_ADDRESS",
     "CA_ADDRESS",
     "NAMESPACE",
     "NON_ROOT",
@@ -19,6 +20,8 @@ __all__ = [
 
 CA_ADDRESS = "istiod.istio-system.svc:15012"
 ZIPKIN_ADDRESS = "mixer.istio-system.svc:9411"
+#: where sidecars stream their access logs (Istio's request metrics are made of them)
+ALS_ADDRESS = "mixer.istio-system.svc:9091"
 NAMESPACE = "istio-system"
 #: The control plane's containers: Istio's uid, nothing else.
 NON_ROOT = {

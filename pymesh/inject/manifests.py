@@ -14,6 +14,7 @@ import yaml
 
 from pymesh.config.kinds import KINDS
 from pymesh.inject.control_plane import (
+    ALS_ADDRESS,
     NAMESPACE,
     NON_ROOT,
     ZIPKIN_ADDRESS,
@@ -123,8 +124,9 @@ def _pilot(image: str) -> list[dict[str, Any]]:
         "defaultConfig": {
             "discoveryAddress": PILOT_ADDRESS,
             "terminationDrainDuration": "5s",
-            # Spans to mixer. Istio's request metrics need envoyAccessLogService as well
-            # (both Envoy's and pymesh's sidecars stream access logs to it).
+            # Access logs (Istio's request metrics) and spans to mixer, from Envoy's sidecars
+            # and pymesh's alike.
+            "envoyAccessLogService": {"address": ALS_ADDRESS},
             "tracing": {"sampling": 1, "zipkin": {"address": ZIPKIN_ADDRESS}},
         },
         "outboundTrafficPolicy": {"mode": "ALLOW_ANY"},

@@ -165,7 +165,10 @@ def test_egress_registry_only(demo: Demo, external: str, tmp_path: Path) -> None
     assert open_call.http_code == 200 and b"external answered /open" in open_call.body
 
     mesh = tmp_path / "mesh.yaml"
-    mesh.write_text("outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n")
+    # the demo's own mesh config (ALLOW_ANY, reporting to mixer) comes back at the end
+    original = (demo.run_dir / "mesh.yaml").read_text()
+    assert "mode: ALLOW_ANY" in original and "envoyAccessLogService" in original
+    mesh.write_text(original.replace("mode: ALLOW_ANY", "mode: REGISTRY_ONLY"))
     run_dir = str(demo.run_dir)
     demo.pymesh("demo", "restart", "pilot", "--mesh-config", str(mesh), "--run-dir", run_dir)
     entry = tmp_path / "serviceentry.yaml"
@@ -200,7 +203,7 @@ def test_egress_registry_only(demo: Demo, external: str, tmp_path: Path) -> None
                     "1-serviceentry-httpbin-ext.yaml"
                 )
             )
-        mesh.write_text("outboundTrafficPolicy:\n  mode: ALLOW_ANY\n")
+        mesh.write_text(original)
         demo.pymesh("demo", "restart", "pilot", "--mesh-config", str(mesh), "--run-dir", run_dir)
     assert demo.curl_from("sleep", "-s", f"http://{external}/again").http_code == 200
 
@@ -218,6 +221,28 @@ def test_demo_runs_mixer_and_a_prometheus_scraping_it(demo: Demo) -> None:
         assert set(json.loads(resp.read())) >= {"nodes", "edges"}
     shown = demo.pymesh("dashboard", "graph", "--mixer", mixer, "--no-browser").stdout
     assert shown.strip() == f"{mixer}/"
+    # the sidecars report: a page load shows up as Bookinfo's calls and as one trace
+    assert demo.get(f"{demo.gateway}/productpage").status == 200
+
+    def graph_edges() -> set[tuple[str, str]]:
+        with opener.open(f"{mixer}/api/graph?window=300", timeout=10) as resp:
+            graph = json.loads(resp.read())
+        return {(e["source"], e["target"]) for e in graph["edges"]}
+
+    calls = {
+        ("workload:default:productpage-v1", "service:default:details.default.svc.cluster.local"),
+        ("service:default:details.default.svc.cluster.local", "workload:default:details-v1"),
+    }
+    demo.wait(lambda: graph_edges() >= calls, 30, "productpage's calls in the graph")
+
+    def page_trace() -> bool:
+        url = f"http://{demo.control}:9411/api/v2/traces?serviceName=details.default&limit=5"
+        with opener.open(url, timeout=10) as resp:
+            traces = json.loads(resp.read())
+        names = {s["localEndpoint"]["serviceName"] for t in traces for s in t}
+        return {"productpage.default", "details.default"} <= names
+
+    demo.wait(page_trace, 30, "a page load's trace in mixer's Zipkin API")
     if shutil.which("prometheus") is None:
         return
     prometheus = f"http://{demo.control}:9090"

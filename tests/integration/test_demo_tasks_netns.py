@@ -8,10 +8,12 @@ The tests are the same functions; only the demo they run against differs.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,6 +106,26 @@ def test_capture_is_transparent(demo: Demo) -> None:
     app = demo.pod("productpage-v1").app
     assert app is not None
     assert b"HTTP_PROXY" not in Path(f"/proc/{app.pid}/environ").read_bytes().upper()
+
+
+def test_captured_pods_report_to_mixer(demo: Demo) -> None:
+    """Sidecars in their own namespaces reach mixer on the host's bridge address, as they
+    reach pilot: a page load shows up as Bookinfo's calls, reported from both sides."""
+    assert demo.product_page().status == 200
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    details = "service:default:details.default.svc.cluster.local"
+    wanted = {
+        ("workload:default:productpage-v1", details),
+        (details, "workload:default:details-v1"),
+    }
+
+    def edges() -> set[tuple[str, str]]:
+        url = f"http://{demo.control}:20001/api/graph?window=300"
+        with opener.open(url, timeout=10) as resp:
+            graph = json.loads(resp.read())
+        return {(e["source"], e["target"]) for e in graph["edges"]}
+
+    demo.wait(lambda: edges() >= wanted, 30, "productpage's call to details in mixer's graph")
 
 
 def test_rolling_restart_under_load_loses_no_request(demo: Demo) -> None:

@@ -212,3 +212,32 @@ def test_what_is_not_implemented_is_refused(
     with pytest.raises(error) as info:
         _hcm_with(_als(common))
     assert where in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("tracing", "where"),
+    [({"verbose": True}, "verbose"), ({"spawn_upstream_span": True}, "spawn_upstream_span")],
+)
+def test_tracing_the_tracer_does_not_do_is_refused(tracing: dict[str, Any], where: str) -> None:
+    data = {
+        "name": "l",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 1}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "hcm",
+                        "typed_config": {
+                            "@type": HCM,
+                            "stat_prefix": "h",
+                            "route_config": {"name": "r"},
+                            "tracing": tracing,
+                        },
+                    }
+                ]
+            }
+        ],
+    }
+    with pytest.raises(UnsupportedError) as info:
+        translate_listener(parse_message(data, listener_pb2.Listener), default_registry())
+    assert info.value.path is not None and info.value.path.endswith(f"tracing.{where}")

@@ -240,6 +240,17 @@ def http1_protocol_options(proto: Any) -> Http1ProtocolOptions:
 
 
 def _tracing(proto: Any, path: str) -> Tracing:
+    # What the tracer does not do yet is refused rather than ignored.
+    if proto.verbose:
+        raise UnsupportedError(
+            "verbose tracing (span annotations per event) is not supported by pymesh",
+            path=join(path, "verbose"),
+        )
+    if wrapped(proto, "spawn_upstream_span", False):
+        raise UnsupportedError(
+            "spawn_upstream_span (a span per upstream attempt) is not supported by pymesh",
+            path=join(path, "spawn_upstream_span"),
+        )
     provider = None
     if proto.HasField("provider"):
         provider_path = join(path, "provider")

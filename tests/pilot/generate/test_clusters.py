@@ -6,7 +6,15 @@ from pilot.generate import CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from pilot.generate.policy import MAX_U32
 from pilot.model import MeshConfig
 from pymesh.config.loader import load_documents
-from tests.pilot.generate._mesh import BOOKINFO, Mesh, build_mesh, load, workload_nodes
+from pymesh.config.snapshot import ConfigSnapshot
+from tests.pilot.generate._mesh import (
+    BOOKINFO,
+    Mesh,
+    build_mesh,
+    gateway_node,
+    load,
+    workload_nodes,
+)
 
 SVC = ".default.svc.cluster.local"
 API = ".shop.svc.cluster.local"
@@ -234,3 +242,22 @@ def test_grpc_ports_speak_http2_in_process_mode_and_to_the_app() -> None:
     assert inbound[HTTP_OPTIONS]["explicit_http_config"] == {"http2_protocol_options": {}}
     # A plain HTTP port keeps HTTP/1.1 to the app.
     assert "typed_extension_protocol_options" not in api["inbound|8082||"]
+
+
+def test_process_mode_reports_bind_the_pod_address_only_towards_loopback_pods() -> None:
+    """With access logs to mixer, a process-mode sidecar connects from its pod's own address
+    so that the callee's report names it; pods on a bridge (netns mode, which the demo's
+    process-mode ingress gateway calls) are not reachable from a loopback source: no
+    binding there, or every connection would fail."""
+    reporting = MeshConfig(mixer_address="127.0.0.1:9091")
+    process = build_mesh(BOOKINFO, mode="process", mesh=reporting)
+    details = process.by_name("productpage-v1", CLUSTER_TYPE)[f"outbound|9080||details{SVC}"]
+    assert details["upstream_bind_config"] == {
+        "source_address": {"address": process.nodes["productpage-v1"].ip, "port_value": 0}
+    }
+    loaded = ConfigSnapshot(load(BOOKINFO)).resources
+    nodes = workload_nodes(loaded, subnet="10.211.0")  # captured pods on a bridge
+    nodes["gateway"] = gateway_node(mode="process")
+    bridged = Mesh(loaded, nodes, reporting)
+    productpage = bridged.by_name("gateway", CLUSTER_TYPE)[f"outbound|9080||productpage{SVC}"]
+    assert "upstream_bind_config" not in productpage

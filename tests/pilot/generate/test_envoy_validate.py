@@ -81,6 +81,7 @@ def test_features_fixture(envoy_binary: str, tmp_path: Path, node: str, mode: st
 def test_egress_fixture(envoy_binary: str, tmp_path: Path, mesh_config: MeshConfig) -> None:
     mesh = build_mesh("egress.yaml", "features.yaml", mesh=mesh_config)
     _check(envoy_binary, mesh, "web-v1", tmp_path)
+    _check(envoy_binary, mesh, "db-v1", tmp_path)  # a TCP server: its inbound TCP proxy
 
 
 def test_circuit_breaking_and_mirroring_samples(envoy_binary: str, tmp_path: Path) -> None:

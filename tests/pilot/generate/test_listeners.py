@@ -121,3 +121,30 @@ def test_tracing_and_access_logs_when_the_mesh_names_collectors() -> None:
     assert hcm["tracing"]["provider"]["typed_config"]["collector_cluster"] == "zipkin"
     log = hcm["access_log"][0]["typed_config"]["common_config"]
     assert log["grpc_service"] == {"envoy_grpc": {"cluster_name": "mixer"}}
+
+
+def test_tcp_proxies_stream_their_connections_to_mixer() -> None:
+    """Istio's TCP metrics come from ``tcp_grpc`` access logs on both sides' TCP proxies."""
+    mesh = build_mesh("features.yaml", mesh=MeshConfig(mixer_address="mixer:9091"))
+
+    def tcp_logs(chain: dict[str, Any]) -> list[dict[str, Any]]:
+        proxy = next(f for f in chain["filters"] if f["name"].endswith("tcp_proxy"))
+        return list(proxy["typed_config"].get("access_log", []))
+
+    outbound = mesh.by_name("web-v1", LISTENER_TYPE)["10.96.0.30_3306"]
+    [log] = tcp_logs(outbound["filter_chains"][0])
+    assert log["name"] == "envoy.access_loggers.tcp_grpc"
+    common = log["typed_config"]["common_config"]
+    assert common["log_name"] == "outbound"
+    assert common["grpc_service"] == {"envoy_grpc": {"cluster_name": "mixer"}}
+    inbound = mesh.by_name("db-v1", LISTENER_TYPE)["virtualInbound"]["filter_chains"]
+    port_chains = [c for c in inbound if c.get("filter_chain_match", {}).get("destination_port")
+                   == 3306 and c["name"] != "virtualInbound-blackhole"]  # fmt: skip
+    assert port_chains and all(
+        tcp_logs(c)[0]["typed_config"]["common_config"]["log_name"] == "inbound"
+        for c in port_chains
+    )
+    quiet = build_mesh("features.yaml")  # no mixer in the mesh config: no logs
+    assert not tcp_logs(
+        quiet.by_name("web-v1", LISTENER_TYPE)["10.96.0.30_3306"]["filter_chains"][0]
+    )

@@ -81,6 +81,7 @@ def _meshes(retry_on: str | None) -> Iterator[tuple[Mesh, list[str]]]:
     # telemetry: access logs to mixer over its HTTP/2 (gRPC) cluster, traces to Zipkin
     reporting = replace(base, mixer_address="127.0.0.1:9091", zipkin_address="127.0.0.1:9411")
     yield build_mesh(BOOKINFO, mode="process", mesh=reporting), ["productpage-v1"]
+    yield build_mesh("features.yaml", mesh=reporting), ["web-v1", "db-v1"]  # TCP: tcp_grpc
     yield build_mesh("features.yaml", mode="process", mesh=base), ["web-v1", "api-v2"]
     yield build_mesh("egress.yaml", "features.yaml", mesh=base), ["web-v1"]
     yield (

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
+from tests.proxy.als_recorder import Recorder, als_server
 from tests.proxy.runtime.bootstrap import (
     bootstrap,
     cluster,
@@ -28,7 +29,9 @@ from tests.proxy.runtime.conftest import StartProxy, listen_address, upstream_ip
 from tests.support.grpc_echo import GrpcEcho, grpc_client_channel, method
 from tests.support.h2upstream import H2Held, H2Upstream
 from tests.support.httpclient import AsyncConnection
+from tests.support.procs import free_port
 from tests.support.upstream import Hang
+from tests.support.waiting import wait_until
 
 H2_OPTIONS = {
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -256,3 +259,50 @@ async def test_max_stream_duration_answers_plain_http_as_envoy(
         r = await conn.request("GET", "/slow", host="svc")
         assert r.status == 504 and r.body == b"downstream duration timeout"
     assert proxy.stat("http.ingress.downstream_rq_max_duration_reached") == 1
+
+
+async def test_grpc_calls_are_reported_with_their_status_from_the_trailers(
+    grpc_server: GrpcFactory, start_proxy: StartProxy
+) -> None:
+    """The ALS entry of a gRPC call carries its content type and the ``grpc-status`` of its
+    trailers (or of a trailers-only answer's headers): what Istio's ``request_protocol`` and
+    ``grpc_response_status`` labels are made of."""
+    server = await grpc_server(upstream_ip(0))
+    als = (upstream_ip(1), free_port(upstream_ip(1)))
+    config = grpc_config(listen_address(), server.address)
+    hcm_config = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    hcm_config["typed_config"]["access_log"] = [
+        {
+            "name": "envoy.access_loggers.http_grpc",
+            "typed_config": {
+                "@type": "type.googleapis.com/"
+                "envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
+                "common_config": {
+                    "log_name": "outbound",
+                    "grpc_service": {"envoy_grpc": {"cluster_name": "als"}},
+                    "buffer_flush_interval": "0.05s",
+                },
+                "additional_request_headers_to_log": ["content-type"],
+                "additional_response_headers_to_log": ["grpc-status"],
+                "additional_response_trailers_to_log": ["grpc-status"],
+            },
+        }
+    ]
+    config["static_resources"]["clusters"].append(
+        cluster("als", [als], typed_extension_protocol_options=H2_OPTIONS)
+    )
+    recorder = Recorder()
+    async with als_server(*als, recorder):
+        proxy = await start_proxy(config)
+        async with grpc_client_channel(*proxy.address) as channel:
+            assert await channel.unary_unary(method("Unary"))(b"hi") == b"hi"
+            failed = channel.unary_unary(method("Unary"))(b"x", metadata=(("x-fail", "NOT_FOUND"),))
+            with pytest.raises(grpc.aio.AioRpcError):
+                await failed
+        await wait_until(lambda: len(recorder.http()) == 2, "both calls' entries")
+        ok, not_found = recorder.http()
+        assert ok.request.request_headers["content-type"] == "application/grpc"
+        assert dict(ok.response.response_trailers) == {"grpc-status": "0"}
+        # a trailers-only answer: the status is in the response headers
+        assert not_found.response.response_headers["grpc-status"] == "5"
+        await proxy.stop()

@@ -6,6 +6,8 @@ there failing nothing."""
 from __future__ import annotations
 
 import asyncio
+import ssl
+from pathlib import Path
 from typing import Any
 
 from tests.proxy.als_recorder import Recorder, als_server
@@ -40,7 +42,7 @@ def grpc_log(kind: str, log_name: str) -> dict[str, Any]:
     return {"name": f"envoy.access_loggers.{kind}_grpc", "typed_config": config}
 
 
-def config(
+def config_for(
     http: tuple[str, int], tcp: tuple[str, int], upstream: tuple[str, int], als: tuple[str, int]
 ) -> dict[str, Any]:
     tcp_l = tcp_listener(tcp, "app")
@@ -68,7 +70,7 @@ async def test_requests_and_connections_are_streamed_to_the_service(
     http, tcp = listen_address(), listen_address()
     recorder = Recorder()
     async with als_server(*als, recorder):
-        proxy = await start_proxy(config(http, tcp, (up.host, up.port), als))
+        proxy = await start_proxy(config_for(http, tcp, (up.host, up.port), als))
         resp = await request(*http, "GET", "/hello", [("x-trace", "t1")], host_header="app")
         assert resp.status == 200
         reader, writer = await asyncio.open_connection(*tcp)
@@ -99,10 +101,57 @@ async def test_a_missing_service_fails_no_request(
     up = await upstream_factory(upstream_ip(22))
     als = (upstream_ip(23), free_port(upstream_ip(23)))  # nothing listens there
     http, tcp = listen_address(), listen_address()
-    proxy = await start_proxy(config(http, tcp, (up.host, up.port), als))
+    proxy = await start_proxy(config_for(http, tcp, (up.host, up.port), als))
     for _ in range(3):
         resp = await asyncio.wait_for(request(*http, "GET", "/x", host_header="app"), 5)
         assert resp.status == 200
     assert proxy.stat("access_logs.grpc_access_log.logs_written") == 0
     await proxy.stop()  # what is buffered is dropped, and counted, at shutdown
     assert proxy.stat("access_logs.grpc_access_log.logs_dropped") == 3
+
+
+CERTS = Path(__file__).resolve().parents[1] / "config" / "data" / "certs"
+
+
+async def test_a_tls_listener_reports_its_own_identity(
+    start_proxy: StartProxy, upstream_factory: Any
+) -> None:
+    """The local certificate's URI SAN is what mixer reports as the destination principal."""
+    up = await upstream_factory(upstream_ip(25))
+    als = (upstream_ip(26), free_port(upstream_ip(26)))
+    https, tcp = listen_address(), listen_address()
+    recorder = Recorder()
+    config = config_for(https, tcp, (up.host, up.port), als)
+    config["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"] = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": _T + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "common_tls_context": {
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": str(CERTS / "workload.pem")},
+                        "private_key": {"filename": str(CERTS / "workload-key.pem")},
+                    }
+                ]
+            },
+        },
+    }
+    async with als_server(*als, recorder):
+        proxy = await start_proxy(config)
+        context = ssl.create_default_context(cafile=str(CERTS / "ca.pem"))
+        name = "productpage.default.svc.cluster.local"
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(*https, ssl=context, server_hostname=name), 5
+        )
+        writer.write(f"GET /tls HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
+        assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 200")
+        writer.close()
+        await wait_until(lambda: recorder.http(), "the request's entry")
+        [entry] = recorder.http()
+        tls = entry.common_properties.tls_properties
+        assert [s.uri for s in tls.local_certificate_properties.subject_alt_name] == [
+            "spiffe://cluster.local/ns/default/sa/bookinfo-productpage"
+        ]
+        assert not tls.peer_certificate_properties.subject_alt_name  # no client certificate
+        assert tls.tls_version == tls.TLSv1_3
+        await proxy.stop()

@@ -210,3 +210,6 @@ def test_install_manifests_pass_kubernetes_validate() -> None:
     assert {p["port"] for p in services["mixer"]["spec"]["ports"]} == {9091, 15014, 9411, 20001}
     mesh = yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["mesh"])
     assert mesh["defaultConfig"]["tracing"]["zipkin"]["address"] == "mixer.istio-system.svc:9411"
+    assert mesh["defaultConfig"]["envoyAccessLogService"] == {
+        "address": "mixer.istio-system.svc:9091"
+    }
