@@ -33,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--poll-interval", type=float, default=0.2, help="seconds between config dir scans"
     )
     parser.add_argument("--domain", default="cluster.local", help="the cluster DNS domain")
+    parser.add_argument(
+        "--registration-grace",
+        type=float,
+        default=30.0,
+        help="seconds a proxy of the last run stays registered while it reconnects "
+        "(0: forget them on restart)",
+    )
     add_ca_options(parser, required=False)
     parser.add_argument(
         "--ca-address",
@@ -64,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         mesh=mesh,
         poll_interval=args.poll_interval,
         domain=args.domain,
+        registration_grace=args.registration_grace,
         ca=ca,
         ca_address=args.ca_address or f"{host}:15012",
     )

@@ -22,6 +22,7 @@ from auth.server import CaOptions, CaServer, open_ca, serving_names
 from pilot.generate import generate, proxyless
 from pilot.model import MeshConfig, ProxyNode, PushContext
 from pilot.registry import Registry
+from pilot.registry.known import KnownProxies
 from pilot.sources import (
     Action,
     Change,
@@ -37,9 +38,12 @@ from pilot.xds import DebounceConfig, DiscoveryServer
 from pymesh.config import ConfigSnapshot
 from pymesh.errors import ConfigError, ValidationError
 
-__all__ = ["Pilot", "PilotSettings", "select_generator"]
+__all__ = ["KNOWN_PROXIES_FILE", "Pilot", "PilotSettings", "select_generator"]
 
 log = structlog.get_logger(__name__)
+
+#: in the config directory (hidden files are not config): the proxies of the last run
+KNOWN_PROXIES_FILE = ".pymesh-proxies.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,9 @@ class PilotSettings:
     #: run the CA (Istio's istiod serves it on 15012) with these options; None: no CA
     ca: CaOptions | None = None
     ca_address: str = "127.0.0.1:15012"
+    #: how long a proxy connected before a restart counts as connected without reconnecting
+    #: (longer than a proxy's largest reconnect backoff, 30 s); 0: forget them on restart
+    registration_grace: float = 30.0
 
 
 def select_generator(ctx: PushContext, proxy: ProxyNode, type_url: str) -> Sequence[Any]:
@@ -81,6 +88,12 @@ class Pilot:
             self.directory, self._on_load, interval=settings.poll_interval
         )
         self.load: DirectoryLoad | None = None
+        grace = settings.registration_grace
+        self.known = KnownProxies(
+            settings.config_dir / KNOWN_PROXIES_FILE if grace > 0 else None,
+            grace=grace,
+            clock=self.clock,
+        )
         self.ctx = self._build(ConfigSnapshot(), (), ())
         self.discovery = DiscoveryServer(
             self.ctx,
@@ -110,6 +123,12 @@ class Pilot:
         )
         if self.settings.ca is not None:
             await self._start_ca(self.settings.ca)
+        # Nothing is served before the registry and the configuration are whole (as istiod
+        # waits for its caches to sync): the proxies of the last run, then the directory.
+        if self.known.load():
+            asyncio.get_running_loop().call_later(
+                self.known.grace, self.discovery.proxies_changed, "registration-grace"
+            )
         await self.watcher.start()
         self.xds_port = await self.discovery.start(self.settings.xds_address)
         self.api = AdminApi(self, token)
@@ -130,6 +149,7 @@ class Pilot:
         self.ca_port = await self.ca.start(self.settings.ca_address)
 
     async def stop(self) -> None:
+        self.known.frozen = True  # closing every stream is not every proxy leaving
         if self.ca is not None:
             await self.ca.stop()
         await self.watcher.stop()
@@ -158,8 +178,12 @@ class Pilot:
         alone = Registry.build(self.ctx.config, (proxy,), domain=self.settings.domain)
         return bool(alone.proxy_instances(proxy))
 
+    def _proxies(self) -> tuple[ProxyNode, ...]:
+        return self.known.merged(self.discovery.proxies())
+
     def _rebuild(self, proxies: Sequence[Any]) -> PushContext:
-        self.ctx = self._build(self.ctx.config, proxies, self._credentials())
+        self.ctx = self._build(self.ctx.config, self.known.merged(proxies), self._credentials())
+        self.known.record(self.discovery.nodes())
         return self.ctx
 
     async def _on_load(self, load: DirectoryLoad) -> None:
@@ -172,7 +196,7 @@ class Pilot:
             and load.credentials == previous.credentials
         ):
             return  # the files changed, the configuration did not: no push
-        self.ctx = self._build(snapshot, self.discovery.proxies(), load.credentials)
+        self.ctx = self._build(snapshot, self._proxies(), load.credentials)
         log.info("config loaded", version=snapshot.version, resources=len(snapshot))
         for envoy_filter in self.ctx.envoy_filters:
             for error in envoy_filter.errors:
@@ -222,7 +246,7 @@ class Pilot:
         # The whole tree with the change must load and build before anything is written.
         candidate = await self.watcher.check(planned)
         try:
-            ctx = self._build(candidate.snapshot, self.discovery.proxies(), candidate.credentials)
+            ctx = self._build(candidate.snapshot, self._proxies(), candidate.credentials)
         except (ConfigError, ValueError) as exc:
             raise ValidationError(f"pilot cannot use this configuration: {exc}") from None
         _refuse_bad_envoy_filters(ctx, {c.key for c in changes if c.writes})

@@ -136,6 +136,19 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
                 latest[conn.proxy_id] = conn
         return tuple(c.proxy for c in latest.values())
 
+    def nodes(self) -> dict[str, base_pb2.Node]:
+        """The Envoy nodes of the connected proxies, by proxy id (newest stream wins)."""
+        latest = sorted(
+            (c for c in self.connections.values() if c.node is not None),
+            key=lambda c: c.connected_at,
+        )
+        return {c.proxy_id: c.node for c in latest}
+
+    def proxies_changed(self, reason: str) -> None:
+        """The set of proxies the registry is built from changed without a stream coming or
+        going (a remembered proxy expired): rebuild and push, debounced."""
+        self._proxies_changed(reason)
+
     def connection_for(self, proxy_id: str) -> Connection | None:
         found = [c for c in self.connections.values() if c.proxy_id == proxy_id]
         return max(found, key=lambda c: c.connected_at) if found else None
