@@ -35,8 +35,9 @@ from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from google.protobuf import json_format
 from google.protobuf.message import Message
+
+from pilot.generate import fastproto
 
 __all__ = [
     "ADS",
@@ -125,7 +126,7 @@ def typed(kind: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def to_proto(type_url: str, body: dict[str, Any]) -> Any:
     """Parse a resource dict into its message (unknown fields are a bug: they raise)."""
-    return json_format.ParseDict(body, _MESSAGES[type_url]())
+    return fastproto.parse(body, _MESSAGES[type_url]())
 
 
 def duration(seconds: float) -> str:
