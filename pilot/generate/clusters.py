@@ -284,4 +284,4 @@ def build_clusters(ctx: PushContext, node: ProxyNode) -> list[Any]:
     if not node.is_router:
         bodies.extend(_inbound(ctx, node))
     bodies.extend(special_clusters(ctx, node))
-    return [to_proto(CLUSTER_TYPE, body) for body in bodies]
+    return [to_proto(CLUSTER_TYPE, body, ctx.protos) for body in bodies]

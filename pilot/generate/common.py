@@ -7,6 +7,7 @@ reads like the config it produces.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 # Imported for their registration in the descriptor pool: ``@type`` URLs resolve through it.
@@ -124,9 +125,21 @@ def typed(kind: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"@type": _PREFIX + TYPES[kind].DESCRIPTOR.full_name, **(body or {})}
 
 
-def to_proto(type_url: str, body: dict[str, Any]) -> Any:
-    """Parse a resource dict into its message (unknown fields are a bug: they raise)."""
-    return fastproto.parse(body, _MESSAGES[type_url]())
+def to_proto(type_url: str, body: dict[str, Any], cache: dict[str, Any] | None = None) -> Any:
+    """Parse a resource dict into its message (unknown fields are a bug: they raise). With
+    ``cache`` (``PushContext.protos``) an equal dict already parsed in this push gives the same
+    message object: callers treat generated messages as read-only (EnvoyFilter patches work on
+    copies)."""
+    if cache is None:
+        return fastproto.parse(body, _MESSAGES[type_url]())
+    try:
+        key = type_url + json.dumps(body, separators=(",", ":"))
+    except (TypeError, ValueError):  # not plain JSON data: no sharing
+        return fastproto.parse(body, _MESSAGES[type_url]())
+    message = cache.get(key)
+    if message is None:
+        message = cache[key] = fastproto.parse(body, _MESSAGES[type_url]())
+    return message
 
 
 def duration(seconds: float) -> str:

@@ -34,8 +34,17 @@ def generate(ctx: PushContext, node: ProxyNode, type_url: str) -> list[Any]:
     resources = _build(ctx, node, type_url)
     patches = ctx.envoy_filter_patches(node)
     if patches:
+        # the generated messages may be shared with other proxies (PushContext.protos):
+        # patches work on copies
+        resources = [_copy(r) for r in resources]
         resources = apply_patches(patches, type_url, resources, gateway=node.is_router)
     return resources
+
+
+def _copy(message: Any) -> Any:
+    copy = type(message)()
+    copy.CopyFrom(message)
+    return copy
 
 
 def _build(ctx: PushContext, node: ProxyNode, type_url: str) -> list[Any]:

@@ -110,6 +110,7 @@ def load_assignments(ctx: PushContext, node: ProxyNode, plans: Iterable[Any]) ->
                 plan.labels,
                 mtls=mtls,
             ),
+            ctx.protos,
         )
         for plan in plans
         if plan.kind == "EDS"

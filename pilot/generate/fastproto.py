@@ -171,7 +171,39 @@ def _duration(message: Message, body: Any) -> None:
     message.SetInParent()
 
 
+def _struct(message: Message, body: Any) -> None:
+    if not isinstance(body, Mapping):
+        json_format.ParseDict(body, message)
+        return
+    message.SetInParent()
+    fields = message.fields
+    for key, value in body.items():
+        _value(fields[key], value)
+
+
+def _value(message: Message, value: Any) -> None:
+    # ParseDict's order of checks: bool before number (a bool is an int in Python)
+    if value is None:
+        message.null_value = 0
+    elif isinstance(value, bool):
+        message.bool_value = value
+    elif isinstance(value, str):
+        message.string_value = value
+    elif isinstance(value, int | float):
+        message.number_value = value
+    elif isinstance(value, Mapping):
+        _struct(message.struct_value, value)
+    elif isinstance(value, list | tuple):
+        values = message.list_value
+        values.SetInParent()
+        for item in value:
+            _value(values.values.add(), item)
+    else:
+        json_format.ParseDict(value, message)
+
+
 _SPECIAL: dict[str, Callable[[Message, Any], None]] = {
+    "google.protobuf.Struct": _struct,
     "google.protobuf.Any": _any,
     "google.protobuf.Duration": _duration,
     **dict.fromkeys(_WRAPPERS, _wrapper),

@@ -203,8 +203,8 @@ def gateway_listeners(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]
 
 
 def build_gateway_listeners(ctx: PushContext, node: ProxyNode) -> list[Any]:
-    return [to_proto(LISTENER_TYPE, body) for body in gateway_listeners(ctx, node)]
+    return [to_proto(LISTENER_TYPE, body, ctx.protos) for body in gateway_listeners(ctx, node)]
 
 
 def build_gateway_routes(ctx: PushContext, node: ProxyNode) -> list[Any]:
-    return [to_proto(ROUTE_TYPE, body) for body in gateway_route_configs(ctx, node)]
+    return [to_proto(ROUTE_TYPE, body, ctx.protos) for body in gateway_route_configs(ctx, node)]

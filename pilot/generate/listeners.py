@@ -397,4 +397,4 @@ def sidecar_listeners(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]
 
 
 def build_sidecar_listeners(ctx: PushContext, node: ProxyNode) -> list[Any]:
-    return [to_proto(LISTENER_TYPE, body) for body in sidecar_listeners(ctx, node)]
+    return [to_proto(LISTENER_TYPE, body, ctx.protos) for body in sidecar_listeners(ctx, node)]

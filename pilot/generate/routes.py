@@ -138,4 +138,4 @@ def sidecar_route_configs(ctx: PushContext, node: ProxyNode) -> list[dict[str, A
 
 
 def build_sidecar_routes(ctx: PushContext, node: ProxyNode) -> list[Any]:
-    return [to_proto(ROUTE_TYPE, body) for body in sidecar_route_configs(ctx, node)]
+    return [to_proto(ROUTE_TYPE, body, ctx.protos) for body in sidecar_route_configs(ctx, node)]

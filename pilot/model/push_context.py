@@ -60,6 +60,7 @@ class PushContext:
         "gateways",
         "mesh",
         "peer_authentications",
+        "protos",
         "registry",
         "sidecars",
         "version",
@@ -78,6 +79,9 @@ class PushContext:
         self.registry = registry
         self.mesh = mesh
         self.domain = domain
+        #: the messages parsed for this push, by type and resource dict (as JSON): proxies
+        #: whose resources come out the same share one parse, as istiod's per-push xDS cache
+        self.protos: dict[str, Any] = {}
         self.virtual_services: tuple[VS, ...] = config.of_kind(VirtualService)
         self.destination_rules: tuple[DR, ...] = config.of_kind(DestinationRule)
         self.gateways: tuple[Resource[Gateway], ...] = config.of_kind(Gateway)

@@ -65,7 +65,8 @@ def to_fqdn(host: str, namespace: str, domain: str = DEFAULT_DOMAIN) -> str:
     Like Istio, only names without a dot are expanded (``reviews`` in ``default`` becomes
     ``reviews.default.svc.cluster.local``); ``reviews.default``, wildcards and IPs stay as is.
     """
-    if not host or host == "*" or "." in host or is_ip(host):
+    # an IPv4 address has dots and an IPv6 one colons: skip the (raising) parse otherwise
+    if not host or host == "*" or "." in host or (":" in host and is_ip(host)):
         return host
     return service_fqdn(host, namespace, domain)
 

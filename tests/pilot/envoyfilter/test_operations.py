@@ -321,3 +321,13 @@ def test_values_envoy_rejects_are_errors_with_paths(
     assert found.path == f"spec.configPatches[0].{path}"
     assert message in found.message
     assert found.source == "ef.yaml"
+
+
+def test_a_patch_for_one_workload_leaves_alike_workloads_alone(tmp_path: Path) -> None:
+    """Proxies alike share the clusters pilot parses once per push; a patch selected by one
+    of them changes its own copy only, whichever is generated first."""
+    patch = cluster_patch("MERGE", {"connect_timeout": "3s"}, name=RATINGS)
+    mesh = mesh_with(tmp_path, envoy_filter(patch, workloadSelector={"labels": {"version": "v1"}}))
+    for _ in range(2):
+        assert mesh.by_name("reviews-v1", CLUSTER_TYPE)[RATINGS]["connect_timeout"] == "3s"
+        assert mesh.by_name("reviews-v2", CLUSTER_TYPE)[RATINGS]["connect_timeout"] == "10s"
