@@ -127,8 +127,20 @@ class SimClient:
     rds_acked_at: float = 0.0
     rds_changed: asyncio.Event = field(default_factory=asyncio.Event)
     baseline: str | None = None
+    reconnects: int = 0
 
     async def run(self, channel: grpc.aio.Channel) -> None:
+        """The stream, opened again when it fails, as Envoy does (grpcio's client sometimes
+        fails a stream's first write when thousands open at once)."""
+        while True:
+            try:
+                await self._stream(channel)
+                return
+            except grpc.aio.AioRpcError:
+                self.reconnects += 1
+                await asyncio.sleep(0.1)
+
+    async def _stream(self, channel: grpc.aio.Channel) -> None:
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
         call = stub.StreamAggregatedResources()
         names: dict[str, frozenset[str]] = {CDS: frozenset()}
@@ -258,6 +270,8 @@ async def run_one(n: int, changes: int, per_channel: int, workdir: Path) -> Resu
             tasks.append(asyncio.ensure_future(client.run(channels[-1])))
         await asyncio.wait_for(asyncio.gather(*(c.synced.wait() for c in clients)), 600)
         result = Result(n, time.monotonic() - t0, 0.0)
+        reopened = sum(c.reconnects for c in clients)
+        print(f"  synced; {reopened} client streams reopened", file=sys.stderr, flush=True)
         await _quiet(pilot)
         result.connect_cpu_s = pilot.cpu - cpu0
         for k in range(changes):
