@@ -14,7 +14,6 @@ connection-level protocol error gets a GOAWAY.
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Final, cast
 
@@ -30,7 +29,13 @@ from proxy.codec.h2_events import (
     H2StreamReset,
     H2Trailers,
 )
-from proxy.routing.grpc import GrpcStatus, is_grpc_content_type, percent_encode_message
+from proxy.routing.grpc import (
+    GrpcStatus,
+    frame_message,
+    is_grpc_content_type,
+    percent_encode_message,
+    unframe_message,
+)
 
 __all__ = ["GrpcAbort", "Handler", "UnaryGrpcServer"]
 
@@ -39,7 +44,6 @@ log = structlog.get_logger(__name__)
 #: The serialized request in, the serialized response out; raises :class:`GrpcAbort`.
 Handler = Callable[[bytes], Coroutine[Any, Any, bytes]]
 
-_PREFIX: Final = struct.Struct(">BI")
 _MAX_MESSAGE: Final = 4 << 20  # grpcio's default receive limit
 _RESPONSE_HEAD: Final = [(b"content-type", b"application/grpc")]
 _OK_TRAILERS: Final = [(b"grpc-status", b"0")]
@@ -173,7 +177,7 @@ class _Connection(asyncio.Protocol):
         if entry is not None:
             body = entry[1]
             body += data.data
-            if len(body) > _MAX_MESSAGE + _PREFIX.size:
+            if len(body) > _MAX_MESSAGE + 5:  # the length prefix
                 self._status(sid, GrpcStatus.RESOURCE_EXHAUSTED, "request message too large")
                 return
         if data.end_stream:
@@ -184,18 +188,14 @@ class _Connection(asyncio.Protocol):
         if entry is None:
             return
         handler, body = entry
-        if len(body) < _PREFIX.size:
-            self._status(sid, GrpcStatus.INTERNAL, "no request message")
-            return
-        compressed, size = _PREFIX.unpack_from(body)
-        if compressed:
-            self._status(sid, GrpcStatus.UNIMPLEMENTED, "compressed messages are not supported")
-            return
-        if size != len(body) - _PREFIX.size:
-            self._status(sid, GrpcStatus.INTERNAL, "exactly one request message expected")
+        message = unframe_message(body)
+        if isinstance(message, str):
+            compressed = message.startswith("compressed")
+            status = GrpcStatus.UNIMPLEMENTED if compressed else GrpcStatus.INTERNAL
+            self._status(sid, status, f"request: {message}")
             return
         self._bodies[sid] = None
-        task = asyncio.get_running_loop().create_task(handler(bytes(body[_PREFIX.size :])))
+        task = asyncio.get_running_loop().create_task(handler(message))
         self._calls.add(task)
         task.add_done_callback(lambda done: self._answer(sid, done))
 
@@ -215,7 +215,7 @@ class _Connection(asyncio.Protocol):
             message = done.result()
             codec = self._codec
             codec.send_response(sid, 200, _RESPONSE_HEAD)
-            codec.send_data(sid, _PREFIX.pack(0, len(message)) + message)
+            codec.send_data(sid, frame_message(message))
             codec.send_trailers(sid, _OK_TRAILERS)
             del self._bodies[sid]
         self._schedule_flush()

@@ -12,7 +12,6 @@ once, and ``on_writable()`` whenever the service has taken queued bytes.
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections.abc import Callable
 from typing import Final, cast
 
@@ -27,10 +26,10 @@ from proxy.codec.h2_events import (
     H2StreamReset,
     H2Trailers,
 )
+from proxy.routing.grpc import frame_message
 
 __all__ = ["H2StreamCall"]
 
-_PREFIX: Final = struct.Struct(">BI")
 _HEAD: Final = [(b"content-type", b"application/grpc"), (b"te", b"trailers")]
 
 
@@ -65,7 +64,7 @@ class H2StreamCall(asyncio.Protocol):
         """One serialized request message."""
         if not self.open:
             return
-        self._codec.send_data(self._sid, _PREFIX.pack(0, len(message)) + message)
+        self._codec.send_data(self._sid, frame_message(message))
         self._flush()
 
     def close(self) -> None:

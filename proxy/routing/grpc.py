@@ -15,8 +15,10 @@
 from __future__ import annotations
 
 import enum
+import struct
 from collections.abc import Mapping
 from typing import Final
+from urllib.parse import unquote
 
 from proxy.codec.events import Headers
 from proxy.config.model_route import MaxStreamDuration
@@ -25,18 +27,22 @@ __all__ = [
     "GRPC_CONTENT_TYPE",
     "GrpcStatus",
     "format_grpc_timeout",
+    "frame_message",
     "grpc_local_reply_headers",
     "grpc_status_from_headers",
     "http_to_grpc_status",
     "is_grpc_content_type",
     "parse_grpc_timeout",
+    "percent_decode_message",
     "percent_encode_message",
     "response_grpc_status",
     "stream_duration_timeout",
+    "unframe_message",
 ]
 
 GRPC_CONTENT_TYPE: Final = b"application/grpc"
 _MAX_TIMEOUT_VALUE: Final = 99_999_999  # gRPC: at most 8 digits
+_FRAME: Final = struct.Struct(">BI")  # compressed flag, message length
 
 
 class GrpcStatus(enum.IntEnum):
@@ -192,6 +198,29 @@ def response_grpc_status(
     if status is None and http_status is not None:
         status = http_to_grpc_status(http_status)
     return status
+
+
+def frame_message(message: bytes) -> bytes:
+    """One uncompressed gRPC message with its 5-byte length prefix."""
+    return _FRAME.pack(0, len(message)) + message
+
+
+def unframe_message(body: bytes | bytearray) -> bytes | str:
+    """The one uncompressed message a unary call's body carries, or why it is not there
+    (no ``grpc-encoding`` is negotiated by the proxy's own servers and clients)."""
+    if len(body) < _FRAME.size:
+        return "no message"
+    compressed, size = _FRAME.unpack_from(body)
+    if compressed:
+        return "compressed messages are not supported"
+    if size != len(body) - _FRAME.size:
+        return "exactly one message expected"
+    return bytes(body[_FRAME.size :])
+
+
+def percent_decode_message(value: bytes) -> str:
+    """``grpc-message`` as sent (``%XX`` escapes), decoded; invalid UTF-8 is replaced."""
+    return unquote(value.decode("ascii", "replace"), errors="replace")
 
 
 def percent_encode_message(message: str) -> bytes:

@@ -17,10 +17,8 @@ with gRPC's status names, so callers report failures as grpcio-based ones did.
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections.abc import Callable
 from typing import Any, Final, cast
-from urllib.parse import unquote
 
 from proxy.codec.events import NEED_DATA
 from proxy.codec.h2 import H2ClientConnection
@@ -34,14 +32,19 @@ from proxy.codec.h2_events import (
     H2StreamReset,
     H2Trailers,
 )
-from proxy.routing.grpc import GrpcStatus, http_to_grpc_status
+from proxy.routing.grpc import (
+    GrpcStatus,
+    frame_message,
+    http_to_grpc_status,
+    percent_decode_message,
+    unframe_message,
+)
 
 __all__ = ["Done", "H2Unary", "H2UnaryCall"]
 
 Done = Callable[[Any, str | None], None]
 """``done(response, error)``: exactly one of them is None."""
 
-_PREFIX: Final = struct.Struct(">BI")
 _HEAD: Final = [(b"content-type", b"application/grpc"), (b"te", b"trailers")]
 
 
@@ -113,19 +116,15 @@ class H2UnaryCall:
             self.fail(f"UNKNOWN: grpc-status {raw!r}")
             return
         if status is not GrpcStatus.OK:
-            message = _percent_decode(fields.get(b"grpc-message", b""))
-            self.fail(f"{status.name}: {message}")
+            why = percent_decode_message(fields.get(b"grpc-message", b""))
+            self.fail(f"{status.name}: {why}")
             return
-        body = self._body
-        if len(body) < _PREFIX.size:
-            self.fail("INTERNAL: no response message")
-            return
-        compressed, size = _PREFIX.unpack_from(body)
-        if compressed or size != len(body) - _PREFIX.size:
-            self.fail("INTERNAL: not exactly one uncompressed response message")
+        message = unframe_message(self._body)
+        if isinstance(message, str):
+            self.fail(f"INTERNAL: response: {message}")
             return
         try:
-            response = self._deserialize(bytes(body[_PREFIX.size :]))
+            response = self._deserialize(message)
         except Exception as exc:  # a protobuf that does not parse
             self.fail(f"INTERNAL: cannot parse the response: {exc}")
             return
@@ -162,7 +161,7 @@ class H2Unary:
         call = H2UnaryCall(channel, done, self._deserialize)
         if timeout is not None:
             call.arm(timeout)
-        channel.start(call, self._path, _PREFIX.pack(0, len(message)) + message)
+        channel.start(call, self._path, frame_message(message))
         return call
 
     async def close(self) -> None:
@@ -301,7 +300,3 @@ class _Channel(asyncio.Protocol):
             self._transport.close()
         else:
             self._fail_all("UNAVAILABLE: channel closed")
-
-
-def _percent_decode(value: bytes) -> str:
-    return unquote(value.decode("ascii", "replace"), errors="replace")

@@ -12,14 +12,17 @@ from proxy.config.model_route import MaxStreamDuration
 from proxy.routing.grpc import (
     GrpcStatus,
     format_grpc_timeout,
+    frame_message,
     grpc_local_reply_headers,
     grpc_status_from_headers,
     http_to_grpc_status,
     is_grpc_content_type,
     parse_grpc_timeout,
+    percent_decode_message,
     percent_encode_message,
     response_grpc_status,
     stream_duration_timeout,
+    unframe_message,
 )
 from proxy.routing.retry import RetryState, parse_envoy_request_controls
 
@@ -184,3 +187,21 @@ def test_grpc_conditions_from_request_headers() -> None:
 def test_overloaded_response_is_never_retried() -> None:
     headers = [(b"grpc-status", b"14"), (b"x-envoy-overloaded", b"true")]
     assert not _state("unavailable").would_retry_response(200, headers)
+
+
+def test_a_message_framed_is_unframed_and_bad_bodies_say_why() -> None:
+    assert frame_message(b"abc") == b"\x00\x00\x00\x00\x03abc"
+    assert unframe_message(frame_message(b"abc")) == b"abc"
+    assert unframe_message(frame_message(b"")) == b""
+    assert unframe_message(b"\x00\x00") == "no message"
+    assert unframe_message(b"\x01" + frame_message(b"abc")[1:]) == (
+        "compressed messages are not supported"
+    )
+    assert unframe_message(frame_message(b"abc")[:-1]) == "exactly one message expected"
+    assert unframe_message(frame_message(b"a") * 2) == "exactly one message expected"
+
+
+def test_grpc_message_round_trips_through_percent_encoding() -> None:
+    for message in ("plain", "100% used ✓", "line\nbreak"):
+        assert percent_decode_message(percent_encode_message(message)) == message
+    assert percent_decode_message(b"bad %zz and %E2%9C") == "bad %zz and \ufffd"
