@@ -328,10 +328,13 @@ class ProxyServer:
         if reporter is None:
             from proxy.tracing.reporter import ZipkinReporter
             from proxy.tracing.span import LocalEndpoint
+            from proxy.transport.local_address import local_ipv4
 
             node = self.bootstrap.node
+            # A pod's INSTANCE_IPS is its interface address, which is what Envoy reports; a
+            # proxy without it reports the host's address as Envoy does.
             ips = str(node.metadata.get("INSTANCE_IPS", "") or "").split(",")
-            local = LocalEndpoint(node.cluster, ips[0].strip() or "127.0.0.1")
+            local = LocalEndpoint(node.cluster, ips[0].strip() or local_ipv4())
             reporter = self._reporters[key] = ZipkinReporter(
                 cluster=zipkin.collector_cluster,
                 endpoint=zipkin.collector_endpoint,
