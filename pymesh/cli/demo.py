@@ -76,10 +76,12 @@ def _start_arguments(parser: argparse.ArgumentParser, suppress: bool) -> None:
     )
     parser.add_argument(
         "--mtls",
-        action="store_true",
-        default=default(False),
-        help="Istio's mesh mTLS: pilot runs the CA, each sidecar gets its identity from an "
-        "agent (pymesh agent), traffic between sidecars is mTLS (process mode)",
+        action=argparse.BooleanOptionalAction,
+        default=default(True),
+        help="Istio's mesh mTLS, on by default as in Istio: pilot runs the CA, each sidecar "
+        "gets the identity of its pod's service account from an agent (pymesh agent), "
+        "traffic between sidecars is mTLS; --no-mtls runs every sidecar in plaintext "
+        "(netns mode: plaintext always)",
     )
     parser.add_argument(
         "--netns",
@@ -137,7 +139,7 @@ def _layout(args: argparse.Namespace) -> DemoLayout:
     from pymesh.demo.layout import AddressRange, DemoLayout
     from pymesh.demo.netns import NetnsPlan
 
-    mtls = bool(getattr(args, "mtls", False))
+    mtls = bool(getattr(args, "mtls", True))
     if args.netns:
         plan = NetnsPlan.parse(args.netns_prefix, args.netns_subnet)
         return DemoLayout(
@@ -145,7 +147,9 @@ def _layout(args: argparse.Namespace) -> DemoLayout:
             control_address=args.control_address,
             pod_addresses=AddressRange(*plan.pod_addresses()),
             netns=plan,
-            mtls=mtls,
+            # The captured sidecars run as uid 1337 in their namespaces, where no agent's
+            # SDS socket reaches them yet: netns pods talk plaintext.
+            mtls=False,
         )
     return DemoLayout(
         _run_dir(args),
@@ -197,8 +201,8 @@ def _up_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--netns-prefix", args.netns_prefix]
     if args.fresh:
         argv.append("--fresh")
-    if getattr(args, "mtls", False):
-        argv.append("--mtls")
+    if not getattr(args, "mtls", True):
+        argv.append("--no-mtls")
     if args.mesh_config:
         argv += ["--mesh-config", str(Path(args.mesh_config).resolve())]
     return argv

@@ -106,8 +106,9 @@ class DemoLayout:
     pilot_api_port: int = PILOT_API_PORT
     #: netns mode: pods in network namespaces on a bridge (``pod_addresses`` from its subnet)
     netns: NetnsPlan | None = None
-    #: Istio's mesh mTLS: pilot serves its CA, every sidecar gets its identity from an agent
-    mtls: bool = False
+    #: Istio's mesh mTLS (the default, as in Istio): pilot serves its CA, every sidecar of
+    #: process mode gets its identity from an agent
+    mtls: bool = True
 
     @classmethod
     def of_running(cls, run_dir: Path) -> DemoLayout:

@@ -68,7 +68,9 @@ class MeshPod:
 class MtlsMesh:
     """Pilot with its CA on ``pilot_ip``, and pods added with :meth:`add_pod`."""
 
-    def __init__(self, pilot_ip: str, config_dir: Path, workdir: Path) -> None:
+    def __init__(
+        self, pilot_ip: str, config_dir: Path, workdir: Path, *, mesh_config: str | None = None
+    ) -> None:
         self.workdir = workdir
         # Unix socket paths are short (108 bytes): not under pytest's deep temporary dirs.
         self.sockets = Path(tempfile.mkdtemp(prefix="pm-"))
@@ -78,6 +80,7 @@ class MtlsMesh:
             pilot_ip,
             config_dir,
             workdir / "logs",
+            mesh_config=mesh_config,
             extra_args=["--ca-dir", str(self.ca_dir), "--ca-address", f"{pilot_ip}:{self.ca_port}"],
         )
         self.pods: list[MeshPod] = []

@@ -1,5 +1,5 @@
-"""``pymesh demo --mtls``: Istio's mesh mTLS on the Bookinfo demo. Pilot serves its CA, every
-pod's sidecar (the ingress gateway's too) gets its identity from its own ``pymesh agent``
+"""``pymesh demo``: Istio's mesh mTLS on the Bookinfo demo, on by default. Pilot serves its
+CA, every pod's sidecar (the ingress gateway's too) gets its identity from its own ``pymesh agent``
 (the service account of the manifests, ``bookinfo-productpage``, ...), and auto mTLS makes
 every sidecar-to-sidecar call mTLS without a policy. Istio's mesh-wide STRICT
 PeerAuthentication (the mTLS migration task's file, unchanged) keeps the product page
@@ -40,7 +40,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         pods=f"{NET}.121-{NET}.139",
         external=f"{NET}.140",
     )
-    demo.extra_args = ["--mtls"]
     try:
         demo.up()
         demo.wait(lambda: demo.state().ready, 90, "every pod ready")

@@ -2,7 +2,9 @@
 mesh's ``mixer`` cluster (an HTTP/2 cluster), report to a real ``pymesh mixer``.
 
 sleep (127.0.0.210) → details-v1 (.211), each behind a ``pymesh proxy`` (process mode: the
-apps use their sidecar as ``HTTP_PROXY``). Pilot runs on .201; mixer's address (.200) is in
+apps use their sidecar as ``HTTP_PROXY``) with its identity from ``pymesh agent``, so the two
+sidecars talk mesh mTLS as Istio's do by default. Pilot (with its CA) runs on .201; mixer's
+address (.200) is in
 the mesh config from the start, but mixer itself is started only after the first requests:
 those still succeed (reporting is fail-open), their reports wait in the sidecars' bounded
 buffers, and reach mixer once the streams reconnect.
@@ -22,6 +24,7 @@ import pytest
 import pytest_asyncio
 
 from pymesh.demo.pods import pod_env
+from tests.integration.mtls_harness import TLS_MODE, MeshPod, MtlsMesh
 from tests.integration.pilot_harness import (
     SAMPLES,
     PilotProcess,
@@ -81,7 +84,8 @@ async def mesh(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
         f"  envoyAccessLogService: {{address: '{grpc_address}'}}\n"
         f"  tracing: {{sampling: 100, zipkin: {{address: '{zipkin_address}'}}}}\n"
     )
-    pilot = PilotProcess(PILOT, config_dir, tmp / "logs", mesh_config=str(mesh_yaml))
+    mtls = MtlsMesh(PILOT, config_dir, tmp, mesh_config=str(mesh_yaml))
+    pilot = mtls.pilot
     env = pod_env("details-v1-79f774bdb9-x1", "default", "bookinfo-details", DETAILS, os.environ)
     app = ManagedProcess(
         [sys.executable, "-m", "pymesh.samples.bookinfo.details", "--host", DETAILS,
@@ -97,7 +101,13 @@ async def mesh(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
              "bookinfo-details"),
             ("sleep-9454cc476-x1", SLEEP, {"app": "sleep"}, "sleep"),
         ):  # fmt: skip
-            boot = sidecar_bootstrap(pod, ip, pilot.xds, labels=labels, service_account=sa)
+            identity = MeshPod(pod, "default", ip, sa)
+            mtls.pods.append(identity)  # its agent stops with the mesh
+            sds = await mtls.start_agent(identity)
+            boot = sidecar_bootstrap(
+                pod, ip, pilot.xds, labels={**labels, **TLS_MODE}, service_account=sa,
+                sds_socket=sds,
+            )  # fmt: skip
             proxies[labels["app"]] = await start_proxy("pymesh", boot, tmp / "proxies", pod)
         await async_wait_for_port(DETAILS, 9080, 15.0, proc=app)
         await pilot.wait_synced(
@@ -108,7 +118,7 @@ async def mesh(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
         for proxy in proxies.values():
             await proxy.astop()
         app.stop()
-        pilot.stop()
+        await mtls.stop()
 
 
 async def _details() -> Any:
@@ -175,8 +185,15 @@ async def test_requests_succeed_while_mixer_is_down_and_are_reported_once_it_is_
             lab for lab, _ in samples(text, "istio_requests_total") if lab.items() >= want.items()
         ]
         assert {lab["reporter"] for lab in found} == {"source", "destination"}, found
+        # As Istio reports them: only the server side knows the connection was mutual TLS,
+        # and names the caller by its certificate and itself by its own.
         policy = {lab["reporter"]: lab["connection_security_policy"] for lab in found}
-        assert policy == {"source": "unknown", "destination": "none"}
+        assert policy == {"source": "unknown", "destination": "mutual_tls"}
+        server = next(lab for lab in found if lab["reporter"] == "destination")
+        assert server["source_principal"] == "spiffe://cluster.local/ns/default/sa/sleep"
+        assert server["destination_principal"] == (
+            "spiffe://cluster.local/ns/default/sa/bookinfo-details"
+        )
         durations = [
             v
             for lab, v in samples(text, "istio_request_duration_milliseconds_count")

@@ -66,3 +66,36 @@ def test_layout_of_running_reads_the_state_file(tmp_path: Path):
     assert layout.control_address == "127.0.4.2"
     assert (layout.pilot_xds_port, layout.pilot_api_port) == (16010, 16080)
     assert layout.pod_addresses == AddressRange("127.0.4.50", "127.0.4.89")
+
+
+def _demo_args(*argv: str):
+    import argparse
+
+    from pymesh.cli import demo
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--log-level", default="info")
+    demo.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+@pytest.mark.parametrize(
+    ("argv", "mtls"),
+    [
+        ((), True),  # Istio's default: sidecars talk mTLS with no flag
+        (("--mtls",), True),
+        (("up",), True),
+        (("--no-mtls",), False),
+        (("up", "--no-mtls"), False),
+        (("--netns",), False),  # captured pods have no agent within reach
+    ],
+)
+def test_mesh_mtls_is_the_demo_default(tmp_path, argv, mtls):
+    from pymesh.cli import demo
+
+    args = _demo_args("--run-dir", str(tmp_path), *argv)
+    assert demo._layout(args).mtls is mtls
+    if not args.netns and args.demo_command == "up":
+        # `demo up` starts `demo run` in the background with the same choice.
+        background = _demo_args(*demo._up_argv(args)[3:])
+        assert demo._layout(background).mtls is mtls
