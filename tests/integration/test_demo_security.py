@@ -21,8 +21,14 @@ from pathlib import Path
 import pytest
 
 from pymesh.demo.runtime import unprivileged_port_start
-from pymesh.samples.bookinfo.constants import PAGE_TITLE
-from tests.integration.demo_harness import ISTIO, Demo, istio_file, no_demo_processes
+from pymesh.samples.bookinfo.constants import PAGE_TITLE, RATINGS_UNAVAILABLE
+from tests.integration.demo_harness import (
+    ISTIO,
+    Demo,
+    istio_file,
+    no_demo_processes,
+    reviews_version,
+)
 from tests.support import POLICY_NET, address
 
 pytestmark = [
@@ -175,6 +181,40 @@ def test_authz_http_deny_all_then_productpage_viewer(demo: Demo, rules: Apply) -
     assert from_sleep.http_code == 403  # productpage-viewer allows GET only
 
 
+def _pages(demo: Demo, count: int = 6) -> list[str]:
+    pages = [demo.product_page() for _ in range(count)]
+    assert all(p.status == 200 and PAGE_TITLE in p.body for p in pages), pages
+    return [p.body for p in pages]
+
+
+def test_authz_http_viewers_by_principal(demo: Demo, rules: Apply) -> None:
+    """HTTP traffic, the steps that name callers by identity: details-viewer lets productpage
+    (``cluster.local/ns/default/sa/bookinfo-productpage``) read details, so the page shows the
+    book details and still no reviews; reviews-viewer lets it read reviews, whose calls to
+    ratings are still denied ("Ratings service is currently unavailable" instead of stars);
+    ratings-viewer lets reviews (``bookinfo-reviews``) read ratings: black and red stars. Any
+    other caller (sleep, its own service account) is still denied details."""
+    rules(_task("authz-http/1-deny-all.yaml"))
+    rules(_task("authz-http/2-productpage-viewer.yaml"))
+    rules(_task("authz-http/3-details-viewer.yaml"))
+    for body in _pages(demo, 2):
+        assert DETAILS_ERROR not in body and "Book Details" in body
+        assert REVIEWS_ERROR in body
+    rules(_task("authz-http/4-reviews-viewer.yaml"))
+    pages = _pages(demo)
+    assert not [b for b in pages if DETAILS_ERROR in b or REVIEWS_ERROR in b]
+    starred = [b for b in pages if reviews_version(b) in ("v2", "v3")]
+    assert starred, "no page from reviews v2 or v3 in six"
+    assert all(RATINGS_UNAVAILABLE in b for b in starred)
+    rules(_task("authz-http/5-ratings-viewer.yaml"))
+    versions = demo.versions(9)
+    assert {"v2", "v3"} & set(versions), versions  # a page with stars: ratings answered
+    assert not [v for v in versions if v not in ("v1", "v2", "v3")], versions
+    assert not [b for b in _pages(demo) if RATINGS_UNAVAILABLE in b]
+    other = demo.curl_from("sleep.default", "-s", "http://details:9080/details/0")
+    assert (other.http_code, other.body.decode()) == (403, DENIED)
+
+
 # -- the README's walk-through: deny all, then allow by principal ----------------------------
 
 RULES = Path(__file__).resolve().parents[2] / "pymesh/samples/bookinfo/rules"
@@ -183,9 +223,8 @@ RULES = Path(__file__).resolve().parents[2] / "pymesh/samples/bookinfo/rules"
 def test_readme_deny_all_then_allow_by_principal(demo: Demo, rules: Apply) -> None:
     """The README's steps with the rules pymesh ships: deny-all refuses the page; with
     productpage-reader only the reader's token opens it (none: 403, a bad one: 401); the
-    viewers' principals open details and reviews exactly when ``pymesh explain`` says the
-    call from productpage carries productpage's identity (mesh mTLS), and explain names the
-    policy that decided."""
+    viewers' principals (mesh mTLS, the demo's default) open details and reviews, and
+    ``pymesh explain`` names the policy that allowed productpage's call."""
     rules(RULES / "deny-all.yaml")
     assert (demo.product_page().status, demo.product_page().body) == (403, DENIED)
     rules(RULES / "productpage-reader.yaml")
@@ -201,12 +240,30 @@ def test_readme_deny_all_then_allow_by_principal(demo: Demo, rules: Apply) -> No
     assert read.status == 200 and PAGE_TITLE in read.body
     said = demo.pymesh("explain", "productpage-v1", "http://details:9080/details/0").stdout
     verdict = next(ln for ln in said.splitlines() if ln.startswith("authorization"))
-    if "plaintext" in verdict:  # the demo's sidecars speak no mesh mTLS: no principal
-        assert "denied (403 RBAC: access denied)" in verdict
-        assert DETAILS_ERROR in read.body and REVIEWS_ERROR in read.body
-    else:
-        assert "allowed by ns[default]-policy[details-viewer]-rule[0]" in verdict
-        assert DETAILS_ERROR not in read.body and REVIEWS_ERROR not in read.body
+    assert "allowed by ns[default]-policy[details-viewer]-rule[0]" in verdict, said
+    assert DETAILS_ERROR not in read.body and REVIEWS_ERROR not in read.body
+
+
+def test_quick_start_strict_then_allow_by_principal(demo: Demo, rules: Apply) -> None:
+    """The README's quick start: productpage's certificate names its service account; with
+    mesh-wide STRICT the page still loads (the sidecars talk mTLS); deny-all refuses it; with
+    productpage-viewer the page loads without details and reviews; with the viewers by
+    principal the page is whole, and sleep, another identity, may not read details."""
+    shown = demo.pymesh("proxy-config", "secret", "productpage-v1").stdout
+    assert "spiffe://cluster.local/ns/default/sa/bookinfo-productpage" in shown, shown
+    rules(RULES / "mesh-strict.yaml")
+    assert demo.product_page().status == 200
+    rules(RULES / "deny-all.yaml")
+    assert (demo.product_page().status, demo.product_page().body) == (403, DENIED)
+    rules(RULES / "productpage-viewer.yaml")
+    for body in _pages(demo, 2):
+        assert DETAILS_ERROR in body and REVIEWS_ERROR in body
+    rules(RULES / "bookinfo-viewers.yaml")
+    pages = _pages(demo)
+    assert not [b for b in pages if DETAILS_ERROR in b or REVIEWS_ERROR in b]
+    assert not [b for b in pages if RATINGS_UNAVAILABLE in b]
+    other = demo.curl_from("sleep.default", "-s", "http://details:9080/details/0")
+    assert (other.http_code, other.body.decode()) == (403, DENIED)
 
 
 # -- authz-deny ------------------------------------------------------------------------------
