@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PERCENTILES", "markdown", "plot", "write"]
+__all__ = ["PERCENTILES", "TWO_SIDECARS_CPU", "markdown", "plot", "write"]
 
 PERCENTILES = ("p50", "p90", "p99", "p99.9")
 SATURATION = "saturation"
@@ -56,44 +56,44 @@ def _ok(runs: Sequence[dict[str, Any]], plane: str, rate: Any) -> list[dict[str,
     return [r for r in runs if r["plane"] == plane and r["rate"] == rate and not r.get("error")]
 
 
-def markdown(runs: Sequence[dict[str, Any]], planes: Sequence[str]) -> str:
-    head = (
+TWO_SIDECARS_CPU = (("cpu_a_us", "client sidecar"), ("cpu_b_us", "server sidecar"))
+
+
+def markdown(
+    runs: Sequence[dict[str, Any]],
+    planes: Sequence[str],
+    cpu: Sequence[tuple[str, str]] = TWO_SIDECARS_CPU,
+) -> str:
+    cpu_head = "".join(f" CPU µs/req ({title}) |" for _, title in cpu)
+    lines = [
         "| data plane | rate (req/s) | p50 ms | p90 ms | p99 ms | p99.9 ms | added p50 ms "
-        "| added p99 ms | reached req/s | CPU µs/req (client sidecar) "
-        "| CPU µs/req (server sidecar) | load avg (1 min) |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-    )
-    lines = [head]
+        f"| added p99 ms | reached req/s |{cpu_head} load avg (1 min) |",
+        "| --- " * (10 + len(cpu)) + "|",
+    ]
     for plane in planes:
         for rate in _rates(runs):
             rows = _ok(runs, plane, rate)
             if not rows:
                 continue
             load = _med([r["load1"] for r in rows], ".1f")
+            rps = _med([r["rps"] for r in rows], ",.0f")
+            cpus = "".join(f" {_med([r[k] for r in rows if k in r], '.0f')} |" for k, _ in cpu)
             if rate == SATURATION:
-                rps = _med([r["rps"] for r in rows], ",.0f")
-                cpu = [
-                    _med([r[k] for r in rows if k in r], ".0f") for k in ("cpu_a_us", "cpu_b_us")
-                ]
-                lines.append(
-                    f"| {plane} | saturation (wrk -c16) | | | | | | | {rps} | {cpu[0]} | {cpu[1]} "
-                    f"| {load} |"
-                )
+                blank = " |" * 6
+                lines.append(f"| {plane} | saturation |{blank} {rps} |{cpus} {load} |")
                 continue
             pct = [_med([r[_key(p)] for r in rows], ".2f") for p in PERCENTILES]
             add = [
                 _med([a for r in rows if (a := added(runs, r, p)) is not None], ".2f")
                 for p in ("p50", "p99")
             ]
-            rps = _med([r["rps"] for r in rows], ",.0f")
-            cpu = [_med([r[k] for r in rows if k in r], ".0f") for k in ("cpu_a_us", "cpu_b_us")]
             lines.append(
-                f"| {plane} | {rate:g} | {' | '.join(pct)} | {' | '.join(add)} | {rps} "
-                f"| {cpu[0]} | {cpu[1]} | {load} |"
+                f"| {plane} | {rate:g} | {' | '.join(pct)} | {' | '.join(add)} | {rps} |{cpus}"
+                f" {load} |"
             )
-    failed = [r for r in runs if r.get("error")]
-    for r in failed:
-        lines.append(f"\nfailed: {r['plane']} at {r['rate']} (rep {r['rep']}): {r['error']}")
+    for r in runs:
+        if r.get("error"):
+            lines.append(f"\nfailed: {r['plane']} at {r['rate']} (rep {r['rep']}): {r['error']}")
     return "\n".join(lines)
 
 

@@ -36,7 +36,7 @@ def test_added_latency_is_against_the_direct_run_of_the_same_repetition() -> Non
     cells = [c.strip() for c in envoy.split("|")[1:-1]]
     # p50: 3 and 6 → median 4.5; added: 3-1 and 6-2 → median 3.
     assert cells[2] == "4.50 (3.00-6.00)" and cells[6] == "3.00 (2.00-4.00)"
-    assert "| envoy | saturation (wrk -c16) |" in table
+    assert "| envoy | saturation | | | | | | | 900 | 100 | 90 | 3.5 |" in table
     # The failed run is named, not averaged in.
     assert not any(line.startswith("| pymesh | 100 ") for line in table.splitlines())
     assert "failed: pymesh at 100.0 (rep 0): 12 of 300 requests failed" in table
