@@ -12,7 +12,7 @@ APT_BENCH_PACKAGES := wrk hey nginx-light
 # The container tests: a private Docker engine, compose, and a base image made without a registry.
 APT_DOCKER_PACKAGES := docker.io docker-compose debootstrap
 
-.PHONY: all demo test lint typecheck unit bench clean apt-test apt-bench proto web apt-docker test-docker
+.PHONY: all demo test lint typecheck unit bench bench-mesh bench-workers clean apt-test apt-bench proto web apt-docker test-docker
 
 all: test
 
@@ -91,6 +91,21 @@ proto: $(STAMP)
 
 bench: $(STAMP) apt-bench
 	$(BIN)/python -m benchmarks.proxy
+
+# Plots need matplotlib, which only the benchmarks use.
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(PIP_INSTALL) -e '.[test,bench]'
+	touch $@
+
+# Istio's two-sidecar benchmark, Envoy pair and pymesh pair both configured by pilot
+# (BENCH_ARGS: --quick, --rates, --duration, --reps, --concurrency, ...).
+bench-mesh: $(BENCH_STAMP) apt-bench
+	$(BIN)/python -m benchmarks.two_sidecars $(BENCH_ARGS)
+
+# pymesh proxy --concurrency 2 against 1, Envoy's 2 against 1 beside it.
+bench-workers: $(BENCH_STAMP) apt-bench
+	$(BIN)/python -m benchmarks.workers $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

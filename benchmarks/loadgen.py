@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pymesh.load.report import latency_ms
 
@@ -26,6 +28,7 @@ __all__ = [
     "LoadResult",
     "ToolError",
     "missing_tools",
+    "open_loop_document",
     "percentile",
     "run_hey",
     "run_open_loop",
@@ -80,9 +83,11 @@ def _pin(cpus: str | None) -> list[str]:
     return ["taskset", "-c", cpus] if cpus is not None else []
 
 
-def _run(argv: list[str], timeout: float) -> str:
+def _run(argv: list[str], timeout: float, env: Mapping[str, str] | None = None) -> str:
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, check=False, env=env
+        )
     except subprocess.TimeoutExpired as exc:
         raise ToolError(f"{argv[0]} did not finish in {timeout:.0f}s") from exc
     if done.returncode != 0:
@@ -173,6 +178,30 @@ def run_hey(
     )
 
 
+def open_loop_document(
+    url: str,
+    *,
+    rate: float,
+    connections: int,
+    seconds: float,
+    cpus: str | None = "0",
+    proxy: str | None = None,
+) -> dict[str, Any]:
+    """pymesh's open-loop generator at a fixed arrival rate (in its own process, pinned like
+    the other tools), its fortio ``-json`` document: unlike hey's rate-limited closed loops,
+    a slow answer does not delay the requests after it, and latency counts from each
+    request's scheduled start (no coordinated omission), into an HDR histogram. ``proxy``:
+    sent through it as an app sends through its sidecar's ``HTTP_PROXY``."""
+    argv = [*_pin(cpus), sys.executable, "-m", "pymesh.samples.fortio", "load"]
+    argv += ["-c", str(connections), "-qps", f"{rate:g}", "-t", f"{seconds:g}s"]
+    argv += ["-loglevel", "Error", "-json", "-", url]
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "no_proxy")}
+    if proxy is not None:
+        env["HTTP_PROXY"] = proxy
+    doc: dict[str, Any] = json.loads(_run(argv, timeout=seconds + 60, env=env))
+    return doc
+
+
 def run_open_loop(
     url: str,
     *,
@@ -180,14 +209,12 @@ def run_open_loop(
     connections: int,
     seconds: float,
     cpus: str | None = "0",
+    proxy: str | None = None,
 ) -> LoadResult:
-    """pymesh's open-loop generator at a fixed arrival rate (in its own process, pinned like
-    the other tools): unlike hey's rate-limited closed loops, a slow answer does not delay
-    the requests after it, and latency counts from each request's scheduled start."""
-    argv = [*_pin(cpus), sys.executable, "-m", "pymesh.samples.fortio", "load"]
-    argv += ["-c", str(connections), "-qps", f"{rate:g}", "-t", f"{seconds:g}s"]
-    argv += ["-loglevel", "Error", "-json", "-", url]
-    doc = json.loads(_run(argv, timeout=seconds + 60))
+    """:func:`open_loop_document`, reduced to a :class:`LoadResult`."""
+    doc = open_loop_document(
+        url, rate=rate, connections=connections, seconds=seconds, cpus=cpus, proxy=proxy
+    )
     codes = {int(k): int(v) for k, v in doc["RetCodes"].items()}
     requests = sum(codes.values())
     if not requests:

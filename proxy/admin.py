@@ -112,6 +112,14 @@ class AdminServer:
     async def stop(self) -> None:
         await self._server.stop()
 
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    def add_route(self, method: str, path: str, handler: Handler) -> None:
+        """An endpoint beyond Envoy's (a worker's stats dump for its main process)."""
+        self._routes[(method, path)] = handler
+
     # -- handlers ----------------------------------------------------------------------------
     async def _index(self, request: MiniRequest) -> MiniResponse:
         paths = sorted({path for _, path in self._routes})

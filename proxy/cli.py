@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 
@@ -42,8 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="wait the whole drain time even when no connection is left "
         "(Istio's EXIT_ON_ZERO_ACTIVE_CONNECTIONS=false, its default)",
     )
-    # Accepted so that Envoy command lines keep working; one event loop is one worker.
-    parser.add_argument("--concurrency", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="worker processes sharing the listeners (Envoy's worker threads; 0: one per "
+        "CPU the proxy may run on); the admin port shows their stats summed",
+    )
+    # Accepted so that Envoy command lines keep working.
     parser.add_argument("--base-id", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--disable-hot-restart", action="store_true", help=argparse.SUPPRESS)
 
@@ -56,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
         return _run_inline(args)
     if not args.config_path:
         print("error: -c/--config-path or --config-yaml is required", file=sys.stderr)
+        return 2
+    if args.concurrency < 0:
+        print(f"error: --concurrency must be 0 or more, not {args.concurrency}", file=sys.stderr)
         return 2
     try:
         # Validation needs the protos anyway; a running proxy parses in a child process so
@@ -79,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(f"configuration '{args.config_path}' OK")
         return 0
+    concurrency = args.concurrency or len(os.sched_getaffinity(0))
+    if concurrency > 1:
+        return _run_workers(args, bootstrap, concurrency)
     import uvloop
 
     from proxy.transport.allocator import tune_allocator
@@ -99,10 +112,24 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
+def _run_workers(args: argparse.Namespace, bootstrap: object, concurrency: int) -> int:
+    from proxy.workers.supervisor import WorkerOptions, run
+
+    options = WorkerOptions(
+        config_path=os.path.abspath(args.config_path),
+        drain_time=args.drain_time_s,
+        drain_inbound_only=args.drain_inbound_only,
+        wait_full_drain=args.wait_full_drain,
+        log_level=getattr(args, "log_level", "info"),
+        log_format=getattr(args, "log_format", "console"),
+    )
+    admin = getattr(bootstrap, "admin", None)
+    return run(options, concurrency, admin.address if admin is not None else None)
+
+
 def _run_inline(args: argparse.Namespace) -> int:
     """``--config-yaml``: a sidecar whose uid cannot read its launcher's files (the demo's
     uid 1337 proxies) gets its bootstrap on the command line; the loader reads files."""
-    import os
     import tempfile
 
     fd, path = tempfile.mkstemp(prefix="pymesh-bootstrap-", suffix=".yaml")

@@ -152,6 +152,10 @@ class ListenerManager:
         self.listeners: dict[str, ListenerRuntime] = {}
         self._by_address: dict[tuple[str, int], ListenerRuntime] = {}
         self.connection_ids = itertools.count(1)
+        # Set in each worker of ``--concurrency N``: N processes bind the same addresses and
+        # the kernel spreads new connections over them (off otherwise, so that a second
+        # proxy on a taken port fails to bind instead of silently sharing it).
+        self.reuse_port = False
 
     async def apply(
         self, wanted: dict[str, Listener], build: Callable[[Listener], ListenerRuntime]
@@ -215,6 +219,7 @@ class ListenerManager:
             host=address.host,
             port=address.port,
             reuse_address=True,
+            reuse_port=self.reuse_port or None,
             backlog=1024,
             # Inspected listeners start TLS per connection, after choosing the chain.
             ssl=None if runtime.inspect_tls else listener_ssl(runtime),

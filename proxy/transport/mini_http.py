@@ -53,6 +53,12 @@ class MiniHttpServer:
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
 
+    @property
+    def port(self) -> int:
+        """The bound port (the one the kernel chose when started on port 0)."""
+        assert self._server is not None and self._server.sockets, "not started"
+        return int(self._server.sockets[0].getsockname()[1])
+
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()

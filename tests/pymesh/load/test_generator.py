@@ -137,3 +137,24 @@ async def test_benchmarks_run_the_same_generator(server) -> None:
     )
     assert 150 <= result.requests <= 201 and result.errors == 0
     assert 0 < result.p50_ms <= result.p90_ms <= result.p99_ms
+
+
+async def test_benchmarks_send_through_a_sidecar_as_an_app_does(server) -> None:
+    """The two-sidecar benchmark's client sends through sidecar A as an ``HTTP_PROXY``: the
+    request goes to the proxy's address, in absolute form, naming the service."""
+    from benchmarks import loadgen
+
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(f"{request.headers['Host']} {request.raw_path}")
+        return web.Response(text="x" * 1024)
+
+    proxy = await server(handler)
+    doc = await asyncio.to_thread(
+        loadgen.open_loop_document, "http://server-pymesh:8080/1k", rate=100, connections=2,
+        seconds=0.5, cpus=None, proxy=proxy.rstrip("/"),
+    )  # fmt: skip
+    assert sum(doc["RetCodes"].values()) >= 40 and set(doc["RetCodes"]) == {"200"}
+    assert set(seen) == {"server-pymesh:8080 http://server-pymesh:8080/1k"}
+    assert [p["Percentile"] for p in doc["DurationHistogram"]["Percentiles"]][-1] == 99.9
