@@ -19,14 +19,13 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf.message import Message  # type: ignore[import-untyped, unused-ignore]
 
+from pilot.xds.cache import Classify, GenerationCache
 from pilot.xds.connection import Connection, PushEvent
 from pilot.xds.debounce import Batch, DebounceConfig, Debouncer
 from pilot.xds.metrics import XdsMetrics, short_type
 from pilot.xds.resources import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
-    PUSH_ORDER,
-    encode_resources,
     response,
 )
 from pilot.xds.watch import Verdict, Watch, classify, requested_names
@@ -65,6 +64,7 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
         *,
         generate: Generate,
         parse_node: ParseNode,
+        classify: Classify | None = None,
         rebuild: Rebuild | None = None,
         registers: Registers | None = None,
         clock: Callable[[], float],
@@ -74,6 +74,8 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
     ) -> None:
         self.ctx = ctx
         self.generate = generate
+        #: proxies of one class (``classify``) share one generation per push
+        self.cache = GenerationCache(generate, classify)
         self.parse_node = parse_node
         self.rebuild = rebuild
         self.registers = registers
@@ -307,16 +309,12 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
             # pushes after a proxy connects (which rarely changes the registry) nearly free.
             return False
         try:
-            # Types pilot does not generate get an empty answer, so the proxy stops waiting.
-            known = type_url in PUSH_ORDER
-            messages = self.generate(ctx, conn.proxy, type_url) if known else []
+            names = None if watch.wildcard else watch.names
+            encoded = self.cache.encoded(ctx, conn.proxy, type_url, names)
         except Exception:
             self.metrics.pushes[f"{short_type(type_url)}_builderr"] += 1
             log.exception("xds generation failed", node_id=conn.proxy_id, type=type_url)
             return False
-        encoded = encode_resources(
-            type_url, messages, names=None if watch.wildcard else watch.names
-        )
         watch.generated_version = version
         if not force and encoded.digest == watch.sent_hash:
             return False
