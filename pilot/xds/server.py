@@ -22,6 +22,7 @@ from google.protobuf.message import Message  # type: ignore[import-untyped, unus
 from pilot.xds.cache import Classify, GenerationCache
 from pilot.xds.connection import Connection, PushEvent
 from pilot.xds.debounce import Batch, DebounceConfig, Debouncer
+from pilot.xds.delta_stream import DeltaStream
 from pilot.xds.metrics import XdsMetrics, short_type
 from pilot.xds.resources import (
     CLUSTER_TYPE,
@@ -193,9 +194,25 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
             reader.cancel()
             self._disconnect(conn)
 
-    async def _read(
-        self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest], conn: Connection
+    async def DeltaAggregatedResources(
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
+        context: grpc.aio.ServicerContext,
     ) -> None:
+        conn = Connection(str(next(self._ids)), context.peer(), self.clock())
+        stream = DeltaStream(self, conn, context)
+        reader = asyncio.get_running_loop().create_task(self._read(request_iterator, conn))
+        try:
+            while (item := await conn.next()) is not None:
+                if isinstance(item, PushEvent):
+                    await stream.push(item)
+                else:
+                    await stream.request(item)
+        finally:
+            reader.cancel()
+            self._disconnect(conn)
+
+    async def _read(self, requests: AsyncIterator[Any], conn: Connection) -> None:
         try:
             async for request in requests:
                 conn.deliver(request)
@@ -227,6 +244,26 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
         log.info("proxy disconnected", node_id=conn.proxy_id, conn=conn.id)
         self._proxies_changed("proxy")
 
+    async def admit(self, conn: Connection, request: Any, context: Any) -> None:
+        """A stream's first request: its node is parsed and the proxy counted as connected
+        (the stream is aborted for a node pilot cannot serve); a proxy that registers waits
+        for the registry to include it."""
+        if not request.HasField("node") or not request.node.id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "missing node id")
+        try:
+            self._connect(conn, request.node)
+        except (ConfigError, ValueError) as exc:
+            log.warning("proxy refused", node_id=request.node.id, error=str(exc))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid node: {exc}")
+        if conn.registered is not None:
+            try:
+                await asyncio.wait_for(conn.registered.wait(), _REGISTRATION_WAIT)
+            except TimeoutError:
+                log.warning("registration not pushed in time", node_id=conn.proxy_id)
+
+    def next_nonce(self) -> str:
+        return f"{self._nonce_prefix}-{next(self._nonces)}"
+
     async def _request(
         self,
         conn: Connection,
@@ -234,18 +271,7 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
         context: grpc.aio.ServicerContext,
     ) -> None:
         if conn.node is None:
-            if not request.HasField("node") or not request.node.id:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "missing node id")
-            try:
-                self._connect(conn, request.node)
-            except (ConfigError, ValueError) as exc:
-                log.warning("proxy refused", node_id=request.node.id, error=str(exc))
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid node: {exc}")
-            if conn.registered is not None:
-                try:
-                    await asyncio.wait_for(conn.registered.wait(), _REGISTRATION_WAIT)
-                except TimeoutError:
-                    log.warning("registration not pushed in time", node_id=conn.proxy_id)
+            await self.admit(conn, request, context)
         type_url = request.type_url
         names, wildcard = requested_names(type_url, list(request.resource_names))
         watch = conn.watches.get(type_url)
@@ -318,7 +344,7 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
         watch.generated_version = version
         if not force and encoded.digest == watch.sent_hash:
             return False
-        nonce = f"{self._nonce_prefix}-{next(self._nonces)}"
+        nonce = self.next_nonce()
         reply = response(
             type_url, encoded, version=version, nonce=nonce, identifier=self.identifier
         )
