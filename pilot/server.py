@@ -20,6 +20,7 @@ import structlog
 
 from auth.server import CaOptions, CaServer, open_ca, serving_names
 from pilot.generate import generate, proxyless
+from pilot.generate.classes import proxy_class
 from pilot.model import MeshConfig, ProxyNode, PushContext
 from pilot.registry import Registry
 from pilot.registry.known import KnownProxies
@@ -99,6 +100,7 @@ class Pilot:
             self.ctx,
             generate=generator,
             parse_node=ProxyNode.from_node,
+            classify=proxy_class if generator is select_generator else None,
             rebuild=self._rebuild,
             registers=self._registers,
             clock=self.clock,

@@ -44,7 +44,7 @@ def _sort_key(s: Service) -> tuple[int, str, str]:
 class Registry:
     """Services by host and instances by (host, port). Build with :meth:`build`."""
 
-    __slots__ = ("_by_host", "_instances", "_proxies", "services", "version")
+    __slots__ = ("_by_address", "_by_host", "_instances", "_proxies", "services", "version")
 
     def __init__(
         self,
@@ -65,6 +65,12 @@ class Registry:
             (key, tuple(sorted(v, key=lambda i: (i.endpoint.address, i.endpoint.port))))
             for key, v in sorted(grouped.items())
         )
+        # Every proxy asks for its own instances on every push: index them by address once.
+        by_address: dict[str, list[ServiceInstance]] = {}
+        for insts in self._instances.values():
+            for inst in insts:
+                by_address.setdefault(inst.endpoint.address, []).append(inst)
+        self._by_address = by_address
         self._proxies: tuple[ProxyNode, ...] = tuple(sorted(proxies, key=lambda p: p.id))
         self.version: str = self._digest()
 
@@ -99,12 +105,21 @@ class Registry:
         """The service instances a proxy fronts (its inbound side), by service and port."""
         found = [
             inst
-            for insts in self._instances.values()
-            for inst in insts
-            if inst.endpoint.address in node.addresses
-            and (not inst.endpoint.namespace or inst.endpoint.namespace == node.namespace)
+            for address in dict.fromkeys(node.addresses)
+            for inst in self._by_address.get(address, ())
+            if not inst.endpoint.namespace or inst.endpoint.namespace == node.namespace
         ]
-        return tuple(sorted(found, key=lambda i: (i.service.hostname, i.service_port.port)))
+        return tuple(
+            sorted(
+                found,
+                key=lambda i: (
+                    i.service.hostname,
+                    i.service_port.port,
+                    i.endpoint.address,
+                    i.endpoint.port,
+                ),
+            )
+        )
 
     def _digest(self) -> str:
         digest = hashlib.sha256()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
@@ -19,7 +19,10 @@ from envoy.service.discovery.v3 import discovery_pb2
 from pilot.xds.resources import PUSH_ORDER
 from pilot.xds.watch import Watch
 
-__all__ = ["Connection", "PushEvent"]
+__all__ = ["Connection", "PushEvent", "Request"]
+
+#: what a stream reads: state-of-the-world or delta requests (one kind per stream)
+Request: TypeAlias = discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +59,7 @@ class Connection:
         self.pushed_version = ""
         #: set while the proxy waits for the registry to include it (see DiscoveryServer)
         self.registered: asyncio.Event | None = None
-        self._requests: deque[discovery_pb2.DiscoveryRequest] = deque()
+        self._requests: deque[Request] = deque()
         self._push: PushEvent | None = None
         self._closed = False
         self._wakeup = asyncio.Event()
@@ -66,7 +69,7 @@ class Connection:
         return self.node.id if self.node is not None else ""
 
     # -- inbox -------------------------------------------------------------------------------
-    def deliver(self, request: discovery_pb2.DiscoveryRequest) -> None:
+    def deliver(self, request: Request) -> None:
         self._requests.append(request)
         self._wakeup.set()
 
@@ -79,7 +82,7 @@ class Connection:
         self._closed = True
         self._wakeup.set()
 
-    async def next(self) -> discovery_pb2.DiscoveryRequest | PushEvent | None:
+    async def next(self) -> Request | PushEvent | None:
         """The next request (first: they answer what was sent), else the pending push;
         None once the stream is closed."""
         while True:

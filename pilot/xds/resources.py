@@ -65,12 +65,14 @@ def placeholder(type_url: str, name: str) -> Message | None:
 
 @dataclass(frozen=True, slots=True)
 class Encoded:
-    """Resources ready to send: packed, named, and hashed as a whole."""
+    """Resources ready to send: packed, named, and hashed as a whole and one by one (the
+    per-resource versions of delta xDS)."""
 
     resources: tuple[any_pb2.Any, ...]
     names: tuple[str, ...]
     messages: tuple[Message, ...]
     digest: bytes
+    versions: tuple[str, ...] = ()
 
 
 def encode_resources(
@@ -94,6 +96,7 @@ def encode_resources(
                 kept.append(filler)
     digest = hashlib.blake2b(digest_size=16)
     packed: list[any_pb2.Any] = []
+    versions: list[str] = []
     for m in kept:
         body = m.SerializeToString(deterministic=True)
         url = _PREFIX + m.DESCRIPTOR.full_name
@@ -101,8 +104,13 @@ def encode_resources(
         digest.update(url.encode())
         digest.update(body)
         packed.append(any_pb2.Any(type_url=url, value=body))
+        versions.append(hashlib.blake2b(body, digest_size=8).hexdigest())
     return Encoded(
-        tuple(packed), tuple(resource_name(m) for m in kept), tuple(kept), digest.digest()
+        tuple(packed),
+        tuple(resource_name(m) for m in kept),
+        tuple(kept),
+        digest.digest(),
+        tuple(versions),
     )
 
 

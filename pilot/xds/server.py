@@ -19,14 +19,14 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf.message import Message  # type: ignore[import-untyped, unused-ignore]
 
+from pilot.xds.cache import Classify, GenerationCache
 from pilot.xds.connection import Connection, PushEvent
 from pilot.xds.debounce import Batch, DebounceConfig, Debouncer
+from pilot.xds.delta_stream import DeltaStream
 from pilot.xds.metrics import XdsMetrics, short_type
 from pilot.xds.resources import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
-    PUSH_ORDER,
-    encode_resources,
     response,
 )
 from pilot.xds.watch import Verdict, Watch, classify, requested_names
@@ -65,6 +65,7 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
         *,
         generate: Generate,
         parse_node: ParseNode,
+        classify: Classify | None = None,
         rebuild: Rebuild | None = None,
         registers: Registers | None = None,
         clock: Callable[[], float],
@@ -74,6 +75,8 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
     ) -> None:
         self.ctx = ctx
         self.generate = generate
+        #: proxies of one class (``classify``) share one generation per push
+        self.cache = GenerationCache(generate, classify)
         self.parse_node = parse_node
         self.rebuild = rebuild
         self.registers = registers
@@ -191,9 +194,25 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
             reader.cancel()
             self._disconnect(conn)
 
-    async def _read(
-        self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest], conn: Connection
+    async def DeltaAggregatedResources(
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
+        context: grpc.aio.ServicerContext,
     ) -> None:
+        conn = Connection(str(next(self._ids)), context.peer(), self.clock())
+        stream = DeltaStream(self, conn, context)
+        reader = asyncio.get_running_loop().create_task(self._read(request_iterator, conn))
+        try:
+            while (item := await conn.next()) is not None:
+                if isinstance(item, PushEvent):
+                    await stream.push(item)
+                else:
+                    await stream.request(item)
+        finally:
+            reader.cancel()
+            self._disconnect(conn)
+
+    async def _read(self, requests: AsyncIterator[Any], conn: Connection) -> None:
         try:
             async for request in requests:
                 conn.deliver(request)
@@ -225,6 +244,26 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
         log.info("proxy disconnected", node_id=conn.proxy_id, conn=conn.id)
         self._proxies_changed("proxy")
 
+    async def admit(self, conn: Connection, request: Any, context: Any) -> None:
+        """A stream's first request: its node is parsed and the proxy counted as connected
+        (the stream is aborted for a node pilot cannot serve); a proxy that registers waits
+        for the registry to include it."""
+        if not request.HasField("node") or not request.node.id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "missing node id")
+        try:
+            self._connect(conn, request.node)
+        except (ConfigError, ValueError) as exc:
+            log.warning("proxy refused", node_id=request.node.id, error=str(exc))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid node: {exc}")
+        if conn.registered is not None:
+            try:
+                await asyncio.wait_for(conn.registered.wait(), _REGISTRATION_WAIT)
+            except TimeoutError:
+                log.warning("registration not pushed in time", node_id=conn.proxy_id)
+
+    def next_nonce(self) -> str:
+        return f"{self._nonce_prefix}-{next(self._nonces)}"
+
     async def _request(
         self,
         conn: Connection,
@@ -232,18 +271,7 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
         context: grpc.aio.ServicerContext,
     ) -> None:
         if conn.node is None:
-            if not request.HasField("node") or not request.node.id:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "missing node id")
-            try:
-                self._connect(conn, request.node)
-            except (ConfigError, ValueError) as exc:
-                log.warning("proxy refused", node_id=request.node.id, error=str(exc))
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid node: {exc}")
-            if conn.registered is not None:
-                try:
-                    await asyncio.wait_for(conn.registered.wait(), _REGISTRATION_WAIT)
-                except TimeoutError:
-                    log.warning("registration not pushed in time", node_id=conn.proxy_id)
+            await self.admit(conn, request, context)
         type_url = request.type_url
         names, wildcard = requested_names(type_url, list(request.resource_names))
         watch = conn.watches.get(type_url)
@@ -307,20 +335,16 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
             # pushes after a proxy connects (which rarely changes the registry) nearly free.
             return False
         try:
-            # Types pilot does not generate get an empty answer, so the proxy stops waiting.
-            known = type_url in PUSH_ORDER
-            messages = self.generate(ctx, conn.proxy, type_url) if known else []
+            names = None if watch.wildcard else watch.names
+            encoded = self.cache.encoded(ctx, conn.proxy, type_url, names)
         except Exception:
             self.metrics.pushes[f"{short_type(type_url)}_builderr"] += 1
             log.exception("xds generation failed", node_id=conn.proxy_id, type=type_url)
             return False
-        encoded = encode_resources(
-            type_url, messages, names=None if watch.wildcard else watch.names
-        )
         watch.generated_version = version
         if not force and encoded.digest == watch.sent_hash:
             return False
-        nonce = f"{self._nonce_prefix}-{next(self._nonces)}"
+        nonce = self.next_nonce()
         reply = response(
             type_url, encoded, version=version, nonce=nonce, identifier=self.identifier
         )
