@@ -109,8 +109,11 @@ class ProxyServer:
         """Make ``snapshot`` the running configuration. Returns non-fatal errors (a listener
         that could not bind); raises ConfigError when the snapshot cannot run at all."""
         runtimes = self.prepare(snapshot)
+        for name, running in self.listener_manager.listeners.items():
+            if name in snapshot.listeners and name not in runtimes:
+                runtimes[name] = running  # still warming: the running version keeps serving
         errors = await self.listener_manager.apply(
-            {name: snapshot.listeners[name] for name in runtimes},
+            {name: runtime.model for name, runtime in runtimes.items()},
             lambda model: runtimes[model.name],
         )
         for error in errors:

@@ -20,23 +20,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
 import grpc
 import structlog
-from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import base_pb2
-from envoy.config.endpoint.v3 import endpoint_pb2
-from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
-from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from google.protobuf import json_format  # type: ignore[import-untyped, unused-ignore]
 from google.rpc import status_pb2
 
-from proxy.config.model import Bootstrap, Cluster, HttpConnectionManager, Listener
+from proxy.config.model import Bootstrap
 from proxy.config.snapshot import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
@@ -45,17 +38,17 @@ from proxy.config.snapshot import (
     SECRET_TYPE,
     ProxySnapshot,
 )
-from proxy.config.translate import (
-    FilterRegistry,
-    default_registry,
-    translate_cluster,
-    translate_cluster_load_assignment,
-    translate_listener,
-    translate_route_configuration,
-    translate_secret,
+from proxy.config.translate import FilterRegistry, default_registry
+from proxy.sds_client import AgentSds
+from proxy.xds_resources import (
+    PROTOS,
+    WILDCARD,
+    ads_target,
+    node_of,
+    resource_name,
+    translate_resource,
 )
-from proxy.sds_client import AgentSds, agent_secret_names
-from pymesh import __version__
+from proxy.xds_warming import Need, Selection, Warming, names_by_source, needs_of, report
 from pymesh.backoff import Backoff
 from pymesh.errors import ConfigError, ControlPlaneError
 
@@ -63,86 +56,7 @@ __all__ = ["Backoff", "XdsClient", "ads_target"]
 
 log = structlog.get_logger(__name__)
 
-#: state-of-the-world types: a response holds every resource, absent ones are removed
-_WILDCARD = (CLUSTER_TYPE, LISTENER_TYPE)
 _INVALID_ARGUMENT = 3
-
-
-def _name(message: Any) -> str:
-    return str(
-        message.cluster_name
-        if isinstance(message, endpoint_pb2.ClusterLoadAssignment)
-        else message.name
-    )
-
-
-_PROTOS: Mapping[str, Any] = {
-    LISTENER_TYPE: listener_pb2.Listener,
-    ROUTE_TYPE: route_pb2.RouteConfiguration,
-    CLUSTER_TYPE: cluster_pb2.Cluster,
-    ENDPOINT_TYPE: endpoint_pb2.ClusterLoadAssignment,
-    SECRET_TYPE: secret_pb2.Secret,
-}
-
-
-def ads_target(bootstrap: Bootstrap) -> str:
-    """``host:port`` of the first endpoint of the ADS cluster (a static cluster)."""
-    dynamic = bootstrap.dynamic_resources
-    if dynamic is None or dynamic.ads_config is None:
-        raise ConfigError("the bootstrap has no dynamic_resources.ads_config")
-    name = dynamic.ads_config.cluster_name
-    cluster = next((c for c in bootstrap.static_resources.clusters if c.name == name), None)
-    assignment = cluster.load_assignment if cluster is not None else None
-    if assignment is None or not assignment.endpoints:
-        raise ConfigError(f"ADS cluster '{name}' has no endpoints")
-    endpoint = assignment.endpoints[0]
-    host = f"[{endpoint.address}]" if ":" in endpoint.address else endpoint.address
-    return f"{host}:{endpoint.port}"
-
-
-def _node(bootstrap: Bootstrap) -> base_pb2.Node:
-    node = bootstrap.node
-    proto = base_pb2.Node(
-        id=node.id, cluster=node.cluster, user_agent_name="pymesh", user_agent_version=__version__
-    )
-    if node.metadata:
-        json_format.ParseDict(dict(node.metadata), proto.metadata)
-    loc = node.locality
-    proto.locality.region, proto.locality.zone = loc.region, loc.zone
-    proto.locality.sub_zone = loc.sub_zone
-    return proto
-
-
-def _dependencies(
-    listeners: Iterable[Listener], clusters: Iterable[Cluster]
-) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
-    """The EDS, RDS and SDS (over ADS) names the given listeners and clusters need."""
-    eds = {c.service_name for c in clusters if c.type.value == "EDS"}
-    rds: set[str] = set()
-    sds: set[str] = set()
-
-    def secrets(tls: Any) -> None:
-        if tls is None:
-            return
-        common = tls.common
-        for ref in (*common.tls_certificate_sds, common.validation_context_sds):
-            if ref is not None and ref.config_source is not None and ref.config_source.ads:
-                sds.add(ref.name)
-
-    for c in clusters:
-        secrets(c.transport_socket)
-        for m in c.transport_socket_matches:
-            secrets(m.transport_socket)
-    for lst in listeners:
-        chains = [*lst.filter_chains, lst.default_filter_chain]
-        for chain in chains:
-            if chain is None:
-                continue
-            secrets(chain.transport_socket)
-            for nf in chain.filters:
-                if isinstance(nf.config, HttpConnectionManager) and nf.config.rds is not None:
-                    rds.add(nf.config.rds.route_config_name)
-    return frozenset(eds), frozenset(rds), frozenset(sds)
 
 
 class XdsClient:
@@ -157,7 +71,7 @@ class XdsClient:
         self.server = server
         self.bootstrap: Bootstrap = server.bootstrap
         self.target = ads_target(self.bootstrap)
-        self.node = _node(self.bootstrap)
+        self.node = node_of(self.bootstrap)
         self.registry = registry or server.registry or default_registry()
         self.backoff = backoff or Backoff(rng or random.Random())
         self.static = ProxySnapshot.from_bootstrap(self.bootstrap)
@@ -174,7 +88,7 @@ class XdsClient:
         timeouts = [s.initial_fetch_timeout for s in (dynamic.cds_config, dynamic.lds_config) if s]
         self.initial_fetch_timeout = 0.0 if not timeouts or 0 in timeouts else max(timeouts)
         # accepted state, by type and name; survives reconnects
-        self.accepted: dict[str, dict[str, Any]] = {t: {} for t in _PROTOS}
+        self.accepted: dict[str, dict[str, Any]] = {t: {} for t in PROTOS}
         self.versions: dict[str, str] = {}
         self.names: dict[str, frozenset[str]] = {}
         self.received: set[str] = set()
@@ -187,6 +101,9 @@ class XdsClient:
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._lost = False  # the stream broke and no response came since
+        self._warming = Warming()
+        self._warm_timer: asyncio.TimerHandle | None = None
+        self._pending: set[asyncio.Task[list[str]]] = set()
         # SDS from the identity agent (merged into every snapshot's secrets).
         self.agent = AgentSds(self.bootstrap, self.node, self._agent_changed, self.server.stats)
 
@@ -199,8 +116,11 @@ class XdsClient:
 
     async def stop(self) -> None:
         await self.agent.stop()
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._warm_timer):
+            if timer is not None:
+                timer.cancel()
+        for pending in list(self._pending):
+            pending.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -298,7 +218,7 @@ class XdsClient:
     async def _on_response(self, reply: discovery_pb2.DiscoveryResponse) -> None:
         type_url = reply.type_url
         self._nonces[type_url] = reply.nonce
-        proto = _PROTOS.get(type_url)
+        proto = PROTOS.get(type_url)
         if proto is None:
             self._nack(type_url, reply, f"unsupported resource type {type_url}")
             return
@@ -311,18 +231,16 @@ class XdsClient:
         self.accepted[type_url] = state
         self.versions[type_url] = reply.version_info
         self.received.add(type_url)
-        bind_errors: list[str] = []
-        if self._complete() or self.applied:
-            try:
-                bind_errors = await self._apply()
-            except ConfigError as exc:
-                self.accepted[type_url] = previous
-                if previous_version is None:
-                    self.versions.pop(type_url, None)
-                else:
-                    self.versions[type_url] = previous_version
-                self._nack(type_url, reply, str(exc))
-                return
+        try:
+            bind_errors = await self._update()
+        except ConfigError as exc:
+            self.accepted[type_url] = previous
+            if previous_version is None:
+                self.versions.pop(type_url, None)
+            else:
+                self.versions[type_url] = previous_version
+            self._nack(type_url, reply, str(exc))
+            return
         if bind_errors and type_url == LISTENER_TYPE:
             # As Envoy: the listeners that bound serve, the update is NACKed with the reason.
             self._nack(type_url, reply, "; ".join(bind_errors))
@@ -331,38 +249,25 @@ class XdsClient:
         self._follow_up(type_url)
 
     def _translate(self, type_url: str, proto: Any, reply: Any) -> dict[str, Any]:
-        wildcard = type_url in _WILDCARD
+        wildcard = type_url in WILDCARD
         state: dict[str, Any] = {} if wildcard else dict(self.accepted[type_url])
         seen: set[str] = set()
         for packed in reply.resources:
             if packed.type_url != type_url:
                 raise ConfigError(f"a {type_url} response carries a {packed.type_url}")
             message = proto.FromString(packed.value)
-            name = _name(message)
+            name = resource_name(message)
             if name in seen:
                 raise ConfigError(f"{name}: duplicate resource name in one response")
             seen.add(name)
             try:
-                state[name] = self._translate_one(type_url, message)
+                state[name] = translate_resource(type_url, message, self.registry)
             except ConfigError as exc:
                 raise ConfigError(f"{name}: {exc}") from None
         if not wildcard:
             wanted = self.names.get(type_url, frozenset())
             state = {n: v for n, v in state.items() if n in wanted}
         return state
-
-    def _translate_one(self, type_url: str, message: Any) -> Any:
-        if type_url == LISTENER_TYPE:
-            return translate_listener(message, self.registry)
-        if type_url == ROUTE_TYPE:
-            return translate_route_configuration(message, self.registry)
-        if type_url == CLUSTER_TYPE:
-            # HTTP/2 clusters serve the proxy's gRPC side calls (access logs, rate limits); a
-            # route to one is refused when the snapshot is checked (ProxyServer._validate).
-            return translate_cluster(message, allow_http2=True)
-        if type_url == ENDPOINT_TYPE:
-            return translate_cluster_load_assignment(message)
-        return translate_secret(message)
 
     def _nack(self, type_url: str, reply: Any, message: str) -> None:
         self.rejects += 1
@@ -377,17 +282,8 @@ class XdsClient:
     def _follow_up(self, type_url: str) -> None:
         """After clusters: their endpoints; after listeners: their routes (Envoy's order);
         the first listener request goes out once clusters (and endpoints) are in."""
-        listeners = [*self.accepted[LISTENER_TYPE].values(), *self.static.listeners.values()]
-        clusters = [*self.accepted[CLUSTER_TYPE].values(), *self.static.clusters.values()]
-        eds, rds, sds = _dependencies(listeners, clusters)
-        if type_url == CLUSTER_TYPE:
-            self._resubscribe(ENDPOINT_TYPE, eds)
-            self._resubscribe(SECRET_TYPE, sds)
-        if type_url == LISTENER_TYPE:
-            self._resubscribe(ROUTE_TYPE, rds)
-            self._resubscribe(SECRET_TYPE, sds)
-        if type_url in (CLUSTER_TYPE, LISTENER_TYPE):
-            self.agent.subscribe(agent_secret_names(listeners, clusters))
+        self._subscribe_needs(type_url)
+        eds = self.names.get(ENDPOINT_TYPE, frozenset())
         clusters_ready = CLUSTER_TYPE not in self.types or (
             CLUSTER_TYPE in self.received and (not eds or ENDPOINT_TYPE in self.received)
         )
@@ -395,35 +291,75 @@ class XdsClient:
             self.names[LISTENER_TYPE] = frozenset()
             self._send(LISTENER_TYPE)
 
+    def _subscribe_needs(self, type_url: str | None = None) -> None:
+        """Ask for what the running and the warming clusters and listeners need: a version
+        replaced by one still warming keeps its own subscriptions, as in Envoy."""
+        live = self.server.holder.current
+        ads, agent = names_by_source(
+            needs_of(
+                (*self.accepted[CLUSTER_TYPE].values(), *live.clusters.values()),
+                (*self.accepted[LISTENER_TYPE].values(), *live.listeners.values()),
+            )
+        )
+        if type_url in (CLUSTER_TYPE, None):
+            self._resubscribe(ENDPOINT_TYPE, ads.get(ENDPOINT_TYPE, frozenset()))
+        if type_url in (LISTENER_TYPE, None):
+            self._resubscribe(ROUTE_TYPE, ads.get(ROUTE_TYPE, frozenset()))
+        if type_url in (CLUSTER_TYPE, LISTENER_TYPE, None):
+            self._resubscribe(SECRET_TYPE, ads.get(SECRET_TYPE, frozenset()))
+            self.agent.subscribe(agent)
+
     async def _agent_changed(self) -> None:
-        """The agent delivered secrets: live at once, or with the first complete snapshot."""
-        if self.applied or self._complete():
-            await self._apply()
+        """The agent delivered secrets: live at once (what waited for them warms), or with
+        the first complete snapshot."""
+        await self._update()
+
+    async def _update(self) -> list[str]:
+        """Apply what is warm, once the initial fetch is complete; returns the listeners that
+        could not bind."""
+        clusters, listeners = self._select()
+        if self.applied or self._complete(clusters, listeners):
+            return await self._apply(clusters, listeners)
+        self._schedule(clusters, listeners)  # the initial fetch's own timeouts run too
+        return []
 
     # -- the snapshot ------------------------------------------------------------------------
-    def _complete(self) -> bool:
-        """Every subscribed type answered and every dependency present (initial fetch)."""
+    def _has(self, need: Need) -> bool:
+        if need.agent is not None:
+            return self.agent.has({need.agent: frozenset((need.name,))})
+        if need.type_url == ENDPOINT_TYPE:
+            return need.name in self.accepted[ENDPOINT_TYPE] or (
+                need.name in self.static.load_assignments
+            )
+        if need.type_url == SECRET_TYPE:
+            return need.name in self.accepted[SECRET_TYPE] or need.name in self.static.secrets
+        return need.name in self.accepted[need.type_url]
+
+    def _select(self) -> tuple[Selection, Selection]:
+        """Which version of each pushed cluster and listener runs (see proxy.xds_warming)."""
+        a = self.accepted
+        return self._warming.select(
+            a[CLUSTER_TYPE], a[LISTENER_TYPE], self.server.holder.current, self.static,
+            self._has, self.server.loop.time(),
+        )  # fmt: skip
+
+    def _complete(self, clusters: Selection, listeners: Selection) -> bool:
+        """The initial fetch: every subscribed type answered, nothing warming, and what the
+        static resources need present (the proxy starts with everything at once, as Envoy
+        starts its workers once the initial clusters and listeners are warm)."""
         if any(t not in self.received for t in self.types):
             return False
-        for type_url in (ENDPOINT_TYPE, ROUTE_TYPE, SECRET_TYPE):
-            if not self.names.get(type_url, frozenset()) <= set(self.accepted[type_url]):
-                return False
-        listeners = [*self.accepted[LISTENER_TYPE].values(), *self.static.listeners.values()]
-        clusters = [*self.accepted[CLUSTER_TYPE].values(), *self.static.clusters.values()]
-        eds, rds, sds = _dependencies(listeners, clusters)
-        # As Envoy with Istio's initial_fetch_timeout 0: what uses the agent's certificates
-        # waits for them.
-        agent = agent_secret_names(listeners, clusters)
-        return (
-            eds <= set(self.accepted[ENDPOINT_TYPE]) | set(self.static.load_assignments)
-            and rds <= set(self.accepted[ROUTE_TYPE])
-            and sds <= set(self.accepted[SECRET_TYPE]) | set(self.static.secrets)
-            and self.agent.has(agent)
-        )
+        if clusters.warming or listeners.warming:
+            return False
+        static = needs_of(self.static.clusters.values(), self.static.listeners.values())
+        return all(self._has(need) for need in static)
 
     def snapshot(self) -> ProxySnapshot:
         """Static resources (which pushed ones cannot replace, as in Envoy) plus the accepted
-        dynamic ones."""
+        dynamic ones, warming clusters and listeners in their previous version (or absent)."""
+        return self._snapshot(*self._select())
+
+    def _snapshot(self, clusters: Selection, listeners: Selection) -> ProxySnapshot:
         s, a = self.static, self.accepted
 
         def merged(dynamic: Mapping[str, Any], static: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -431,9 +367,9 @@ class XdsClient:
 
         return ProxySnapshot(
             versions=MappingProxyType(dict(self.versions)),
-            listeners=merged(a[LISTENER_TYPE], s.listeners),
+            listeners=merged(listeners.use, s.listeners),
             route_configurations=merged(a[ROUTE_TYPE], s.route_configurations),
-            clusters=merged(a[CLUSTER_TYPE], s.clusters),
+            clusters=merged(clusters.use, s.clusters),
             load_assignments=merged(a[ENDPOINT_TYPE], s.load_assignments),
             secrets=merged(
                 {**self.agent.secrets(), **a[SECRET_TYPE]},
@@ -441,10 +377,13 @@ class XdsClient:
             ),
         )
 
-    async def _apply(self) -> list[str]:
+    async def _apply(self, clusters: Selection, listeners: Selection) -> list[str]:
         """Apply the snapshot; returns the listeners that could not bind."""
-        errors: list[str] = await self.server.apply(self.snapshot())
+        errors: list[str] = await self.server.apply(self._snapshot(clusters, listeners))
         self.updates += 1
+        report(self.server.stats, clusters, listeners, len(self.server.listener_manager.listeners))
+        self._schedule(clusters, listeners)
+        self._subscribe_needs()  # what replaced versions needed is asked for no more
         if errors:
             log.error("xds config applied with errors", errors=errors)
         if not self.applied:
@@ -452,3 +391,18 @@ class XdsClient:
             self.server.ready = True
             log.info("xds initial config applied", versions=dict(self.versions))
         return errors
+
+    def _schedule(self, clusters: Selection, listeners: Selection) -> None:
+        deadlines = [d for d in (clusters.deadline, listeners.deadline) if d is not None]
+        if self._warm_timer is not None:
+            self._warm_timer.cancel()
+            self._warm_timer = None
+        if deadlines:
+            delay = max(0.0, min(deadlines) - self.server.loop.time())
+            self._warm_timer = self.server.loop.call_later(delay, self._warm_timeout)
+
+    def _warm_timeout(self) -> None:
+        self._warm_timer = None
+        task = self.server.loop.create_task(self._update(), name="xds-warming-timeout")
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
