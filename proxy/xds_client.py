@@ -103,7 +103,8 @@ class XdsClient:
         self._lost = False  # the stream broke and no response came since
         self._warming = Warming()
         self._warm_timer: asyncio.TimerHandle | None = None
-        self._pending: set[asyncio.Task[list[str]]] = set()
+        self._pending: set[asyncio.Task[None]] = set()
+        self._late_nack: tuple[str, tuple[str, ...]] | None = None
         # SDS from the identity agent (merged into every snapshot's secrets).
         self.agent = AgentSds(self.bootstrap, self.node, self._agent_changed, self.server.stats)
 
@@ -243,9 +244,11 @@ class XdsClient:
             return
         if bind_errors and type_url == LISTENER_TYPE:
             # As Envoy: the listeners that bound serve, the update is NACKed with the reason.
+            self._late_nack = (reply.nonce, tuple(bind_errors))
             self._nack(type_url, reply, "; ".join(bind_errors))
         else:
             self._send(type_url)  # ACK
+            self._nack_late_binds(bind_errors)
         self._follow_up(type_url)
 
     def _translate(self, type_url: str, proto: Any, reply: Any) -> dict[str, Any]:
@@ -278,6 +281,21 @@ class XdsClient:
             error=message,
         )
         self._send(type_url, error=message)
+
+    def _nack_late_binds(self, errors: list[str]) -> None:
+        """A listener binds once it is warm, so one whose routes or secrets came after its
+        LDS answer fails to bind only then. Envoy binds at LDS time and NACKs it: NACK the
+        latest LDS answer with the reason, once, so proxy-status says why."""
+        nonce = self._nonces.get(LISTENER_TYPE)
+        if not errors or nonce is None or self._late_nack == (nonce, tuple(errors)):
+            return
+        self._late_nack = (nonce, tuple(errors))
+        self.rejects += 1
+        message = "; ".join(errors)
+        log.warning(
+            "xds rejected", type="Listener", version=self.versions.get(LISTENER_TYPE), error=message
+        )
+        self._send(LISTENER_TYPE, error=message)
 
     def _follow_up(self, type_url: str) -> None:
         """After clusters: their endpoints; after listeners: their routes (Envoy's order);
@@ -312,7 +330,10 @@ class XdsClient:
     async def _agent_changed(self) -> None:
         """The agent delivered secrets: live at once (what waited for them warms), or with
         the first complete snapshot."""
-        await self._update()
+        self._nack_late_binds(await self._update())
+
+    async def _warm_timed_out(self) -> None:
+        self._nack_late_binds(await self._update())
 
     async def _update(self) -> list[str]:
         """Apply what is warm, once the initial fetch is complete; returns the listeners that
@@ -403,6 +424,6 @@ class XdsClient:
 
     def _warm_timeout(self) -> None:
         self._warm_timer = None
-        task = self.server.loop.create_task(self._update(), name="xds-warming-timeout")
+        task = self.server.loop.create_task(self._warm_timed_out(), name="xds-warming-timeout")
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
