@@ -16,7 +16,11 @@ from typing import Any
 from pymesh.demo.images import Role, StandIn, stand_in
 from pymesh.demo.layout import OUTBOUND_PORT
 
-__all__ = ["MAX_REPLICAS", "PodSpec", "desired_pods", "pod_env"]
+__all__ = ["APP_PORT_OFFSET", "MAX_REPLICAS", "PodSpec", "desired_pods", "pod_env"]
+
+#: process mode: an app behind a sidecar listens this far from its container port, which its
+#: sidecar holds (as iptables gives a pod's inbound traffic to its sidecar)
+APP_PORT_OFFSET = 20000
 
 #: replicas above this are capped: every pod takes a loopback address and two processes
 MAX_REPLICAS = 5
@@ -63,6 +67,17 @@ class PodSpec:
     @property
     def runs_app(self) -> bool:
         return self.role is Role.APP and self.container_port is not None
+
+    def app_ports(self, captured: bool) -> dict[int, int]:
+        """Process mode: container port -> the port the app listens on, so that whatever
+        dials the pod's address meets its sidecar's inbound listener (and its
+        PeerAuthentication), never the app. Only HTTP apps: a TCP app's clients reach it
+        directly in process mode."""
+        port = self.container_port
+        if captured or not self.runs_app or self.stand_in.tcp or port is None:
+            return {}
+        hidden = port + APP_PORT_OFFSET
+        return {port: hidden if hidden < 65536 else port - APP_PORT_OFFSET}
 
 
 def _revision(kind: str, spec: Mapping[str, Any]) -> str:
