@@ -133,8 +133,8 @@ class PodRuntime:
     def endpoints(self) -> list[tuple[str, int]]:
         """The address:port pairs this pod binds (the gateway's Gateway ports excluded:
         they come from configuration)."""
-        ports = [ADMIN_PORT]
-        if self.spec.role is not Role.GATEWAY:
+        ports = [ADMIN_PORT] if self.spec.sidecar else []
+        if self.spec.role is not Role.GATEWAY and self.spec.sidecar:
             ports += [OUTBOUND_PORT, INBOUND_PORT]
         if self.spec.runs_app and self.spec.container_port is not None:
             ports.append(self.spec.container_port)
@@ -188,6 +188,8 @@ class PodRuntime:
         return socket_path
 
     def start_proxy(self, python: str, log_level: str, env: Mapping[str, str]) -> None:
+        if not self.spec.sidecar:
+            return
         captured = self.network is not None
         sds_socket = None
         if self.layout.mtls and not captured:
@@ -262,6 +264,7 @@ class PodRuntime:
             self.ip,
             env,
             captured=self.network is not None,
+            service_proxy=None if self.spec.sidecar else self.layout.service_proxy,
         )
         self.app = spawn(
             f"{self.key}.app", argv, env=pod_environment, log=self._log("app"), marker=self.marker
@@ -364,4 +367,5 @@ class PodRuntime:
             owner=spec.owner,
             container=spec.container,
             netns=self.network.namespace if self.network is not None else "",
+            sidecar=spec.sidecar,
         )
