@@ -193,7 +193,8 @@ _HTTP2_PROTOCOLS = frozenset({"HTTP2", "GRPC", "GRPC-WEB"})
 
 
 def _inbound(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:
-    # In process mode the app listens on the pod's own loopback address, not 127.0.0.1.
+    # In process mode the app listens on the pod's own loopback address, not 127.0.0.1, and
+    # on the port the sidecar was told when the sidecar holds the container port itself.
     address = node.ip if node.process_mode else "127.0.0.1"
     clusters = []
     for inbound in inbound_ports(ctx, node):
@@ -210,7 +211,13 @@ def _inbound(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:
                 "endpoints": [
                     {
                         "lb_endpoints": [
-                            {"endpoint": {"address": socket_address(address, inbound.target_port)}}
+                            {
+                                "endpoint": {
+                                    "address": socket_address(
+                                        address, node.app_port(inbound.target_port)
+                                    )
+                                }
+                            }
                         ]
                     }
                 ],

@@ -8,7 +8,10 @@ false``) matching its original destination, else to the passthrough / blackhole 
 Process mode (``PYMESH_MODE=process``): nothing is redirected, so ``virtualOutbound`` is an
 HTTP listener on ``<node ip>:15001`` (the apps' ``HTTP_PROXY``) routing by Host header with
 ``pymesh-outbound``, and ``virtualInbound`` an HTTP listener on ``<node ip>:15006`` routing by
-service port (see ``README.md``). The per-port listeners are still listed, unbound.
+service port (see ``README.md``). The per-port listeners are still listed, unbound. A node
+whose apps listen elsewhere (``PYMESH_APP_PORTS``) also gets ``<node ip>_<port>``, the
+virtualInbound chains bound on each container port it serves: whatever dials the pod's address
+meets the sidecar (and its PeerAuthentication), as iptables makes it in a pod.
 """
 
 from __future__ import annotations
@@ -389,8 +392,33 @@ def _port_listeners(ctx: PushContext, node: ProxyNode, op: OutboundPort) -> list
     return found
 
 
+def _service_address_listeners(
+    ctx: PushContext, node: ProxyNode, virtual_inbound: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Process mode: the virtualInbound chains on ``<node ip>:<port>`` for each HTTP container
+    port whose app the sidecar reaches on another port."""
+    ports = sorted(
+        {
+            p.target_port
+            for p in inbound_ports(ctx, node)
+            if p.is_http and node.app_port(p.target_port) != p.target_port
+        }
+    )
+    return [
+        {
+            **virtual_inbound,
+            "name": f"{node.ip}_{port}",
+            "address": socket_address(node.ip, port),
+        }
+        for port in ports
+    ]
+
+
 def sidecar_listeners(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:
-    bodies = [_virtual_outbound(ctx, node), _virtual_inbound(ctx, node)]
+    inbound = _virtual_inbound(ctx, node)
+    bodies = [_virtual_outbound(ctx, node), inbound]
+    if node.process_mode and node.app_ports:
+        bodies.extend(_service_address_listeners(ctx, node, inbound))
     for op in outbound_ports(ctx, node):
         bodies.extend(_port_listeners(ctx, node, op))
     return bodies

@@ -4,12 +4,15 @@ Istio's conventions: the node id is ``<type>~<ip>~<pod>.<namespace>~<namespace>.
 (type ``sidecar`` or ``router``); the metadata struct carries ``NAMESPACE``,
 ``SERVICE_ACCOUNT``, ``WORKLOAD_NAME``, ``INSTANCE_IPS`` (comma-separated), ``LABELS`` (a
 map) and, for pymesh, ``PYMESH_MODE`` (``process`` when the apps reach the sidecar through
-``HTTP_PROXY`` rather than iptables).
+``HTTP_PROXY`` rather than iptables) and ``PYMESH_APP_PORTS`` (process mode: a JSON object
+from each container port to the port the app really listens on, so that the pod's address on
+the container port is the sidecar's, as iptables makes it in a pod).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -58,6 +61,12 @@ class ProxyNode:
     locality: str = ""
     #: ``Node.user_agent_name``: ``pymesh`` for pymesh proxies, ``envoy`` for Envoy.
     user_agent: str = ""
+    #: process mode: container port -> the port its app listens on (``PYMESH_APP_PORTS``)
+    app_ports: Mapping[int, int] = EMPTY_MAP
+
+    def app_port(self, port: int) -> int:
+        """Where the sidecar reaches the app serving container port ``port``."""
+        return self.app_ports.get(port, port)
 
     @property
     def is_router(self) -> bool:
@@ -84,6 +93,7 @@ class ProxyNode:
         service_account: str = "default",
         mode: str | None = None,
         domain: str = "cluster.local",
+        app_ports: Mapping[int, int] | None = None,
     ) -> ProxyNode:
         """A node with Istio's id and metadata, as a sidecar would announce itself."""
         metadata: dict[str, object] = {
@@ -94,6 +104,8 @@ class ProxyNode:
         }
         if mode is not None:
             metadata["PYMESH_MODE"] = mode
+        if app_ports:
+            metadata["PYMESH_APP_PORTS"] = json.dumps({str(k): v for k, v in app_ports.items()})
         return cls(
             id=f"{type}~{ip}~{pod_name}.{namespace}~{namespace}.svc.{domain}",
             type=type,
@@ -106,6 +118,7 @@ class ProxyNode:
             labels=FrozenMap(labels or {}),
             instance_ips=(ip,),
             metadata=freeze(metadata),
+            app_ports=FrozenMap(app_ports or {}),
         )
 
     @classmethod
@@ -160,7 +173,23 @@ class ProxyNode:
             metadata=metadata if isinstance(metadata, FrozenMap) else FrozenMap(metadata),
             user_agent=node.user_agent_name,
             locality=locality,
+            app_ports=_app_ports(metadata, node_id),
         )
+
+
+def _app_ports(metadata: Mapping[str, Any], node_id: str) -> FrozenMap[int, int]:
+    text = _string(metadata, "PYMESH_APP_PORTS", node_id)
+    if not text:
+        return FrozenMap({})
+    problem = f"node {node_id!r}: metadata PYMESH_APP_PORTS must be a JSON object of ports"
+    try:
+        raw = json.loads(text)
+        ports = {int(k): int(v) for k, v in raw.items()} if isinstance(raw, dict) else None
+    except (ValueError, TypeError):
+        raise ValueError(f"{problem}, got {text!r}") from None
+    if ports is None or not all(0 < p < 65536 for pair in ports.items() for p in pair):
+        raise ValueError(f"{problem}, got {text!r}")
+    return FrozenMap(ports)
 
 
 def _string(metadata: Mapping[str, Any], key: str, node_id: str) -> str:

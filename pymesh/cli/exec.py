@@ -29,6 +29,7 @@ from pathlib import PurePath
 
 from pymesh.cli.context import find_pod, require_demo
 from pymesh.cli.pilot_client import add_run_dir_argument
+from pymesh.demo.layout import SERVICE_PROXY_PORT
 from pymesh.demo.pods import pod_env
 from pymesh.demo.state import PodState
 from pymesh.errors import PymeshError
@@ -67,11 +68,12 @@ def stand_in_command(cmd: list[str]) -> list[str]:
     return cmd
 
 
-def _environment(pod: PodState, container: str) -> dict[str, str]:
+def _environment(pod: PodState, container: str, service_proxy: str) -> dict[str, str]:
     # netns mode: no HTTP_PROXY, iptables takes the pod's traffic to its sidecar.
     env = pod_env(
-        pod.name, pod.namespace, pod.service_account, pod.ip, os.environ, captured=bool(pod.netns)
-    )
+        pod.name, pod.namespace, pod.service_account, pod.ip, os.environ,
+        captured=bool(pod.netns), service_proxy=None if pod.sidecar else service_proxy,
+    )  # fmt: skip
     if container == PROXY_CONTAINER:
         # The sidecar's own traffic is not captured: it talks to its peers directly.
         for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
@@ -90,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     demo = require_demo(args)
     pod = find_pod(demo.state, args.pod, args.namespace)
-    containers = [PROXY_CONTAINER]
+    containers = [PROXY_CONTAINER] if pod.sidecar else []
     if pod.role != "gateway":
         containers.insert(0, pod.container or pod.name)
     container = args.container or containers[0]
@@ -101,10 +103,10 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    if pod.proxy is None or not pod.proxy.running:
+    if pod.sidecar and (pod.proxy is None or not pod.proxy.running):
         print(f"warning: the sidecar of {pod.key} is not running", file=sys.stderr)
     captured = bool(pod.netns)
-    env = _environment(pod, container)
+    env = _environment(pod, container, f"{demo.state.control_address}:{SERVICE_PROXY_PORT}")
     cmd = stand_in_command(cmd)
     program = shutil.which(cmd[0], path=env.get("PATH"))
     if program is None:

@@ -53,6 +53,8 @@ def pod_ready(pod: PodState) -> tuple[int, int]:
     proxy = pod.proxy is not None and pod.proxy.running and pod.sync == "SYNCED"
     if pod.role == "gateway":
         return int(proxy), 1
+    if not pod.sidecar:
+        return int(_app_ready(pod)), 1
     return int(_app_ready(pod)) + int(proxy), 2
 
 
@@ -62,7 +64,7 @@ def pod_status(pod: PodState) -> str:
     processes = [p for p in (pod.app, pod.proxy) if p is not None]
     if any(not p.running and p.exit_code not in (None, 0) for p in processes):
         return "Error"
-    if pod.proxy is None or not pod.proxy.running:
+    if pod.sidecar and (pod.proxy is None or not pod.proxy.running):
         return "Pending"
     return "Running"
 
@@ -76,8 +78,10 @@ def pod_object(pod: PodState) -> dict[str, Any]:
     app_container: dict[str, Any] = {"name": pod.container or pod.name, "image": pod.image}
     if pod.port is not None:
         app_container["ports"] = [{"containerPort": pod.port, "protocol": "TCP"}]
-    containers = [{"name": "istio-proxy", "image": PROXY_IMAGE}]
+    containers = [{"name": "istio-proxy", "image": PROXY_IMAGE}] if pod.sidecar else []
     statuses = [{"name": "istio-proxy", "ready": pod_ready(pod)[0] > 0, "restartCount": 0}]
+    if not pod.sidecar:
+        statuses = []
     if pod.role != "gateway":
         containers.insert(0, app_container)
         statuses.insert(0, {"name": app_container["name"], "ready": _app_ready(pod)})

@@ -9,6 +9,7 @@ of the Services whose selectors match its labels.
 from __future__ import annotations
 
 import ipaddress
+import json
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,9 @@ def _metadata(pod: PodSpec, ip: str, process: bool) -> dict[str, Any]:
     }
     if process:
         metadata["PYMESH_MODE"] = "process"
+        if app_ports := pod.app_ports(captured=False):
+            # The sidecar binds the container port; the app listens where only it knows.
+            metadata["PYMESH_APP_PORTS"] = json.dumps({str(k): v for k, v in app_ports.items()})
     if pod.container_port is not None:
         # Istio sends the pod's ports as a JSON string under this name.
         metadata["POD_PORTS"] = f'[{{"containerPort":{pod.container_port},"protocol":"TCP"}}]'

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -61,6 +62,7 @@ class Kubelet:
         self._session: aiohttp.ClientSession | None = None
         #: netns mode: each Service's virtual address, kept for the life of the demo
         self.virtual_ips: dict[tuple[str, str], str] = {}
+        self._warned: set[str] = set()
 
     # -- netns mode --------------------------------------------------------------------------
     def _captured(self, spec: PodSpec) -> bool:
@@ -124,6 +126,12 @@ class Kubelet:
             self.say(f"  deleting pod {key}")
             await self._stop_pod(pod)
         for key, spec in wanted.items():
+            if not spec.sidecar and self.layout.netns is not None:
+                # A pod's namespace captures its traffic for a sidecar that would not exist.
+                if key not in self._warned:
+                    self._warned.add(key)
+                    self.say(f"  pod {key}: netns mode runs every pod with a sidecar")
+                spec = replace(spec, sidecar=True, revision=spec.revision + "-netns")
             current = self.pods.get(key)
             if current is not None and current.spec.revision == spec.revision:
                 continue
@@ -237,6 +245,8 @@ class Kubelet:
         pod = matches[0]
         if what == "app" and not pod.spec.runs_app:
             raise ControlError(f"pod {pod.key} has no app, only its proxy")
+        if what == "proxy" and not pod.spec.sidecar:
+            raise ControlError(f"pod {pod.key} has no sidecar (istio-injection=disabled)")
         restarted = []
         if what in ("all", "app") and pod.spec.runs_app:
             await pod.stop_app()

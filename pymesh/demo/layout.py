@@ -26,6 +26,7 @@ __all__ = [
     "OUTBOUND_PORT",
     "PILOT_API_PORT",
     "PILOT_XDS_PORT",
+    "SERVICE_PROXY_PORT",
     "AddressRange",
     "DemoLayout",
     "default_run_dir",
@@ -39,6 +40,9 @@ PILOT_API_PORT = 15080
 CA_PORT = 15012
 #: A pod's identity agent answers /ready and /stats here (Istio's agent port).
 AGENT_STATUS_PORT = 15020
+#: The node's service proxy (kube-proxy's role) for pods without a sidecar, on the control
+#: address.
+SERVICE_PROXY_PORT = 15081
 DEFAULT_RUN_DIR = "~/.pymesh/demo"
 
 
@@ -175,6 +179,11 @@ class DemoLayout:
         """Where sidecars send access logs and spans (mixer's ALS and Zipkin ports): like
         pilot's xDS, the host's bridge address in netns mode."""
         return self.netns.gateway if self.netns is not None else self.control_address
+
+    @property
+    def service_proxy(self) -> str:
+        """``host:port`` of the service proxy, the ``HTTP_PROXY`` of sidecar-less pods."""
+        return f"{self.control_address}:{SERVICE_PROXY_PORT}"
 
     @property
     def pilot_api(self) -> str:

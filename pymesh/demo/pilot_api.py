@@ -114,9 +114,9 @@ class PilotApi:
         return list(data.get("changes") or ())
 
     async def workloads(self) -> list[dict[str, Any]]:
-        """Every Deployment, Pod and Service in pilot's configuration."""
+        """Every Deployment, Pod, Service and Namespace in pilot's configuration."""
         items: list[dict[str, Any]] = []
-        for kind in ("Deployment", "Pod", "Service"):
+        for kind in ("Deployment", "Pod", "Service", "Namespace"):
             data = await self._call("GET", "/resources", params={"kind": kind})
             items.extend(data.get("items") or ())
         return items

@@ -16,7 +16,22 @@ from typing import Any
 from pymesh.demo.images import Role, StandIn, stand_in
 from pymesh.demo.layout import OUTBOUND_PORT
 
-__all__ = ["MAX_REPLICAS", "PodSpec", "desired_pods", "pod_env"]
+__all__ = [
+    "APP_PORT_OFFSET",
+    "INJECT_LABEL",
+    "MAX_REPLICAS",
+    "NAMESPACE_INJECTION_LABEL",
+    "PodSpec",
+    "desired_pods",
+    "pod_env",
+]
+
+NAMESPACE_INJECTION_LABEL = "istio-injection"
+INJECT_LABEL = "sidecar.istio.io/inject"
+
+#: process mode: an app behind a sidecar listens this far from its container port, which its
+#: sidecar holds (as iptables gives a pod's inbound traffic to its sidecar)
+APP_PORT_OFFSET = 20000
 
 #: replicas above this are capped: every pod takes a loopback address and two processes
 MAX_REPLICAS = 5
@@ -43,6 +58,8 @@ class PodSpec:
     revision: str = ""
     #: the ConfigMaps the pod mounts, by name (the rate limit service reads its config there)
     config_maps: tuple[str, ...] = ()
+    #: whether the pod gets a sidecar (Istio's injection: see :func:`desired_pods`)
+    sidecar: bool = True
 
     @property
     def key(self) -> str:
@@ -64,6 +81,17 @@ class PodSpec:
     def runs_app(self) -> bool:
         return self.role is Role.APP and self.container_port is not None
 
+    def app_ports(self, captured: bool) -> dict[int, int]:
+        """Process mode: container port -> the port the app listens on, so that whatever
+        dials the pod's address meets its sidecar's inbound listener (and its
+        PeerAuthentication), never the app. Only HTTP apps: a TCP app's clients reach it
+        directly in process mode."""
+        port = self.container_port
+        if captured or not self.sidecar or not self.runs_app or self.stand_in.tcp or port is None:
+            return {}
+        hidden = port + APP_PORT_OFFSET
+        return {port: hidden if hidden < 65536 else port - APP_PORT_OFFSET}
+
 
 def _revision(kind: str, spec: Mapping[str, Any]) -> str:
     text = json.dumps({"kind": kind, "spec": spec}, sort_keys=True)
@@ -77,12 +105,18 @@ def _pod_from(
     pod_spec: Mapping[str, Any],
     owner: str,
     revision: str,
+    injected: bool = True,
 ) -> PodSpec:
     containers = [c for c in pod_spec.get("containers") or () if isinstance(c, Mapping)]
     main = containers[0] if containers else {}
     image = str(main.get("image", ""))
     ports = [p for p in main.get("ports") or () if isinstance(p, Mapping)]
     port = ports[0].get("containerPort") if ports else None
+    app = stand_in(image, labels)
+    # A gateway is a proxy itself; any other pod follows its namespace and its own label.
+    sidecar = app.role is Role.GATEWAY or (
+        injected and labels.get(INJECT_LABEL, "true").lower() != "false"
+    )
     return PodSpec(
         name=name,
         namespace=namespace,
@@ -91,9 +125,10 @@ def _pod_from(
         image=image,
         container=str(main.get("name", "")),
         container_port=int(port) if isinstance(port, int) else None,
-        stand_in=stand_in(image, labels),
+        stand_in=app,
         owner=owner,
-        revision=revision,
+        # A pod whose injection changed is created again (kubectl rollout restart's effect).
+        revision=revision if sidecar else f"{revision}-no-sidecar",
         config_maps=tuple(
             str(v["configMap"]["name"])
             for v in pod_spec.get("volumes") or ()
@@ -101,12 +136,31 @@ def _pod_from(
             and isinstance(v.get("configMap"), Mapping)
             and v["configMap"].get("name")
         ),
+        sidecar=sidecar,
     )
+
+
+def _not_injected(items: Iterable[Mapping[str, Any]]) -> set[str]:
+    """Namespaces labelled ``istio-injection=disabled``."""
+    found = set()
+    for item in items:
+        meta = item.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        disabled = labels.get(NAMESPACE_INJECTION_LABEL) == "disabled"
+        if item.get("kind") == "Namespace" and meta.get("name") and disabled:
+            found.add(str(meta["name"]))
+    return found
 
 
 def desired_pods(items: Iterable[Mapping[str, Any]]) -> list[PodSpec]:
     """The pods for the ``Deployment`` and ``Pod`` objects in ``items`` (admin API JSON),
-    sorted by namespace and name so that addresses are handed out in a stable order."""
+    sorted by namespace and name so that addresses are handed out in a stable order.
+
+    Every pod gets a sidecar, as if each manifest went through ``istioctl kube-inject``,
+    except in a namespace labelled ``istio-injection=disabled`` and for a pod labelled
+    ``sidecar.istio.io/inject: "false"`` (Istio's ``legacy`` namespace of its tasks)."""
+    items = list(items)
+    disabled = _not_injected(items)
     pods: list[PodSpec] = []
     for item in items:
         kind = item.get("kind")
@@ -131,11 +185,22 @@ def desired_pods(items: Iterable[Mapping[str, Any]]) -> list[PodSpec]:
                         template.get("spec") or {},
                         f"Deployment/{name}",
                         revision,
+                        namespace not in disabled,
                     )
                 )
         elif kind == "Pod":
             labels = meta.get("labels") or {}
-            pods.append(_pod_from(name, namespace, labels, spec, "", _revision(kind, spec)))
+            pods.append(
+                _pod_from(
+                    name,
+                    namespace,
+                    labels,
+                    spec,
+                    "",
+                    _revision(kind, spec),
+                    namespace not in disabled,
+                )
+            )
     pods.sort(key=lambda p: (p.namespace, p.name))
     return pods
 
@@ -148,11 +213,13 @@ def pod_env(
     base: Mapping[str, str],
     *,
     captured: bool = False,
+    service_proxy: str | None = None,
 ) -> dict[str, str]:
     """The environment of every process in a pod: what Kubernetes' downward API and Istio's
     injection would give it, plus (process mode) ``HTTP_PROXY`` to the pod's sidecar (in both
     cases: curl reads only the lower-case one). A ``captured`` pod (netns mode) needs none:
-    iptables takes its traffic to the sidecar."""
+    iptables takes its traffic to the sidecar. A pod without a sidecar gets the node's
+    ``service_proxy`` (``host:port``, kube-proxy's role) instead."""
     env = {k: v for k, v in base.items() if k.lower() not in _DROPPED}
     env.update(
         {
@@ -163,7 +230,7 @@ def pod_env(
         }
     )
     if not captured:
-        proxy = f"http://{ip}:{OUTBOUND_PORT}"
+        proxy = f"http://{service_proxy or f'{ip}:{OUTBOUND_PORT}'}"
         env.update(
             {
                 "HTTP_PROXY": proxy,

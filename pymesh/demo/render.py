@@ -38,6 +38,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _sync(pod: PodState) -> str:
+    if not pod.sidecar:
+        return "no sidecar"
     if pod.proxy is None or not pod.proxy.running:
         return "PROXY DOWN"
     return pod.sync

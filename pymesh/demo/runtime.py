@@ -133,12 +133,25 @@ class PodRuntime:
     def endpoints(self) -> list[tuple[str, int]]:
         """The address:port pairs this pod binds (the gateway's Gateway ports excluded:
         they come from configuration)."""
-        ports = [ADMIN_PORT]
-        if self.spec.role is not Role.GATEWAY:
+        ports = [ADMIN_PORT] if self.spec.sidecar else []
+        if self.spec.role is not Role.GATEWAY and self.spec.sidecar:
             ports += [OUTBOUND_PORT, INBOUND_PORT]
         if self.spec.runs_app and self.spec.container_port is not None:
             ports.append(self.spec.container_port)
+            ports.extend(self.app_ports.values())
         return [(self.ip, p) for p in ports]
+
+    @property
+    def app_ports(self) -> dict[int, int]:
+        """Container port -> where the app listens (process mode: elsewhere, its sidecar
+        holds the container port)."""
+        return self.spec.app_ports(captured=self.network is not None)
+
+    @property
+    def app_port(self) -> int | None:
+        """The port the app itself listens on."""
+        port = self.spec.container_port
+        return None if port is None else self.app_ports.get(port, port)
 
     def _log(self, what: str) -> Path:
         return self.layout.log_file(f"{self.spec.name}.{self.spec.namespace}.{what}")
@@ -175,6 +188,8 @@ class PodRuntime:
         return socket_path
 
     def start_proxy(self, python: str, log_level: str, env: Mapping[str, str]) -> None:
+        if not self.spec.sidecar:
+            return
         captured = self.network is not None
         sds_socket = None
         if self.layout.mtls and not captured:
@@ -236,7 +251,7 @@ class PodRuntime:
             "config_map": self.spec.config_maps[0] if self.spec.config_maps else "",
         }
         if self.network is None:
-            argv = self.spec.stand_in.argv(self.ip, port, mounts)
+            argv = self.spec.stand_in.argv(self.ip, self.app_ports.get(port, port), mounts)
         else:
             # As in a pod: the app listens on every address of its namespace, unchanged.
             argv = in_namespace(
@@ -249,6 +264,7 @@ class PodRuntime:
             self.ip,
             env,
             captured=self.network is not None,
+            service_proxy=None if self.spec.sidecar else self.layout.service_proxy,
         )
         self.app = spawn(
             f"{self.key}.app", argv, env=pod_environment, log=self._log("app"), marker=self.marker
@@ -299,7 +315,7 @@ class PodRuntime:
         """Whether the app answers HTTP (the readiness probe; any status will do). The
         session keeps one connection per app open, so probing every tick leaves no trail
         of closed sockets in TIME-WAIT."""
-        port = self.spec.container_port
+        port = self.app_port
         if self.app is None or port is None:
             self.app_ready = False
             return False
@@ -351,4 +367,5 @@ class PodRuntime:
             owner=spec.owner,
             container=spec.container,
             netns=self.network.namespace if self.network is not None else "",
+            sidecar=spec.sidecar,
         )

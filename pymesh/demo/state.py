@@ -75,6 +75,8 @@ class PodState:
     container: str = ""
     #: netns mode: the pod's network namespace (``ip netns exec`` it)
     netns: str = ""
+    #: False in a namespace labelled ``istio-injection=disabled`` (no proxy, no identity)
+    sidecar: bool = True
 
     @property
     def key(self) -> str:
@@ -83,7 +85,7 @@ class PodState:
     @property
     def ready(self) -> bool:
         app_ok = self.app_ready if self.role == "app" and self.port is not None else True
-        return app_ok and self.sync == "SYNCED"
+        return app_ok and (self.sync == "SYNCED" or not self.sidecar)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PodState:
@@ -107,6 +109,7 @@ class PodState:
             owner=str(data.get("owner", "")),
             container=str(data.get("container", "")),
             netns=str(data.get("netns", "")),
+            sidecar=bool(data.get("sidecar", True)),
         )
 
 

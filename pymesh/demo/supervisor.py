@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from pymesh.demo.control import ControlError, ControlServer
 from pymesh.demo.kubelet import Kubelet
-from pymesh.demo.layout import DemoLayout
+from pymesh.demo.layout import SERVICE_PROXY_PORT, DemoLayout
 from pymesh.demo.manifests import seed_files, write_mesh_config
 from pymesh.demo.netns import (
     check_host,
@@ -39,6 +39,7 @@ from pymesh.demo.ports import busy, holder
 from pymesh.demo.process import Child, is_supervisor, marked_processes, spawn, stop_pids
 from pymesh.demo.render import bind_failure, hints, pod_table
 from pymesh.demo.runtime import clean_env, pymesh_argv
+from pymesh.demo.service_proxy import ServiceProxy, ServiceTable
 from pymesh.demo.state import DemoState, ProcessState, read_state, write_state
 from pymesh.demo.telemetry import Telemetry
 from pymesh.errors import ConfigError, ControlPlaneError, PymeshError
@@ -104,6 +105,11 @@ class Supervisor:
         self._api_error = ""
         self._last_state: dict[str, Any] | None = None
         self._started = clock()
+        #: pilot's Deployments, Pods, Services and Namespaces at the last reconcile
+        self._items: list[dict[str, Any]] = []
+        self.service_proxy = ServiceProxy(
+            self.layout.control_address, SERVICE_PROXY_PORT, self._service_table
+        )
         self.control = ControlServer(self.layout.control_socket, self._control)
 
     # -- output ------------------------------------------------------------------------------
@@ -184,6 +190,7 @@ class Supervisor:
             self._write_state()
             self.say(f"pymesh demo: run directory {self.layout.run_dir}")
             await self.telemetry.start()
+            await self._start_service_proxy()
             await self._start_pilot()
             self._write_state()
             await self._seed()
@@ -215,6 +222,7 @@ class Supervisor:
             await self.kubelet.stop_all()
             await self._stop_pilot()
             await self.telemetry.stop()
+            await self.service_proxy.stop()
         await self.api.close()
         await self.control.stop()
         # Whatever still carries this demo's marker (a grandchild, say) goes now.
@@ -240,6 +248,25 @@ class Supervisor:
             child.kill()
         if self.layout.netns is not None:
             remove_all(self.layout.netns.prefix)
+
+    # -- the service proxy -------------------------------------------------------------------
+    async def _start_service_proxy(self) -> None:
+        """kube-proxy's role for sidecar-less pods; like telemetry, never holds the demo up."""
+        try:
+            await self.service_proxy.start()
+        except OSError as exc:
+            self.say(
+                f"  no service proxy on {self.layout.service_proxy} ({exc}): pods without a "
+                "sidecar cannot reach Services"
+            )
+
+    def _service_table(self) -> ServiceTable:
+        running = [
+            (p.spec.namespace, p.spec.labels, p.ip, p.spec.container_port)
+            for p in self.kubelet.pods.values()
+            if p.app is not None
+        ]
+        return ServiceTable.build(self._items, running)
 
     # -- pilot -------------------------------------------------------------------------------
     async def _start_pilot(self) -> None:
@@ -326,6 +353,7 @@ class Supervisor:
             items = await self.api.workloads()
             self.kubelet.set_services(services_of(items))
             desired = desired_pods(items)
+            self._items = items
         except ControlPlaneError as exc:
             if str(exc) != self._api_error:
                 self._api_error = str(exc)

@@ -39,6 +39,7 @@ from typing import IO, Any
 import pytest
 
 from pymesh.cli.pilot_client import PilotClient
+from pymesh.demo.layout import SERVICE_PROXY_PORT
 from pymesh.demo.pods import pod_env
 from pymesh.demo.state import DemoState, PodState, read_state
 from pymesh.samples.sleep import CurlResult, curl
@@ -388,7 +389,8 @@ class Demo:
             if shell is None or shell.proc.poll() is not None:
                 shell = self._shells[pod.netns] = _PodShell(pod.netns)
             return await asyncio.wait_for(asyncio.wrap_future(shell.submit(argv)), 60)
-        env = pod_env(pod.name, pod.namespace, pod.service_account, pod.ip, {})
+        proxy = None if pod.sidecar else f"{self.control}:{SERVICE_PROXY_PORT}"
+        env = pod_env(pod.name, pod.namespace, pod.service_account, pod.ip, {}, service_proxy=proxy)
         return await curl(list(argv), env=env)
 
     def admin_stats(self, pod_name: str) -> dict[str, str]:

@@ -3,7 +3,8 @@ CA, every pod's sidecar (the ingress gateway's too) gets its identity from its o
 (the service account of the manifests, ``bookinfo-productpage``, ...), and auto mTLS makes
 every sidecar-to-sidecar call mTLS without a policy. Istio's mesh-wide STRICT
 PeerAuthentication (the mTLS migration task's file, unchanged) keeps the product page
-working and refuses plaintext at the sidecars.
+working and refuses plaintext at the sidecars, on the pods' own addresses too: in process mode
+the sidecar holds each pod's container port and the app listens where only its sidecar knows.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ from collections.abc import Iterator
 
 import pytest
 
+from pymesh.demo.pods import APP_PORT_OFFSET
+from pymesh.demo.ports import holder
 from pymesh.samples.bookinfo.constants import PAGE_TITLE
 from tests.integration.demo_harness import (
     ISTIO,
     Demo,
     istio_file,
+    listeners_on,
     no_demo_processes,
     reviews_version,
 )
@@ -27,6 +31,8 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("pymesh-demo-mtl
 
 NET = "127.0.0"
 MIGRATION = "docs-extracted/security/mtls-migration"
+#: admin, outbound, inbound and the identity agent's status port
+_SIDECAR_PORTS = frozenset({15000, 15001, 15006, 15020, 9080})
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +62,11 @@ def _handshakes(demo: Demo, pod: str) -> int:
     return sum(int(v) for k, v in stats.items() if k.endswith(".ssl.handshake"))
 
 
-def _plaintext_status(ip: str) -> int | None:
+def _plaintext_status(ip: str, port: int = 15006) -> int | None:
     async def call() -> int | None:
         try:
             resp = await request(
-                ip, 15006, "GET", "/reviews/0", [("x-pymesh-service-port", "9080")],
+                ip, port, "GET", "/reviews/0", [("x-pymesh-service-port", "9080")],
                 host_header="reviews:9080", timeout=3.0,
             )  # fmt: skip
         except (OSError, TimeoutError, ConnectionError):
@@ -103,3 +109,30 @@ def test_mesh_wide_strict_keeps_the_page_and_refuses_plaintext(demo: Demo) -> No
     finally:
         demo.delete(strict)
     demo.wait(lambda: _plaintext_status(reviews.ip) == 200, 30, "plaintext accepted again")
+
+
+def test_the_pods_address_is_its_sidecar_and_strict_refuses_plaintext_there(demo: Demo) -> None:
+    """What dials ``<pod ip>:9080`` meets the sidecar's inbound listener, never the app: the
+    port is held by the proxy, the app listens on a port only its sidecar knows. PERMISSIVE
+    lets a plaintext client through the sidecar; mesh-wide STRICT refuses it at the
+    connection while the page, sidecar to sidecar, keeps working."""
+    reviews = demo.pod("reviews-v2")
+    assert reviews.proxy is not None and reviews.app is not None
+    assert holder((reviews.ip, 9080)).startswith(f"pid {reviews.proxy.pid} "), holder(
+        (reviews.ip, 9080)
+    )
+    hidden = [port for ip, port in listeners_on([reviews.ip]) if port not in _SIDECAR_PORTS]
+    assert hidden == [9080 + APP_PORT_OFFSET], hidden
+    assert holder((reviews.ip, hidden[0])).startswith(f"pid {reviews.app.pid} ")
+    assert _plaintext_status(reviews.ip, 9080) == 200
+    strict = istio_file(f"{MIGRATION}/2-peerauthentication-mesh-strict.yaml")
+    demo.pymesh("apply", "-n", "istio-system", "-f", str(strict))
+    demo.settle()
+    try:
+        demo.wait(lambda: _plaintext_status(reviews.ip, 9080) is None, 30, "plaintext refused")
+        page = demo.product_page()
+        assert page.status == 200 and reviews_version(page.body) in ("v1", "v2", "v3")
+    finally:
+        demo.pymesh("delete", "-n", "istio-system", "-f", str(strict), check=False)
+        demo.settle()
+    demo.wait(lambda: _plaintext_status(reviews.ip, 9080) == 200, 30, "plaintext accepted again")

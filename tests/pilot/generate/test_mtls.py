@@ -161,6 +161,55 @@ def test_process_mode_inbound_chains() -> None:
     ] == [("virtualInbound-mtls", "tls"), ("virtualInbound-http", "raw_buffer")]
 
 
+def test_process_mode_sidecar_holds_the_pods_service_address() -> None:
+    """With PYMESH_APP_PORTS the app listens on a port only its sidecar knows: the sidecar
+    binds the container port with the virtualInbound chains (STRICT: mTLS only), and its
+    inbound cluster reaches the app on the other port."""
+    mesh = _tasks_mesh("02-peerauthentication-foo-strict.yaml")
+    process = build_mesh(resources=mesh.resources, mtls=True, gateway=False, mode="process")
+    for key, node in list(process.nodes.items()):
+        if node.pod_name.startswith("httpbin"):
+            process.nodes[key] = ProxyNode.build(
+                node.ip, node.pod_name, node.namespace, labels=node.labels,
+                service_account=node.service_account, mode="process", app_ports={8080: 28080},
+            )  # fmt: skip
+    process.__post_init__()
+    for ns, chains in (
+        ("foo", [("virtualInbound-mtls", "tls")]),
+        ("bar", [("virtualInbound-mtls", "tls"), ("virtualInbound-http", "raw_buffer")]),
+    ):
+        node = _node(process, "httpbin", ns)
+        listeners = {lst["name"]: lst for lst in process.dicts(node, LISTENER_TYPE)}
+        bound = listeners[f"{node.ip}_8080"]
+        assert bound["address"]["socket_address"] == {"address": node.ip, "port_value": 8080}
+        assert bound["traffic_direction"] == "INBOUND"
+        assert bound["listener_filters"][0]["name"] == "envoy.filters.listener.tls_inspector"
+        assert [
+            (c["name"], c["filter_chain_match"]["transport_protocol"])
+            for c in bound["filter_chains"]
+        ] == chains
+        app = _cluster(process, node, "inbound|8080||")["load_assignment"]["endpoints"]
+        assert app[0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] == {
+            "address": node.ip,
+            "port_value": 28080,
+        }
+    sleep = _node(process, "sleep", "foo")  # no PYMESH_APP_PORTS: as before
+    assert not [n for n in process.by_name(sleep, LISTENER_TYPE) if n.startswith(sleep.ip)]
+
+
+@pytest.mark.parametrize("value", ['{"8080": "x"}', "[8080]", '{"8080": 70000}', "8080"])
+def test_bad_app_ports_are_refused_with_the_node(value: str) -> None:
+    from envoy.config.core.v3 import base_pb2
+    from google.protobuf import struct_pb2
+
+    metadata = struct_pb2.Struct()
+    metadata.update({"NAMESPACE": "foo", "PYMESH_APP_PORTS": value})
+    node = base_pb2.Node(id="sidecar~127.0.0.5~httpbin.foo~foo.svc.cluster.local")
+    node.metadata.CopyFrom(metadata)
+    with pytest.raises(ValueError, match="PYMESH_APP_PORTS must be a JSON object of ports"):
+        ProxyNode.from_node(node)
+
+
 # -- client side: auto mTLS ---------------------------------------------------------------------
 def _cluster(mesh: Mesh, node: ProxyNode | str, name: str) -> dict[str, Any]:
     return mesh.by_name(node, CLUSTER_TYPE)[name]

@@ -149,3 +149,61 @@ def test_pod_env_points_at_the_sidecar_and_drops_inherited_proxies():
     assert env["INSTANCE_IP"] == "127.0.4.17" and env["SERVICE_ACCOUNT"] == "sleep"
     assert "HTTPS_PROXY" not in env and env["no_proxy"] == "localhost"
     assert env["PATH"] == "/bin"
+
+
+def _namespace(name, **labels):
+    meta = {"name": name, **({"labels": labels} if labels else {})}
+    return {"kind": "Namespace", "metadata": meta}
+
+
+def _deployment(namespace, labels=None, image="docker.io/kong/httpbin:0.1.0", port=8080):
+    container = {"name": "c", "image": image, "ports": [{"containerPort": port}]}
+    return {
+        "kind": "Deployment",
+        "metadata": {"name": "httpbin", "namespace": namespace},
+        "spec": {
+            "template": {
+                "metadata": {"labels": {"app": "httpbin", **(labels or {})}},
+                "spec": {"containers": [container]},
+            }
+        },
+    }
+
+
+def test_injection_follows_the_namespace_label_and_the_pods_own():
+    """As if every manifest went through kube-inject, but for a namespace labelled
+    istio-injection=disabled (the tasks' legacy) and a pod labelled inject "false"."""
+    pods = desired_pods(
+        [
+            _namespace("foo"),
+            _namespace("bar", **{"istio-injection": "enabled"}),
+            _namespace("legacy", **{"istio-injection": "disabled"}),
+            _deployment("foo"),
+            _deployment("bar", {"sidecar.istio.io/inject": "false"}),
+            _deployment("legacy"),
+            _deployment("nolabel"),
+        ]
+    )
+    sidecars = {p.namespace: p.sidecar for p in pods}
+    assert sidecars == {"foo": True, "bar": False, "legacy": False, "nolabel": True}
+    by_ns = {p.namespace: p for p in pods}
+    # Behind a sidecar the app listens where only the sidecar knows; alone, on its own port.
+    assert by_ns["foo"].app_ports(captured=False) == {8080: 28080}
+    assert by_ns["foo"].app_ports(captured=True) == {}
+    assert by_ns["legacy"].app_ports(captured=False) == {}
+    # Labelling the namespace creates its pods again, the other way.
+    relabelled = desired_pods(
+        [_namespace("foo", **{"istio-injection": "disabled"}), _deployment("foo")]
+    )
+    assert not relabelled[0].sidecar and relabelled[0].revision != by_ns["foo"].revision
+
+
+def test_a_gateway_is_its_own_proxy_whatever_the_namespace_says():
+    gateway = _deployment("legacy", {"istio": "ingressgateway"}, image="istio/proxyv2:1.24.0")
+    pods = desired_pods([_namespace("legacy", **{"istio-injection": "disabled"}), gateway])
+    assert pods[0].role is Role.GATEWAY and pods[0].sidecar
+
+
+def test_pod_env_without_a_sidecar_uses_the_service_proxy():
+    env = pod_env("curl", "legacy", "curl", "127.0.4.18", {}, service_proxy="127.0.4.1:15081")
+    assert env["HTTP_PROXY"] == env["http_proxy"] == "http://127.0.4.1:15081"
