@@ -113,7 +113,9 @@ def run_wrk(
     script = workdir / f"report-{zlib.crc32(lua.encode()):08x}.lua"
     if not script.exists():
         script.write_text(lua)
-    argv = [*_pin(cpus), "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s"]
+    # wrk takes whole seconds only ("-d1.5s" is a usage error).
+    whole = max(1, round(seconds))
+    argv = [*_pin(cpus), "wrk", f"-t{threads}", f"-c{connections}", f"-d{whole}s"]
     argv += ["--timeout", "5s", "-s", str(script), url]
     out = _run(argv, timeout=seconds + 30)
     line = next((ln for ln in out.splitlines() if ln.startswith("WRKJSON ")), None)

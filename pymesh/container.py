@@ -6,7 +6,8 @@ Istio way, by environment:
 * ``proxy sidecar|router`` (``pilot-agent proxy``): writes the Envoy bootstrap for this pod
   from ``POD_NAME``, ``POD_NAMESPACE``, ``INSTANCE_IP`` (else the container's own address),
   ``SERVICE_ACCOUNT``, ``ISTIO_METAJSON_LABELS`` and ``PILOT_ADDRESS`` (``pilot:15010``),
-  then runs ``pymesh proxy`` with ``TERMINATION_DRAIN_DURATION_SECONDS`` of drain on SIGTERM.
+  then runs ``pymesh proxy`` with ``TERMINATION_DRAIN_DURATION_SECONDS`` of drain on SIGTERM
+  and ``CONCURRENCY`` workers (1 when unset; 0: one per CPU).
 * ``pilot``: ``pymesh pilot`` on ``0.0.0.0``, serving a writable copy of ``CONFIG_DIR``
   (``/etc/pymesh/config``, usually a read-only mount of manifests).
 * ``iptables``: ``pymesh iptables`` (the init container), Istio's flags by default.
@@ -105,6 +106,8 @@ def _proxy(args: Sequence[str]) -> int:
     drain = os.environ.get("TERMINATION_DRAIN_DURATION_SECONDS", "5")
     argv = ["--log-level", os.environ.get("LOG_LEVEL", "info"), "proxy"]
     argv += ["--config-yaml", sidecar_bootstrap(kind, os.environ), "--drain-time-s", drain]
+    if os.environ.get("CONCURRENCY"):
+        argv += ["--concurrency", os.environ["CONCURRENCY"]]
     if kind == "sidecar":
         # pilot-agent's SIGTERM: inbound drains, outbound serves the app to the end.
         argv.append("--drain-inbound-only")

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -95,15 +96,31 @@ class Supervisor:
 
     async def _supervise(self) -> int:
         log.info("starting workers", concurrency=self.concurrency)
-        try:
-            reports = [await self._spawn(i) for i in range(self.concurrency)]
-            await asyncio.gather(*(self._wait_started(w, r) for w, r in reports))
-        except RuntimeError as exc:
-            log.error("proxy failed to start", error=str(exc))
+        # Envoy's worker threads share these; pymesh's worker processes cannot, so a limit a
+        # DestinationRule sets holds per worker: said once, where the operator looks.
+        log.warning(
+            "circuit breakers, outlier detection and local rate limits apply per worker",
+            concurrency=self.concurrency,
+        )
+        stop: asyncio.Future[Any] = asyncio.ensure_future(self._stop.wait())
+        reports = [await self._spawn(i) for i in range(self.concurrency)]
+        started: asyncio.Future[Any] = asyncio.ensure_future(
+            asyncio.gather(*(self._wait_started(w, r) for w, r in reports))
+        )
+        # SIGTERM or /quitquitquit while workers still start stops them now, not once started.
+        pending: set[asyncio.Future[Any]] = {started, stop}
+        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        if not started.done():
+            started.cancel()
+            await self._stop_workers(grace=self.options.drain_time + 5.0)
+            log.info("proxy stopped while starting")
+            return 0
+        if (failed := started.exception()) is not None:
+            stop.cancel()
+            log.error("proxy failed to start", error=str(failed))
             await self._stop_workers(grace=2.0)
             return 1
         exits = {asyncio.ensure_future(w.proc.wait()): w for w in self.workers}
-        stop = asyncio.ensure_future(self._stop.wait())
         done, _ = await asyncio.wait({stop, *exits}, return_when=asyncio.FIRST_COMPLETED)
         if stop in done:
             await self._stop_workers(grace=self.options.drain_time + 5.0)

@@ -10,7 +10,8 @@ service-account token for the CA, audience ``istio-ca``; the mesh root from the
 service labels.
 
 What is honoured: ``sidecar.istio.io/inject`` (annotation or label), ``proxy.istio.io/config``
-(``terminationDrainDuration``, ``holdApplicationUntilProxyStarts``, ``proxyMetadata``; other
+(``terminationDrainDuration``, ``holdApplicationUntilProxyStarts``, ``proxyMetadata``,
+``concurrency``; other
 ProxyConfig fields are reported, not applied), and ``traffic.sidecar.istio.io/*``
 (include/exclude outbound IP ranges, inbound and outbound ports). Host-network pods and pods
 already injected are left alone.
@@ -45,7 +46,7 @@ STATUS = "sidecar.istio.io/status"
 PROXY_CONFIG = "proxy.istio.io/config"
 _TRAFFIC = "traffic.sidecar.istio.io/"
 _PROXY_CONFIG_FIELDS = frozenset(
-    {"terminationDrainDuration", "holdApplicationUntilProxyStarts", "proxyMetadata"}
+    {"terminationDrainDuration", "holdApplicationUntilProxyStarts", "proxyMetadata", "concurrency"}
 )
 _VOLUMES = (
     "workload-socket",
@@ -71,6 +72,11 @@ class InjectConfig:
     exclude_inbound_ports: tuple[int, ...] = (15090, 15021, 15020)
     revision: str = "default"
     log_level: str = "info"
+    # Istio's sidecars default to 2 workers. pymesh's workers are processes that each keep
+    # their own circuit breakers, outlier detection and local rate limits (Envoy shares them
+    # across its threads), so 2 would double every limit a DestinationRule sets; one worker
+    # keeps Istio's semantics, and a pod that needs more asks with ``concurrency``.
+    concurrency: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,10 +299,15 @@ def inject_pod(pod: Mapping[str, Any], cfg: InjectConfig, *, workload: str = "")
     hold = proxy_config.get(
         "holdApplicationUntilProxyStarts", cfg.hold_application_until_proxy_starts
     )
+    concurrency = proxy_config.get("concurrency", cfg.concurrency)
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 0:
+        raise ConfigError(f"{PROXY_CONFIG}: concurrency must be a whole number >= 0")
     metadata_env = proxy_config.get("proxyMetadata") or {}
     if not isinstance(metadata_env, Mapping):
         raise ConfigError(f"{PROXY_CONFIG}: proxyMetadata must be a mapping of strings")
     name = workload or str(meta.get("name") or meta.get("generateName") or "").rstrip("-")
+    if concurrency != 1:
+        metadata_env = {**metadata_env, "CONCURRENCY": str(concurrency)}
     sidecar = _sidecar(meta, spec, name, drain, bool(hold), metadata_env, cfg)
     init = _init(_capture_args(annotations, cfg), cfg)
 

@@ -1,7 +1,7 @@
 """``pymesh proxy --concurrency 2``: two worker processes share the listeners, the admin port
 shows their stats summed (and per worker for the listener), a push from pilot reaches both,
 and a worker that dies takes the proxy down loudly, as a crashed Envoy worker does
-(addresses 127.0.55.1-19).
+(addresses 127.0.55.1-20).
 """
 
 from __future__ import annotations
@@ -10,17 +10,23 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from pymesh.container import sidecar_bootstrap as container_bootstrap
 from tests.integration.pilot_harness import PilotProcess, sidecar_bootstrap, via_sidecar
-from tests.proxy.runtime.bootstrap import bootstrap, cluster, hcm, listener, route, vhost
+from tests.proxy.runtime.bootstrap import bootstrap, cluster, hcm, listener, route, sa, vhost
 from tests.support.envoy import PymeshProxyProcess, pymesh_proxy_missing
 from tests.support.httpclient import request
-from tests.support.procs import free_port, port_accepts
+from tests.support.procs import free_port, port_accepts, wait_for_port
 from tests.support.upstream import Upstream
 from tests.support.waiting import wait_until
 
@@ -30,6 +36,8 @@ PILOT = "127.0.55.10"
 CLIENT = "127.0.55.11"
 SERVICE = "127.0.55.12"
 CONNECTIONS = 40  # each on a fresh connection: all landing on one worker has odds 2**-39
+# Two workers import and build a whole proxy each, side by side: slow on a loaded machine.
+pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +75,7 @@ def static_proxy(upstream: Upstream, tmp_path: Path) -> PymeshProxyProcess:
 
 async def test_both_workers_accept_and_the_admin_sums_their_stats(tmp_path: Path) -> None:
     async with Upstream(BACKEND, 0, name="backend") as upstream:
-        proxy = await static_proxy(upstream, tmp_path).astart()
+        proxy = await static_proxy(upstream, tmp_path).astart(timeout=120)
         try:
             host, port = proxy.listener()
             for _ in range(CONNECTIONS):
@@ -100,7 +108,7 @@ async def test_both_workers_accept_and_the_admin_sums_their_stats(tmp_path: Path
 
 async def test_a_dead_worker_stops_the_proxy_loudly(tmp_path: Path) -> None:
     async with Upstream(BACKEND, 0, name="backend") as upstream:
-        proxy = await static_proxy(upstream, tmp_path).astart()
+        proxy = await static_proxy(upstream, tmp_path).astart(timeout=120)
         try:
             host, port = proxy.listener()
             victim, survivor = workers_of(proxy.pid)
@@ -164,7 +172,7 @@ async def test_a_push_from_pilot_reaches_every_worker(tmp_path: Path) -> None:
             proxy = PymeshProxyProcess(
                 boot, workdir=tmp_path / "proxy", extra_args=["--concurrency", "2"]
             )
-            await proxy.astart()
+            await proxy.astart(timeout=120)
             try:
                 await wait_until(
                     lambda: port_accepts(CLIENT, 15001), "both workers bound 15001", timeout=30
@@ -196,3 +204,57 @@ async def test_a_push_from_pilot_reaches_every_worker(tmp_path: Path) -> None:
 
 async def _all(statuses: Any, want: int) -> bool:
     return all(s == want for s in await statuses)
+
+
+def test_an_injected_sidecar_with_two_workers_is_ready_and_quits_as_one(tmp_path: Path) -> None:
+    """The sidecar Istio's injector describes (``proxy.istio.io/config: concurrency: 2``):
+    its readiness port answers for both workers (503 PRE_INITIALIZING, no pilot here), and a
+    Job's ``POST :15020/quitquitquit``, which reaches one worker's listener, stops them all."""
+    ip = "127.0.55.20"
+    env = {
+        "POD_NAME": "reviews-v2-5d8f7c9b6-x2k4q", "POD_NAMESPACE": "default",
+        "INSTANCE_IP": ip, "SERVICE_ACCOUNT": "bookinfo-reviews", "WORKLOAD_NAME": "reviews-v2",
+        "ISTIO_METAJSON_LABELS": json.dumps({"app": "reviews", "version": "v2"}),
+        "PILOT_ADDRESS": f"{ip}:{free_port(ip)}", "APP_PORT": "9080",
+    }  # fmt: skip
+    boot = yaml.safe_load(container_bootstrap("sidecar", env))
+    admin, health, agent = (free_port(ip) for _ in range(3))
+    boot["admin"]["address"]["socket_address"] = {"address": ip, "port_value": admin}
+    admin_cluster = boot["static_resources"]["clusters"][1]["load_assignment"]
+    admin_cluster["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] = sa(ip, admin)
+    listeners = boot["static_resources"]["listeners"]
+    listeners[0]["address"], listeners[1]["address"] = sa(ip, health), sa(ip, agent)
+    log = (tmp_path / "proxy.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pymesh.cli.main", "proxy", "--concurrency", "2",
+         "--config-yaml", yaml.safe_dump(boot)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        wait_for_port(ip, agent, timeout=60)
+        workers = wait_for(lambda: len(workers_of(proc.pid)) == 2 and workers_of(proc.pid))
+        with pytest.raises(urllib.error.HTTPError) as info:
+            opener.open(f"http://{ip}:{health}/healthz/ready", timeout=30)
+        assert info.value.code == 503
+        assert info.value.read().decode().strip() == "PRE_INITIALIZING"
+        request = urllib.request.Request(f"http://{ip}:{agent}/quitquitquit", method="POST")
+        with opener.open(request, timeout=30) as resp:
+            assert resp.status == 200
+        assert proc.wait(60) == 0
+        assert not any(Path(f"/proc/{pid}").exists() and not _zombie(pid) for pid in workers)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        log.close()
+        print((tmp_path / "proxy.log").read_text()[-3000:])
+
+
+def wait_for(check: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {timeout}s")
+        time.sleep(0.05)
+    return value

@@ -140,7 +140,7 @@ def test_proxy_config_annotation() -> None:
             "proxy.istio.io/config": (
                 "terminationDrainDuration: 20s\nholdApplicationUntilProxyStarts: true\n"
                 "proxyMetadata: {EXIT_ON_ZERO_ACTIVE_CONNECTIONS: 'true'}\n"
-                "concurrency: 4\n"
+                "concurrency: 4\ndrainDuration: 45s\n"
             )
         }
     )
@@ -151,7 +151,9 @@ def test_proxy_config_annotation() -> None:
     env = {e["name"]: e.get("value") for e in containers[0]["env"]}
     assert env["TERMINATION_DRAIN_DURATION_SECONDS"] == "20"
     assert env["EXIT_ON_ZERO_ACTIVE_CONNECTIONS"] == "true"
-    assert result.warnings == ("proxy.istio.io/config: concurrency is not applied by pymesh",)
+    # The sidecar runs `pymesh proxy --concurrency 4` (pymesh.container reads CONCURRENCY).
+    assert env["CONCURRENCY"] == "4"
+    assert result.warnings == ("proxy.istio.io/config: drainDuration is not applied by pymesh",)
     _validate(result.pod)
 
 
@@ -163,6 +165,8 @@ def test_proxy_config_annotation() -> None:
         ({"proxy.istio.io/config": "terminationDrainDuration: [1"}, "not YAML"),
         ({"proxy.istio.io/config": "- a list"}, "expected a mapping"),
         ({"proxy.istio.io/config": "terminationDrainDuration: soon"}, "invalid duration 'soon'"),
+        ({"proxy.istio.io/config": "concurrency: two"}, "concurrency must be a whole number"),
+        ({"proxy.istio.io/config": "concurrency: -1"}, "concurrency must be a whole number"),
     ],
 )
 def test_bad_annotations_are_refused(annotations: dict[str, str], message: str) -> None:
