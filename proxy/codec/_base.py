@@ -116,6 +116,7 @@ class _Connection(Generic[_E]):
         "_stall",
         "_stall_limit",
         "_their_done",
+        "_tunnel",
     )
     _UPSTREAM: bool
     _MESSAGE: type[Request] | type[Response]
@@ -134,6 +135,9 @@ class _Connection(Generic[_E]):
         self._stall_limit = line_allowance + max_header_bytes + 4 * max_headers + 64
         self._stall = 0
         self._closed = self._ignore = self._in_message = self._their_done = False
+        # After a protocol switch (101, CONNECT) the input is no longer HTTP: every byte is a
+        # Data event and the peer's FIN ends the message.
+        self._tunnel = False
         self._fields: Headers = []
         # Bytes fed so far, and by the end of the current feed: a message head that began
         # at or after ``_head_start`` cannot hold more field bytes than ``_fed_end`` minus it,
@@ -180,6 +184,9 @@ class _Connection(Generic[_E]):
         if not data:
             self._closed = True
             self._on_eof()
+            return
+        if self._tunnel:
+            self._emit(Data(data))
             return
         if self._ignore:
             return
@@ -270,6 +277,9 @@ class _Connection(Generic[_E]):
             raise error
 
     def _on_eof(self) -> None:
+        if self._tunnel:
+            self._emit(EndOfMessage([]))
+            return
         if self._in_message:
             what = "response" if self._UPSTREAM else "request"
             self._reject(f"connection closed in the middle of a {what}", 400)
@@ -349,6 +359,26 @@ class _Connection(Generic[_E]):
                 self._out_state = _DONE
         elif mode == _NO_BODY:
             self._out_state = _DONE
+
+    def _start_tunnel_out(self) -> None:
+        """After the head that switches protocols, what is sent is raw bytes: no framing, no
+        end marker (the transport's close is the end), and no further exchange."""
+        self._out_mode = _UNTIL_CLOSE
+        self._out_state = _BODY
+        self._our_keep_alive = False
+
+    def enter_tunnel(self, rest: bytes) -> None:
+        """Switch the input to raw bytes: ``rest`` (what followed the head in the bytes
+        already received) and all that comes after are Data events; the peer's FIN ends the
+        message."""
+        self._tunnel = True
+        self._in_message = False
+        if rest:
+            self._emit(Data(rest))
+
+    @property
+    def tunnelling(self) -> bool:
+        return self._tunnel
 
     def send_data(self, data: bytes) -> bytes:
         """Bytes for a piece of the body; chunk-framed when the body is chunked. A body that is

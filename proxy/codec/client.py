@@ -39,7 +39,15 @@ class ClientConnection(_Connection[ClientEvent]):
     in the bytes fed, anything after it is unaccounted for and the connection is not reused.
     """
 
-    __slots__ = ("_awaiting", "_head_request", "_interim", "_reason", "_until_eof")
+    __slots__ = (
+        "_awaiting",
+        "_head_buf",
+        "_head_request",
+        "_interim",
+        "_reason",
+        "_switch",
+        "_until_eof",
+    )
     _UPSTREAM = True
     _MESSAGE = Response
     _current: Response | None
@@ -48,6 +56,10 @@ class ClientConnection(_Connection[ClientEvent]):
         super().__init__(max_header_bytes, max_headers, 8192)
         self._awaiting = self._head_request = self._interim = self._until_eof = False
         self._reason = b""
+        # A request that may switch protocols (an upgrade, CONNECT): its method, and the
+        # response bytes held until the head is whole (see receive_data).
+        self._switch: bytes | None = None
+        self._head_buf = b""
         self._parser = self._make_parser(httptools.HttpResponseParser, on_status=self._on_status)
 
     def send_request(
@@ -57,8 +69,6 @@ class ClientConnection(_Connection[ClientEvent]):
         else absent."""
         if self._out_state != _IDLE:
             raise LocalProtocolError("a request is already in progress")
-        if method == b"CONNECT":
-            raise LocalProtocolError("CONNECT is not supported")
         if not target or b" " in target or not method or b" " in method:
             raise LocalProtocolError(f"invalid request line {method!r} {target!r}")
         parts = [b"%b %b HTTP/1.1\r\n" % (method, target)]
@@ -76,7 +86,49 @@ class ClientConnection(_Connection[ClientEvent]):
         self._head_request = method == b"HEAD"
         self._our_keep_alive = not close
         self._awaiting = True
+        self._switch = None
+        if method == b"CONNECT" or any(name == b"upgrade" for name, _ in headers):
+            # What is sent after the head is the switched protocol's: raw bytes.
+            self._switch = method
+            self._start_tunnel_out()
         return head
+
+    def receive_data(self, data: bytes) -> None:
+        """As the base, except for the answer to a request that may switch protocols: its
+        head is passed to llhttp alone, so that where the head ends is known and what
+        follows a switch (101, or 2xx to CONNECT) is handed out as raw bytes, never parsed."""
+        if self._switch is None or self._tunnel or not data:
+            super().receive_data(data)
+            return
+        buf = self._head_buf + data
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > self._stall_limit:
+                self._switch = None
+                self._head_buf = b""
+                super().receive_data(buf)  # llhttp reports the oversized head
+                return
+            self._head_buf = buf
+            return
+        self._head_buf = b""
+        head, rest = buf[: end + 4], buf[end + 4 :]
+        method = self._switch
+        super().receive_data(head)
+        event = self._events[-1] if self._events else None
+        if event.__class__ is Response:
+            status = event.status
+            if status == 101 or (method == b"CONNECT" and 200 <= status < 300):
+                self._switch = None
+                self.enter_tunnel(rest)
+                return
+            self._switch = None  # refused: an ordinary response, the connection not reused
+            self._our_keep_alive = False
+        elif event.__class__ is InformationalResponse:
+            if rest:  # 100 Continue and the like: the head is still to come
+                self.receive_data(rest)
+            return
+        if rest:
+            super().receive_data(rest)
 
     # -- llhttp callbacks ---------------------------------------------------------------------
 
@@ -107,9 +159,20 @@ class ClientConnection(_Connection[ClientEvent]):
             if status < 100:
                 raise self._reject(f"invalid status code {status}", 502)
             if status == 101:
-                raise self._reject("101 Switching Protocols without an upgrade request", 502)
+                if self._switch is None:
+                    raise self._reject("101 Switching Protocols without an upgrade request", 502)
+                self._emit(Response(status, self._reason, fields, version, False, None, False))
+                self._awaiting = False
+                self._interim = True  # llhttp's end of this message is not the exchange's
+                return
             self._interim = True
             self._emit(InformationalResponse(status, fields))
+            return
+        if self._switch == b"CONNECT" and status < 300:
+            # The tunnel's bytes follow (see receive_data); no body framing applies.
+            self._emit(Response(status, self._reason, fields, version, False, None, False))
+            self._awaiting = False
+            self._interim = True
             return
         if self._head_request:
             self._emit(Response(status, self._reason, fields, version, False, None, False))
@@ -133,6 +196,11 @@ class ClientConnection(_Connection[ClientEvent]):
             return
         self._awaiting = False
         self._end_message()
+
+    def _after_upgrade(self, rest: bytes) -> None:
+        if self._switch is None:
+            super()._after_upgrade(rest)
+        # else: a 101 head, fed alone (receive_data switches the input to raw bytes).
 
     def _on_eof(self) -> None:
         if self._until_eof and self._in_message:

@@ -34,7 +34,7 @@ __all__ = ["ServerConnection"]
 class ServerConnection(_Connection[ServerEvent]):
     """The downstream side of a connection: parses requests, serialises responses."""
 
-    __slots__ = ("_deferred", "_max_request_line", "_synthetic", "_target")
+    __slots__ = ("_deferred", "_max_request_line", "_switching", "_synthetic", "_target")
     _UPSTREAM = False
     _MESSAGE = Request
     _current: Request | None
@@ -51,6 +51,7 @@ class ServerConnection(_Connection[ServerEvent]):
         self._target = b""
         self._deferred: bytes | None = None
         self._synthetic = False
+        self._switching = False  # the request just parsed switches protocols after its head
         self._parser = self._make_parser(httptools.HttpRequestParser, on_url=self._on_url)
 
     # -- llhttp callbacks ---------------------------------------------------------------------
@@ -95,14 +96,25 @@ class ServerConnection(_Connection[ServerEvent]):
         )
         fields = self._fields
         if upgrade:
-            if method == b"CONNECT":
-                keep_alive = False
-                self._ignore = True  # what follows is tunnel bytes
-            else:
+            if method != b"CONNECT" and any(
+                n == b"upgrade" and v.lower() == b"h2c" for n, v in fields
+            ):
+                # Envoy's codec drops an h2c upgrade and serves the request as HTTP/1.1.
                 if chunked or length:
                     self._deferred = _synthetic_head(chunked, length, keep_alive)
-                # Envoy's codec drops an h2c upgrade and serves the request as HTTP/1.1.
-                upgrade = not any(n == b"upgrade" and v.lower() == b"h2c" for n, v in fields)
+                upgrade = False
+            else:
+                if method == b"CONNECT" and chunked:
+                    raise self._reject("CONNECT with a transfer-encoding", 501)
+                if method == b"CONNECT" and not self._target.rpartition(b":")[2].isdigit():
+                    raise self._reject("CONNECT target without a port", 400)
+                if method == b"CONNECT" and length:
+                    # RFC 9110 section 9.3.6: a CONNECT body has no meaning; Envoy refuses it.
+                    raise self._reject("CONNECT with a body", 400)
+                # Whatever follows the head is the switched protocol's (or, if the switch is
+                # refused, nothing the proxy reads: the connection closes after the answer).
+                keep_alive = False
+                self._switching = True
         self._fields = []
         self._emit(
             Request(
@@ -124,15 +136,18 @@ class ServerConnection(_Connection[ServerEvent]):
         return self._reject(f"unsupported HTTP version {version}", 426)
 
     def _on_message_complete(self) -> None:
-        if self._deferred is None:
+        if self._deferred is None and not self._switching:
             self._end_message()
 
     def _after_upgrade(self, rest: bytes) -> None:
+        if self._switching:
+            self._switching = False
+            self.enter_tunnel(rest)
+            return
         # llhttp pauses after an upgrade request's head, skipping any body, and then expects a
         # new message. The proxy refuses upgrades and serves such a request as plain HTTP/1.1
         # (Envoy does the same with h2c), so the parser is re-armed with a made-up head that
-        # carries the request's framing, and its events are suppressed. CONNECT is the
-        # exception: the rest is tunnel data, ignored, and the connection must close.
+        # carries the request's framing, and its events are suppressed.
         while not self._ignore:
             if self._deferred is not None:
                 rest = self._deferred + rest
@@ -172,12 +187,21 @@ class ServerConnection(_Connection[ServerEvent]):
             line = b"HTTP/1.1 %d %b\r\n" % (status, reason or b"")
         parts = [line]
         length, close = serialise_fields(parts, headers)
+        request = self._current
+        if self._tunnel and (
+            status == 101
+            or (request is not None and request.method == b"CONNECT" and 200 <= status < 300)
+        ):
+            # The switch: raw bytes follow, both ways, until a side closes.
+            parts.append(b"\r\n")
+            head = _join(parts)
+            self._start_tunnel_out()
+            return head
         if status < 200:
             if status == 101:
-                raise LocalProtocolError("protocol upgrades are not supported")
+                raise LocalProtocolError("101 Switching Protocols without an upgrade request")
             parts.append(b"\r\n")
             return _join(parts)
-        request = self._current
         keep_alive = request is not None and request.keep_alive and not close
         http10 = request is not None and request.http_version == b"1.0"
         # The codec knows the request's method too: head_request only adds to it.

@@ -37,6 +37,7 @@ __all__ = [
     "RouteActionType",
     "RouteConfiguration",
     "RouteMatch",
+    "RouteUpgrade",
     "VirtualHost",
     "WeightedCluster",
     "WeightedClusters",
@@ -69,6 +70,8 @@ class PathMatchKind(StrEnum):
     PATH = "path"
     SAFE_REGEX = "safe_regex"
     PATH_SEPARATED_PREFIX = "path_separated_prefix"
+    # Matches CONNECT requests only, which no path matcher matches (they have no path).
+    CONNECT = "connect_matcher"
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +208,17 @@ class MaxStreamDuration:
     grpc_timeout_header_offset: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RouteUpgrade:
+    """A route's ``upgrade_configs`` entry: ``upgrade_type`` lower-cased (``websocket``,
+    ``connect``), whether the route allows it, and for CONNECT whether the proxy terminates
+    the tunnel itself (``connect_config``: 200 to the client, raw TCP to the upstream)."""
+
+    upgrade_type: str
+    enabled: bool = True
+    terminate_connect: bool = False
+
+
 class RouteActionType(StrEnum):
     CLUSTER = "cluster"
     CLUSTER_HEADER = "cluster_header"
@@ -238,6 +252,7 @@ class RouteAction:
     priority_high: bool = False
     rate_limits: tuple[RateLimitPolicyEntry, ...] = ()
     include_vh_rate_limits: bool = False
+    upgrade_configs: tuple[RouteUpgrade, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -256,10 +256,11 @@ class DownstreamConnection(asyncio.Protocol):
             self._close_after = True
         stream = self.stream = ActiveStream(self.hcm, self, request)
         end_stream = False
-        if not request.chunked and not request.content_length:
+        if not request.chunked and not request.content_length and self.codec.ends_next():
             # No body: llhttp completed the message with its head, so the end is queued
             # right behind it. Taking it now lets the request go upstream in one piece.
-            end_stream = self.codec.next_event().__class__ is EndOfMessage
+            self.codec.next_event()
+            end_stream = True
         stream.decode_headers(end_stream)
 
     def on_stream_complete(self, stream: object) -> None:
@@ -270,6 +271,10 @@ class DownstreamConnection(asyncio.Protocol):
         self._idle_since = self.timers.time()
         if not stream.request_complete and not self.closed:
             stream.request_complete = self._skip_rest_of_request()
+            if not stream.request_complete and stream.request.upgrade:
+                # An upgrade request never ends on its own: Envoy's codec still holds it when
+                # the connection closes, and counts that as the stream's reset.
+                self.hcm.stats.downstream_rq_rx_reset.value += 1
         if (
             self._close_after
             or not stream.request_complete
@@ -305,6 +310,15 @@ class DownstreamConnection(asyncio.Protocol):
         self, status: int, headers: Headers, end_stream: bool, head_request: bool
     ) -> None:
         stream = self.stream
+        if (
+            stream is not None
+            and stream.upgrade is not None
+            and self.codec.tunnelling
+            and (status == 101 or (stream.method == b"CONNECT" and 200 <= status < 300))
+        ):
+            # The switch: no framing, and the connection ends when the tunnel does.
+            self._wbuf.append(self.codec.send_response(status, headers))
+            return
         if stream is not None and not stream.request_complete:
             request = stream.request
             if request.chunked or request.content_length:

@@ -111,6 +111,8 @@ class DownstreamCallbacks(Protocol):
     runtime: RuntimeSnapshot
     timers: Timers
     response_started: bool
+    # The upgrade type the stream was admitted with (``websocket``, ``connect``), else None.
+    upgrade: str | None
 
     # -- iteration --------------------------------------------------------------------------
     def continue_decoding(self) -> None: ...

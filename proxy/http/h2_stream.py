@@ -45,9 +45,19 @@ def h2_request(event: H2Request) -> Request:
             length = int(value)
         elif name == b"expect":
             expect = value.lower() == b"100-continue"
-    return Request(
-        event.method, event.path or b"", headers, b"2", True, length, False, expect, False
-    )
+    method = event.method
+    target = event.path or b""
+    upgrade = False
+    if method == b"CONNECT":
+        upgrade = True
+        if event.protocol is not None:
+            # An extended CONNECT (RFC 8441) is the HTTP/2 form of an HTTP/1.1 upgrade; the
+            # stream layer sees the upgrade, as Envoy's codec presents it.
+            method = b"GET"
+            headers += ((b"upgrade", event.protocol), (b"connection", b"upgrade"))
+        else:
+            target = authority or b""  # classic CONNECT names only its authority
+    return Request(method, target, headers, b"2", True, length, False, expect, upgrade)
 
 
 class H2StreamEncoder:
@@ -64,6 +74,7 @@ class H2StreamEncoder:
         "stream",
         "stream_id",
         "timers",
+        "tunnel",
     )
 
     def __init__(self, conn: H2DownstreamConnection, stream_id: int) -> None:
@@ -76,10 +87,17 @@ class H2StreamEncoder:
         self._unacked = 0
         self.above_watermark = False
         self._deadline: asyncio.TimerHandle | None = None
+        self.tunnel = False  # the stream switched protocols: its reset is a CONNECT_ERROR
 
     def encode_headers(
         self, status: int, headers: Headers, end_stream: bool, head_request: bool
     ) -> None:
+        stream = self.stream
+        if status == 101 and stream is not None and stream.upgrade is not None:
+            # An upgrade's switch is the extended CONNECT's 200 (RFC 8441 section 5).
+            status = 200
+        if stream is not None and stream.upgrade is not None and 200 <= status < 300:
+            self.tunnel = True
         self.conn.codec.send_response(self.stream_id, status, headers, end_stream=end_stream)
 
     def encode_data(self, data: bytes, end_stream: bool) -> None:
@@ -143,7 +161,9 @@ class H2StreamEncoder:
         # INTERNAL_ERROR.
         conn = self.conn
         conn.flush()
-        conn.codec.reset_stream(self.stream_id, ErrorCode.INTERNAL_ERROR)
+        # A tunnel that breaks is a CONNECT_ERROR (RFC 9113 section 8.5), as Envoy resets it.
+        code = ErrorCode.CONNECT_ERROR if self.tunnel else ErrorCode.INTERNAL_ERROR
+        conn.codec.reset_stream(self.stream_id, code)
         # Envoy's connection manager counts every reset of an HTTP/2 stream it hears from the
         # codec, the ones it sends included.
         conn.hcm.stats.downstream_rq_rx_reset.value += 1

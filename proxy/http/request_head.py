@@ -14,13 +14,15 @@ if TYPE_CHECKING:
     from proxy.config.model_common import CidrRange
     from proxy.config.model_http import SetCurrentClientCertDetails
     from proxy.http.filter import Headers
-    from proxy.http.stream_info import ConnectionInfo
+    from proxy.http.hcm import HcmRuntime
+    from proxy.http.stream_info import ConnectionInfo, StreamInfo
 
 __all__ = [
     "XFCC",
     "append_xff",
     "forward_client_cert",
     "forwarded_client",
+    "forwarding_headers",
     "has_envoy_headers",
     "mark_internal",
 ]
@@ -142,3 +144,38 @@ def forward_client_cert(
     value = ";".join(element).encode()
     current = get_all(headers, XFCC) if mode == "APPEND_FORWARD" else []
     set_header(headers, XFCC, b",".join([*current, value]))
+
+
+def forwarding_headers(
+    headers: Headers,
+    hcm: HcmRuntime,
+    info: StreamInfo,
+    *,
+    forwarded_proto: bytes | None,
+    envoy_headers: bool,
+    forwarded_for: bool,
+    client_cert: bool,
+) -> None:
+    """The connection manager's forwarding fields on a request head, from what one scan of
+    it found: the internal-request rule, ``x-forwarded-proto``, ``x-forwarded-for`` (and the
+    client it names), ``x-forwarded-client-cert``."""
+    peer = info.connection.remote_host
+    if envoy_headers or hcm.internal_ranges:
+        mark_internal(headers, peer, hcm.internal_ranges, use_remote_address=hcm.use_remote_address)
+    scheme = info.connection.scheme
+    if hcm.use_remote_address:
+        # An untrusted peer's claim about the scheme is overwritten, as in Envoy.
+        if hcm.xff_num_trusted_hops == 0 or forwarded_proto is None:
+            set_header(headers, b"x-forwarded-proto", scheme)
+        if not hcm.skip_xff_append:
+            append_xff(headers, peer)
+    elif forwarded_proto is None:
+        headers.append((b"x-forwarded-proto", scheme))
+    if client_cert or info.connection.peer_certificate_sha256 is not None:
+        forward_client_cert(headers, hcm.xfcc, hcm.xfcc_details, info.connection)
+    if forwarded_for and (hcm.xff_num_trusted_hops or not hcm.use_remote_address):
+        # Envoy trusts the XFF entry this many hops from the right as the client; with
+        # use_remote_address the peer was just appended, so the count is the same.
+        client = forwarded_client(headers, hcm.xff_num_trusted_hops)
+        if client is not None:
+            info.set_forwarded_remote((client, 0))

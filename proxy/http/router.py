@@ -51,7 +51,9 @@ from proxy.routing.retry import (
     parse_envoy_request_controls,
 )
 from proxy.routing.rewrite import redirect_location, rewrite_host, rewrite_path
-from proxy.upstream.interfaces import PoolFailure, ResetReason
+from proxy.routing.upgrade import terminates_connect
+from proxy.upstream.interfaces import PoolFailure, ResetReason, UpstreamPool
+from proxy.upstream.tcp_tunnel import TcpTunnelPool
 
 if TYPE_CHECKING:
     from proxy.config.model_route import WeightedCluster
@@ -157,7 +159,8 @@ class Router(HttpFilter):
         self.cb = cb
         self.headers = headers
         self.method = cb.method
-        self.path = cb.path
+        # CONNECT's request target is its authority (it has no path).
+        self.path = cb.path if cb.method != b"CONNECT" else cb.authority
         self.request_ended = end_stream
         route = self.route = cb.route
         if route is None:
@@ -252,7 +255,12 @@ class Router(HttpFilter):
         if envoy_headers:
             controls = parse_envoy_request_controls(headers)
             remove_headers(headers, ENVOY_REQUEST_CONTROL_HEADERS)
+        switch_to = get_header(headers, b"upgrade") if cb.upgrade is not None else None
         headers = self.headers = cb.request_headers = strip_hop_by_hop(headers)
+        if switch_to is not None and cb.method != b"CONNECT":
+            # The upgrade's own fields are hop-by-hop too, but they are what the upstream
+            # must see to switch.
+            headers += ((b"upgrade", switch_to), (b"connection", b"upgrade"))
         route = self.route
         assert route is not None
         plan = shared.plans.get(route, action, cb.vhost, cb.route_config)
@@ -386,7 +394,11 @@ class Router(HttpFilter):
                 self._update_expected_timeout()
         if retry is not None:
             retry.on_host_attempted(host)
-        pool = cluster.pool_for(host, cb.stream_info.protocol == b"HTTP/2")
+        pool: UpstreamPool
+        if cb.upgrade == "connect" and terminates_connect(self.action.upgrade_configs):
+            pool = TcpTunnelPool(cluster, host)
+        else:
+            pool = cluster.pool_for(host, cb.stream_info.protocol == b"HTTP/2")
         attempt = self.attempt = UpstreamAttempt(self, host, pool, cluster.stats, cb.timers)
         info.upstream_host = host.address_str
         result = pool.new_stream(attempt)
@@ -559,9 +571,10 @@ class Router(HttpFilter):
         if status == 204:
             # No body, and no length either: Envoy drops a content-length a 204 carries.
             remove_headers(headers, (b"content-length",))
-        if not self.shared.config.suppress_envoy_headers:
+        if not self.shared.config.suppress_envoy_headers and self.request_ended:
             # Set, not added: a value from upstream (another sidecar's) is replaced, as Envoy's
-            # setEnvoyUpstreamServiceTime does.
+            # setEnvoyUpstreamServiceTime does. Like Envoy, only once the whole request is in
+            # (it is the time the upstream took from there): never on a tunnel's switch.
             set_header(headers, b"x-envoy-upstream-service-time", b"%d" % elapsed_ms)
         vhost = cb.vhost
         if vhost is not None and vhost.include_attempt_count_in_response:
@@ -600,7 +613,8 @@ class Router(HttpFilter):
                 else ResponseFlag.UPSTREAM_CONNECTION_TERMINATION
             )
             info.response_code_details = f"upstream_reset_after_response_started{{{reason.detail}}}"
-            if reason is not ResetReason.REMOTE_RESET:  # an HTTP/2 connection counted that one
+            # An HTTP/2 connection counted a remote reset; a tunnel's close is its end.
+            if reason is not ResetReason.REMOTE_RESET and cb.upgrade is None:
                 cluster.stats.upstream_rq_rx_reset.value += 1
             self.attempt = None
             cb.reset()

@@ -20,22 +20,10 @@ from proxy.config.model_route import RouteAction, RouteActionType
 from proxy.http.filter_manager import FilterManager
 from proxy.http.headers import apply_header_options, get_header, remove_headers, set_header
 from proxy.http.local_reply import LocalReply, ResponseFlag
-from proxy.http.request_head import (
-    XFCC,
-    append_xff,
-    forward_client_cert,
-    forwarded_client,
-    mark_internal,
-)
+from proxy.http.request_head import XFCC, forwarding_headers
 from proxy.http.stream_info import StreamInfo
-from proxy.routing.grpc import (
-    GrpcStatus,
-    format_grpc_timeout,
-    grpc_local_reply_headers,
-    is_grpc_content_type,
-    parse_grpc_timeout,
-    stream_duration_timeout,
-)
+from proxy.http.stream_limits import StreamLimits
+from proxy.routing.upgrade import upgrade_allowed, upgrade_type
 
 if TYPE_CHECKING:
     from proxy.config.model_route import Route, RouteConfiguration, VirtualHost
@@ -51,7 +39,7 @@ __all__ = ["ActiveStream"]
 _NONE: list[HttpFilter] = []  # never appended to: a finished stream's filter lists
 
 
-class ActiveStream(FilterManager):
+class ActiveStream(StreamLimits, FilterManager):
     __slots__ = (
         "_complete_callbacks",
         "_duration_timer",
@@ -77,6 +65,7 @@ class ActiveStream(FilterManager):
         "span",
         "stream_info",
         "timers",
+        "upgrade",
         "vhost",
     )
 
@@ -110,6 +99,9 @@ class ActiveStream(FilterManager):
         self._complete_callbacks: list[Callable[[], None]] | None = None
         self._duration_timer: Any = None  # the Timers' handle (has cancel())
         self.span: ActiveSpan | None = None
+        # The protocol the stream switches to once the upstream agrees (a 101, or a 2xx to
+        # CONNECT); from then on its body is the tunnel's raw bytes both ways.
+        self.upgrade: str | None = None
 
     # -- decode path (the connection calls these) ----------------------------------------
     def decode_headers(self, end_stream: bool) -> None:
@@ -125,22 +117,8 @@ class ActiveStream(FilterManager):
             self.encoder.close_after_response()
             self.send_local_reply(426, b"Upgrade Required", details="low_version")
             return
-        if request.method == b"CONNECT":
-            # Envoy routes CONNECT like any request, and only a connect_matcher route (which
-            # pymesh does not implement) matches it.
-            self.encoder.close_after_response()
-            hcm.stats.no_route.value += 1
-            self.send_local_reply(
-                404, b"", flag=ResponseFlag.NO_ROUTE_FOUND, details="route_not_found"
-            )
-            return
-        if request.upgrade:
-            # Envoy refuses upgrades that no upgrade_config enables.
-            self.encoder.close_after_response()
-            self.send_local_reply(403, b"", details="upgrade_failed")
-            return
         target = request.target
-        if target[:1] != b"/" and not self._absolute_target(target):
+        if target[:1] != b"/" and self.method != b"CONNECT" and not self._absolute_target(target):
             return
         if b"#" in target:
             # A fragment is the client's own business (RFC 9112 section 3.2); Envoy's
@@ -148,6 +126,13 @@ class ActiveStream(FilterManager):
             self.encoder.close_after_response()
             self.send_local_reply(400, b"", details="path_normalization_failed")
             return
+        if self.method == b"CONNECT":
+            if request.http_version != b"2":
+                # An HTTP/1.1 CONNECT's target is its authority (RFC 9110 section 9.3.6), as
+                # Envoy's codec takes it, whatever Host says.
+                set_header(headers, b"host", target)
+            # It has no path: routes match it with connect_matcher, logs show none.
+            self.path = info.path = info.original_path = b""
         # One pass for every field this method reads (each get_header is a full scan).
         authority = request_id = forwarded_proto = None
         envoy_headers = forwarded_for = client_cert = False
@@ -183,29 +168,18 @@ class ActiveStream(FilterManager):
             remove_headers(headers, (b"expect",))
         if hcm.generate_request_id and request_id is None:
             headers.append((b"x-request-id", hcm.request_id()))
-        peer = info.connection.remote_host
-        if envoy_headers or hcm.internal_ranges:
-            mark_internal(
-                headers, peer, hcm.internal_ranges, use_remote_address=hcm.use_remote_address
-            )
-        scheme = info.connection.scheme
-        if hcm.use_remote_address:
-            # An untrusted peer's claim about the scheme is overwritten, as in Envoy.
-            if hcm.xff_num_trusted_hops == 0 or forwarded_proto is None:
-                set_header(headers, b"x-forwarded-proto", scheme)
-            if not hcm.skip_xff_append:
-                append_xff(headers, peer)
-        elif forwarded_proto is None:
-            headers.append((b"x-forwarded-proto", scheme))
-        if client_cert or info.connection.peer_certificate_sha256 is not None:
-            forward_client_cert(headers, hcm.xfcc, hcm.xfcc_details, info.connection)
-        if forwarded_for and (hcm.xff_num_trusted_hops or not hcm.use_remote_address):
-            # Envoy trusts the XFF entry this many hops from the right as the client; with
-            # use_remote_address the peer was just appended, so the count is the same.
-            client = forwarded_client(headers, hcm.xff_num_trusted_hops)
-            if client is not None:
-                info.set_forwarded_remote((client, 0))
+        forwarding_headers(
+            headers,
+            hcm,
+            info,
+            forwarded_proto=forwarded_proto,
+            envoy_headers=envoy_headers,
+            forwarded_for=forwarded_for,
+            client_cert=client_cert,
+        )
         self._match_route()
+        if request.upgrade and not self._admit_upgrade():
+            return
         if hcm.max_stream_duration or (
             self.route is not None
             and type(self.route.action) is RouteAction
@@ -218,47 +192,27 @@ class ActiveStream(FilterManager):
             self.span = tracer.start(info, headers, route.decorator_operation if route else None)
         self._decode_headers_from(0, end_stream)
 
-    def _arm_stream_duration(self) -> None:
-        """Envoy's stream duration limit: the route's ``max_stream_duration`` (a gRPC
-        request's ``grpc-timeout`` under ``grpc_timeout_header_max``), else the connection
-        manager's. A route that sets one also tells a gRPC upstream the deadline it computed
-        in ``grpc-timeout``, as Envoy does."""
+    def _admit_upgrade(self) -> bool:
+        """An upgrade or CONNECT goes on only where a route's or the connection manager's
+        ``upgrade_configs`` allow its type; else Envoy answers 403 (404 when no route
+        matched, which the router says). Either way a refused switch closes the connection:
+        what the client sends next is not HTTP."""
+        hcm = self.hcm
         route = self.route
-        limits = None
-        if route is not None and type(route.action) is RouteAction:
-            limits = route.action.max_stream_duration
-        grpc = self.is_grpc_request()
-        header = get_header(self.request_headers, b"grpc-timeout") if grpc else None
-        duration = stream_duration_timeout(
-            limits, self.hcm.max_stream_duration, parse_grpc_timeout(header)
-        )
-        if not duration:
-            return
-        if grpc and limits is not None:
-            set_header(self.request_headers, b"grpc-timeout", format_grpc_timeout(duration))
-        self._duration_timer = self.timers.call_later(duration, self._on_max_duration)
-
-    def _on_max_duration(self) -> None:
-        self._duration_timer = None
-        if self.done:
-            return
-        self.hcm.stats.downstream_rq_max_duration_reached.value += 1
-        if self.response_started:
-            self.reset()
-            return
-        # 408 while the client still owes request bytes, 504 once it has sent them all.
-        self.send_local_reply(
-            504 if self.request_complete else 408,
-            b"downstream duration timeout",
-            details="max_duration_timeout",
-            grpc_status=GrpcStatus.DEADLINE_EXCEEDED,
-        )
-        self.encoder.flush()
-
-    def is_grpc_request(self) -> bool:
-        """``content-type: application/grpc[+...]``, as Envoy tells a gRPC request (looked up
-        only when it matters: local replies, stream durations)."""
-        return is_grpc_content_type(get_header(self.request_headers, b"content-type"))
+        action = route.action if route is not None else None
+        per_route = action.upgrade_configs if type(action) is RouteAction else ()
+        kind = upgrade_type(self.method, get_header(self.request_headers, b"upgrade"))
+        self.encoder.close_after_response()
+        if upgrade_allowed(kind, hcm.model.upgrade_configs, per_route):
+            self.upgrade = kind
+            hcm.stats.downstream_cx_upgrades_total.value += 1
+            hcm.stats.downstream_cx_upgrades_active.value += 1
+            return True
+        if route is None:
+            return True
+        hcm.stats.downstream_rq_ws_on_non_ws_route.value += 1
+        self.send_local_reply(403, b"", details="upgrade_failed")
+        return False
 
     def _match_route(self) -> None:
         table = self.hcm.route_table(self.runtime)
@@ -392,7 +346,13 @@ class ActiveStream(FilterManager):
         hcm = self.hcm
         # One pass drops the hop-by-hop fields, Date (the proxy's clock replaces it, as Envoy's
         # date provider does) and, when overwriting, Server.
+        switch = None
+        if status == 101 and self.upgrade is not None:
+            # The switch keeps the fields that say what the connection becomes.
+            switch = [field for field in headers if field[0] in (b"upgrade", b"connection")]
         headers = strip_fields(headers, hcm.response_drop)
+        if switch:
+            headers[0:0] = switch
         route = self.route
         if route is not None:
             self._mutate_response_headers(headers, route)
@@ -462,58 +422,12 @@ class ActiveStream(FilterManager):
             return
         self.encode_local_reply(LocalReply(status, body, flag, headers, details, grpc_status))
 
-    def encode_local_reply(self, reply: LocalReply) -> None:
-        if self.is_grpc_request():
-            self._encode_grpc_local_reply(reply)
-            return
-        body = reply.body
-        if body:
-            # A filter's own content-type (an authorizer's denial) replaces the default, as
-            # Envoy's modify-headers callback does.
-            typed = any(k == b"content-type" for k, _ in reply.headers)
-            hdrs = [
-                (b"content-length", b"%d" % len(body)),
-                *(() if typed else ((b"content-type", b"text/plain"),)),
-                *reply.headers,
-            ]
-        elif reply.status in (204, 304):
-            hdrs = [*reply.headers]  # no body and, as in Envoy, no length either
-        else:
-            hdrs = [*reply.headers, (b"content-length", b"0")]
-        if not body:
-            self.encode_headers(reply.status, hdrs, True)
-        else:
-            self.encode_headers(reply.status, hdrs, False)
-            self.encode_data(body, True)
-        self.encoder.flush()
-
-    def _encode_grpc_local_reply(self, reply: LocalReply) -> None:
-        """A gRPC caller reads a trailers-only response: status 200, ``grpc-status`` from the
-        HTTP status (gRPC's mapping) and the body as ``grpc-message``, as Envoy answers."""
-        fields = grpc_local_reply_headers(
-            reply.status, reply.body.decode("utf-8", "replace"), reply.grpc_status
-        )
-        extra = [field for field in reply.headers if field[0] != b"content-type"]
-        self.encode_headers(200, [*fields, *extra], True)
-        self.encoder.flush()
-
     # -- lifecycle ----------------------------------------------------------------------------
     def _route_idle_timeout(self, timeout: float) -> None:
         """A route's idle_timeout replaces the connection manager's stream_idle_timeout."""
         self.idle_timeout = timeout
         if timeout:
             self.encoder.check_idle_by(self.last_activity + timeout)
-
-    def on_idle_timeout(self) -> None:
-        """Nothing moved either way for idle_timeout: Envoy's stream idle timeout."""
-        self.hcm.stats.downstream_rq_idle_timeout.value += 1
-        self.stream_info.add_response_flag(ResponseFlag.STREAM_IDLE_TIMEOUT)
-        if self.response_started:
-            self.reset()
-            return
-        # 408 while the client still owes request bytes, 504 while the upstream owes a response.
-        status = 504 if self.request_complete else 408
-        self.send_local_reply(status, b"stream timeout", details="stream_idle_timeout")
 
     def _finish(self) -> None:
         if self.done:
@@ -530,6 +444,8 @@ class ActiveStream(FilterManager):
         if self._duration_timer is not None:
             self._duration_timer.cancel()
             self._duration_timer = None
+        if self.upgrade is not None:
+            stats.downstream_cx_upgrades_active.value -= 1
         callbacks = self._complete_callbacks
         if callbacks is not None:
             for cb in callbacks:

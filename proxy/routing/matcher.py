@@ -49,11 +49,13 @@ _PREFIX = 0
 _PATH = 1
 _REGEX = 2
 _SEPARATED = 3
+_CONNECT = 4
 _KINDS = {
     PathMatchKind.PREFIX: _PREFIX,
     PathMatchKind.PATH: _PATH,
     PathMatchKind.SAFE_REGEX: _REGEX,
     PathMatchKind.PATH_SEPARATED_PREFIX: _SEPARATED,
+    PathMatchKind.CONNECT: _CONNECT,
 }
 # Bound on remembered authority -> virtual host answers (arbitrary Host headers must not grow
 # it without limit).
@@ -267,8 +269,12 @@ class RouteTable:
         index: dict[bytes, bytes] | None = None
         params: dict[bytes, bytes] | None = None
         draw = -1.0
+        is_connect = method == b"CONNECT"
         for r in compiled.routes:
             kind = r.kind
+            if is_connect is (kind != _CONNECT):
+                # A CONNECT request has no path: only connect_matcher matches it, and only it.
+                continue
             candidate = bare if r.case_sensitive else lowered
             if kind == _PREFIX:
                 if not candidate.startswith(r.literal):
@@ -280,7 +286,11 @@ class RouteTable:
                 assert r.regex is not None
                 if r.regex.fullmatch(bare) is None:
                     continue
-            elif candidate != r.literal and not candidate.startswith(r.separated):
+            elif (
+                kind == _SEPARATED
+                and candidate != r.literal
+                and not candidate.startswith(r.separated)
+            ):
                 continue
             if r.headers:
                 if index is None:

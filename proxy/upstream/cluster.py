@@ -96,6 +96,11 @@ class RuntimeCluster:
         elif model.load_assignment is not None and model.type is DiscoveryType.STATIC:
             self.update_endpoints(model.load_assignment)
 
+    @property
+    def connector(self) -> Connector:
+        """How the cluster opens connections (a terminated CONNECT's tunnel opens its own)."""
+        return self._connector
+
     # -- data path --------------------------------------------------------------------------
     def choose_host(self, context: LbContext | None) -> Host | None:
         """A host for one request; ``context`` None for requests that carry nothing to

@@ -44,6 +44,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     __slots__ = (
         "_codec",
+        "_connect",
         "_flow",
         "_mid_response",
         "callbacks",
@@ -67,6 +68,7 @@ class UpstreamConnection(asyncio.Protocol):
         # A response head went to the callbacks and its body has not ended: a close now cuts a
         # response short, which Envoy reports as a protocol error, not a termination.
         self._mid_response = False
+        self._connect = False  # the exchange is a CONNECT: its end closes the connection
         self.requests = 0
 
     # -- asyncio.Protocol -------------------------------------------------------------
@@ -132,6 +134,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         cb = self.callbacks
+        if cb is not None and self._codec.tunnelling:
+            # HTTP/1.1 gives a switched connection no end but its close: Envoy reports the
+            # tunnel's upstream closing as a connection termination.
+            self._reset(ResetReason.CONNECTION_TERMINATION)
+            cb.on_upstream_batch_end()
+            return None
         if cb is not None:
             try:
                 self._codec.receive_data(b"")
@@ -154,7 +162,7 @@ class UpstreamConnection(asyncio.Protocol):
         if cb is not None:
             cb.on_upstream_reset(
                 ResetReason.PROTOCOL_ERROR
-                if self._mid_response
+                if self._mid_response and not self._codec.tunnelling
                 else ResetReason.CONNECTION_TERMINATION
             )
             cb.on_upstream_batch_end()
@@ -181,6 +189,13 @@ class UpstreamConnection(asyncio.Protocol):
     ) -> None:
         """The request head. Body framing follows the headers: a content-length when there
         is one, chunked when a body follows without one, none when the request ends here."""
+        self._connect = method == b"CONNECT"
+        if self._connect or any(name == b"upgrade" for name, _ in headers):
+            # A protocol switch: raw bytes follow the head, with no framing.
+            self.write(self._codec.send_request(method, path, headers))
+            if end_stream:
+                self._end()
+            return
         if end_stream:
             if method not in _BODYLESS and not _has_length(headers):
                 headers = [*headers, (b"content-length", b"0")]
@@ -221,6 +236,10 @@ class UpstreamConnection(asyncio.Protocol):
         end = self._codec.send_end()
         if end:
             self.write(end)
+        if self._connect and self._codec.tunnelling and self.transport is not None:
+            # The client ended its side of a CONNECT tunnel: like Envoy's HTTP/1.1 codec,
+            # close the connection once what is written has gone out.
+            self.transport.close()
 
     def write(self, data: bytes) -> None:
         transport = self.transport

@@ -61,6 +61,7 @@ class H2UpstreamStream:
         "local_address",
         "request_ended",
         "stream_id",
+        "upgrade",
     )
 
     def __init__(self, conn: H2UpstreamConnection, callbacks: UpstreamCallbacks) -> None:
@@ -72,6 +73,7 @@ class H2UpstreamStream:
         self.above_watermark = False
         self._disabled = 0
         self._unacked = 0
+        self.upgrade: bytes | None = None  # the protocol of an extended CONNECT
 
     # -- RequestEncoder --------------------------------------------------------------------
     def encode_headers(
@@ -80,16 +82,25 @@ class H2UpstreamStream:
         conn = self.conn
         authority = b""
         fields = headers
+        protocol = None
         for name, value in headers:
             if name == b"host":
                 # Host travels as :authority (RFC 9113 section 8.3.1), as Envoy's codec sends it.
                 authority = value
-                fields = [field for field in headers if field[0] != b"host"]
-                break
+            elif name == b"upgrade":
+                # An HTTP/1.1 upgrade goes out as an extended CONNECT (RFC 8441), as Envoy's
+                # codec sends it; the peer must have allowed them in its SETTINGS.
+                protocol = value.lower()
+        if authority or protocol is not None:
+            fields = [field for field in headers if field[0] not in (b"host", b"upgrade")]
+        if protocol is not None and method != b"CONNECT":
+            method = b"CONNECT"
+            self.upgrade = protocol
         try:
             sid = conn.codec.send_request(
-                method, conn.scheme, authority, path, fields, end_stream=end_stream
-            )
+                method, conn.scheme, authority, path, fields, end_stream=end_stream,
+                protocol=protocol,
+            )  # fmt: skip
         except LocalProtocolError as exc:
             log.debug("upstream h2 request refused locally", error=str(exc))
             conn.fail_stream_later(self, ResetReason.LOCAL_RESET)
@@ -274,6 +285,13 @@ class H2UpstreamConnection(asyncio.Protocol):
                     self._stream_done(stream)
                 if cb is not None:
                     touched.add(cb)
+                    if stream.upgrade is not None and status == 200:
+                        # The extended CONNECT's success is the upgrade's 101, as Envoy
+                        # turns it back for the stream layer.
+                        status = 101
+                        headers = [
+                            (b"upgrade", stream.upgrade), (b"connection", b"upgrade"), *headers
+                        ]  # fmt: skip
                     cb.on_upstream_headers(_response(status, headers), end)
             elif kind is H2Trailers:
                 sid, trailers = cast(H2Trailers, event)

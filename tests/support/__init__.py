@@ -58,6 +58,7 @@ __all__ = [
     "RATELIMIT_NET",
     "SUPPORT_NET",
     "TELEMETRY_NET",
+    "UPGRADE_NET",
     "address",
 ]
 
@@ -71,6 +72,7 @@ AUTH_NET = "127.0.6"
 POLICY_NET = "127.0.8"
 RATELIMIT_NET = "127.0.9"
 H2_NET = "127.0.10"
+UPGRADE_NET = "127.0.52"
 
 
 def address(net: str, host: int) -> str:

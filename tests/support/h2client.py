@@ -103,17 +103,23 @@ class H2Client:
         headers: Sequence[tuple[str, str]] = (),
         end_stream: bool = True,
         scheme: str = "http",
+        protocol: str | None = None,
     ) -> int:
-        """Open a stream with a request head; returns its id."""
+        """Open a stream with a request head; returns its id. CONNECT without ``protocol``
+        sends ``:authority`` only; with it, an extended CONNECT (RFC 8441)."""
         sid = self.conn.get_next_available_stream_id()
         self.replies[sid] = H2Reply()
-        head = [
-            (":method", method),
-            (":scheme", scheme),
-            (":authority", authority),
-            (":path", path),
-            *headers,
-        ]
+        if method == "CONNECT" and protocol is None:
+            head = [(":method", method), (":authority", authority), *headers]
+        else:
+            head = [
+                (":method", method),
+                (":scheme", scheme),
+                (":authority", authority),
+                (":path", path),
+                *([(":protocol", protocol)] if protocol is not None else []),
+                *headers,
+            ]
         self.conn.send_headers(sid, head, end_stream=end_stream)
         self._flush()
         return sid

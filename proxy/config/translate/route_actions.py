@@ -23,6 +23,7 @@ from proxy.config.model import (
     WeightedCluster,
     WeightedClusters,
 )
+from proxy.config.model_route import RouteUpgrade
 from proxy.config.translate.common import (
     at,
     data_source,
@@ -151,7 +152,22 @@ def route_action(
         priority_high=proto.priority == 1,
         rate_limits=rate_limit_policy(proto.rate_limits, join(path, "rate_limits")),
         include_vh_rate_limits=wrapped(proto, "include_vh_rate_limits", False),
+        upgrade_configs=tuple(
+            _upgrade(item, at(join(path, "upgrade_configs"), index))
+            for index, item in enumerate(proto.upgrade_configs)
+        ),
     )
+
+
+def _upgrade(proto: Any, path: str) -> RouteUpgrade:
+    kind = proto.upgrade_type.lower()
+    terminate = proto.HasField("connect_config")
+    if terminate and kind != "connect":
+        raise ValidationError(
+            f"Non-CONNECT upgrade type {proto.upgrade_type} has ConnectConfig",
+            path=join(path, "connect_config"),
+        )
+    return RouteUpgrade(kind, wrapped(proto, "enabled", True), terminate)
 
 
 def _weighted_clusters(proto: Any, registry: FilterRegistry, path: str) -> WeightedClusters:

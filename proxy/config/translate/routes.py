@@ -160,9 +160,9 @@ def route_match(proto: Any, path: str) -> RouteMatch:
     elif kind in ("prefix", "path", "path_separated_prefix"):
         value: str = getattr(proto, kind)
         literal = value.encode() if case_sensitive else value.lower().encode()
-    else:
+    elif kind != "connect_matcher":
         raise ValidationError(
-            "one of [prefix, path, safe_regex, path_separated_prefix] is required",
+            "one of [prefix, path, safe_regex, path_separated_prefix, connect_matcher] is required",
             path=join(path, "path_specifier"),
         )
     return RouteMatch(

@@ -204,7 +204,8 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         "response_headers_to_add response_headers_to_remove",
         _ROUTE + "Decorator": "operation",
         _ROUTE + "RouteMatch": "prefix path safe_regex path_separated_prefix case_sensitive "
-        "runtime_fraction headers query_parameters dynamic_metadata",
+        "runtime_fraction headers query_parameters dynamic_metadata connect_matcher",
+        _ROUTE + "RouteMatch.ConnectMatcher": "",
         _ROUTE + "HeaderMatcher": "name exact_match safe_regex_match range_match present_match "
         "prefix_match suffix_match contains_match string_match invert_match "
         "treat_missing_header_as_empty",
@@ -213,7 +214,11 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         "cluster_not_found_response_code prefix_rewrite regex_rewrite host_rewrite_literal "
         "auto_host_rewrite host_rewrite_header append_x_forwarded_host timeout idle_timeout "
         "retry_policy request_mirror_policies priority hash_policy cors max_stream_duration "
-        "rate_limits include_vh_rate_limits",
+        "rate_limits include_vh_rate_limits upgrade_configs",
+        # connect_config without proxy_protocol_config or allow_post: CONNECT terminated into
+        # a plain TCP stream.
+        _ROUTE + "RouteAction.UpgradeConfig": "upgrade_type enabled connect_config",
+        _ROUTE + "RouteAction.UpgradeConfig.ConnectConfig": "",
         _ROUTE + "RateLimit": "stage disable_key actions",
         _ROUTE + "RateLimit.Action": "source_cluster destination_cluster request_headers "
         "remote_address generic_key header_value_match",

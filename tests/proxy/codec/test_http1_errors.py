@@ -190,7 +190,6 @@ def test_trailer_limits() -> None:
         POST + b"Transfer-Encoding: chunked\r\n\r\n5\r\nab",
         POST + b"Transfer-Encoding: chunked\r\n\r\n0\r\n",
         POST + b"Transfer-Encoding: chunked\r\n\r\n0\r\nT: v\r\n",
-        b"POST / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: x\r\nContent-Length: 3\r\n\r\na",
     ],
 )
 def test_eof_inside_a_request(data: bytes) -> None:
