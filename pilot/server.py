@@ -21,6 +21,7 @@ import structlog
 from auth.server import CaOptions, CaServer, open_ca, serving_names
 from pilot.generate import generate, proxyless
 from pilot.generate.classes import proxy_class
+from pilot.generate.incremental import affected_types
 from pilot.model import MeshConfig, ProxyNode, PushContext
 from pilot.registry import Registry
 from pilot.registry.known import KnownProxies
@@ -101,6 +102,7 @@ class Pilot:
             generate=generator,
             parse_node=ProxyNode.from_node,
             classify=proxy_class if generator is select_generator else None,
+            incremental=affected_types if generator is select_generator else None,
             rebuild=self._rebuild,
             registers=self._registers,
             clock=self.clock,

@@ -53,6 +53,7 @@ class PushContext:
         "_vs_hosts",
         "authorization_policies",
         "config",
+        "config_version",
         "credentials",
         "destination_rules",
         "domain",
@@ -109,11 +110,16 @@ class PushContext:
             for vs in self.virtual_services
         )
         digest = hashlib.sha256()
-        for part in (config.version, registry.version, repr(mesh)):
+        for part in (config.version, repr(mesh), domain):
             digest.update(part.encode())
         for cred_key in sorted(self.credentials):
             digest.update(repr(self.credentials[cred_key]).encode())
-        self.version: str = digest.hexdigest()[:16]
+        #: everything but the registry: equal between two contexts whose difference is the
+        #: registry alone (what incremental pushes look at)
+        self.config_version: str = digest.hexdigest()[:16]
+        whole = hashlib.sha256(self.config_version.encode())
+        whole.update(registry.version.encode())
+        self.version: str = whole.hexdigest()[:16]
 
     @classmethod
     def build(

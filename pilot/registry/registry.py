@@ -10,7 +10,7 @@ registry.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pilot.model.proxy import ProxyNode
@@ -44,7 +44,15 @@ def _sort_key(s: Service) -> tuple[int, str, str]:
 class Registry:
     """Services by host and instances by (host, port). Build with :meth:`build`."""
 
-    __slots__ = ("_by_address", "_by_host", "_instances", "_proxies", "services", "version")
+    __slots__ = (
+        "_by_address",
+        "_by_host",
+        "_instances",
+        "_proxies",
+        "derived",
+        "services",
+        "version",
+    )
 
     def __init__(
         self,
@@ -73,6 +81,8 @@ class Registry:
         self._by_address = by_address
         self._proxies: tuple[ProxyNode, ...] = tuple(sorted(proxies, key=lambda p: p.id))
         self.version: str = self._digest()
+        #: views computed from this (immutable) registry once, by whoever needs them
+        self.derived: dict[str, Any] = {}
 
     @classmethod
     def build(
@@ -93,6 +103,11 @@ class Registry:
         """Instances of ``service`` (object or hostname) behind service port ``port``."""
         host = service if isinstance(service, str) else service.hostname
         return self._instances.get((host, port), ())
+
+    @property
+    def instances_by_port(self) -> Mapping[tuple[str, int], tuple[ServiceInstance, ...]]:
+        """Every instance, by (hostname, service port)."""
+        return self._instances
 
     @property
     def proxies(self) -> tuple[ProxyNode, ...]:

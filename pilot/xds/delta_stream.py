@@ -37,6 +37,8 @@ class DeltaHost(Protocol):
 
     def next_nonce(self) -> str: ...
 
+    def unchanged(self, watch: Watch, ctx: Any, proxy: Any) -> bool: ...
+
     async def admit(self, conn: Connection, request: Any, context: Any) -> None: ...
 
 
@@ -113,8 +115,8 @@ class DeltaStream:
         """Send what changed for one type; the names of the resources sent (updated)."""
         host, ctx, type_url = self.host, self.host.ctx, delta.type_url
         version = str(ctx.version)
-        if not always and not force and watch.generated_version == version:
-            return frozenset()  # the same context cannot give other resources
+        if not always and not force and self.host.unchanged(watch, ctx, self.conn.proxy):
+            return frozenset()
         names = None if delta.wildcard else frozenset(delta.names)
         try:
             encoded = host.cache.encoded(ctx, self.conn.proxy, type_url, names)
@@ -122,7 +124,7 @@ class DeltaStream:
             host.metrics.pushes[f"{short_type(type_url)}_builderr"] += 1
             log.exception("xds generation failed", node_id=self.conn.proxy_id, type=type_url)
             return frozenset()
-        watch.generated_version = version
+        watch.generated_version, watch.generated_ctx = version, ctx
         todo = plan(delta, encoded, force)
         if not todo and not always:
             return frozenset()

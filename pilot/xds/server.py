@@ -50,6 +50,8 @@ ParseNode = Callable[[base_pb2.Node], Any]
 """``ProxyNode.from_node``: raises ``ValidationError`` for a node pilot cannot serve."""
 Rebuild = Callable[[Sequence[Any]], Any]
 """A new PushContext for the given connected proxies (called when proxies come and go)."""
+Incremental = Callable[[Any, Any, Any], frozenset[str] | None]
+"""``affected_types(old_ctx, new_ctx, proxy)``: the types that may differ (None: all)."""
 Registers = Callable[[Any], bool]
 """Whether a proxy's workload is an endpoint of some service (it changes the registry)."""
 
@@ -66,6 +68,7 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
         generate: Generate,
         parse_node: ParseNode,
         classify: Classify | None = None,
+        incremental: Incremental | None = None,
         rebuild: Rebuild | None = None,
         registers: Registers | None = None,
         clock: Callable[[], float],
@@ -77,6 +80,7 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
         self.generate = generate
         #: proxies of one class (``classify``) share one generation per push
         self.cache = GenerationCache(generate, classify)
+        self.incremental = incremental
         self.parse_node = parse_node
         self.rebuild = rebuild
         self.registers = registers
@@ -317,6 +321,25 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
         if sent_any:
             self.metrics.convergence.observe(max(0.0, self.clock() - push.started))
 
+    def unchanged(self, watch: Watch, ctx: Any, proxy: Any) -> bool:
+        """Whether ``watch``'s type cannot differ for ``proxy`` between the context it was
+        last generated from and ``ctx`` (then ``ctx`` counts as generated)."""
+        version = str(ctx.version)
+        if watch.generated_version == version:
+            # Generators are pure functions of (context, node) and the version is a hash of
+            # the context's content: the same version cannot give other resources. This makes
+            # pushes after a proxy connects (which rarely changes the registry) nearly free.
+            return True
+        last = watch.generated_ctx
+        if self.incremental is None or last is None or str(last.version) != watch.generated_version:
+            return False
+        types = self.incremental(last, ctx, proxy)
+        if types is None or watch.type_url in types:
+            return False
+        # Only other types changed (an endpoint-only change: EDS alone goes out).
+        watch.generated_version, watch.generated_ctx = version, ctx
+        return True
+
     async def _send(
         self,
         conn: Connection,
@@ -329,10 +352,7 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
         ctx = self.ctx
         type_url = watch.type_url
         version = str(ctx.version)
-        if not force and watch.generated_version == version:
-            # Generators are pure functions of (context, node) and the version is a hash of
-            # the context's content: the same version cannot give other resources. This makes
-            # pushes after a proxy connects (which rarely changes the registry) nearly free.
+        if not force and self.unchanged(watch, ctx, conn.proxy):
             return False
         try:
             names = None if watch.wildcard else watch.names
@@ -341,7 +361,7 @@ class DiscoveryServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type:
             self.metrics.pushes[f"{short_type(type_url)}_builderr"] += 1
             log.exception("xds generation failed", node_id=conn.proxy_id, type=type_url)
             return False
-        watch.generated_version = version
+        watch.generated_version, watch.generated_ctx = version, ctx
         if not force and encoded.digest == watch.sent_hash:
             return False
         nonce = self.next_nonce()

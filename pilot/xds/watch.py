@@ -70,11 +70,14 @@ class Watch:
     push_started: float | None = field(default=None, repr=False)
     #: the PushContext version this type was last generated from (sent or found unchanged)
     generated_version: str | None = None
+    #: that PushContext itself, which incremental pushes compare the next one with
+    generated_ctx: Any = field(default=None, repr=False)
 
     def subscribe(self, names: frozenset[str], wildcard: bool) -> None:
         self.names = names
         self.wildcard = wildcard
         self.generated_version = None
+        self.generated_ctx = None
 
     def sent(
         self,
