@@ -15,6 +15,7 @@ from typing import Any
 
 from pymesh.demo.images import Role, StandIn, stand_in
 from pymesh.demo.layout import OUTBOUND_PORT
+from pymesh.inject.prometheus import prometheus_merge
 
 __all__ = ["MAX_REPLICAS", "PodSpec", "desired_pods", "pod_env"]
 
@@ -43,6 +44,14 @@ class PodSpec:
     revision: str = ""
     #: the ConfigMaps the pod mounts, by name (the rate limit service reads its config there)
     config_maps: tuple[str, ...] = ()
+    #: the pod template's annotations, as the manifest wrote them
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def scrape(self) -> tuple[dict[str, str], str | None]:
+        """The annotations after Istio's injection (``prometheus.io/*`` on the agent's
+        merged ``:15020/stats/prometheus``) and the app's own, for the agent (JSON or None)."""
+        return prometheus_merge(self.annotations)
 
     @property
     def key(self) -> str:
@@ -77,6 +86,7 @@ def _pod_from(
     pod_spec: Mapping[str, Any],
     owner: str,
     revision: str,
+    annotations: Mapping[str, Any] | None = None,
 ) -> PodSpec:
     containers = [c for c in pod_spec.get("containers") or () if isinstance(c, Mapping)]
     main = containers[0] if containers else {}
@@ -94,6 +104,7 @@ def _pod_from(
         stand_in=stand_in(image, labels),
         owner=owner,
         revision=revision,
+        annotations={str(k): str(v) for k, v in (annotations or {}).items()},
         config_maps=tuple(
             str(v["configMap"]["name"])
             for v in pod_spec.get("volumes") or ()
@@ -117,7 +128,8 @@ def desired_pods(items: Iterable[Mapping[str, Any]]) -> list[PodSpec]:
             continue
         if kind == "Deployment":
             template = spec.get("template") or {}
-            labels = (template.get("metadata") or {}).get("labels") or {}
+            template_meta = template.get("metadata") or {}
+            labels = template_meta.get("labels") or {}
             replicas = spec.get("replicas", 1)
             count = min(int(replicas) if isinstance(replicas, int) else 1, MAX_REPLICAS)
             revision = _revision(kind, spec)
@@ -131,11 +143,14 @@ def desired_pods(items: Iterable[Mapping[str, Any]]) -> list[PodSpec]:
                         template.get("spec") or {},
                         f"Deployment/{name}",
                         revision,
+                        template_meta.get("annotations"),
                     )
                 )
         elif kind == "Pod":
             labels = meta.get("labels") or {}
-            pods.append(_pod_from(name, namespace, labels, spec, "", _revision(kind, spec)))
+            revision = _revision(kind, spec)
+            annotations = meta.get("annotations")
+            pods.append(_pod_from(name, namespace, labels, spec, "", revision, annotations))
     pods.sort(key=lambda p: (p.namespace, p.name))
     return pods
 
