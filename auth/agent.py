@@ -8,7 +8,8 @@ memory and only ever leaves through that socket (mode 0600).
 
 Options default to the environment Istio's injector gives pilot-agent (``CA_ADDR``,
 ``POD_NAMESPACE``, ``SERVICE_ACCOUNT``, ``TRUST_DOMAIN``). ``--status-address`` serves
-``/ready`` (200 once there is a valid certificate) and ``/stats``.
+``/ready`` (200 once there is a valid certificate), ``/stats`` and Istio's merged
+``/stats/prometheus`` (the proxy's exposition and the app's, see :mod:`auth.metrics_merge`).
 """
 
 from __future__ import annotations
@@ -51,7 +52,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sds-socket", default=DEFAULT_SOCKET, help="Unix socket for Envoy")
     parser.add_argument("--cert-ttl", default="24h", help="requested certificate lifetime")
     parser.add_argument("--key-type", choices=["ec", "rsa"], default="ec", help="P-256 or RSA 2048")
-    parser.add_argument("--status-address", help="host:port for /ready and /stats")
+    parser.add_argument(
+        "--status-address", help="host:port for /ready, /stats and /stats/prometheus"
+    )
+    parser.add_argument(
+        "--proxy-stats-url",
+        default=env("PROXY_STATS_URL", "http://127.0.0.1:15000/stats/prometheus"),
+        help="the proxy's Prometheus exposition, merged into /stats/prometheus",
+    )
+    parser.add_argument(
+        "--prometheus-annotations",
+        default=env("ISTIO_PROMETHEUS_ANNOTATIONS"),
+        help="the app's prometheus.io/* annotations as JSON (Istio's injector sets the env)",
+    )
+    parser.add_argument(
+        "--app-host",
+        default=env("INSTANCE_IP", "127.0.0.1"),
+        help="where the app's metrics port listens",
+    )
 
 
 def stats_text(identity: Any) -> str:
@@ -97,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
             client, identity_id, token, clock=time.time, rng=random.Random(), key_type=key_type,
             ttl=ttl,
         )  # fmt: skip
-        return await _serve(identity, Path(args.sds_socket), args.status_address)
+        merger = _merger(args) if args.status_address else None
+        return await _serve(identity, Path(args.sds_socket), args.status_address, merger)
 
     import uvloop
 
@@ -108,7 +127,32 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-async def _serve(identity: Any, socket_path: Path, status_address: str | None) -> int:
+def _merger(args: argparse.Namespace) -> Any:
+    import aiohttp
+
+    from auth.metrics_merge import MetricsMerger, app_metrics_url
+
+    timeout = aiohttp.ClientTimeout(total=5.0)
+
+    async def fetch(url: str) -> str:
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout, trust_env=False) as session,
+                session.get(url) as resp,
+            ):
+                if resp.status != 200:
+                    raise ValueError(f"{url}: HTTP {resp.status}")
+                return await resp.text()
+        except aiohttp.ClientError as exc:
+            raise OSError(str(exc)) from exc
+
+    app_url = app_metrics_url(args.prometheus_annotations, args.app_host)
+    return MetricsMerger(args.proxy_stats_url, app_url, fetch)
+
+
+async def _serve(
+    identity: Any, socket_path: Path, status_address: str | None, merger: Any = None
+) -> int:
     from aiohttp import web
 
     from auth.sds import SdsServer
@@ -127,7 +171,13 @@ async def _serve(identity: Any, socket_path: Path, status_address: str | None) -
         async def stats(_: web.Request) -> web.Response:
             return web.Response(text=stats_text(identity))
 
+        async def prometheus(_: web.Request) -> web.Response:
+            text = await merger.exposition()
+            return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
         app = web.Application()
+        if merger is not None:
+            app.router.add_get("/stats/prometheus", prometheus)
         app.router.add_get("/ready", ready)
         app.router.add_get("/healthz/ready", ready)
         app.router.add_get("/stats", stats)

@@ -163,7 +163,7 @@ class AdminServer:
 
     async def _prometheus(self, request: MiniRequest) -> MiniResponse:
         return MiniResponse(
-            body=render_prometheus(self._proxy.stats),
+            body=render_prometheus(self._proxy.stats) + self._proxy.istio_exposition(),
             content_type="text/plain; version=0.0.4; charset=utf-8",
         )
 

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from proxy.als.facts import ConnectionLogger
     from proxy.als.logger import GrpcLogStreams
     from proxy.config.translate import FilterRegistry
+    from proxy.istio.telemetry import IstioTelemetry
     from proxy.tracing.reporter import ZipkinReporter
     from proxy.tracing.tracer import HttpTracer
 
@@ -91,6 +92,7 @@ class ProxyServer:
         self._writers: dict[str, LogWriter] = {}
         self._log_streams: GrpcLogStreams | None = None
         self._reporters: dict[tuple[str, str, str | None], ZipkinReporter] = {}
+        self._istio: IstioTelemetry | None = None
         self.ready = False
         self.bind_errors: tuple[str, ...] = ()
         self.health_check_failed = False
@@ -99,6 +101,18 @@ class ProxyServer:
         self.stopped = asyncio.Event()
         self._started_at = loop.time()
         self.stats.gauge("server.live").value = 1
+
+    def istio_telemetry(self) -> IstioTelemetry:
+        """Istio's metrics of this proxy, made when an Istio filter is first configured."""
+        if self._istio is None:
+            from proxy.istio.telemetry import IstioTelemetry
+
+            self._istio = IstioTelemetry(self.bootstrap.node)
+        return self._istio
+
+    def istio_exposition(self) -> str:
+        """Istio's standard metrics in Prometheus text format ("" when none)."""
+        return self._istio.exposition() if self._istio is not None else ""
 
     @property
     def uptime(self) -> float:
@@ -265,6 +279,7 @@ class ProxyServer:
             buffer_limit=listener.per_connection_buffer_limit_bytes,
             clusters=self.cluster_manager,
             local_cluster=self.bootstrap.node.cluster,
+            istio=self.istio_telemetry,
         )
         factories: list[Callable[[], HttpFilter]] = []
         terminal: Callable[[], HttpFilter] | None = None

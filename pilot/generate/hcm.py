@@ -17,12 +17,18 @@ __all__ = ["HCM_NAME", "http_connection_manager", "http_filters"]
 HCM_NAME = "envoy.filters.network.http_connection_manager"
 
 
-def http_filters(security: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
-    """``security``: authentication and authorization filters (inbound and gateways only)."""
+def http_filters(
+    security: Sequence[dict[str, Any]] = (), stats: Sequence[dict[str, Any]] = ()
+) -> list[dict[str, Any]]:
+    """``security``: authentication and authorization filters (inbound and gateways only);
+    ``stats``: Istio's metadata exchange and stats filters (first and just before the router,
+    where istiod puts them)."""
     return [
+        *stats[:1],
         *security,
         {"name": "envoy.filters.http.fault", "typed_config": typed("fault")},
         {"name": "envoy.filters.http.cors", "typed_config": typed("cors")},
+        *stats[1:],
         {"name": "envoy.filters.http.router", "typed_config": typed("router")},
     ]
 
@@ -48,7 +54,8 @@ def http_connection_manager(
         hcm["rds"] = {"config_source": ADS, "route_config_name": rds}
     else:
         hcm["route_config"] = route_config or {}
-    hcm["http_filters"] = http_filters(security_filters)
+    stats = observe.stats_filters(inbound) if observe is not None else []
+    hcm["http_filters"] = http_filters(security_filters, stats)
     hcm["use_remote_address"] = use_remote_address
     hcm["normalize_path"] = True
     hcm["path_with_escaped_slashes_action"] = "KEEP_UNCHANGED"

@@ -8,6 +8,11 @@ HCMs are ``CLIENT``, inbound ones ``SERVER``; gateways are clients): its provide
 ``disableSpanReporting`` and ``customTags``. A provider must be a ``zipkin`` extension
 provider; a rule naming another kind, or no provider at all, leaves the proxy untraced.
 
+With mixer named, every HTTP connection manager also gets Istio's own two filters,
+``istio.metadata_exchange`` (peer identity in ``x-envoy-peer-metadata`` headers) and
+``istio.stats`` (Istio's standard metrics in the proxy, served on its ``/stats/prometheus``),
+as ``TypedStruct`` marked optional: a real Envoy, which lacks them, skips them.
+
 Access logs always stream to mixer when ``defaultConfig.envoyAccessLogService`` names it:
 that stream is what Istio's metrics are made of, so Telemetry's access-log rules are applied
 by mixer to its log, not by switching the stream off.
@@ -47,6 +52,19 @@ LEGACY_ZIPKIN = "zipkin"
 _REQUEST_HEADERS_TO_LOG = ["content-type", "x-b3-traceid"]
 _RESPONSE_HEADERS_TO_LOG = ["grpc-status"]
 _RESPONSE_TRAILERS_TO_LOG = ["grpc-status"]
+_ISTIO_HEADERS: list[dict[str, Any]] = [{"istio_headers": {}}]
+
+
+def _istio_filter(name: str, type_url: str, value: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "is_optional": True,
+        "typed_config": {
+            "@type": "type.googleapis.com/udpa.type.v1.TypedStruct",
+            "type_url": type_url,
+            "value": value,
+        },
+    }
 
 
 def _tracing_cluster(provider: ExtensionProvider) -> str:
@@ -69,6 +87,23 @@ class Observability:
 
     def tracing(self, inbound: bool) -> dict[str, Any] | None:
         return self.server_tracing if inbound else self.client_tracing
+
+    def stats_filters(self, inbound: bool) -> list[dict[str, Any]]:
+        """Istio's metadata exchange and stats HTTP filters (empty without mixer): inbound
+        learns its caller from the request and answers with its own metadata, outbound sends
+        its own and learns the callee from the response."""
+        if not self.mixer:
+            return []
+        side = "downstream" if inbound else "upstream"
+        exchange = {f"{side}_discovery": _ISTIO_HEADERS, f"{side}_propagation": _ISTIO_HEADERS}
+        return [
+            _istio_filter(
+                "istio.metadata_exchange",
+                "type.googleapis.com/io.istio.http.peer_metadata.Config",
+                exchange,
+            ),
+            _istio_filter("istio.stats", "type.googleapis.com/stats.PluginConfig", {}),
+        ]
 
     def tcp_access_log(self, inbound: bool) -> list[dict[str, Any]]:
         """A TCP proxy's connections to mixer (``envoy.access_loggers.tcp_grpc``): what

@@ -24,6 +24,8 @@ BUILTIN_TYPE_URLS = {
     "envoy.filters.http.ext_authz": _T + "ext_authz.v3.ExtAuthz",
     "envoy.filters.network.rbac": _N + "rbac.v3.RBAC",
     "envoy.filters.network.ext_authz": _N + "ext_authz.v3.ExtAuthz",
+    "istio.metadata_exchange": "type.googleapis.com/io.istio.http.peer_metadata.Config",
+    "istio.stats": "type.googleapis.com/stats.PluginConfig",
 }
 
 
@@ -41,6 +43,8 @@ _FACTORIES = {
     "envoy.filters.http.jwt_authn": ("proxy.filters.jwt_authn", "factory"),
     "envoy.filters.http.ext_authz": ("proxy.filters.ext_authz", "factory"),
     "envoy.filters.network.ext_authz": ("proxy.filters.network_ext_authz", "network_factory"),
+    "istio.metadata_exchange": ("proxy.filters.istio_stats", "exchange_factory"),
+    "istio.stats": ("proxy.filters.istio_stats", "stats_factory"),
 }
 
 

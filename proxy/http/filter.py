@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 if TYPE_CHECKING:
     from proxy.config.model_route import Route, RouteConfiguration, VirtualHost
     from proxy.http.stream_info import StreamInfo
+    from proxy.istio.telemetry import IstioTelemetry
     from proxy.runtime import RuntimeSnapshot
     from proxy.stats import Counter, StatsStore
 
@@ -241,6 +242,8 @@ class FilterContext:
     buffer_limit: int = 1024 * 1024
     clusters: ClusterHosts | None = None
     local_cluster: str = ""
+    # The proxy's Istio telemetry (its node's peer metadata and metrics), made on first use.
+    istio: Callable[[], IstioTelemetry] | None = None
 
 
 # (translated config, context) -> per-request instance maker

@@ -169,13 +169,15 @@ def bootstrap(
     admin_address: str | None = None,
     health_port: int | None = None,
     sds_socket: Path | None = None,
+    stats_address: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
     """The bootstrap for ``pod`` at ``ip``, talking to pilot's ADS at ``pilot_xds``;
     ``process=False`` for a pod whose traffic iptables captures (netns mode): pilot then
     sends Istio's own listener shapes. The admin interface listens on ``admin_address``
     (default ``ip``; Istio's sidecars keep it on ``127.0.0.1``). ``health_port`` (15021) adds
     Istio's agent listeners (:func:`agent_listeners`); they are for pods with a network
-    namespace of their own."""
+    namespace of their own. ``stats_address`` (a pod without an agent) serves the proxy's
+    ``/stats/prometheus`` there, where Istio's agent serves its merged metrics (15020)."""
     host, _, port = pilot_xds.rpartition(":")
     ads_source = {"ads": {}, "resource_api_version": "V3"}
     xds = _static_cluster(XDS_CLUSTER, host, int(port))
@@ -198,6 +200,14 @@ def bootstrap(
         local_admin = "127.0.0.1" if admin == "0.0.0.0" else admin
         clusters.append(_static_cluster(HEALTH_CLUSTER, local_admin, ADMIN_PORT))
         listeners.extend(agent_listeners(ip, health_port))
+    elif stats_address is not None:
+        local_admin = "127.0.0.1" if admin == "0.0.0.0" else admin
+        clusters.append(_static_cluster(HEALTH_CLUSTER, local_admin, ADMIN_PORT))
+        routes = [
+            _route("/stats/prometheus", "/stats/prometheus"),
+            _route("/healthz/ready", "/ready"),
+        ]
+        listeners.append(_agent_listener("agent", stats_address, routes))
     return {
         "node": {
             "id": node_id(pod, ip),
@@ -248,9 +258,12 @@ def write_bootstrap(
     *,
     process: bool = True,
     sds_socket: Path | None = None,
+    stats_address: tuple[str, int] | None = None,
 ) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    boot = bootstrap(pod, ip, pilot_xds, process=process, sds_socket=sds_socket)
+    boot = bootstrap(
+        pod, ip, pilot_xds, process=process, sds_socket=sds_socket, stats_address=stats_address
+    )
     text = yaml.safe_dump(boot, sort_keys=False)
     path.write_text(text, encoding="utf-8")
     return path

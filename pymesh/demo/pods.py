@@ -15,6 +15,7 @@ from typing import Any
 
 from pymesh.demo.images import Role, StandIn, stand_in
 from pymesh.demo.layout import OUTBOUND_PORT
+from pymesh.inject.prometheus import prometheus_merge
 
 __all__ = [
     "APP_PORT_OFFSET",
@@ -61,6 +62,15 @@ class PodSpec:
     #: whether the pod gets a sidecar (Istio's injection: see :func:`desired_pods`)
     sidecar: bool = True
 
+    #: the pod template's annotations, as the manifest wrote them
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def scrape(self) -> tuple[dict[str, str], str | None]:
+        """The annotations after Istio's injection (``prometheus.io/*`` on the agent's
+        merged ``:15020/stats/prometheus``) and the app's own, for the agent (JSON or None)."""
+        return prometheus_merge(self.annotations)
+
     @property
     def key(self) -> str:
         return f"{self.name}.{self.namespace}"
@@ -106,6 +116,7 @@ def _pod_from(
     owner: str,
     revision: str,
     injected: bool = True,
+    annotations: Mapping[str, Any] | None = None,
 ) -> PodSpec:
     containers = [c for c in pod_spec.get("containers") or () if isinstance(c, Mapping)]
     main = containers[0] if containers else {}
@@ -129,6 +140,7 @@ def _pod_from(
         owner=owner,
         # A pod whose injection changed is created again (kubectl rollout restart's effect).
         revision=revision if sidecar else f"{revision}-no-sidecar",
+        annotations={str(k): str(v) for k, v in (annotations or {}).items()},
         config_maps=tuple(
             str(v["configMap"]["name"])
             for v in pod_spec.get("volumes") or ()
@@ -171,7 +183,8 @@ def desired_pods(items: Iterable[Mapping[str, Any]]) -> list[PodSpec]:
             continue
         if kind == "Deployment":
             template = spec.get("template") or {}
-            labels = (template.get("metadata") or {}).get("labels") or {}
+            template_meta = template.get("metadata") or {}
+            labels = template_meta.get("labels") or {}
             replicas = spec.get("replicas", 1)
             count = min(int(replicas) if isinstance(replicas, int) else 1, MAX_REPLICAS)
             revision = _revision(kind, spec)
@@ -186,6 +199,7 @@ def desired_pods(items: Iterable[Mapping[str, Any]]) -> list[PodSpec]:
                         f"Deployment/{name}",
                         revision,
                         namespace not in disabled,
+                        template_meta.get("annotations"),
                     )
                 )
         elif kind == "Pod":
@@ -199,6 +213,7 @@ def desired_pods(items: Iterable[Mapping[str, Any]]) -> list[PodSpec]:
                     "",
                     _revision(kind, spec),
                     namespace not in disabled,
+                    meta.get("annotations"),
                 )
             )
     pods.sort(key=lambda p: (p.namespace, p.name))

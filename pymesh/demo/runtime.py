@@ -135,7 +135,7 @@ class PodRuntime:
         they come from configuration)."""
         ports = [ADMIN_PORT] if self.spec.sidecar else []
         if self.spec.role is not Role.GATEWAY and self.spec.sidecar:
-            ports += [OUTBOUND_PORT, INBOUND_PORT]
+            ports += [OUTBOUND_PORT, INBOUND_PORT, AGENT_STATUS_PORT]
         if self.spec.runs_app and self.spec.container_port is not None:
             ports.append(self.spec.container_port)
             ports.extend(self.app_ports.values())
@@ -180,12 +180,23 @@ class PodRuntime:
             "--service-account", spec.service_account,
             "--sds-socket", str(socket_path),
             "--status-address", f"{self.ip}:{AGENT_STATUS_PORT}",
+            # Istio's metrics merging: the sidecar's exposition and the app's, on 15020
+            "--proxy-stats-url", f"http://{self.ip}:{ADMIN_PORT}/stats/prometheus",
+            "--app-host", self.ip,
         )  # fmt: skip
+        app_scrape = spec.scrape[1]
+        if app_scrape is not None:
+            argv += ["--prometheus-annotations", app_scrape]
         self.agent = spawn(
             f"{self.key}.agent", argv, env=clean_env(env), log=self._log("agent"),
             marker=self.marker,
         )  # fmt: skip
         return socket_path
+
+    def _stats_address(self, captured: bool, sds_socket: Path | None) -> tuple[str, int] | None:
+        if captured or sds_socket is not None or self.spec.role is Role.GATEWAY:
+            return None
+        return (self.ip, AGENT_STATUS_PORT)
 
     def start_proxy(self, python: str, log_level: str, env: Mapping[str, str]) -> None:
         if not self.spec.sidecar:
@@ -202,6 +213,8 @@ class PodRuntime:
             self.layout.pilot_xds,
             process=not captured,
             sds_socket=sds_socket,
+            # Without an agent, the sidecar itself answers on the agent's metrics port.
+            stats_address=self._stats_address(captured, sds_socket),
         )
         if self.network is None:
             argv = pymesh_argv(python, log_level, "proxy", "-c", str(path), "--drain-time-s", "0.5")

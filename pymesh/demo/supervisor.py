@@ -344,6 +344,8 @@ class Supervisor:
             if self.pilot_ready:
                 await self._reconcile()
             await self.kubelet.check()
+            if self.telemetry.prometheus is not None:
+                self.telemetry.write_pod_targets(self.kubelet.ordered())
             await self._refresh_sync()
         self._progress()
         self._write_state()

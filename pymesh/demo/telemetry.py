@@ -1,6 +1,13 @@
 """The demo's telemetry: mixer beside pilot, on Istio's ports at the control address, and a
 Prometheus scraping the mesh when the ``prometheus`` binary is installed.
 
+Prometheus scrapes mixer, pilot and every pod's own ``:15020/stats/prometheus`` (the sidecar's
+Envoy and Istio metrics, merged with the app's by the pod's agent when it has one). The pods
+are found the way a standard ``kubernetes-pods`` job finds them: their ``prometheus.io/*``
+annotations (set as Istio's injector sets them) drive the job's usual relabelling, fed here
+from a file the demo rewrites as pods come and go (``file_sd`` in place of the Kubernetes
+API).
+
 Telemetry never holds the demo up: a port already taken or a process that does not come up is
 one line of output, and the mesh runs without it.
 """
@@ -8,28 +15,75 @@ one line of output, and the mesh runs without it.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import shutil
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from pymesh.demo.images import Role
 from pymesh.demo.layout import DemoLayout
 from pymesh.demo.ports import busy
 from pymesh.demo.process import Child, spawn
 from pymesh.demo.runtime import pymesh_argv
 
-__all__ = ["MIXER_PORTS", "PROMETHEUS_PORT", "Telemetry", "prometheus_config"]
+if TYPE_CHECKING:
+    from pymesh.demo.runtime import PodRuntime
+
+__all__ = [
+    "MIXER_PORTS",
+    "PODS_JOB",
+    "PROMETHEUS_PORT",
+    "Telemetry",
+    "pod_targets",
+    "prometheus_config",
+]
 
 #: mixer's ports, Istio's: ALS/RLS gRPC, metrics, Zipkin API, dashboard
 MIXER_PORTS = {"grpc": 9091, "metrics": 15014, "zipkin": 9411, "dashboard": 20001}
 PROMETHEUS_PORT = 9090
 _READY_TIMEOUT = 30.0
+PODS_JOB = "kubernetes-pods"
+_META = "__meta_kubernetes_"
+_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+
+#: Prometheus's own example ``kubernetes-pods`` relabelling, unchanged
+_PODS_RELABEL: list[dict[str, Any]] = [
+    {
+        "source_labels": [f"{_META}pod_annotation_prometheus_io_scrape"],
+        "action": "keep",
+        "regex": "true",
+    },
+    {
+        "source_labels": [f"{_META}pod_annotation_prometheus_io_path"],
+        "action": "replace",
+        "target_label": "__metrics_path__",
+        "regex": "(.+)",
+    },
+    {
+        "source_labels": ["__address__", f"{_META}pod_annotation_prometheus_io_port"],
+        "action": "replace",
+        "regex": r"([^:]+)(?::\d+)?;(\d+)",
+        "replacement": "$1:$2",
+        "target_label": "__address__",
+    },
+    {"action": "labelmap", "regex": f"{_META}pod_label_(.+)"},
+    {"source_labels": [f"{_META}namespace"], "action": "replace", "target_label": "namespace"},
+    {"source_labels": [f"{_META}pod_name"], "action": "replace", "target_label": "pod"},
+]
+
+
+def _pods_file(layout: DemoLayout) -> Path:
+    return layout.run_dir / "prometheus" / "pods.json"
 
 
 def prometheus_config(layout: DemoLayout) -> dict[str, object]:
-    """Istio's scrape targets for a mesh without Kubernetes: mixer and pilot, statically."""
+    """Istio's scrape targets for a mesh without Kubernetes: mixer and pilot statically, the
+    pods as a ``kubernetes-pods`` job finds them (see :func:`pod_targets`)."""
     host = layout.control_address
     return {
         "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
@@ -39,8 +93,41 @@ def prometheus_config(layout: DemoLayout) -> dict[str, object]:
                 "static_configs": [{"targets": [f"{host}:{MIXER_PORTS['metrics']}"]}],
             },
             {"job_name": "pilot", "static_configs": [{"targets": [layout.pilot_api]}]},
+            {
+                "job_name": PODS_JOB,
+                "file_sd_configs": [{"files": [str(_pods_file(layout))], "refresh_interval": "5s"}],
+                "relabel_configs": _PODS_RELABEL,
+            },
         ],
     }
+
+
+def _label(name: str) -> str:
+    return _LABEL_CHARS.sub("_", name)
+
+
+def pod_targets(pods: Iterable[PodRuntime], mtls: bool) -> list[dict[str, Any]]:
+    """What Kubernetes' pod discovery would give Prometheus for the pods whose metrics port
+    is reachable from the host: process-mode pods (a gateway only with its agent, in mTLS)."""
+    groups = []
+    for pod in pods:
+        spec = pod.spec
+        if pod.network is not None or (spec.role is Role.GATEWAY and not mtls):
+            continue
+        annotations, _ = spec.scrape
+        labels = {
+            f"{_META}namespace": spec.namespace,
+            f"{_META}pod_name": spec.name,
+            f"{_META}pod_ip": pod.ip,
+        }
+        for key, value in spec.labels.items():
+            labels[f"{_META}pod_label_{_label(key)}"] = value
+        for key, value in annotations.items():
+            labels[f"{_META}pod_annotation_{_label(key)}"] = value
+            labels[f"{_META}pod_annotationpresent_{_label(key)}"] = "true"
+        port = spec.container_port or 80
+        groups.append({"targets": [f"{pod.ip}:{port}"], "labels": labels})
+    return groups
 
 
 async def _ready(url: str, child: Child, timeout: float) -> bool:
@@ -83,6 +170,7 @@ class Telemetry:
         self.say = say
         self.mixer: Child | None = None
         self.prometheus: Child | None = None
+        self._pods_text: str | None = None
 
     @property
     def host(self) -> str:
@@ -151,6 +239,7 @@ class Telemetry:
             return
         workdir = self.layout.run_dir / "prometheus"
         workdir.mkdir(parents=True, exist_ok=True)
+        self.write_pod_targets(())
         config = workdir / "prometheus.yml"
         config.write_text(yaml.safe_dump(prometheus_config(self.layout), sort_keys=False))
         argv = [
@@ -168,6 +257,18 @@ class Telemetry:
             return
         self.prometheus = child
         self.say(f"  Prometheus ready: {self.prometheus_url}")
+
+    def write_pod_targets(self, pods: Iterable[PodRuntime]) -> None:
+        """Rewrite the pods Prometheus scrapes, when they changed (it rereads the file)."""
+        path = _pods_file(self.layout)
+        text = json.dumps(pod_targets(pods, self.layout.mtls), indent=1, sort_keys=True)
+        if self._pods_text == text:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+        self._pods_text = text
 
     async def stop(self) -> None:
         for child in (self.prometheus, self.mixer):

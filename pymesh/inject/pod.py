@@ -6,8 +6,9 @@ with the capture flags, NET_ADMIN/NET_RAW), the sidecar ``istio-proxy`` (uid 133
 identity from the downward API, drain time, readiness, the CA's address), its volumes (the
 service-account token for the CA, audience ``istio-ca``; the mesh root from the
 ``istio-ca-root-cert`` ConfigMap; the workload's SDS socket directory), the
-``sidecar.istio.io/status`` annotation and the ``security.istio.io/tlsMode`` and canonical
-service labels.
+``sidecar.istio.io/status`` annotation, the ``prometheus.io/*`` annotations pointed at the
+agent's merged metrics (:mod:`pymesh.inject.prometheus`) and the ``security.istio.io/tlsMode``
+and canonical service labels.
 
 What is honoured: ``sidecar.istio.io/inject`` (annotation or label), ``proxy.istio.io/config``
 (``terminationDrainDuration``, ``holdApplicationUntilProxyStarts``, ``proxyMetadata``,
@@ -31,6 +32,7 @@ from pymesh.capture.rules import parse_cidrs, parse_ports
 from pymesh.config.durations import parse_duration
 from pymesh.errors import ConfigError
 from pymesh.inject.control_plane import CA_ADDRESS
+from pymesh.inject.prometheus import prometheus_merge
 
 __all__ = [
     "INJECT",
@@ -326,6 +328,11 @@ def inject_pod(pod: Mapping[str, Any], cfg: InjectConfig, *, workload: str = "")
         "imagePullSecrets": None,
         "revision": cfg.revision,
     }
+    annotations, scrape = prometheus_merge(annotations)
+    if scrape is not None:
+        sidecar.setdefault("env", []).append(
+            {"name": "ISTIO_PROMETHEUS_ANNOTATIONS", "value": scrape}
+        )
     annotations[STATUS] = json.dumps(status)
     if app_containers:
         first = str(app_containers[0].get("name", ""))

@@ -35,6 +35,7 @@ range                  owner
 127.0.11.0/24          pods: transparent capture, containers, injection
 127.0.12.0/24          the first-ten-minutes demo test, CLI habits, sample pages
 127.0.13.0/24          scale: workers, pilot at scale, restart safety
+127.0.53.0/24          Istio's metrics per proxy (``/stats/prometheus``, the agent's 15020)
 =====================  ==========================================================
 
 Inside a /24, by convention: ``.1-.9`` proxies under test, ``.10-.99`` upstreams,
@@ -55,6 +56,7 @@ __all__ = [
     "PILOT_NET",
     "POLICY_NET",
     "PROXY_NET",
+    "PROXY_STATS_NET",
     "RATELIMIT_NET",
     "SUPPORT_NET",
     "TELEMETRY_NET",
@@ -73,6 +75,7 @@ POLICY_NET = "127.0.8"
 RATELIMIT_NET = "127.0.9"
 H2_NET = "127.0.10"
 UPGRADE_NET = "127.0.52"
+PROXY_STATS_NET = "127.0.53"
 
 
 def address(net: str, host: int) -> str:

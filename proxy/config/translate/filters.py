@@ -215,6 +215,10 @@ def default_registry() -> FilterRegistry:
 
     for entry, aliases in security_entries(factories):
         registry.register(entry, aliases)
+    from proxy.config.translate.istio import istio_entries
+
+    for entry, aliases in istio_entries(factories):
+        registry.register(entry, aliases)
     return registry
 
 

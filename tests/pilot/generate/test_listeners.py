@@ -123,6 +123,41 @@ def test_tracing_and_access_logs_when_the_mesh_names_collectors() -> None:
     assert log["grpc_service"] == {"envoy_grpc": {"cluster_name": "mixer"}}
 
 
+def test_http_connection_managers_get_istios_exchange_and_stats_filters() -> None:
+    """As istiod: metadata exchange first, stats just before the router, both optional
+    TypedStructs; inbound learns its caller from the request, outbound its callee from the
+    response. Without mixer in the mesh config there are neither."""
+    mesh = build_mesh(BOOKINFO, mesh=MeshConfig(mixer_address="mixer:9091"))
+    listeners = mesh.by_name("productpage-v1", LISTENER_TYPE)
+    outbound = only_filter(listeners["0.0.0.0_9080"]["filter_chains"][0])["http_filters"]
+    names = [f["name"] for f in outbound]
+    assert names[0] == "istio.metadata_exchange" and names[-2:] == [
+        "istio.stats",
+        "envoy.filters.http.router",
+    ]
+    assert all(f["is_optional"] for f in outbound[:1] + outbound[-2:-1])
+    exchange = outbound[0]["typed_config"]
+    assert exchange["type_url"] == "type.googleapis.com/io.istio.http.peer_metadata.Config"
+    assert exchange["value"] == {
+        "upstream_discovery": [{"istio_headers": {}}],
+        "upstream_propagation": [{"istio_headers": {}}],
+    }
+    inbound = [
+        f
+        for chain in listeners["virtualInbound"]["filter_chains"]
+        for net in chain["filters"]
+        if net["name"].endswith("http_connection_manager")
+        for f in net["typed_config"]["http_filters"]
+    ]
+    values = [f["typed_config"]["value"] for f in inbound if f["name"] == "istio.metadata_exchange"]
+    assert values and all(
+        set(v) == {"downstream_discovery", "downstream_propagation"} for v in values
+    )
+    quiet = build_mesh(BOOKINFO).by_name("productpage-v1", LISTENER_TYPE)
+    filters = only_filter(quiet["0.0.0.0_9080"]["filter_chains"][0])["http_filters"]
+    assert not [f for f in filters if f["name"].startswith("istio.")]
+
+
 def test_tcp_proxies_stream_their_connections_to_mixer() -> None:
     """Istio's TCP metrics come from ``tcp_grpc`` access logs on both sides' TCP proxies."""
     mesh = build_mesh("features.yaml", mesh=MeshConfig(mixer_address="mixer:9091"))

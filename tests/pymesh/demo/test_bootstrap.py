@@ -118,3 +118,28 @@ def test_envoy_accepts_the_captured_bootstrap(tmp_path):
     _, path = _captured(tmp_path)
     ok, output = envoy_validate(path)
     assert ok, output
+
+
+def test_a_pod_without_an_agent_serves_its_proxys_metrics_on_the_agent_port(tmp_path):
+    """Process mode without mTLS has no agent: the sidecar answers Istio's
+    ``<pod ip>:15020/stats/prometheus`` itself, from its admin's exposition."""
+    path = write_bootstrap(
+        tmp_path / "reviews.yaml", REVIEWS, "127.0.4.14", "127.0.4.1:15010",
+        stats_address=("127.0.4.14", 15020),
+    )  # fmt: skip
+    loaded = load_bootstrap(path)
+    (agent,) = loaded.static_resources.listeners
+    assert (agent.address.host, agent.address.port) == ("127.0.4.14", 15020)
+    clusters = {c.name: c for c in loaded.static_resources.clusters}
+    assert set(clusters) == {XDS_CLUSTER, "agent"}
+
+
+@needs_envoy
+@pytest.mark.envoy
+def test_envoy_accepts_the_agent_port_bootstrap(tmp_path):
+    path = write_bootstrap(
+        tmp_path / "reviews.yaml", REVIEWS, "127.0.4.14", "127.0.4.1:15010",
+        stats_address=("127.0.4.14", 15020),
+    )  # fmt: skip
+    ok, output = envoy_validate(path)
+    assert ok, output
