@@ -364,6 +364,11 @@ async def test_a_changed_cluster_serves_its_old_version_until_its_endpoints_arri
     harness.release()
     await wait_until(lambda: _is(_body(harness), b"b"), "the warmed cluster serves", 15)
     assert harness.gauge("cluster_manager.warming_clusters") == 0
+    assert harness.server is not None
+    stats = harness.server.stats
+    # Envoy counts a CDS update a success when it is accepted, warm or not.
+    assert stats.counter("cluster_manager.cds.update_success").value >= 2
+    assert stats.counter("cluster_manager.cds.update_rejected").value == 0
 
 
 async def test_a_cluster_is_used_without_its_endpoints_after_initial_fetch_timeout(
