@@ -93,7 +93,7 @@ class Acceptor(asyncio.Protocol):
                 chain.hcm,
                 self._manager._loop,
                 scheme=scheme,
-                on_close=runtime.connections.discard,
+                on_close=runtime.forget,
                 original_destination=destination,
                 connection_id=next(self._manager.connection_ids),
             )
@@ -104,14 +104,14 @@ class Acceptor(asyncio.Protocol):
                 chain.hcm,
                 self._manager._loop,
                 scheme=scheme,
-                on_close=runtime.connections.discard,
+                on_close=runtime.forget,
                 original_destination=destination,
                 connection_id=next(self._manager.connection_ids),
                 on_h2_preface=(
                     functools.partial(_switch_to_h2, transport, runtime) if sniff else None
                 ),
             )
-        runtime.connections.add(conn)
+        runtime.track(conn, chain.model)
         self._conn = conn
         return conn
 
@@ -193,15 +193,19 @@ def _switch_to_h2(
 ) -> None:
     """``codec_type: AUTO`` saw the HTTP/2 client preface: the connection is HTTP/2 from its
     first byte, as in Envoy."""
-    runtime.connections.discard(http1)
+    chain = runtime.chain_of.get(http1)
+    runtime.forget(http1)
     conn = H2DownstreamConnection(
         http1.hcm,
         http1.loop,
         scheme=http1.scheme,
-        on_close=runtime.connections.discard,
+        on_close=runtime.forget,
         original_destination=http1.original_destination,
         connection_id=http1.connection_id,
     )
-    runtime.connections.add(conn)
+    if chain is not None:
+        runtime.track(conn, chain)
+    else:
+        runtime.connections.add(conn)
     transport.set_protocol(conn)
     conn.adopt(transport, counted=True, data=data)

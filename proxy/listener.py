@@ -67,6 +67,9 @@ class ListenerRuntime:
         self.default_chain: ChainRuntime | None = None
         self.server: asyncio.Server | None = None
         self.connections: set[DownstreamConnection | H2DownstreamConnection] = set()
+        # The chain each connection was accepted on: an update drains the connections of
+        # the chains it replaced and leaves the others alone.
+        self.chain_of: dict[DownstreamConnection | H2DownstreamConnection, FilterChain] = {}
         address = model.address
         stat_name = (
             f"{address.host}_{address.port}" if isinstance(address, SocketAddress) else model.name
@@ -75,6 +78,16 @@ class ListenerRuntime:
         # Envoy's tls_inspector: the chain is chosen from the client's first bytes (TLS or
         # not, SNI, ALPN) before any handshake.
         self.inspect_tls = TLS_INSPECTOR in model.listener_filters
+
+    def track(
+        self, conn: DownstreamConnection | H2DownstreamConnection, chain: FilterChain
+    ) -> None:
+        self.connections.add(conn)
+        self.chain_of[conn] = chain
+
+    def forget(self, conn: DownstreamConnection | H2DownstreamConnection) -> None:
+        self.connections.discard(conn)
+        self.chain_of.pop(conn, None)
 
     @property
     def all_chains(self) -> tuple[ChainRuntime, ...]:
@@ -170,15 +183,20 @@ class ListenerManager:
             if (
                 current is not None
                 and current.model.address == model.address
-                and tls_of(current.model) == tls_of(model)
                 and current.inspect_tls == runtime.inspect_tls
+                # With the TLS inspector each connection starts TLS with its own chain's
+                # context, so the socket outlives any change of the chains' TLS.
+                and (runtime.inspect_tls or tls_of(current.model) == tls_of(model))
             ):
-                # Same socket: new connections get the new chains; open ones keep theirs
-                # unless theirs changed, as Envoy drains the connections of a filter chain
-                # an update replaced (a new policy must not wait for clients to reconnect).
+                # Same socket, never closed (a client connecting during an update, such as
+                # PERMISSIVE to STRICT, is not refused): new connections get the new chains;
+                # open ones keep theirs unless the update replaced it, as Envoy drains the
+                # connections of a replaced filter chain (a new policy must not wait for
+                # clients to reconnect).
                 runtime.server = current.server
                 runtime.connections = current.connections
-                _drain_replaced(current.connections, runtime)
+                runtime.chain_of = current.chain_of
+                _drain_replaced(current, runtime)
                 self.listeners[name] = runtime
                 self._index(runtime)
                 continue
@@ -278,10 +296,15 @@ class ListenerManager:
                 conn.abort()
 
 
-def _drain_replaced(
-    connections: set[DownstreamConnection | H2DownstreamConnection], runtime: ListenerRuntime
-) -> None:
-    kept = [chain.hcm.model for chain in runtime.all_chains if chain.hcm is not None]
-    for conn in list(connections):
-        if not any(conn.hcm.model == model for model in kept):
+def _drain_replaced(current: ListenerRuntime, runtime: ListenerRuntime) -> None:
+    """Drain the connections whose filter chain is not among the new ones. A chain is told
+    by its whole configuration (match, transport socket, filters), so the plaintext chain
+    PERMISSIVE had is drained by STRICT even where its connection manager is the same as
+    the mTLS chain's, and a chain an update left as it was keeps its connections."""
+    if runtime is current:
+        return
+    kept = [chain.model for chain in runtime.all_chains]
+    for conn in list(runtime.connections):
+        chain = runtime.chain_of.get(conn)
+        if chain is None or not any(chain == model for model in kept):
             conn.drain()

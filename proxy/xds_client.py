@@ -57,6 +57,7 @@ __all__ = ["Backoff", "XdsClient", "ads_target"]
 log = structlog.get_logger(__name__)
 
 _INVALID_ARGUMENT = 3
+_UPDATE_STATS = {CLUSTER_TYPE: "cluster_manager.cds", LISTENER_TYPE: "listener_manager.lds"}
 
 
 class XdsClient:
@@ -219,6 +220,7 @@ class XdsClient:
     async def _on_response(self, reply: discovery_pb2.DiscoveryResponse) -> None:
         type_url = reply.type_url
         self._nonces[type_url] = reply.nonce
+        self._count(type_url, "update_attempt")
         proto = PROTOS.get(type_url)
         if proto is None:
             self._nack(type_url, reply, f"unsupported resource type {type_url}")
@@ -247,9 +249,16 @@ class XdsClient:
             self._late_nack = (reply.nonce, tuple(bind_errors))
             self._nack(type_url, reply, "; ".join(bind_errors))
         else:
+            self._count(type_url, "update_success")
             self._send(type_url)  # ACK
             self._nack_late_binds(bind_errors)
         self._follow_up(type_url)
+
+    def _count(self, type_url: str, outcome: str) -> None:
+        """Envoy's ``cluster_manager.cds.*`` and ``listener_manager.lds.*`` update counters."""
+        scope = _UPDATE_STATS.get(type_url)
+        if scope is not None:
+            self.server.stats.counter(f"{scope}.{outcome}").value += 1
 
     def _translate(self, type_url: str, proto: Any, reply: Any) -> dict[str, Any]:
         wildcard = type_url in WILDCARD
@@ -274,6 +283,7 @@ class XdsClient:
 
     def _nack(self, type_url: str, reply: Any, message: str) -> None:
         self.rejects += 1
+        self._count(type_url, "update_rejected")
         log.warning(
             "xds rejected",
             type=type_url.rpartition(".")[2],

@@ -267,6 +267,12 @@ async def test_invalid_push_is_nacked_and_the_old_config_keeps_serving(harness: 
     assert error.startswith("main: "), error
     assert "nonexistent" in error
     assert client.rejects == 1
+    assert harness.server is not None
+    counters = {
+        name: harness.server.stats.counter(f"listener_manager.lds.{name}").value
+        for name in ("update_attempt", "update_success", "update_rejected")
+    }
+    assert counters == {"update_attempt": 2, "update_success": 1, "update_rejected": 1}
     resp = await harness.get()
     assert resp.status == 200 and resp.header("x-config") == "v1"
     # A good push afterwards is accepted again.

@@ -67,6 +67,9 @@ class Mesh:
     cluster_tls: bool = False
     route: str = "a"
     listener_tls: bool = False
+    #: "permissive" or "strict": Istio's inbound shapes, a TLS inspector choosing between a
+    #: TLS chain and (permissive only) a plaintext one, both with the same connection manager
+    mesh_tls: str | None = None
 
 
 def _cluster(ctx: Mesh) -> dict[str, Any]:
@@ -96,20 +99,39 @@ def _listener(ctx: Mesh) -> dict[str, Any]:
             }
         ],
     }
-    chain: dict[str, Any] = {
-        "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]
+    filters = [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]
+    tls = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": _TLS + "DownstreamTlsContext",
+            "common_tls_context": {"tls_certificate_sds_secret_configs": [sds_secret("default")]},
+        },
     }
-    if ctx.listener_tls:
-        chain["transport_socket"] = {
-            "name": "envoy.transport_sockets.tls",
+    address = {"socket_address": {"address": LISTEN, "port_value": ctx.listen_port}}
+    if ctx.mesh_tls is not None:
+        tls_match = {"transport_protocol": "tls"}
+        chains: list[dict[str, Any]] = [
+            {"filter_chain_match": tls_match, "filters": filters, "transport_socket": tls}
+        ]
+        if ctx.mesh_tls == "permissive":
+            plain_match = {"transport_protocol": "raw_buffer"}
+            chains.append({"filter_chain_match": plain_match, "filters": filters})
+        inspector = {
+            "name": "envoy.filters.listener.tls_inspector",
             "typed_config": {
-                "@type": _TLS + "DownstreamTlsContext",
-                "common_tls_context": {
-                    "tls_certificate_sds_secret_configs": [sds_secret("default")]
-                },
+                "@type": "type.googleapis.com/"
+                "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
             },
         }
-    address = {"socket_address": {"address": LISTEN, "port_value": ctx.listen_port}}
+        return {
+            "name": "main",
+            "address": address,
+            "listener_filters": [inspector],
+            "filter_chains": chains,
+        }
+    chain: dict[str, Any] = {"filters": filters}
+    if ctx.listener_tls:
+        chain["transport_socket"] = tls
     return {"name": "main", "address": address, "filter_chains": [chain]}
 
 
@@ -342,6 +364,11 @@ async def test_a_changed_cluster_serves_its_old_version_until_its_endpoints_arri
     harness.release()
     await wait_until(lambda: _is(_body(harness), b"b"), "the warmed cluster serves", 15)
     assert harness.gauge("cluster_manager.warming_clusters") == 0
+    assert harness.server is not None
+    stats = harness.server.stats
+    # Envoy counts a CDS update a success when it is accepted, warm or not.
+    assert stats.counter("cluster_manager.cds.update_success").value >= 2
+    assert stats.counter("cluster_manager.cds.update_rejected").value == 0
 
 
 async def test_a_cluster_is_used_without_its_endpoints_after_initial_fetch_timeout(
@@ -414,8 +441,7 @@ async def test_a_listener_waits_for_the_agents_secrets_and_is_acked_meanwhile(
     assert await _body(harness) == b"a"
     harness.agent.released.set()
 
-    context = ssl.create_default_context(cadata=harness.pki.root_pem)
-    context.check_hostname = False
+    context = _client_tls(harness)
 
     async def over_tls() -> bool:
         try:
@@ -460,3 +486,71 @@ async def _is(value: Any, wanted: object) -> bool:
 
 async def _header(h: Harness, tag: str) -> bool:
     return (await h.get()).header("x-config") == tag
+
+
+def _client_tls(h: Harness) -> ssl.SSLContext:
+    context = ssl.create_default_context(cadata=h.pki.root_pem)
+    context.check_hostname = False
+    return context
+
+
+async def test_permissive_to_strict_drains_only_the_plaintext_chain_and_refuses_no_one(
+    harness: Harness,
+) -> None:
+    """Istio's PERMISSIVE to STRICT on an inbound listener with the TLS inspector: the
+    socket is never closed (TLS clients connecting throughout are all served), the TLS
+    connection open across the update keeps going (its chain did not change), the plaintext
+    request in flight on the removed chain finishes with ``connection: close``, and a new
+    plaintext connection is refused."""
+    harness.agent.released.set()
+    await _ready(harness, mesh_tls="permissive")
+    upstream = harness.upstreams["a"]  # type: ignore[attr-defined]
+    upstream.route("/slow", Held("slow", Fixed(200, b"slow")))
+    port, tls = harness.mesh.listen_port, _client_tls(harness)
+    assert await _body(harness) == b"a"
+    failures: list[str] = []
+    served = 0
+    stop = asyncio.Event()
+
+    async def new_tls_connections() -> None:
+        nonlocal served
+        while not stop.is_set():
+            try:
+                async with await AsyncConnection.open(LISTEN, port, tls=tls) as conn:
+                    resp = await conn.request("GET", "/", timeout=5)
+                served += 1
+                if resp.status != 200:
+                    failures.append(f"HTTP {resp.status}")
+            except (OSError, ssl.SSLError, TimeoutError) as exc:
+                failures.append(repr(exc))
+            await asyncio.sleep(0.005)
+
+    async def plaintext_refused() -> bool:
+        try:
+            await harness.get()
+        except Exception:  # refused, reset or closed: whichever way, no answer
+            return True
+        return False
+
+    async with (
+        await AsyncConnection.open(LISTEN, port, tls=tls) as mtls,
+        await AsyncConnection.open(LISTEN, port) as plain,
+    ):
+        assert (await mtls.request("GET", "/")).status == 200
+        in_flight = asyncio.create_task(plain.request("GET", "/slow", timeout=10))
+        await upstream.wait_for_request("/slow")
+        clients = asyncio.create_task(new_tls_connections())
+        await wait_until(lambda: served >= 5, "TLS clients served before the update", 15)
+        harness.push(mesh_tls="strict")
+        await harness.acked(LISTENER_TYPE)
+        await wait_until(plaintext_refused, "a new plaintext connection refused", 15)
+        before = served
+        await wait_until(lambda: served >= before + 5, "TLS clients served after the update", 15)
+        stop.set()
+        await clients
+        upstream.release("slow")
+        resp = await in_flight
+        assert resp.status == 200 and resp.body == b"slow" and resp.will_close
+        again = await mtls.request("GET", "/")
+        assert again.status == 200 and not again.will_close
+    assert not failures, failures[:10]
