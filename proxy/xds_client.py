@@ -106,6 +106,7 @@ class XdsClient:
         self._warm_timer: asyncio.TimerHandle | None = None
         self._pending: set[asyncio.Task[None]] = set()
         self._late_nack: tuple[str, tuple[str, ...]] | None = None
+        self._applying = asyncio.Lock()
         # SDS from the identity agent (merged into every snapshot's secrets).
         self.agent = AgentSds(self.bootstrap, self.node, self._agent_changed, self.server.stats)
 
@@ -348,11 +349,14 @@ class XdsClient:
     async def _update(self) -> list[str]:
         """Apply what is warm, once the initial fetch is complete; returns the listeners that
         could not bind."""
-        clusters, listeners = self._select()
-        if self.applied or self._complete(clusters, listeners):
-            return await self._apply(clusters, listeners)
-        self._schedule(clusters, listeners)  # the initial fetch's own timeouts run too
-        return []
+        # One at a time: an agent secret or a warming timeout lands while a response is
+        # being applied, and two applies binding one new listener would collide on its port.
+        async with self._applying:
+            clusters, listeners = self._select()
+            if self.applied or self._complete(clusters, listeners):
+                return await self._apply(clusters, listeners)
+            self._schedule(clusters, listeners)  # the initial fetch's own timeouts run too
+            return []
 
     # -- the snapshot ------------------------------------------------------------------------
     def _has(self, need: Need) -> bool:
