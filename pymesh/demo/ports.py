@@ -31,8 +31,7 @@ def _proc_listeners() -> set[Endpoint] | None:
         fields = line.split()
         if len(fields) < 4 or fields[3] != _LISTEN:
             continue
-        hex_ip, _, hex_port = fields[1].partition(":")
-        found.add((_ip(hex_ip), int(hex_port, 16)))
+        found.add(_endpoint(fields[1]))
     with contextlib.suppress(OSError):
         for line in Path("/proc/net/tcp6").read_text().splitlines()[1:]:
             fields = line.split()
@@ -118,16 +117,22 @@ def holder(endpoint: Endpoint) -> str:
     return "another process"
 
 
-def time_wait(addresses: Iterable[str]) -> int:
-    """Sockets in TIME-WAIT with either end on one of ``addresses`` (0 without /proc)."""
+def time_wait(addresses: Iterable[str]) -> frozenset[tuple[Endpoint, Endpoint]]:
+    """Connections in TIME-WAIT, as (local, remote), with either end on one of ``addresses``
+    (none without /proc)."""
     wanted = set(addresses)
-    count = 0
+    found: set[tuple[Endpoint, Endpoint]] = set()
     with contextlib.suppress(OSError):
         for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
             fields = line.split()
             if len(fields) < 4 or fields[3] != _TIME_WAIT:
                 continue
-            ends = {_ip(fields[1].partition(":")[0]), _ip(fields[2].partition(":")[0])}
-            if ends & wanted:
-                count += 1
-    return count
+            local, remote = (_endpoint(field) for field in fields[1:3])
+            if {local[0], remote[0]} & wanted:
+                found.add((local, remote))
+    return frozenset(found)
+
+
+def _endpoint(field: str) -> Endpoint:
+    hex_ip, _, hex_port = field.partition(":")
+    return _ip(hex_ip), int(hex_port, 16)

@@ -46,6 +46,7 @@ __all__ = [
 #: mixer's ports, Istio's: ALS/RLS gRPC, metrics, Zipkin API, dashboard
 MIXER_PORTS = {"grpc": 9091, "metrics": 15014, "zipkin": 9411, "dashboard": 20001}
 PROMETHEUS_PORT = 9090
+SCRAPE_INTERVAL = 5  # seconds
 _READY_TIMEOUT = 30.0
 PODS_JOB = "kubernetes-pods"
 _META = "__meta_kubernetes_"
@@ -86,7 +87,10 @@ def prometheus_config(layout: DemoLayout) -> dict[str, object]:
     pods as a ``kubernetes-pods`` job finds them (see :func:`pod_targets`)."""
     host = layout.control_address
     return {
-        "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+        "global": {
+            "scrape_interval": f"{SCRAPE_INTERVAL}s",
+            "evaluation_interval": f"{SCRAPE_INTERVAL}s",
+        },
         "scrape_configs": [
             {
                 "job_name": "mixer",

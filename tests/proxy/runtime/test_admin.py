@@ -219,3 +219,24 @@ async def test_unknown_admin_path_is_404(upstream_factory: Any, start_proxy: Sta
     assert (await admin(proxy, "GET", "/no/such/page")).status == 404
     r = await admin(proxy, "GET", "/")
     assert "/clusters" in r.text and "/quitquitquit" in r.text
+
+
+async def test_admin_keeps_connections_alive(
+    upstream_factory: Any, start_proxy: StartProxy
+) -> None:
+    """Pollers (the agent's Prometheus merge, readiness probes) reuse one connection, as
+    Envoy's admin allows: a connection per poll leaves a TIME-WAIT socket behind each time."""
+    up = await upstream_factory(upstream_ip(0))
+    proxy = await start_with_admin(start_proxy, up)
+    host, port = proxy.config["admin"]["address"]["socket_address"].values()
+    async with await AsyncConnection.open(host, port) as conn:
+        for _ in range(3):
+            r = await conn.request("GET", "/ready", host="admin")
+            assert (r.status, r.body) == (200, b"LIVE\n")
+        r = await conn.request("HEAD", "/ready", host="admin")
+        assert (r.status, r.body) == (200, b"")
+        assert (await conn.request("GET", "/stats/prometheus", host="admin")).status == 200
+        r = await conn.request("GET", "/ready", [("connection", "close")], host="admin")
+        assert r.status == 200
+        assert await conn.wait_closed_by_peer()
+    assert conn.responses == 6
