@@ -161,8 +161,14 @@ def tcp_proxy(
     cluster: str,
     stat_prefix: str | None = None,
     access_log: list[dict[str, Any]] | None = None,
+    weights: list[tuple[str, int]] | None = None,
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {"stat_prefix": stat_prefix or cluster, "cluster": cluster}
+    """A ``tcp_proxy`` to ``cluster``, or split by ``weights`` (cluster, weight) when given."""
+    body: dict[str, Any] = {"stat_prefix": stat_prefix or cluster}
+    if weights:
+        body["weighted_clusters"] = {"clusters": [{"name": n, "weight": w} for n, w in weights]}
+    else:
+        body["cluster"] = cluster
     if access_log:
         body["access_log"] = access_log
     return {"name": "envoy.filters.network.tcp_proxy", "typed_config": typed("tcp_proxy", body)}

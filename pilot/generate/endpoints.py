@@ -3,8 +3,9 @@
 Endpoints are grouped by locality and filtered by the subset's labels. An endpoint fronted by
 a process-mode sidecar is addressed at that sidecar's inbound listener (``<pod ip>:15006``):
 in process mode the app itself listens on ``<pod ip>:<port>``, so the sidecar cannot
-intercept that port (see ``README.md``). gRPC ports are the exception: they are addressed at
-the app, which the client sidecar reaches over HTTP/2 directly.
+intercept that port (see ``README.md``). gRPC and opaque TCP ports are the exception: that
+inbound listener routes HTTP, so they are addressed at the app, which the client sidecar
+reaches directly, in plaintext (no sidecar there terminates mTLS).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pilot.generate.common import ENDPOINT_TYPE, socket_address, to_proto
 from pilot.generate.tls import TRANSPORT_SOCKET_MATCH, speaks_mtls
 from pilot.model.proxy import ProxyNode
 from pilot.model.push_context import PushContext
+from pilot.registry.protocol import is_http
 from pilot.registry.registry import Endpoint, ServiceInstance
 from pymesh.config.hosts import is_ip
 from pymesh.config.model.common import labels_match
@@ -24,16 +26,21 @@ from pymesh.config.model.security import MTLSMode
 __all__ = ["endpoint_address", "load_assignment", "load_assignments", "mtls_endpoint"]
 
 
-# gRPC ports are reached at the app itself (the gateway's rate limit service relies on it);
-# the server sidecar's inbound listener would carry HTTP/2 too (codec_type AUTO).
-_DIRECT_PROTOCOLS = frozenset({"GRPC"})
+def _via_sidecar(endpoint: Endpoint, protocol: str) -> bool:
+    """Whether mesh traffic for a process-mode endpoint goes through its sidecar's inbound
+    listener: HTTP ports but gRPC (the gateway reaches the rate limit service at the app)."""
+    return endpoint.sidecar == "process" and is_http(protocol) and protocol.upper() != "GRPC"
+
+
+def _direct(endpoint: Endpoint, protocol: str) -> bool:
+    return endpoint.sidecar == "process" and not _via_sidecar(endpoint, protocol)
 
 
 def endpoint_address(
     ctx: PushContext, endpoint: Endpoint, protocol: str = "HTTP"
 ) -> tuple[str, int]:
     """Where mesh traffic for ``endpoint`` (of a service port speaking ``protocol``) is sent."""
-    if endpoint.sidecar == "process" and protocol.upper() not in _DIRECT_PROTOCOLS:
+    if _via_sidecar(endpoint, protocol):
         return endpoint.address, ctx.mesh.inbound_port
     return endpoint.address, endpoint.port
 
@@ -82,7 +89,7 @@ def load_assignment(
         }
         if ep.weight > 0:
             lb["load_balancing_weight"] = ep.weight
-        if mtls and mtls_endpoint(ctx, ep):
+        if mtls and mtls_endpoint(ctx, ep) and not _direct(ep, inst.service_port.protocol):
             lb["metadata"] = {"filter_metadata": {TRANSPORT_SOCKET_MATCH: {"tlsMode": "istio"}}}
         groups.setdefault(ep.locality, []).append(lb)
     endpoints = []

@@ -4,7 +4,8 @@ Every port of the Gateway servers selecting the node becomes a listener ``0.0.0.
 (Istio's name) bound on the node IP. Plain HTTP servers share one route configuration
 ``http.<port>``; each TLS-terminating server gets a filter chain with its certificates and
 the route configuration ``https.<port>.<portName>.<gateway>.<namespace>``. Virtual hosts come
-from the VirtualServices bound to the gateway, one per host.
+from the VirtualServices bound to the gateway, one per host. A plain TCP server's listener
+forwards with the ``tcp`` rules of those VirtualServices (Istio's TCP traffic shifting).
 """
 
 from __future__ import annotations
@@ -17,21 +18,20 @@ import structlog
 from pilot.generate.common import LISTENER_TYPE, ROUTE_TYPE, socket_address, to_proto, typed
 from pilot.generate.hcm import http_connection_manager
 from pilot.generate.http_routes import RouteScope, virtual_service_routes
-from pilot.generate.security import security_http_filters
+from pilot.generate.security import security_http_filters, security_network_filters
+from pilot.generate.tcp_routes import tcp_route_proxy
 from pilot.generate.telemetry import observability
 from pilot.generate.tls import downstream_tls
 from pilot.model.proxy import ProxyNode
 from pilot.model.push_context import PushContext
+from pymesh.config.enforcement import gateway_server_served
 from pymesh.config.hosts import host_matches, is_wildcard, more_specific, split_namespaced_host
 from pymesh.config.model.common import Resource
-from pymesh.config.model.networking import Gateway, Server, ServerTLSMode
+from pymesh.config.model.networking import Gateway, Server
 
 __all__ = ["GatewayServer", "build_gateway_listeners", "build_gateway_routes", "gateway_servers"]
 
 log = structlog.get_logger(__name__)
-
-_HTTP = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
-_TERMINATED = frozenset({ServerTLSMode.SIMPLE, ServerTLSMode.MUTUAL, ServerTLSMode.OPTIONAL_MUTUAL})
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,29 +46,43 @@ class GatewayServer:
         return f"{self.gateway.namespace}/{self.gateway.name}"
 
 
+def _tcp_servers(ctx: PushContext, node: ProxyNode) -> dict[int, list[GatewayServer]]:
+    """The plain TCP servers of the node's gateways by port (their routes are VirtualService
+    ``tcp`` rules, built into the listener)."""
+    by_port: dict[int, list[GatewayServer]] = {}
+    for gw in ctx.gateways_for(node):
+        for server in gw.spec.servers:
+            if gateway_server_served(server) == "tcp":
+                gs = GatewayServer(gw, server, "", False)
+                by_port.setdefault(server.port.number, []).append(gs)
+    return by_port
+
+
 def gateway_servers(ctx: PushContext, node: ProxyNode) -> dict[int, list[GatewayServer]]:
-    """The HTTP(S) servers of the node's gateways by port; TLS passthrough and TCP servers
-    are not served (logged)."""
+    """The HTTP(S) servers of the node's gateways by port (TCP servers: :func:`_tcp_servers`);
+    what pymesh does not serve is logged here and reported when applied."""
     by_port: dict[int, list[GatewayServer]] = {}
     for gw in ctx.gateways_for(node):
         for server in gw.spec.servers:
             port = server.port
-            protocol = port.protocol.upper()
-            tls = server.tls is not None and server.tls.mode in _TERMINATED
-            if protocol in _HTTP and not tls:
+            served = gateway_server_served(server)
+            if served == "http":
                 route = f"http.{port.number}"
-            elif protocol in ("HTTPS", "TLS") and tls:
+            elif served == "https":
                 route = f"https.{port.number}.{port.name}.{gw.name}.{gw.namespace}"
+            elif served == "tcp":
+                continue
             else:
                 log.warning(
                     "gateway_server_skipped",
                     gateway=gw.ref,
                     port=port.number,
-                    protocol=protocol,
-                    reason="only HTTP and terminated TLS are served",
+                    protocol=port.protocol,
+                    reason="only HTTP, TCP and terminated TLS are served",
                 )
                 continue
-            by_port.setdefault(port.number, []).append(GatewayServer(gw, server, route, tls))
+            gs = GatewayServer(gw, server, route, served == "https")
+            by_port.setdefault(port.number, []).append(gs)
     for number, servers in by_port.items():
         if any(s.tls for s in servers) and not all(s.tls for s in servers):
             log.warning("gateway_plaintext_on_tls_port", port=number)
@@ -155,7 +169,9 @@ def gateway_route_configs(ctx: PushContext, node: ProxyNode) -> list[dict[str, A
 def gateway_listeners(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]:
     listeners = []
     security = security_http_filters(ctx, node)
-    for port, servers in sorted(gateway_servers(ctx, node).items()):
+    served = gateway_servers(ctx, node)
+    taken = set(served)
+    for port, servers in sorted(served.items()):
         stat_prefix = f"outbound_0.0.0.0_{port}"
         chains: list[dict[str, Any]] = []
         seen_names: set[tuple[str, ...]] = set()
@@ -199,7 +215,43 @@ def gateway_listeners(ctx: PushContext, node: ProxyNode) -> list[dict[str, Any]]
                 }
             ]
         listeners.append(listener)
-    return listeners
+    for port, servers in sorted(_tcp_servers(ctx, node).items()):
+        if port in taken:
+            log.warning("gateway_tcp_port_shadowed_by_http", port=port)
+        elif (tcp := _tcp_listener(ctx, node, port, servers)) is not None:
+            listeners.append(tcp)
+    return sorted(listeners, key=lambda body: int(body["name"].rsplit("_", 1)[1]))
+
+
+def _tcp_listener(
+    ctx: PushContext, node: ProxyNode, port: int, servers: list[GatewayServer]
+) -> dict[str, Any] | None:
+    """A TCP server's listener: the first VirtualService bound to one of its gateways with a
+    ``tcp`` rule for the port. None when no VirtualService routes it (istiod builds no filter
+    chain then, so nothing listens)."""
+    for gs in servers:
+        scope = RouteScope(ctx, node, port, gs.key)
+        bound = tuple(
+            vs
+            for vs in ctx.virtual_services_for(node, gs.key)
+            if any(
+                _intersect(h, server_host)
+                for h in ctx.vs_hosts(vs)
+                for server_host in _server_hosts(gs, vs.namespace)
+            )
+        )
+        proxy = tcp_route_proxy(
+            scope, bound, None, access_log=observability(ctx, node).tcp_access_log(False)
+        )
+        if proxy is not None:
+            return {
+                "name": f"0.0.0.0_{port}",
+                "address": socket_address(node.ip, port),
+                "traffic_direction": "OUTBOUND",
+                "filter_chains": [{"filters": [*security_network_filters(ctx, node), proxy]}],
+            }
+    log.warning("gateway_tcp_server_unrouted", port=port, gateways=[gs.key for gs in servers])
+    return None
 
 
 def build_gateway_listeners(ctx: PushContext, node: ProxyNode) -> list[Any]:

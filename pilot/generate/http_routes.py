@@ -37,10 +37,17 @@ from pymesh.config.model.networking import (
     HTTPMatchRequest,
     HTTPRoute,
     HTTPRouteDestination,
+    L4MatchAttributes,
     VirtualService,
 )
 
-__all__ = ["RouteScope", "default_route", "virtual_service_routes"]
+__all__ = [
+    "RouteScope",
+    "default_route",
+    "destination_cluster",
+    "match_applies",
+    "virtual_service_routes",
+]
 
 _FAULT = "envoy.filters.http.fault"
 _CORS = "envoy.filters.http.cors"
@@ -82,7 +89,10 @@ def destination_cluster(scope: RouteScope, dest: Destination, namespace: str) ->
     return outbound_cluster(port, host, dest.subset), port
 
 
-def _match_applies(scope: RouteScope, match: HTTPMatchRequest, namespace: str) -> bool:
+def match_applies(
+    scope: RouteScope, match: HTTPMatchRequest | L4MatchAttributes, namespace: str
+) -> bool:
+    """Whether a rule's match holds where the routes are built: port, gateway, source."""
     if match.port and match.port != scope.port:
         return False
     if match.gateways:
@@ -210,7 +220,7 @@ def virtual_service_routes(
     for index, rule in enumerate(vs.spec.http):
         if rule.match:
             matches: list[HTTPMatchRequest | None] = [
-                m for m in rule.match if _match_applies(scope, m, vs.namespace)
+                m for m in rule.match if match_applies(scope, m, vs.namespace)
             ]
             if not matches:
                 continue

@@ -35,12 +35,15 @@ from pilot.generate.common import (
     typed,
 )
 from pilot.generate.hcm import http_connection_manager
+from pilot.generate.http_routes import RouteScope
 from pilot.generate.scope import InboundPort, OutboundPort, inbound_ports, outbound_ports
 from pilot.generate.security import security_http_filters, security_network_filters
+from pilot.generate.tcp_routes import tcp_route_proxy
 from pilot.generate.telemetry import observability
 from pilot.generate.tls import inbound_mtls, speaks_mtls
 from pilot.model.proxy import ProxyNode
 from pilot.model.push_context import PushContext
+from pilot.registry.registry import Service
 from pymesh.config.model.security import MTLSMode
 
 __all__ = ["build_sidecar_listeners", "inbound_route_config", "sidecar_listeners"]
@@ -356,10 +359,22 @@ def _port_listeners(ctx: PushContext, node: ProxyNode, op: OutboundPort) -> list
             observe=observe,
         )
         found.append(listener("0.0.0.0", [{"filters": [hcm]}]))
+    scope = RouteScope(ctx, node, op.port)
+
+    def routed(service: Service) -> dict[str, Any]:
+        vs = ctx.virtual_service_for_host(node, service.hostname)
+        proxy = tcp_route_proxy(
+            scope,
+            (vs,) if vs is not None else (),
+            outbound_cluster(op.port, service.hostname),
+            address=service.address or None,
+            access_log=logs,
+        )
+        assert proxy is not None  # a default cluster was given
+        return proxy
+
     for service in (s for s in op.tcp if s.address):
-        cluster = outbound_cluster(op.port, service.hostname)
-        proxy = tcp_proxy(cluster, access_log=logs)
-        found.append(listener(service.address, [{"filters": [proxy]}]))
+        found.append(listener(service.address, [{"filters": [routed(service)]}]))
     shared = [s for s in op.tcp if not s.address]
     tls = [s for s in shared if s in op.tls]
     if shared and not op.http:
@@ -386,9 +401,7 @@ def _port_listeners(ctx: PushContext, node: ProxyNode, op: OutboundPort) -> list
         else:
             # Without a VIP, plain TCP services on one port cannot be told apart: Istio keeps
             # the first.
-            cluster = outbound_cluster(op.port, shared[0].hostname)
-            proxy = tcp_proxy(cluster, access_log=logs)
-            found.append(listener("0.0.0.0", [{"filters": [proxy]}]))
+            found.append(listener("0.0.0.0", [{"filters": [routed(shared[0])]}]))
     return found
 
 

@@ -15,9 +15,14 @@ from typing import Any
 from pymesh.config.codec import camel_name
 from pymesh.config.issues import Reporter
 from pymesh.config.model.common import Resource
+from pymesh.config.model.networking import Gateway, Server, ServerTLSMode
 from pymesh.config.model.telemetry import IstioMetric, Telemetry
 
-__all__ = ["NOT_ENFORCED", "NotEnforced", "report_not_enforced"]
+__all__ = ["NOT_ENFORCED", "NotEnforced", "gateway_server_served", "report_not_enforced"]
+
+_HTTP = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
+_TCP = frozenset({"TCP", "MONGO", "REDIS", "MYSQL"})
+_TERMINATED = frozenset({ServerTLSMode.SIMPLE, ServerTLSMode.MUTUAL, ServerTLSMode.OPTIONAL_MUTUAL})
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +37,9 @@ class NotEnforced:
 
 NOT_ENFORCED: tuple[NotEnforced, ...] = (
     NotEnforced(
-        "PeerAuthentication",
-        "",
-        "sidecars do not require or offer mutual TLS yet; traffic between them stays plaintext",
+        "VirtualService",
+        "tls",
+        "TLS routes by SNI are not applied; a connection goes to the service its SNI names",
     ),
     NotEnforced("Telemetry", "target_ref", "only selector picks workloads; it applies to none"),
     NotEnforced("Telemetry", "target_refs", "only selector picks workloads; it applies to none"),
@@ -69,14 +74,44 @@ def _telemetry_gaps(spec: Telemetry) -> Iterator[tuple[str, str]]:
             )
 
 
+def gateway_server_served(server: Server) -> str | None:
+    """How pymesh gateways serve a Gateway server: ``"http"``, ``"https"`` (TLS terminated
+    with SIMPLE, MUTUAL or OPTIONAL_MUTUAL), ``"tcp"`` (plain), or None: not served."""
+    protocol = server.port.protocol.upper()
+    terminated = server.tls is not None and server.tls.mode in _TERMINATED
+    if protocol in _HTTP and not terminated:
+        return "http"
+    if protocol in ("HTTPS", "TLS") and terminated:
+        return "https"
+    if protocol in _TCP and server.tls is None:
+        return "tcp"
+    return None
+
+
+def _gateway_gaps(spec: Gateway) -> Iterator[tuple[str, str]]:
+    for i, server in enumerate(spec.servers):
+        if gateway_server_served(server) is None:
+            mode = f" with TLS mode {server.tls.mode}" if server.tls is not None else ""
+            yield (
+                f"servers[{i}]",
+                f"the gateway does not listen for a {server.port.protocol} server{mode} "
+                "(pymesh gateways serve HTTP, TLS terminated with SIMPLE, MUTUAL or "
+                "OPTIONAL_MUTUAL, and plain TCP)",
+            )
+
+
 def report_not_enforced(res: Resource[Any], path: str, rep: Reporter) -> None:
     """Warn, through ``rep``, about each part of ``res`` pymesh does not enforce."""
+    gaps: Iterator[tuple[str, str]] = iter(())
     if isinstance(res.spec, Telemetry):
-        for field, consequence in _telemetry_gaps(res.spec):
-            rep.warn(
-                f"{path}.{field}" if path else field,
-                f"{field.rpartition('.')[2]} is accepted but not enforced: {consequence}",
-            )
+        gaps = _telemetry_gaps(res.spec)
+    elif isinstance(res.spec, Gateway):
+        gaps = _gateway_gaps(res.spec)
+    for field, consequence in gaps:
+        rep.warn(
+            f"{path}.{field}" if path else field,
+            f"{field.rpartition('.')[2]} is accepted but not enforced: {consequence}",
+        )
     for entry in NOT_ENFORCED:
         if entry.kind != res.kind:
             continue

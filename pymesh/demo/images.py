@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -43,13 +43,24 @@ class StandIn:
     warning: str = ""
     #: the app speaks no HTTP: it is ready once it accepts a connection (a TCP probe)
     tcp: bool = False
+    #: the stand-in reads the container's own ``args``, as the image does
+    container_args: bool = False
 
-    def argv(self, host: str, port: int, values: Mapping[str, str] | None = None) -> list[str]:
+    def argv(
+        self,
+        host: str,
+        port: int,
+        values: Mapping[str, str] | None = None,
+        container_args: Sequence[str] = (),
+    ) -> list[str]:
         """The app's command line, listening on ``host:port``; ``{name}`` in ``args`` is
-        filled from ``values`` (``config_dir``, ``config_map``: what the pod mounts)."""
+        filled from ``values`` (``config_dir``, ``config_map``: what the pod mounts), and the
+        container's ``args`` follow when the stand-in reads them."""
         if not self.module:
             return []
         args = [arg.format_map(values or {}) for arg in self.args]
+        if self.container_args:
+            args += ["--", *container_args]
         return [sys.executable, "-m", self.module, "--host", host, "--port", str(port), *args]
 
 
@@ -84,8 +95,8 @@ def stand_in(image: str, labels: Mapping[str, str]) -> StandIn:
     if _RATELIMIT.search(name):
         return StandIn(Role.APP, "mixer.ratelimit", _RATELIMIT_ARGS)
     if _TCP_ECHO.search(name):
-        # The sample's container arguments: "9000,9001,9002" "hello".
-        return StandIn(Role.APP, "pymesh.samples.tcp_echo", ("--ports", "9000,9001,9002"), tcp=True)
+        # The sample's container arguments ("9000,9001,9002" "one") choose ports and prefix.
+        return StandIn(Role.APP, "pymesh.samples.tcp_echo", tcp=True, container_args=True)
     if _HTTPBIN.search(name):
         return StandIn(Role.APP, "pymesh.samples.httpbin", ("--version", _version(labels)))
     if _CLIENTS.search(name):

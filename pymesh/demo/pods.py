@@ -54,6 +54,8 @@ class PodSpec:
     image: str = ""
     container: str = ""
     container_port: int | None = None
+    #: the container's ``args`` (the image's arguments)
+    args: tuple[str, ...] = ()
     stand_in: StandIn = _NO_APP
     owner: str = ""
     revision: str = ""
@@ -136,6 +138,7 @@ def _pod_from(
         image=image,
         container=str(main.get("name", "")),
         container_port=int(port) if isinstance(port, int) else None,
+        args=tuple(str(a) for a in main.get("args") or () if isinstance(a, (str, int, float))),
         stand_in=app,
         owner=owner,
         # A pod whose injection changed is created again (kubectl rollout restart's effect).

@@ -264,11 +264,14 @@ class PodRuntime:
             "config_map": self.spec.config_maps[0] if self.spec.config_maps else "",
         }
         if self.network is None:
-            argv = self.spec.stand_in.argv(self.ip, self.app_ports.get(port, port), mounts)
+            argv = self.spec.stand_in.argv(
+                self.ip, self.app_ports.get(port, port), mounts, self.spec.args
+            )
         else:
             # As in a pod: the app listens on every address of its namespace, unchanged.
             argv = in_namespace(
-                self.network.namespace, self.spec.stand_in.argv("0.0.0.0", port, mounts)
+                self.network.namespace,
+                self.spec.stand_in.argv("0.0.0.0", port, mounts, self.spec.args),
             )
         pod_environment = pod_env(
             self.spec.name,

@@ -1,8 +1,9 @@
 """A stand-in for Istio's ``tcp-echo-server`` (the authz-tcp task's app): it listens on each
 of its ports and answers every line a client sends with ``<prefix> <line>``.
 
-``python -m pymesh.samples.tcp_echo --host H --port P [--ports 9000,9001,9002]
-[--prefix hello]``; the sample image's arguments are ``"9000,9001,9002" "hello"``.
+``python -m pymesh.samples.tcp_echo --host H --port P [-- PORTS [PREFIX]]``: the positional
+arguments are the sample image's own (``"9000,9001,9002" "hello"`` in tcp-echo.yaml,
+``"one"``/``"two"`` as the prefix of the traffic-shifting task's two versions).
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tcp-echo", description=__doc__)
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=9000, help="the container port")
-    parser.add_argument("--ports", default="9000,9001,9002", help="every port it listens on")
-    parser.add_argument("--prefix", default="hello")
+    parser.add_argument("ports", nargs="?", default="9000,9001,9002", help="every port it serves")
+    parser.add_argument("prefix", nargs="?", default="hello")
     args = parser.parse_args(argv)
     ports = sorted({args.port, *(int(p) for p in args.ports.split(",") if p)})
 

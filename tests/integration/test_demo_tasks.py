@@ -164,6 +164,63 @@ def test_traffic_shifting(demo: Demo, rules: Apply) -> None:
     assert set(demo.versions(3)) == {"v3"}
 
 
+def _tcp_echo(address: tuple[str, int], line: bytes) -> bytes:
+    with socket.create_connection(address, timeout=5) as conn:
+        conn.settimeout(5)
+        conn.sendall(line + b"\n")
+        answer = b""
+        while not answer.endswith(b"\n"):
+            chunk = conn.recv(256)
+            assert chunk, f"the connection closed after {answer!r}"
+            answer += chunk
+        return answer
+
+
+def test_tcp_traffic_shifting(demo: Demo, rules: Apply) -> None:
+    """TCP traffic shifting (tcp-echo-services.yaml, tcp-echo-all-v1.yaml): every connection
+    through the ingress gateway's TCP port 31400 reaches tcp-echo v1 ("one ..."); with
+    tcp-echo-20-v2.yaml about 20 % reach v2 ("two ...")."""
+    rules(
+        istio_file("tcp-echo/tcp-echo-services.yaml"),
+        istio_file("tcp-echo/tcp-echo-all-v1.yaml"),
+    )
+    demo.wait(
+        lambda: (
+            {"tcp-echo-v1.default", "tcp-echo-v2.default"}
+            <= {p.key for p in demo.state().pods if p.ready}
+        ),
+        60,
+        "tcp-echo v1 and v2 running",
+    )
+    gateway = (demo.control, 31400)
+
+    def prefix(i: int) -> str | None:
+        try:
+            answer = _tcp_echo(gateway, f"hello {i}".encode())
+        except OSError:
+            return None
+        assert answer.endswith(f" hello {i}\n".encode()), answer
+        return answer.split()[0].decode()
+
+    demo.wait(lambda: prefix(0) == "one", 30, "the gateway forwarding port 31400 to v1")
+    assert {prefix(i) for i in range(20)} == {"one"}
+    rules(istio_file("tcp-echo/tcp-echo-20-v2.yaml"))
+    demo.wait(lambda: any(prefix(i) == "two" for i in range(20)), 30, "v2 taking connections")
+    n = 200
+    seen = Counter(prefix(i) for i in range(n))
+    assert set(seen) == {"one", "two"}, seen
+    # Binomial(200, 0.2): 0.1..0.3 is more than 3.5 standard deviations each way.
+    assert 0.1 <= seen["two"] / n <= 0.3, seen
+    stats = demo.admin_stats("istio-ingressgateway")
+    opened = sum(
+        int(v)
+        for k, v in stats.items()
+        if k.startswith("cluster.outbound|9000|")
+        and k.endswith("tcp-echo.default.svc.cluster.local.upstream_cx_total")
+    )
+    assert opened >= n, {k: v for k, v in stats.items() if "tcp-echo" in k}
+
+
 def test_request_timeouts(demo: Demo, rules: Apply) -> None:
     """Request timeouts: with reviews on v2 and a 2 s delay on ratings the page still shows
     its stars, about 2 s late; a 0.5 s timeout on reviews then makes it return after about

@@ -34,6 +34,7 @@ from tests.integration.test_demo_tasks import (  # noqa: F401 - collected here t
     test_request_routing_all_v1,
     test_request_routing_jason_to_v2,
     test_request_timeouts,
+    test_tcp_traffic_shifting,
     test_traffic_shifting,
 )
 

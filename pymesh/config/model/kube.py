@@ -117,6 +117,8 @@ class Container:
 
     name: str = spec_field(required=True)
     image: str = ""
+    #: the image's arguments (the demo's stand-ins for sample images read them)
+    args: tuple[str, ...] = ()
     ports: tuple[ContainerPort, ...] = ()
 
 

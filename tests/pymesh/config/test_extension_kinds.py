@@ -204,14 +204,49 @@ def test_config_map_fields_sit_beside_metadata() -> None:
         load_documents(text + "spec: {}\n", "t.yaml")
 
 
-@pytest.mark.parametrize("text", [PEER_AUTHN])
-def test_kinds_not_enforced_yet_are_reported_when_loaded(text: str) -> None:
-    result = load_documents(text, "t.yaml")
-    [res] = result.resources
-    entries = [e for e in NOT_ENFORCED if e.kind == res.kind]
-    messages = [w.message for w in result.warnings if "not enforced" in w.message]
-    assert len(messages) == len(entries) >= 1, result.warnings
-    assert all(m.startswith(f"{res.kind} is accepted but not enforced: ") for m in messages)
+TLS_ROUTE = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: sni, namespace: foo}
+spec:
+  hosts: [a.example.com]
+  tls:
+  - match: [{sniHosts: [a.example.com]}]
+    route: [{destination: {host: a.example.com}}]
+"""
+
+
+def test_fields_not_enforced_yet_are_reported_when_loaded() -> None:
+    result = load_documents(TLS_ROUTE, "t.yaml")
+    [entry] = [e for e in NOT_ENFORCED if e.kind == "VirtualService"]
+    assert [(w.path, w.message) for w in result.warnings] == [
+        ("spec.tls", f"tls is accepted but not enforced: {entry.consequence}")
+    ]
+
+
+def test_gateway_servers_not_served_are_reported_when_loaded() -> None:
+    text = """\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: foo}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - {port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}
+  - {port: {number: 31400, name: tcp, protocol: TCP}, hosts: ["*"]}
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: ["*"]
+    tls: {mode: PASSTHROUGH}
+"""
+    warnings = load_documents(text, "t.yaml").warnings
+    assert [w.path for w in warnings] == ["spec.servers[2]"], warnings
+    assert "does not listen for a TLS server with TLS mode PASSTHROUGH" in warnings[0].message
+
+
+def test_peer_authentication_loads_without_a_not_enforced_warning() -> None:
+    """Sidecars require and offer mutual TLS as PeerAuthentication says."""
+    result = load_documents(PEER_AUTHN, "t.yaml")
+    assert not [w for w in result.warnings if "not enforced" in w.message], result.warnings
 
 
 def test_security_kinds_load_without_a_not_enforced_warning() -> None:

@@ -73,3 +73,11 @@ def test_unknown_image_runs_the_sidecar_only_and_says_so():
     note = table.split("notes:\n", 1)[1]
     assert "no stand-in for image 'docker.io/library/nginx:1.25'" in note
     assert "Images the demo runs: examples-bookinfo-" in note and "fortio" in note
+
+
+def test_tcp_echo_reads_the_containers_args_as_the_image_does():
+    # tcp-echo-services.yaml's two versions differ only in their args: "9000,9001,9002" "two".
+    s = stand_in("registry.istio.io/release/tcp-echo-server:1.3", {})
+    assert (s.role, s.tcp) == (Role.APP, True)
+    argv = s.argv("127.0.4.10", 9000, {}, ("9000,9001,9002", "two"))
+    assert argv[-3:] == ["--", "9000,9001,9002", "two"]
