@@ -14,7 +14,7 @@ from pathlib import Path
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parents[1]
-PROTOS = ("pymesh/proto/ca.proto",)
+PROTOS = ("pymesh/proto/ca.proto", "pymesh/proto/echo.proto")
 
 
 def generate(out: Path) -> None:

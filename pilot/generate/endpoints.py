@@ -4,8 +4,9 @@ Endpoints are grouped by locality and filtered by the subset's labels. An endpoi
 a process-mode sidecar is addressed at that sidecar's inbound listener (``<pod ip>:15006``):
 in process mode the app itself listens on ``<pod ip>:<port>``, so the sidecar cannot
 intercept that port (see ``README.md``). gRPC and opaque TCP ports are the exception: that
-inbound listener routes HTTP, so they are addressed at the app, which the client sidecar
-reaches directly, in plaintext (no sidecar there terminates mTLS).
+inbound listener routes HTTP/1.1 by a header, so they are addressed at ``<pod ip>:<port>``:
+the sidecar itself where it fronts the port (the demo moves the app's container port behind
+it, and mTLS applies), else the app, in plaintext.
 """
 
 from __future__ import annotations
@@ -32,8 +33,13 @@ def _via_sidecar(endpoint: Endpoint, protocol: str) -> bool:
     return endpoint.sidecar == "process" and is_http(protocol) and protocol.upper() != "GRPC"
 
 
-def _direct(endpoint: Endpoint, protocol: str) -> bool:
-    return endpoint.sidecar == "process" and not _via_sidecar(endpoint, protocol)
+def _plaintext_app(endpoint: Endpoint, protocol: str) -> bool:
+    """A process-mode endpoint reached at the app itself, with no sidecar in front."""
+    return (
+        endpoint.sidecar == "process"
+        and not endpoint.fronted
+        and not _via_sidecar(endpoint, protocol)
+    )
 
 
 def endpoint_address(
@@ -89,7 +95,7 @@ def load_assignment(
         }
         if ep.weight > 0:
             lb["load_balancing_weight"] = ep.weight
-        if mtls and mtls_endpoint(ctx, ep) and not _direct(ep, inst.service_port.protocol):
+        if mtls and mtls_endpoint(ctx, ep) and not _plaintext_app(ep, inst.service_port.protocol):
             lb["metadata"] = {"filter_metadata": {TRANSPORT_SOCKET_MATCH: {"tlsMode": "istio"}}}
         groups.setdefault(ep.locality, []).append(lb)
     endpoints = []

@@ -80,6 +80,7 @@ def node_endpoint(
         locality=node.locality,
         workload=workload or node.workload_name,
         sidecar="process" if node.process_mode else "iptables",
+        fronted=node.process_mode and node.app_port(port) != port,
     )
 
 

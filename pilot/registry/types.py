@@ -63,7 +63,8 @@ class Endpoint:
 
     ``sidecar`` is the mode of the proxy in front of the workload: ``process`` means mesh
     traffic goes to that proxy's inbound listener (``<address>:15006``), not to ``port``;
-    ``iptables`` that the proxy intercepts ``port``; "" that no proxy is known.
+    ``iptables`` that the proxy intercepts ``port``; "" that no proxy is known. ``fronted``
+    (process mode): the proxy itself listens on ``address:port``, the app elsewhere.
     """
 
     address: str
@@ -76,6 +77,7 @@ class Endpoint:
     weight: int = 0
     workload: str = ""
     sidecar: Literal["", "process", "iptables"] = ""
+    fronted: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,9 @@ __all__ = ["KNOWN_IMAGES", "Role", "StandIn", "stand_in"]
 #: what a pod with an image the demo does not know is told
 KNOWN_IMAGES = (
     "Images the demo runs: examples-bookinfo-{productpage,details,reviews,ratings}-vN, "
-    "(go-)httpbin and tcp-echo-server as apps; curl, sleep, fortio, netshoot and busybox as "
-    "clients (their programs run with `pymesh exec`); proxyv2 as a gateway."
+    "(go-)httpbin, tcp-echo-server and Istio's echo app (testing/app) as apps; curl, sleep, "
+    "fortio, netshoot and busybox as clients (their programs run with `pymesh exec`); "
+    "proxyv2 as a gateway."
 )
 
 
@@ -43,6 +44,8 @@ class StandIn:
     warning: str = ""
     #: the app speaks no HTTP: it is ready once it accepts a connection (a TCP probe)
     tcp: bool = False
+    #: the app's container port speaks gRPC (HTTP/2 only): a TCP probe, behind the sidecar
+    grpc: bool = False
     #: the stand-in reads the container's own ``args``, as the image does
     container_args: bool = False
 
@@ -70,6 +73,7 @@ _CLIENTS = re.compile(r"(^|/)(curl|sleep|curl-ssl|fortio|netshoot|busybox)(:|$)"
 _GATEWAY = re.compile(r"(^|/)(proxyv2|proxy|gateway)(:|$)")
 _RATELIMIT = re.compile(r"(^|/)envoyproxy/ratelimit(:|$)")
 _TCP_ECHO = re.compile(r"(^|/)tcp-echo(-server)?(:|$)")
+_ECHO = re.compile(r"(^|/)(testing/app|echo-server)(:|$)")
 # Envoy's reference rate limit service reads the ConfigMap mounted into its pod: mixer's Rate
 # Limit Service reads it from pilot's config directory instead, and answers on the same ports.
 _RATELIMIT_ARGS = (
@@ -97,6 +101,9 @@ def stand_in(image: str, labels: Mapping[str, str]) -> StandIn:
     if _TCP_ECHO.search(name):
         # The sample's container arguments ("9000,9001,9002" "one") choose ports and prefix.
         return StandIn(Role.APP, "pymesh.samples.tcp_echo", tcp=True, container_args=True)
+    if _ECHO.search(name):
+        args = ("--container-port", "{container_port}")
+        return StandIn(Role.APP, "pymesh.samples.echo", args, grpc=True, container_args=True)
     if _HTTPBIN.search(name):
         return StandIn(Role.APP, "pymesh.samples.httpbin", ("--version", _version(labels)))
     if _CLIENTS.search(name):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pymesh.demo.images import Role, StandIn, stand_in
@@ -105,6 +105,13 @@ class PodSpec:
         return {port: hidden if hidden < 65536 else port - APP_PORT_OFFSET}
 
 
+INJECT_TEMPLATES = "inject.istio.io/templates"
+GRPC_AGENT_WARNING = (
+    "inject.istio.io/templates: grpc-agent asks for proxyless gRPC (the app reads xDS itself); "
+    "the demo runs a sidecar in front of the app instead"
+)
+
+
 def _revision(kind: str, spec: Mapping[str, Any]) -> str:
     text = json.dumps({"kind": kind, "spec": spec}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
@@ -126,6 +133,9 @@ def _pod_from(
     ports = [p for p in main.get("ports") or () if isinstance(p, Mapping)]
     port = ports[0].get("containerPort") if ports else None
     app = stand_in(image, labels)
+    templates = str((annotations or {}).get(INJECT_TEMPLATES, "")).split(",")
+    if "grpc-agent" in (t.strip() for t in templates):
+        app = replace(app, warning=GRPC_AGENT_WARNING)
     # A gateway is a proxy itself; any other pod follows its namespace and its own label.
     sidecar = app.role is Role.GATEWAY or (
         injected and labels.get(INJECT_LABEL, "true").lower() != "false"

@@ -262,6 +262,7 @@ class PodRuntime:
         mounts = {
             "config_dir": str(self.layout.config_dir),
             "config_map": self.spec.config_maps[0] if self.spec.config_maps else "",
+            "container_port": str(port),
         }
         if self.network is None:
             argv = self.spec.stand_in.argv(
@@ -340,7 +341,7 @@ class PodRuntime:
             self.app_ready = await probe_in_namespace(self.network.namespace, port)
             return self.app_ready
         try:
-            if self.spec.stand_in.tcp:
+            if self.spec.stand_in.tcp or self.spec.stand_in.grpc:
                 async with asyncio.timeout(1.0):
                     _, writer = await asyncio.open_connection(self.ip, port)
                 writer.close()
