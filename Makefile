@@ -8,7 +8,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 PIP_INSTALL := $(BIN)/pip install -qq
 # chromium: the product page is checked in a real browser (Playwright drives Debian's build).
 APT_TEST_PACKAGES := curl iproute2 iptables openssl chromium fonts-dejavu-core redis-server prometheus
-APT_BENCH_PACKAGES := wrk hey nginx-light
+APT_BENCH_PACKAGES := wrk hey nginx-light nghttp2-client
 # The container tests: a private Docker engine, compose, and a base image made without a registry.
 APT_DOCKER_PACKAGES := docker.io docker-compose debootstrap
 
