@@ -18,11 +18,11 @@ from pilot.generate.common import ENDPOINT_TYPE, socket_address, to_proto
 from pilot.generate.tls import TRANSPORT_SOCKET_MATCH, speaks_mtls
 from pilot.model.proxy import ProxyNode
 from pilot.model.push_context import PushContext
-from pilot.registry.protocol import is_http
 from pilot.registry.registry import Endpoint, ServiceInstance
 from pymesh.config.hosts import is_ip
 from pymesh.config.model.common import labels_match
 from pymesh.config.model.security import MTLSMode
+from pymesh.config.protocol import is_http
 
 __all__ = ["endpoint_address", "load_assignment", "load_assignments", "mtls_endpoint"]
 

@@ -9,8 +9,8 @@ import structlog
 
 from pilot.model.proxy import ProxyNode
 from pilot.model.push_context import PushContext
-from pilot.registry.protocol import TLS_PROTOCOLS
 from pilot.registry.registry import Service, ServiceInstance, ServicePort
+from pymesh.config.protocol import TLS_PROTOCOLS
 
 __all__ = ["InboundPort", "OutboundPort", "inbound_ports", "outbound_ports"]
 

@@ -1,7 +1,6 @@
 """The service registry: services, ports and endpoints, from configuration and the proxies
 connected right now."""
 
-from pilot.registry.protocol import is_http, protocol_of
 from pilot.registry.registry import (
     Endpoint,
     Registry,
@@ -11,6 +10,7 @@ from pilot.registry.registry import (
     ServicePort,
     as_resources,
 )
+from pymesh.config.protocol import is_http, protocol_of
 
 __all__ = [
     "Endpoint",

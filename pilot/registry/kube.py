@@ -15,12 +15,12 @@ from typing import Any
 import structlog
 
 from pilot.model.proxy import ProxyNode
-from pilot.registry.protocol import protocol_of
 from pilot.registry.types import Endpoint, Service, ServiceInstance, ServicePort
 from pymesh.config.hosts import service_fqdn
 from pymesh.config.model import kube
 from pymesh.config.model.common import Resource, labels_match
 from pymesh.config.model.networking import WorkloadEntry
+from pymesh.config.protocol import protocol_of
 
 __all__ = [
     "EXPORT_TO_ANNOTATION",

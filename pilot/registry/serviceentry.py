@@ -8,12 +8,12 @@ from typing import Any
 
 from pilot.model.proxy import ProxyNode
 from pilot.registry.kube import node_endpoint, workload_entry_endpoint
-from pilot.registry.protocol import protocol_of
 from pilot.registry.types import Endpoint, Service, ServiceInstance, ServicePort
 from pilot.registry.types import Resolution as ResolutionName
 from pymesh.config.hosts import is_wildcard
 from pymesh.config.model.common import Resource
 from pymesh.config.model.networking import Location, Resolution, ServiceEntry, WorkloadEntry
+from pymesh.config.protocol import protocol_of
 
 __all__ = ["service_entry_services"]
 

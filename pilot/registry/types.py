@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from pilot.registry.protocol import is_http
 from pymesh.config.model.common import EMPTY_MAP
+from pymesh.config.protocol import is_http
 
 __all__ = ["Endpoint", "Resolution", "Service", "ServiceInstance", "ServicePort"]
 

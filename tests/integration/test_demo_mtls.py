@@ -123,7 +123,7 @@ def test_grpc_echo_sample_runs_through_the_mesh_with_mtls(demo: Demo) -> None:
         stats = demo.admin_stats("echo-v1.echo-grpc")
         assert any(k.endswith(".ssl.handshake") and int(v) > 0 for k, v in stats.items())
         # A name the mesh does not know goes out through the passthrough cluster and fails there
-    # as through Envoy: a gRPC status, not a hang.
+        # as through Envoy: a gRPC status, not a hang.
         missing = demo.pymesh(*client, "nowhere.echo-grpc:7070", check=False)
         assert missing.returncode == 1 and missing.stderr.startswith("UNAVAILABLE"), missing
     finally:

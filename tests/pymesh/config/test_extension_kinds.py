@@ -273,3 +273,23 @@ def test_telemetry_parts_not_enforced_yet_are_reported_by_field() -> None:
 def test_envoy_filter_is_enforced_so_not_reported() -> None:
     result = load_documents(ENVOY_FILTER, "t.yaml")
     assert not [w for w in result.warnings if "not enforced" in w.message]
+
+
+def test_service_ports_without_a_protocol_are_reported_when_loaded() -> None:
+    text = """\
+apiVersion: v1
+kind: Service
+metadata: {name: raw, namespace: foo}
+spec:
+  selector: {app: raw}
+  ports:
+  - {name: web, port: 7000}
+  - {name: tcp-db, port: 7001}
+  - {name: data, port: 7002, appProtocol: http}
+  - {name: dns, port: 53, protocol: UDP}
+"""
+    warnings = load_documents(text, "t.yaml").warnings
+    assert [w.path for w in warnings] == ["spec.ports[0]"], warnings
+    assert (
+        "Istio detects HTTP or TCP per connection, pymesh serves it as HTTP" in warnings[0].message
+    )
