@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from pymesh.demo.runtime import unprivileged_port_start
+from pymesh.demo.telemetry import MIXER_PORTS
 from pymesh.samples.bookinfo.constants import (
     PAGE_TITLE,
     RATINGS_UNAVAILABLE,
@@ -219,6 +220,21 @@ def test_tcp_traffic_shifting(demo: Demo, rules: Apply) -> None:
         and k.endswith("tcp-echo.default.svc.cluster.local.upstream_cx_total")
     )
     assert opened >= n, {k: v for k, v in stats.items() if "tcp-echo" in k}
+    # The gateway reports every connection to mixer (Envoy's TCP access-log service).
+    metrics = f"http://{demo.control}:{MIXER_PORTS['metrics']}/metrics"
+    demo.wait(lambda: _tcp_opened(demo.get(metrics).body) >= n, 30, "mixer counting connections")
+
+
+def _tcp_opened(exposition: str) -> float:
+    """``istio_tcp_connections_opened_total`` the gateway reported for tcp-echo."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in exposition.splitlines()
+        if line.startswith("istio_tcp_connections_opened_total{")
+        and 'destination_service="tcp-echo.default.svc.cluster.local"' in line
+        and 'source_workload="istio-ingressgateway"' in line
+        and 'reporter="source"' in line
+    )
 
 
 def test_request_timeouts(demo: Demo, rules: Apply) -> None:
