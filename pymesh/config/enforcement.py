@@ -61,6 +61,12 @@ def _telemetry_gaps(spec: Telemetry) -> Iterator[tuple[str, str]]:
                 yield f"{where}.customMetric", "custom metrics are not produced"
             elif o.match is not None and o.match.metric in not_produced:
                 yield f"{where}.metric", "gRPC message counts are not produced"
+            elif o.disabled is not None or o.tag_overrides:
+                yield (
+                    f"metrics[{i}].overrides[{j}]",
+                    "mixer's metrics follow it; each sidecar's own :15020/stats/prometheus "
+                    "keeps Istio's standard metrics and labels",
+                )
     for i, tracing in enumerate(spec.tracing):
         if tracing.use_request_id_for_trace_sampling is not None:
             yield (

@@ -154,19 +154,22 @@ async def test_apply_refuses_bad_config_and_the_mesh_is_unaffected(setup: Setup)
     await asyncio.sleep(0.3)  # a push, if one had been triggered, would be out by now
     await setup.routes_as_before()
     # Accepted but not enforced yet: applied, and the user is told what does not happen.
-    path = pilot.config_dir.parent / "strict.yaml"
+    path = pilot.config_dir.parent / "sni.yaml"
     path.write_text(
-        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
-        "metadata: {name: default, namespace: default}\nspec: {mtls: {mode: STRICT}}\n"
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: sni, namespace: default}\n"
+        "spec:\n  hosts: [a.example.com]\n  tls:\n"
+        "  - match: [{sniHosts: [a.example.com]}]\n"
+        "    route: [{destination: {host: a.example.com}}]\n"
     )
     result = await pilot.cli("apply", "-f", str(path))
     assert result.rc == 0, result
-    assert result.out.strip() == "peerauthentication.security.istio.io/default created"
+    assert result.out.strip() == "virtualservice.networking.istio.io/sni created"
     lines = result.err.strip().splitlines()
     assert len(lines) == 1, lines
     warning = lines[0]
-    assert warning.startswith("Warning: peerauthentication.security.istio.io/default: spec:")
-    assert "not enforced" in warning and "plaintext" in warning
+    assert warning.startswith("Warning: virtualservice.networking.istio.io/sni: spec.tls:")
+    assert "not enforced" in warning and "SNI" in warning
     await setup.routes_as_before()
 
 

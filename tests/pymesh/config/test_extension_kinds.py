@@ -263,7 +263,9 @@ def test_security_kinds_load_without_a_not_enforced_warning() -> None:
 def test_telemetry_parts_not_enforced_yet_are_reported_by_field() -> None:
     result = load_documents(TELEMETRY, "t.yaml")
     assert [(w.path, w.message.partition(":")[0]) for w in result.warnings] == [
-        ("spec.accessLogging[0].providers", "providers is accepted but not enforced")
+        # Mixer applies metric overrides; the sidecars' own /stats/prometheus does not.
+        ("spec.metrics[0].overrides[0]", "overrides[0] is accepted but not enforced"),
+        ("spec.accessLogging[0].providers", "providers is accepted but not enforced"),
     ]
     target = TELEMETRY.replace("spec:\n", "spec:\n  targetRef: {kind: Service, name: reviews}\n", 1)
     warned = [w.path for w in load_documents(target, "t.yaml").warnings]
