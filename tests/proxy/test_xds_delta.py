@@ -21,9 +21,11 @@ from google.protobuf import any_pb2, duration_pb2
 
 from pilot.xds import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from proxy.config.bootstrap import bootstrap_from_dict
+from proxy.config.model import ApiType
 from proxy.server import ProxyServer
 from proxy.xds_client import Backoff, ads_client
 from proxy.xds_delta import DeltaXdsClient
+from pymesh.errors import UnsupportedError
 from tests.proxy.test_xds_client import Harness, Mesh, _is, bootstrap_dict, generate
 from tests.support.httpclient import request
 from tests.support.procs import free_port
@@ -294,3 +296,14 @@ async def test_unknown_types_and_undecodable_resources_are_nacked_by_name() -> N
         await client.stop()
         await server.shutdown()
         await grpc_server.stop(0)
+
+
+@pytest.mark.parametrize("api_type", ["REST", "AGGREGATED_DELTA_GRPC"])
+def test_only_grpc_and_delta_grpc_are_accepted(api_type: str) -> None:
+    delta = bootstrap_from_dict(bootstrap_dict(15010, api_type="DELTA_GRPC", pilot=SCRIPTED))
+    assert delta.dynamic_resources is not None and delta.dynamic_resources.ads_config is not None
+    assert delta.dynamic_resources.ads_config.api_type is ApiType.DELTA_GRPC
+    with pytest.raises(UnsupportedError) as refused:
+        bootstrap_from_dict(bootstrap_dict(15010, api_type=api_type, pilot=SCRIPTED))
+    assert refused.value.path == "dynamic_resources.ads_config.api_type", refused.value
+    assert api_type in str(refused.value)
