@@ -14,7 +14,7 @@ from proxy.config.model import Bootstrap
 from proxy.server import ProxyServer
 
 if TYPE_CHECKING:
-    from proxy.xds_client import XdsClient
+    from proxy.xds_core import XdsCore
 
 __all__ = ["Sidecar"]
 
@@ -38,7 +38,7 @@ class Sidecar:
         self.exit_on_zero = exit_on_zero
         self.on_quit: Callable[[], None] = lambda: None
         self.admin: AdminServer | None = None
-        self.xds: XdsClient | None = None
+        self.xds: XdsCore | None = None
         if bootstrap.admin is not None and bootstrap.admin.address is not None:
             self.admin = AdminServer(self.server, bootstrap.admin.address, on_quit=self._quit)
 
@@ -58,9 +58,9 @@ class Sidecar:
             raise
         dynamic = self.server.bootstrap.dynamic_resources
         if dynamic is not None and dynamic.ads_config is not None:
-            from proxy.xds_client import XdsClient  # gRPC is only loaded for ADS bootstraps
+            from proxy.xds_client import ads_client  # gRPC is only loaded for ADS bootstraps
 
-            self.xds = XdsClient(self.server)
+            self.xds = ads_client(self.server)
             self.xds.start()
         log.info("proxy started", node=self.server.bootstrap.node.id or None)
 

@@ -13,6 +13,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from google.protobuf import json_format  # type: ignore[import-untyped, unused-ignore]
+from google.protobuf.message import DecodeError
 
 from proxy.config.model import Bootstrap
 from proxy.config.snapshot import (
@@ -33,7 +34,15 @@ from proxy.config.translate import (
 from pymesh import __version__
 from pymesh.errors import ConfigError
 
-__all__ = ["PROTOS", "WILDCARD", "ads_target", "node_of", "resource_name", "translate_resource"]
+__all__ = [
+    "PROTOS",
+    "WILDCARD",
+    "ads_target",
+    "node_of",
+    "resource_name",
+    "translate_resource",
+    "unpack",
+]
 
 #: state-of-the-world types: a response holds every resource, absent ones are removed
 WILDCARD = (CLUSTER_TYPE, LISTENER_TYPE)
@@ -54,6 +63,19 @@ PROTOS: Mapping[str, Any] = {
     ENDPOINT_TYPE: endpoint_pb2.ClusterLoadAssignment,
     SECRET_TYPE: secret_pb2.Secret,
 }
+
+
+def unpack(type_url: str, packed: Any, name: str = "") -> Any:
+    """The resource in ``packed`` (an Any) of a ``type_url`` response; ConfigError (naming the
+    resource when its name is known) when it is of another type or does not decode: a bad
+    resource is NACKed, it does not break the stream."""
+    label = f"{name}: " if name else ""
+    if packed.type_url != type_url:
+        raise ConfigError(f"{label}a {type_url} response carries a {packed.type_url or 'nothing'}")
+    try:
+        return PROTOS[type_url].FromString(packed.value)
+    except DecodeError as exc:
+        raise ConfigError(f"{label}the {type_url} resource does not decode: {exc}") from None
 
 
 def ads_target(bootstrap: Bootstrap) -> str:

@@ -20,6 +20,7 @@ from proxy.config.model import (
     AccessLog,
     Admin,
     AdsConfig,
+    ApiType,
     Bootstrap,
     Cluster,
     DynamicResources,
@@ -203,10 +204,10 @@ def _dynamic_resources(proto: Any, path: str) -> DynamicResources:
         ads_path = join(path, "ads_config")
         config = proto.ads_config
         api_type = type(config).ApiType.Name(config.api_type)
-        if api_type != "GRPC":
+        if api_type not in ("GRPC", "DELTA_GRPC"):
             raise UnsupportedError(
                 f"ads_config api_type {api_type} is not supported by pymesh (GRPC, state of the "
-                "world)",
+                "world, or DELTA_GRPC)",
                 path=join(ads_path, "api_type"),
             )
         if len(config.grpc_services) != 1 or not config.grpc_services[0].HasField("envoy_grpc"):
@@ -217,6 +218,7 @@ def _dynamic_resources(proto: Any, path: str) -> DynamicResources:
         service = config.grpc_services[0]
         ads = AdsConfig(
             cluster_name=service.envoy_grpc.cluster_name,
+            api_type=ApiType(api_type),
             transport_api_version=api_version(config, "transport_api_version", ads_path),
             timeout=opt_duration(service, "timeout"),
             set_node_on_first_message_only=config.set_node_on_first_message_only,

@@ -43,12 +43,14 @@ class Admin:
 
 
 class ApiType(StrEnum):
-    GRPC = "GRPC"
+    GRPC = "GRPC"  # state of the world
+    DELTA_GRPC = "DELTA_GRPC"  # incremental
 
 
 @dataclass(frozen=True, slots=True)
 class AdsConfig:
-    """The ADS stream (state of the world, v3): gRPC to ``cluster_name``, a static cluster."""
+    """The ADS stream (v3, state of the world or delta): gRPC to ``cluster_name``, a static
+    cluster."""
 
     cluster_name: str
     api_type: ApiType = ApiType.GRPC

@@ -31,7 +31,7 @@ from pilot.xds import (
 )
 from proxy.config.bootstrap import bootstrap_from_dict
 from proxy.server import ProxyServer
-from proxy.xds_client import Backoff, XdsClient, ads_target
+from proxy.xds_client import Backoff, XdsClient, XdsCore, ads_client, ads_target
 from tests.support.envoy import xds_cluster
 from tests.support.httpclient import request
 from tests.support.procs import free_port
@@ -61,6 +61,8 @@ class Mesh:
     broken_listener: bool = False
     #: when set, the listener carries its routes inline (tagged with this) instead of RDS
     inline_tag: str | None = None
+    listen: str = LISTEN
+    upstream: str = UPSTREAM
 
 
 def generate(ctx: Mesh, proxy: Any, type_url: str) -> list[Any]:
@@ -75,7 +77,7 @@ def generate(ctx: Mesh, proxy: Any, type_url: str) -> list[Any]:
     if type_url == ENDPOINT_TYPE:
         ep = endpoint_components_pb2.LbEndpoint()
         sa = ep.endpoint.address.socket_address
-        sa.address, sa.port_value = UPSTREAM, ctx.upstream_port
+        sa.address, sa.port_value = ctx.upstream, ctx.upstream_port
         return [
             endpoint_pb2.ClusterLoadAssignment(
                 cluster_name="backend",
@@ -104,7 +106,9 @@ def generate(ctx: Mesh, proxy: Any, type_url: str) -> list[Any]:
         listener = listener_pb2.Listener(
             name="main",
             address=address_pb2.Address(
-                socket_address=address_pb2.SocketAddress(address=LISTEN, port_value=ctx.listen_port)
+                socket_address=address_pb2.SocketAddress(
+                    address=ctx.listen, port_value=ctx.listen_port
+                )
             ),
             filter_chains=[
                 listener_components_pb2.FilterChain(
@@ -130,7 +134,9 @@ def generate(ctx: Mesh, proxy: Any, type_url: str) -> list[Any]:
     return []
 
 
-def bootstrap_dict(pilot_port: int, *, fetch_timeout: str = "5s") -> dict[str, Any]:
+def bootstrap_dict(
+    pilot_port: int, *, fetch_timeout: str = "5s", api_type: str = "GRPC", pilot: str = PILOT
+) -> dict[str, Any]:
     source = {"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": fetch_timeout}
     return {
         "node": {
@@ -140,25 +146,28 @@ def bootstrap_dict(pilot_port: int, *, fetch_timeout: str = "5s") -> dict[str, A
         },
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                "api_type": api_type,
                 "transport_api_version": "V3",
                 "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}],
             },
             "cds_config": source,
             "lds_config": source,
         },
-        "static_resources": {"clusters": [xds_cluster(PILOT, pilot_port, http2=False)]},
+        "static_resources": {"clusters": [xds_cluster(pilot, pilot_port, http2=False)]},
     }
 
 
 class Harness:
-    def __init__(self) -> None:
-        self.pilot_port = free_port(PILOT)
-        self.mesh = Mesh("1", free_port(LISTEN), 0)
+    api_type = "GRPC"
+
+    def __init__(self, pilot: str = PILOT, listen: str = LISTEN, upstream: str = UPSTREAM) -> None:
+        self.pilot = pilot
+        self.pilot_port = free_port(pilot)
+        self.mesh = Mesh("1", free_port(listen), 0, listen=listen, upstream=upstream)
         self.types_seen: list[str] = []
         self.ads: DiscoveryServer | None = None
         self.server: ProxyServer | None = None
-        self.client: XdsClient | None = None
+        self.client: XdsCore | None = None
 
     def _generate(self, ctx: Mesh, proxy: Any, type_url: str) -> list[Any]:
         if type_url not in self.types_seen:
@@ -174,7 +183,7 @@ class Harness:
             clock=loop.time,
             debounce=DebounceConfig(quiet=0.01, max_delay=0.05),
         )
-        await self.ads.start(f"{PILOT}:{self.pilot_port}")
+        await self.ads.start(f"{self.pilot}:{self.pilot_port}")
         return self.ads
 
     async def stop_pilot(self) -> None:
@@ -187,12 +196,15 @@ class Harness:
         assert self.ads is not None
         self.ads.update(self.mesh)
 
-    async def start_proxy(self, **kw: Any) -> XdsClient:
-        bootstrap = bootstrap_from_dict(bootstrap_dict(self.pilot_port, **kw))
+    async def start_proxy(self, **kw: Any) -> XdsCore:
+        bootstrap = bootstrap_from_dict(
+            bootstrap_dict(self.pilot_port, api_type=self.api_type, pilot=self.pilot, **kw)
+        )
         self.server = ProxyServer(bootstrap, loop=asyncio.get_running_loop())
         await self.server.start()
         assert not self.server.ready
-        self.client = XdsClient(self.server, backoff=Backoff(random.Random(1), base=0.05, cap=0.2))
+        backoff = Backoff(random.Random(1), base=0.05, cap=0.2)
+        self.client = ads_client(self.server, backoff=backoff)
         self.client.start()
         return self.client
 
@@ -207,7 +219,7 @@ class Harness:
         await wait_until(condition, "condition not met", timeout)
 
     async def get(self) -> Any:
-        return await request(LISTEN, self.mesh.listen_port, "GET", "/", timeout=3.0)
+        return await request(self.mesh.listen, self.mesh.listen_port, "GET", "/", timeout=3.0)
 
     async def tag(self) -> str | None:
         """The config version the proxy answers with now."""
@@ -234,6 +246,7 @@ async def test_initial_fetch_in_envoy_order_then_ready_and_routing(harness: Harn
     client = await harness.start_proxy()
     assert harness.server is not None
     await harness.wait(lambda: harness.server.ready)
+    assert type(client) is XdsClient
     assert harness.types_seen == [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE]
     assert client.updates == 1, "the whole initial state is applied as one snapshot"
     resp = await harness.get()
