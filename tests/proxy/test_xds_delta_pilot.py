@@ -75,6 +75,8 @@ spec:
 
 pytestmark = [
     pytest.mark.envoy,
+    # Every test binds the same pod addresses and ports: one worker runs them in turn.
+    pytest.mark.xdist_group("proxy-delta-pilot"),
     pytest.mark.skipif(
         not BOOKINFO.is_file() or not REVIEWS_TEST_V2.is_file(),
         reason=f"Istio samples not found under {SAMPLES}",
