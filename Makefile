@@ -12,7 +12,7 @@ APT_BENCH_PACKAGES := wrk hey nginx-light nghttp2-client
 # The container tests: a private Docker engine, compose, and a base image made without a registry.
 APT_DOCKER_PACKAGES := docker.io docker-compose debootstrap
 
-.PHONY: all demo test lint typecheck unit bench bench-mesh bench-workers clean apt-test apt-bench proto web apt-docker test-docker
+.PHONY: all demo test lint typecheck unit bench bench-mesh bench-workers bench-pilot clean apt-test apt-bench proto web apt-docker test-docker
 
 all: test
 
@@ -106,6 +106,10 @@ bench-mesh: $(BENCH_STAMP) apt-bench
 # pymesh proxy --concurrency 2 against 1, Envoy's 2 against 1 beside it.
 bench-workers: $(BENCH_STAMP) apt-bench
 	$(BIN)/python -m benchmarks.workers $(BENCH_ARGS)
+
+# Pilot converging N simulated sidecars after a VirtualService change (1000 and 5000).
+bench-pilot: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.pilot --clients 1000 --clients 5000 $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
