@@ -43,6 +43,16 @@ NOT_ENFORCED: tuple[NotEnforced, ...] = (
         "tls",
         "TLS routes by SNI are not applied; a connection goes to the service its SNI names",
     ),
+    *(
+        NotEnforced(
+            kind,
+            field,
+            "it selects Gateway API gateways and waypoints, which pymesh does not run: the "
+            "policy applies to no proxy",
+        )
+        for kind in ("AuthorizationPolicy", "RequestAuthentication")
+        for field in ("target_ref", "target_refs")
+    ),
     NotEnforced("Telemetry", "target_ref", "only selector picks workloads; it applies to none"),
     NotEnforced("Telemetry", "target_refs", "only selector picks workloads; it applies to none"),
 )

@@ -295,3 +295,19 @@ spec:
     assert (
         "Istio detects HTTP or TCP per connection, pymesh serves it as HTTP" in warnings[0].message
     )
+
+
+def test_security_policies_on_gateway_api_targets_are_reported_when_loaded() -> None:
+    """Istio's Gateway API variants (authz-ingress, authn-policy) name a Kubernetes Gateway
+    that pymesh does not run: the policy is stored, and the user is told it applies nowhere."""
+    for kind, api in (("AuthorizationPolicy", "v1"), ("RequestAuthentication", "v1")):
+        text = (
+            f"apiVersion: security.istio.io/{api}\nkind: {kind}\n"
+            "metadata: {name: p, namespace: foo}\n"
+            "spec:\n  targetRef: {kind: Gateway, group: gateway.networking.k8s.io, name: gw}\n"
+        )
+        warnings = load_documents(text, "t.yaml").warnings
+        assert [(w.path, w.message.partition(":")[0]) for w in warnings] == [
+            ("spec.targetRef", "targetRef is accepted but not enforced")
+        ], warnings
+        assert "applies to no proxy" in warnings[0].message
