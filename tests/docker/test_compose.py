@@ -189,9 +189,9 @@ def test_pods_are_captured(mesh: Mesh) -> None:
 
 def test_prometheus_scrapes_mixer_and_pilot(mesh: Mesh) -> None:
     """Prometheus scrapes mixer and pilot by their compose names, and what it holds is this
-    mesh's: pilot counts every sidecar and the gateway connected, and mixer's own series
-    are there (it listens on the mesh config's collector addresses; pymesh's sidecar sends
-    it nothing yet, see docker/mesh.yaml)."""
+    mesh's: pilot counts every sidecar and the gateway connected, mixer's own series are
+    there, and Istio's request metrics for productpage → reviews, from both sidecars'
+    access-log streams, have reached it."""
     deadline = time.monotonic() + 120
     up: dict[str, str] = {}
     connected = 0.0
@@ -202,6 +202,17 @@ def test_prometheus_scrapes_mixer_and_pilot(mesh: Mesh) -> None:
     assert up == {"mixer": "1", "pilot": "1"}, f"{up}\n{mesh.logs()}"
     assert connected == 7, f"pilot_xds {connected}: the gateway and six pods"
     assert mesh.query('mixer_zipkin_spans_total{job="mixer"}'), "mixer's series"
+    calls = (
+        'istio_requests_total{job="mixer",reporter="%s",source_workload="productpage-v1",'
+        'destination_service_name="reviews",response_code="200"}'
+    )
+    for reporter in ("source", "destination"):
+        found: list[dict[str, object]] = []
+        while time.monotonic() < deadline + 60 and not found:
+            mesh.get("/productpage")
+            found = mesh.query(calls % reporter)
+            time.sleep(1)
+        assert found, f"no {reporter} report of productpage → reviews\n{mesh.logs()}"
     status, page = mesh.get("/", mesh.dashboard)
     assert status == 200 and "<html" in page.lower(), (status, page[:300])
 

@@ -4,11 +4,13 @@ restarting pilot with another mesh config (the egress task), and a clean stop.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import signal
 import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from pymesh.demo.process import alive
+from pymesh.demo.telemetry import MIXER_PORTS
 from tests.integration.demo_harness import (
     ISTIO,
     Demo,
@@ -27,6 +30,7 @@ from tests.integration.demo_harness import (
     pod_pids,
     start_demo,
 )
+from tests.support.browser import artifact_path, chromium
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("pymesh-demo-lifecycle")]
 
@@ -256,6 +260,98 @@ def test_demo_runs_mixer_and_a_prometheus_scraping_it(demo: Demo) -> None:
 
     demo.wait(lambda: targets_up() >= {"mixer", "pilot"}, 30, "Prometheus scraping mixer, pilot")
     _check_per_pod_scrape(demo, prometheus)
+
+
+_PAGE_TO_REVIEWS = (
+    'reporter="source"',
+    'source_workload="productpage-v1"',
+    'destination_service_name="reviews"',
+    'response_code="200"',
+)
+
+
+def _mixer_count(exposition: str) -> float:
+    """productpage → reviews requests in mixer's ``/metrics``."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in exposition.splitlines()
+        if line.startswith("istio_requests_total{") and all(p in line for p in _PAGE_TO_REVIEWS)
+    )
+
+
+async def test_graph_page_a_slow_trace_and_the_same_numbers_in_prometheus(demo: Demo) -> None:
+    """The telemetry a ``make demo`` user looks at: the graph page (headless Chromium) draws
+    Bookinfo's workloads and calls as pages load; with ratings delayed 2 s (the request
+    timeouts task's files), the slowest trace the page lists is such a page load, and its
+    waterfall shows the ratings call; Prometheus then holds the same productpage → reviews
+    count as mixer's ``/metrics``."""
+    if shutil.which("prometheus") is None or not ISTIO.is_dir():
+        pytest.skip("needs Debian's prometheus and ../shared/istio-samples")
+    mixer = f"http://{demo.control}:20001"
+    tasks = "docs-extracted/traffic-management/request-timeouts"
+    rules = [
+        istio_file(f"{tasks}/1-reviews-v2.yaml"),
+        istio_file(f"{tasks}/2-ratings-delay-2s.yaml"),
+    ]
+    for rule in rules:
+        await asyncio.to_thread(demo.apply, rule)
+
+    async def load_page() -> None:
+        page = await asyncio.to_thread(demo.get, f"{demo.gateway}/productpage")
+        assert page.status == 200, page
+
+    try:
+        async with chromium(width=1400, height=1000) as browser:
+            tab = await browser.new_page()
+            await tab.goto(f"{mixer}/", timeout=20_000)
+            for _ in range(2):
+                await load_page()
+            await tab.wait_for_function(
+                "window.pymeshGraph && window.pymeshGraph.nodes()"
+                ".some((n) => n.data('label') === 'ratings-v1')",
+                timeout=30_000,
+            )
+            workloads = await tab.evaluate(
+                "window.pymeshGraph.nodes().filter((n) => n.data('kind') === 'workload')"
+                ".map((n) => n.data('label'))"
+            )
+            assert {"productpage-v1", "details-v1", "reviews-v2", "ratings-v1"} <= set(workloads)
+            await tab.locator("#slowest").click()
+            # Sidecars post spans in batches: the slow page load's trace arrives within ~5 s.
+            await tab.wait_for_function(
+                """() => {
+                  const li = document.querySelector("#trace-list li");
+                  return li !== null && parseFloat(li.textContent.split(" — ")[1]) >= 2000;
+                }""",
+                timeout=30_000,
+            )
+            waterfall = ""
+            deadline = time.monotonic() + 30
+            # The callee's spans may come in a later batch than productpage's: open the
+            # slowest trace again until its waterfall holds the ratings call.
+            while "ratings.default" not in waterfall and time.monotonic() < deadline:
+                trace_id = await tab.locator("#trace-list li").first.get_attribute("data-trace")
+                await tab.locator(f'#trace-list li[data-trace="{trace_id}"]').click()
+                await tab.locator("#waterfall .row").first.wait_for(timeout=5_000)
+                waterfall = await tab.locator("#waterfall").inner_text()
+                await asyncio.sleep(1)
+            for service in ("productpage", "reviews", "ratings"):
+                assert f"{service}.default" in waterfall, waterfall
+            await tab.screenshot(path=str(artifact_path("demo-graph-slow-trace.png")))
+    finally:
+        await asyncio.to_thread(demo.delete, *reversed(rules))
+    metrics = f"http://{demo.control}:{MIXER_PORTS['metrics']}/metrics"
+    query = 'sum(istio_requests_total{job="mixer",' + ",".join(_PAGE_TO_REVIEWS) + "})"
+    prometheus = f"http://{demo.control}:9090/api/v1/query?" + urllib.parse.urlencode(
+        {"query": query}
+    )
+
+    def same() -> bool:
+        held = json.loads(demo.get(prometheus).body)["data"]["result"]
+        counted = _mixer_count(demo.get(metrics).body)
+        return bool(held) and counted >= 2 and float(held[0]["value"][1]) == counted
+
+    await asyncio.to_thread(demo.wait, same, 30, "Prometheus holding mixer's count")
 
 
 # what Prometheus's kubernetes-pods relabelling adds to a pod's series
