@@ -197,7 +197,8 @@ def _by_mode(
     if mode is MTLSMode.PERMISSIVE:
         chains.append(
             {
-                "name": name,
+                # Envoy refuses a listener whose filter chains share a name.
+                "name": f"{name}-plaintext",
                 "filter_chain_match": {**match, "transport_protocol": "raw_buffer"},
                 "filters": filters(False),
             }

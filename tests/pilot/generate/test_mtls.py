@@ -117,6 +117,10 @@ def test_inbound_chains_follow_the_mode() -> None:
     assert _chains_for_port(strict, 8080) == ["tls"]
     assert _chains_for_port(permissive, 8080) == ["raw_buffer", "tls"]
     assert _chains_for_port(legacy, 8080) == ["any"]  # no mesh mTLS: plaintext as before
+    # Envoy (and the pymesh proxy) refuse a listener whose filter chains share a name.
+    for listener in (strict, permissive, legacy):
+        chains = [c["name"] for c in listener["filter_chains"]]
+        assert len(chains) == len(set(chains)), chains
     names = [f["name"] for f in strict["listener_filters"]]
     assert names == ["envoy.filters.listener.original_dst", "envoy.filters.listener.tls_inspector"]
     assert [f["name"] for f in legacy["listener_filters"]] == names[:1]
