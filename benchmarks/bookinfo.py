@@ -66,6 +66,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # this is how many pages the apps work on at once at saturation.
 CONNECTIONS = 8
 CPU_COLUMNS = (("cpu_us", "all 7 proxies, per page"),)
+#: the pymesh/Envoy table's columns: key, format, whether a ratio is shown
+COMPARED = (
+    ("p50_ms", ".1f", True),
+    ("p99_ms", ".1f", True),
+    ("rps", ".1f", False),
+    ("cpu_us", ",.0f", True),
+    ("rss_mb", ".0f", True),
+    ("idle_cpu_pct", ".1f", True),
+)
 
 
 def measure(url: str, plane: str, rep: int, args: Any,
@@ -103,8 +112,8 @@ def ratio_table(runs: Sequence[dict[str, Any]], rates: Sequence[Any]) -> str:
     head = ("| rate (req/s) | failed / requests: direct | envoy | pymesh | p50 ms envoy / "
             "pymesh (ratio) | p99 ms envoy / pymesh (ratio) | reached req/s envoy / pymesh "
             "| proxy CPU µs/page envoy / pymesh (ratio) | proxies' peak RSS MB envoy / "
-            "pymesh (ratio) |")  # fmt: skip
-    lines = [head, "| --- " * 9 + "|"]
+            "pymesh (ratio) | idle proxies' CPU % of a core envoy / pymesh (ratio) |")  # fmt: skip
+    lines = [head, "| --- " * 10 + "|"]
     for rate in rates:
         cells = []
         for plane in ("direct", "envoy", "pymesh"):
@@ -116,9 +125,7 @@ def ratio_table(runs: Sequence[dict[str, Any]], rates: Sequence[Any]) -> str:
         ok = {p: [r for r in runs if r["plane"] == p and r["rate"] == rate
                   and not r.get("error")] for p in ("envoy", "pymesh")}  # fmt: skip
         pairs = []
-        for key, spec, ratio in (("p50_ms", ".1f", True), ("p99_ms", ".1f", True),
-                                 ("rps", ".1f", False), ("cpu_us", ",.0f", True),
-                                 ("rss_mb", ".0f", True)):  # fmt: skip
+        for key, spec, ratio in COMPARED:
             if rate == SATURATION and key in ("p50_ms", "p99_ms"):
                 pairs.append("-")
                 continue
@@ -141,6 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
     p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--idle", type=float, default=5.0, help="seconds of idle proxies' CPU")
     p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
     p.add_argument("--results", type=Path, default=RESULTS)
     return p
@@ -167,7 +175,7 @@ def _header(args: Any, planes: Sequence[str], started: str, info: dict[str, Any]
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.quick:
-        args.reps, args.duration, args.warmup = 1, 3.0, 1.0
+        args.reps, args.duration, args.warmup, args.idle = 1, 3.0, 1.0, 2.0
     args.rates = [float(r) for r in args.rates.split(",") if r]
     args.load_cpus, args.proxy_cpus = (None, None) if args.no_pin else ("0", "1")
     planes = [k for k in args.only.split(",") if k]
@@ -203,12 +211,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         runs.append(_stamp(row, kind, rate, rep))
                     continue
                 try:
+                    idle = plane.idle_cpu_share(args.idle) * 100
                     rows = measure(plane.url, kind, rep, args, plane.cpu_seconds)
                     rss = plane.peak_rss_bytes() / 1e6
                 finally:
                     plane.stop()
                 for row in rows:
                     row["rss_mb"] = rss  # fresh proxies per repetition: their peak over it
+                    row["idle_cpu_pct"] = idle
                 runs.extend(rows)
     finally:
         for group in apps:

@@ -51,7 +51,8 @@ def test_only_the_full_page_counts_while_waiting() -> None:
 
 def row(plane: str, rate: Any, rep: int, **kw: Any) -> dict[str, Any]:
     base = {"plane": plane, "rate": rate, "rep": rep, "p50_ms": 10.0, "p99_ms": 20.0, "rps": 25.0,
-            "requests": 250, "errors": 0, "cpu_us": 1000.0, "rss_mb": 500.0}  # fmt: skip
+            "requests": 250, "errors": 0, "cpu_us": 1000.0, "rss_mb": 500.0,
+            "idle_cpu_pct": 5.0}  # fmt: skip
     return {**base, **kw}
 
 
@@ -70,3 +71,4 @@ def test_ratio_table_counts_failures_and_compares_the_planes() -> None:
     # The failed pymesh run is counted above but left out of the medians.
     assert cells[4] == "10.0 / 15.0 (1.50x)"
     assert cells[7] == "1,000 / 2,000 (2.00x)"
+    assert cells[9] == "5.0 / 5.0 (1.00x)"
