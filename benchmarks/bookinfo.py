@@ -13,9 +13,9 @@ ceiling and the baseline "added" latency is measured against.
 The load is the open-loop generator (fixed arrival rate, latency from each request's
 scheduled start, HDR histograms) at each rate, then as fast as answers come back over the
 same connections (saturation, a closed loop). The proxies' CPU per page (warm-up included),
-their CPU while idle and their peak RSS are measured too. Every answer must be a 200 with the page's
-title: anything else is a failed request, counted in the table (a run with more than 1 %
-failed is reported as failed and left out of the medians, never dropped).
+their CPU while idle and their peak RSS are measured too. Every answer must be a 200 with the
+page's title: anything else is a failed request, counted in the table (a run with more than
+1 % failed is reported as failed and left out of the medians, never dropped).
 
 Pinning as in the other benchmarks: every proxy on CPU 1; apps, pilot and the load on CPU 0,
 where the Python apps are the bottleneck (the direct path saturates at a few hundred pages/s
