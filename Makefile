@@ -12,7 +12,7 @@ APT_BENCH_PACKAGES := wrk hey nginx-light nghttp2-client
 # The container tests: a private Docker engine, compose, and a base image made without a registry.
 APT_DOCKER_PACKAGES := docker.io docker-compose debootstrap
 
-.PHONY: all demo test lint typecheck unit bench bench-mesh bench-workers bench-pilot clean apt-test apt-bench proto web apt-docker test-docker
+.PHONY: all demo test lint typecheck unit bench bench-mesh bench-bookinfo bench-workers bench-pilot clean apt-test apt-bench proto web apt-docker test-docker
 
 all: test
 
@@ -102,6 +102,11 @@ $(BENCH_STAMP): pyproject.toml | $(STAMP)
 # (BENCH_ARGS: --quick, --rates, --duration, --reps, --concurrency, ...).
 bench-mesh: $(BENCH_STAMP) apt-bench
 	$(BIN)/python -m benchmarks.two_sidecars $(BENCH_ARGS)
+
+# Bookinfo's page through the ingress gateway, Envoy and pymesh as every proxy, pilot-configured
+# (BENCH_ARGS: --quick, --rates, --duration, --reps, ...).
+bench-bookinfo: $(BENCH_STAMP) apt-bench
+	$(BIN)/python -m benchmarks.bookinfo $(BENCH_ARGS)
 
 # pymesh proxy --concurrency 2 against 1, Envoy's 2 against 1 beside it.
 bench-workers: $(BENCH_STAMP) apt-bench

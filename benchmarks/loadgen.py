@@ -188,14 +188,17 @@ def open_loop_document(
     seconds: float,
     cpus: str | None = "0",
     proxy: str | None = None,
+    expect: str = "",
 ) -> dict[str, Any]:
     """pymesh's open-loop generator at a fixed arrival rate (in its own process, pinned like
     the other tools), its fortio ``-json`` document: unlike hey's rate-limited closed loops,
     a slow answer does not delay the requests after it, and latency counts from each
     request's scheduled start (no coordinated omission), into an HDR histogram. ``proxy``:
-    sent through it as an app sends through its sidecar's ``HTTP_PROXY``."""
+    sent through it as an app sends through its sidecar's ``HTTP_PROXY``. ``expect``: a 200
+    whose body lacks this text is counted under code -2, a failure."""
     argv = [*_pin(cpus), sys.executable, "-m", "pymesh.samples.fortio", "load"]
     argv += ["-c", str(connections), "-qps", f"{rate:g}", "-t", f"{seconds:g}s"]
+    argv += ["-expect", expect] if expect else []
     argv += ["-loglevel", "Error", "-json", "-", url]
     env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "no_proxy")}
     if proxy is not None:

@@ -103,8 +103,19 @@ def _percentiles(doc: dict[str, Any]) -> dict[str, float]:
     return {f"{p}_ms": latency_ms(doc, float(p[1:])) for p in ("p50", "p90", "p99", "p99.9")}
 
 
-def fixed_rate(url: str, rate: float, args: Any, proxy: str | None = None) -> dict[str, Any]:
-    load = {"rate": rate, "connections": CONNECTIONS, "cpus": args.load_cpus, "proxy": proxy}
+def fixed_rate(
+    url: str,
+    rate: float,
+    args: Any,
+    proxy: str | None = None,
+    *,
+    expect: str = "",
+    connections: int = CONNECTIONS,
+) -> dict[str, Any]:
+    """The open-loop generator at ``rate`` (0: as fast as answers come) after a warm-up;
+    ``expect``: a 200 without this text is a failed request (code -2)."""
+    load = {"rate": rate, "connections": connections, "cpus": args.load_cpus, "proxy": proxy,
+            "expect": expect}  # fmt: skip
     loadgen.open_loop_document(url, seconds=args.warmup, **load)
     doc = loadgen.open_loop_document(url, seconds=args.duration, **load)
     codes = {int(k): int(v) for k, v in doc["RetCodes"].items()}

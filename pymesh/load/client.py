@@ -27,6 +27,9 @@ class Target:
     port: int
     request_head: bytes
     body: bytes = b""
+    #: when set, a response whose body lacks these bytes is marked ``matched=False`` (a 200
+    #: that is not the page asked for: a benchmark counts it as a failure)
+    expect: bytes = b""
 
     @property
     def address(self) -> str:
@@ -41,6 +44,7 @@ def parse_target(
     body: bytes = b"",
     proxy: str | None = None,
     user_agent: str = "pymesh-load",
+    expect: bytes = b"",
 ) -> Target:
     """The connection and the request bytes for ``url`` (``http://`` only)."""
     if "://" not in url:
@@ -68,7 +72,7 @@ def parse_target(
     if body or method in ("POST", "PUT", "PATCH"):
         lines.append(f"Content-Length: {len(body)}")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return Target(host, conn_port, head, body)
+    return Target(host, conn_port, head, body, expect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +82,14 @@ class Response:
     header_bytes: int
     body_bytes: int
     keep_alive: bool
+    matched: bool = True  # the body held the target's ``expect`` bytes (True when none)
 
 
 class _Protocol(asyncio.Protocol):
     """Feeds httptools and completes one future per response."""
 
-    def __init__(self) -> None:
+    def __init__(self, expect: bytes = b"") -> None:
+        self.expect = expect
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[Response] | None = None
@@ -91,6 +97,8 @@ class _Protocol(asyncio.Protocol):
         self._reason = ""
         self._header_bytes = 0
         self._body_bytes = 0
+        self._found = not expect
+        self._tail = b""  # the last len(expect)-1 body bytes: the text may span two chunks
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -111,6 +119,7 @@ class _Protocol(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._reason, self._header_bytes, self._body_bytes = "", 0, 0
+        self._found, self._tail = not self.expect, b""
 
     def on_status(self, status: bytes) -> None:
         self._reason += status.decode("latin-1")
@@ -120,13 +129,22 @@ class _Protocol(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
+        if not self._found:
+            seen = self._tail + body
+            self._found = self.expect in seen
+            self._tail = seen[len(seen) - len(self.expect) + 1 :]
 
     def on_message_complete(self) -> None:
         status = self.parser.get_status_code()
         # The status line counts towards the header size, as fortio counts it.
         head = self._header_bytes + len(f"HTTP/1.1 {status} {self._reason}\r\n\r\n")
         response = Response(
-            status, self._reason, head, self._body_bytes, self.parser.should_keep_alive()
+            status,
+            self._reason,
+            head,
+            self._body_bytes,
+            self.parser.should_keep_alive(),
+            self._found,
         )
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
@@ -160,7 +178,9 @@ class Connection:
         if protocol is None or protocol.closed:
             self.opened += 1
             _, protocol = await asyncio.wait_for(
-                loop.create_connection(_Protocol, self.target.host, self.target.port),
+                loop.create_connection(
+                    lambda: _Protocol(self.target.expect), self.target.host, self.target.port
+                ),
                 self.timeout,
             )
             self._protocol = protocol

@@ -26,6 +26,7 @@ from pymesh.load.client import Connection, Target
 
 __all__ = [
     "ERROR_CODE",
+    "MISMATCH_CODE",
     "ConnectionPlan",
     "LoadResult",
     "LoadSpec",
@@ -37,6 +38,9 @@ __all__ = [
 
 #: the code a request that got no response at all is counted under (fortio's ``Code -1``)
 ERROR_CODE = -1
+#: a 200 whose body lacks the target's ``expect`` text is counted under this code instead
+#: (not fortio's: only runs that ask for the check see it)
+MISMATCH_CODE = -2
 # Histogram values are microseconds, from 1 us to an hour, 3 significant digits.
 _LOWEST_US, _HIGHEST_US, _DIGITS = 1, 3_600_000_000, 3
 
@@ -185,11 +189,14 @@ async def _drive(
             if rec.log is not None:
                 rec.log(f"Unable to connect to {conn.target.address}: {message}")
         else:
-            rec.codes[response.status] += 1
+            mismatch = response.status == 200 and not response.matched
+            rec.codes[MISMATCH_CODE if mismatch else response.status] += 1
             rec.headers.append(response.header_bytes)
             rec.bodies.append(response.header_bytes + response.body_bytes)
-            ok = response.status == 200
-            if not ok and rec.log is not None:
+            ok = response.status == 200 and not mismatch
+            if mismatch and rec.log is not None:
+                rec.log(f"200 without {conn.target.expect!r} in its body")
+            elif not ok and rec.log is not None:
                 rec.log(f"Parsed non ok code {response.status} (HTTP/1.1 {response.status})")
         rec.latency(loop.time() - start, ok)
         k += 1

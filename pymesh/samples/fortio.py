@@ -85,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
             q.add_argument("-n", type=int, default=0, help="exactly this many calls")
             q.add_argument("-t", type=parse_duration, default=5.0, help="how long (5s)")
             q.add_argument("-json", help="write the result as JSON to this file, - for stdout")
+            # Not fortio's: a benchmark checks that every 200 is the page it asked for.
+            q.add_argument("-expect", default="", help="a 200 without this text is code -2")
     sub.add_parser("version")
     return p
 
@@ -109,6 +111,7 @@ def _load(args: argparse.Namespace, env: Mapping[str, str], out: TextIO, err: Te
         headers=_headers(args.headers),
         proxy=proxy_for(args.url, env),
         user_agent=f"fortio.org/fortio-{VERSION}",
+        expect=args.expect.encode(),
     )
     spec = LoadSpec(
         target,

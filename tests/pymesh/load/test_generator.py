@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from pymesh.errors import ConfigError
-from pymesh.load import ERROR_CODE, LoadSpec, parse_target, plan, run_load
+from pymesh.load import ERROR_CODE, MISMATCH_CODE, LoadSpec, parse_target, plan, run_load
 from tests.support.procs import free_port
 
 HOST = "127.0.12.120"
@@ -158,3 +158,25 @@ async def test_benchmarks_send_through_a_sidecar_as_an_app_does(server) -> None:
     assert sum(doc["RetCodes"].values()) >= 40 and set(doc["RetCodes"]) == {"200"}
     assert set(seen) == {"server-pymesh:8080 http://server-pymesh:8080/1k"}
     assert [p["Percentile"] for p in doc["DurationHistogram"]["Percentiles"]][-1] == 99.9
+
+
+async def test_a_200_without_the_expected_text_is_code_minus_two(server) -> None:
+    n = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal n
+        n += 1
+        # The text split over two chunks must still be found; every third answer lacks it.
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(b"a" * 5000 + b"<title>Simple Book")
+        await asyncio.sleep(0)
+        await resp.write(b"store App</title>" if n % 3 else b"error</title>")
+        await resp.write_eof()
+        return resp
+
+    url = await server(handler)
+    target = parse_target(url + "/productpage", expect=b"Simple Bookstore App")
+    result = await run_load(LoadSpec(target, connections=1, qps=0, requests=9))
+    assert result.codes == {200: 6, MISMATCH_CODE: 3}
+    assert result.error_histogram.get_total_count() == 3
