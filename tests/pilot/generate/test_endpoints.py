@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from pilot.generate import CLUSTER_TYPE, ENDPOINT_TYPE
@@ -75,3 +76,33 @@ def test_service_entry_endpoints_locality_and_weight() -> None:
     ]
     # DNS clusters carry their endpoints inline, not over EDS.
     assert "outbound|80||httpbin.org" not in mesh.by_name("web-v1", ENDPOINT_TYPE)
+
+
+def test_process_mode_grpc_and_tcp_endpoints_and_their_mtls() -> None:
+    """Process mode, grpc-echo's ports: HTTP goes to the sidecar's inbound listener (15006),
+    gRPC and TCP to the pod's own port. Auto mTLS marks an endpoint only where a sidecar
+    answers: 15006, and the gRPC port the demo moved behind the sidecar (``app_ports``), never
+    the TCP port the app itself holds."""
+    plain = build_mesh("grpc-echo/grpc-echo.yaml", mode="process", mtls=True)
+    moved = {
+        name: dataclasses.replace(plain.nodes[name], app_ports={17070: 37070})
+        for name in ("echo-v1", "echo-v2")
+    }
+    mesh = build_mesh("grpc-echo/grpc-echo.yaml", mode="process", mtls=True, extra=moved)
+    assignments = mesh.by_name("echo-v1", ENDPOINT_TYPE)
+    ip = mesh.nodes["echo-v2"].ip
+
+    def endpoint(port: int) -> tuple[str, bool]:
+        cla = assignments[f"outbound|{port}||echo.echo-grpc.svc.cluster.local"]
+        [(socket, lb)] = [
+            (sa, lb)
+            for group in cla["endpoints"]
+            for lb in group["lb_endpoints"]
+            for sa in [lb["endpoint"]["address"]["socket_address"]]
+            if sa["address"] == ip
+        ]
+        return f"{socket['address']}:{socket['port_value']}", "metadata" in lb
+
+    assert endpoint(80) == (f"{ip}:15006", True)
+    assert endpoint(7070) == (f"{ip}:17070", True)
+    assert endpoint(9090) == (f"{ip}:19090", False)

@@ -17,6 +17,7 @@ import pytest
 from pymesh.proto import echo_pb2, echo_pb2_grpc
 from pymesh.samples.echo import EchoConfig, _parse, serve
 from tests.support.procs import free_port
+from tests.support.waiting import wait_until
 
 HOST = "127.0.0.119"
 
@@ -44,15 +45,17 @@ async def echo() -> AsyncIterator[EchoConfig]:
     )
     stop = asyncio.Event()
     task = asyncio.create_task(serve(config, stop))
+
+    async def accepting(port: int) -> bool:
+        try:
+            _, writer = await asyncio.open_connection(HOST, port)
+        except OSError:
+            return False
+        writer.close()
+        return True
+
     for port in (http, grpc_port, tcp, moved):
-        for _ in range(100):
-            try:
-                _, writer = await asyncio.open_connection(HOST, port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            break
+        await wait_until(lambda port=port: accepting(port), f"the echo app on port {port}", 10)
     yield config
     stop.set()
     await asyncio.wait_for(task, 10)
