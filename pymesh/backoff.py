@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
-__all__ = ["Backoff"]
+__all__ = ["Backoff", "sleep_before_retry"]
 
 
 class Backoff:
@@ -22,3 +23,14 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+async def sleep_before_retry(delay: float) -> None:
+    """The sleep of a retry loop. grpc.aio turns a cancellation that lands while a call is
+    failing into the call's own error, and a loop that catches that error to retry would lose
+    the cancellation and run on after ``stop()``, which then waits forever. The request is
+    still counted in ``Task.cancelling()``: honour it here."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+    await asyncio.sleep(delay)
