@@ -1,5 +1,5 @@
 """Exponential back-off with jitter, for every reconnect and retry loop of the control plane
-(xDS streams, certificate renewals)."""
+(xDS, SDS and access-log streams, certificate renewals)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ class Backoff:
 
     def next(self) -> float:
         delay = min(self.cap, self.base * (2**self.attempt))
-        self.attempt += 1
+        # Bounded: a peer down for hours must not grow 2**attempt past a float's range.
+        self.attempt = min(self.attempt + 1, 64)
         return float(delay / 2 + self.rng.uniform(0, delay / 2))
 
     def reset(self) -> None:

@@ -43,3 +43,9 @@ def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
         assert ceiling / 2 <= delay <= ceiling
     backoff.reset()
     assert 0.5 <= backoff.next() <= 1.0
+
+
+def test_a_peer_down_for_hours_keeps_the_delay_at_the_cap() -> None:
+    backoff = Backoff(random.Random(3), base=0.5, cap=30.0)
+    delays = [backoff.next() for _ in range(5000)]  # 2**5000 is past a float's range
+    assert 15.0 <= delays[-1] <= 30.0
