@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from pymesh.demo.process import alive
 from pymesh.demo.telemetry import MIXER_PORTS
@@ -306,16 +307,23 @@ async def test_graph_page_a_slow_trace_and_the_same_numbers_in_prometheus(demo: 
             await tab.goto(f"{mixer}/", timeout=20_000)
             for _ in range(2):
                 await load_page()
-            await tab.wait_for_function(
-                "window.pymeshGraph && window.pymeshGraph.nodes()"
-                ".some((n) => n.data('label') === 'ratings-v1')",
-                timeout=30_000,
+            # Every workload of these page loads, not just one: a node may be left from an
+            # earlier test's calls (the graph shows a minute) while this load's reports are
+            # still on their way.
+            expected = ["productpage-v1", "details-v1", "reviews-v2", "ratings-v1"]
+            workloads_js = (
+                "window.pymeshGraph ? window.pymeshGraph.nodes()"
+                ".filter((n) => n.data('kind') === 'workload').map((n) => n.data('label')) : []"
             )
-            workloads = await tab.evaluate(
-                "window.pymeshGraph.nodes().filter((n) => n.data('kind') === 'workload')"
-                ".map((n) => n.data('label'))"
-            )
-            assert {"productpage-v1", "details-v1", "reviews-v2", "ratings-v1"} <= set(workloads)
+            try:
+                await tab.wait_for_function(
+                    f"(want) => want.every((w) => ({workloads_js}).includes(w))",
+                    arg=expected,
+                    timeout=30_000,
+                )
+            except PlaywrightTimeout:
+                drawn = await tab.evaluate(workloads_js)
+                raise AssertionError(f"graph draws {drawn}, expected {expected}") from None
             await tab.locator("#slowest").click()
             # Sidecars post spans in batches: the slow page load's trace arrives within ~5 s.
             await tab.wait_for_function(
