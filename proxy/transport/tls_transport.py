@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -81,8 +81,8 @@ class TlsTransport(asyncio.Transport, asyncio.Protocol):
 
     # -- raw side ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._raw = transport
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self._raw = cast(asyncio.Transport, transport)
         if self._handshake_timeout > 0:
             self._timer = self._loop.call_later(self._handshake_timeout, self._handshake_expired)
         self._step()  # a client speaks first
