@@ -103,6 +103,10 @@ class TlsEngine:
                 # The peer went away mid-handshake: OpenSSL would only ask for more.
                 raise ssl.SSLEOFError("EOF during the TLS handshake") from None
             return False
+        except ssl.SSLZeroReturnError:
+            # What an EOF looks like with OP_IGNORE_UNEXPECTED_EOF; mid-handshake it is not a
+            # clean end.
+            raise ssl.SSLEOFError("EOF during the TLS handshake") from None
         self.handshake_done = True
         return True
 
