@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,10 @@ from tests.support.waiting import wait_until
 
 UPSTREAM = "127.0.62.40"
 WAIT = 5.0
+
+
+Ends = asyncio.Queue[tuple[ReadEnd | None, bytes]]
+StartUpstream = Callable[[ssl.SSLContext], Awaitable[tuple[int, Ends]]]
 
 
 class _AnswerAfterEof(asyncio.Protocol):
@@ -50,9 +54,7 @@ class _AnswerAfterEof(asyncio.Protocol):
 
 
 @pytest.fixture
-async def tls_upstream() -> AsyncIterator[
-    Callable[..., asyncio.Future[tuple[int, asyncio.Queue[tuple[ReadEnd | None, bytes]]]]]
-]:
+async def tls_upstream() -> AsyncIterator[StartUpstream]:
     loop = asyncio.get_running_loop()
     servers: list[asyncio.Server] = []
 
@@ -73,7 +75,7 @@ async def tls_upstream() -> AsyncIterator[
         servers.append(await loop.create_server(factory, UPSTREAM, port))
         return port, ends
 
-    yield start  # type: ignore[misc]
+    yield start
     for server in servers:
         server.close()
 
