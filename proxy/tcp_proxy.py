@@ -6,6 +6,11 @@ is picked per connection (``weighted_clusters``: Istio's TCP traffic shifting); 
 ends after ``idle_timeout`` without a byte either way, or after
 ``max_downstream_connection_duration``; ``max_connect_attempts`` tries other hosts. Stats are
 Envoy's ``tcp.<stat_prefix>.*`` and the cluster's ``upstream_cx_*``.
+
+A half-close passes through in both directions, and the connection closes once both have
+ended. Over TLS (a TLS upstream, or a TLS listener chain) both sides run on
+:class:`~proxy.transport.tls_transport.TlsTransport`, where the half-close is a
+``close_notify``, so the same ``write_eof`` path serves plaintext and TLS.
 """
 
 from __future__ import annotations
