@@ -6,6 +6,11 @@ is picked per connection (``weighted_clusters``: Istio's TCP traffic shifting); 
 ends after ``idle_timeout`` without a byte either way, or after
 ``max_downstream_connection_duration``; ``max_connect_attempts`` tries other hosts. Stats are
 Envoy's ``tcp.<stat_prefix>.*`` and the cluster's ``upstream_cx_*``.
+
+A half-close passes through in both directions, and the connection closes once both have
+ended. Over TLS (a TLS upstream, or a TLS listener chain) both sides run on
+:class:`~proxy.transport.tls_transport.TlsTransport`, where the half-close is a
+``close_notify``, so the same ``write_eof`` path serves plaintext and TLS.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from proxy.config.model_http import TcpProxy
 from proxy.http.stream_info import ConnectionInfo, connection_info
 from proxy.network_filter import ReadFilterChain, ReadFilterFactory
 from proxy.stats import ClusterStats, StatsStore
-from proxy.transport.upstream_tls import open_connection
+from proxy.transport.upstream_tls import TlsConnectError, UpstreamTlsSocket, open_connection
 from proxy.upstream.manager import ClusterManager
 
 __all__ = ["TcpProxyConnection", "TcpProxyStats"]
@@ -52,6 +57,10 @@ class TcpProxyStats:
         self.idle_timeout = c(p + "idle_timeout")
         self.max_downstream_connection_duration = c(p + "max_downstream_connection_duration")
         self.upstream_cx_connect_attempts_exceeded = c(p + "upstream_cx_connect_attempts_exceeded")
+
+
+def _count(stats: ClusterStats, name: str) -> None:
+    stats.counter(name).value += 1
 
 
 class _Side(asyncio.Protocol):
@@ -134,6 +143,7 @@ class TcpProxyConnection(_Side):
         self._rx = self._tx = 0
         self._upstream: tuple[str | None, str | None, tuple[str, int] | None] = (None, None, None)
         self._flag: str | None = None
+        self._transport_failure = ""
         self._read_filters = read_filters
         self._connection_id = connection_id
         # The network filters before this one (RBAC), when the chain has any.
@@ -242,6 +252,7 @@ class TcpProxyConnection(_Side):
             self._close()
             return
         upstream = _Side(self)
+        stats = cluster.stats
         for _ in range(max(1, self._config.max_connect_attempts)):
             host = (
                 cluster.host_for_destination(self._destination)
@@ -256,18 +267,27 @@ class TcpProxyConnection(_Side):
                 self._close()
                 return
             cluster.stats.upstream_cx_total.value += 1
+            socket = cluster.socket_for(host)
             try:
                 await open_connection(
                     self._loop,
                     upstream,
                     host.address,
                     host.port,
-                    cluster.socket_for(host),
+                    socket,
                     timeout=cluster.model.connect_timeout,
                     source=cluster.model.source_address,
+                    # A half-close crosses TLS as close_notify, as in Envoy's SSL socket.
+                    half_close=True,
+                    on_error=lambda _: _count(stats, "ssl.connection_error"),
                 )
+                if isinstance(socket, UpstreamTlsSocket):
+                    stats.counter("ssl.handshake").value += 1
                 break
             except (OSError, TimeoutError) as exc:
+                if isinstance(exc, TlsConnectError):
+                    stats.counter(f"ssl.{exc.stat}").value += 1
+                    self._transport_failure = exc.reason
                 cluster.stats.upstream_cx_connect_fail.value += 1
                 cluster.report_local_failure(host, "connect_failure")
                 log.info("tcp proxy: connect failed", cluster=cluster.name, error=str(exc))
@@ -359,6 +379,7 @@ class TcpProxyConnection(_Side):
             upstream_host=host,
             upstream_local_address=local,
             response_flags=(self._flag,) if self._flag else (),
+            upstream_transport_failure_reason=self._transport_failure,
         )
         self._info = None  # logged once
         for logger in self._loggers:
