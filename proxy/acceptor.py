@@ -1,6 +1,7 @@
 """A new connection on a listener: the chain it belongs to, and the protocol it is handed to
 (the connection manager, HTTP/1.1 or HTTP/2, or the TCP proxy). With the TLS inspector the
-chain is chosen from the client's first bytes and TLS is started here, per connection."""
+chain is chosen from the client's first bytes and TLS is started here, per connection; with
+the HTTP inspector the same bytes tell HTTP from anything else."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from proxy.config.model_http import CodecType
 from proxy.http.connection_manager import DownstreamConnection
 from proxy.http.h2_connection import H2DownstreamConnection
 from proxy.listener_tls import reset
+from proxy.transport.http_inspector import NeedData
+from proxy.transport.http_inspector import detect as detect_http
 from proxy.transport.tls_inspector import Inspection
 from proxy.transport.tls_inspector import inspect as inspect_client_hello
 from proxy.transport.tls_server import peer_refused, start_server_tls
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
     from proxy.listener import ChainRuntime, ListenerManager, ListenerRuntime
 
 __all__ = ["Acceptor"]
+
+_RAW = Inspection("raw_buffer")
 
 
 class Acceptor(asyncio.Protocol):
@@ -45,7 +50,7 @@ class Acceptor(asyncio.Protocol):
             self._runtime, sock, local_addr
         )
         runtime.stats.downstream_cx_total.value += 1
-        if runtime.inspect_tls:
+        if runtime.inspects:
             self._runtime, self._transport, self._destination = runtime, transport, destination
             timeout = runtime.model.listener_filters_timeout
             if timeout > 0:
@@ -115,7 +120,7 @@ class Acceptor(asyncio.Protocol):
         self._conn = conn
         return conn
 
-    # -- the TLS inspector --------------------------------------------------------------------
+    # -- the listener filters: tls_inspector, http_inspector ----------------------------------
     def data_received(self, data: bytes) -> None:
         if self._conn is not None:  # pragma: no cover - handed over
             self._conn.data_received(data)
@@ -123,18 +128,42 @@ class Acceptor(asyncio.Protocol):
         if self._transport is None:
             return
         self._received += data
-        found = inspect_client_hello(self._received)
-        if isinstance(found, Inspection):
-            self._dispatch(found)
+        decided = self._inspect(self._received)
+        if decided is not None:
+            self._dispatch(*decided)
+
+    def _inspect(self, data: bytes) -> tuple[Inspection, tuple[str, ...] | None] | None:
+        """The transport protocol and the application protocols (None: not inspected) once
+        every inspector of the listener has decided; None while one still waits for bytes.
+        The http_inspector only looks at plaintext, as Envoy's passes on TLS."""
+        runtime = self._runtime
+        inspection = _RAW
+        if runtime.inspect_tls:
+            found = inspect_client_hello(data)
+            if not isinstance(found, Inspection):
+                return None
+            if found.tls or not runtime.inspect_http:
+                return found, None
+            inspection = found
+        if not runtime.inspect_http:  # pragma: no cover - a listener inspects with one of two
+            return inspection, None
+        protocol = detect_http(data)
+        if isinstance(protocol, NeedData):
+            return None
+        return inspection, (protocol,) if protocol is not None else ()
 
     def _inspect_timeout(self) -> None:
+        # Envoy's continue_on_listener_filters_timeout: the filters that had not decided set
+        # nothing (no application protocol), and the chain is chosen without them.
         self._timer = None
         if self._runtime.model.continue_on_listener_filters_timeout:
-            self._dispatch(Inspection("raw_buffer"))
+            self._dispatch(_RAW, () if self._runtime.inspect_http else None)
         elif self._transport is not None:
             self._transport.close()
 
-    def _dispatch(self, inspection: Inspection) -> None:
+    def _dispatch(
+        self, inspection: Inspection, application_protocols: tuple[str, ...] | None
+    ) -> None:
         transport, runtime, destination = self._transport, self._runtime, self._destination
         assert transport is not None
         self._transport = None
@@ -142,7 +171,9 @@ class Acceptor(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         received, self._received = self._received, b""
-        chain = runtime.select_chain(destination, inspection=inspection)
+        chain = runtime.select_chain(
+            destination, inspection=inspection, application_protocols=application_protocols
+        )
         if chain is None or (chain.hcm is None and chain.tcp is None):
             runtime.stats.no_filter_chain_match.value += 1
             reset(transport)
