@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, cast
 from proxy.config.model_http import CodecType
 from proxy.http.connection_manager import DownstreamConnection
 from proxy.http.h2_connection import H2DownstreamConnection
-from proxy.listener_tls import reset
+from proxy.listener_tls import TLS_INSPECTOR, reset
 from proxy.transport.http_inspector import NeedData
 from proxy.transport.http_inspector import detect as detect_http
 from proxy.transport.tls_inspector import Inspection
 from proxy.transport.tls_inspector import inspect as inspect_client_hello
 from proxy.transport.tls_server import peer_refused, start_server_tls
+
+HTTP_INSPECTOR = "envoy.filters.listener.http_inspector"
 
 if TYPE_CHECKING:
     from proxy.listener import ChainRuntime, ListenerManager, ListenerRuntime
@@ -41,6 +43,8 @@ class Acceptor(asyncio.Protocol):
         self._destination: tuple[str, int] | None = None
         self._received = b""
         self._timer: asyncio.TimerHandle | None = None
+        self._inspect_tls = False
+        self._inspect_http = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         sock = transport.get_extra_info("socket")
@@ -52,6 +56,13 @@ class Acceptor(asyncio.Protocol):
         runtime.stats.downstream_cx_total.value += 1
         if runtime.inspects:
             self._runtime, self._transport, self._destination = runtime, transport, destination
+            # ``filter_disabled`` turns an inspector off by the destination port.
+            enabled = runtime.model.enabled_filters(destination[1] if destination else None)
+            self._inspect_tls = runtime.inspect_tls and TLS_INSPECTOR in enabled
+            self._inspect_http = runtime.inspect_http and HTTP_INSPECTOR in enabled
+            if not (self._inspect_tls or self._inspect_http):
+                self._dispatch(_RAW, None)
+                return
             timeout = runtime.model.listener_filters_timeout
             if timeout > 0:
                 self._timer = self._manager._loop.call_later(timeout, self._inspect_timeout)
@@ -136,17 +147,14 @@ class Acceptor(asyncio.Protocol):
         """The transport protocol and the application protocols (None: not inspected) once
         every inspector of the listener has decided; None while one still waits for bytes.
         The http_inspector only looks at plaintext, as Envoy's passes on TLS."""
-        runtime = self._runtime
         inspection = _RAW
-        if runtime.inspect_tls:
+        if self._inspect_tls:
             found = inspect_client_hello(data)
             if not isinstance(found, Inspection):
                 return None
-            if found.tls or not runtime.inspect_http:
+            if found.tls or not self._inspect_http:
                 return found, None
             inspection = found
-        if not runtime.inspect_http:  # pragma: no cover - a listener inspects with one of two
-            return inspection, None
         protocol = detect_http(data)
         if isinstance(protocol, NeedData):
             return None
@@ -157,7 +165,7 @@ class Acceptor(asyncio.Protocol):
         # nothing (no application protocol), and the chain is chosen without them.
         self._timer = None
         if self._runtime.model.continue_on_listener_filters_timeout:
-            self._dispatch(_RAW, () if self._runtime.inspect_http else None)
+            self._dispatch(_RAW, () if self._inspect_http else None)
         elif self._transport is not None:
             self._transport.close()
 

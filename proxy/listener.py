@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from proxy.acceptor import Acceptor
+from proxy.acceptor import HTTP_INSPECTOR, Acceptor
 from proxy.config.model import (
     CertificateValidation,
     FilterChain,
@@ -36,12 +36,11 @@ from proxy.stats import ListenerStats, StatsStore
 from proxy.transport.original_dst import original_destination
 from proxy.transport.tls_inspector import Inspection
 
-__all__ = ["HTTP_INSPECTOR", "ChainRuntime", "ListenerManager", "ListenerRuntime"]
+__all__ = ["ChainRuntime", "ListenerManager", "ListenerRuntime"]
 
 log = structlog.get_logger(__name__)
 
 _ORIGINAL_DST = "envoy.filters.listener.original_dst"
-HTTP_INSPECTOR = "envoy.filters.listener.http_inspector"
 
 
 @dataclass(frozen=True, slots=True)

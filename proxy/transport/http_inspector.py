@@ -59,7 +59,7 @@ class NeedData:
 NEED_DATA: Final = NeedData()
 
 
-def detect(data: bytes) -> str | None | NeedData:
+def detect(data: bytes) -> str | NeedData | None:
     """The application protocol of a connection whose first bytes are ``data``."""
     if not data:
         return NEED_DATA
