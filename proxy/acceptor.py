@@ -61,7 +61,7 @@ class Acceptor(asyncio.Protocol):
             self._inspect_tls = runtime.inspect_tls and TLS_INSPECTOR in enabled
             self._inspect_http = runtime.inspect_http and HTTP_INSPECTOR in enabled
             if not (self._inspect_tls or self._inspect_http):
-                self._dispatch(_RAW, None)
+                self._dispatch(_RAW, self._undetected())
                 return
             timeout = runtime.model.listener_filters_timeout
             if timeout > 0:
@@ -152,20 +152,28 @@ class Acceptor(asyncio.Protocol):
             found = inspect_client_hello(data)
             if not isinstance(found, Inspection):
                 return None
-            if found.tls or not self._inspect_http:
+            if found.tls:
                 return found, None
             inspection = found
+        if not self._inspect_http:
+            return inspection, self._undetected()
         protocol = detect_http(data)
         if isinstance(protocol, NeedData):
             return None
         return inspection, (protocol,) if protocol is not None else ()
+
+    def _undetected(self) -> tuple[str, ...] | None:
+        """No application protocol. On a listener with the http_inspector (even where
+        ``filter_disabled`` turned it off) that is known: chains that ask for one do not match,
+        as in Envoy; without it they keep matching as before the inspector existed."""
+        return () if self._runtime.inspect_http else None
 
     def _inspect_timeout(self) -> None:
         # Envoy's continue_on_listener_filters_timeout: the filters that had not decided set
         # nothing (no application protocol), and the chain is chosen without them.
         self._timer = None
         if self._runtime.model.continue_on_listener_filters_timeout:
-            self._dispatch(_RAW, () if self._inspect_http else None)
+            self._dispatch(_RAW, self._undetected())
         elif self._transport is not None:
             self._transport.close()
 
