@@ -42,7 +42,7 @@ from pilot.generate.sniffing import (
     detection_settings,
     http_inspector,
     inbound_sniffing_chains,
-    outbound_sniffing_chains,
+    outbound_http_listeners,
 )
 from pilot.generate.tcp_routes import tcp_route_proxy
 from pilot.generate.telemetry import observability
@@ -385,7 +385,7 @@ def _port_listeners(ctx: PushContext, node: ProxyNode, op: OutboundPort) -> list
             rds=str(op.port),
             observe=observe,
         )
-        found.extend(_http_listeners(ctx, op, hcm, routed, listener))
+        found.extend(outbound_http_listeners(ctx.mesh, op, hcm, routed, listener))
     for service in (s for s in op.tcp if s.address):
         found.append(listener(service.address, [{"filters": [routed(service)]}]))
     shared = [s for s in op.tcp if not s.address]
@@ -415,30 +415,6 @@ def _port_listeners(ctx: PushContext, node: ProxyNode, op: OutboundPort) -> list
             # Without a VIP, plain TCP services on one port cannot be told apart: Istio keeps
             # the first.
             found.append(listener("0.0.0.0", [{"filters": [routed(shared[0])]}]))
-    return found
-
-
-def _http_listeners(
-    ctx: PushContext,
-    op: OutboundPort,
-    hcm: dict[str, Any],
-    routed: Callable[[Service], dict[str, Any]],
-    listener: Callable[..., dict[str, Any]],
-) -> list[dict[str, Any]]:
-    """``0.0.0.0_<port>`` for the port's HTTP, sniffing when a service without a VIP names no
-    protocol (its TCP goes to the first such service, as Istio keeps the first); a sniffed
-    service with a VIP gets ``<vip>_<port>`` of its own, whose TCP goes to it."""
-    sniffing = {"listener_filters": [http_inspector()], **detection_settings(ctx.mesh)}
-    shared = [s for s in op.sniffed if not s.address]
-    if shared:
-        chains = outbound_sniffing_chains(f"0.0.0.0_{op.port}", hcm, routed(shared[0]))
-        found = [listener("0.0.0.0", chains, **sniffing)]
-    else:
-        found = [listener("0.0.0.0", [{"filters": [hcm]}])]
-    for service in (s for s in op.sniffed if s.address):
-        name = f"{service.address}_{op.port}"
-        chains = outbound_sniffing_chains(name, hcm, routed(service))
-        found.append(listener(service.address, chains, **sniffing))
     return found
 
 

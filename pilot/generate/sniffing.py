@@ -23,8 +23,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pilot.generate.common import typed
+from pilot.generate.scope import OutboundPort
 from pilot.generate.tls import inbound_mtls
 from pilot.model.mesh import MeshConfig
+from pilot.registry.registry import Service
 from pymesh.config.model.security import MTLSMode
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "detection_settings",
     "http_inspector",
     "inbound_sniffing_chains",
+    "outbound_http_listeners",
     "outbound_sniffing_chains",
 ]
 
@@ -132,3 +135,27 @@ def inbound_sniffing_chains(
             },
         ]
     return chains
+
+
+def outbound_http_listeners(
+    mesh: MeshConfig,
+    op: OutboundPort,
+    hcm: dict[str, Any],
+    routed: Callable[[Service], dict[str, Any]],
+    listener: Callable[..., dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """``0.0.0.0_<port>`` for the port's HTTP, sniffing when a service without a VIP names no
+    protocol (its TCP goes to the first such service, as Istio keeps the first); a sniffed
+    service with a VIP gets ``<vip>_<port>`` of its own, whose TCP goes to it."""
+    sniffing = {"listener_filters": [http_inspector()], **detection_settings(mesh)}
+    shared = [s for s in op.sniffed if not s.address]
+    if shared:
+        chains = outbound_sniffing_chains(f"0.0.0.0_{op.port}", hcm, routed(shared[0]))
+        found = [listener("0.0.0.0", chains, **sniffing)]
+    else:
+        found = [listener("0.0.0.0", [{"filters": [hcm]}])]
+    for service in (s for s in op.sniffed if s.address):
+        name = f"{service.address}_{op.port}"
+        chains = outbound_sniffing_chains(name, hcm, routed(service))
+        found.append(listener(service.address, chains, **sniffing))
+    return found
