@@ -79,9 +79,9 @@ class ListenerRuntime:
         # not, SNI, ALPN) before any handshake.
         self.inspect_tls = TLS_INSPECTOR in model.listener_filters
         # Envoy's http_inspector: a plaintext client's first bytes tell HTTP/1.x, h2c or
-        # neither, which chains match with ``application_protocols``.
-        # Not on a socket that terminates TLS itself (no tls_inspector): it would read
-        # decrypted bytes where Envoy's inspector reads the ClientHello and passes.
+        # neither, which chains match with ``application_protocols``. Not on a socket that
+        # terminates TLS itself (no tls_inspector): it would read decrypted bytes where
+        # Envoy's inspector reads the ClientHello and passes.
         self.inspect_http = HTTP_INSPECTOR in model.listener_filters and (
             self.inspect_tls or not any(c.ssl_context is not None for c in chains)
         )

@@ -19,6 +19,8 @@ import copy
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
+from string import Template
 from typing import Any
 
 from pilot.generate import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
@@ -27,24 +29,32 @@ from pymesh.config.loader import load_documents
 from tests.pilot.generate._envoy import _inline_routes
 from tests.pilot.generate._mesh import Mesh, workload_nodes
 from tests.support.mesh_pki import MeshPki
+from tests.support.procs import free_port
 
-__all__ = ["BANNER", "MANIFESTS", "SniffApp", "build_sniffing_mesh", "sidecar_bootstrap"]
+__all__ = [
+    "BANNER",
+    "MANIFESTS",
+    "Ports",
+    "SniffApp",
+    "build_sniffing_mesh",
+    "sidecar_bootstrap",
+]
 
 BANNER = b"220 banner ready\r\n"
-MANIFESTS = """
+MANIFESTS = Template("""
 apiVersion: v1
 kind: Service
 metadata: {name: echo, namespace: default}
 spec:
   selector: {app: server}
-  ports: [{name: echo, port: 7000, targetPort: 7070}]
+  ports: [{name: echo, port: $echo, targetPort: $echo_app}]
 ---
 apiVersion: v1
 kind: Service
 metadata: {name: banner, namespace: default}
 spec:
   selector: {app: server}
-  ports: [{name: banner, port: 7200, targetPort: 7270}]
+  ports: [{name: banner, port: $banner, targetPort: $banner_app}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -67,7 +77,8 @@ spec:
     metadata: {labels: {app: server}}
     spec:
       serviceAccountName: server
-      containers: [{name: app, image: app, ports: [{containerPort: 7070}, {containerPort: 7270}]}]
+      containers:
+      - {name: app, image: app, ports: [{containerPort: $echo_app}, {containerPort: $banner_app}]}
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -79,22 +90,39 @@ spec:
     spec:
       serviceAccountName: client
       containers: [{name: client, image: curl}]
-"""
+""")
 _REQUEST_LINE = re.compile(rb"[A-Z]+ \S+ HTTP/1\.[01]\r?\n")
 
 
-class SniffApp:
-    """The server pod's app on ``127.0.0.1`` (where pilot's ``inbound|<port>||`` clusters
-    point): ports 7070 (HTTP or line echo) and 7270 (the same, after a banner)."""
+@dataclass(frozen=True)
+class Ports:
+    """The services' ports (``echo``, ``banner``) and their target ports, where the app
+    listens on ``127.0.0.1`` (pilot's ``inbound|<port>||`` clusters) and the server sidecar
+    on its pod's address; from this test worker's own block."""
 
-    def __init__(self) -> None:
+    echo: int
+    echo_app: int
+    banner: int
+    banner_app: int
+
+    @classmethod
+    def allocate(cls) -> Ports:
+        return cls(*(free_port("127.0.0.1") for _ in range(4)))
+
+
+class SniffApp:
+    """The server pod's app: on ``echo_app`` HTTP or a line echo, on ``banner_app`` the same
+    after a banner."""
+
+    def __init__(self, ports: Ports) -> None:
+        self.ports = ports
         self.accepted = 0
         self.connected = asyncio.Event()
         self._failed_once: set[str] = set()
         self._servers: list[asyncio.Server] = []
 
     async def __aenter__(self) -> SniffApp:
-        for port, banner in ((7070, b""), (7270, BANNER)):
+        for port, banner in ((self.ports.echo_app, b""), (self.ports.banner_app, BANNER)):
 
             async def handle(
                 reader: asyncio.StreamReader, writer: asyncio.StreamWriter, banner: bytes = banner
@@ -147,9 +175,10 @@ class SniffApp:
         ).encode() + body
 
 
-def build_sniffing_mesh(subnet: str, *, mtls: bool, detection: float) -> Mesh:
+def build_sniffing_mesh(subnet: str, ports: Ports, *, mtls: bool, detection: float) -> Mesh:
     """Pilot's view of the client and server pods (``<subnet>.2`` and ``.3``)."""
-    resources = load_documents(MANIFESTS, "sniffing.yaml").resources
+    text = MANIFESTS.substitute(vars(ports))
+    resources = load_documents(text, "sniffing.yaml").resources
     nodes = workload_nodes(resources, subnet=subnet, mtls=mtls)
     return Mesh(resources, nodes, MeshConfig(protocol_detection_timeout=detection))
 

@@ -31,6 +31,7 @@ from tests.integration.mtls_harness import admin_stats
 from tests.integration.pilot_harness import start_proxy
 from tests.integration.sniffing_harness import (
     BANNER,
+    Ports,
     SniffApp,
     build_sniffing_mesh,
     sidecar_bootstrap,
@@ -44,7 +45,6 @@ pytestmark = [pytest.mark.envoy, pytest.mark.xdist_group("sniffing"), pytest.mar
 
 SUBNET = "127.0.63"
 CLIENT = f"{SUBNET}.2"
-HOST = "echo:7000"
 DETECTION = 0.5
 
 
@@ -52,24 +52,38 @@ DETECTION = 0.5
 class Pair:
     kind: str
     mtls: bool
+    ports: Ports
     app: SniffApp
     client: ProxyProcess
     server: ProxyProcess
 
     async def get(self, path: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
-        async with await AsyncConnection.open(CLIENT, 7000, timeout=10) as conn:
-            return await conn.request("GET", path, list(headers), host=HOST, timeout=10)
+        async with await AsyncConnection.open(CLIENT, self.ports.echo, timeout=10) as conn:
+            return await conn.request("GET", path, list(headers), host=self.host, timeout=10)
+
+    @property
+    def host(self) -> str:
+        return f"echo:{self.ports.echo}"
+
+    @property
+    def http_stat(self) -> str:
+        return f"http.outbound_0.0.0.0_{self.ports.echo}.downstream_rq_total"
+
+    @property
+    def tcp_stat(self) -> str:
+        cluster = f"outbound|{self.ports.echo}||echo.default.svc.cluster.local"
+        return f"tcp.{cluster}.downstream_cx_total"
 
 
 async def _start(
-    kind: str, mtls: bool, detection: float, workdir: Path
+    kind: str, mtls: bool, detection: float, ports: Ports, workdir: Path
 ) -> tuple[ProxyProcess, ProxyProcess]:
-    mesh = build_sniffing_mesh(SUBNET, mtls=mtls, detection=detection)
+    mesh = build_sniffing_mesh(SUBNET, ports, mtls=mtls, detection=detection)
     pki = MeshPki() if mtls else None
-    client = sidecar_bootstrap(
-        mesh, "client", {"0.0.0.0_7000": [7000], "0.0.0.0_7200": [7200]}, pki
-    )
-    server = sidecar_bootstrap(mesh, "server", {"virtualInbound": [7070, 7270]}, pki)
+    outbound = {f"0.0.0.0_{p}": [p] for p in (ports.echo, ports.banner)}
+    client = sidecar_bootstrap(mesh, "client", outbound, pki)
+    inbound = {"virtualInbound": [ports.echo_app, ports.banner_app]}
+    server = sidecar_bootstrap(mesh, "server", inbound, pki)
     started = []
     try:
         for name, bootstrap in (("server", server), ("client", client)):
@@ -83,10 +97,11 @@ async def _start(
 
 @asynccontextmanager
 async def _pair(kind: str, mtls: bool, detection: float, workdir: Path) -> AsyncIterator[Pair]:
-    async with SniffApp() as app:
-        client, server = await _start(kind, mtls, detection, workdir)
+    ports = Ports.allocate()
+    async with SniffApp(ports) as app:
+        client, server = await _start(kind, mtls, detection, ports, workdir)
         try:
-            yield Pair(kind, mtls, app, client, server)
+            yield Pair(kind, mtls, ports, app, client, server)
         finally:
             await client.astop()
             await server.astop()
@@ -125,15 +140,14 @@ async def test_http_gets_the_virtual_service(pair: Pair) -> None:
     assert teapot.status == 418
     flaky = await pair.get("/flaky")
     assert flaky.status == 200, "the 503 of the first attempt is retried"
-    stats = admin_stats(pair.client, "http.outbound_0.0.0.0_7000.downstream_rq_total")
-    assert stats == {"http.outbound_0.0.0.0_7000.downstream_rq_total": 3}
+    assert admin_stats(pair.client, pair.http_stat) == {pair.http_stat: 3}
 
 
 async def test_http2_prior_knowledge_is_detected_as_h2c(pair: Pair) -> None:
-    async with await H2Client.open(CLIENT, 7000, timeout=10) as h2:
-        reply = await h2.request("GET", "/h2", authority=HOST, timeout=10)
+    async with await H2Client.open(CLIENT, pair.ports.echo, timeout=10) as h2:
+        reply = await h2.request("GET", "/h2", authority=pair.host, timeout=10)
         teapot = await h2.request(
-            "GET", "/h2", authority=HOST, headers=[("x-teapot", "yes")], timeout=10
+            "GET", "/h2", authority=pair.host, headers=[("x-teapot", "yes")], timeout=10
         )
     assert reply.status == 200
     assert reply.header("x-envoy-upstream-service-time") is not None
@@ -141,24 +155,21 @@ async def test_http2_prior_knowledge_is_detected_as_h2c(pair: Pair) -> None:
 
 
 async def test_other_bytes_pass_as_tcp(pair: Pair) -> None:
-    reader, writer = await asyncio.open_connection(CLIENT, 7000)
+    reader, writer = await asyncio.open_connection(CLIENT, pair.ports.echo)
     try:
         for line in (b"hello sniffing\n", b"*1\r\n"):
             writer.write(line)
             assert await asyncio.wait_for(reader.readline(), 10) == line
     finally:
         writer.close()
-    tcp = admin_stats(pair.client, "tcp.outbound|7000||echo.default.svc.cluster.local.")
-    assert tcp.get("tcp.outbound|7000||echo.default.svc.cluster.local.downstream_cx_total") == 1
-    assert not admin_stats(pair.client, "http.outbound_0.0.0.0_7000.downstream_rq_total").get(
-        "http.outbound_0.0.0.0_7000.downstream_rq_total"
-    )
+    assert admin_stats(pair.client, pair.tcp_stat) == {pair.tcp_stat: 1}
+    assert not admin_stats(pair.client, pair.http_stat).get(pair.http_stat)
 
 
 async def test_server_first_protocol_gets_its_banner_after_the_detection_timeout(
     pair: Pair,
 ) -> None:
-    reader, writer = await asyncio.open_connection(CLIENT, 7200)
+    reader, writer = await asyncio.open_connection(CLIENT, pair.ports.banner)
     try:
         assert await asyncio.wait_for(reader.readline(), 15) == BANNER
         writer.write(b"QUIT\n")
@@ -168,12 +179,12 @@ async def test_server_first_protocol_gets_its_banner_after_the_detection_timeout
 
 
 async def test_a_client_that_pauses_after_one_byte_is_tcp(pair: Pair) -> None:
-    reader, writer = await asyncio.open_connection(CLIENT, 7000)
+    reader, writer = await asyncio.open_connection(CLIENT, pair.ports.echo)
     try:
         writer.write(b"G")
         # The app is dialled only once every sidecar on the way has chosen its TCP chain.
         await asyncio.wait_for(pair.app.connected.wait(), 15)
-        writer.write(b"ET /slow HTTP/1.1\r\nHost: echo:7000\r\n\r\n")
+        writer.write(f"ET /slow HTTP/1.1\r\nHost: {pair.host}\r\n\r\n".encode())
         raw = await asyncio.wait_for(reader.read(), 10)
     finally:
         writer.close()
@@ -190,7 +201,7 @@ async def test_without_a_detection_timeout_the_sidecar_waits_for_the_client(
     """Istio's default (protocolDetectionTimeout 0s): a server-first protocol on an unnamed
     port hears nothing until its client speaks, which is why Istio asks to name them."""
     async with _pair(kind, False, 0.0, tmp_path) as started:
-        reader, writer = await asyncio.open_connection(CLIENT, 7200)
+        reader, writer = await asyncio.open_connection(CLIENT, started.ports.banner)
         try:
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(reader.readline(), 2.0)
