@@ -20,6 +20,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from string import Template
 from typing import Any
 
@@ -28,10 +29,12 @@ from pilot.model import MeshConfig
 from pymesh.config.loader import load_documents
 from tests.pilot.generate._envoy import _inline_routes
 from tests.pilot.generate._mesh import Mesh, workload_nodes
+from tests.proxy.runtime.bootstrap import file_access_log
 from tests.support.mesh_pki import MeshPki
 from tests.support.procs import free_port
 
 __all__ = [
+    "ACCESS_LOG",
     "BANNER",
     "MANIFESTS",
     "Ports",
@@ -41,6 +44,7 @@ __all__ = [
 ]
 
 BANNER = b"220 banner ready\r\n"
+ACCESS_LOG = {"protocol": "%PROTOCOL%", "path": "%REQ(:PATH)%", "cluster": "%UPSTREAM_CLUSTER%"}
 MANIFESTS = Template("""
 apiVersion: v1
 kind: Service
@@ -214,11 +218,26 @@ def _listeners(mesh: Mesh, node: str, binds: dict[str, list[int]]) -> Iterator[d
             yield bound
 
 
+def _log_http(listeners: list[dict[str, Any]], path: Path) -> None:
+    """A file access log on every connection manager: what a user reads to see that a
+    connection was served as HTTP (pymesh's TCP proxy logs to gRPC sinks only)."""
+    for listener in listeners:
+        for chain in listener["filter_chains"]:
+            terminal = chain["filters"][-1]
+            if terminal["name"] == "envoy.filters.network.http_connection_manager":
+                terminal["typed_config"]["access_log"] = file_access_log(str(path), ACCESS_LOG)
+
+
 def sidecar_bootstrap(
-    mesh: Mesh, node: str, binds: dict[str, list[int]], pki: MeshPki | None
+    mesh: Mesh,
+    node: str,
+    binds: dict[str, list[int]],
+    pki: MeshPki | None,
+    access_log: Path | None = None,
 ) -> dict[str, Any]:
     """A static bootstrap of pilot's resources for ``node``, with the listeners named in
-    ``binds`` bound on the pod's address at the given ports."""
+    ``binds`` bound on the pod's address at the given ports (and their connection managers'
+    access logs replaced by a file at ``access_log``)."""
     proxy = mesh.nodes[node]
     assignments = {c["cluster_name"]: c for c in mesh.dicts(node, ENDPOINT_TYPE)}
     clusters = []
@@ -251,5 +270,7 @@ def sidecar_bootstrap(
                 "validation_context": {"trusted_ca": {"inline_string": pki.root_pem}},
             },
         ]
+    if access_log is not None:
+        _log_http(bootstrap["static_resources"]["listeners"], access_log)
     _strip_sds(bootstrap)
     return bootstrap
