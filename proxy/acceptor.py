@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 __all__ = ["Acceptor"]
 
 _RAW = Inspection("raw_buffer")
+# ALPNs that do not name the HTTP version: Istio's own (a client sidecar's istio.alpn sets
+# istio-http/1.x or istio-h2, which a server may accept), or none.
+_SNIFF_ALPNS = frozenset(
+    {None, "istio", "istio-peer-exchange", "istio-http/1.0", "istio-http/1.1", "istio-h2"}
+)
 
 
 class Acceptor(asyncio.Protocol):
@@ -115,7 +120,7 @@ class Acceptor(asyncio.Protocol):
             )
         else:
             # AUTO without ALPN h2: the first bytes decide (an HTTP/2 client preface, or not).
-            sniff = codec is CodecType.AUTO and alpn in (None, "istio", "istio-peer-exchange")
+            sniff = codec is CodecType.AUTO and alpn in _SNIFF_ALPNS
             conn = DownstreamConnection(
                 chain.hcm,
                 self._manager._loop,
