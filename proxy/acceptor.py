@@ -1,6 +1,7 @@
 """A new connection on a listener: the chain it belongs to, and the protocol it is handed to
 (the connection manager, HTTP/1.1 or HTTP/2, or the TCP proxy). With the TLS inspector the
-chain is chosen from the client's first bytes and TLS is started here, per connection."""
+chain is chosen from the client's first bytes and TLS is started here, per connection; with
+the HTTP inspector the same bytes tell HTTP from anything else."""
 
 from __future__ import annotations
 
@@ -11,15 +12,26 @@ from typing import TYPE_CHECKING, cast
 from proxy.config.model_http import CodecType
 from proxy.http.connection_manager import DownstreamConnection
 from proxy.http.h2_connection import H2DownstreamConnection
-from proxy.listener_tls import reset
+from proxy.listener_tls import TLS_INSPECTOR, reset
+from proxy.transport.http_inspector import NeedData
+from proxy.transport.http_inspector import detect as detect_http
 from proxy.transport.tls_inspector import Inspection
 from proxy.transport.tls_inspector import inspect as inspect_client_hello
 from proxy.transport.tls_server import peer_refused, start_server_tls
+
+HTTP_INSPECTOR = "envoy.filters.listener.http_inspector"
 
 if TYPE_CHECKING:
     from proxy.listener import ChainRuntime, ListenerManager, ListenerRuntime
 
 __all__ = ["Acceptor"]
+
+_RAW = Inspection("raw_buffer")
+# ALPNs that do not name the HTTP version: Istio's own (a client sidecar's istio.alpn sets
+# istio-http/1.x or istio-h2, which a server may accept), or none.
+_SNIFF_ALPNS = frozenset(
+    {None, "istio", "istio-peer-exchange", "istio-http/1.0", "istio-http/1.1", "istio-h2"}
+)
 
 
 class Acceptor(asyncio.Protocol):
@@ -36,6 +48,8 @@ class Acceptor(asyncio.Protocol):
         self._destination: tuple[str, int] | None = None
         self._received = b""
         self._timer: asyncio.TimerHandle | None = None
+        self._inspect_tls = False
+        self._inspect_http = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         sock = transport.get_extra_info("socket")
@@ -45,8 +59,15 @@ class Acceptor(asyncio.Protocol):
             self._runtime, sock, local_addr
         )
         runtime.stats.downstream_cx_total.value += 1
-        if runtime.inspect_tls:
+        if runtime.inspects:
             self._runtime, self._transport, self._destination = runtime, transport, destination
+            # ``filter_disabled`` turns an inspector off by the destination port.
+            enabled = runtime.model.enabled_filters(destination[1] if destination else None)
+            self._inspect_tls = runtime.inspect_tls and TLS_INSPECTOR in enabled
+            self._inspect_http = runtime.inspect_http and HTTP_INSPECTOR in enabled
+            if not (self._inspect_tls or self._inspect_http):
+                self._dispatch(_RAW, self._undetected())
+                return
             timeout = runtime.model.listener_filters_timeout
             if timeout > 0:
                 self._timer = self._manager._loop.call_later(timeout, self._inspect_timeout)
@@ -99,7 +120,7 @@ class Acceptor(asyncio.Protocol):
             )
         else:
             # AUTO without ALPN h2: the first bytes decide (an HTTP/2 client preface, or not).
-            sniff = codec is CodecType.AUTO and alpn in (None, "istio", "istio-peer-exchange")
+            sniff = codec is CodecType.AUTO and alpn in _SNIFF_ALPNS
             conn = DownstreamConnection(
                 chain.hcm,
                 self._manager._loop,
@@ -115,7 +136,7 @@ class Acceptor(asyncio.Protocol):
         self._conn = conn
         return conn
 
-    # -- the TLS inspector --------------------------------------------------------------------
+    # -- the listener filters: tls_inspector, http_inspector ----------------------------------
     def data_received(self, data: bytes) -> None:
         if self._conn is not None:  # pragma: no cover - handed over
             self._conn.data_received(data)
@@ -123,18 +144,47 @@ class Acceptor(asyncio.Protocol):
         if self._transport is None:
             return
         self._received += data
-        found = inspect_client_hello(self._received)
-        if isinstance(found, Inspection):
-            self._dispatch(found)
+        decided = self._inspect(self._received)
+        if decided is not None:
+            self._dispatch(*decided)
+
+    def _inspect(self, data: bytes) -> tuple[Inspection, tuple[str, ...] | None] | None:
+        """The transport protocol and the application protocols (None: not inspected) once
+        every inspector of the listener has decided; None while one still waits for bytes.
+        The http_inspector only looks at plaintext, as Envoy's passes on TLS."""
+        inspection = _RAW
+        if self._inspect_tls:
+            found = inspect_client_hello(data)
+            if not isinstance(found, Inspection):
+                return None
+            if found.tls:
+                return found, None
+            inspection = found
+        if not self._inspect_http:
+            return inspection, self._undetected()
+        protocol = detect_http(data)
+        if isinstance(protocol, NeedData):
+            return None
+        return inspection, (protocol,) if protocol is not None else ()
+
+    def _undetected(self) -> tuple[str, ...] | None:
+        """No application protocol. On a listener with the http_inspector (even where
+        ``filter_disabled`` turned it off) that is known: chains that ask for one do not match,
+        as in Envoy; without it they keep matching as before the inspector existed."""
+        return () if self._runtime.inspect_http else None
 
     def _inspect_timeout(self) -> None:
+        # Envoy's continue_on_listener_filters_timeout: the filters that had not decided set
+        # nothing (no application protocol), and the chain is chosen without them.
         self._timer = None
         if self._runtime.model.continue_on_listener_filters_timeout:
-            self._dispatch(Inspection("raw_buffer"))
+            self._dispatch(_RAW, self._undetected())
         elif self._transport is not None:
             self._transport.close()
 
-    def _dispatch(self, inspection: Inspection) -> None:
+    def _dispatch(
+        self, inspection: Inspection, application_protocols: tuple[str, ...] | None
+    ) -> None:
         transport, runtime, destination = self._transport, self._runtime, self._destination
         assert transport is not None
         self._transport = None
@@ -142,7 +192,9 @@ class Acceptor(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         received, self._received = self._received, b""
-        chain = runtime.select_chain(destination, inspection=inspection)
+        chain = runtime.select_chain(
+            destination, inspection=inspection, application_protocols=application_protocols
+        )
         if chain is None or (chain.hcm is None and chain.tcp is None):
             runtime.stats.no_filter_chain_match.value += 1
             reset(transport)

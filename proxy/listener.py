@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from proxy.acceptor import Acceptor
+from proxy.acceptor import HTTP_INSPECTOR, Acceptor
 from proxy.config.model import (
     CertificateValidation,
     FilterChain,
@@ -78,6 +78,18 @@ class ListenerRuntime:
         # Envoy's tls_inspector: the chain is chosen from the client's first bytes (TLS or
         # not, SNI, ALPN) before any handshake.
         self.inspect_tls = TLS_INSPECTOR in model.listener_filters
+        # Envoy's http_inspector: a plaintext client's first bytes tell HTTP/1.x, h2c or
+        # neither, which chains match with ``application_protocols``. Not on a socket that
+        # terminates TLS itself (no tls_inspector): it would read decrypted bytes where
+        # Envoy's inspector reads the ClientHello and passes.
+        self.inspect_http = HTTP_INSPECTOR in model.listener_filters and (
+            self.inspect_tls or not any(c.ssl_context is not None for c in chains)
+        )
+
+    @property
+    def inspects(self) -> bool:
+        """Whether the chain waits for the client's first bytes."""
+        return self.inspect_tls or self.inspect_http
 
     def track(
         self, conn: DownstreamConnection | H2DownstreamConnection, chain: FilterChain
@@ -99,13 +111,18 @@ class ListenerRuntime:
         destination: tuple[str, int] | None,
         server_name: str | None = None,
         inspection: Inspection | None = None,
+        application_protocols: tuple[str, ...] | None = None,
     ) -> ChainRuntime | None:
         """Envoy's filter chain match: destination port, destination IP ranges, SNI,
         transport protocol, application protocols, in that order of precedence. Without an
         ``inspection`` (no tls_inspector) a chain's own transport socket stands in for the
-        transport protocol, and ALPN is not known."""
+        transport protocol. ``application_protocols`` are the TLS ALPN or what the
+        http_inspector detected (empty: nothing); None when no listener filter looked, where
+        chains keep matching on them as they did before the inspectors existed."""
         if inspection is not None:
             server_name = inspection.server_name
+            if inspection.tls:
+                application_protocols = inspection.alpn
         best: ChainRuntime | None = None
         best_score: tuple[bool, ...] | None = None
         ip = None
@@ -135,13 +152,11 @@ class ListenerRuntime:
                 protocol = "tls" if chain.ssl_context is not None else "raw_buffer"
             if match.transport_protocol not in ("", protocol):
                 continue
-            # ALPN is known from a TLS ClientHello only; plaintext chains keep matching on
-            # it as before (pymesh's http_inspector does not detect protocols).
-            alpn_known = inspection is not None and inspection.tls
+            alpn_known = application_protocols is not None
             if (
                 match.application_protocols
-                and alpn_known
-                and not set(match.application_protocols) & set(inspection.alpn)  # type: ignore[union-attr]
+                and application_protocols is not None
+                and not set(match.application_protocols) & set(application_protocols)
             ):
                 continue
             score = (

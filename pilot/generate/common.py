@@ -23,6 +23,7 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_authn_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.ext_authz.v3 import ext_authz_pb2 as network_ext_authz_pb2
@@ -102,6 +103,7 @@ TYPES = {
     "cors_policy": cors_pb2.CorsPolicy,
     "tcp_proxy": tcp_proxy_pb2.TcpProxy,
     "original_dst": original_dst_pb2.OriginalDst,
+    "http_inspector": http_inspector_pb2.HttpInspector,
     "tls_inspector": tls_inspector_pb2.TlsInspector,
     "previous_hosts": previous_hosts_pb2.PreviousHostsPredicate,
     "http_options": http_protocol_options_pb2.HttpProtocolOptions,

@@ -38,6 +38,12 @@ from pilot.generate.hcm import http_connection_manager
 from pilot.generate.http_routes import RouteScope
 from pilot.generate.scope import InboundPort, OutboundPort, inbound_ports, outbound_ports
 from pilot.generate.security import security_http_filters, security_network_filters
+from pilot.generate.sniffing import (
+    detection_settings,
+    http_inspector,
+    inbound_sniffing_chains,
+    outbound_http_listeners,
+)
 from pilot.generate.tcp_routes import tcp_route_proxy
 from pilot.generate.telemetry import observability
 from pilot.generate.tls import inbound_mtls, speaks_mtls
@@ -288,35 +294,36 @@ def _virtual_inbound(ctx: PushContext, node: ProxyNode) -> dict[str, Any]:
     ]
     network_security = security_network_filters(ctx, node)
     observe = observability(ctx, node)
+    sniffed: list[int] = []
     for p in inbound:
 
-        def network(tls: bool, p: InboundPort = p) -> list[dict[str, Any]]:
-            if p.is_http:
-                return [
-                    http_connection_manager(
-                        ctx.mesh,
-                        stat_prefix=f"inbound_0.0.0.0_{p.target_port}",
-                        route_config=_inbound_chain_routes(p),
-                        inbound=True,
-                        client_cert=client_cert and tls,
-                        security_filters=security,
-                        observe=observe,
-                    )
-                ]
+        def http(tls: bool, p: InboundPort = p) -> list[dict[str, Any]]:
+            return [
+                http_connection_manager(
+                    ctx.mesh,
+                    stat_prefix=f"inbound_0.0.0.0_{p.target_port}",
+                    route_config=_inbound_chain_routes(p),
+                    inbound=True,
+                    client_cert=client_cert and tls,
+                    security_filters=security,
+                    observe=observe,
+                )
+            ]
+
+        def tcp(tls: bool, p: InboundPort = p) -> list[dict[str, Any]]:
             return [
                 *network_security,
                 tcp_proxy(inbound_cluster(p.target_port), access_log=observe.tcp_access_log(True)),
             ]
 
-        chains.extend(
-            _by_mode(
-                f"0.0.0.0_{p.target_port}",
-                {"destination_port": p.target_port},
-                _mode(ctx, node, p.target_port),
-                network,
-                http=p.is_http,
-            )
-        )
+        name, match = f"0.0.0.0_{p.target_port}", {"destination_port": p.target_port}
+        mode = _mode(ctx, node, p.target_port)
+        if p.sniffed:
+            sniffed.append(p.target_port)
+            chains.extend(inbound_sniffing_chains(name, match, mode, http, tcp))
+        else:
+            network = http if p.is_http else tcp
+            chains.extend(_by_mode(name, match, mode, network, http=p.is_http))
     chains.extend(
         _by_mode(
             "virtualInbound-catchall-tcp",
@@ -329,11 +336,16 @@ def _virtual_inbound(ctx: PushContext, node: ProxyNode) -> dict[str, Any]:
     filters = [_ORIGINAL_DST]
     if any("transport_socket" in c for c in chains):
         filters.append(_TLS_INSPECTOR)
+    detection: dict[str, Any] = {}
+    if sniffed:
+        filters.append(http_inspector(sniffed))
+        detection = detection_settings(ctx.mesh)
     return {
         "name": "virtualInbound",
         "address": socket_address("0.0.0.0", port),
         "traffic_direction": "INBOUND",
         "listener_filters": filters,
+        **detection,
         "filter_chains": chains,
     }
 
@@ -352,14 +364,6 @@ def _port_listeners(ctx: PushContext, node: ProxyNode, op: OutboundPort) -> list
     found = []
     observe = observability(ctx, node)
     logs = observe.tcp_access_log(False)
-    if op.http:
-        hcm = http_connection_manager(
-            ctx.mesh,
-            stat_prefix=f"outbound_0.0.0.0_{op.port}",
-            rds=str(op.port),
-            observe=observe,
-        )
-        found.append(listener("0.0.0.0", [{"filters": [hcm]}]))
     scope = RouteScope(ctx, node, op.port)
 
     def routed(service: Service) -> dict[str, Any]:
@@ -374,6 +378,14 @@ def _port_listeners(ctx: PushContext, node: ProxyNode, op: OutboundPort) -> list
         assert proxy is not None  # a default cluster was given
         return proxy
 
+    if op.http:
+        hcm = http_connection_manager(
+            ctx.mesh,
+            stat_prefix=f"outbound_0.0.0.0_{op.port}",
+            rds=str(op.port),
+            observe=observe,
+        )
+        found.extend(outbound_http_listeners(ctx.mesh, op, hcm, routed, listener))
     for service in (s for s in op.tcp if s.address):
         found.append(listener(service.address, [{"filters": [routed(service)]}]))
     shared = [s for s in op.tcp if not s.address]

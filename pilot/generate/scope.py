@@ -10,7 +10,7 @@ import structlog
 from pilot.model.proxy import ProxyNode
 from pilot.model.push_context import PushContext
 from pilot.registry.registry import Service, ServiceInstance, ServicePort
-from pymesh.config.protocol import TLS_PROTOCOLS
+from pymesh.config.protocol import TLS_PROTOCOLS, UNSUPPORTED
 
 __all__ = ["InboundPort", "OutboundPort", "inbound_ports", "outbound_ports"]
 
@@ -28,6 +28,12 @@ class OutboundPort:
     @property
     def tls(self) -> tuple[Service, ...]:
         return tuple(s for s in self.tcp if _port(s, self.port).protocol in TLS_PROTOCOLS)
+
+    @property
+    def sniffed(self) -> tuple[Service, ...]:
+        """The services among ``http`` whose port names no protocol: HTTP or TCP is told per
+        connection (Istio's protocol sniffing)."""
+        return tuple(s for s in self.http if _port(s, self.port).protocol == UNSUPPORTED)
 
 
 def _port(service: Service, number: int) -> ServicePort:
@@ -71,6 +77,12 @@ class InboundPort:
     @property
     def is_http(self) -> bool:
         return any(i.service_port.is_http for i in self.instances)
+
+    @property
+    def sniffed(self) -> bool:
+        """No service port leading here names a protocol: HTTP or TCP is told per
+        connection."""
+        return all(i.service_port.protocol == UNSUPPORTED for i in self.instances)
 
 
 def inbound_ports(ctx: PushContext, node: ProxyNode) -> tuple[InboundPort, ...]:

@@ -58,6 +58,10 @@ class MeshConfig:
     trace_sampling: float = 1.0
     connect_timeout: float = 10.0
     dns_refresh_rate: float = 60.0
+    # Istio's protocolDetectionTimeout: how long a sniffing listener waits for a client's
+    # first bytes before it treats the connection as TCP; 0 waits for ever (Istio's default
+    # since server-first protocols broke under a timeout that guessed).
+    protocol_detection_timeout: float = 0.0
     enable_auto_mtls: bool = True
     extension_providers: tuple[ExtensionProvider, ...] = ()
     default_providers: FrozenMap[str, tuple[str, ...]] = EMPTY_MAP
@@ -103,6 +107,7 @@ class MeshConfig:
         for key, attr in (
             ("connectTimeout", "connect_timeout"),
             ("dnsRefreshRate", "dns_refresh_rate"),
+            ("protocolDetectionTimeout", "protocol_detection_timeout"),
         ):
             if key in data:
                 kwargs[attr] = _duration(data[key], key, source)

@@ -5,8 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import cast
 
-from proxy.config.model_common import CidrRange, PipeAddress, SocketAddress, empty_mapping
+from proxy.config.model_common import (
+    EMPTY_MAPPING,
+    CidrRange,
+    PipeAddress,
+    SocketAddress,
+    empty_mapping,
+)
 from proxy.config.model_http import HttpConnectionManager, TcpProxy
 from proxy.config.model_tls import DownstreamTls
 
@@ -18,6 +25,7 @@ __all__ = [
     "FilterChainMatch",
     "Listener",
     "NetworkFilter",
+    "PortPredicate",
     "TrafficDirection",
 ]
 
@@ -29,6 +37,29 @@ LISTENER_FILTERS = frozenset(
         "envoy.filters.listener.http_inspector",
     }
 )
+
+
+@dataclass(frozen=True, slots=True)
+class PortPredicate:
+    """Envoy's ``ListenerFilterChainMatchPredicate`` as far as it reads the destination port
+    (``filter_disabled`` of a listener filter): ``kind`` is ``any``, ``port`` (``low`` to
+    ``high``, half open), ``not``, ``or`` or ``and`` over ``operands``."""
+
+    kind: str
+    low: int = 0
+    high: int = 0
+    operands: tuple[PortPredicate, ...] = ()
+
+    def matches(self, port: int | None) -> bool:
+        if self.kind == "any":
+            return True
+        if self.kind == "port":
+            return port is not None and self.low <= port < self.high
+        if self.kind == "not":
+            return not self.operands[0].matches(port)
+        if self.kind == "or":
+            return any(o.matches(port) for o in self.operands)
+        return all(o.matches(port) for o in self.operands)
 
 
 class ConnectionSourceType(StrEnum):
@@ -92,6 +123,7 @@ class DrainType(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Listener:
     """``listener_filters`` are canonical names from ``LISTENER_FILTERS``, in order.
+    ``enabled_filters`` says which of them run for a destination port.
     ``use_original_dst`` hands connections to the listener bound to the original destination
     (Envoy's iptables redirection mode). Defaults: bind_to_port true, 1 MiB buffer limit,
     listener_filters_timeout 15 s."""
@@ -101,6 +133,11 @@ class Listener:
     filter_chains: tuple[FilterChain, ...] = ()
     default_filter_chain: FilterChain | None = None
     listener_filters: tuple[str, ...] = ()
+    # A listener filter's ``filter_disabled``, by its canonical name: it does not run on a
+    # connection whose destination matches.
+    listener_filters_disabled: Mapping[str, PortPredicate] = field(
+        default_factory=lambda: cast(Mapping[str, PortPredicate], EMPTY_MAPPING)
+    )
     listener_filters_timeout: float = 15.0
     continue_on_listener_filters_timeout: bool = False
     use_original_dst: bool = False
@@ -110,3 +147,9 @@ class Listener:
     drain_type: DrainType = DrainType.DEFAULT
     stat_prefix: str = ""
     metadata: Mapping[str, object] = field(default_factory=empty_mapping)
+
+    def enabled_filters(self, port: int | None) -> frozenset[str]:
+        disabled = self.listener_filters_disabled
+        return frozenset(
+            f for f in self.listener_filters if f not in disabled or not disabled[f].matches(port)
+        )

@@ -67,6 +67,10 @@ class RuntimeCluster:
         self.stats = ClusterStats(stats, model.name)
         # Replaced by the cluster manager when the secrets the sockets use change.
         self.sockets: TransportSockets = PLAINTEXT
+        # The sockets of HTTP/1.1 and HTTP/2 connections where they differ from ``sockets``
+        # (mesh mTLS: Istio's istio.alpn override, see ``istio_alpn``); None: the same.
+        self.http_sockets: TransportSockets | None = None
+        self.h2_sockets: TransportSockets | None = None
         self.limits = ResourceLimits(model.circuit_breakers.default)
         # Which pool a request takes, worked out once (pool_for runs on every request).
         protocol = model.http_protocol_options.protocol
@@ -135,13 +139,21 @@ class RuntimeCluster:
                 max_requests_per_connection=options.common.max_requests_per_connection,
                 on_local_failure=self.report_local_failure,
                 source_address=model.source_address,
-                socket_for=None if self.sockets is PLAINTEXT else self.socket_for,
+                socket_for=None if self.sockets is PLAINTEXT else self._http_socket_for,
                 enable_trailers=options.http1.enable_trailers,
             )
         return pool
 
     def socket_for(self, host: Host) -> TransportSocket:
         return self.sockets.for_host(host.socket_match)
+
+    def _http_socket_for(self, host: Host) -> TransportSocket:
+        sockets = self.http_sockets or self.sockets
+        return sockets.for_host(host.socket_match)
+
+    def _h2_socket_for(self, host: Host) -> TransportSocket:
+        sockets = self.h2_sockets or self.sockets
+        return sockets.for_host(host.socket_match)
 
     def _h2_pool(self, host: Host) -> H2ConnectionPool:
         model = self.model
@@ -158,7 +170,7 @@ class RuntimeCluster:
             buffer_limit=model.per_connection_buffer_limit_bytes,
             on_local_failure=self.report_local_failure,
             source_address=model.source_address,
-            socket_for=None if self.sockets is PLAINTEXT else self.socket_for,
+            socket_for=None if self.sockets is PLAINTEXT else self._h2_socket_for,
             jitter=self._rng.random,
         )
 

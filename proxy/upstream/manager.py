@@ -14,6 +14,7 @@ from proxy.config.snapshot import ProxySnapshot
 from proxy.stats import StatsStore
 from proxy.transport.upstream_tls import build_sockets, secret_names
 from proxy.upstream.cluster import RuntimeCluster
+from proxy.upstream.istio_alpn import http_sockets
 from proxy.upstream.pool import Connector
 
 __all__ = ["ClusterManager"]
@@ -102,6 +103,8 @@ class ClusterManager:
         self._socket_secrets[cluster.name] = used
         # New connections use the new certificate; open ones keep the one they began with.
         cluster.sockets = build_sockets(cluster.model, snapshot.secrets)
+        cluster.http_sockets = http_sockets(cluster.model, snapshot.secrets, h2=False)
+        cluster.h2_sockets = http_sockets(cluster.model, snapshot.secrets, h2=True)
         if names:
             log.info("cluster transport sockets built", cluster=cluster.name, secrets=names)
 

@@ -15,14 +15,13 @@ from typing import Any
 from pymesh.config.codec import camel_name
 from pymesh.config.issues import Reporter
 from pymesh.config.model.common import Resource
-from pymesh.config.model.kube import Service
 from pymesh.config.model.networking import Gateway, Server, ServerTLSMode
 from pymesh.config.model.telemetry import IstioMetric, Telemetry
-from pymesh.config.protocol import HTTP_PROTOCOLS, protocol_of
+from pymesh.config.protocol import HTTP_PROTOCOLS, UNSUPPORTED
 
 __all__ = ["NOT_ENFORCED", "NotEnforced", "gateway_server_served", "report_not_enforced"]
 
-_HTTP = HTTP_PROTOCOLS - {"UNSUPPORTED"}  # a Gateway server names its protocol
+_HTTP = HTTP_PROTOCOLS - {UNSUPPORTED}  # a Gateway server names its protocol
 _TCP = frozenset({"TCP", "MONGO", "REDIS", "MYSQL"})
 _TERMINATED = frozenset({ServerTLSMode.SIMPLE, ServerTLSMode.MUTUAL, ServerTLSMode.OPTIONAL_MUTUAL})
 
@@ -118,16 +117,6 @@ def _gateway_gaps(spec: Gateway) -> Iterator[tuple[str, str]]:
             )
 
 
-def _service_gaps(spec: Service) -> Iterator[tuple[str, str]]:
-    for i, port in enumerate(spec.ports):
-        if port.protocol == "TCP" and protocol_of(port.name, port.app_protocol) == "UNSUPPORTED":
-            yield (
-                f"ports[{i}]",
-                f"port {port.port} names no protocol (a name prefix such as http- or tcp-, or "
-                "appProtocol): Istio detects HTTP or TCP per connection, pymesh serves it as HTTP",
-            )
-
-
 def report_not_enforced(res: Resource[Any], path: str, rep: Reporter) -> None:
     """Warn, through ``rep``, about each part of ``res`` pymesh does not enforce."""
     gaps: Iterator[tuple[str, str]] = iter(())
@@ -135,8 +124,6 @@ def report_not_enforced(res: Resource[Any], path: str, rep: Reporter) -> None:
         gaps = _telemetry_gaps(res.spec)
     elif isinstance(res.spec, Gateway):
         gaps = _gateway_gaps(res.spec)
-    elif isinstance(res.spec, Service):
-        gaps = _service_gaps(res.spec)
     for field, consequence in gaps:
         rep.warn(
             f"{path}.{field}" if path else field,

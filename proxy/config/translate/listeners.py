@@ -23,6 +23,7 @@ from proxy.config.model import (
     HttpConnectionManager,
     Listener,
     NetworkFilter,
+    PortPredicate,
     TcpProxy,
     TcpProxyWeightedCluster,
     TrafficDirection,
@@ -105,6 +106,14 @@ def translate_listener(
             _listener_filter(item, at(join(path, "listener_filters"), index))
             for index, item in enumerate(proto.listener_filters)
         ),
+        listener_filters_disabled={
+            _listener_filter(item, at(join(path, "listener_filters"), index)): _port_predicate(
+                item.filter_disabled,
+                join(at(join(path, "listener_filters"), index), "filter_disabled"),
+            )
+            for index, item in enumerate(proto.listener_filters)
+            if item.HasField("filter_disabled")
+        },
         listener_filters_timeout=(
             15.0
             if not proto.HasField("listener_filters_timeout")
@@ -160,6 +169,31 @@ def _listener_filter(proto: Any, path: str) -> str:
             f"listener filter '{proto.name}' is not supported by pymesh", path=path
         )
     return canonical
+
+
+def _port_predicate(proto: Any, path: str) -> PortPredicate:
+    """``filter_disabled``: the destination-port rules and their combinations (the only
+    rules a listener filter's connection is known by before any byte is read)."""
+    rule = proto.WhichOneof("rule")
+    if rule == "any_match":
+        return PortPredicate("any")
+    if rule == "destination_port_range":
+        r = proto.destination_port_range
+        return PortPredicate("port", r.start, r.end)
+    if rule == "not_match":
+        return PortPredicate("not", operands=(_port_predicate(proto.not_match, join(path, rule)),))
+    if rule in ("or_match", "and_match"):
+        rules = getattr(proto, rule).rules
+        return PortPredicate(
+            rule.removesuffix("_match"),
+            operands=tuple(
+                _port_predicate(r, at(join(join(path, rule), "rules"), i))
+                for i, r in enumerate(rules)
+            ),
+        )
+    raise UnsupportedError(
+        f"listener filter match rule {rule} is not supported by pymesh", path=path
+    )
 
 
 def _filter_chain(proto: Any, registry: FilterRegistry, path: str) -> FilterChain:

@@ -145,7 +145,11 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         "direct_source_prefix_ranges source_type source_prefix_ranges source_ports "
         "server_names transport_protocol application_protocols",
         _LISTENER + "Filter": "name typed_config",
-        _LISTENER + "ListenerFilter": "name typed_config",
+        _LISTENER + "ListenerFilter": "name typed_config filter_disabled",
+        _LISTENER + "ListenerFilterChainMatchPredicate": "or_match and_match not_match "
+        "any_match destination_port_range",
+        _LISTENER + "ListenerFilterChainMatchPredicate.MatchSet": "rules",
+        "envoy.type.v3.Int32Range": "start end",
         # access logs
         _LOG + "AccessLog": "name filter typed_config",
         _LOG + "AccessLogFilter": "status_code_filter duration_filter not_health_check_filter "

@@ -170,3 +170,24 @@ def test_mesh_mtls(
     mesh = build_mesh(BOOKINFO, NET + rules, mode=mode, mtls=True, resources=policies)
     for node in ("productpage-v1", "reviews-v2"):
         _check(envoy_binary, mesh, node, tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["PERMISSIVE", "STRICT", "DISABLE"])
+def test_sniffed_ports(envoy_binary: str, tmp_path: Path, mode: str) -> None:
+    """Ports that name no protocol: the client's sniffing outbound listeners (one on a VIP),
+    the server's four (or two) inbound chains per port and its http_inspector disabled for
+    the named TCP port, with a detection timeout set."""
+    policy = load_documents(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+        "metadata: {name: default, namespace: default}\n"
+        f"spec: {{mtls: {{mode: {mode}}}}}\n",
+        "pa.yaml",
+    ).resources
+    mesh = build_mesh(
+        "sniffing.yaml",
+        mtls=True,
+        resources=policy,
+        mesh=MeshConfig(protocol_detection_timeout=5.0),
+    )
+    _check(envoy_binary, mesh, "client", tmp_path)
+    _check(envoy_binary, mesh, "echo", tmp_path)

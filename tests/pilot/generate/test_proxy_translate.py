@@ -88,6 +88,8 @@ def _meshes(retry_on: str | None) -> Iterator[tuple[Mesh, list[str]]]:
         build_mesh("gateway-tls.yaml", creds=credentials("gateway-tls.yaml"), mesh=base),
         ["gateway"],
     )
+    # sniffed ports: http_inspector (filter_disabled inbound), HTTP and TCP chains per port
+    yield build_mesh("sniffing.yaml", mesh=base, mtls=True), ["client", "echo"]
 
 
 def _unknown(rejections: list[str]) -> list[str]:

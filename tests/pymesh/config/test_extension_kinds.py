@@ -10,6 +10,7 @@ from pymesh.config.enforcement import NOT_ENFORCED
 from pymesh.config.model import ConfigMap, EnvoyFilter, RequestAuthentication, Telemetry
 from pymesh.config.model.networking import ApplyTo, PatchContext, PatchOperation
 from pymesh.config.model.telemetry import IstioMetric, TagOperation, WorkloadMode
+from pymesh.config.protocol import protocol_of
 from pymesh.errors import ValidationError
 
 ENVOY_FILTER = """\
@@ -277,7 +278,9 @@ def test_envoy_filter_is_enforced_so_not_reported() -> None:
     assert not [w for w in result.warnings if "not enforced" in w.message]
 
 
-def test_service_ports_without_a_protocol_are_reported_when_loaded() -> None:
+def test_service_ports_without_a_protocol_are_sniffed_so_not_reported() -> None:
+    """An unnamed port is Istio's Unsupported protocol, which the sidecars sniff (HTTP or TCP
+    per connection): nothing to warn about."""
     text = """\
 apiVersion: v1
 kind: Service
@@ -287,14 +290,13 @@ spec:
   ports:
   - {name: web, port: 7000}
   - {name: tcp-db, port: 7001}
-  - {name: data, port: 7002, appProtocol: http}
-  - {name: dns, port: 53, protocol: UDP}
 """
-    warnings = load_documents(text, "t.yaml").warnings
-    assert [w.path for w in warnings] == ["spec.ports[0]"], warnings
-    assert (
-        "Istio detects HTTP or TCP per connection, pymesh serves it as HTTP" in warnings[0].message
-    )
+    result = load_documents(text, "t.yaml")
+    assert list(result.warnings) == []
+    assert [protocol_of(p.name, p.app_protocol) for p in result.resources[0].spec.ports] == [
+        "UNSUPPORTED",
+        "TCP",
+    ]
 
 
 def test_security_policies_on_gateway_api_targets_are_reported_when_loaded() -> None:
