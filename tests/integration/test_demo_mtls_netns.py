@@ -1,0 +1,171 @@
+"""Istio's mesh mTLS on ``pymesh demo --netns``, on by default as in process mode: every
+captured pod's agent runs in the pod's namespace as the sidecar's uid (1337), gets the
+identity of the manifests' service account from pilot's CA on the host's bridge address and
+serves it to its sidecar over SDS on a socket only that uid may open. Calls between captured
+pods are mTLS; PeerAuthentication decides whether a plaintext client (here the host, which
+reaches a pod's address through the capture rules as a pod without a sidecar would) gets in.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pymesh.demo.agent import sds_root
+from pymesh.demo.layout import DemoLayout
+from pymesh.samples.bookinfo.constants import PAGE_TITLE
+from tests.integration.demo_harness import (
+    ISTIO,
+    Demo,
+    no_demo_processes,
+    reviews_version,
+    start_demo,
+)
+
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.xdist_group("pymesh-demo-mtls-netns"),
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="netns mode needs root (namespaces, iptables)"),
+    pytest.mark.skipif(
+        shutil.which("iptables-restore") is None or shutil.which("setpriv") is None,
+        reason="netns mode needs iptables and setpriv (apt-get install iptables util-linux)",
+    ),
+]
+
+#: httpbin's container port (its Service's 8000 targets it)
+HTTPBIN_PORT = 8080
+_STRICT_DEFAULT = """\
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata:
+  name: default
+  namespace: default
+spec:
+  mtls:
+    mode: {mode}
+"""
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    if not ISTIO.is_dir():
+        pytest.skip("../shared/istio-samples is not present")
+    demo = start_demo(tmp_path_factory, 1, "demo-mtls-netns", netns=True)
+    assert demo.netns is not None
+    sockets = sds_root(DemoLayout(demo.run_dir))
+    try:
+        demo.up()
+        demo.settle()
+        yield demo
+        result = demo.down()
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert not no_demo_processes(demo.run_dir)
+        # The agents' keys and sockets leave with the demo.
+        assert not sockets.exists(), sorted(sockets.rglob("*"))
+    finally:
+        demo.down()
+        from pymesh.demo.netns import remove_all
+
+        remove_all(demo.netns.prefix)
+        demo.release()
+
+
+def _handshakes(demo: Demo, pod: str) -> int:
+    stats = demo.admin_stats(pod)
+    return sum(int(v) for k, v in stats.items() if k.endswith(".ssl.handshake"))
+
+
+def _from_host(demo: Demo, ip: str) -> int:
+    """A plaintext GET from the host to httpbin's pod address: captured inbound, it meets
+    the sidecar's inbound listener. 0 when the connection is refused or reset."""
+    return demo.get(f"http://{ip}:{HTTPBIN_PORT}/headers", timeout=5).status
+
+
+def test_captured_pods_talk_mtls_with_their_service_accounts(demo: Demo) -> None:
+    """sleep → httpbin, both captured: httpbin sees its own identity (By=) and the caller's
+    (URI=) in X-Forwarded-Client-Cert, and its sidecar counts the handshake."""
+    before = _handshakes(demo, "httpbin")
+    result = demo.curl_from("sleep", "-s", "http://httpbin:8000/headers")
+    assert result.http_code == 200, result
+    body = result.body.decode()
+    assert "By=spiffe://cluster.local/ns/default/sa/httpbin" in body, body
+    assert "URI=spiffe://cluster.local/ns/default/sa/sleep" in body, body
+    demo.wait(lambda: _handshakes(demo, "httpbin") > before, 20, "an mTLS handshake at httpbin")
+
+
+def test_the_page_goes_over_mtls_from_the_gateway_on(demo: Demo) -> None:
+    """The gateway (on the host) → productpage → details and reviews, each hop mTLS."""
+    page = demo.product_page()
+    assert page.status == 200 and PAGE_TITLE in page.body
+    assert reviews_version(page.body) in ("v1", "v2", "v3"), page.body
+    for pod in ("productpage-v1", "details-v1"):
+        demo.wait(lambda pod=pod: _handshakes(demo, pod) > 0, 20, f"an mTLS handshake at {pod}")
+
+
+def test_proxy_config_secret_shows_the_pods_identity(demo: Demo) -> None:
+    shown = demo.pymesh("proxy-config", "secret", "httpbin")
+    leaf = next(line.split() for line in shown.stdout.splitlines() if line.startswith("default"))
+    assert leaf[-1] == "spiffe://cluster.local/ns/default/sa/httpbin", shown.stdout
+    assert leaf[4] == "true", shown.stdout  # valid now
+    assert any(line.startswith("ROOTCA") for line in shown.stdout.splitlines()), shown.stdout
+
+
+def test_the_agent_runs_as_the_sidecar_and_keeps_its_socket_to_itself(demo: Demo) -> None:
+    """The agent is uid 1337 inside the pod's namespace; its directory (token, root, socket)
+    is 1337's alone: nobody else may list, read or connect."""
+    pod = demo.pod("httpbin")
+    agent_pids = [
+        int(pid)
+        for pid in os.listdir("/proc")
+        if pid.isdigit() and _is_agent_of(int(pid), f"{pod.name}.{pod.namespace}")
+    ]
+    assert len(agent_pids) == 1, agent_pids
+    status = Path(f"/proc/{agent_pids[0]}/status").read_text()
+    uid = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+    assert set(uid) == {"1337"}, status
+    assert os.readlink(f"/proc/{agent_pids[0]}/ns/net") != os.readlink("/proc/self/ns/net")
+    root = sds_root(DemoLayout(demo.run_dir))
+    assert stat.S_IMODE(root.stat().st_mode) & 0o006 == 0
+    home = root / pod.key
+    assert (home.stat().st_uid, stat.S_IMODE(home.stat().st_mode)) == (1337, 0o700)
+    for entry in home.iterdir():
+        info = entry.stat()
+        assert info.st_uid == 1337 and stat.S_IMODE(info.st_mode) & 0o077 == 0, entry
+
+
+def _is_agent_of(pid: int, key: str) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"agent" in argv and f"/{key}/socket".encode() in b" ".join(argv)
+
+
+def test_strict_refuses_plaintext_and_permissive_accepts_it(demo: Demo, tmp_path: Path) -> None:
+    """PERMISSIVE (the default): the host's plaintext call reaches httpbin, without a client
+    certificate. STRICT in the namespace: refused at the connection, while sleep, with its
+    sidecar, still gets in. PERMISSIVE again: the host gets in again."""
+    ip = demo.pod("httpbin").ip
+    plain = demo.get(f"http://{ip}:{HTTPBIN_PORT}/headers", timeout=5)
+    assert plain.status == 200, plain
+    assert "X-Forwarded-Client-Cert" not in plain.body, plain.body
+    policy = tmp_path / "peerauthentication.yaml"
+    policy.write_text(_STRICT_DEFAULT.format(mode="STRICT"), encoding="utf-8")
+    demo.apply(policy)
+    try:
+        demo.wait(lambda: _from_host(demo, ip) == 0, 30, "plaintext from the host refused")
+        inside = demo.curl_from("sleep", "-s", "http://httpbin:8000/headers")
+        assert inside.http_code == 200, inside
+        assert demo.product_page().status == 200
+        policy.write_text(_STRICT_DEFAULT.format(mode="PERMISSIVE"), encoding="utf-8")
+        demo.apply(policy)
+        demo.wait(lambda: _from_host(demo, ip) == 200, 30, "plaintext accepted again")
+    finally:
+        demo.delete(policy)
+    assert _from_host(demo, ip) == 200
