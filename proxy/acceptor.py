@@ -174,6 +174,9 @@ class Acceptor(asyncio.Protocol):
             validation=chain.validation,
             handshake_timeout=chain.model.transport_socket_connect_timeout or 60.0,
             outcome=outcome,
+            # The TCP proxy passes a half-close through as close_notify; HTTP keeps the
+            # loop's faster TLS (docs/proxy/data-path.md, "TLS and half-close").
+            half_close=chain.tcp is not None,
         )
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -21,7 +21,7 @@ from proxy.config.model_http import TcpProxy
 from proxy.http.stream_info import ConnectionInfo, connection_info
 from proxy.network_filter import ReadFilterChain, ReadFilterFactory
 from proxy.stats import ClusterStats, StatsStore
-from proxy.transport.upstream_tls import open_connection
+from proxy.transport.upstream_tls import TlsConnectError, UpstreamTlsSocket, open_connection
 from proxy.upstream.manager import ClusterManager
 
 __all__ = ["TcpProxyConnection", "TcpProxyStats"]
@@ -52,6 +52,10 @@ class TcpProxyStats:
         self.idle_timeout = c(p + "idle_timeout")
         self.max_downstream_connection_duration = c(p + "max_downstream_connection_duration")
         self.upstream_cx_connect_attempts_exceeded = c(p + "upstream_cx_connect_attempts_exceeded")
+
+
+def _count(stats: ClusterStats, name: str) -> None:
+    stats.counter(name).value += 1
 
 
 class _Side(asyncio.Protocol):
@@ -242,6 +246,7 @@ class TcpProxyConnection(_Side):
             self._close()
             return
         upstream = _Side(self)
+        stats = cluster.stats
         for _ in range(max(1, self._config.max_connect_attempts)):
             host = (
                 cluster.host_for_destination(self._destination)
@@ -256,18 +261,26 @@ class TcpProxyConnection(_Side):
                 self._close()
                 return
             cluster.stats.upstream_cx_total.value += 1
+            socket = cluster.socket_for(host)
             try:
                 await open_connection(
                     self._loop,
                     upstream,
                     host.address,
                     host.port,
-                    cluster.socket_for(host),
+                    socket,
                     timeout=cluster.model.connect_timeout,
                     source=cluster.model.source_address,
+                    # A half-close crosses TLS as close_notify, as in Envoy's SSL socket.
+                    half_close=True,
+                    on_error=lambda _: _count(stats, "ssl.connection_error"),
                 )
+                if isinstance(socket, UpstreamTlsSocket):
+                    stats.counter("ssl.handshake").value += 1
                 break
             except (OSError, TimeoutError) as exc:
+                if isinstance(exc, TlsConnectError):
+                    stats.counter(f"ssl.{exc.stat}").value += 1
                 cluster.stats.upstream_cx_connect_fail.value += 1
                 cluster.report_local_failure(host, "connect_failure")
                 log.info("tcp proxy: connect failed", cluster=cluster.name, error=str(exc))

@@ -108,6 +108,10 @@ def _apply_params(context: ssl.SSLContext, common: CommonTls, *, server: bool) -
             raise ConfigError(f"cipher_suites {names!r}: {exc}") from exc
     if common.alpn_protocols:
         context.set_alpn_protocols(list(common.alpn_protocols))
+    # A peer's FIN without close_notify is the end of its stream, as in Envoy, not a fatal
+    # error: OpenSSL 3 would otherwise refuse every later write, and the answer to a
+    # request that ended that way could not be sent (see proxy.transport.tls_engine).
+    context.options |= ssl.OP_IGNORE_UNEXPECTED_EOF
 
 
 def _load_chain(context: ssl.SSLContext, cert: TlsCertificate) -> None:

@@ -3,7 +3,9 @@ ClientHello), and the peer checks a listener's validation context asks for.
 
 The loop's own TLS protocol (uvloop's, or asyncio's on other loops) is put under the
 connection with the bytes already read fed back in, so the handshake sees the whole
-ClientHello. The chain's protocol gets the TLS transport once the handshake has completed and
+ClientHello; a chain that must carry a half-close (the TCP proxy) gets
+:class:`~proxy.transport.tls_transport.TlsTransport` instead, whose ``write_eof`` sends
+``close_notify``. The chain's protocol gets the TLS transport once the handshake has completed and
 the client certificate passed the checks OpenSSL does not make.
 """
 
@@ -19,13 +21,16 @@ import structlog
 
 from proxy.config.model import CertificateValidation
 from proxy.transport.peer_checks import PeerCheckFailure, check_peer
+from proxy.transport.tls_engine import TlsEngine
+from proxy.transport.tls_transport import TlsTransport
 
 __all__ = ["HandshakeOutcome", "peer_refused", "record_sni", "start_server_tls"]
 
 log = structlog.get_logger(__name__)
 
 #: Called once per handshake: None when the connection was handed over, else the ``ssl.*``
-#: listener counter to bump (Envoy's names).
+#: listener counter to bump (Envoy's names); with ``half_close``, again with
+#: ``connection_error`` when a record fails after the handshake (as Envoy counts it).
 HandshakeOutcome = Callable[[str | None], None]
 
 
@@ -106,10 +111,16 @@ def start_server_tls(
     validation: CertificateValidation | None,
     handshake_timeout: float,
     outcome: HandshakeOutcome,
+    half_close: bool = False,
 ) -> None:
     """Run the server side of a TLS handshake on ``transport``, whose first ``received``
     bytes were already read; when it succeeds, ``make`` builds the protocol for the TLS
     transport (which knows the negotiated ALPN)."""
+    if half_close:
+        _start_half_closable(
+            loop, transport, make, context, received, validation, handshake_timeout, outcome
+        )
+        return
     waiter = loop.create_future()
     handover = _Handover(make, validation, outcome)
     tls = _ssl_protocol_class(loop)(
@@ -139,3 +150,40 @@ def start_server_tls(
         view[:size] = rest[:size]
         tls.buffer_updated(size)
         rest = rest[size:]
+
+
+def _start_half_closable(
+    loop: asyncio.AbstractEventLoop,
+    transport: asyncio.BaseTransport,
+    make: Callable[[asyncio.BaseTransport], asyncio.Protocol],
+    context: ssl.SSLContext,
+    received: bytes,
+    validation: CertificateValidation | None,
+    handshake_timeout: float,
+    outcome: HandshakeOutcome,
+) -> None:
+    def ready(tls: TlsTransport) -> asyncio.Protocol | None:
+        refused = peer_refused(validation, tls.get_extra_info("ssl_object"))
+        if refused is not None:
+            outcome(refused.value)
+            return None
+        outcome(None)
+        return make(tls)
+
+    def failed(future: asyncio.Future[None]) -> None:
+        exc = None if future.cancelled() else future.exception()
+        if exc is not None and not tls.handshake_done:
+            log.debug("downstream TLS handshake failed", error=str(exc))
+            outcome(_failure_stat(exc))
+
+    tls = TlsTransport(
+        loop,
+        TlsEngine(context, server_side=True),
+        ready,
+        handshake_timeout=handshake_timeout,
+        on_error=lambda _: outcome("connection_error"),
+    )
+    tls.waiter.add_done_callback(failed)
+    transport.set_protocol(tls)
+    tls.connection_made(transport)
+    tls.feed(received)

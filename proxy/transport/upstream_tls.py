@@ -4,9 +4,11 @@ A cluster's sockets are built once per configuration and secret set (:func:`buil
 and picked per host from its ``envoy.transport_socket_match`` metadata. Plaintext is ``None``
 all the way down, so a plaintext connection takes exactly the path it took before TLS existed.
 
-A TLS connection is opened with the loop's own TLS transport; until the peer certificate has
-passed the checks OpenSSL does not make (SAN matchers, pins), the connection's protocol is a
-:class:`_PeerGate`, so the HTTP connection never sees a peer that is then refused.
+A TLS connection is opened with the loop's own TLS transport (HTTP: uvloop's is in C and
+faster), or with :class:`~proxy.transport.tls_transport.TlsTransport` when the connection must
+carry a half-close (``half_close``: the TCP proxy). Until the peer certificate has passed the
+checks OpenSSL does not make (SAN matchers, pins), the connection's protocol is not connected,
+so it never sees a peer that is then refused.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import structlog
 from proxy.config.model import CertificateValidation, Cluster, Secret, UpstreamTls
 from proxy.transport.peer_checks import PeerCheckFailure, check_peer, peer_sans
 from proxy.transport.tls import SecretUnavailable, client_context, validation_of
+from proxy.transport.tls_engine import TlsEngine
+from proxy.transport.tls_transport import TlsTransport
 
 __all__ = [
     "MATCH_NAMESPACE",
@@ -185,9 +189,13 @@ async def open_connection(
     *,
     timeout: float,
     source: tuple[str, int] | None,
+    half_close: bool = False,
+    on_error: Callable[[ssl.SSLError], None] | None = None,
 ) -> None:
     """Connect ``protocol`` to ``host:port`` through ``socket``; ``connection_made`` has run
-    when this returns. Raises OSError/TimeoutError (TlsConnectError for TLS failures)."""
+    when this returns. Raises OSError/TimeoutError (TlsConnectError for TLS failures).
+    ``half_close`` asks for a TLS transport whose ``write_eof`` sends ``close_notify``;
+    ``on_error`` hears of TLS failures after the handshake (bad records)."""
     if socket is None:
         await asyncio.wait_for(
             loop.create_connection(lambda: protocol, host, port, local_addr=source), timeout
@@ -195,6 +203,9 @@ async def open_connection(
         return
     if isinstance(socket, UnavailableSocket):
         raise TlsConnectError(f"TLS_error:|{socket.reason}:TLS_error_end", "connection_error")
+    if half_close:
+        await _open_half_closable(loop, protocol, host, port, socket, timeout, source, on_error)
+        return
     gate = _PeerGate(protocol, socket)
     make: Callable[[], asyncio.Protocol] = lambda: gate  # noqa: E731
     try:
@@ -215,6 +226,45 @@ async def open_connection(
         raise TlsConnectError(_reason(exc), _stat(exc)) from exc
     if gate.failure is not None:
         raise TlsConnectError(_VERIFY_FAILED.format(gate.detail), gate.failure.value)
+
+
+async def _open_half_closable(
+    loop: asyncio.AbstractEventLoop,
+    protocol: asyncio.Protocol,
+    host: str,
+    port: int,
+    socket: UpstreamTlsSocket,
+    timeout: float,
+    source: tuple[str, int] | None,
+    on_error: Callable[[ssl.SSLError], None] | None,
+) -> None:
+    refused: list[str] = []
+
+    def ready(transport: TlsTransport) -> asyncio.Protocol | None:
+        ssl_object = transport.get_extra_info("ssl_object")
+        failure = socket.check(ssl_object)
+        if failure is None:
+            return protocol
+        refused.append(failure.value)
+        refused.append(_failure_detail(failure, ssl_object))
+        return None
+
+    engine = TlsEngine(socket.context, server_side=False, server_hostname=socket.server_hostname)
+    deadline = loop.time() + timeout
+    tls = TlsTransport(loop, engine, ready, handshake_timeout=timeout, on_error=on_error)
+    await asyncio.wait_for(
+        loop.create_connection(lambda: tls, host, port, local_addr=source), timeout
+    )
+    try:
+        # The transport's own timer ends the handshake too; this bounds the wait regardless.
+        await asyncio.wait_for(asyncio.shield(tls.waiter), max(0.0, deadline - loop.time()) + 1)
+    except ssl.SSLError as exc:
+        raise TlsConnectError(_reason(exc), _stat(exc)) from exc
+    except BaseException:
+        tls.abort()
+        if refused:
+            raise TlsConnectError(_VERIFY_FAILED.format(refused[1]), refused[0]) from None
+        raise
 
 
 # Envoy's reasons: ``TLS_error:|<BoringSSL code>:<library>:OPENSSL_internal:<reason>:<detail>
