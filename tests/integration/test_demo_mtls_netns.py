@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,10 +24,12 @@ from pymesh.samples.bookinfo.constants import PAGE_TITLE
 from tests.integration.demo_harness import (
     ISTIO,
     Demo,
+    istio_file,
     no_demo_processes,
     reviews_version,
     start_demo,
 )
+from tests.integration.test_demo_security_netns import _NC
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -194,3 +198,35 @@ def test_strict_refuses_plaintext_and_permissive_accepts_it(demo: Demo, tmp_path
     finally:
         demo.delete(policy)
     assert _from_host(demo, ip) == 200
+
+
+def test_tcp_between_captured_pods_is_mtls_and_keeps_half_closes(demo: Demo) -> None:
+    """Istio's tcp-echo, called from sleep as ``echo ... | nc`` does: the client writes its
+    line and shuts its write side, the answer still comes back through both sidecars over
+    mTLS (close_notify carries the half-close), and tcp-echo's sidecar counts the
+    handshake."""
+    sample = istio_file("tcp-echo/tcp-echo.yaml")
+    demo.apply(sample)
+    try:
+        demo.wait(
+            lambda: "tcp-echo.default" in {p.key for p in demo.state().pods if p.ready},
+            60,
+            "tcp-echo running",
+        )
+        before = _handshakes(demo, "tcp-echo")
+
+        def answer() -> str:
+            sleep = demo.pod("sleep")
+            done = subprocess.run(
+                ["ip", "netns", "exec", sleep.netns, sys.executable, "-c", _NC, "tcp-echo", "9000"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            return done.stdout
+
+        demo.wait(lambda: answer() == "hello port 9000\n", 30, "tcp-echo answering sleep")
+        assert _handshakes(demo, "tcp-echo") > before
+    finally:
+        demo.delete(sample)
