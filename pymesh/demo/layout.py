@@ -182,8 +182,9 @@ class DemoLayout:
 
     @property
     def service_proxy(self) -> str:
-        """``host:port`` of the service proxy, the ``HTTP_PROXY`` of sidecar-less pods."""
-        return f"{self.control_address}:{SERVICE_PROXY_PORT}"
+        """``host:port`` of the service proxy, the ``HTTP_PROXY`` of sidecar-less pods: in
+        netns mode on the host's bridge address, where those pods reach it."""
+        return f"{self.report_host}:{SERVICE_PROXY_PORT}"
 
     @property
     def pilot_api(self) -> str:

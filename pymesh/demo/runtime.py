@@ -275,7 +275,7 @@ class PodRuntime:
             self.spec.service_account,
             self.ip,
             env,
-            captured=self.network is not None,
+            captured=self.network is not None and self.spec.sidecar,
             service_proxy=None if self.spec.sidecar else self.layout.service_proxy,
         )
         self.app = spawn(

@@ -109,7 +109,7 @@ class Supervisor:
         #: pilot's Deployments, Pods, Services and Namespaces at the last reconcile
         self._items: list[dict[str, Any]] = []
         self.service_proxy = ServiceProxy(
-            self.layout.control_address, SERVICE_PROXY_PORT, self._service_table
+            self.layout.report_host, SERVICE_PROXY_PORT, self._service_table
         )
         self.control = ControlServer(self.layout.control_socket, self._control)
 
