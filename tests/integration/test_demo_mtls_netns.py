@@ -166,6 +166,10 @@ def test_the_agent_runs_as_the_sidecar_and_keeps_its_socket_to_itself(demo: Demo
     for entry in home.iterdir():
         info = entry.stat()
         assert info.st_uid == 1337 and stat.S_IMODE(info.st_mode) & 0o077 == 0, entry
+    # Its status port (uncaptured, as Istio's 15020) says it holds a certificate, which it
+    # renews at half life as every agent does.
+    stats = demo.get(f"http://{pod.ip}:15020/stats", timeout=5)
+    assert "pymesh_agent.certificate_ready: 1" in stats.body, stats
 
 
 def _is_agent_of(pid: int, key: str) -> bool:
