@@ -6,6 +6,11 @@ is picked per connection (``weighted_clusters``: Istio's TCP traffic shifting); 
 ends after ``idle_timeout`` without a byte either way, or after
 ``max_downstream_connection_duration``; ``max_connect_attempts`` tries other hosts. Stats are
 Envoy's ``tcp.<stat_prefix>.*`` and the cluster's ``upstream_cx_*``.
+
+A half-close passes through in both directions, and the connection closes once both have
+ended. Over TLS (a TLS upstream, or a TLS listener chain) both sides run on
+:class:`~proxy.transport.tls_transport.TlsTransport`, where the half-close is a
+``close_notify``, so the same ``write_eof`` path serves plaintext and TLS.
 """
 
 from __future__ import annotations
@@ -138,6 +143,7 @@ class TcpProxyConnection(_Side):
         self._rx = self._tx = 0
         self._upstream: tuple[str | None, str | None, tuple[str, int] | None] = (None, None, None)
         self._flag: str | None = None
+        self._transport_failure = ""
         self._read_filters = read_filters
         self._connection_id = connection_id
         # The network filters before this one (RBAC), when the chain has any.
@@ -281,6 +287,7 @@ class TcpProxyConnection(_Side):
             except (OSError, TimeoutError) as exc:
                 if isinstance(exc, TlsConnectError):
                     stats.counter(f"ssl.{exc.stat}").value += 1
+                    self._transport_failure = exc.reason
                 cluster.stats.upstream_cx_connect_fail.value += 1
                 cluster.report_local_failure(host, "connect_failure")
                 log.info("tcp proxy: connect failed", cluster=cluster.name, error=str(exc))
@@ -372,6 +379,7 @@ class TcpProxyConnection(_Side):
             upstream_host=host,
             upstream_local_address=local,
             response_flags=(self._flag,) if self._flag else (),
+            upstream_transport_failure_reason=self._transport_failure,
         )
         self._info = None  # logged once
         for logger in self._loggers:

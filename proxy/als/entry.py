@@ -306,6 +306,8 @@ def tcp_entry(
     if facts.upstream_cluster:
         common.upstream_cluster = facts.upstream_cluster
     _flags(common, facts.response_flags)
+    if facts.upstream_transport_failure_reason:
+        common.upstream_transport_failure_reason = facts.upstream_transport_failure_reason
     common.access_log_type = accesslog_pb2.TcpConnectionEnd
     entry.connection_properties.received_bytes = facts.received_bytes
     entry.connection_properties.sent_bytes = facts.sent_bytes

@@ -25,6 +25,9 @@ class TcpFacts:
     upstream_host: str | None = None
     upstream_local_address: tuple[str, int] | None = None
     response_flags: tuple[str, ...] = ()
+    # Why the last TLS handshake with the upstream failed (Envoy's
+    # ``%UPSTREAM_TRANSPORT_FAILURE_REASON%``), empty when none did.
+    upstream_transport_failure_reason: str = ""
 
 
 class ConnectionLogger(Protocol):

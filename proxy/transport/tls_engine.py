@@ -103,18 +103,22 @@ class TlsEngine:
                 # The peer went away mid-handshake: OpenSSL would only ask for more.
                 raise ssl.SSLEOFError("EOF during the TLS handshake") from None
             return False
+        except ssl.SSLZeroReturnError:
+            # What an EOF looks like with OP_IGNORE_UNEXPECTED_EOF; mid-handshake it is not a
+            # clean end.
+            raise ssl.SSLEOFError("EOF during the TLS handshake") from None
         self.handshake_done = True
         return True
 
-    def read(self, chunks: list[bytes], limit: int = 1 << 62) -> bool:
-        """Append decrypted data to ``chunks`` until nothing complete is left or ``limit``
-        bytes were read; returns True when the peer's direction has ended
-        (:attr:`read_end` says how)."""
+    def read(self, chunks: list[bytes]) -> bool:
+        """Append decrypted data to ``chunks`` until nothing complete is left; returns True
+        when the peer's direction has ended (:attr:`read_end` says how)."""
         if self._read_end is not None:
             return True
-        got = 0
-        read = self.ssl_object.read
-        while got < limit:
+        incoming = self._in
+        ssl_object = self.ssl_object
+        read = ssl_object.read
+        while True:
             try:
                 data = read(_READ_SIZE)
             except ssl.SSLWantReadError:
@@ -130,8 +134,10 @@ class TlsEngine:
                 self._read_end = ReadEnd.TRUNCATED if self._eof_fed else ReadEnd.CLOSE_NOTIFY
                 return True
             chunks.append(data)
-            got += len(data)
-        return False
+            # Every byte that came is consumed and none is decrypted but unread: another
+            # read could only raise SSLWantReadError, which costs more than this check.
+            if not incoming.pending and not self._eof_fed and not ssl_object.pending():
+                return False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.ssl_object.write(data)

@@ -312,6 +312,8 @@ class TlsTransport(asyncio.Transport, asyncio.Protocol):
             self._raw.set_write_buffer_limits(high, low)
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        # Only a plain Protocol gets data: the TCP proxy's sides are plain protocols, and a
+        # BufferedProtocol would cost a copy here since SSLObject.read returns bytes anyway.
         self._protocol = protocol
         self._app = protocol if isinstance(protocol, asyncio.Protocol) else None
 

@@ -158,6 +158,20 @@ def test_tcp_entry() -> None:
     assert entry.common_properties.duration.ToMilliseconds() == 2500
     assert entry.common_properties.access_log_type == accesslog_pb2.TcpConnectionEnd
     assert entry.common_properties.upstream_cluster == "inbound|3306||"
+    assert not entry.common_properties.upstream_transport_failure_reason
+
+
+def test_tcp_entry_of_a_refused_tls_upstream() -> None:
+    reason = "TLS_error:|SSL routines:OPENSSL_internal:WRONG_VERSION_NUMBER:TLS_error_end"
+    facts = TcpFacts(
+        connection=ConnectionInfo(remote_address=("127.0.1.100", 4000)),
+        start_time=10.0, end_time=10.1, received_bytes=6, sent_bytes=0,
+        upstream_cluster="outbound|3306||db", response_flags=("UF",),
+        upstream_transport_failure_reason=reason,
+    )  # fmt: skip
+    common = tcp_entry(facts, wall_offset=0.0).common_properties
+    assert common.upstream_transport_failure_reason == reason
+    assert common.response_flags.upstream_connection_failure
 
 
 def test_node_carries_istio_metadata() -> None:

@@ -20,8 +20,7 @@ _DEFAULT: Mapping[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> Mapping[str, LoopFactory]:
+    module = getattr(item, "module", None)
     return (
-        _BOTH
-        if item.module is not None and item.module.__name__.endswith("test_tls_transport")
-        else _DEFAULT
+        _BOTH if module is not None and module.__name__.endswith("test_tls_transport") else _DEFAULT
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -92,6 +92,9 @@ def pki() -> Pki:
     )
 
 
+StartServer = Callable[..., Awaitable["Server"]]
+
+
 @dataclass
 class Server:
     port: int
@@ -101,7 +104,7 @@ class Server:
 
 
 @pytest.fixture
-async def tls_server(pki: Pki) -> AsyncIterator[Callable[..., Server]]:
+async def tls_server(pki: Pki) -> AsyncIterator[StartServer]:
     loop = asyncio.get_running_loop()
     servers: list[asyncio.Server] = []
 
@@ -118,19 +121,21 @@ async def tls_server(pki: Pki) -> AsyncIterator[Callable[..., Server]]:
                 handshake_timeout=timeout,
                 on_error=made.errors.append,
             )
-            tls.waiter.add_done_callback(
-                lambda f: (
+
+            def done(future: asyncio.Future[None]) -> None:
+                failure = future.exception()
+                if failure is None:
                     made.accepted.put_nowait((tls, recorder))
-                    if f.exception() is None
-                    else made.failures.append(f.exception())
-                )  # type: ignore[arg-type]
-            )
+                else:
+                    made.failures.append(failure)
+
+            tls.waiter.add_done_callback(done)
             return tls
 
         servers.append(await loop.create_server(factory, HOST, port))
         return made
 
-    yield start  # type: ignore[misc]
+    yield start
     for server in servers:
         server.close()
 
@@ -161,7 +166,7 @@ async def _until(recorder: Recorder, size: int) -> None:
     await asyncio.wait_for(grown(), WAIT)
 
 
-async def test_handshake_and_data_both_ways(tls_server: Callable[..., Server], pki: Pki) -> None:
+async def test_handshake_and_data_both_ways(tls_server: StartServer, pki: Pki) -> None:
     server = await tls_server()
     client, seen_by_client = await _connect(pki.client, server.port)
     tls, seen_by_server = await asyncio.wait_for(server.accepted.get(), WAIT)
@@ -185,7 +190,7 @@ async def test_handshake_and_data_both_ways(tls_server: Callable[..., Server], p
 
 
 async def test_write_eof_lets_the_peer_answer_then_both_ends_close(
-    tls_server: Callable[..., Server], pki: Pki
+    tls_server: StartServer, pki: Pki
 ) -> None:
     """The request/response-with-half-close exchange: the client sends, half-closes, and
     still receives the whole answer, then the answer's end, then the connection closes."""
@@ -208,9 +213,7 @@ async def test_write_eof_lets_the_peer_answer_then_both_ends_close(
     assert seen_by_client.lost_with is None and seen_by_server.lost_with is None
 
 
-async def test_eof_received_returning_false_closes(
-    tls_server: Callable[..., Server], pki: Pki
-) -> None:
+async def test_eof_received_returning_false_closes(tls_server: StartServer, pki: Pki) -> None:
     server = await tls_server(lambda: Recorder(keep_open_on_eof=False))
     client, seen_by_client = await _connect(pki.client, server.port)
     client.write_eof()
@@ -233,7 +236,7 @@ async def _engine_peer(
 
 
 async def test_a_fin_without_close_notify_is_a_truncated_end(
-    tls_server: Callable[..., Server], pki: Pki
+    tls_server: StartServer, pki: Pki
 ) -> None:
     server = await tls_server(lambda: Recorder(answer_on_eof=b"answer"))
     engine, reader, writer = await _engine_peer(pki.client, server.port)
@@ -256,7 +259,7 @@ async def test_a_fin_without_close_notify_is_a_truncated_end(
 
 
 async def test_garbage_after_the_handshake_ends_the_connection(
-    tls_server: Callable[..., Server], pki: Pki
+    tls_server: StartServer, pki: Pki
 ) -> None:
     server = await tls_server()
     _, reader, writer = await _engine_peer(pki.client, server.port)
@@ -270,16 +273,14 @@ async def test_garbage_after_the_handshake_ends_the_connection(
     writer.close()
 
 
-async def test_a_refused_handshake_fails_the_waiter(
-    tls_server: Callable[..., Server], pki: Pki
-) -> None:
+async def test_a_refused_handshake_fails_the_waiter(tls_server: StartServer, pki: Pki) -> None:
     server = await tls_server()
     with pytest.raises(ssl.SSLCertVerificationError):
         await _connect(pki.stranger, server.port)
 
 
 async def test_a_silent_client_times_the_handshake_out(
-    tls_server: Callable[..., Server],
+    tls_server: StartServer,
 ) -> None:
     server = await tls_server(timeout=0.3)
     reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, server.port), WAIT)
@@ -289,7 +290,7 @@ async def test_a_silent_client_times_the_handshake_out(
 
 
 async def test_flow_control_pauses_the_writer_and_loses_nothing(
-    tls_server: Callable[..., Server], pki: Pki
+    tls_server: StartServer, pki: Pki
 ) -> None:
     server = await tls_server()
     client, seen_by_client = await _connect(pki.client, server.port)
@@ -315,7 +316,7 @@ async def test_flow_control_pauses_the_writer_and_loses_nothing(
 
 
 async def test_abort_drops_the_connection_without_close_notify(
-    tls_server: Callable[..., Server], pki: Pki
+    tls_server: StartServer, pki: Pki
 ) -> None:
     server = await tls_server()
     client, seen_by_client = await _connect(pki.client, server.port)
@@ -328,7 +329,7 @@ async def test_abort_drops_the_connection_without_close_notify(
 
 
 async def test_set_protocol_moves_data_to_the_new_protocol(
-    tls_server: Callable[..., Server], pki: Pki
+    tls_server: StartServer, pki: Pki
 ) -> None:
     server = await tls_server()
     client, _ = await _connect(pki.client, server.port)
