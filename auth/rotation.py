@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import structlog
 
 from auth.workload import CaClient, KeyType, WorkloadCertificate, make_csr, new_key
-from pymesh.backoff import Backoff
+from pymesh.backoff import Backoff, sleep_before_retry
 from pymesh.errors import AuthenticationError, PymeshError
 from pymesh.identity import SpiffeId
 
@@ -191,4 +191,4 @@ class WorkloadIdentity:
                     have_certificate=self.current is not None,
                     exc_info=not isinstance(exc, PymeshError),
                 )
-                await asyncio.sleep(delay)
+                await sleep_before_retry(delay)

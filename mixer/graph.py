@@ -10,6 +10,7 @@ per edge, so a window query sums a few slots and old traffic ages out on its own
 
 from __future__ import annotations
 
+import ipaddress
 from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -186,9 +187,20 @@ def node_id(key: NodeKey) -> str:
 
 def _node_json(key: NodeKey, info: dict[str, str]) -> dict[str, Any]:
     kind, namespace, name = key
-    label = name.split(".")[0] if kind == "service" else name
+    label = _service_label(name) if kind == "service" else name
     return {"id": node_id(key), "kind": kind, "namespace": namespace, "name": name,
             "label": label, **info}  # fmt: skip
+
+
+def _service_label(host: str) -> str:
+    """A service's short name, as Kiali draws it; a call made to an address (``curl
+    10.0.0.5:8000``, a passthrough) keeps the whole address rather than its first octet."""
+    bare = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    try:
+        ipaddress.ip_address(bare.strip("[]"))
+    except ValueError:
+        return host.split(".")[0]
+    return host
 
 
 def _edge_json(e: EdgeStats) -> dict[str, Any]:

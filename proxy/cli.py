@@ -176,11 +176,13 @@ async def _serve(
         inbound_drain=inbound_only,
         exit_on_zero=exit_on_zero,
     )
-    await sidecar.start()
+    # Before start: the admin and static listeners open during it, and a quit or a signal
+    # that arrives before start returns (the xDS client is still loading) must not be lost.
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     sidecar.on_quit = stop.set
+    await sidecar.start()
     await stop.wait()
     await sidecar.stop()
     return 0

@@ -29,7 +29,7 @@ from proxy.config.snapshot import SECRET_TYPE
 from proxy.config.translate import translate_secret
 from proxy.config.translate.clusters import PIPE_PREFIX
 from proxy.stats import StatsStore
-from pymesh.backoff import Backoff
+from pymesh.backoff import Backoff, sleep_before_retry
 from pymesh.errors import ConfigError
 
 __all__ = ["AgentSds", "SdsStream", "agent_secret_names", "grpc_target"]
@@ -108,7 +108,7 @@ class SdsStream:
                 in_seconds=round(delay, 2),
             )
             lost = True
-            await asyncio.sleep(delay)
+            await sleep_before_retry(delay)
 
     async def _stream(self) -> AsyncIterator[None]:
         self._outbox = asyncio.Queue()

@@ -43,6 +43,7 @@ class Sidecar:
             self.admin = AdminServer(self.server, bootstrap.admin.address, on_quit=self._quit)
 
     def _quit(self) -> None:
+        log.info("quit requested on the admin port")
         self.on_quit()
 
     async def start(self) -> None:

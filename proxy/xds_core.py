@@ -38,7 +38,7 @@ from proxy.config.translate import FilterRegistry, default_registry
 from proxy.sds_client import AgentSds
 from proxy.xds_resources import PROTOS, ads_target, node_of
 from proxy.xds_warming import Need, Selection, Warming, names_by_source, needs_of, report
-from pymesh.backoff import Backoff
+from pymesh.backoff import Backoff, sleep_before_retry
 from pymesh.errors import ConfigError, ControlPlaneError
 
 __all__ = ["ORDER", "XdsCore"]
@@ -178,7 +178,7 @@ class XdsCore:
                 error=reason,
                 in_seconds=round(delay, 2),
             )
-            await asyncio.sleep(delay)
+            await sleep_before_retry(delay)
 
     # -- one stream --------------------------------------------------------------------------
     async def _stream(self) -> AsyncIterator[None]:

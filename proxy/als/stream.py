@@ -23,8 +23,9 @@ import structlog
 
 from proxy.als.h2_call import H2StreamCall
 from proxy.stats import StatsStore
+from pymesh.backoff import Backoff
 
-__all__ = ["AlsStream", "Backoff", "StreamSettings"]
+__all__ = ["AlsStream", "StreamSettings"]
 
 log = structlog.get_logger(__name__)
 
@@ -67,25 +68,6 @@ class StreamSettings:
     max_backlog_bytes: int = 256 << 10
 
 
-class Backoff:
-    """Exponential back-off with jitter: the n-th delay is in [c/2, c] for
-    c = min(max, base * 2**n), so many proxies do not come back at once."""
-
-    def __init__(self, base: float, maximum: float, rng: random.Random) -> None:
-        self._base = base
-        self._max = maximum
-        self._rng = rng
-        self._attempt = 0
-
-    def next(self) -> float:
-        ceiling = min(self._max, self._base * (2**self._attempt))
-        self._attempt = min(self._attempt + 1, 30)
-        return float(ceiling / 2 + self._rng.random() * ceiling / 2)
-
-    def reset(self) -> None:
-        self._attempt = 0
-
-
 class AlsStream:
     """Batches of one kind of entry (HTTP or TCP) to the service ``pick`` chooses a host of."""
 
@@ -107,7 +89,7 @@ class AlsStream:
         self._loop = loop
         self._settings = settings
         self._authority = authority
-        self._backoff = Backoff(settings.backoff_base, settings.backoff_max, rng)
+        self._backoff = Backoff(rng, base=settings.backoff_base, cap=settings.backoff_max)
         self._written = stats.counter("access_logs.grpc_access_log.logs_written")
         self._dropped = stats.counter("access_logs.grpc_access_log.logs_dropped")
         self._batch: list[bytes] = []

@@ -29,10 +29,18 @@ def _offline(paths: list[str]) -> list[dict[str, Any]]:
     from pymesh.config.analyze import analyze
 
     resources: dict[tuple[str, str, str], Any] = {}
+    # What ``apply`` would warn about (fields accepted but not enforced, unknown kinds) is
+    # part of the analysis: a file that analyses clean must also apply without a warning.
+    loaded: list[dict[str, Any]] = []
     for source, text in read_inputs(paths):
-        for res in load_documents(text, source).resources:
+        result = load_documents(text, source)
+        for res in result.resources:
             resources[res.key] = res
-    return [
+        loaded += [
+            {"level": "Warning", "code": "", "resource": "", "text": f"Warning {w}"}
+            for w in result.warnings
+        ]
+    return loaded + [
         {"level": f.level.value, "code": f.code, "resource": f.resource.ref, "text": str(f)}
         for f in analyze(resources.values())
     ]

@@ -76,7 +76,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             istio_file("ratelimit/rate-limit-service.yaml"),
             istio_file(TASK + "1-configmap-ratelimit-config.yaml"),
         )
-        demo.wait(lambda: demo.pod("ratelimit").app_ready, 60, "the ratelimit pod ready")
+        # The whole pod (its sidecar too, which the gateway's calls reach over mTLS), and the
+        # gateway told about it.
+        demo.wait(lambda: demo.pod("ratelimit").ready, 60, "the ratelimit pod ready")
+        demo.settle()
         yield demo
         result = demo.down()
         assert result.returncode == 0, result.stdout + result.stderr
@@ -86,10 +89,20 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 
 
 def global_filters(demo: Demo) -> None:
-    """The task's global filter on the gateway, with the PATH action on its virtual host."""
+    """The task's global filter on the gateway, with the PATH action on its virtual host;
+    returns once the gateway gets answers from the rate limit service."""
     demo.apply(
         istio_file(TASK + "2-envoyfilter-filter-ratelimit.yaml"),
         istio_file(TASK + "3-envoyfilter-filter-ratelimit-svc.yaml"),
+    )
+    # The filter fails closed (failure_mode_deny): a 500 means the service did not answer.
+    # Each probe has a path of its own, so no probe counts against a limit a test checks.
+    probes = iter(range(1_000_000))
+    demo.wait(
+        lambda: gateway(demo, f"/static/rls-probe-{next(probes)}")[0] != 500,
+        60,
+        "the gateway's calls to the rate limit service answered",
+        interval=0.5,
     )
 
 

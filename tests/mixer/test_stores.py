@@ -156,6 +156,18 @@ def test_graph_windows_and_quantiles() -> None:
     assert quantile(0.5, [0] * (len(BUCKETS) + 1)) is None
 
 
+def test_graph_labels_services_by_short_name_and_addresses_whole() -> None:
+    clock = Clock()
+    graph = Graph(clock, keep=60)
+    graph.record(report(start=clock.now))
+    graph.record(report(start=clock.now, service=ServiceName("10.0.0.5:8000", "", "")))
+    labels = {n["name"]: n["label"] for n in graph.snapshot()["nodes"] if n["kind"] == "service"}
+    assert labels == {
+        "reviews.default.svc.cluster.local": "reviews",
+        "10.0.0.5:8000": "10.0.0.5:8000",
+    }
+
+
 def test_recent_log_search() -> None:
     clock = Clock()
     log = RecentLog(max_entries=5, retention=100, clock=clock)

@@ -272,6 +272,17 @@ async def test_analyze_via_pilot_and_offline(cli: Cli, tmp_path: Path) -> None:
     rc = await asyncio.to_thread(run_cli, args[0], args[1:])
     out = cli.capsys.readouterr().out
     assert rc == 79 and "Error [IST0101] (VirtualService default/reviews" in out
+    # What apply would warn about is reported too, without failing the analysis.
+    tls_route = tmp_path / "tls.yaml"
+    tls_route.write_text(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: pass}\n"
+        "spec:\n  hosts: [reviews]\n  tls:\n  - match: [{sniHosts: [reviews]}]\n"
+        "    route: [{destination: {host: reviews}}]\n"
+    )
+    base = str(cli.config_dir / "base.yaml")
+    rc = await asyncio.to_thread(run_cli, "analyze", ["-f", str(tls_route), "-f", base])
+    out = cli.capsys.readouterr().out
+    assert rc == 0 and out.startswith(f"Warning {tls_route}") and "tls" in out, out
 
 
 def test_read_inputs_and_tables(tmp_path: Path) -> None:
