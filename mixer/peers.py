@@ -18,9 +18,21 @@ from typing import Any
 
 from pymesh.config.model.common import EMPTY_MAP, FrozenMap
 
-__all__ = ["UNKNOWN", "UNKNOWN_PEER", "PeerInfo", "PeerRegistry", "node_addresses"]
+__all__ = [
+    "DOWNSTREAM_PEER",
+    "UNKNOWN",
+    "UNKNOWN_PEER",
+    "UPSTREAM_PEER",
+    "PeerInfo",
+    "PeerRegistry",
+    "node_addresses",
+]
 
 UNKNOWN = "unknown"
+#: filter-state keys of the peers a proxy's metadata exchange learnt (Istio's names), which
+#: its access logs may carry in ``filter_state_objects``
+DOWNSTREAM_PEER = "wasm.downstream_peer"
+UPSTREAM_PEER = "wasm.upstream_peer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +59,21 @@ class PeerInfo:
         if not self.service_account or self.namespace == UNKNOWN:
             return UNKNOWN
         return f"spiffe://{trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The Istio node metadata :meth:`from_metadata` reads this peer back from (what a
+        proxy logs of the peer it learned by metadata exchange)."""
+        metadata: dict[str, Any] = {"LABELS": dict(self.labels)}
+        for key, value in (
+            ("NAMESPACE", self.namespace),
+            ("WORKLOAD_NAME", self.workload),
+            ("CLUSTER_ID", self.cluster),
+        ):
+            if value != UNKNOWN:
+                metadata[key] = value
+        if self.service_account:
+            metadata["SERVICE_ACCOUNT"] = self.service_account
+        return metadata
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any], node_id: str = "") -> PeerInfo:

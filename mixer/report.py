@@ -19,8 +19,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from envoy.data.accesslog.v3 import accesslog_pb2
+from google.protobuf import json_format, struct_pb2
 
-from mixer.peers import UNKNOWN, PeerInfo
+from mixer.peers import DOWNSTREAM_PEER, UNKNOWN, UPSTREAM_PEER, PeerInfo
 from pymesh.config.model.common import EMPTY_MAP, FrozenMap
 
 __all__ = [
@@ -227,9 +228,24 @@ def _peers(
     """(source, destination, unresolved peer address or "")."""
     address = _peer_address(common, inbound)
     peer = ctx.resolve(address) if address else None
+    if peer is None:
+        peer = _exchanged_peer(common, inbound)
     pending = address if peer is None and address else ""
     peer = peer or PeerInfo()
     return (peer, ctx.reporter, pending) if inbound else (ctx.reporter, peer, pending)
+
+
+def _exchanged_peer(common: accesslog_pb2.AccessLogCommon, inbound: bool) -> PeerInfo | None:
+    """The peer the reporting proxy learnt by metadata exchange, when its access log carries
+    it (Istio's ``wasm.downstream_peer`` / ``wasm.upstream_peer`` filter state): what names a
+    caller whose address is no proxy's, such as a gateway on a host whose connections to
+    pods leave from another address than its own."""
+    logged = common.filter_state_objects.get(DOWNSTREAM_PEER if inbound else UPSTREAM_PEER)
+    struct = struct_pb2.Struct()
+    if logged is None or not logged.Unpack(struct):
+        return None
+    peer = PeerInfo.from_metadata(json_format.MessageToDict(struct))
+    return peer if peer.known else None
 
 
 def http_report(entry: accesslog_pb2.HTTPAccessLogEntry, ctx: ReportContext) -> Report:

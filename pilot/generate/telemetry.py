@@ -47,6 +47,8 @@ MIXER_CLUSTER = "mixer"
 #: the collector of ``defaultConfig.tracing.zipkin.address``
 LEGACY_ZIPKIN = "zipkin"
 
+#: Istio's filter state keys of the peers (metadata exchange), as its access logs log them
+_PEERS_TO_LOG = ("wasm.upstream_peer", "wasm.downstream_peer")
 # What mixer reads besides Envoy's standard fields: the request protocol (gRPC or not), a
 # gRPC call's status (a trailer, or a header on a trailers-only answer) and the trace id.
 _REQUEST_HEADERS_TO_LOG = ["content-type", "x-b3-traceid"]
@@ -135,6 +137,9 @@ class Observability:
                             "log_name": "inbound" if inbound else "outbound",
                             "grpc_service": {"envoy_grpc": {"cluster_name": MIXER_CLUSTER}},
                             "transport_api_version": "V3",
+                            # As Istio's: the peer learnt by metadata exchange, so mixer
+                            # knows a caller whose address names no proxy.
+                            "filter_state_objects_to_log": list(_PEERS_TO_LOG),
                         },
                         "additional_request_headers_to_log": _REQUEST_HEADERS_TO_LOG,
                         "additional_response_headers_to_log": _RESPONSE_HEADERS_TO_LOG,

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 from envoy.config.core.v3 import base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2, wrappers_pb2
 
+from mixer.peers import PeerInfo
 from proxy.als.facts import TcpFacts
 from proxy.http.headers import get_header
 
@@ -231,7 +232,25 @@ def http_entry(
         response.response_code_details = info.response_code_details
     _logged(response.response_headers, response_headers, config.additional_response_headers)
     _logged(response.response_trailers, response_trailers, config.additional_response_trailers)
+    if config.filter_state_objects:
+        _filter_state(common, info.filter_state, config.filter_state_objects)
     return entry
+
+
+def _filter_state(
+    common: accesslog_pb2.AccessLogCommon, state: Mapping[str, object], names: Sequence[str]
+) -> None:
+    """The logged filter state objects. A peer learned by metadata exchange goes out as its
+    node metadata (a Struct): the collector then knows the caller even when its address
+    names no proxy (a gateway on the host, whose connections leave from the bridge)."""
+    for name in names:
+        value = state.get(name)
+        if isinstance(value, PeerInfo):
+            struct = struct_pb2.Struct()
+            struct.update(value.to_metadata())
+            common.filter_state_objects[name].Pack(struct)
+        elif isinstance(value, str):
+            common.filter_state_objects[name].Pack(wrappers_pb2.StringValue(value=value))
 
 
 def _request(

@@ -229,6 +229,9 @@ class GrpcAccessLogService:
     additional_request_headers: tuple[str, ...] = ()
     additional_response_headers: tuple[str, ...] = ()
     additional_response_trailers: tuple[str, ...] = ()
+    #: ``common_config.filter_state_objects_to_log``: these filter state objects (Istio's
+    #: ``wasm.downstream_peer``, ...) go into the entry's ``filter_state_objects``
+    filter_state_objects: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

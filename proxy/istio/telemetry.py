@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, generate_latest
 
 from mixer.metrics import IstioMetrics
-from mixer.peers import PeerInfo
+from mixer.peers import DOWNSTREAM_PEER, UPSTREAM_PEER, PeerInfo
 from mixer.report import ReportContext, http_report
 from proxy.als.entry import http_entry
 from proxy.config.model_http import GrpcAccessLogService
@@ -30,10 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["DOWNSTREAM_PEER", "UPSTREAM_PEER", "IstioTelemetry"]
 
 Headers = list[tuple[bytes, bytes]]
-
-#: filter-state keys of the peers the exchange learnt (Istio's names)
-DOWNSTREAM_PEER = "wasm.downstream_peer"
-UPSTREAM_PEER = "wasm.upstream_peer"
 
 # What the report reads of the headers: gRPC or not, and a gRPC call's status.
 _ENTRY_CONFIG = GrpcAccessLogService(

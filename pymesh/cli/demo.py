@@ -80,8 +80,8 @@ def _start_arguments(parser: argparse.ArgumentParser, suppress: bool) -> None:
         default=default(True),
         help="Istio's mesh mTLS, on by default as in Istio: pilot runs the CA, each sidecar "
         "gets the identity of its pod's service account from an agent (pymesh agent), "
-        "traffic between sidecars is mTLS; --no-mtls runs every sidecar in plaintext "
-        "(netns mode: plaintext always)",
+        "traffic between sidecars is mTLS (netns mode too: each pod's agent runs in its "
+        "namespace as the sidecar's uid); --no-mtls runs every sidecar in plaintext",
     )
     parser.add_argument(
         "--netns",
@@ -147,9 +147,7 @@ def _layout(args: argparse.Namespace) -> DemoLayout:
             control_address=args.control_address,
             pod_addresses=AddressRange(*plan.pod_addresses()),
             netns=plan,
-            # The captured sidecars run as uid 1337 in their namespaces, where no agent's
-            # SDS socket reaches them yet: netns pods talk plaintext.
-            mtls=False,
+            mtls=mtls,
         )
     return DemoLayout(
         _run_dir(args),

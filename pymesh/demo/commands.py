@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
+from pymesh.demo.agent import remove_sds_root
 from pymesh.demo.control import ControlClient, ControlError
 from pymesh.demo.layout import ADMIN_PORT, DemoLayout
 from pymesh.demo.ports import listening
@@ -220,6 +221,8 @@ def down(layout: DemoLayout, out: TextIO | None, timeout: float = 30.0) -> DownR
         from pymesh.demo.netns import remove_all
 
         networks = remove_all(layout.netns.prefix)
+    # A supervisor killed outright leaves its agents' sockets and tokens behind.
+    remove_sds_root(layout)
     addresses = {pod.ip for pod in state.pods} if state is not None else set()
     pod_listeners = listening(addresses - {layout.control_address})
     control_ports = {layout.pilot_xds_port, layout.pilot_api_port, ADMIN_PORT, 8080}

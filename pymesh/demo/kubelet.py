@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -62,7 +61,6 @@ class Kubelet:
         self._session: aiohttp.ClientSession | None = None
         #: netns mode: each Service's virtual address, kept for the life of the demo
         self.virtual_ips: dict[tuple[str, str], str] = {}
-        self._warned: set[str] = set()
 
     # -- netns mode --------------------------------------------------------------------------
     def _captured(self, spec: PodSpec) -> bool:
@@ -126,12 +124,6 @@ class Kubelet:
             self.say(f"  deleting pod {key}")
             await self._stop_pod(pod)
         for key, spec in wanted.items():
-            if not spec.sidecar and self.layout.netns is not None:
-                # A pod's namespace captures its traffic for a sidecar that would not exist.
-                if key not in self._warned:
-                    self._warned.add(key)
-                    self.say(f"  pod {key}: netns mode runs every pod with a sidecar")
-                spec = replace(spec, sidecar=True, revision=spec.revision + "-netns")
             current = self.pods.get(key)
             if current is not None and current.spec.revision == spec.revision:
                 continue
@@ -168,8 +160,10 @@ class Kubelet:
         plan = self.layout.netns
         if plan is not None and self._captured(pod.spec):
             try:
+                # No sidecar, no init container: nothing captures its traffic.
+                capture = self._capture_argv() if pod.spec.sidecar else []
                 pod.network = await asyncio.to_thread(
-                    setup_pod, plan, pod.ip, self._capture_argv(), self._hosts(pod.spec)
+                    setup_pod, plan, pod.ip, capture, self._hosts(pod.spec)
                 )
             except ConfigError as exc:
                 pod.warning = f"not started: its network namespace failed: {exc}"
@@ -182,7 +176,7 @@ class Kubelet:
             self.say(f"  pod {pod.key}: {pod.warning}")
             return
         pod.start_proxy(self.python, self.log_level, self.env)
-        if pod.network is None:
+        if pod.network is None or not pod.spec.sidecar:
             pod.start_app(self.env)
         else:
             # holdApplicationUntilProxyStarts: a captured app's first call would find no

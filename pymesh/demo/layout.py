@@ -110,8 +110,8 @@ class DemoLayout:
     pilot_api_port: int = PILOT_API_PORT
     #: netns mode: pods in network namespaces on a bridge (``pod_addresses`` from its subnet)
     netns: NetnsPlan | None = None
-    #: Istio's mesh mTLS (the default, as in Istio): pilot serves its CA, every sidecar of
-    #: process mode gets its identity from an agent
+    #: Istio's mesh mTLS (the default, as in Istio): pilot serves its CA, every sidecar gets
+    #: its identity from an agent
     mtls: bool = True
 
     @classmethod
@@ -182,8 +182,9 @@ class DemoLayout:
 
     @property
     def service_proxy(self) -> str:
-        """``host:port`` of the service proxy, the ``HTTP_PROXY`` of sidecar-less pods."""
-        return f"{self.control_address}:{SERVICE_PROXY_PORT}"
+        """``host:port`` of the service proxy, the ``HTTP_PROXY`` of sidecar-less pods: in
+        netns mode on the host's bridge address, where those pods reach it."""
+        return f"{self.report_host}:{SERVICE_PROXY_PORT}"
 
     @property
     def pilot_api(self) -> str:
@@ -230,8 +231,9 @@ class DemoLayout:
 
     @property
     def ca_address(self) -> str:
-        """Where pilot serves the CA (istiod's 15012)."""
-        return f"{self.control_address}:{CA_PORT}"
+        """Where pilot serves the CA (istiod's 15012): like pilot's xDS, the host's bridge
+        address in netns mode, where the agents in the pods' namespaces reach it."""
+        return f"{self.report_host}:{CA_PORT}"
 
     @property
     def token_file(self) -> Path:

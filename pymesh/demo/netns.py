@@ -168,7 +168,8 @@ def setup_bridge(plan: NetnsPlan) -> None:
 def setup_pod(plan: NetnsPlan, ip: str, capture: Sequence[str], hosts: str) -> PodNetwork:
     """A namespace for the pod at ``ip``, wired to the bridge, with ``hosts`` as its
     ``/etc/hosts`` and the capture rules installed by ``capture`` (a command line run inside
-    the namespace: the init container's ``pymesh iptables ...``)."""
+    the namespace: the init container's ``pymesh iptables ...``; empty for a pod without a
+    sidecar, which Istio's injector gives no init container)."""
     ns, veth = plan.namespace_for(ip), plan.veth_for(ip)
     teardown_pod(plan, ip)
     _ip("netns", "add", ns)
@@ -181,7 +182,8 @@ def setup_pod(plan: NetnsPlan, ip: str, capture: Sequence[str], hosts: str) -> P
         _ip(*inside, "addr", "add", f"{ip}/{plan.subnet.prefixlen}", "dev", "eth0")
         _ip(*inside, "link", "set", "eth0", "up")
         _ip(*inside, "route", "add", "default", "via", plan.gateway)
-        _run("ip", "netns", "exec", ns, *capture)
+        if capture:
+            _run("ip", "netns", "exec", ns, *capture)
     except BaseException:
         teardown_pod(plan, ip)
         raise

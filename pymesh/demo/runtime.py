@@ -8,18 +8,14 @@ the sidecar's listeners and admin are on the same address, configured by pilot.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
-import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import aiohttp
 import yaml
 
-from auth.pem import write_private
-from auth.tokens import TokenIssuer, load_or_create_token_key
+from pymesh.demo.agent import agent_files, remove_pod_dir
 from pymesh.demo.bootstrap import HEALTH_PORT, bootstrap, node_id, write_bootstrap
 from pymesh.demo.images import Role
 from pymesh.demo.layout import (
@@ -159,26 +155,22 @@ class PodRuntime:
     # -- processes ---------------------------------------------------------------------------
     def start_agent(self, python: str, log_level: str, env: Mapping[str, str]) -> Path:
         """``pymesh agent`` for this pod: a token for its service account (as the kubelet
-        projects one), a certificate from pilot's CA, SDS on a Unix socket of its own."""
+        projects one), a certificate from pilot's CA, SDS on a Unix socket of its own. A
+        captured pod's agent runs in the pod's namespace as the sidecar's uid, as
+        pilot-agent runs in the ``istio-proxy`` container."""
         spec, layout = self.spec, self.layout
-        home = layout.run_dir / "identity" / self.key
-        home.mkdir(parents=True, exist_ok=True)
-        token = home / "token"
-        issuer = TokenIssuer(load_or_create_token_key(layout.ca_dir), time.time)
-        write_private(token, issuer.issue(spec.namespace, spec.service_account).encode("ascii"))
-        # Unix socket paths are short (108 bytes): under the temp dir, one per demo run.
-        digest = hashlib.sha256(str(layout.run_dir.resolve()).encode()).hexdigest()[:10]
-        sockets = Path(tempfile.gettempdir()) / f"pymesh-sds-{digest}"
-        sockets.mkdir(mode=0o700, exist_ok=True)
-        socket_path = sockets / f"{self.key}.sock"
+        captured = self.network is not None
+        files = agent_files(
+            layout, self.key, spec.namespace, spec.service_account, PROXY_UID if captured else None
+        )
         argv = pymesh_argv(
             python, log_level, "agent",
             "--ca-address", layout.ca_address,
-            "--ca-root", str(layout.ca_dir / "root-cert.pem"),
-            "--token-file", str(token),
+            "--ca-root", str(files.root_cert),
+            "--token-file", str(files.token),
             "--namespace", spec.namespace,
             "--service-account", spec.service_account,
-            "--sds-socket", str(socket_path),
+            "--sds-socket", str(files.socket),
             "--status-address", f"{self.ip}:{AGENT_STATUS_PORT}",
             # Istio's metrics merging: the sidecar's exposition and the app's, on 15020
             "--proxy-stats-url", f"http://{self.ip}:{ADMIN_PORT}/stats/prometheus",
@@ -187,11 +179,13 @@ class PodRuntime:
         app_scrape = spec.scrape[1]
         if app_scrape is not None:
             argv += ["--prometheus-annotations", app_scrape]
+        if self.network is not None:
+            argv = in_namespace(self.network.namespace, argv, uid=PROXY_UID)
         self.agent = spawn(
             f"{self.key}.agent", argv, env=clean_env(env), log=self._log("agent"),
             marker=self.marker,
         )  # fmt: skip
-        return socket_path
+        return files.socket
 
     def _stats_address(self, captured: bool, sds_socket: Path | None) -> tuple[str, int] | None:
         if captured or sds_socket is not None or self.spec.role is Role.GATEWAY:
@@ -203,7 +197,7 @@ class PodRuntime:
             return
         captured = self.network is not None
         sds_socket = None
-        if self.layout.mtls and not captured:
+        if self.layout.mtls:
             # The sidecar waits for its certificate, as Envoy does for its SDS secrets.
             sds_socket = self.start_agent(python, log_level, env)
         path = write_bootstrap(
@@ -230,6 +224,7 @@ class PodRuntime:
                     process=False,
                     admin_address="0.0.0.0",
                     health_port=HEALTH_PORT,
+                    sds_socket=sds_socket,
                 )
             )
             argv = in_namespace(
@@ -280,7 +275,7 @@ class PodRuntime:
             self.spec.service_account,
             self.ip,
             env,
-            captured=self.network is not None,
+            captured=self.network is not None and self.spec.sidecar,
             service_proxy=None if self.spec.sidecar else self.layout.service_proxy,
         )
         self.app = spawn(
@@ -302,6 +297,8 @@ class PodRuntime:
         if self.agent is not None:
             agent, self.agent = self.agent, None
             await asyncio.to_thread(agent.stop, 3.0)
+        if self.network is not None:
+            remove_pod_dir(self.layout, self.key)
         self.sync = SyncState("NOT CONNECTED")
 
     async def stop(self) -> None:

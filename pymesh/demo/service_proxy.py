@@ -3,7 +3,8 @@
 In Kubernetes a pod without a sidecar (Istio's ``legacy`` namespace) reaches ``httpbin.foo:8000``
 through cluster DNS and kube-proxy: the Service's port becomes a connection to one of its pods'
 addresses on the target port, plaintext, where that pod's sidecar (if it has one) receives it.
-Process mode has neither, so a sidecar-less pod's ``HTTP_PROXY`` points here: the request's
+The demo has neither, so a sidecar-less pod's ``HTTP_PROXY`` points here (in netns mode on
+the host's bridge address, where such a pod, with no capture rules, reaches it): the request's
 host and port name the Service, and the bytes go to ``<pod address>:<targetPort>`` unchanged
 but for the request line's origin form. There is no mesh here: no identity, no TLS, no
 routing rule, nothing a sidecar would add.

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from pymesh.demo.agent import remove_sds_root
 from pymesh.demo.control import ControlError, ControlServer
 from pymesh.demo.kubelet import Kubelet
 from pymesh.demo.layout import SERVICE_PROXY_PORT, DemoLayout
@@ -108,7 +109,7 @@ class Supervisor:
         #: pilot's Deployments, Pods, Services and Namespaces at the last reconcile
         self._items: list[dict[str, Any]] = []
         self.service_proxy = ServiceProxy(
-            self.layout.control_address, SERVICE_PROXY_PORT, self._service_table
+            self.layout.report_host, SERVICE_PROXY_PORT, self._service_table
         )
         self.control = ControlServer(self.layout.control_socket, self._control)
 
@@ -132,8 +133,10 @@ class Supervisor:
             )
         layout.run_dir.mkdir(parents=True, exist_ok=True)
         layout.logs_dir.mkdir(exist_ok=True)
-        # Children of a supervisor that was killed outright (PDEATHSIG covers Linux only).
+        # Children of a supervisor that was killed outright (PDEATHSIG covers Linux only),
+        # and the agents' sockets and tokens they left.
         stop_pids(list(marked_processes(self.marker)))
+        remove_sds_root(layout)
         if not self.options.keep_config:
             shutil.rmtree(layout.config_dir, ignore_errors=True)
             shutil.rmtree(layout.bootstrap_dir, ignore_errors=True)
@@ -230,6 +233,7 @@ class Supervisor:
         left = await asyncio.to_thread(stop_pids, stragglers) if stragglers else []
         if self.layout.netns is not None:
             await asyncio.to_thread(remove_all, self.layout.netns.prefix)
+        remove_sds_root(self.layout)
         self._phase = "stopped" if self._phase != "failed" else "failed"
         self._write_state()
         self.layout.pid_file.unlink(missing_ok=True)
@@ -248,6 +252,7 @@ class Supervisor:
             child.kill()
         if self.layout.netns is not None:
             remove_all(self.layout.netns.prefix)
+        remove_sds_root(self.layout)
 
     # -- the service proxy -------------------------------------------------------------------
     async def _start_service_proxy(self) -> None:

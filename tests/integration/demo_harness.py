@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import fcntl
+import ipaddress
 import json
 import os
 import re
@@ -137,8 +138,9 @@ class _PodShell:
     """One long-lived curl runner inside a pod's namespace, so that concurrent calls from a
     test are concurrent in the pod too (a process per call would serialise them)."""
 
-    def __init__(self, namespace: str) -> None:
-        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    def __init__(self, namespace: str, env: Mapping[str, str] | None = None) -> None:
+        if env is None:
+            env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", namespace, sys.executable, "-c", _CURL_SERVER],
             stdin=subprocess.PIPE,
@@ -198,6 +200,11 @@ class Netns:
 
     prefix: str
     subnet: str
+
+    @property
+    def bridge_host(self) -> str:
+        """The host's address on the bridge (pilot, mixer and the service proxy)."""
+        return str(ipaddress.IPv4Network(self.subnet).network_address + 1)
 
 
 class Demo:
@@ -387,7 +394,16 @@ class Demo:
         if pod.netns:
             shell = self._shells.get(pod.netns)
             if shell is None or shell.proc.poll() is not None:
-                shell = self._shells[pod.netns] = _PodShell(pod.netns)
+                # A pod without a sidecar is not captured: the node's service proxy, on the
+                # bridge, is its HTTP_PROXY.
+                env = None
+                if not pod.sidecar and self.netns is not None:
+                    proxy = f"{self.netns.bridge_host}:{SERVICE_PROXY_PORT}"
+                    env = pod_env(
+                        pod.name, pod.namespace, pod.service_account, pod.ip, os.environ,
+                        service_proxy=proxy,
+                    )  # fmt: skip
+                shell = self._shells[pod.netns] = _PodShell(pod.netns, env)
             return await asyncio.wait_for(asyncio.wrap_future(shell.submit(argv)), 60)
         proxy = None if pod.sidecar else f"{self.control}:{SERVICE_PROXY_PORT}"
         env = pod_env(pod.name, pod.namespace, pod.service_account, pod.ip, {}, service_proxy=proxy)

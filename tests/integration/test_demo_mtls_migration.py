@@ -7,17 +7,29 @@ every httpbin and prints what the task prints (``curl.legacy to httpbin.foo: 000
 legacy pod reaches the httpbin pods' own addresses as kube-proxy would take it there, in
 plaintext; the httpbin sidecars hold those addresses, so PeerAuthentication decides.
 
-One demo on the demo-auth area's addresses (``127.0.50.0/24``); each test removes what it
-applied.
+The same tests run on a process-mode demo on the demo-auth area's addresses
+(``127.0.50.0/24``) and on a netns-mode one (root): there every pod has its own network
+namespace, the sidecars' pods Istio's capture rules, the legacy pod none (no sidecar, no init
+container); it reaches Services through the node's service proxy on the bridge, which dials
+the httpbin pods' addresses, where the capture rules hand the plaintext to their sidecars.
+Each test removes what it applied.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.demo_harness import ISTIO, Demo, istio_file, no_demo_processes
+from tests.integration.demo_harness import (
+    ISTIO,
+    Demo,
+    istio_file,
+    no_demo_processes,
+    start_demo,
+)
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("pymesh-demo-mtls-migration")]
 
@@ -28,12 +40,32 @@ CALLERS = ("foo", "bar", "legacy")
 SERVERS = ("foo", "bar")
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+_NETNS = pytest.param(
+    "netns",
+    marks=[
+        pytest.mark.root,
+        pytest.mark.skipif(os.geteuid() != 0, reason="netns mode needs root"),
+        pytest.mark.skipif(
+            shutil.which("iptables-restore") is None or shutil.which("setpriv") is None,
+            reason="netns mode needs iptables and setpriv",
+        ),
+    ],
+)
+
+
+@pytest.fixture(scope="module", params=["process", _NETNS])
+def demo(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Demo]:
     if not ISTIO.is_dir():
         pytest.skip("../shared/istio-samples is not present")
-    base = tmp_path_factory.mktemp("demo-migration")
-    demo = Demo(base / "run", control=f"{NET}.1", pods=f"{NET}.10-{NET}.49", external=f"{NET}.200")
+    if request.param == "netns":
+        demo = start_demo(tmp_path_factory, 1, "demo-migration-netns", netns=True)
+    else:
+        base = tmp_path_factory.mktemp("demo-migration")
+        demo = Demo(
+            base / "run", control=f"{NET}.1", pods=f"{NET}.10-{NET}.49", external=f"{NET}.200"
+        )
     try:
         demo.up()
         for ns in CALLERS:
@@ -53,6 +85,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         yield demo
     finally:
         result = demo.down()
+        if demo.netns is not None:
+            from pymesh.demo.netns import remove_all
+
+            remove_all(demo.netns.prefix)
+            demo.release()
         assert result.returncode == 0, result.stdout + result.stderr
         assert not no_demo_processes(demo.run_dir)
 

@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
+from google.protobuf import json_format, struct_pb2
 
+from mixer.peers import DOWNSTREAM_PEER, UPSTREAM_PEER, PeerInfo
 from proxy.als.entry import http_entry, node_proto, tcp_entry
 from proxy.als.facts import TcpFacts
 from proxy.config.model import AccessLogSink, GrpcAccessLogService, HttpConnectionManager, Node
@@ -108,6 +111,31 @@ def test_http_entry_carries_what_mixer_reads() -> None:
     assert resp.response_code_details.startswith("upstream_reset_before_response_started")
 
 
+def test_the_exchanged_peer_is_logged_as_its_node_metadata() -> None:
+    """A peer the metadata exchange learnt goes out as Istio node metadata (a Struct) under
+    its filter-state name, when the logger asks for it; mixer reads the same peer back."""
+    info = _info()
+    peer = PeerInfo.from_metadata(
+        {
+            "NAMESPACE": "istio-system",
+            "WORKLOAD_NAME": "istio-ingressgateway",
+            "SERVICE_ACCOUNT": "istio-ingressgateway-service-account",
+            "CLUSTER_ID": "Kubernetes",
+            "LABELS": {"app": "istio-ingressgateway", "istio": "ingressgateway"},
+        }
+    )
+    info.filter_state[DOWNSTREAM_PEER] = peer
+    logging = replace(SERVICE, filter_state_objects=(DOWNSTREAM_PEER, UPSTREAM_PEER))
+    entry = http_entry(info, [(b"host", b"x")], None, logging, wall_offset=0.0)
+    logged = entry.common_properties.filter_state_objects
+    assert set(logged) == {DOWNSTREAM_PEER}  # no upstream peer was learnt
+    struct = struct_pb2.Struct()
+    assert logged[DOWNSTREAM_PEER].Unpack(struct)
+    assert PeerInfo.from_metadata(json_format.MessageToDict(struct)) == peer
+    plain = http_entry(info, [(b"host", b"x")], None, SERVICE, wall_offset=0.0)
+    assert not plain.common_properties.filter_state_objects
+
+
 def test_an_unanswered_request_has_no_response_code() -> None:
     info = StreamInfo(ConnectionInfo(), start_time=5.0)
     info.add_response_flag(ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION)
@@ -204,6 +232,9 @@ def test_http_grpc_is_translated_with_envoy_defaults() -> None:
     assert tuned.access_log[0].grpc is not None
     assert tuned.access_log[0].grpc.buffer_size_bytes == 100
     assert tuned.access_log[0].grpc.buffer_flush_interval == pytest.approx(0.2)
+    peers = _hcm_with(_als({"filter_state_objects_to_log": ["wasm.downstream_peer"]}))
+    assert peers.access_log[0].grpc is not None
+    assert peers.access_log[0].grpc.filter_state_objects == ("wasm.downstream_peer",)
     tcp = _hcm_with(_als({}, url=TCP_GRPC))
     assert tcp.access_log[0].grpc is not None and tcp.access_log[0].grpc.tcp
 
@@ -211,7 +242,6 @@ def test_http_grpc_is_translated_with_envoy_defaults() -> None:
 @pytest.mark.parametrize(
     ("common", "error", "where"),
     [
-        ({"filter_state_objects_to_log": ["x"]}, UnsupportedError, "filter_state_objects_to_log"),
         ({"custom_tags": [{"tag": "t", "literal": {"value": "v"}}]}, UnsupportedError,
          "custom_tags"),
         ({"transport_api_version": "V2"}, ValidationError, "transport_api_version"),

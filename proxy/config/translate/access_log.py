@@ -190,6 +190,7 @@ def _grpc_service(typed_config: Any, tcp: bool, path: str) -> GrpcAccessLogServi
         additional_request_headers=request_headers,
         additional_response_headers=response_headers,
         additional_response_trailers=response_trailers,
+        filter_state_objects=tuple(common.filter_state_objects_to_log),
     )
 
 

@@ -170,7 +170,8 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         "additional_response_trailers_to_log",
         "envoy.extensions.access_loggers.grpc.v3.TcpGrpcAccessLogConfig": "common_config",
         "envoy.extensions.access_loggers.grpc.v3.CommonGrpcAccessLogConfig": "log_name "
-        "grpc_service transport_api_version buffer_flush_interval buffer_size_bytes",
+        "grpc_service transport_api_version buffer_flush_interval buffer_size_bytes "
+        "filter_state_objects_to_log",
         # connection manager
         _HCM + "HttpConnectionManager": "codec_type stat_prefix rds route_config http_filters "
         "add_user_agent tracing common_http_protocol_options http_protocol_options "

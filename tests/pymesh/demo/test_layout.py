@@ -87,7 +87,8 @@ def _demo_args(*argv: str):
         (("up",), True),
         (("--no-mtls",), False),
         (("up", "--no-mtls"), False),
-        (("--netns",), False),  # captured pods have no agent within reach
+        (("--netns",), True),  # each captured pod's agent runs in its namespace
+        (("up", "--netns", "--no-mtls"), False),
     ],
 )
 def test_mesh_mtls_is_the_demo_default(tmp_path, argv, mtls):
@@ -95,7 +96,7 @@ def test_mesh_mtls_is_the_demo_default(tmp_path, argv, mtls):
 
     args = _demo_args("--run-dir", str(tmp_path), *argv)
     assert demo._layout(args).mtls is mtls
-    if not args.netns and args.demo_command == "up":
+    if args.demo_command == "up":
         # `demo up` starts `demo run` in the background with the same choice.
         background = _demo_args(*demo._up_argv(args)[3:])
         assert demo._layout(background).mtls is mtls
