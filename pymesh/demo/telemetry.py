@@ -112,11 +112,15 @@ def _label(name: str) -> str:
 
 def pod_targets(pods: Iterable[PodRuntime], mtls: bool) -> list[dict[str, Any]]:
     """What Kubernetes' pod discovery would give Prometheus for the pods whose metrics port
-    is reachable from the host: process-mode pods (a gateway only with its agent, in mTLS)."""
+    is reachable from the host: process-mode pods (a gateway only with its agent, in mTLS),
+    and netns-mode pods whose agent (mTLS only) serves the uncaptured port in the pod."""
     groups = []
     for pod in pods:
         spec = pod.spec
-        if pod.network is not None or (spec.role is Role.GATEWAY and not mtls):
+        if pod.network is not None:
+            if not (mtls and spec.sidecar):
+                continue
+        elif spec.role is Role.GATEWAY and not mtls:
             continue
         annotations, _ = spec.scrape
         labels = {

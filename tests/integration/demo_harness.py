@@ -530,3 +530,47 @@ def listeners_on(addresses: Sequence[str]) -> list[tuple[str, int]]:
 
 def _lower(items: Any) -> dict[str, str]:
     return {str(k).lower(): str(v) for k, v in items}
+
+
+# what Prometheus's kubernetes-pods relabelling adds to a pod's series
+_TARGET_LABELS = {"job", "instance", "namespace", "pod", "app", "version"}
+
+
+def check_per_pod_scrape(demo: Demo, prometheus: str) -> None:
+    """Every pod's sidecar is scraped on its ``:15020/stats/prometheus`` through the
+    ``prometheus.io/*`` annotations and a standard ``kubernetes-pods`` job, and its
+    ``istio_requests_total`` for productpage → reviews has the labels mixer reports."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def query(expr: str) -> list[dict[str, str]]:
+        url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        with opener.open(url, timeout=10) as resp:
+            return [r["metric"] for r in json.loads(resp.read())["data"]["result"]]
+
+    def pods_up() -> set[str]:
+        with opener.open(f"{prometheus}/api/v1/targets", timeout=10) as resp:
+            active = json.loads(resp.read())["data"]["activeTargets"]
+        return {
+            t["labels"]["instance"]
+            for t in active
+            if t["labels"]["job"] == "kubernetes-pods" and t["health"] == "up"
+        }
+
+    expected = {f"{p.ip}:15020" for p in demo.state().pods if p.ip != demo.control and p.sidecar}
+    demo.wait(lambda: pods_up() >= expected, 30, "Prometheus scraping every pod's :15020")
+    call = (
+        'istio_requests_total{{job="{job}",reporter="source",'
+        'source_workload="productpage-v1",destination_service_name="reviews"}}'
+    )
+    assert demo.get(f"{demo.gateway}/productpage").status == 200
+    per_pod = demo.wait(
+        lambda: query(call.format(job="kubernetes-pods")), 30, "the sidecar's own series"
+    )
+    reported = {
+        frozenset((k, v) for k, v in m.items() if k not in _TARGET_LABELS)
+        for m in query(call.format(job="mixer"))
+    }
+    for metric in per_pod:
+        assert metric["pod"].startswith("productpage-v1"), metric
+        labels = frozenset((k, v) for k, v in metric.items() if k not in _TARGET_LABELS)
+        assert labels in reported, (sorted(labels), reported)

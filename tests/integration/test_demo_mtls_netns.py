@@ -24,6 +24,7 @@ from pymesh.samples.bookinfo.constants import PAGE_TITLE
 from tests.integration.demo_harness import (
     ISTIO,
     Demo,
+    check_per_pod_scrape,
     istio_file,
     no_demo_processes,
     reviews_version,
@@ -149,17 +150,18 @@ def test_the_agent_runs_as_the_sidecar_and_keeps_its_socket_to_itself(demo: Demo
     """The agent is uid 1337 inside the pod's namespace; its directory (token, root, socket)
     is 1337's alone: nobody else may list, read or connect."""
     pod = demo.pod("httpbin")
+    root = sds_root(DemoLayout(demo.run_dir))
+    # This demo's agent: its socket is under this run's root (another demo on the machine
+    # has a pod of the same name).
+    socket = str(root / pod.key / "socket")
     agent_pids = [
-        int(pid)
-        for pid in os.listdir("/proc")
-        if pid.isdigit() and _is_agent_of(int(pid), f"{pod.name}.{pod.namespace}")
+        int(pid) for pid in os.listdir("/proc") if pid.isdigit() and _is_agent_of(int(pid), socket)
     ]
     assert len(agent_pids) == 1, agent_pids
     status = Path(f"/proc/{agent_pids[0]}/status").read_text()
     uid = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
     assert set(uid) == {"1337"}, status
     assert os.readlink(f"/proc/{agent_pids[0]}/ns/net") != os.readlink("/proc/self/ns/net")
-    root = sds_root(DemoLayout(demo.run_dir))
     assert stat.S_IMODE(root.stat().st_mode) & 0o006 == 0
     home = root / pod.key
     assert (home.stat().st_uid, stat.S_IMODE(home.stat().st_mode)) == (1337, 0o700)
@@ -172,12 +174,12 @@ def test_the_agent_runs_as_the_sidecar_and_keeps_its_socket_to_itself(demo: Demo
     assert "pymesh_agent.certificate_ready: 1" in stats.body, stats
 
 
-def _is_agent_of(pid: int, key: str) -> bool:
+def _is_agent_of(pid: int, socket: str) -> bool:
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"agent" in argv and f"/{key}/socket".encode() in b" ".join(argv)
+    return b"agent" in argv and socket.encode() in argv
 
 
 def test_strict_refuses_plaintext_and_permissive_accepts_it(demo: Demo, tmp_path: Path) -> None:
@@ -234,3 +236,12 @@ def test_tcp_between_captured_pods_is_mtls_and_keeps_half_closes(demo: Demo) -> 
         assert _handshakes(demo, "tcp-echo") > before
     finally:
         demo.delete(sample)
+
+
+def test_prometheus_scrapes_each_captured_pods_agent(demo: Demo) -> None:
+    """The demo's Prometheus finds every captured pod by its ``prometheus.io/*`` annotations
+    and scrapes the merged metrics its agent serves on the pod's uncaptured :15020, with the
+    sidecar's ``istio_requests_total`` labelled as mixer labels it."""
+    if shutil.which("prometheus") is None:
+        pytest.skip("needs Debian's prometheus")
+    check_per_pod_scrape(demo, f"http://{demo.control}:9090")
