@@ -62,9 +62,9 @@ class Acceptor(asyncio.Protocol):
         if runtime.inspects:
             self._runtime, self._transport, self._destination = runtime, transport, destination
             # ``filter_disabled`` turns an inspector off by the destination port.
-            enabled = runtime.model.enabled_filters(destination[1] if destination else None)
-            self._inspect_tls = runtime.inspect_tls and TLS_INSPECTOR in enabled
-            self._inspect_http = runtime.inspect_http and HTTP_INSPECTOR in enabled
+            port, model = destination[1] if destination else None, runtime.model
+            self._inspect_tls = runtime.inspect_tls and model.filter_enabled(TLS_INSPECTOR, port)
+            self._inspect_http = runtime.inspect_http and model.filter_enabled(HTTP_INSPECTOR, port)
             if not (self._inspect_tls or self._inspect_http):
                 self._dispatch(_RAW, self._undetected())
                 return

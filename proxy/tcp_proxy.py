@@ -266,7 +266,7 @@ class TcpProxyConnection(_Side):
                 log.info("tcp proxy: no healthy upstream", cluster=cluster.name)
                 self._close()
                 return
-            cluster.stats.upstream_cx_total.value += 1
+            stats.upstream_cx_total.value += 1
             socket = cluster.socket_for(host)
             try:
                 await open_connection(
@@ -282,13 +282,13 @@ class TcpProxyConnection(_Side):
                     on_error=lambda _: _count(stats, "ssl.connection_error"),
                 )
                 if isinstance(socket, UpstreamTlsSocket):
-                    stats.counter("ssl.handshake").value += 1
+                    _count(stats, "ssl.handshake")
                 break
             except (OSError, TimeoutError) as exc:
                 if isinstance(exc, TlsConnectError):
-                    stats.counter(f"ssl.{exc.stat}").value += 1
+                    _count(stats, f"ssl.{exc.stat}")
                     self._transport_failure = exc.reason
-                cluster.stats.upstream_cx_connect_fail.value += 1
+                stats.upstream_cx_connect_fail.value += 1
                 cluster.report_local_failure(host, "connect_failure")
                 log.info("tcp proxy: connect failed", cluster=cluster.name, error=str(exc))
                 if self.closed:

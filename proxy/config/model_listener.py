@@ -123,7 +123,7 @@ class DrainType(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Listener:
     """``listener_filters`` are canonical names from ``LISTENER_FILTERS``, in order.
-    ``enabled_filters`` says which of them run for a destination port.
+    ``filter_enabled`` says whether one runs for a destination port.
     ``use_original_dst`` hands connections to the listener bound to the original destination
     (Envoy's iptables redirection mode). Defaults: bind_to_port true, 1 MiB buffer limit,
     listener_filters_timeout 15 s."""
@@ -148,8 +148,8 @@ class Listener:
     stat_prefix: str = ""
     metadata: Mapping[str, object] = field(default_factory=empty_mapping)
 
-    def enabled_filters(self, port: int | None) -> frozenset[str]:
-        disabled = self.listener_filters_disabled
-        return frozenset(
-            f for f in self.listener_filters if f not in disabled or not disabled[f].matches(port)
-        )
+    def filter_enabled(self, name: str, port: int | None) -> bool:
+        """Whether the listener filter ``name`` (one of ``listener_filters``) runs on a
+        connection to destination ``port``."""
+        disabled = self.listener_filters_disabled.get(name)
+        return disabled is None or not disabled.matches(port)

@@ -41,7 +41,6 @@ class TlsTransport(asyncio.Transport, asyncio.Protocol):
         on_ready: OnReady,
         *,
         handshake_timeout: float,
-        waiter: asyncio.Future[None] | None = None,
         on_error: Callable[[ssl.SSLError], None] | None = None,
     ) -> None:
         super().__init__()
@@ -51,7 +50,7 @@ class TlsTransport(asyncio.Transport, asyncio.Protocol):
         self._handshake_timeout = handshake_timeout
         self._timer: asyncio.TimerHandle | None = None
         # Resolved when the protocol above is connected, or failed with why it never was.
-        self.waiter = waiter if waiter is not None else loop.create_future()
+        self.waiter: asyncio.Future[None] = loop.create_future()
         # A caller that stopped waiting (cancelled) must not leave an unretrieved failure.
         self.waiter.add_done_callback(_retrieve)
         self._on_error = on_error

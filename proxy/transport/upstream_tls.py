@@ -238,15 +238,16 @@ async def _open_half_closable(
     source: tuple[str, int] | None,
     on_error: Callable[[ssl.SSLError], None] | None,
 ) -> None:
-    refused: list[str] = []
+    refused: TlsConnectError | None = None
 
     def ready(transport: TlsTransport) -> asyncio.Protocol | None:
+        nonlocal refused
         ssl_object = transport.get_extra_info("ssl_object")
         failure = socket.check(ssl_object)
         if failure is None:
             return protocol
-        refused.append(failure.value)
-        refused.append(_failure_detail(failure, ssl_object))
+        detail = _failure_detail(failure, ssl_object)
+        refused = TlsConnectError(_VERIFY_FAILED.format(detail), failure.value)
         return None
 
     engine = TlsEngine(socket.context, server_side=False, server_hostname=socket.server_hostname)
@@ -262,8 +263,8 @@ async def _open_half_closable(
         raise TlsConnectError(_reason(exc), _stat(exc)) from exc
     except BaseException:
         tls.abort()
-        if refused:
-            raise TlsConnectError(_VERIFY_FAILED.format(refused[1]), refused[0]) from None
+        if refused is not None:
+            raise refused from None
         raise
 
 

@@ -29,13 +29,11 @@ from pathlib import PurePath
 
 from pymesh.cli.context import find_pod, require_demo
 from pymesh.cli.pilot_client import add_run_dir_argument
-from pymesh.demo.layout import SERVICE_PROXY_PORT
-from pymesh.demo.netns import NetnsPlan
 from pymesh.demo.pods import pod_env
-from pymesh.demo.state import DemoState, PodState
+from pymesh.demo.state import PodState
 from pymesh.errors import PymeshError
 
-__all__ = ["PROXY_CONTAINER", "add_arguments", "run", "stand_in_command"]
+__all__ = ["PROXY_CONTAINER", "add_arguments", "pod_environment", "run", "stand_in_command"]
 
 PROXY_CONTAINER = "istio-proxy"
 _PYTHONS = frozenset({"python", "python3"})
@@ -69,15 +67,9 @@ def stand_in_command(cmd: list[str]) -> list[str]:
     return cmd
 
 
-def _service_proxy(state: DemoState) -> str:
-    """Where the demo's service proxy listens: on the bridge in netns mode."""
-    host = state.control_address
-    if state.netns_prefix:
-        host = NetnsPlan.parse(state.netns_prefix, state.netns_subnet).gateway
-    return f"{host}:{SERVICE_PROXY_PORT}"
-
-
-def _environment(pod: PodState, container: str, service_proxy: str) -> dict[str, str]:
+def pod_environment(pod: PodState, container: str, service_proxy: str) -> dict[str, str]:
+    """The environment a command run in ``container`` of ``pod`` gets (``service_proxy``:
+    where a pod without a sidecar reaches Services)."""
     # netns mode: no HTTP_PROXY, iptables takes the pod's traffic to its sidecar.
     env = pod_env(
         pod.name, pod.namespace, pod.service_account, pod.ip, os.environ,
@@ -116,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
     if pod.sidecar and (pod.proxy is None or not pod.proxy.running):
         print(f"warning: the sidecar of {pod.key} is not running", file=sys.stderr)
     captured = bool(pod.netns)
-    env = _environment(pod, container, _service_proxy(demo.state))
+    env = pod_environment(pod, container, demo.state.service_proxy)
     cmd = stand_in_command(cmd)
     program = shutil.which(cmd[0], path=env.get("PATH"))
     if program is None:

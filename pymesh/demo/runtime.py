@@ -158,11 +158,9 @@ class PodRuntime:
         projects one), a certificate from pilot's CA, SDS on a Unix socket of its own. A
         captured pod's agent runs in the pod's namespace as the sidecar's uid, as
         pilot-agent runs in the ``istio-proxy`` container."""
-        spec, layout = self.spec, self.layout
-        captured = self.network is not None
-        files = agent_files(
-            layout, self.key, spec.namespace, spec.service_account, PROXY_UID if captured else None
-        )
+        spec, layout, network = self.spec, self.layout, self.network
+        uid = PROXY_UID if network is not None else None
+        files = agent_files(layout, self.key, spec.namespace, spec.service_account, uid)
         argv = pymesh_argv(
             python, log_level, "agent",
             "--ca-address", layout.ca_address,
@@ -179,8 +177,8 @@ class PodRuntime:
         app_scrape = spec.scrape[1]
         if app_scrape is not None:
             argv += ["--prometheus-annotations", app_scrape]
-        if self.network is not None:
-            argv = in_namespace(self.network.namespace, argv, uid=PROXY_UID)
+        if network is not None:
+            argv = in_namespace(network.namespace, argv, uid=PROXY_UID)
         self.agent = spawn(
             f"{self.key}.agent", argv, env=clean_env(env), log=self._log("agent"),
             marker=self.marker,

@@ -134,6 +134,8 @@ class DemoState:
     #: netns mode: what its namespaces, veths and bridge are named with, and their subnet
     netns_prefix: str = ""
     netns_subnet: str = ""
+    #: ``host:port`` of the service proxy, where pods without a sidecar reach Services
+    service_proxy: str = ""
 
     def pod(self, name: str) -> PodState | None:
         """A pod by ``name`` or ``name.namespace``; a bare name must be unambiguous."""
@@ -170,6 +172,7 @@ class DemoState:
             updated_at=float(data.get("updated_at", 0.0)),
             netns_prefix=str(data.get("netns_prefix", "")),
             netns_subnet=str(data.get("netns_subnet", "")),
+            service_proxy=str(data.get("service_proxy", "")),
         )
 
 

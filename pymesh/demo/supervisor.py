@@ -437,6 +437,7 @@ class Supervisor:
             updated_at=time.time(),
             netns_prefix=self.layout.netns.prefix if self.layout.netns else "",
             netns_subnet=str(self.layout.netns.subnet) if self.layout.netns else "",
+            service_proxy=self.layout.service_proxy,
         )
 
     def _write_state(self) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 
 from pilot.generate.common import tcp_proxy
 from pilot.generate.tls import inbound_mtls, istio_mutual
+from tests.integration.mtls_harness import admin_stats
 from tests.proxy.runtime.bootstrap import cluster, sa
 from tests.support.envoy import ProxyProcess, make_proxy
 from tests.support.mesh_pki import MeshPki
@@ -156,23 +156,18 @@ async def app_server() -> AsyncIterator[Callable[[Handler], Awaitable[App]]]:
         server.close()
 
 
-def _stats(proxy: ProxyProcess) -> dict[str, int]:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(f"{proxy.admin_url}/stats", timeout=5) as resp:
-        text = resp.read().decode()
-    found = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(": ")
-        if value.strip().isdigit():
-            found[name] = int(value)
-    return found
+async def _stats(a: ProxyProcess, b: ProxyProcess) -> list[dict[str, int]]:
+    return await asyncio.gather(*(asyncio.to_thread(admin_stats, p, "") for p in (a, b)))
 
 
 async def _connections_over(a: ProxyProcess, b: ProxyProcess) -> bool:
     """Both sidecars opened their upstream connection and hold it no longer."""
     deadline = time.monotonic() + WAIT
     while True:
-        sa_, sb = await asyncio.to_thread(_stats, a), await asyncio.to_thread(_stats, b)
+        sa_, sb = (
+            await asyncio.to_thread(admin_stats, a, ""),
+            await asyncio.to_thread(admin_stats, b, ""),
+        )
         opened = (
             sa_.get(f"cluster.{OUTBOUND}.upstream_cx_total", 0) >= 1
             and sb.get(f"cluster.{INBOUND}.upstream_cx_total", 0) >= 1
@@ -251,7 +246,10 @@ async def _exchange(
     finally:
         writer.close()
     over = await _connections_over(a, b)
-    sa_, sb = await asyncio.to_thread(_stats, a), await asyncio.to_thread(_stats, b)
+    sa_, sb = (
+        await asyncio.to_thread(admin_stats, a, ""),
+        await asyncio.to_thread(admin_stats, b, ""),
+    )
     handshakes_b = sum(
         v for k, v in sb.items() if k.startswith("listener.") and k.endswith(".ssl.handshake")
     )

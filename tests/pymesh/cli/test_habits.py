@@ -3,6 +3,7 @@ selectors, jsonpath, ages, pod names, and what ``exec`` runs for a container's p
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from pymesh import __version__
 from pymesh.cli import main as cli
 from pymesh.cli.context import find_pod
-from pymesh.cli.exec import stand_in_command
+from pymesh.cli.exec import pod_environment, stand_in_command
 from pymesh.cli.get import select
 from pymesh.cli.jsonpath import render
 from pymesh.cli.objects import age
@@ -145,3 +146,21 @@ class _nothing:
 
     def __exit__(self, *exc: object) -> bool:
         return False
+
+
+def test_exec_gives_a_pod_without_a_sidecar_the_states_service_proxy() -> None:
+    """``pymesh exec`` into a netns pod: without a sidecar (Istio's ``legacy``) its calls go
+    to the service proxy the demo's state names (on the bridge); a captured pod with a
+    sidecar gets no proxy, iptables takes its traffic."""
+    written = DemoState(
+        run_dir="/run", supervisor_pid=1, phase="running", control_address="127.0.64.1",
+        pilot_xds="", pilot_api="", netns_prefix="pm-", netns_subnet="10.250.0.0/24",
+        service_proxy="10.250.0.1:15081",
+    )  # fmt: skip
+    state = DemoState.from_json(written.to_json())
+    legacy = PodState(name="sleep", namespace="legacy", ip="10.250.0.9", role="app",
+                      node_id="", netns="pm-p9", sidecar=False)  # fmt: skip
+    env = pod_environment(legacy, "sleep", state.service_proxy)
+    assert env["HTTP_PROXY"] == "http://10.250.0.1:15081"
+    captured = dataclasses.replace(legacy, namespace="foo", sidecar=True)
+    assert "HTTP_PROXY" not in pod_environment(captured, "sleep", state.service_proxy)

@@ -184,3 +184,45 @@ def test_h2_alpn_is_offered_by_listeners_and_refused_upstream() -> None:
     with pytest.raises(UnsupportedError, match="ALPN protocol 'h2'") as caught:
         upstream_tls(proto, "tls")
     assert caught.value.path == "tls.common_tls_context.alpn_protocols[0]"
+
+
+def _inspected(disabled: dict[str, Any]) -> Any:
+    http_inspector = {
+        "name": "envoy.filters.listener.http_inspector",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
+        },
+        "filter_disabled": disabled,
+    }
+    return _listener({"listener_filters": [http_inspector], "filter_chains": [_tcp_chain("a")]})
+
+
+def _port(start: int) -> dict[str, Any]:
+    return {"destination_port_range": {"start": start, "end": start + 1}}
+
+
+@pytest.mark.parametrize(
+    ("disabled", "inspected_ports"),
+    [
+        ({"any_match": True}, set()),
+        (_port(80), {81, 9080}),
+        ({"not_match": _port(80)}, {80}),
+        ({"not_match": {"or_match": {"rules": [_port(80), _port(9080)]}}}, {80, 9080}),
+        ({"and_match": {"rules": [{"not_match": _port(80)}, {"not_match": _port(81)}]}}, {80, 81}),
+    ],
+)
+def test_filter_disabled_by_destination_port(
+    disabled: dict[str, Any], inspected_ports: set[int]
+) -> None:
+    """A listener filter's ``filter_disabled`` decides per destination port whether it runs
+    (what pilot uses to sniff only the ports that name no protocol)."""
+    listener = _inspected(disabled)
+    name = "envoy.filters.listener.http_inspector"
+    inspected = {p for p in (80, 81, 9080) if listener.filter_enabled(name, p)}
+    assert inspected == inspected_ports
+
+
+def test_filter_disabled_without_a_rule_is_invalid() -> None:
+    with pytest.raises(ValidationError, match=r"rule: one of .* is required") as caught:
+        _inspected({})
+    assert caught.value.path == "listener_filters[0].filter_disabled.rule"
