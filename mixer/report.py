@@ -8,12 +8,16 @@ downstream address (destination's report) or the upstream address (source's repo
 up by the caller (:class:`mixer.peers.PeerRegistry`); a peer not known yet is left
 ``unknown`` with :attr:`Report.peer_address` set, so the caller can fill it in later. The
 destination service comes from the upstream cluster
-(``outbound|9080|v1|reviews.default.svc.cluster.local``) or, on the inbound side, from the
-``:authority`` qualified with the destination's namespace.
+(``outbound|9080|v1|reviews.default.svc.cluster.local``, else the ``:authority``) on the
+source side. On the destination side it is the first service of the inbound cluster's
+``istio.services`` metadata, which pilot has the proxy log as the ``istio.services`` custom
+tag, else the reporter's canonical service: never the Host header, which any caller chooses
+(Istio 1.10 stopped trusting it there, istio/istio#32756).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,6 +29,7 @@ from mixer.peers import DOWNSTREAM_PEER, UNKNOWN, UPSTREAM_PEER, PeerInfo
 from pymesh.config.model.common import EMPTY_MAP, FrozenMap
 
 __all__ = [
+    "SERVICES_TAG",
     "Report",
     "ReportContext",
     "Resolve",
@@ -34,6 +39,9 @@ __all__ = [
     "tcp_report",
     "with_peer",
 ]
+
+#: the custom tag carrying an inbound cluster's ``istio.services`` metadata (JSON)
+SERVICES_TAG = "istio.services"
 
 Resolve = Callable[[str], "PeerInfo | None"]
 """The node at an address (``ip:port``), None when not known (yet)."""
@@ -162,10 +170,10 @@ def _service_from_cluster(cluster: str, domain: str) -> ServiceName | None:
     parts = cluster.split("|")
     if len(parts) != 4 or parts[0] != "outbound" or not parts[3]:
         return None
-    return _service_from_host(parts[3], UNKNOWN, domain)
+    return _service_from_host(parts[3], domain)
 
 
-def _service_from_host(host: str, namespace: str, domain: str) -> ServiceName:
+def _service_from_host(host: str, domain: str) -> ServiceName:
     host = host.lower()
     if host.startswith("["):
         host = host.partition("]")[0] + "]"
@@ -175,13 +183,29 @@ def _service_from_host(host: str, namespace: str, domain: str) -> ServiceName:
     suffix = f"svc.{domain}"
     if host.endswith("." + suffix) and len(labels) >= 4:
         return ServiceName(host, labels[0], labels[1])
-    if len(labels) == 1 and namespace != UNKNOWN:
-        return ServiceName(f"{host}.{namespace}.{suffix}", host, namespace)
     if len(labels) == 2 and not labels[1].isdigit():
         return ServiceName(f"{host}.{suffix}", labels[0], labels[1])
     if len(labels) == 3 and labels[2] == "svc":
         return ServiceName(f"{host}.{domain}", labels[0], labels[1])
     return ServiceName(host, host, UNKNOWN)
+
+
+def _inbound_service(common: accesslog_pb2.AccessLogCommon, ctx: ReportContext) -> ServiceName:
+    """Istio's server-side ``destination_service``: the inbound cluster's first service, else
+    the reporter's canonical service; the namespace is always the reporter's."""
+    namespace = ctx.reporter.namespace
+    try:
+        services = json.loads(common.custom_tags.get(SERVICES_TAG, "[]"))
+        first = services[0] if isinstance(services, list) and services else {}
+    except ValueError:
+        first = {}
+    host = first.get("host") if isinstance(first, dict) else None
+    if isinstance(host, str) and host:
+        name = first.get("name")
+        short = name if isinstance(name, str) and name else host.partition(".")[0]
+        return ServiceName(host, short, namespace)
+    canonical = ctx.reporter.canonical_service
+    return ServiceName(canonical, canonical, namespace)
 
 
 def _address(addr: Any) -> str:
@@ -257,10 +281,10 @@ def http_report(entry: accesslog_pb2.HTTPAccessLogEntry, ctx: ReportContext) -> 
     inbound = cluster.startswith("inbound|")
     source, destination, pending = _peers(common, inbound, ctx)
     if inbound:
-        service = _service_from_host(request.authority, ctx.reporter.namespace, ctx.domain)
+        service = _inbound_service(common, ctx)
     else:
         service = _service_from_cluster(cluster, ctx.domain) or _service_from_host(
-            request.authority, UNKNOWN, ctx.domain
+            request.authority, ctx.domain
         )
         if cluster in ("PassthroughCluster", "BlackHoleCluster", "InboundPassthroughClusterIpv4"):
             service = ServiceName(service.host, cluster, UNKNOWN)
@@ -317,10 +341,10 @@ def tcp_report(entry: accesslog_pb2.TCPAccessLogEntry, ctx: ReportContext) -> Re
     inbound = cluster.startswith("inbound|")
     source, destination, pending = _peers(common, inbound, ctx)
     service = (
-        _service_from_cluster(cluster, ctx.domain)
-        if not inbound
-        else ServiceName(UNKNOWN, UNKNOWN, ctx.reporter.namespace)
-    ) or ServiceName()
+        _inbound_service(common, ctx)
+        if inbound
+        else _service_from_cluster(cluster, ctx.domain) or ServiceName()
+    )
     policy, src_principal, dst_principal = _security(common, inbound, ctx)
     duration = common.duration if common.HasField("duration") else None
     props = entry.connection_properties

@@ -37,6 +37,7 @@ __all__ = [
     "LogWriter",
     "RequestLogger",
     "compile_format",
+    "metadata_text",
     "passes_filter",
     "render_format",
 ]
@@ -111,7 +112,7 @@ def _grpc_status(arg: str | None) -> Operator:
     return render
 
 
-def _metadata_text(value: object) -> str:
+def metadata_text(value: object) -> str:
     """A metadata value as Envoy prints one: strings bare, the rest as compact JSON with
     integral numbers without a fraction (protobuf ``Value`` numbers are doubles)."""
     if isinstance(value, str):
@@ -139,7 +140,7 @@ def _dynamic_metadata(arg: str) -> Operator:
             if not isinstance(value, dict):
                 return None
             value = value.get(key)
-        return None if value is None else _metadata_text(value)
+        return None if value is None else metadata_text(value)
 
     return render
 

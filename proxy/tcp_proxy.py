@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Mapping
 from typing import cast
 
 import structlog
@@ -142,6 +143,7 @@ class TcpProxyConnection(_Side):
         self._started = 0.0
         self._rx = self._tx = 0
         self._upstream: tuple[str | None, str | None, tuple[str, int] | None] = (None, None, None)
+        self._cluster_metadata: Mapping[str, object] | None = None
         self._flag: str | None = None
         self._transport_failure = ""
         self._read_filters = read_filters
@@ -260,6 +262,7 @@ class TcpProxyConnection(_Side):
                 else cluster.choose_host(None)
             )
             self._upstream = (cluster.name, host.address_str if host else None, None)
+            self._cluster_metadata = cluster.model.metadata
             if host is None:
                 self._flag = "UH"
                 cluster.stats.upstream_cx_none_healthy.value += 1
@@ -376,6 +379,7 @@ class TcpProxyConnection(_Side):
             received_bytes=self._rx,
             sent_bytes=self._tx,
             upstream_cluster=cluster,
+            upstream_cluster_metadata=self._cluster_metadata,
             upstream_host=host,
             upstream_local_address=local,
             response_flags=(self._flag,) if self._flag else (),

@@ -49,6 +49,16 @@ LEGACY_ZIPKIN = "zipkin"
 
 #: Istio's filter state keys of the peers (metadata exchange), as its access logs log them
 _PEERS_TO_LOG = ("wasm.upstream_peer", "wasm.downstream_peer")
+#: The services an inbound cluster serves (its ``istio.services`` metadata, as Istio's stats
+#: filter reads it for ``destination_service``), logged as a custom tag so that mixer names
+#: the service without trusting the request's Host header.
+_SERVICES_TAG = {
+    "tag": "istio.services",
+    "metadata": {
+        "kind": {"cluster": {}},
+        "metadata_key": {"key": "istio", "path": [{"key": "services"}]},
+    },
+}
 # What mixer reads besides Envoy's standard fields: the request protocol (gRPC or not), a
 # gRPC call's status (a trailer, or a header on a trailers-only answer) and the trace id.
 _REQUEST_HEADERS_TO_LOG = ["content-type", "x-b3-traceid"]
@@ -112,11 +122,13 @@ class Observability:
         Istio's ``istio_tcp_*`` metrics are made of."""
         if not self.mixer:
             return []
-        common = {
+        common: dict[str, Any] = {
             "log_name": "inbound" if inbound else "outbound",
             "grpc_service": {"envoy_grpc": {"cluster_name": MIXER_CLUSTER}},
             "transport_api_version": "V3",
         }
+        if inbound:
+            common["custom_tags"] = [_SERVICES_TAG]
         return [
             {
                 "name": "envoy.access_loggers.tcp_grpc",
@@ -127,20 +139,23 @@ class Observability:
     def access_log(self, inbound: bool) -> list[dict[str, Any]]:
         if not self.mixer:
             return []
+        common: dict[str, Any] = {
+            "log_name": "inbound" if inbound else "outbound",
+            "grpc_service": {"envoy_grpc": {"cluster_name": MIXER_CLUSTER}},
+            "transport_api_version": "V3",
+            # As Istio's: the peer learnt by metadata exchange, so mixer knows a caller
+            # whose address names no proxy.
+            "filter_state_objects_to_log": list(_PEERS_TO_LOG),
+        }
+        if inbound:
+            common["custom_tags"] = [_SERVICES_TAG]
         return [
             {
                 "name": "envoy.access_loggers.http_grpc",
                 "typed_config": typed(
                     "als",
                     {
-                        "common_config": {
-                            "log_name": "inbound" if inbound else "outbound",
-                            "grpc_service": {"envoy_grpc": {"cluster_name": MIXER_CLUSTER}},
-                            "transport_api_version": "V3",
-                            # As Istio's: the peer learnt by metadata exchange, so mixer
-                            # knows a caller whose address names no proxy.
-                            "filter_state_objects_to_log": list(_PEERS_TO_LOG),
-                        },
+                        "common_config": common,
                         "additional_request_headers_to_log": _REQUEST_HEADERS_TO_LOG,
                         "additional_response_headers_to_log": _RESPONSE_HEADERS_TO_LOG,
                         "additional_response_trailers_to_log": _RESPONSE_TRAILERS_TO_LOG,

@@ -17,11 +17,13 @@ from envoy.service.accesslog.v3 import als_pb2
 from google.protobuf import json_format, struct_pb2, wrappers_pb2
 
 from mixer.peers import PeerInfo
+from proxy.als.custom_tags import apply_custom_tags
 from proxy.als.facts import TcpFacts
 from proxy.http.headers import get_header
 
 if TYPE_CHECKING:
     from proxy.config.model_bootstrap import Node
+    from proxy.config.model_common import CustomTag
     from proxy.config.model_http import GrpcAccessLogService
     from proxy.http.stream_info import ConnectionInfo, StreamInfo
 
@@ -234,6 +236,10 @@ def http_entry(
     _logged(response.response_trailers, response_trailers, config.additional_response_trailers)
     if config.filter_state_objects:
         _filter_state(common, info.filter_state, config.filter_state_objects)
+    if config.custom_tags:
+        apply_custom_tags(
+            common, config.custom_tags, request_headers, info.upstream_cluster_metadata
+        )
     return entry
 
 
@@ -288,7 +294,11 @@ def _request(
 
 
 def tcp_entry(
-    facts: TcpFacts, wall_offset: float, *, local_uri_sans: Sequence[str] = ()
+    facts: TcpFacts,
+    wall_offset: float,
+    *,
+    local_uri_sans: Sequence[str] = (),
+    custom_tags: Sequence[CustomTag] = (),
 ) -> accesslog_pb2.TCPAccessLogEntry:
     """One connection, as ``envoy.access_loggers.tcp_grpc`` logs it when it closes."""
     entry = accesslog_pb2.TCPAccessLogEntry()
@@ -311,4 +321,6 @@ def tcp_entry(
     common.access_log_type = accesslog_pb2.TcpConnectionEnd
     entry.connection_properties.received_bytes = facts.received_bytes
     entry.connection_properties.sent_bytes = facts.sent_bytes
+    if custom_tags:
+        apply_custom_tags(common, custom_tags, None, facts.upstream_cluster_metadata)
     return entry

@@ -3,6 +3,7 @@ hands it to its loggers without knowing how they encode it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -22,6 +23,7 @@ class TcpFacts:
     received_bytes: int
     sent_bytes: int
     upstream_cluster: str | None = None
+    upstream_cluster_metadata: Mapping[str, object] | None = None
     upstream_host: str | None = None
     upstream_local_address: tuple[str, int] | None = None
     response_flags: tuple[str, ...] = ()

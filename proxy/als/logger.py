@@ -169,5 +169,10 @@ class GrpcTcpAccessLogger:
         self._identity = identity
 
     def log_connection(self, facts: TcpFacts) -> None:
-        entry = tcp_entry(facts, _wall_offset(), local_uri_sans=self._identity)
+        entry = tcp_entry(
+            facts,
+            _wall_offset(),
+            local_uri_sans=self._identity,
+            custom_tags=self._service.custom_tags,
+        )
         self._stream.log(entry.SerializeToString())

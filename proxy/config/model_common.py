@@ -25,6 +25,8 @@ __all__ = [
     "EMPTY_MAPPING",
     "CidrRange",
     "ConfigSource",
+    "CustomTag",
+    "CustomTagKind",
     "HeaderAppendAction",
     "HeaderMatcher",
     "HeaderValueOption",
@@ -190,3 +192,25 @@ class ConfigSource:
     # An ``api_config_source`` over gRPC to this static cluster (SDS from the identity
     # agent, as Istio's bootstrap names ``sds-grpc``); ``ads`` is then False.
     api_cluster: str | None = None
+
+
+class CustomTagKind(StrEnum):
+    LITERAL = "literal"
+    ENVIRONMENT = "environment"
+    REQUEST_HEADER = "request_header"
+    CLUSTER_METADATA = "cluster_metadata"
+
+
+@dataclass(frozen=True, slots=True)
+class CustomTag:
+    """Envoy ``type.tracing.v3.CustomTag`` as access loggers apply it. ``value`` is the
+    literal, or the environment variable's value read when the config was translated (Envoy
+    reads it once too); ``name`` is the header name (lower case); ``path`` the metadata key
+    path (filter name first). An empty result is not logged."""
+
+    tag: str
+    kind: CustomTagKind
+    value: str = ""
+    name: bytes = b""
+    path: tuple[str, ...] = ()
+    default_value: str = ""

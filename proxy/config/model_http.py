@@ -11,6 +11,7 @@ from proxy.codec.h2_settings import H2Settings
 from proxy.config.model_common import (
     CidrRange,
     ConfigSource,
+    CustomTag,
     HeaderMatcher,
     HeaderValueOption,
     empty_mapping,
@@ -232,6 +233,8 @@ class GrpcAccessLogService:
     #: ``common_config.filter_state_objects_to_log``: these filter state objects (Istio's
     #: ``wasm.downstream_peer``, ...) go into the entry's ``filter_state_objects``
     filter_state_objects: tuple[str, ...] = ()
+    #: ``common_config.custom_tags``: go into the entry's ``custom_tags``
+    custom_tags: tuple[CustomTag, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

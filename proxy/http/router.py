@@ -249,6 +249,7 @@ class Router(HttpFilter):
             return
         self.cluster = cluster
         info.upstream_cluster = cluster.name
+        info.upstream_cluster_metadata = cluster.model.metadata
         cb.set_downstream_watermark_listener(self)
         controls = None
         envoy_headers = has_envoy_headers(headers)

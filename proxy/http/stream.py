@@ -240,7 +240,10 @@ class ActiveStream(StreamLimits, FilterManager):
             if action.kind is RouteActionType.CLUSTER:
                 # Known from the route on, as in Envoy: logged even when a filter answers
                 # before the router runs.
-                info.upstream_cluster = action.cluster
+                name = info.upstream_cluster = action.cluster
+                cluster = self.runtime.clusters.get(name) if name is not None else None
+                if cluster is not None:
+                    info.upstream_cluster_metadata = cluster.model.metadata
 
     def decode_data(self, data: bytes, end_stream: bool) -> None:
         self.last_activity = now = self.timers.time()
@@ -322,7 +325,7 @@ class ActiveStream(StreamLimits, FilterManager):
     def clear_route_cache(self) -> None:
         self.route = self.vhost = self.route_config = None
         info = self.stream_info
-        info.route_name = info.upstream_cluster = None
+        info.route_name = info.upstream_cluster = info.upstream_cluster_metadata = None
         self._match_route()
 
     def per_route_config(self, filter_name: str) -> object | None:

@@ -164,6 +164,7 @@ class StreamInfo:
         "route_name",
         "start_time",
         "upstream_cluster",
+        "upstream_cluster_metadata",
         "upstream_host",
         "upstream_local_address",
         "upstream_transport_failure_reason",
@@ -197,6 +198,8 @@ class StreamInfo:
         self.bytes_sent = 0
         self.route_name: str | None = None
         self.upstream_cluster: str | None = None
+        # The cluster's filter_metadata (what cluster-metadata custom tags read).
+        self.upstream_cluster_metadata: Mapping[str, object] | None = None
         self.upstream_host: str | None = None
         self.upstream_local_address: str | None = None
         self.upstream_transport_failure_reason = ""

@@ -18,8 +18,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from mixer.metrics import IstioMetrics
 from mixer.peers import DOWNSTREAM_PEER, UPSTREAM_PEER, PeerInfo
-from mixer.report import ReportContext, http_report
+from mixer.report import SERVICES_TAG, ReportContext, http_report
 from proxy.als.entry import http_entry
+from proxy.config.model_common import CustomTag, CustomTagKind
 from proxy.config.model_http import GrpcAccessLogService
 from proxy.istio.exchange import encode_node
 
@@ -31,13 +32,17 @@ __all__ = ["DOWNSTREAM_PEER", "UPSTREAM_PEER", "IstioTelemetry"]
 
 Headers = list[tuple[bytes, bytes]]
 
-# What the report reads of the headers: gRPC or not, and a gRPC call's status.
+# What the report reads: gRPC or not, a gRPC call's status, and on the inbound side the
+# services the cluster serves (Istio's stats filter reads the cluster's metadata too).
 _ENTRY_CONFIG = GrpcAccessLogService(
     log_name="istio.stats",
     cluster_name="",
     additional_request_headers=("content-type",),
     additional_response_headers=("grpc-status",),
     additional_response_trailers=("grpc-status",),
+    custom_tags=(
+        CustomTag(SERVICES_TAG, CustomTagKind.CLUSTER_METADATA, path=("istio", "services")),
+    ),
 )
 
 

@@ -32,6 +32,7 @@ from tests.integration.demo_harness import (
     pod_pids,
     start_demo,
 )
+from tests.mixer.harness import samples
 from tests.support.browser import artifact_path, chromium
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("pymesh-demo-lifecycle")]
@@ -241,6 +242,20 @@ def test_demo_runs_mixer_and_a_prometheus_scraping_it(demo: Demo) -> None:
         ("service:default:details.default.svc.cluster.local", "workload:default:details-v1"),
     }
     demo.wait(lambda: graph_edges() >= calls, 30, "productpage's calls in the graph")
+    # The gateway forwarded the Host the user typed (the demo's address): productpage's own
+    # report still names the service its inbound cluster serves, never that Host.
+    metrics = f"http://{demo.control}:{MIXER_PORTS['metrics']}/metrics"
+
+    def services_productpage_reported() -> set[str]:
+        return {
+            labels["destination_service"]
+            for labels, _ in samples(demo.get(metrics).body, "istio_requests_total")
+            if labels["reporter"] == "destination"
+            and labels["destination_workload"] == "productpage-v1"
+        }
+
+    demo.wait(services_productpage_reported, 30, "productpage's own report")
+    assert services_productpage_reported() == {"productpage.default.svc.cluster.local"}
 
     def page_trace() -> bool:
         url = f"http://{demo.control}:9411/api/v2/traces?serviceName=details.default&limit=5"

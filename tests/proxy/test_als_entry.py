@@ -174,6 +174,74 @@ def test_tcp_entry_of_a_refused_tls_upstream() -> None:
     assert common.response_flags.upstream_connection_failure
 
 
+SERVICES = [{"host": "reviews.default.svc.cluster.local", "name": "reviews", "port": 9080.0}]
+CLUSTER_METADATA = {"istio": {"services": SERVICES, "default_original_port": 9080.0, "on": True}}
+
+
+def _tag(tag: str, **kind: Any) -> dict[str, Any]:
+    return {"tag": tag, **kind}
+
+
+def _cluster_tag(tag: str, *path: str, default: str = "") -> dict[str, Any]:
+    key = {"key": "istio", "path": [{"key": p} for p in path]}
+    return _tag(tag, metadata={"kind": {"cluster": {}}, "metadata_key": key,
+                               "default_value": default})  # fmt: skip
+
+
+def test_custom_tags_are_valued_as_envoy_values_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POD_NAME", "reviews-v1-x1")
+    tags = [
+        _tag("literal", literal={"value": "v"}),
+        _tag("env", environment={"name": "POD_NAME"}),
+        _tag("env-unset", environment={"name": "PYMESH_UNSET_VAR", "default_value": "d"}),
+        _tag("header", request_header={"name": "X-Tenant"}),
+        _tag("header-missing", request_header={"name": "x-none", "default_value": "none"}),
+        _tag("header-empty", request_header={"name": "x-none"}),
+        _cluster_tag("services", "services"),
+        _cluster_tag("port", "default_original_port"),
+        _cluster_tag("on", "on"),
+        _cluster_tag("missing", "nothing", default="fallback"),
+        _tag("unset-kind", metadata={"metadata_key": {"key": "a", "path": [{"key": "b"}]},
+                                     "default_value": "dv"}),
+    ]  # fmt: skip
+    hcm = _hcm_with(_als({"custom_tags": tags}))
+    service = hcm.access_log[0].grpc
+    assert service is not None
+    info = _info()
+    info.upstream_cluster_metadata = CLUSTER_METADATA
+    request = [(b"host", b"reviews:9080"), (b"x-tenant", b"t1")]
+    logged = dict(http_entry(info, request, None, service, 0.0).common_properties.custom_tags)
+    assert logged == {
+        "literal": "v",
+        "env": "reviews-v1-x1",
+        "env-unset": "d",
+        "header": "t1",
+        "header-missing": "none",
+        # compact JSON, whole numbers without a fraction, as protobuf prints a ListValue
+        "services": '[{"host":"reviews.default.svc.cluster.local","name":"reviews","port":9080}]',
+        "port": "9080",
+        "on": "true",
+        "missing": "fallback",
+        "unset-kind": "dv",
+    }
+    # a stream that reached no cluster: metadata tags fall back to their defaults
+    bare = http_entry(_info(), request, None, service, 0.0).common_properties.custom_tags
+    assert "services" not in bare and bare["missing"] == "fallback"
+
+
+def test_tcp_entry_carries_cluster_metadata_tags() -> None:
+    facts = TcpFacts(
+        connection=ConnectionInfo(remote_address=("127.0.1.100", 4000)),
+        start_time=10.0, end_time=10.1, received_bytes=6, sent_bytes=0,
+        upstream_cluster="inbound|9080||", upstream_cluster_metadata=CLUSTER_METADATA,
+    )  # fmt: skip
+    service = _hcm_with(_als({"custom_tags": [_cluster_tag("s", "services")]}, url=TCP_GRPC))
+    assert service.access_log[0].grpc is not None
+    tags = service.access_log[0].grpc.custom_tags
+    common = tcp_entry(facts, wall_offset=0.0, custom_tags=tags).common_properties
+    assert "reviews.default.svc.cluster.local" in common.custom_tags["s"]
+
+
 def test_node_carries_istio_metadata() -> None:
     node = Node(
         id="sidecar~1.2.3.4~a-1.ns~ns.svc.cluster.local",
@@ -242,8 +310,14 @@ def test_http_grpc_is_translated_with_envoy_defaults() -> None:
 @pytest.mark.parametrize(
     ("common", "error", "where"),
     [
-        ({"custom_tags": [{"tag": "t", "literal": {"value": "v"}}]}, UnsupportedError,
-         "custom_tags"),
+        ({"custom_tags": [{"tag": "t", "metadata": {
+            "kind": {"route": {}}, "metadata_key": {"key": "istio", "path": [{"key": "a"}]}}}]},
+         UnsupportedError, "custom_tags[0].metadata.kind.route"),
+        ({"custom_tags": [{"tag": "t", "literal": {"value": ""}}]}, ValidationError,
+         "custom_tags[0].literal.value"),
+        ({"custom_tags": [{"tag": "t", "metadata": {
+            "kind": {"cluster": {}}, "metadata_key": {"key": "istio"}}}]}, ValidationError,
+         "custom_tags[0].metadata.metadata_key.path"),
         ({"transport_api_version": "V2"}, ValidationError, "transport_api_version"),
         ({"grpc_service": {"google_grpc": {"target_uri": "x", "stat_prefix": "s"}}},
          UnsupportedError, "grpc_service"),

@@ -33,6 +33,7 @@ from proxy.config.translate.common import (
     struct_to_dict,
     wrapped,
 )
+from proxy.config.translate.custom_tags import custom_tags
 from proxy.config.translate.support import unpack
 from pymesh.errors import UnsupportedError, ValidationError
 
@@ -191,6 +192,7 @@ def _grpc_service(typed_config: Any, tcp: bool, path: str) -> GrpcAccessLogServi
         additional_response_headers=response_headers,
         additional_response_trailers=response_trailers,
         filter_state_objects=tuple(common.filter_state_objects_to_log),
+        custom_tags=custom_tags(common.custom_tags, common_path),
     )
 
 

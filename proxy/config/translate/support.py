@@ -171,7 +171,19 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         "envoy.extensions.access_loggers.grpc.v3.TcpGrpcAccessLogConfig": "common_config",
         "envoy.extensions.access_loggers.grpc.v3.CommonGrpcAccessLogConfig": "log_name "
         "grpc_service transport_api_version buffer_flush_interval buffer_size_bytes "
-        "filter_state_objects_to_log",
+        "filter_state_objects_to_log custom_tags",
+        "envoy.type.tracing.v3.CustomTag": "tag literal environment request_header metadata",
+        "envoy.type.tracing.v3.CustomTag.Literal": "value",
+        "envoy.type.tracing.v3.CustomTag.Environment": "name default_value",
+        "envoy.type.tracing.v3.CustomTag.Header": "name default_value",
+        "envoy.type.tracing.v3.CustomTag.Metadata": "kind metadata_key default_value",
+        "envoy.type.metadata.v3.MetadataKind": "request route cluster host",
+        "envoy.type.metadata.v3.MetadataKind.Request": "",
+        "envoy.type.metadata.v3.MetadataKind.Route": "",
+        "envoy.type.metadata.v3.MetadataKind.Cluster": "",
+        "envoy.type.metadata.v3.MetadataKind.Host": "",
+        "envoy.type.metadata.v3.MetadataKey": "key path",
+        "envoy.type.metadata.v3.MetadataKey.PathSegment": "key",
         # connection manager
         _HCM + "HttpConnectionManager": "codec_type stat_prefix rds route_config http_filters "
         "add_user_agent tracing common_http_protocol_options http_protocol_options "
