@@ -17,8 +17,8 @@ from envoy.service.accesslog.v3 import als_pb2
 from google.protobuf import json_format, struct_pb2, wrappers_pb2
 
 from mixer.peers import PeerInfo
-from proxy.als.custom_tags import apply_custom_tags
 from proxy.als.facts import TcpFacts
+from proxy.custom_tags import apply_custom_tags
 from proxy.http.headers import get_header
 
 if TYPE_CHECKING:
@@ -238,7 +238,7 @@ def http_entry(
         _filter_state(common, info.filter_state, config.filter_state_objects)
     if config.custom_tags:
         apply_custom_tags(
-            common, config.custom_tags, request_headers, info.upstream_cluster_metadata
+            common.custom_tags, config.custom_tags, request_headers, info.upstream_cluster_metadata
         )
     return entry
 
@@ -322,5 +322,5 @@ def tcp_entry(
     entry.connection_properties.received_bytes = facts.received_bytes
     entry.connection_properties.sent_bytes = facts.sent_bytes
     if custom_tags:
-        apply_custom_tags(common, custom_tags, None, facts.upstream_cluster_metadata)
+        apply_custom_tags(common.custom_tags, custom_tags, None, facts.upstream_cluster_metadata)
     return entry

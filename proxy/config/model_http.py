@@ -369,6 +369,8 @@ class Tracing:
     max_path_tag_length: int = 256
     spawn_upstream_span: bool | None = None
     provider: ZipkinConfig | None = None
+    #: set on every sampled span when it finishes
+    custom_tags: tuple[CustomTag, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

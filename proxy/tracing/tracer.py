@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from proxy.custom_tags import apply_custom_tags
 from proxy.http.headers import get_header, remove_headers, set_header
 from proxy.tracing.context import (
     InvalidContext,
@@ -144,4 +145,8 @@ class HttpTracer:
             return
         span.duration = max(0, time.time_ns() // 1000 - span.timestamp)
         finish_tags(span, info, headers, max_path_tag_length=self._config.max_path_tag_length)
+        if self._config.custom_tags:
+            apply_custom_tags(
+                span.tags, self._config.custom_tags, headers, info.upstream_cluster_metadata
+            )
         self._reporter.report(span)

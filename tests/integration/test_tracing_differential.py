@@ -5,7 +5,9 @@ spans reaching the collector, once ids are replaced by the order they first appe
 
 Scenarios are Istio's sidecar shapes (an OUTBOUND listener's CLIENT spans, an INBOUND one's
 SERVER spans, 128-bit trace ids, ``shared_span_context: false``) at 100% and 0% sampling,
-and an inbound listener with W3C propagation and shared span contexts.
+and an inbound listener with W3C propagation and shared span contexts. The inbound scenario
+also sets custom tags of every kind pymesh evaluates (literal, environment, request header,
+cluster metadata).
 """
 
 from __future__ import annotations
@@ -71,6 +73,35 @@ TRACE_HEADERS = (
     "traceparent", "tracestate", "x-envoy-decorator-operation", "x-client-trace-id",
 )  # fmt: skip
 _ID = re.compile(r"[0-9a-f]{16}")
+# Istio's Telemetry customTags (literal, environment, header) and what a cluster's metadata
+# holds, as the spans of one scenario carry them
+CUSTOM_TAGS = (
+    {"tag": "mesh", "literal": {"value": "pymesh-test"}},
+    {"tag": "home", "environment": {"name": "HOME"}},
+    {"tag": "cluster_id",
+     "environment": {"name": "PYMESH_TEST_UNSET", "default_value": "Kubernetes"}},
+    {"tag": "client", "request_header": {"name": "X-Client-Trace-Id", "default_value": "none"}},
+    {"tag": "sampled", "request_header": {"name": "x-b3-sampled"}},
+    *(
+        {"tag": tag, "metadata": {
+            "kind": {"cluster": {}},
+            "metadata_key": {"key": "istio", "path": [{"key": key}]},
+            "default_value": "-",
+        }}
+        for tag, key in (("services", "services"), ("port", "default_original_port"),
+                         ("weight", "weight"), ("canary", "canary"), ("absent", "absent"))
+    ),
+)  # fmt: skip
+APP_METADATA = {
+    "filter_metadata": {
+        "istio": {
+            "services": [{"host": "app.default.svc.cluster.local"}],
+            "default_original_port": 9080,
+            "weight": 0.25,
+            "canary": False,
+        }
+    }
+}
 
 
 @dataclass(frozen=True)
@@ -80,6 +111,7 @@ class Scenario:
     sampling: float
     w3c: bool = False
     shared: bool = False
+    custom_tags: bool = False
 
     def bootstrap(self, port: int, upstream: int, collector: int, dead: int) -> dict[str, Any]:
         zipkin: dict[str, Any] = {
@@ -96,6 +128,8 @@ class Scenario:
             "random_sampling": {"value": self.sampling},
             "provider": {"name": "envoy.tracers.zipkin", "typed_config": zipkin},
         }
+        if self.custom_tags:
+            tracing["custom_tags"] = list(CUSTOM_TAGS)
         decorated = route(cluster="app")
         decorated["decorator"] = {"operation": "app.default.svc.cluster.local:9080/*"}
         routes = [route("/plain", cluster="app"), route("/dead", cluster="dead"), decorated]
@@ -104,7 +138,7 @@ class Scenario:
         config = bootstrap(
             [main],
             [
-                cluster("app", [(HOST, upstream)]),
+                cluster("app", [(HOST, upstream)], metadata=APP_METADATA),
                 cluster("dead", [(HOST, dead)]),  # nothing listens: 503 UF, an error span
                 cluster("zipkin", [(HOST, collector)]),
             ],
@@ -115,7 +149,7 @@ class Scenario:
 
 SCENARIOS = (
     Scenario("sidecar-outbound", "OUTBOUND", 100.0),
-    Scenario("sidecar-inbound", "INBOUND", 100.0),
+    Scenario("sidecar-inbound", "INBOUND", 100.0, custom_tags=True),
     Scenario("outbound-unsampled", "OUTBOUND", 0.0),
     Scenario("inbound-w3c-shared", "INBOUND", 0.0, w3c=True, shared=True),
 )
@@ -239,3 +273,7 @@ async def test_trace_context_and_spans_match_envoy(scenario: Scenario, tmp_path:
     assert not differences, "\n".join(differences)
     # the comparison is not vacuous: some requests were traced, and with B3 context
     assert any("span" in seen for seen in envoy) and any("x-b3-traceid" in s for s in envoy)
+    if scenario.custom_tags:
+        tags = [seen["span"]["tags"] for seen in envoy if "span" in seen]
+        assert {t["services"] for t in tags} == {'[{"host":"app.default.svc.cluster.local"}]', "-"}
+        assert {t["client"] for t in tags} == {"client-1", "none"}

@@ -36,6 +36,7 @@ from proxy.config.translate.common import (
     percent,
     wrapped,
 )
+from proxy.config.translate.custom_tags import custom_tags
 from proxy.config.translate.filters import FilterEntry, FilterRegistry
 from proxy.config.translate.http2 import http2_settings
 from proxy.config.translate.routes import route_configuration
@@ -286,6 +287,7 @@ def _tracing(proto: Any, path: str) -> Tracing:
         max_path_tag_length=wrapped(proto, "max_path_tag_length", 256),
         spawn_upstream_span=wrapped(proto, "spawn_upstream_span", None),
         provider=provider,
+        custom_tags=custom_tags(proto.custom_tags, path),
     )
 
 

@@ -199,7 +199,7 @@ SUPPORTED: dict[str, frozenset[str]] = _table(
         _HCM + "Rds": "config_source route_config_name",
         _HCM + "HttpFilter": "name typed_config is_optional disabled",
         _HCM + "HttpConnectionManager.Tracing": "client_sampling random_sampling "
-        "overall_sampling verbose max_path_tag_length provider spawn_upstream_span",
+        "overall_sampling verbose max_path_tag_length provider spawn_upstream_span custom_tags",
         _HCM + "HttpConnectionManager.InternalAddressConfig": "unix_sockets cidr_ranges",
         _HCM + "HttpConnectionManager.SetCurrentClientCertDetails": "subject cert chain dns uri",
         _HCM + "HttpConnectionManager.UpgradeConfig": "upgrade_type enabled",

@@ -88,6 +88,16 @@ def _meshes(retry_on: str | None) -> Iterator[tuple[Mesh, list[str]]]:
         build_mesh("gateway-tls.yaml", creds=credentials("gateway-tls.yaml"), mesh=base),
         ["gateway"],
     )
+    # Telemetry customTags on the spans of both directions
+    traced = MeshConfig.from_yaml(
+        """
+extensionProviders:
+- name: zipkin
+  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}
+defaultProviders: {tracing: [zipkin]}
+"""
+    )
+    yield build_mesh(BOOKINFO, "telemetry-custom-tags.yaml", mesh=traced), ["reviews-v1"]
     # sniffed ports: http_inspector (filter_disabled inbound), HTTP and TCP chains per port
     yield build_mesh("sniffing.yaml", mesh=base, mtls=True), ["client", "echo"]
 

@@ -1,5 +1,5 @@
-"""Custom tags of an access-log entry (``AccessLogCommon.custom_tags``), valued as Envoy's
-``CustomTag`` implementations value them. Sans-I/O.
+"""Custom tags of an access-log entry (``AccessLogCommon.custom_tags``) or a span, valued as
+Envoy's ``CustomTag`` implementations value them. Sans-I/O.
 
 A metadata value that is a string is logged as is, a bool as ``true``/``false``, a number as
 Envoy's ``absl::StrCat`` prints a double, a list or struct as compact JSON; a missing value
@@ -8,8 +8,7 @@ logs the tag's default, and an empty result is not logged at all.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, MutableMapping, Sequence
 
 from proxy.access_log import metadata_text
 from proxy.config.model import CustomTag, CustomTagKind
@@ -19,16 +18,16 @@ __all__ = ["apply_custom_tags"]
 
 
 def apply_custom_tags(
-    target: Any,
+    target: MutableMapping[str, str],
     tags: Sequence[CustomTag],
     request_headers: list[tuple[bytes, bytes]] | None,
     cluster_metadata: Mapping[str, object] | None,
 ) -> None:
-    """Set ``target.custom_tags`` (an ``AccessLogCommon``) from ``tags``."""
+    """Set ``tags`` in ``target`` (an entry's ``custom_tags`` map, a span's tags)."""
     for tag in tags:
         value = _value(tag, request_headers, cluster_metadata)
         if value:
-            target.custom_tags[tag.tag] = value
+            target[tag.tag] = value
 
 
 def _value(
