@@ -195,18 +195,17 @@ class ConfigSource:
 
 
 class CustomTagKind(StrEnum):
-    LITERAL = "literal"
-    ENVIRONMENT = "environment"
+    LITERAL = "literal"  # environment tags too: Envoy reads the variable once, at load
     REQUEST_HEADER = "request_header"
     CLUSTER_METADATA = "cluster_metadata"
 
 
 @dataclass(frozen=True, slots=True)
 class CustomTag:
-    """Envoy ``type.tracing.v3.CustomTag`` as access loggers apply it. ``value`` is the
-    literal, or the environment variable's value read when the config was translated (Envoy
-    reads it once too); ``name`` is the header name (lower case); ``path`` the metadata key
-    path (filter name first). An empty result is not logged."""
+    """Envoy ``type.tracing.v3.CustomTag``, as access loggers and tracers apply it. ``value``
+    is the literal, or the environment variable's value read when the config was translated;
+    ``name`` is the header name (lower case); ``path`` the metadata key path (filter name
+    first). An empty result is not set."""
 
     tag: str
     kind: CustomTagKind

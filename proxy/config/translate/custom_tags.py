@@ -1,4 +1,5 @@
-"""``type.tracing.v3.CustomTag``: the extra values an access logger attaches to an entry.
+"""``type.tracing.v3.CustomTag``: the extra values an access logger attaches to an entry and
+a tracer to a span.
 
 pymesh evaluates literal, environment, request-header and cluster-metadata tags (the cluster's
 ``filter_metadata``, which is how Istio's inbound clusters name the services they serve).
